@@ -1,0 +1,59 @@
+package testutil
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+)
+
+// LineBuffer collects output written by a process and lets tests wait for
+// a line matching a pattern.
+type LineBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	cond chan struct{} // closed and replaced on each write
+}
+
+// NewLineBuffer returns an empty buffer.
+func NewLineBuffer() *LineBuffer { return &LineBuffer{cond: make(chan struct{})} }
+
+// Write appends p.
+func (b *LineBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Write(p)
+	close(b.cond)
+	b.cond = make(chan struct{})
+	return len(p), nil
+}
+
+// String returns everything written so far.
+func (b *LineBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// WaitFor waits until the output matches the regular expression and returns
+// the submatches of the first match.
+func (b *LineBuffer) WaitFor(pattern string, timeout time.Duration) ([]string, error) {
+	re := regexp.MustCompile(pattern)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		b.mu.Lock()
+		m := re.FindStringSubmatch(b.buf.String())
+		wake := b.cond
+		b.mu.Unlock()
+		if m != nil {
+			return m, nil
+		}
+		select {
+		case <-wake:
+		case <-deadline.C:
+			return nil, fmt.Errorf("no output matching %q within %s", pattern, timeout)
+		}
+	}
+}

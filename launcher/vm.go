@@ -1,0 +1,71 @@
+// Package launcher turns a VM description into a QEMU command line (pure
+// code, no side effects) and runs and supervises that QEMU process: QMP
+// start-up, guest events, signals, time-outs and exit codes.
+package launcher
+
+import (
+	"net"
+	"os"
+)
+
+// Console says where the guest's serial console and display go.
+type Console string
+
+// Console choices.
+const (
+	// ConsoleSerial: the first serial port on vmrun's stdout (and stdin when it is a terminal).
+	ConsoleSerial Console = "serial"
+	// ConsoleNone: no display; the serial port goes only to --serial-log, if given.
+	ConsoleNone Console = "none"
+	// ConsoleGUI: a graphical window (needs QEMU's GTK or SDL display).
+	ConsoleGUI Console = "gui"
+)
+
+// Disk is one disk image.
+type Disk struct {
+	Path   string
+	Format string // "qcow2" or "raw", detected from the file's contents
+}
+
+// NIC is a network attachment as the launcher sees it: whatever the network
+// mode, it is a QEMU netdev backend, optional file descriptors (queues and
+// their vhost-net fds), a guest MAC and extra netdev options.
+type NIC struct {
+	// Backend is the QEMU -netdev type: "tap", "user" or "stream".
+	Backend string
+	// Files are tap/macvtap/ipvtap queue fds (one per queue). A nil entry is
+	// a placeholder, used by --dry-run.
+	Files []*os.File
+	// VhostFiles are /dev/vhost-net fds, one per queue, or none (vhost=off).
+	VhostFiles []*os.File
+	// MAC is the guest NIC's MAC address.
+	MAC net.HardwareAddr
+	// Options are extra key=value netdev options (hostfwd=..., addr.path=...).
+	Options []string
+}
+
+// VM describes one virtual machine.
+type VM struct {
+	Name string
+	// QEMU is the path of the qemu-system binary.
+	QEMU string
+	// KVM selects hardware acceleration; otherwise TCG.
+	KVM bool
+	// MemMiB is the guest memory in MiB.
+	MemMiB uint64
+	CPUs   int
+	Disks  []Disk
+	// Snapshot sends guest writes to a throwaway overlay.
+	Snapshot bool
+	// Kernel, Initrd, Append: direct kernel boot.
+	Kernel, Initrd, Append string
+	Console                Console
+	// QMP is the listening unix socket QEMU's monitor accepts on (passed as an
+	// fd, so vmrun can connect without waiting for a socket file). nil is a
+	// placeholder for --dry-run.
+	QMP *os.File
+	// NIC is the network attachment; nil means no network.
+	NIC *NIC
+	// ExtraArgs are passed to QEMU last, unchanged (--qemu-arg).
+	ExtraArgs []string
+}

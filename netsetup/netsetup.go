@@ -1,0 +1,98 @@
+// Package netsetup finds the host's uplink, decides how the guest should
+// reach the network (pure planning over detected facts), creates the links
+// that decision needs, and removes them again — also after a crash, from
+// the objects recorded in the VM's state file.
+package netsetup
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+)
+
+// Mode is a network attachment mode.
+type Mode string
+
+// The network modes; see DESIGN.md "Network modes".
+const (
+	Auto    Mode = "auto"
+	None    Mode = "none"
+	User    Mode = "user"
+	Bridge  Mode = "bridge"
+	Macvtap Mode = "macvtap"
+	IPVtap  Mode = "ipvtap"
+	Routed  Mode = "routed"
+	NAT     Mode = "nat"
+)
+
+// Modes lists every mode, in the order --help shows them.
+func Modes() []Mode { return []Mode{Auto, Bridge, Macvtap, IPVtap, Routed, NAT, User, None} }
+
+// ErrUnknownMode is returned by ParseNet for a mode it does not know.
+var ErrUnknownMode = errors.New("unknown network mode")
+
+// ParseNet parses --net MODE[:PARENT].
+func ParseNet(s string) (Mode, string, error) {
+	m, parent, _ := strings.Cut(strings.TrimSpace(s), ":")
+	mode := Mode(strings.ToLower(m))
+	for _, k := range Modes() {
+		if k == mode {
+			switch mode {
+			case Auto, User, None, NAT:
+				if parent != "" {
+					return "", "", fmt.Errorf("--net %s takes no interface (got %q); use --uplink to choose the uplink", mode, s)
+				}
+			}
+			if strings.Contains(parent, "/") || len(parent) > 15 {
+				return "", "", fmt.Errorf("--net %q: %q is not a valid interface name", s, parent)
+			}
+			return mode, parent, nil
+		}
+	}
+	names := make([]string, 0, len(Modes()))
+	for _, k := range Modes() {
+		names = append(names, string(k))
+	}
+	return "", "", fmt.Errorf("%w %q: use one of %s (optionally MODE:INTERFACE)", ErrUnknownMode, m, strings.Join(names, ", "))
+}
+
+// Recorder persists each host object before it is created (see rundir.Dir).
+type Recorder interface {
+	Record(rundir.Object) error
+	Forget(rundir.Object) error
+}
+
+// Attachment is an applied network plan: what QEMU needs, and how to undo it.
+type Attachment struct {
+	// Backend is the QEMU -netdev type: "tap", "user", "stream"; "" for none.
+	Backend string
+	// Files are the queue fds (tap, macvtap, ipvtap); VhostFiles the matching
+	// /dev/vhost-net fds, or none.
+	Files, VhostFiles []*os.File
+	// MAC is the guest NIC's MAC.
+	MAC net.HardwareAddr
+	// Options are extra netdev options (hostfwd=..., addr.path=...).
+	Options []string
+	// Undo removes everything Apply created, in reverse order; it runs once
+	// and later calls return the first result. Never nil.
+	Undo func() error
+}
+
+// CloseFiles closes the attachment's fds in this process (after QEMU has
+// inherited them), so that a non-persistent tap disappears with QEMU.
+func (a *Attachment) CloseFiles() {
+	for _, f := range a.Files {
+		if f != nil {
+			f.Close()
+		}
+	}
+	for _, f := range a.VhostFiles {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
