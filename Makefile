@@ -1,0 +1,67 @@
+# vmrun — see README.md. The two commands a newcomer needs:
+#   make demo    install QEMU if missing, build vmrun and the demo disk, boot it with --net auto
+#   make test    install what the tests need, build the test guest, lint, run every test layer
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/vmrun
+GUEST_DIR := $(shell bash test/guest/build.sh --print-dir 2>/dev/null)
+STATICCHECK_VERSION := v0.8.2
+GOBIN := $(shell $(GO) env GOPATH)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages: to run VMs, to build the test guest, and for the tests'
+# LAN side (DHCP server, Wi-Fi AP and station inside the nested kernel).
+DEPS_RUN := qemu-system-x86 qemu-utils
+DEPS_GUEST := busybox-static cpio kmod syslinux syslinux-common extlinux mtools dosfstools fdisk
+DEPS_TEST := iproute2 dnsmasq-base passt hostapd wpasupplicant iw procps
+
+.PHONY: all build demo test test-unit test-deps demo-deps guest lint bench clean install
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/vmrun
+
+# Install Debian packages that are missing (apt-get update first, as on a fresh machine).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+demo-deps:
+	$(call apt_install,$(DEPS_RUN) $(DEPS_GUEST))
+
+test-deps:
+	$(call apt_install,$(DEPS_RUN) $(DEPS_GUEST) $(DEPS_TEST))
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+guest:
+	bash test/guest/build.sh
+
+# The demo guest gets an address, checks that its gateway answers, prints
+# both on the console and powers off by itself: the command ends with exit 0.
+demo: demo-deps build guest
+	$(SUDO) ./$(BIN) --disk "$$(bash test/guest/build.sh --print-dir)/demo.qcow2" --snapshot --console serial --net auto --timeout 5m
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOBIN)/staticcheck ./...
+
+test-unit:
+	$(GO) test -race -count=1 ./...
+
+# Every layer: pure, kernel (namespaces), QEMU end to end, nested kernel.
+# Root tests need root; under CI=true a test that cannot run fails.
+test: test-deps build guest lint
+	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=$(VMRUN_STRICT) $(GO) test -race -count=1 -timeout 60m ./...
+
+bench: build guest
+	$(SUDO) env "PATH=$$PATH" bash scripts/bench.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,243 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/launcher"
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// Spec is a validated VM request, ready for network planning and the
+// QEMU command line.
+type Spec struct {
+	Name       string
+	Disks      []launcher.Disk
+	Snapshot   bool
+	MemMiB     uint64
+	CPUs       int
+	MAC        net.HardwareAddr
+	MACSet     bool // the user chose the MAC
+	Kernel     string
+	Initrd     string
+	Append     string
+	NetMode    netsetup.Mode
+	NetParent  string
+	Uplink     string
+	Forwards   []netsetup.Forward
+	GuestIP    *net.IPNet
+	Gateway    net.IP
+	NoHostLink bool
+	Timeout    time.Duration
+	Grace      time.Duration
+	QEMU       string
+	QEMUArgs   []string
+	Console    string // auto, serial, none, gui
+	SerialLog  string
+	Accel      string // auto, kvm, tcg
+}
+
+// MaxCPUs is the largest --cpus accepted.
+const MaxCPUs = 255
+
+// Resolve validates every setting and returns the Spec. The first problem
+// found is returned as one sentence naming the setting and the fix.
+func (c Config) Resolve() (Spec, error) {
+	var s Spec
+	var err error
+	if err = c.resolveBoot(&s); err != nil {
+		return Spec{}, err
+	}
+	if s.Name, err = resolveName(c.Name, c.Disk, c.Kernel); err != nil {
+		return Spec{}, err
+	}
+	if s.MemMiB, err = ParseMem(c.Mem); err != nil {
+		return Spec{}, err
+	}
+	if c.CPUs < 1 || c.CPUs > MaxCPUs {
+		return Spec{}, fmt.Errorf("--cpus %d is out of range: give a number from 1 to %d", c.CPUs, MaxCPUs)
+	}
+	s.CPUs = c.CPUs
+	if c.MAC != "" {
+		if s.MAC, err = netsetup.ParseMAC(c.MAC); err != nil {
+			return Spec{}, err
+		}
+		s.MACSet = true
+	} else {
+		s.MAC = netsetup.DeriveMAC(s.Name)
+	}
+	if err = c.resolveNet(&s); err != nil {
+		return Spec{}, err
+	}
+	if s.Timeout, err = ParseDuration("timeout", c.Timeout); err != nil {
+		return Spec{}, err
+	}
+	if s.Grace, err = ParseDuration("shutdown-grace", c.ShutdownGrace); err != nil {
+		return Spec{}, err
+	}
+	switch c.Console {
+	case "auto", "serial", "none", "gui":
+		s.Console = c.Console
+	default:
+		return Spec{}, fmt.Errorf("--console %q is not one of auto, serial, none, gui", c.Console)
+	}
+	switch c.Accel {
+	case "auto", "kvm", "tcg":
+		s.Accel = c.Accel
+	default:
+		return Spec{}, fmt.Errorf("--accel %q is not one of auto, kvm, tcg", c.Accel)
+	}
+	if c.SerialLog != "" {
+		if fi, err := os.Stat(filepath.Dir(c.SerialLog)); err != nil || !fi.IsDir() {
+			return Spec{}, fmt.Errorf("--serial-log %s: directory %s does not exist; create it or choose another path", c.SerialLog, filepath.Dir(c.SerialLog))
+		}
+		s.SerialLog = c.SerialLog
+	}
+	if c.QEMU == "" {
+		return Spec{}, errors.New("--qemu is empty: give the path of qemu-system-x86_64")
+	}
+	s.QEMU = c.QEMU
+	s.QEMUArgs = append([]string(nil), c.QEMUArg...)
+	return s, nil
+}
+
+func (c Config) resolveBoot(s *Spec) error {
+	if len(c.Disk) == 0 && c.Kernel == "" {
+		return errors.New("nothing to boot: give a disk image with --disk FILE (qcow2 or raw), or a kernel with --kernel")
+	}
+	for _, p := range c.Disk {
+		if strings.TrimSpace(p) == "" {
+			return errors.New("--disk is empty: give the path of a qcow2 or raw disk image")
+		}
+		format, err := DetectFormat(p, !c.Snapshot)
+		if err != nil {
+			return err
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return fmt.Errorf("disk image %s: %w", p, err)
+		}
+		s.Disks = append(s.Disks, launcher.Disk{Path: abs, Format: format})
+	}
+	s.Snapshot = c.Snapshot
+	for flag, p := range map[string]string{"kernel": c.Kernel, "initrd": c.Initrd} {
+		if p == "" {
+			continue
+		}
+		if err := readableFile(flag, p); err != nil {
+			return err
+		}
+	}
+	if c.Initrd != "" && c.Kernel == "" {
+		return errors.New("--initrd needs --kernel: give the kernel to boot with it")
+	}
+	if c.Append != "" && c.Kernel == "" {
+		return errors.New("--append needs --kernel: kernel arguments only apply to direct kernel boot")
+	}
+	s.Kernel, s.Initrd, s.Append = absOrEmpty(c.Kernel), absOrEmpty(c.Initrd), c.Append
+	return nil
+}
+
+func absOrEmpty(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+func readableFile(flag, p string) error {
+	fi, err := os.Stat(p)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("--%s %s does not exist: check the path", flag, p)
+	case err != nil:
+		return fmt.Errorf("--%s %s cannot be read: %v", flag, p, errors.Unwrap(err))
+	case fi.IsDir():
+		return fmt.Errorf("--%s %s is a directory: give a file", flag, p)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("--%s %s cannot be read: %v", flag, p, errors.Unwrap(err))
+	}
+	f.Close()
+	return nil
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// resolveName returns the explicit name, validated, or one derived from the
+// first disk's (or the kernel's) file name.
+func resolveName(name string, disks []string, kernel string) (string, error) {
+	if name != "" {
+		if err := rundir.ValidateName(name); err != nil {
+			return "", fmt.Errorf("--name: %w", err)
+		}
+		return name, nil
+	}
+	src := kernel
+	if len(disks) > 0 {
+		src = disks[0]
+	}
+	base := filepath.Base(src)
+	for _, ext := range []string{".qcow2", ".qcow", ".img", ".raw", ".disk"} {
+		base = strings.TrimSuffix(base, ext)
+	}
+	base = strings.Trim(unsafeName.ReplaceAllString(base, "-"), "-._")
+	if len(base) > rundir.MaxNameLen {
+		base = base[:rundir.MaxNameLen]
+	}
+	if base == "" {
+		base = "vm"
+	}
+	return base, nil
+}
+
+func (c Config) resolveNet(s *Spec) error {
+	mode, parent, err := netsetup.ParseNet(c.Net)
+	if err != nil {
+		return err
+	}
+	s.NetMode, s.NetParent, s.Uplink = mode, parent, c.Uplink
+	for _, f := range c.Forward {
+		fw, err := netsetup.ParseForward(f)
+		if err != nil {
+			return err
+		}
+		s.Forwards = append(s.Forwards, fw)
+	}
+	if len(s.Forwards) > 0 {
+		switch mode {
+		case netsetup.Auto, netsetup.User, netsetup.NAT:
+		default:
+			return fmt.Errorf("--forward works only with --net user, nat or auto: with --net %s the guest has its own address on the network; connect to it directly", mode)
+		}
+	}
+	if c.GuestIP != "" {
+		ip, ipnet, err := net.ParseCIDR(c.GuestIP)
+		if err != nil {
+			return fmt.Errorf("--guest-ip %q is not ADDRESS/PREFIX: write e.g. 192.168.1.50/24", c.GuestIP)
+		}
+		ipnet.IP = ip
+		s.GuestIP = ipnet
+	}
+	if c.Gateway != "" {
+		if s.Gateway = net.ParseIP(c.Gateway); s.Gateway == nil {
+			return fmt.Errorf("--gateway %q is not an IP address", c.Gateway)
+		}
+		if s.GuestIP == nil {
+			return errors.New("--gateway needs --guest-ip: give the guest's address too")
+		}
+	}
+	s.NoHostLink = c.NoHostLink
+	return nil
+}

@@ -1,0 +1,136 @@
+package rundir
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"web", "ci-vm.1", "A_b", strings.Repeat("x", MaxNameLen)} {
+		if err := ValidateName(ok); err != nil {
+			t.Errorf("%q rejected: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "a/b", "../x", ".hidden", "-x", "sp ace", strings.Repeat("x", MaxNameLen+1), "é"} {
+		if err := ValidateName(bad); !errors.Is(err, ErrBadName) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestCreateLockAndRemove(t *testing.T) {
+	root := t.TempDir()
+	d, stale, err := Create(root, "vm1")
+	if err != nil || stale != nil {
+		t.Fatalf("Create: %v, stale %v", err, stale)
+	}
+	fi, err := os.Stat(d.Path)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("runtime dir mode %v, %v", fi.Mode(), err)
+	}
+	if _, _, err := Create(root, "vm1"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second Create: %v, want ErrBusy", err)
+	}
+	es, err := List(root)
+	if err != nil || len(es) != 1 || !es[0].Live {
+		t.Fatalf("List = %+v, %v", es, err)
+	}
+	if err := d.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d.Path); !os.IsNotExist(err) {
+		t.Fatalf("dir left behind: %v", err)
+	}
+}
+
+// TestLockHeldByOtherProcess checks the lock across processes, as between
+// two vmrun runs: a child holds the lock with flock(1) while we try.
+func TestLockHeldByOtherProcess(t *testing.T) {
+	flock, err := exec.LookPath("flock")
+	if err != nil {
+		t.Skip("flock(1) not installed")
+	}
+	root := t.TempDir()
+	d, _, err := Create(root, "vm2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.lock.Close() // as if this vmrun were gone
+	d.lock = nil
+	cmd := exec.Command(flock, "-n", filepath.Join(d.Path, "lock"), "sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for i := 0; i < 100; i++ {
+		if es, _ := List(root); len(es) == 1 && es[0].Live {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, _, err := Create(root, "vm2"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Create while another process holds the lock: %v", err)
+	}
+}
+
+func TestStaleStateSurvives(t *testing.T) {
+	root := t.TempDir()
+	d, _, err := Create(root, "vm3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := Object{Kind: "link", Name: "vmrabcdef01m", Detail: map[string]string{"type": "macvtap"}}
+	if err := d.Update(func(s *State) { s.Name = "vm3"; s.PID = 42 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Record(obj); err != nil {
+		t.Fatal(err)
+	}
+	d.lock.Close() // crash: the lock goes, the directory stays
+	es, _ := List(root)
+	if len(es) != 1 || es[0].Live || es[0].State == nil || len(es[0].State.Objects) != 1 {
+		t.Fatalf("List after crash = %+v", es)
+	}
+	d2, stale, err := Create(root, "vm3")
+	if err != nil || stale == nil || len(stale.Objects) != 1 || stale.Objects[0].Name != obj.Name {
+		t.Fatalf("Create after crash: %v, stale %+v", err, stale)
+	}
+	// Recording something new before the stale objects are cleared keeps them.
+	if err := d2.Record(Object{Kind: "link", Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadState(d2.Path)
+	if err != nil || len(st.Objects) != 2 {
+		t.Fatalf("stale objects lost: %+v, %v", st, err)
+	}
+	if err := d2.Forget(obj); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := ReadState(d2.Path); len(st.Objects) != 1 || st.Objects[0].Name != "other" {
+		t.Fatalf("Forget: %+v", st)
+	}
+	_ = d2.Remove()
+}
+
+func TestSocketPathLimit(t *testing.T) {
+	d := &Dir{Path: "/run/" + strings.Repeat("d", 100)}
+	if _, err := d.Socket("qmp.sock"); err == nil || !strings.Contains(err.Error(), EnvRoot) {
+		t.Fatalf("long socket path accepted: %v", err)
+	}
+	d.Path = "/run/vmrun/web"
+	if p, err := d.Socket("qmp.sock"); err != nil || p != "/run/vmrun/web/qmp.sock" {
+		t.Fatalf("Socket = %q, %v", p, err)
+	}
+}
+
+func TestRootOverride(t *testing.T) {
+	t.Setenv(EnvRoot, "/tmp/x")
+	if Root() != "/tmp/x" {
+		t.Fatal(Root())
+	}
+}

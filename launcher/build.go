@@ -1,0 +1,207 @@
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Cmdline is a QEMU invocation as data: nothing has been run.
+type Cmdline struct {
+	// Path is the QEMU binary.
+	Path string
+	// Args are the arguments after the binary name.
+	Args []string
+	// ExtraFiles become fds 3, 4, ... in QEMU (exec.Cmd.ExtraFiles).
+	ExtraFiles []*os.File
+}
+
+// Errors returned by Build.
+var (
+	ErrNoBoot    = errors.New("nothing to boot: give --disk or --kernel")
+	ErrBadNIC    = errors.New("invalid network attachment")
+	ErrBadMemory = errors.New("invalid memory size")
+)
+
+// Build returns the QEMU command line for vm. It is pure: it opens, creates
+// and runs nothing, so it is safe for --dry-run and golden tests.
+func Build(vm VM) (Cmdline, error) {
+	if len(vm.Disks) == 0 && vm.Kernel == "" {
+		return Cmdline{}, ErrNoBoot
+	}
+	if vm.MemMiB == 0 {
+		return Cmdline{}, ErrBadMemory
+	}
+	b := &builder{}
+	b.machine(vm)
+	b.console(vm.Console)
+	b.disks(vm)
+	if vm.Kernel != "" {
+		b.add("-kernel", vm.Kernel)
+		if vm.Initrd != "" {
+			b.add("-initrd", vm.Initrd)
+		}
+		if vm.Append != "" {
+			b.add("-append", vm.Append)
+		}
+	}
+	if vm.NIC != nil {
+		if err := b.nic(*vm.NIC, vm.CPUs); err != nil {
+			return Cmdline{}, err
+		}
+	}
+	// The NIC's fds come first (fd=3 for the tap, as in QEMU's examples),
+	// then the monitor's listener.
+	b.monitor(vm)
+	b.add(vm.ExtraArgs...)
+	return Cmdline{Path: vm.QEMU, Args: b.args, ExtraFiles: b.files}, nil
+}
+
+type builder struct {
+	args  []string
+	files []*os.File
+}
+
+func (b *builder) add(a ...string) { b.args = append(b.args, a...) }
+
+// file registers f as an inherited fd and returns its number in QEMU.
+func (b *builder) file(f *os.File) int {
+	b.files = append(b.files, f)
+	return 2 + len(b.files)
+}
+
+func (b *builder) machine(vm VM) {
+	b.add("-name", vm.Name)
+	if vm.KVM {
+		b.add("-machine", "q35,accel=kvm", "-cpu", "host")
+	} else {
+		b.add("-machine", "q35,accel=tcg")
+	}
+	cpus := vm.CPUs
+	if cpus < 1 {
+		cpus = 1
+	}
+	b.add("-m", strconv.FormatUint(vm.MemMiB, 10)+"M", "-smp", strconv.Itoa(cpus))
+	// -nodefaults: no NIC, VGA, serial or monitor of QEMU's own choosing;
+	// -S: stay paused until vmrun has its QMP event reader running.
+	b.add("-nodefaults", "-no-user-config", "-S")
+	b.add("-device", "pvpanic")
+}
+
+func (b *builder) monitor(vm VM) {
+	fd := b.file(vm.QMP)
+	b.add("-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", fd))
+	b.add("-mon", "chardev=qmp,mode=control")
+}
+
+func (b *builder) console(c Console) {
+	// The serial port always goes to QEMU's stdout, which is a pipe read by
+	// vmrun (it copies it to the terminal and/or --serial-log); signal=off
+	// so that a Ctrl-C typed into the console reaches vmrun, not QEMU.
+	b.add("-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console")
+	switch c {
+	case ConsoleGUI:
+		b.add("-device", "VGA", "-device", "qemu-xhci", "-device", "usb-tablet")
+	default:
+		b.add("-display", "none")
+	}
+}
+
+func (b *builder) disks(vm VM) {
+	for i, d := range vm.Disks {
+		opts := []string{
+			"file=" + escape(d.Path),
+			"format=" + d.Format,
+			"if=virtio",
+			"id=disk" + strconv.Itoa(i),
+		}
+		if vm.Snapshot {
+			opts = append(opts, "snapshot=on")
+		}
+		b.add("-drive", strings.Join(opts, ","))
+	}
+}
+
+func (b *builder) nic(n NIC, cpus int) error {
+	if len(n.MAC) != 6 {
+		return fmt.Errorf("%w: MAC %q", ErrBadNIC, n.MAC)
+	}
+	netdev := []string{n.Backend, "id=net0"}
+	device := []string{"virtio-net-pci", "netdev=net0", "mac=" + n.MAC.String()}
+	switch n.Backend {
+	case "tap":
+		q := len(n.Files)
+		if q == 0 {
+			return fmt.Errorf("%w: a tap attachment needs at least one fd", ErrBadNIC)
+		}
+		if len(n.VhostFiles) != 0 && len(n.VhostFiles) != q {
+			return fmt.Errorf("%w: %d queues but %d vhost-net fds", ErrBadNIC, q, len(n.VhostFiles))
+		}
+		fds := make([]string, q)
+		for i, f := range n.Files {
+			fds[i] = strconv.Itoa(b.file(f))
+		}
+		if q == 1 {
+			netdev = append(netdev, "fd="+fds[0])
+		} else {
+			netdev = append(netdev, "fds="+strings.Join(fds, ":"))
+		}
+		if len(n.VhostFiles) == 0 {
+			netdev = append(netdev, "vhost=off")
+		} else {
+			vfds := make([]string, q)
+			for i, f := range n.VhostFiles {
+				vfds[i] = strconv.Itoa(b.file(f))
+			}
+			if q == 1 {
+				netdev = append(netdev, "vhost=on", "vhostfd="+vfds[0])
+			} else {
+				netdev = append(netdev, "vhost=on", "vhostfds="+strings.Join(vfds, ":"))
+			}
+		}
+		if q > 1 {
+			// Two vectors per queue pair, one for config, one for control.
+			device = append(device, "mq=on", "vectors="+strconv.Itoa(2*q+2))
+		}
+	case "user", "stream":
+		if len(n.Files) != 0 {
+			return fmt.Errorf("%w: %s takes no fds", ErrBadNIC, n.Backend)
+		}
+	default:
+		return fmt.Errorf("%w: unknown backend %q", ErrBadNIC, n.Backend)
+	}
+	netdev = append(netdev, n.Options...)
+	b.add("-netdev", strings.Join(netdev, ","), "-device", strings.Join(device, ","))
+	return nil
+}
+
+// escape doubles commas, QEMU's quoting inside option values.
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// Quote returns args as one shell-quoted line (for --dry-run).
+func Quote(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = shellQuote(a)
+	}
+	return strings.Join(out, " ")
+}
+
+func shellQuote(s string) string {
+	if s == "" {
+		return "''"
+	}
+	safe := true
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_=,.:/@%+", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

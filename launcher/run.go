@@ -1,0 +1,510 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/qmp"
+)
+
+// Options control how Run supervises QEMU.
+type Options struct {
+	// QMPPath is the path of the socket whose listener is VM.QMP.
+	QMPPath string
+	// QMPTimeout bounds QEMU's start-up up to a completed QMP handshake.
+	QMPTimeout time.Duration
+	// Timeout stops the VM (exit code 124) after this long; 0 means never.
+	Timeout time.Duration
+	// Grace is how long the guest gets to power off after the ACPI button
+	// before QEMU is told to quit.
+	Grace time.Duration
+	// Console receives the guest's serial output (nil discards it).
+	Console io.Writer
+	// Input, when non-nil, is copied to the guest's serial port.
+	Input io.Reader
+	// Stderr receives QEMU's own messages (nil: os.Stderr).
+	Stderr io.Writer
+	// Stop delivers stop requests (signals): the first powers the guest
+	// off gracefully, the second forces QEMU to quit at once.
+	Stop <-chan os.Signal
+	// Notify prints a one-line notice to the user (nil: discard).
+	Notify func(format string, args ...any)
+	// Started is called with QEMU's pid right after it started.
+	Started func(pid int)
+	// Ready is called once the QMP handshake is done, before the guest runs.
+	Ready func(version string)
+}
+
+// Result is how a run ended.
+type Result struct {
+	// Code is the process exit code vmrun should use (see exitcode).
+	Code int
+	// Err explains a non-zero Code in one sentence.
+	Err error
+}
+
+// Timings used by the supervisor that are not user options.
+const (
+	commandTimeout = 5 * time.Second // any single QMP command
+	quitWait       = 5 * time.Second // after quit, before SIGKILL
+	panicWait      = 3 * time.Second // after GUEST_PANICKED, before quit
+)
+
+// supervisor holds the state of one run.
+type supervisor struct {
+	opts     Options
+	cmd      *exec.Cmd
+	waitc    chan error
+	stderr   *tail
+	client   *qmp.Client
+	events   <-chan qmp.Event
+	stopped  bool // a stop was requested (signal or time-out)
+	forced   bool
+	timeout  bool
+	panic    bool
+	killed   bool // vmrun sent SIGKILL
+	guestOff bool
+
+	graceTimer *time.Timer
+	quitTimer  *time.Timer
+	panicTimer *time.Timer
+}
+
+// Run starts QEMU as described by cl and supervises it until it exits. It
+// closes its own copies of cl.ExtraFiles once QEMU has inherited them, so
+// non-persistent taps live exactly as long as QEMU. QEMU runs in its own
+// process group and is killed if vmrun dies.
+func Run(ctx context.Context, cl Cmdline, opts Options) Result {
+	if opts.QMPTimeout == 0 {
+		opts.QMPTimeout = 30 * time.Second
+	}
+	if opts.Notify == nil {
+		opts.Notify = func(string, ...any) {}
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	s := &supervisor{opts: opts, stderr: newTail(8)}
+	copied, err := s.start(cl)
+	closeFiles(cl.ExtraFiles)
+	if err != nil {
+		return Result{Code: exitcode.Setup, Err: err}
+	}
+	res := s.supervise(ctx)
+	s.stopTimers()
+	// Let the output copiers finish so the last console lines are shown.
+	select {
+	case <-copied:
+	case <-time.After(time.Second):
+	}
+	if res.Code != exitcode.OK && res.Err == nil {
+		res.Err = errors.New(exitcode.Describe(res.Code))
+	}
+	return res
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// start launches QEMU on a dedicated, locked OS thread: Pdeathsig is tied
+// to the thread that forked, so the thread stays alive until QEMU exits.
+// It returns a channel closed when QEMU's output has been copied.
+func (s *supervisor) start(cl Cmdline) (<-chan struct{}, error) {
+	cmd := exec.Command(cl.Path, cl.Args...)
+	cmd.ExtraFiles = cl.ExtraFiles
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Env = os.Environ()
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	var inW *os.File
+	if s.opts.Input != nil {
+		inR, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		cmd.Stdin, inW = inR, w
+		defer inR.Close()
+	}
+
+	startc := make(chan error, 1)
+	s.waitc = make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Never unlocked: this thread is QEMU's parent until it exits.
+		if err := cmd.Start(); err != nil {
+			startc <- err
+			return
+		}
+		startc <- nil
+		s.waitc <- cmd.Wait()
+	}()
+	err = <-startc
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		if inW != nil {
+			inW.Close()
+		}
+		return nil, startError(cl.Path, err)
+	}
+	s.cmd = cmd
+	if s.opts.Started != nil {
+		s.opts.Started(cmd.Process.Pid)
+	}
+
+	console := s.opts.Console
+	if console == nil {
+		console = io.Discard
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = io.Copy(console, outR); outR.Close() }()
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(io.MultiWriter(s.opts.Stderr, s.stderr), errR)
+		errR.Close()
+	}()
+	if inW != nil {
+		// This goroutine may stay blocked reading the terminal after QEMU
+		// ends; it holds nothing that needs cleaning up.
+		go func() { _, _ = io.Copy(inW, s.opts.Input); inW.Close() }()
+	}
+	copied := make(chan struct{})
+	go func() { wg.Wait(); close(copied) }()
+	return copied, nil
+}
+
+func startError(path string, err error) error {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("QEMU binary %s not found: install QEMU (apt-get install qemu-system-x86) or give its path with --qemu", path)
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("QEMU binary %s is not executable: check its permissions or give another with --qemu", path)
+	}
+	return fmt.Errorf("start QEMU %s: %w", path, err)
+}
+
+// supervise connects QMP, resumes the guest and handles events, stop
+// requests and time-outs until QEMU exits.
+func (s *supervisor) supervise(ctx context.Context) Result {
+	if res, ok := s.connect(ctx); !ok {
+		return res
+	}
+	var deadline <-chan time.Time
+	if s.opts.Timeout > 0 {
+		t := time.NewTimer(s.opts.Timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	done := ctx.Done()
+	for {
+		select {
+		case err := <-s.waitc:
+			return s.result(err)
+		case ev, ok := <-s.events:
+			if !ok {
+				s.events = nil
+				continue
+			}
+			s.event(ev)
+		case <-s.opts.Stop:
+			s.requestStop("")
+		case <-done:
+			done = nil
+			s.stopped = true
+			s.force()
+		case <-deadline:
+			deadline = nil
+			s.timeout = true
+			s.requestStop(fmt.Sprintf("--timeout %s expired: powering the VM off", s.opts.Timeout))
+		case <-timerC(s.graceTimer):
+			s.graceTimer = nil
+			s.opts.Notify("the guest did not power off within %s (--shutdown-grace): stopping QEMU", s.opts.Grace)
+			s.quit()
+		case <-timerC(s.panicTimer):
+			s.panicTimer = nil
+			s.quit()
+		case <-timerC(s.quitTimer):
+			s.quitTimer = nil
+			s.kill()
+		}
+	}
+}
+
+// timerC returns t's channel, or nil (never ready) for a nil timer.
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+func (s *supervisor) stopTimers() {
+	for _, t := range []*time.Timer{s.graceTimer, s.quitTimer, s.panicTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	if s.client != nil {
+		s.client.Close()
+	}
+}
+
+// connect waits for the QMP handshake (or QEMU's early exit, or a stop
+// request) and resumes the paused VM.
+func (s *supervisor) connect(ctx context.Context) (Result, bool) {
+	type conn struct {
+		c   *qmp.Client
+		err error
+	}
+	connc := make(chan conn, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		c, err := qmp.Connect(cctx, s.opts.QMPPath, s.opts.QMPTimeout)
+		connc <- conn{c, err}
+	}()
+	for {
+		select {
+		case r := <-connc:
+			if r.err != nil && s.stopped {
+				<-s.waitc
+				return Result{Code: exitcode.OK}, false
+			}
+			if r.err != nil {
+				s.kill()
+				werr := <-s.waitc
+				return Result{Code: exitcode.Setup, Err: s.startupError(werr, r.err)}, false
+			}
+			s.client = r.c
+			s.events = r.c.Events()
+			if s.opts.Ready != nil {
+				s.opts.Ready(r.c.Version)
+			}
+			cctx, cancel := context.WithTimeout(ctx, commandTimeout)
+			err := r.c.Cont(cctx)
+			cancel()
+			if err != nil {
+				s.kill()
+				werr := <-s.waitc
+				return Result{Code: exitcode.Setup, Err: s.startupError(werr, err)}, false
+			}
+			return Result{}, true
+		case err := <-s.waitc:
+			cancel()
+			if r := <-connc; r.c != nil {
+				r.c.Close()
+			}
+			if s.stopped {
+				return Result{Code: exitcode.OK}, false
+			}
+			return Result{Code: exitcode.Setup, Err: s.startupError(err, nil)}, false
+		case <-s.opts.Stop:
+			// Nothing has run in the guest yet: no power-off to wait for.
+			s.stopped = true
+			s.kill()
+		}
+	}
+}
+
+// startupError explains why QEMU did not come up, preferring QEMU's own
+// last words on stderr.
+func (s *supervisor) startupError(waitErr, qmpErr error) error {
+	msg := s.stderr.last()
+	switch {
+	case msg != "":
+		return fmt.Errorf("QEMU could not start: %s", msg)
+	case waitErr != nil:
+		return fmt.Errorf("QEMU could not start: %s", describeExit(s.cmd.ProcessState, waitErr))
+	case qmpErr != nil:
+		return fmt.Errorf("QEMU could not start: %w", qmpErr)
+	}
+	return errors.New("QEMU exited before the guest started")
+}
+
+func (s *supervisor) event(ev qmp.Event) {
+	switch ev.Name {
+	case qmp.EventShutdown:
+		if ev.String("reason") == "guest-panic" {
+			s.panic = true
+		}
+	case qmp.EventGuestPanicked:
+		if !s.panic {
+			s.opts.Notify("the guest kernel panicked (QEMU action: %s)", ev.String("action"))
+		}
+		s.panic = true
+		if s.panicTimer == nil && s.quitTimer == nil {
+			// QEMU's default action ends the process; make sure of it.
+			s.panicTimer = time.NewTimer(panicWait)
+		}
+	case qmp.EventReset:
+		s.opts.Notify("the guest reset itself (%s)", ev.String("reason"))
+	case qmp.EventStop:
+		if !s.stopped && !s.panic {
+			s.opts.Notify("QEMU paused the guest (see QEMU's messages above); `vmrun stop` ends it")
+		}
+	}
+}
+
+// requestStop handles a stop request: the first presses the power button
+// and starts the grace period, a second forces QEMU to quit.
+func (s *supervisor) requestStop(why string) {
+	if s.stopped {
+		if !s.forced {
+			s.opts.Notify("second stop request: forcing QEMU to quit")
+			s.force()
+		}
+		return
+	}
+	s.stopped = true
+	if why == "" {
+		why = "stop requested: powering the guest off (again to force)"
+	}
+	s.opts.Notify("%s", why)
+	if s.client == nil {
+		s.force()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	err := s.client.SystemPowerdown(ctx)
+	cancel()
+	if err != nil {
+		s.opts.Notify("could not press the guest's power button (%v): stopping QEMU", err)
+		s.quit()
+		return
+	}
+	s.graceTimer = time.NewTimer(s.opts.Grace)
+}
+
+func (s *supervisor) force() {
+	s.forced = true
+	s.quit()
+}
+
+// quit asks QEMU to exit (QMP quit, or SIGTERM without QMP) and arms the
+// SIGKILL timer.
+func (s *supervisor) quit() {
+	if s.quitTimer != nil {
+		return
+	}
+	sent := false
+	if s.client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		sent = s.client.Quit(ctx) == nil
+		cancel()
+	}
+	if !sent && s.cmd != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	s.quitTimer = time.NewTimer(quitWait)
+}
+
+// kill sends SIGKILL to QEMU's process group (QEMU and nothing else: the
+// group was created for it).
+func (s *supervisor) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		_ = s.cmd.Process.Kill()
+	}
+}
+
+// result maps how QEMU ended to vmrun's exit code.
+func (s *supervisor) result(waitErr error) Result {
+	st := s.cmd.ProcessState
+	switch {
+	case s.panic:
+		return Result{Code: exitcode.GuestPanic, Err: errors.New("the guest kernel panicked; see its console output above")}
+	case s.timeout:
+		return Result{Code: exitcode.Timeout, Err: fmt.Errorf("--timeout %s expired; the VM was stopped", s.opts.Timeout)}
+	case s.stopped:
+		return Result{Code: exitcode.OK}
+	case waitErr == nil && st != nil && st.ExitCode() == 0:
+		return Result{Code: exitcode.OK}
+	}
+	msg := describeExit(st, waitErr)
+	if last := s.stderr.last(); last != "" {
+		msg += ": " + last
+	}
+	return Result{Code: exitcode.QEMUDied, Err: fmt.Errorf("QEMU died: %s", msg)}
+}
+
+func describeExit(st *os.ProcessState, err error) string {
+	if st == nil {
+		return fmt.Sprint(err)
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return fmt.Sprintf("killed by signal %s", ws.Signal())
+	}
+	return fmt.Sprintf("exit status %d", st.ExitCode())
+}
+
+// tail keeps the last few non-empty lines written to it.
+type tail struct {
+	mu    sync.Mutex
+	n     int
+	lines []string
+	part  string
+}
+
+func newTail(n int) *tail { return &tail{n: n} }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.part + string(p)
+	parts := strings.Split(s, "\n")
+	t.part = parts[len(parts)-1]
+	for _, l := range parts[:len(parts)-1] {
+		if l = strings.TrimSpace(l); l != "" {
+			t.lines = append(t.lines, l)
+		}
+	}
+	if len(t.lines) > t.n {
+		t.lines = t.lines[len(t.lines)-t.n:]
+	}
+	return len(p), nil
+}
+
+// last returns the last line QEMU wrote, without its "qemu-system-x86_64: "
+// prefix.
+func (t *tail) last() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := strings.TrimSpace(t.part)
+	if l == "" && len(t.lines) > 0 {
+		l = t.lines[len(t.lines)-1]
+	}
+	if i := strings.Index(l, ": "); i > 0 && strings.HasPrefix(l, "qemu-system") {
+		l = l[i+2:]
+	}
+	return l
+}

@@ -1,0 +1,207 @@
+package qmp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// startQEMU starts a real, paused QEMU whose monitor listens on a socket
+// passed as fd 3, as vmrun does, and returns the socket path.
+func startQEMU(t *testing.T) (string, *exec.Cmd, <-chan error) {
+	t.Helper()
+	qemu := testutil.RequireQEMU(t)
+	path := filepath.Join(t.TempDir(), "qmp.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closing a Go listener unlinks its socket file: keep it until the end.
+	t.Cleanup(func() { ln.Close() })
+	f, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(qemu, "-nodefaults", "-S", "-display", "none", "-machine", "q35,accel=tcg", "-m", "64",
+		"-chardev", "socket,id=qmp,fd=3,server=on,wait=off", "-mon", "chardev=qmp,mode=control")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitc := make(chan error, 1)
+	done := make(chan struct{})
+	go func() { waitc <- cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done: // already reaped: its pid may belong to someone else now
+		default:
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	return path, cmd, waitc
+}
+
+func TestRealQEMULifecycle(t *testing.T) {
+	path, _, waitc := startQEMU(t)
+	ctx := context.Background()
+	c, err := Connect(ctx, path, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Version == "" {
+		t.Error("no QEMU version from the greeting")
+	}
+	if st, err := c.Status(ctx); err != nil || st != "prelaunch" && st != "paused" {
+		t.Fatalf("status before cont = %q, %v", st, err)
+	}
+	if err := c.Cont(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Status(ctx); err != nil || st != "running" {
+		t.Fatalf("status after cont = %q, %v", st, err)
+	}
+	if err := c.Quit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got []Event
+	for ev := range c.Events() {
+		got = append(got, ev)
+	}
+	var shut *Event
+	for i := range got {
+		if got[i].Name == EventShutdown {
+			shut = &got[i]
+		}
+	}
+	if shut == nil || shut.Bool("guest") || shut.String("reason") != "host-qmp-quit" {
+		t.Fatalf("events %+v: want SHUTDOWN guest=false reason=host-qmp-quit", got)
+	}
+	if err := <-waitc; err != nil {
+		t.Fatalf("QEMU exit: %v", err)
+	}
+}
+
+// TestManyEventsDoNotBlockCommands sends commands while the guest produces
+// events nobody reads yet: the buffered reader must keep commands flowing.
+func TestManyEventsDoNotBlockCommands(t *testing.T) {
+	path, _, _ := startQEMU(t)
+	ctx := context.Background()
+	c, err := Connect(ctx, path, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Each stop/cont pair makes a STOP and a RESUME event; nobody reads them.
+	for i := 0; i < 50; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := c.Cont(cctx); err != nil {
+			cancel()
+			t.Fatalf("cont #%d: %v", i, err)
+		}
+		_, err := c.Status(cctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("query-status #%d: %v", i, err)
+		}
+		if _, err := c.mon.Run([]byte(`{"execute":"stop"}`)); err != nil {
+			t.Fatalf("stop #%d: %v", i, err)
+		}
+	}
+	n := 0
+	for len(c.Events()) > 0 {
+		<-c.Events()
+		n++
+	}
+	if n < 50 {
+		t.Fatalf("only %d events buffered", n)
+	}
+}
+
+// TestConnectDeadline: a socket that accepts but never greets must not
+// block Connect beyond its time-out.
+func TestConnectDeadline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mute.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err == nil {
+			defer conn.Close()
+			time.Sleep(5 * time.Second)
+		}
+	}()
+	start := time.Now()
+	_, err = Connect(context.Background(), path, 300*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Connect to a mute socket: %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Connect took %s despite a 300ms deadline", d)
+	}
+}
+
+// TestCommandDeadline: a QMP server that greets but never answers a
+// command must not hang the caller.
+func TestCommandDeadline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "slow.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		conn.Write([]byte(`{"QMP":{"version":{"qemu":{"major":7,"minor":2,"micro":0},"package":""},"capabilities":[]}}` + "\n"))
+		r.ReadString('\n') // qmp_capabilities
+		conn.Write([]byte(`{"return":{}}` + "\n"))
+		r.ReadString('\n') // the command: never answered
+		time.Sleep(5 * time.Second)
+	}()
+	c, err := Connect(context.Background(), path, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := c.SystemPowerdown(ctx); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("SystemPowerdown: %v, want ErrTimeout", err)
+	}
+	if _, ok := <-c.Events(); ok {
+		t.Fatal("events channel still open after the connection was closed")
+	}
+}
+
+func TestConnectNoSocket(t *testing.T) {
+	_, err := Connect(context.Background(), filepath.Join(t.TempDir(), "none.sock"), time.Second)
+	if err == nil {
+		t.Fatal("Connect to a missing socket succeeded")
+	}
+}
+
+func TestEventAccessors(t *testing.T) {
+	e := Event{Name: EventShutdown, Data: map[string]any{"guest": true, "reason": "guest-shutdown", "n": 1}}
+	if !e.Bool("guest") || e.String("reason") != "guest-shutdown" || e.Bool("n") || e.String("missing") != "" {
+		t.Fatalf("accessors wrong on %+v", e)
+	}
+}
