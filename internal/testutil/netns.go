@@ -163,7 +163,7 @@ func StartDnsmasq(t testing.TB, n *Netns, iface, first, last string, extra ...st
 		"--dhcp-range=" + first + "," + last + ",255.255.255.0,10m",
 		"--dhcp-leasefile=" + filepath.Join(dir, "leases"),
 		"--pid-file=" + filepath.Join(dir, "pid"),
-		"--dhcp-authoritative", "--log-dhcp", "--log-facility=-",
+		"--dhcp-authoritative", "--no-ping", "--log-dhcp", "--log-facility=-",
 		"--user=root",
 	}
 	args = append(args, extra...)
@@ -191,9 +191,16 @@ func (n *Netns) PIDsIn() []string {
 // as the kernel lists them.
 func (n *Netns) Links(t testing.TB) []string {
 	t.Helper()
-	out := n.MustRun(t, "ip", "-o", "link", "show")
+	// Stdout only: iproute2 may warn on stderr ("Peer netns reference is
+	// invalid.") in the middle of a line, which is not a link.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := n.Command(ctx, "ip", "-o", "link", "show").Output()
+	if err != nil {
+		t.Fatalf("ip -o link show in %s: %v", n.Name, err)
+	}
 	var names []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.SplitN(l, ": ", 3)
 		if len(f) >= 2 {
 			names = append(names, strings.SplitN(f[1], "@", 2)[0])
