@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/exitcode"
+)
+
+// env returns the environment variable of a long option: VMRUN_SHUTDOWN_GRACE.
+func env(name string) []string {
+	return []string{"VMRUN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+}
+
+// runFlags returns the options of the run command (fresh values each call:
+// urfave/cli flags hold state).
+func runFlags() []cli.Flag {
+	d := config.Defaults()
+	str := func(name, value, usage, category string) *cli.StringFlag {
+		return &cli.StringFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name), Category: category}
+	}
+	list := func(name, usage, category string) *cli.StringSliceFlag {
+		return &cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: env(name), Category: category}
+	}
+	boolean := func(name, usage, category string) *cli.BoolFlag {
+		return &cli.BoolFlag{Name: name, Usage: usage, EnvVars: env(name), Category: category}
+	}
+	const (
+		vmCat  = "VM"
+		netCat = "NETWORK"
+		runCat = "RUN"
+	)
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "read options from this YAML `FILE` (keys = long option names)", EnvVars: env("config"), Category: runCat},
+		list("disk", "disk image `FILE` (qcow2 or raw, detected from its contents); repeat for more disks", vmCat),
+		boolean("snapshot", "send guest writes to a throwaway overlay; the image is never modified", vmCat),
+		str("name", "", "VM `NAME`, unique among running VMs (default: from the disk's file name)", vmCat),
+		str("mem", d.Mem, "guest memory `SIZE`, e.g. 512M, 2G", vmCat),
+		&cli.IntFlag{Name: "cpus", Value: d.CPUs, Usage: "number of virtual CPUs", EnvVars: env("cpus"), Category: vmCat},
+		str("mac", "", "guest `MAC` address (default: stable per VM name, 52:54:00:xx:xx:xx)", vmCat),
+		str("kernel", "", "boot this kernel `FILE` directly (with --initrd, --append)", vmCat),
+		str("initrd", "", "initramfs `FILE` for --kernel", vmCat),
+		str("append", "", "kernel command `LINE` for --kernel", vmCat),
+		str("accel", d.Accel, "`auto` (KVM when /dev/kvm is usable, otherwise TCG), kvm or tcg", vmCat),
+		str("net", d.Net, "network `MODE[:INTERFACE]`: auto, bridge, macvtap, ipvtap, routed, nat, user, none", netCat),
+		str("uplink", "", "use this `INTERFACE` as the uplink instead of the default-route one", netCat),
+		list("forward", "forward a host port to the guest, `tcp:HOSTPORT:GUESTPORT` (user and nat modes); repeatable", netCat),
+		str("guest-ip", "", "the guest's static `ADDRESS/PREFIX` (ipvtap and routed modes)", netCat),
+		str("gateway", "", "the guest's default `GATEWAY` with --guest-ip", netCat),
+		boolean("no-host-link", "ipvtap: do not make the guest reachable from this host", netCat),
+		str("console", d.Console, "`auto` (serial unless a display is available), serial, none or gui", runCat),
+		str("serial-log", "", "also write the guest's serial console to `FILE`", runCat),
+		str("timeout", "", "stop the VM after `DURATION` (e.g. 10m) and exit with 124", runCat),
+		str("shutdown-grace", d.ShutdownGrace, "on stop, give the guest `DURATION` to power off before QEMU is told to quit", runCat),
+		str("qemu", d.QEMU, "QEMU `BINARY` to run", runCat),
+		list("qemu-arg", "pass `ARG` to QEMU unchanged, after vmrun's own; repeatable", runCat),
+		boolean("dry-run", "print the network plan and the exact QEMU command line; create nothing", runCat),
+		boolean("json", "with --dry-run: print JSON", runCat),
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print each start-up step with its timing", EnvVars: env("verbose"), Category: runCat},
+	}
+}
+
+// loadConfig merges defaults, the config file, the environment and the
+// command line (later wins) into a Config.
+func loadConfig(c *cli.Context) (config.Config, error) {
+	cfg := config.Defaults()
+	if path := c.String("config"); path != "" {
+		if _, err := config.LoadFile(path, &cfg); err != nil {
+			return cfg, exitcode.Wrap(exitcode.Usage, err)
+		}
+	}
+	// IsSet is true for a flag given on the command line or through its
+	// environment variable; urfave/cli already lets the command line win.
+	strs := map[string]*string{
+		"name": &cfg.Name, "mem": &cfg.Mem, "mac": &cfg.MAC, "kernel": &cfg.Kernel,
+		"initrd": &cfg.Initrd, "append": &cfg.Append, "accel": &cfg.Accel, "net": &cfg.Net,
+		"uplink": &cfg.Uplink, "guest-ip": &cfg.GuestIP, "gateway": &cfg.Gateway,
+		"console": &cfg.Console, "serial-log": &cfg.SerialLog, "timeout": &cfg.Timeout,
+		"shutdown-grace": &cfg.ShutdownGrace, "qemu": &cfg.QEMU,
+	}
+	for name, p := range strs {
+		if c.IsSet(name) {
+			*p = c.String(name)
+		}
+	}
+	lists := map[string]*[]string{"disk": &cfg.Disk, "forward": &cfg.Forward, "qemu-arg": &cfg.QEMUArg}
+	for name, p := range lists {
+		if c.IsSet(name) {
+			*p = c.StringSlice(name)
+		}
+	}
+	bools := map[string]*bool{"snapshot": &cfg.Snapshot, "no-host-link": &cfg.NoHostLink}
+	for name, p := range bools {
+		if c.IsSet(name) {
+			*p = c.Bool(name)
+		}
+	}
+	if c.IsSet("cpus") {
+		cfg.CPUs = c.Int("cpus")
+	}
+	if c.NArg() > 0 {
+		return cfg, exitcode.Usagef("unexpected argument %q: vmrun takes the disk as --disk %s (see `vmrun --help`)", c.Args().First(), c.Args().First())
+	}
+	return cfg, nil
+}
+
+// resolve loads and validates the configuration: every problem is a usage
+// error (exit 1) found before anything is created.
+func resolve(c *cli.Context) (config.Spec, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return config.Spec{}, err
+	}
+	spec, err := cfg.Resolve()
+	if err != nil {
+		return config.Spec{}, exitcode.Wrap(exitcode.Usage, err)
+	}
+	return spec, nil
+}
+
+// notifier prints one-line notices on stderr.
+func notifier(c *cli.Context) func(string, ...any) {
+	return func(format string, args ...any) {
+		fmt.Fprintf(c.App.ErrWriter, "vmrun: "+format+"\n", args...)
+	}
+}

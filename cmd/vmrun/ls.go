@@ -1,0 +1,163 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
+)
+
+// vmInfo is one line of `vmrun ls`.
+type vmInfo struct {
+	Name    string    `json:"name"`
+	PID     int       `json:"pid"`
+	QEMUPID int       `json:"qemu_pid,omitempty"`
+	Net     string    `json:"net"`
+	Parent  string    `json:"parent,omitempty"`
+	MAC     string    `json:"mac"`
+	Started time.Time `json:"started"`
+	Uptime  string    `json:"uptime"`
+	Status  string    `json:"status"` // running, or stale (left by a killed vmrun)
+}
+
+func lsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "ls",
+		Usage:     "list running VMs (name, pid, network mode, MAC, uptime)",
+		UsageText: "vmrun ls [--json]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		},
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			entries, err := rundir.List(rundir.Root())
+			if err != nil {
+				return exitcode.Setupf("cannot list %s: %v", rundir.Root(), err)
+			}
+			infos := make([]vmInfo, 0, len(entries))
+			for _, e := range entries {
+				infos = append(infos, info(e))
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(infos)
+			}
+			if len(infos) == 0 {
+				fmt.Fprintln(c.App.Writer, "no VMs are running")
+				return nil
+			}
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tPID\tNET\tMAC\tUPTIME\tSTATUS")
+			for _, i := range infos {
+				net := i.Net
+				if i.Parent != "" {
+					net += ":" + i.Parent
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", i.Name, i.PID, net, i.MAC, i.Uptime, i.Status)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func info(e rundir.Entry) vmInfo {
+	i := vmInfo{Name: e.Name, Status: "running"}
+	if !e.Live {
+		i.Status = "stale (run `vmrun gc`)"
+	}
+	if e.State != nil {
+		i.PID, i.QEMUPID, i.Net, i.Parent, i.MAC, i.Started =
+			e.State.PID, e.State.QEMUPID, e.State.Mode, e.State.Parent, e.State.MAC, e.State.Started
+		if e.Live && !i.Started.IsZero() {
+			i.Uptime = time.Since(i.Started).Round(time.Second).String()
+		}
+	}
+	return i
+}
+
+func stopCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "stop",
+		Usage:     "stop a running VM: power it off gracefully (or at once with --force) and wait until it is gone",
+		UsageText: "vmrun stop NAME [--force] [--wait DURATION]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "force", Usage: "do not wait for the guest to power off: stop QEMU at once"},
+			&cli.DurationFlag{Name: "wait", Value: 0, Usage: "give up waiting after `DURATION` (default: wait until it is gone)"},
+		},
+		OnUsageError: usageError,
+		Action:       stopAction,
+	}
+}
+
+func stopAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return exitcode.Usagef("vmrun stop takes one VM name (see `vmrun ls`)")
+	}
+	name := c.Args().First()
+	if err := rundir.ValidateName(name); err != nil {
+		return exitcode.Usagef("%v", err)
+	}
+	entries, err := rundir.List(rundir.Root())
+	if err != nil {
+		return exitcode.Setupf("cannot list %s: %v", rundir.Root(), err)
+	}
+	var st *rundir.State
+	for _, e := range entries {
+		if e.Name == name {
+			if !e.Live {
+				return exitcode.Usagef("VM %q is not running (its vmrun was killed): `vmrun gc` removes what it left", name)
+			}
+			st = e.State
+		}
+	}
+	if st == nil || st.PID <= 0 {
+		return exitcode.Usagef("no VM named %q is running (see `vmrun ls`)", name)
+	}
+	// A pidfd names this very process, even if its pid were reused, and
+	// becomes readable when it exits: no polling.
+	pidfd, err := unix.PidfdOpen(st.PID, 0)
+	if err != nil {
+		return exitcode.Setupf("VM %q (vmrun pid %d): %v", name, st.PID, err)
+	}
+	defer unix.Close(pidfd)
+	sig := unix.Signal(syscall.SIGTERM)
+	if err := unix.PidfdSendSignal(pidfd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return exitcode.Setupf("VM %q belongs to another user (vmrun pid %d): stop it as that user or as root", name, st.PID)
+		}
+		return exitcode.Setupf("VM %q (vmrun pid %d): %v", name, st.PID, err)
+	}
+	if c.Bool("force") {
+		// vmrun treats a second stop request as "force".
+		_ = unix.PidfdSendSignal(pidfd, sig, nil, 0)
+	}
+	timeout := -1
+	if w := c.Duration("wait"); w > 0 {
+		timeout = int(w.Milliseconds())
+	}
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, timeout)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return exitcode.Setupf("waiting for VM %q: %v", name, err)
+		}
+		if n == 0 {
+			return exitcode.Setupf("VM %q is still stopping after %s; wait longer, or use --force", name, c.Duration("wait"))
+		}
+		break
+	}
+	fmt.Fprintf(c.App.ErrWriter, "vmrun: VM %q stopped\n", name)
+	return nil
+}

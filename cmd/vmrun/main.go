@@ -1,0 +1,130 @@
+// Command vmrun boots a QEMU virtual machine with the right network
+// attachment for the host it runs on, supervises it over QMP and removes
+// everything it created when it exits.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+)
+
+func main() {
+	os.Exit(realMain(os.Args, os.Stdout, os.Stderr))
+}
+
+// realMain runs the CLI and returns the process exit code.
+func realMain(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.Run(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmrun: %s\n", oneLine(err.Error()))
+	}
+	return exitcode.Of(err)
+}
+
+// oneLine keeps an error message on one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:        "vmrun",
+		Usage:       "boot a QEMU VM with the right network for this host, and leave nothing behind",
+		UsageText:   "vmrun [options] --disk IMAGE\n   vmrun COMMAND [options]",
+		Description: helpDescription,
+		Flags:       runFlags(),
+		Action:      runAction,
+		Commands: []*cli.Command{
+			{
+				Name:         "run",
+				Usage:        "boot a VM (the same as vmrun without a command)",
+				UsageText:    "vmrun run [options] --disk IMAGE",
+				Flags:        runFlags(),
+				Action:       runAction,
+				OnUsageError: usageError,
+			},
+			lsCommand(),
+			stopCommand(),
+			gcCommand(),
+			netCommand(),
+		},
+		Writer:                 stdout,
+		ErrWriter:              stderr,
+		OnUsageError:           usageError,
+		ExitErrHandler:         func(*cli.Context, error) {},
+		HideHelpCommand:        true,
+		UseShortOptionHandling: false,
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(c.App.ErrWriter, "vmrun: unknown command %q: run `vmrun --help` for the commands\n", name)
+		},
+	}
+	return app
+}
+
+// usageError turns a flag-parsing error into one sentence and exit code 1.
+func usageError(c *cli.Context, err error, _ bool) error {
+	msg := strings.TrimPrefix(err.Error(), "flag provided but not defined: ")
+	if msg != err.Error() {
+		if !strings.HasPrefix(msg, "--") && len(msg) > 2 {
+			msg = "-" + msg // urfave/cli reports --bogus as -bogus
+		}
+		return exitcode.Usagef("unknown flag %s: run `vmrun %s--help` for the flags", msg, cmdPrefix(c))
+	}
+	return exitcode.Usagef("%s: run `vmrun %s--help` for the flags", err, cmdPrefix(c))
+}
+
+func cmdPrefix(c *cli.Context) string {
+	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+		return c.Command.FullName() + " "
+	}
+	return ""
+}
+
+const helpDescription = `Boots IMAGE (qcow2 or raw) under QEMU, attaches the guest to the network the
+best way this host allows, shows the guest's serial console, and on exit
+(guest power-off, Ctrl-C, vmrun stop, --timeout) removes every link, file and
+process it created.
+
+NETWORK MODES (--net MODE[:INTERFACE])
+   auto       pick for this host (default): see 'vmrun net plan' for the choice and why
+   bridge     a tap on an existing Linux bridge (bridge:br0)
+   macvtap    the guest gets its own MAC on a wired interface (macvtap:eth0)
+   ipvtap     Wi-Fi: the guest shares the interface's MAC, has its own IP (ipvtap:wlan0)
+   routed     a tap routed to the uplink with proxy ARP (routed:wlan0)
+   nat        a private bridge behind the host's address
+   user       QEMU user-mode networking, no privileges needed (--forward works here)
+   none       no network
+
+EXAMPLES
+   vmrun --disk debian.qcow2                          boot, network chosen automatically
+   vmrun --disk ci.qcow2 --snapshot --timeout 10m --console none --serial-log ci.log
+   vmrun --disk web.qcow2 --net user --forward tcp:8080:80
+   vmrun --disk vm.qcow2 --net bridge:br0 --mem 2G --cpus 2
+   vmrun --disk vm.qcow2 --dry-run                    show the plan and the QEMU command, create nothing
+   vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan
+
+CONFIG FILE AND ENVIRONMENT
+   Every option can be set in a YAML file (--config FILE; keys are the long
+   option names: disk, mem, net, forward, ...) and as an environment variable
+   VMRUN_<OPTION> (VMRUN_MEM=2G, VMRUN_NET=user). The command line wins over
+   the environment, which wins over the file.
+
+STOPPING
+   Ctrl-C or SIGTERM presses the guest's ACPI power button and waits
+   --shutdown-grace for it to power off, then tells QEMU to quit, then kills
+   it. A second Ctrl-C forces it at once.
+
+EXIT CODES
+   0    the guest shut down by itself or on request
+   1    usage or configuration error; nothing was created
+   2    set-up failure (network, permissions, QEMU could not start); everything created was removed
+   3    QEMU died abnormally
+   4    the guest kernel panicked
+   124  --timeout expired; the VM was stopped and cleaned up`

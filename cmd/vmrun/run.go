@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/launcher"
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// runAction boots a VM: validate, plan the network, create the runtime
+// directory and links, start and supervise QEMU, then undo everything.
+func runAction(c *cli.Context) error {
+	t0 := time.Now()
+	verbose := c.Bool("verbose")
+	notify := notifier(c)
+	step := func(format string, args ...any) {
+		if verbose {
+			notify("%6.1fms "+format, append([]any{float64(time.Since(t0).Microseconds()) / 1000}, args...)...)
+		}
+	}
+	// Catch stop signals before anything is created, so an early Ctrl-C
+	// still cleans up. Two slots: "stop" and "stop harder".
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigc)
+
+	spec, err := resolve(c)
+	if err != nil {
+		return err
+	}
+	qemu, err := findQEMU(spec.QEMU, c.IsSet("qemu"))
+	if err != nil {
+		return err
+	}
+	kvm, err := chooseAccel(spec.Accel, notify)
+	if err != nil {
+		return err
+	}
+	console, err := chooseConsole(spec.Console, qemu)
+	if err != nil {
+		return err
+	}
+	step("configuration checked")
+
+	plan, err := planNetwork(c.Context, spec)
+	if err != nil {
+		return err
+	}
+	if plan.Notice != "" {
+		notify("%s", plan.Notice)
+	}
+	step("network plan: %s (%s)", plan.Mode, plan.Reason)
+	vm := launcher.VM{
+		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
+		Disks: spec.Disks, Snapshot: spec.Snapshot, Kernel: spec.Kernel, Initrd: spec.Initrd,
+		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs,
+	}
+	if c.Bool("dry-run") {
+		return dryRun(c, vm, plan)
+	}
+	if !kvm {
+		notify("KVM is not available (/dev/kvm missing or not usable): using TCG software emulation, which is much slower")
+	}
+	if plan.Vhost == false && plan.Mode.UsesTap() {
+		notify("/dev/vhost-net is missing: the guest's network runs without vhost acceleration (vhost=off)")
+	}
+
+	return boot(c, spec, vm, plan, sigc, step)
+}
+
+// boot creates what the VM needs, runs it, and removes everything again.
+func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, sigc chan os.Signal, step func(string, ...any)) (err error) {
+	notify := notifier(c)
+	root := rundir.Root()
+	dir, stale, err := rundir.Create(root, spec.Name)
+	if errors.Is(err, rundir.ErrBusy) {
+		return exitcode.Usagef("a VM named %q is already running (see `vmrun ls`): choose another --name, or stop it with `vmrun stop %s`", spec.Name, spec.Name)
+	}
+	if err != nil {
+		return exitcode.Setupf("%v: check that %s is writable, or set %s", err, root, rundir.EnvRoot)
+	}
+	// Everything below is undone by the deferred cleanup, in reverse order.
+	var undo []func() error
+	defer func() {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
+		}
+		errs = append(errs, dir.Remove())
+		if cerr := errors.Join(errs...); cerr != nil {
+			notify("clean-up was incomplete (run `vmrun gc`): %v", oneLine(cerr.Error()))
+			if err == nil {
+				err = exitcode.Setupf("clean-up failed: %v", cerr)
+			}
+		}
+		step("cleaned up")
+	}()
+	if stale != nil {
+		notify("removing what a previous run of %q left behind", spec.Name)
+		if err := netsetup.GCState(dir.Path, stale); err != nil {
+			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %v; run `vmrun gc` or remove them by hand", spec.Name, err)
+		}
+	}
+	if err := dir.Update(func(s *rundir.State) {
+		*s = rundir.State{Name: spec.Name, PID: os.Getpid(), Mode: string(plan.Mode), Parent: plan.Parent,
+			MAC: plan.MAC.String(), Started: time.Now()}
+	}); err != nil {
+		return exitcode.Setupf("%v", err)
+	}
+	if interrupted(sigc) {
+		return nil
+	}
+
+	att, err := netsetup.Apply(c.Context, plan, dir)
+	if err != nil {
+		return exitcode.Wrap(exitcode.Setup, err)
+	}
+	undo = append(undo, att.Undo)
+	vm.NIC = nicOf(att)
+	step("network attached (%s)", plan.Mode)
+
+	sock, err := dir.Socket("qmp.sock")
+	if err != nil {
+		return exitcode.Setupf("%v", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return exitcode.Setupf("QMP socket %s: %v", sock, err)
+	}
+	undo = append(undo, func() error { ln.Close(); return nil })
+	if vm.QMP, err = ln.File(); err != nil {
+		return exitcode.Setupf("QMP socket %s: %v", sock, err)
+	}
+	cl, err := launcher.Build(vm)
+	if err != nil {
+		return exitcode.Setupf("%v", err)
+	}
+	if interrupted(sigc) {
+		return nil
+	}
+	consoleOut, closeLog, err := consoleWriter(c, spec, vm.Console)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, closeLog)
+
+	opts := launcher.Options{
+		QMPPath: sock, Timeout: spec.Timeout, Grace: spec.Grace,
+		Console: consoleOut, Stderr: c.App.ErrWriter, Stop: sigc, Notify: notify,
+		Started: func(pid int) {
+			step("QEMU started (pid %d)", pid)
+			_ = dir.Update(func(s *rundir.State) { s.QEMUPID = pid; s.QMPSocket = sock })
+		},
+		Ready: func(v string) { step("QMP ready (QEMU %s)", v) },
+	}
+	if vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
+		opts.Input = os.Stdin
+	}
+	res := launcher.Run(c.Context, cl, opts)
+	att.CloseFiles()
+	if res.Code != exitcode.OK {
+		return exitcode.Wrap(res.Code, res.Err)
+	}
+	return nil
+}
+
+// interrupted reports (and consumes) a stop request that came in during
+// set-up: the run ends there, cleanly, with exit code 0.
+func interrupted(sigc chan os.Signal) bool {
+	select {
+	case <-sigc:
+		return true
+	default:
+		return false
+	}
+}
+
+// nicOf converts a netsetup attachment into the launcher's NIC.
+func nicOf(a *netsetup.Attachment) *launcher.NIC {
+	if a == nil || a.Backend == "" {
+		return nil
+	}
+	return &launcher.NIC{Backend: a.Backend, Files: a.Files, VhostFiles: a.VhostFiles, MAC: a.MAC, Options: a.Options}
+}
+
+// planNetwork detects the host's facts and decides the attachment.
+func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
+	req := netsetup.Request{
+		Mode: spec.NetMode, Parent: spec.NetParent, Uplink: spec.Uplink, Name: spec.Name,
+		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards,
+	}
+	facts, err := netsetup.Detect(ctx, req)
+	if err != nil {
+		return netsetup.Plan{}, exitcode.Wrap(exitcode.Setup, err)
+	}
+	plan, err := netsetup.Decide(facts, req)
+	if err != nil {
+		return netsetup.Plan{}, exitcode.Wrap(exitcode.Setup, err)
+	}
+	return plan, nil
+}
+
+// findQEMU resolves the QEMU binary. A missing binary the user named is a
+// usage error; a missing default QEMU is a set-up problem of the host.
+func findQEMU(name string, explicit bool) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p, nil
+	}
+	if explicit {
+		return "", exitcode.Usagef("--qemu %s: no such executable; give the path of qemu-system-x86_64", name)
+	}
+	return "", exitcode.Setupf("QEMU (%s) is not installed: install it with `apt-get install qemu-system-x86`, or give its path with --qemu", name)
+}
+
+// chooseAccel decides between KVM and TCG.
+func chooseAccel(accel string, notify func(string, ...any)) (bool, error) {
+	usable := kvmUsable()
+	switch accel {
+	case "kvm":
+		if !usable {
+			return false, exitcode.Setupf("--accel kvm: /dev/kvm is missing or not usable by you; enable virtualization (and add yourself to group kvm), or use --accel tcg")
+		}
+		return true, nil
+	case "tcg":
+		return false, nil
+	}
+	return usable, nil
+}
+
+func kvmUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// chooseConsole resolves --console auto: a window when a display is
+// available and QEMU can draw one, otherwise the serial console.
+func chooseConsole(choice, qemu string) (launcher.Console, error) {
+	switch choice {
+	case "serial":
+		return launcher.ConsoleSerial, nil
+	case "none":
+		return launcher.ConsoleNone, nil
+	case "gui":
+		if !hasDisplay() {
+			return "", exitcode.Usagef("--console gui: no display (DISPLAY and WAYLAND_DISPLAY are unset); use --console serial")
+		}
+		if !launcher.ProbeGUI(qemu) {
+			return "", exitcode.Setupf("--console gui: %s has no GTK or SDL display; install qemu-system-gui, or use --console serial", qemu)
+		}
+		return launcher.ConsoleGUI, nil
+	}
+	if hasDisplay() && launcher.ProbeGUI(qemu) {
+		return launcher.ConsoleGUI, nil
+	}
+	return launcher.ConsoleSerial, nil
+}
+
+func hasDisplay() bool {
+	return os.Getenv("DISPLAY") != "" || os.Getenv("WAYLAND_DISPLAY") != ""
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// consoleWriter returns where the serial console goes and how to close it.
+func consoleWriter(c *cli.Context, spec config.Spec, console launcher.Console) (io.Writer, func() error, error) {
+	var ws []io.Writer
+	if console == launcher.ConsoleSerial {
+		ws = append(ws, c.App.Writer)
+	}
+	closeLog := func() error { return nil }
+	if spec.SerialLog != "" {
+		f, err := os.OpenFile(spec.SerialLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, nil, exitcode.Usagef("--serial-log %s cannot be written: %v", spec.SerialLog, errors.Unwrap(err))
+		}
+		ws = append(ws, f)
+		closeLog = f.Close
+	}
+	return io.MultiWriter(ws...), closeLog, nil
+}
+
+// dryRun prints the plan and the exact QEMU command line, creating nothing.
+func dryRun(c *cli.Context, vm launcher.VM, plan netsetup.Plan) error {
+	sock := filepath.Join(rundir.Root(), vm.Name, "qmp.sock")
+	vm.NIC = nicOf(netsetup.Preview(plan))
+	cl, err := launcher.Build(vm)
+	if err != nil {
+		return exitcode.Usagef("%v", err)
+	}
+	argv := append([]string{cl.Path}, cl.Args...)
+	out := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Plan      netsetup.Plan `json:"plan"`
+			Argv      []string      `json:"argv"`
+			QMPSocket string        `json:"qmp_socket"`
+		}{plan, argv, sock})
+	}
+	fmt.Fprintf(out, "network: %s", plan.Mode)
+	if plan.Parent != "" {
+		fmt.Fprintf(out, " on %s", plan.Parent)
+	}
+	fmt.Fprintf(out, ", guest MAC %s\n  why: %s\n", plan.MAC, plan.Reason)
+	fmt.Fprintf(out, "QMP socket: %s (the listening socket is passed to QEMU as an fd)\n", sock)
+	fmt.Fprintf(out, "QEMU command (fds 3 and up are passed by vmrun):\n%s\n", launcher.Quote(argv))
+	return nil
+}

@@ -1,0 +1,281 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+const bootTimeout = 90 * time.Second
+
+// lan is a "host" namespace whose uplink is a veth to a "lan" namespace
+// running dnsmasq (10.77.0.0/24, the lan side is 10.77.0.1).
+type lan struct {
+	Host, LAN *testutil.Netns
+	Uplink    string // the host side of the veth
+}
+
+// newLAN builds host ↔ lan; with bridge, the host's uplink veth is
+// enslaved to a bridge "br0" that carries the host address.
+func newLAN(t *testing.T, bridge bool) *lan {
+	t.Helper()
+	l := &lan{Host: testutil.NewNetns(t, "h"), LAN: testutil.NewNetns(t, "l"), Uplink: "up0"}
+	testutil.Veth(t, l.Host, "up0", l.LAN, "lan0")
+	l.LAN.MustRun(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "lan0")
+	hostIf := "up0"
+	if bridge {
+		l.Host.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+		l.Host.MustRun(t, "ip", "link", "set", "up0", "master", "br0")
+		l.Host.MustRun(t, "ip", "link", "set", "br0", "up")
+		hostIf = "br0"
+	}
+	l.Host.MustRun(t, "ip", "addr", "add", "10.77.0.2/24", "dev", hostIf)
+	l.Host.MustRun(t, "ip", "route", "add", "default", "via", "10.77.0.1")
+	testutil.StartDnsmasq(t, l.LAN, "lan0", "10.77.0.100", "10.77.0.150")
+	return l
+}
+
+func TestBridgeEndToEnd(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, true)
+	before := snapshotLinks(t, l.Host)
+	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--net", "bridge:br0", "--console", "serial", "--name", "e2e-bridge")
+	ip := vm.GuestIP(bootTimeout)
+	if !strings.HasPrefix(ip, "10.77.0.") {
+		t.Fatalf("guest address %s is not from the LAN's DHCP server", ip)
+	}
+	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	ping(t, l.LAN, ip)
+	if body := httpGet(t, l.LAN, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
+		t.Fatalf("guest TCP port answered %q", body)
+	}
+	during := snapshotLinks(t, l.Host)
+	if len(during) != len(before)+1 {
+		t.Errorf("links while running %v, before %v: want exactly one tap more", during, before)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after exit %v, before %v", after, before)
+	}
+	assertEmptyDir(t, vm.Runtime)
+}
+
+func TestUserModePortForward(t *testing.T) {
+	g := requireQEMUTests(t)
+	ns := testutil.NewNetns(t, "u") // its own loopback: the forwarded port collides with nothing
+	vm := Start(t, ns, "", "--disk", g.Test, "--snapshot", "--net", "user", "--forward", "tcp:127.0.0.1:18080:80", "--name", "e2e-user")
+	ip := vm.GuestIP(bootTimeout)
+	if ip != "10.0.2.15" {
+		t.Errorf("user-mode guest address %s, want QEMU's 10.0.2.15", ip)
+	}
+	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	if body := httpGet(t, ns, "127.0.0.1:18080"); !strings.Contains(body, "vmrun-guest-ok") {
+		t.Fatalf("forwarded port answered %q", body)
+	}
+	vm.Signal(syscall.SIGINT)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	assertEmptyDir(t, vm.Runtime)
+}
+
+func TestTimeoutStopsAndCleansUp(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, true)
+	before := snapshotLinks(t, l.Host)
+	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--net", "bridge:br0", "--timeout", "4s", "--shutdown-grace", "3s", "--name", "e2e-timeout")
+	if code := vm.Wait(60 * time.Second); code != 124 {
+		t.Fatalf("exit code %d, want 124\n%s", code, vm.Stderr)
+	}
+	if !strings.Contains(vm.Stderr.String(), "--timeout 4s expired") {
+		t.Errorf("stderr does not say why:\n%s", vm.Stderr)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after exit %v, before %v", after, before)
+	}
+	assertEmptyDir(t, vm.Runtime)
+}
+
+func TestGuestPanicExit4(t *testing.T) {
+	g := requireQEMUTests(t)
+	ns := testutil.NewNetns(t, "p")
+	vm := Start(t, ns, "", "--disk", g.Panic, "--snapshot", "--net", "none", "--name", "e2e-panic")
+	if code := vm.Wait(bootTimeout); code != 4 {
+		t.Fatalf("exit code %d, want 4\n%s", code, vm.Stderr)
+	}
+	if !strings.Contains(vm.Stderr.String(), "panicked") {
+		t.Errorf("stderr does not mention the panic:\n%s", vm.Stderr)
+	}
+	assertEmptyDir(t, vm.Runtime)
+}
+
+func TestGuestPowersOffByItself(t *testing.T) {
+	g := requireQEMUTests(t)
+	ns := testutil.NewNetns(t, "d")
+	vm := Start(t, ns, "", "--disk", g.Demo, "--snapshot", "--net", "user", "--name", "e2e-demo")
+	if code := vm.Wait(bootTimeout); code != 0 {
+		t.Fatalf("exit code %d, want 0\n%s", code, vm.Stderr)
+	}
+	vm.WaitConsole(`reachability: gateway 10.0.2.2 answered`, time.Second)
+	assertEmptyDir(t, vm.Runtime)
+}
+
+func fileHash(t *testing.T, p string) [32]byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// copyFile copies the guest image so that a test may let the guest write.
+func copyFile(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(src))
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// TestSnapshotLeavesImageUnchanged boots a guest that writes to its disk:
+// with --snapshot the image's bytes must not change; without, they do (so
+// the check can fail).
+func TestSnapshotLeavesImageUnchanged(t *testing.T) {
+	g := requireQEMUTests(t)
+	ns := testutil.NewNetns(t, "s")
+	for _, snapshot := range []bool{true, false} {
+		img := copyFile(t, g.Test)
+		before := fileHash(t, img)
+		args := []string{"--disk", img, "--net", "none", "--name", "e2e-snap"}
+		if snapshot {
+			args = append(args, "--snapshot")
+		}
+		vm := Start(t, ns, "", args...)
+		vm.WaitConsole(`VMRUN-GUEST: disk written`, bootTimeout)
+		vm.Signal(syscall.SIGTERM)
+		if code := vm.Wait(60 * time.Second); code != 0 {
+			t.Fatalf("snapshot=%v: exit code %d", snapshot, code)
+		}
+		changed := fileHash(t, img) != before
+		if snapshot && changed {
+			t.Fatal("--snapshot: the base image changed")
+		}
+		if !snapshot && !changed {
+			t.Fatal("without --snapshot the guest's write did not reach the image: the check proves nothing")
+		}
+	}
+}
+
+func TestDryRunCreatesNothing(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, true)
+	runtime := runtimeDir(t)
+	before := snapshotLinks(t, l.Host)
+	out, errOut, code := RunVMRun(t, l.Host, runtime, "--disk", g.Test, "--net", "bridge:br0", "--cpus", "2", "--dry-run", "--json")
+	if code != 0 {
+		t.Fatalf("dry-run exit %d: %s", code, errOut)
+	}
+	var dr struct {
+		Plan struct {
+			Mode   string `json:"mode"`
+			Parent string `json:"parent"`
+			MAC    string `json:"mac"`
+		} `json:"plan"`
+		Argv []string `json:"argv"`
+	}
+	if err := json.Unmarshal([]byte(out), &dr); err != nil {
+		t.Fatalf("dry-run JSON: %v\n%s", err, out)
+	}
+	argv := strings.Join(dr.Argv, " ")
+	if dr.Plan.Mode != "bridge" || dr.Plan.Parent != "br0" || !strings.Contains(argv, "fds=3:4") || !strings.Contains(argv, "mac="+dr.Plan.MAC) {
+		t.Fatalf("unexpected dry-run: %+v\n%s", dr.Plan, argv)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("dry-run changed links: %v → %v", before, after)
+	}
+	assertEmptyDir(t, runtime)
+	// The human form prints the command shell-quoted on one line.
+	out, _, code = RunVMRun(t, l.Host, runtime, "--disk", g.Test, "--net", "user", "--dry-run")
+	if code != 0 || !strings.Contains(out, "qemu-system-x86_64 -name test") {
+		t.Fatalf("dry-run text (exit %d):\n%s", code, out)
+	}
+	assertEmptyDir(t, runtime)
+}
+
+func TestNameUniqueAndLsStop(t *testing.T) {
+	g := requireQEMUTests(t)
+	ns := testutil.NewNetns(t, "n")
+	runtime := runtimeDir(t)
+	vm := Start(t, ns, runtime, "--disk", g.Test, "--snapshot", "--net", "user", "--name", "e2e-ls")
+	vm.WaitConsole(`VMRUN-GUEST: ready`, bootTimeout)
+
+	_, errOut, code := RunVMRun(t, ns, runtime, "--disk", g.Test, "--snapshot", "--net", "user", "--name", "e2e-ls")
+	if code != 1 || !strings.Contains(errOut, "already running") {
+		t.Fatalf("second VM with the same name: exit %d, %s", code, errOut)
+	}
+
+	out, _, code := RunVMRun(t, ns, runtime, "ls", "--json")
+	var infos []struct {
+		Name, Net, MAC, Status string
+		PID                    int
+	}
+	if err := json.Unmarshal([]byte(out), &infos); err != nil || code != 0 {
+		t.Fatalf("ls --json (exit %d): %v\n%s", code, err, out)
+	}
+	if len(infos) != 1 || infos[0].Name != "e2e-ls" || infos[0].Net != "user" || infos[0].Status != "running" || infos[0].PID != vm.PID() {
+		t.Fatalf("ls: %+v (vmrun pid %d)", infos, vm.PID())
+	}
+	out, _, _ = RunVMRun(t, ns, runtime, "ls")
+	if !strings.Contains(out, "e2e-ls") || !strings.Contains(out, "UPTIME") {
+		t.Fatalf("ls table:\n%s", out)
+	}
+
+	_, errOut, code = RunVMRun(t, ns, runtime, "stop", "e2e-ls")
+	if code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	if code := vm.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("vmrun exit %d after stop", code)
+	}
+	if !strings.Contains(vm.Console.String(), "reboot: Power down") && !strings.Contains(vm.Console.String(), "Power down") {
+		t.Logf("console has no power-down line (the guest may print none)")
+	}
+	assertEmptyDir(t, runtime)
+	_, errOut, code = RunVMRun(t, ns, runtime, "stop", "e2e-ls")
+	if code != 1 || !strings.Contains(errOut, "no VM named") {
+		t.Fatalf("stop of a stopped VM: exit %d: %s", code, errOut)
+	}
+}

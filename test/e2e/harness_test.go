@@ -1,0 +1,239 @@
+// Package e2e runs the vmrun binary end to end: real QEMU (TCG) booting the
+// test guest disk images, real links in throwaway network namespaces, a
+// real DHCP server (dnsmasq) on the "LAN" side.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// vmrunBin is the vmrun binary built once for the whole package.
+var vmrunBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmrun-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	vmrunBin = filepath.Join(dir, "vmrun")
+	out, err := exec.Command("go", "build", "-o", vmrunBin, "github.com/vmrun/vmrun/cmd/vmrun").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building vmrun: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// VM is one vmrun process started by a test.
+type VM struct {
+	t       testing.TB
+	cmd     *exec.Cmd
+	Console *testutil.LineBuffer // stdout: the serial console
+	Stderr  *testutil.LineBuffer
+	done    chan struct{}
+	code    int
+	Runtime string // VMRUN_RUNTIME_DIR of this run
+}
+
+// runtimeDir returns a short private runtime root for a test (unix socket
+// paths are limited to 108 bytes).
+func runtimeDir(t testing.TB) string {
+	d, err := os.MkdirTemp("", "vr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// command returns an exec.Cmd running vmrun args inside ns (nil: this
+// namespace) with a private runtime root.
+func command(ns *testutil.Netns, runtime string, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if ns != nil {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name, vmrunBin}, args...)...)
+	} else {
+		cmd = exec.Command(vmrunBin, args...)
+	}
+	cmd.Env = append(os.Environ(), "VMRUN_RUNTIME_DIR="+runtime)
+	return cmd
+}
+
+// Start starts vmrun with args in ns; it is killed at cleanup if still running.
+func Start(t testing.TB, ns *testutil.Netns, runtime string, args ...string) *VM {
+	t.Helper()
+	if runtime == "" {
+		runtime = runtimeDir(t)
+	}
+	cmd := command(ns, runtime, args...)
+	v := &VM{t: t, cmd: cmd, Console: testutil.NewLineBuffer(), Stderr: testutil.NewLineBuffer(), done: make(chan struct{}), Runtime: runtime}
+	cmd.Stdout, cmd.Stderr = v.Console, v.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		v.code = cmd.ProcessState.ExitCode()
+		close(v.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-v.done:
+		default:
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-v.done
+		}
+		if t.Failed() {
+			t.Logf("vmrun %v\n--- console:\n%s\n--- stderr:\n%s", args, v.Console, v.Stderr)
+		}
+	})
+	return v
+}
+
+// PID returns vmrun's pid (with `ip netns exec`, that process execs vmrun).
+func (v *VM) PID() int { return v.cmd.Process.Pid }
+
+// Signal sends sig to vmrun.
+func (v *VM) Signal(sig syscall.Signal) {
+	v.t.Helper()
+	if err := v.cmd.Process.Signal(sig); err != nil {
+		v.t.Fatalf("signal vmrun: %v", err)
+	}
+}
+
+// Wait waits for vmrun to exit and returns its exit code.
+func (v *VM) Wait(timeout time.Duration) int {
+	v.t.Helper()
+	select {
+	case <-v.done:
+		return v.code
+	case <-time.After(timeout):
+		v.t.Fatalf("vmrun still running after %s\n--- console:\n%s\n--- stderr:\n%s", timeout, v.Console, v.Stderr)
+	}
+	return -1
+}
+
+// WaitConsole waits for a console line matching pattern.
+func (v *VM) WaitConsole(pattern string, timeout time.Duration) []string {
+	v.t.Helper()
+	m, err := v.Console.WaitFor(pattern, timeout)
+	if err != nil {
+		v.t.Fatalf("%v\n--- console:\n%s\n--- stderr:\n%s", err, v.Console, v.Stderr)
+	}
+	return m
+}
+
+// GuestIP waits for the guest's address marker and returns the address.
+func (v *VM) GuestIP(timeout time.Duration) string {
+	v.t.Helper()
+	m := v.WaitConsole(`VMRUN-GUEST-IP=(\S+)`, timeout)
+	if m[1] == "none" {
+		v.t.Fatalf("the guest got no address\n--- console:\n%s\n--- stderr:\n%s", v.Console, v.Stderr)
+	}
+	ip, _, err := net.ParseCIDR(m[1])
+	if err != nil {
+		v.t.Fatalf("bad marker %q", m[1])
+	}
+	return ip.String()
+}
+
+// RunVMRun runs a short vmrun command (ls, stop, dry-run, bad input) and
+// returns stdout, stderr and the exit code.
+func RunVMRun(t testing.TB, ns *testutil.Netns, runtime string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := command(ns, runtime, args...)
+	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
+	cmd.Env = append(os.Environ(), "VMRUN_RUNTIME_DIR="+runtime)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("vmrun %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return out.String(), errb.String(), code
+}
+
+// httpGet fetches http://addr/ from inside ns and returns the body.
+func httpGet(t testing.TB, ns *testutil.Netns, addr string) string {
+	t.Helper()
+	var body string
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: guest\r\n\r\n")
+		b, err := io.ReadAll(c)
+		body = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("GET http://%s/ from %s: %v", addr, ns.Name, err)
+	}
+	return body
+}
+
+// ping pings addr from ns (3 tries) and fails the test if nothing answers.
+func ping(t testing.TB, ns *testutil.Netns, addr string) {
+	t.Helper()
+	ns.MustRun(t, "busybox", "ping", "-c", "3", "-W", "3", addr)
+}
+
+// snapshotLinks returns the sorted link names of ns.
+func snapshotLinks(t testing.TB, ns *testutil.Netns) []string {
+	t.Helper()
+	l := ns.Links(t)
+	sort.Strings(l)
+	return l
+}
+
+// assertEmptyDir fails if dir has any entries (a runtime root after a run).
+func assertEmptyDir(t testing.TB, dir string) {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if len(es) != 0 {
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("runtime root %s not empty after exit: %v", dir, names)
+	}
+}
+
+// requireQEMUTests gates the end-to-end tests.
+func requireQEMUTests(t testing.TB) testutil.GuestImages {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireQEMU(t)
+	return testutil.RequireGuest(t)
+}
