@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 )
@@ -36,15 +37,17 @@ func (b *LineBuffer) String() string {
 	return b.buf.String()
 }
 
-// WaitFor waits until the output matches the regular expression and returns
-// the submatches of the first match.
+// WaitFor waits until the complete lines of the output (up to the last
+// newline: a line still being written never matches) match the regular
+// expression, and returns the submatches of the first match.
 func (b *LineBuffer) WaitFor(pattern string, timeout time.Duration) ([]string, error) {
 	re := regexp.MustCompile(pattern)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		b.mu.Lock()
-		m := re.FindStringSubmatch(b.buf.String())
+		out := b.buf.String()
+		m := re.FindStringSubmatch(out[:strings.LastIndexByte(out, '\n')+1])
 		wake := b.cond
 		b.mu.Unlock()
 		if m != nil {
