@@ -37,6 +37,8 @@ func DetectFormat(path string, writable bool) (string, error) {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return "", fmt.Errorf("disk image %s does not exist: check the path given to --disk", path)
+	case errors.Is(err, os.ErrPermission):
+		return "", fmt.Errorf("disk image %s cannot be read (permission denied on a directory of its path): fix the permissions or run vmrun as a user who can read it", path)
 	case err != nil:
 		return "", fmt.Errorf("disk image %s cannot be read: %v", path, errors.Unwrap(err))
 	case fi.IsDir():

@@ -279,3 +279,44 @@ func TestNameUniqueAndLsStop(t *testing.T) {
 		t.Fatalf("stop of a stopped VM: exit %d: %s", code, errOut)
 	}
 }
+
+// TestUnprivilegedTapRefused: a user without CAP_NET_ADMIN asking for a
+// tap gets one sentence and exit 2, and nothing is left behind.
+func TestUnprivilegedTapRefused(t *testing.T) {
+	g := requireQEMUTests(t)
+	ns := testutil.NewNetns(t, "np")
+	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	ns.MustRun(t, "ip", "link", "set", "br0", "up")
+	runtime := runtimeDir(t)
+	if err := os.Chmod(runtime, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	// The image must be readable by nobody: /tmp/TestX/ is 0700.
+	imgDir, err := os.MkdirTemp("", "vrimg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(imgDir) })
+	img := filepath.Join(imgDir, "test.qcow2")
+	if err := os.Rename(copyFile(t, g.Test), img); err != nil {
+		t.Fatal(err)
+	}
+	for p, mode := range map[string]os.FileMode{imgDir: 0o755, img: 0o644} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := snapshotLinks(t, ns)
+	out, err := ns.Run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+		"env", "VMRUN_RUNTIME_DIR="+runtime, vmrunBin, "--disk", img, "--snapshot", "--net", "bridge:br0")
+	if err == nil || !strings.Contains(err.Error(), "exit status 2") {
+		t.Fatalf("want exit status 2, got %v", err)
+	}
+	if !strings.Contains(out, "needs CAP_NET_ADMIN") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Fatalf("want one line about CAP_NET_ADMIN, got:\n%s (%v)", out, err)
+	}
+	if after := snapshotLinks(t, ns); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links changed: %v → %v", before, after)
+	}
+	assertEmptyDir(t, runtime)
+}

@@ -29,6 +29,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	// Readable by all: some tests run vmrun as an unprivileged user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	vmrunBin = filepath.Join(dir, "vmrun")
 	out, err := exec.Command("go", "build", "-o", vmrunBin, "github.com/vmrun/vmrun/cmd/vmrun").CombinedOutput()
 	if err != nil {
