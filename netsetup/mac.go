@@ -34,10 +34,10 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 
 // Forward is one host-port → guest-port forward (--forward).
 type Forward struct {
-	Proto     string // "tcp" or "udp"
-	HostAddr  string // optional host address to bind, "" for all
-	HostPort  int
-	GuestPort int
+	Proto     string `json:"proto"`               // "tcp" or "udp"
+	HostAddr  string `json:"host_addr,omitempty"` // optional host address to bind, "" for all
+	HostPort  int    `json:"host_port"`
+	GuestPort int    `json:"guest_port"`
 }
 
 // String returns the --forward form.

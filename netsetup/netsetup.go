@@ -29,6 +29,16 @@ const (
 	NAT     Mode = "nat"
 )
 
+// UsesTap reports whether the mode hands QEMU tap queue fds (tap, macvtap
+// or ipvtap), and so can use vhost-net.
+func (m Mode) UsesTap() bool {
+	switch m {
+	case Bridge, Macvtap, IPVtap, Routed, NAT:
+		return true
+	}
+	return false
+}
+
 // Modes lists every mode, in the order --help shows them.
 func Modes() []Mode { return []Mode{Auto, Bridge, Macvtap, IPVtap, Routed, NAT, User, None} }
 
@@ -75,6 +85,11 @@ type Attachment struct {
 	Files, VhostFiles []*os.File
 	// MAC is the guest NIC's MAC.
 	MAC net.HardwareAddr
+	// MTU is the MTU of the link the guest sits on (0: unknown); pass it to
+	// the guest NIC (virtio-net host_mtu) when it is not 1500.
+	MTU int
+	// LinkName is the host link created for the guest ("" for user/none).
+	LinkName string
 	// Options are extra netdev options (hostfwd=..., addr.path=...).
 	Options []string
 	// Undo removes everything Apply created, in reverse order; it runs once

@@ -1,0 +1,203 @@
+package netsetup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Detect describes the interface that matters for request r —
+// r.Interface(), or the interface of the default route when that is "" —
+// and probes the host's capabilities once. It works in the network
+// namespace of the calling thread and changes nothing there. A named
+// interface that does not exist is not an error: the Facts say so and
+// Decide explains it.
+func Detect(ctx context.Context, r Request) (Facts, error) {
+	if err := ctx.Err(); err != nil {
+		return Facts{}, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	h, err := newHandle()
+	if err != nil {
+		return Facts{}, err
+	}
+	defer h.Close()
+	// none and user create no links: skip probing which link types the
+	// kernel can create (a throwaway namespace, a few milliseconds).
+	probe := r.Mode != None && r.Mode != User
+	return detect(linuxKernel{h: h, probeLinks: probe}, r.Interface())
+}
+
+// linuxKernel answers detection's queries from the running kernel.
+type linuxKernel struct {
+	h *netlink.Handle
+	// probeLinks: probe macvtap/ipvtap creation (Caps.Macvtap, Caps.IPVtap).
+	probeLinks bool
+}
+
+func (k linuxKernel) routeGet(dst net.IP) ([]routeInfo, error) {
+	rs, err := k.h.RouteGet(dst)
+	if noRoute(err) {
+		return nil, errNoRoute
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]routeInfo, 0, len(rs))
+	for _, r := range rs {
+		ri := routeInfo{LinkIndex: r.LinkIndex, Gateway: r.Gw}
+		for _, nh := range r.MultiPath {
+			dead := nh.Flags&(unix.RTNH_F_DEAD|unix.RTNH_F_LINKDOWN) != 0
+			ri.Nexthops = append(ri.Nexthops, nexthop{LinkIndex: nh.LinkIndex, Gateway: nh.Gw, Dead: dead})
+		}
+		out = append(out, ri)
+	}
+	return out, nil
+}
+
+// noRoute reports whether a route lookup error means "no usable route":
+// unreachable, prohibited, blackholed, or the address family is disabled.
+func noRoute(err error) bool {
+	for _, e := range []error{unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EACCES, unix.EINVAL, unix.EAFNOSUPPORT, unix.ESRCH} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (k linuxKernel) linkByName(name string) (linkInfo, error) {
+	l, err := k.h.LinkByName(name)
+	return k.link(fmt.Sprintf("link %q", name), l, err)
+}
+
+func (k linuxKernel) linkByIndex(index int) (linkInfo, error) {
+	l, err := k.h.LinkByIndex(index)
+	return k.link(fmt.Sprintf("link #%d", index), l, err)
+}
+
+func (linuxKernel) link(what string, l netlink.Link, err error) (linkInfo, error) {
+	if isNotFound(err) {
+		return linkInfo{}, fmt.Errorf("%s: %w", what, ErrNoInterface)
+	}
+	if err != nil {
+		return linkInfo{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return linkInfoOf(l), nil
+}
+
+func (linuxKernel) wireless(index int) (*Wireless, error) { return wirelessOf(index) }
+
+func (linuxKernel) cpus() int { return runtime.NumCPU() }
+
+func (k linuxKernel) caps() Caps {
+	c := Caps{
+		NetAdmin: hasCap(unix.CAP_NET_ADMIN),
+		Tun:      canOpen("/dev/net/tun"),
+		VhostNet: canOpen("/dev/vhost-net"),
+	}
+	if k.probeLinks {
+		c.Macvtap, c.IPVtap = probeLinkTypes()
+	}
+	c.Passt, _ = exec.LookPath("passt")
+	return c
+}
+
+// hasCap reports whether the process has capability c in its effective set.
+func hasCap(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
+}
+
+// canOpen reports whether a device node opens read-write (opening
+// /dev/net/tun or /dev/vhost-net creates nothing until configured).
+func canOpen(path string) bool {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// probeLinkTypes finds out whether this kernel can create macvtap and
+// ipvtap links by creating them: in a throwaway network namespace on a
+// thread that exits afterwards (the namespace, a veth pair as parents and
+// the probes vanish with it). Without CAP_SYS_ADMIN for that namespace it
+// asks the kernel in the current namespace with a request that cannot
+// create anything (see kindKnown).
+func probeLinkTypes() (macvtap, ipvtap bool) {
+	err := onThrowawayThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		h, err := newHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		macvtap, ipvtap = probeInFreshNetns(h)
+		return nil
+	})
+	if err != nil {
+		return kindKnown(&netlink.Macvtap{}), kindKnown(&netlink.IPVtap{})
+	}
+	return macvtap, ipvtap
+}
+
+func probeInFreshNetns(h *netlink.Handle) (macvtap, ipvtap bool) {
+	la := netlink.NewLinkAttrs()
+	la.Name = "probe0"
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "probe1"}); err != nil {
+		return false, false
+	}
+	a, errA := h.LinkByName("probe0")
+	b, errB := h.LinkByName("probe1")
+	if errA != nil || errB != nil {
+		return false, false
+	}
+	mv := netlink.NewLinkAttrs()
+	mv.Name, mv.ParentIndex = "probemv", a.Attrs().Index
+	macvtap = h.LinkAdd(&netlink.Macvtap{Macvlan: netlink.Macvlan{LinkAttrs: mv, Mode: netlink.MACVLAN_MODE_BRIDGE}}) == nil
+	iv := netlink.NewLinkAttrs()
+	iv.Name, iv.ParentIndex = "probeiv", b.Attrs().Index
+	ipvtap = h.LinkAdd(&netlink.IPVtap{IPVlan: netlink.IPVlan{LinkAttrs: iv, Mode: netlink.IPVLAN_MODE_L2, Flag: netlink.IPVLAN_FLAG_BRIDGE}}) == nil
+	return macvtap, ipvtap
+}
+
+// kindKnown asks whether the kernel knows a link kind with an RTM_NEWLINK
+// that has no parent: a known macvtap/ipvtap kind refuses it with EINVAL
+// before registering anything, an unknown kind gives EOPNOTSUPP.
+func kindKnown(l netlink.Link) bool {
+	la := netlink.NewLinkAttrs()
+	la.Name = "vmrprobe"
+	switch l := l.(type) {
+	case *netlink.Macvtap:
+		l.LinkAttrs = la
+	case *netlink.IPVtap:
+		l.LinkAttrs = la
+	}
+	h, err := newHandle()
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	err = h.LinkAdd(l)
+	if err == nil { // should not happen; do not leave it behind
+		_ = h.LinkDel(l)
+		return true
+	}
+	return errors.Is(err, unix.EINVAL)
+}

@@ -1,0 +1,100 @@
+package netsetup
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// dumpRetries bounds the retries of a netlink dump the kernel interrupted
+// (the table changed while it was being read).
+const dumpRetries = 5
+
+// retryDump runs a netlink dump until it completes without
+// netlink.ErrDumpInterrupted (whose results may be inconsistent).
+func retryDump[T any](dump func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range dumpRetries {
+		v, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, fmt.Errorf("netlink dump interrupted %d times: %w", dumpRetries, err)
+}
+
+// newHandle opens a route netlink socket in the calling thread's network
+// namespace; every request made through it stays in that namespace.
+func newHandle() (*netlink.Handle, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	return h, nil
+}
+
+// isNotFound reports whether a netlink error means "no such link".
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
+}
+
+// linkInfoOf converts a netlink link.
+func linkInfoOf(l netlink.Link) linkInfo {
+	a := l.Attrs()
+	return linkInfo{
+		Name: a.Name, Index: a.Index, Type: l.Type(), Encap: a.EncapType,
+		Up: a.Flags&net.FlagUp != 0, Oper: a.OperState.String(), MTU: a.MTU,
+		MAC: a.HardwareAddr, MasterIndex: a.MasterIndex,
+	}
+}
+
+// inNetns runs fn on a throwaway OS thread switched into the network
+// namespace at path; the thread exits afterwards, so nothing else ever
+// runs in that namespace by accident. A missing path is os.ErrNotExist.
+func inNetns(path string, fn func() error) error {
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	defer h.Close()
+	return onThrowawayThread(func() error {
+		if err := netns.Set(h); err != nil {
+			return fmt.Errorf("enter network namespace %s: %w", path, err)
+		}
+		return fn()
+	})
+}
+
+// onThrowawayThread runs fn on a new goroutine locked to its OS thread and
+// never unlocked: the thread dies with the goroutine, taking any namespace
+// it entered with it.
+func onThrowawayThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// closeFiles closes fs, ignoring files already closed.
+func closeFiles(fs []*os.File) error {
+	var errs []error
+	for _, f := range fs {
+		if f == nil {
+			continue
+		}
+		if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

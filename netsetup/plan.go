@@ -1,0 +1,481 @@
+package netsetup
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+)
+
+// MaxQueues is the most queues a tap or macvtap accepts (the kernel's
+// MAX_TAP_QUEUES); DefaultMaxQueues caps the default of one per CPU.
+const (
+	MaxQueues        = 256
+	DefaultMaxQueues = 8
+)
+
+// Request is what the user asked for (flags and config).
+type Request struct {
+	// Mode is the --net mode; "" means Auto.
+	Mode Mode
+	// Parent is the interface of --net MODE:PARENT.
+	Parent string
+	// Uplink is --uplink: the interface auto (and modes without a parent) use
+	// instead of the default-route interface.
+	Uplink string
+	// Name is the VM name: it derives the MAC and the owned link names.
+	Name string
+	// MAC is the guest MAC given with --mac; used when MACSet.
+	MAC    net.HardwareAddr
+	MACSet bool
+	// Queues is the number of queues; 0 means one per host CPU, at most
+	// DefaultMaxQueues. Pass the guest's vCPU count when known.
+	Queues int
+	// Forwards are --forward host-port → guest-port forwards.
+	Forwards []Forward
+}
+
+// Interface returns the interface Detect must look at for this request:
+// Parent, else Uplink, else "" (the default-route interface).
+func (r Request) Interface() string {
+	if r.Parent != "" {
+		return r.Parent
+	}
+	return r.Uplink
+}
+
+// Plan is a decided network attachment: what Apply will create, and why.
+type Plan struct {
+	// Name is the VM name (owner of the links: their alias is OwnerAlias(Name)).
+	Name string `json:"name"`
+	// Mode is the chosen mode (never Auto).
+	Mode Mode `json:"mode"`
+	// Parent is the bridge (Bridge) or the lower interface (Macvtap).
+	Parent string `json:"parent,omitempty"`
+	// Uplink and UplinkKind describe the interface detection looked at.
+	Uplink     string     `json:"uplink,omitempty"`
+	UplinkKind UplinkKind `json:"uplink_kind"`
+	// MAC is the guest NIC's MAC.
+	MAC net.HardwareAddr `json:"-"`
+	// MTU is the parent's MTU: the guest NIC should use it (virtio-net host_mtu).
+	MTU int `json:"mtu,omitempty"`
+	// Vhost: open /dev/vhost-net for each queue.
+	Vhost bool `json:"vhost"`
+	// Queues is the number of tap queues (fds).
+	Queues int `json:"queues,omitempty"`
+	// LinkName is the owned, deterministic name of the link Apply creates.
+	LinkName string `json:"link_name,omitempty"`
+	// Forwards are the host → guest port forwards (user mode).
+	Forwards []Forward `json:"forwards,omitempty"`
+	// Reason is one sentence saying why this mode.
+	Reason string `json:"reason"`
+	// Notice, when set, is one line to show the user once: why a better mode
+	// was not possible, or a caveat of the chosen one.
+	Notice string `json:"notice,omitempty"`
+}
+
+// MarshalJSON writes MAC in its usual colon form.
+func (p Plan) MarshalJSON() ([]byte, error) {
+	type plain Plan
+	return json.Marshal(struct {
+		plain
+		MAC string `json:"mac,omitempty"`
+	}{plain(p), macString(p.MAC)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (p *Plan) UnmarshalJSON(b []byte) error {
+	type plain Plan
+	var v struct {
+		plain
+		MAC string `json:"mac,omitempty"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	mac, err := parseMACField(v.MAC)
+	if err != nil {
+		return err
+	}
+	*p = Plan(v.plain)
+	p.MAC = mac
+	return nil
+}
+
+// LinkRole is the one-letter suffix of an owned link name.
+type LinkRole byte
+
+// The roles of the links vmrun creates.
+const (
+	RoleTap     LinkRole = 't'
+	RoleMacvtap LinkRole = 'm'
+	RoleIPVtap  LinkRole = 'i'
+	RoleShim    LinkRole = 's'
+)
+
+// LinkName returns the name of the link of the given role owned by VM vm:
+// "vmr" + 8 hex digits of SHA-256(vm) + the role letter, 12 bytes (the
+// kernel allows 15). It is deterministic, so a later run finds the leftovers
+// of a crashed one.
+func LinkName(vm string, role LinkRole) string {
+	h := sha256.Sum256([]byte(vm))
+	return "vmr" + hex.EncodeToString(h[:4]) + string(rune(role))
+}
+
+// OwnerAlias is the IFLA_IFALIAS vmrun puts on every link it creates for VM
+// vm; cleanup deletes only links that carry it.
+func OwnerAlias(vm string) string { return "vmrun:" + vm }
+
+// choice is one row of the decision table.
+type choice struct {
+	mode   Mode
+	parent string
+	mtu    int
+	reason string
+	notice string
+}
+
+// Decide picks the network attachment for request r on a host described by
+// f. It is pure: every row of the decision table is a unit test.
+func Decide(f Facts, r Request) (Plan, error) {
+	if err := r.check(f); err != nil {
+		return Plan{}, err
+	}
+	c, err := choose(f, r)
+	if err != nil {
+		return Plan{}, err
+	}
+	return r.plan(f, c), nil
+}
+
+func (r Request) check(f Facts) error {
+	switch {
+	case r.Name == "":
+		return refuse(ErrBadRequest, "the VM has no name; vmrun needs one to name its links and derive its MAC")
+	case r.Parent != "" && r.Uplink != "" && r.Parent != r.Uplink:
+		return refuse(ErrBadRequest, "--net %s:%s and --uplink %s name different interfaces; give only one", r.mode(), r.Parent, r.Uplink)
+	case r.Interface() != f.Uplink && r.Interface() != "":
+		return refuse(ErrBadRequest, "the detected facts describe %q, not the requested interface %q", f.Uplink, r.Interface())
+	case r.MACSet && len(r.MAC) != 6:
+		return refuse(ErrBadRequest, "MAC address %q is not valid; write six hex bytes, e.g. 52:54:00:12:34:56", r.MAC)
+	case r.Queues < 0 || r.Queues > MaxQueues:
+		return refuse(ErrBadRequest, "%d queues asked; use 1 to %d", r.Queues, MaxQueues)
+	}
+	return nil
+}
+
+// checkForwards refuses forwards the chosen mode cannot honour: only
+// user-mode networking forwards ports, and QEMU 7.2's slirp binds only IPv4
+// host addresses.
+func (r Request) checkForwards() error {
+	if len(r.Forwards) == 0 {
+		return nil
+	}
+	switch m := r.mode(); m {
+	case Bridge, Macvtap:
+		return refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net %s the guest has its own address on the LAN: connect to it directly, or use --net user", m)
+	}
+	for _, fw := range r.Forwards {
+		if ip := net.ParseIP(fw.HostAddr); fw.HostAddr != "" && (ip == nil || ip.To4() == nil) {
+			return refuse(ErrBadRequest, "--forward %s: user-mode networking binds only IPv4 host addresses; use 127.0.0.1 or 0.0.0.0", fw)
+		}
+	}
+	return nil
+}
+
+func (r Request) mode() Mode {
+	if r.Mode == "" {
+		return Auto
+	}
+	return r.Mode
+}
+
+func choose(f Facts, r Request) (choice, error) {
+	if err := r.checkForwards(); err != nil {
+		return choice{}, err
+	}
+	switch m := r.mode(); m {
+	case Auto:
+		return chooseAuto(f, r)
+	case Bridge:
+		return forceBridge(f, r)
+	case Macvtap:
+		return forceMacvtap(f)
+	case User:
+		return userChoice("user-mode networking, as asked (--net user): the guest reaches out through QEMU and is reachable only through --forward ports", ""), nil
+	case None:
+		if len(r.Forwards) > 0 {
+			return choice{}, refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward or choose another --net")
+		}
+		return choice{mode: None, reason: "no network, as asked (--net none)"}, nil
+	case IPVtap, Routed, NAT:
+		return choice{}, refuse(ErrNotImplemented, "--net %s is not implemented yet; use --net auto, user, macvtap or bridge", m)
+	default:
+		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, user, none", m)
+	}
+}
+
+func userChoice(reason, notice string) choice {
+	return choice{mode: User, reason: reason, notice: notice}
+}
+
+// userFallback is the user-mode row reached when something better is
+// impossible; why says what, and the notice tells the user.
+func userFallback(why string) choice {
+	return userChoice("user-mode networking (QEMU's NAT): the guest can reach out but is not reachable from the LAN",
+		why+"; using user-mode networking")
+}
+
+// chooseAuto walks the decision table of DESIGN.md "Network modes".
+func chooseAuto(f Facts, r Request) (choice, error) {
+	if f.Named && !f.Exists {
+		return choice{}, refuse(ErrNoInterface, "interface %s does not exist; name another with --uplink IF, or leave it out to use the default route", f.Uplink)
+	}
+	if f.Named && f.Kind != UplinkNone && !f.Up {
+		return choice{}, refuse(ErrLinkDown, "interface %s is down; bring it up (ip link set %s up) or name another with --uplink IF", f.Uplink, f.Uplink)
+	}
+	if len(r.Forwards) > 0 {
+		return userChoice("--forward asks for host ports forwarded to the guest, which user-mode networking provides (a macvtap guest is not even reachable from this host)", ""), nil
+	}
+	if f.Kind == UplinkNone {
+		return userFallback("there is no default route (no network?)"), nil
+	}
+	ideal := idealRow(f)
+	if ideal.mode == User {
+		return ideal, nil
+	}
+	if missing := missingCap(f.Caps, ideal.mode); missing != "" {
+		return userFallback(fmt.Sprintf("%s, which --net %s on %s needs", missing, ideal.mode, ideal.parent)), nil
+	}
+	return ideal, nil
+}
+
+// idealRow is the auto row for the uplink's kind, before capabilities.
+func idealRow(f Facts) choice {
+	switch f.Kind {
+	case UplinkBridge:
+		return choice{mode: Bridge, parent: f.Uplink, mtu: f.MTU,
+			reason: fmt.Sprintf("%s is a Linux bridge: a tap on it puts the guest on the same LAN as the host", f.Uplink)}
+	case UplinkBridgePort:
+		if !f.MasterUp {
+			return userFallback(fmt.Sprintf("%s is a port of bridge %s, which is down", f.Uplink, f.Master))
+		}
+		return choice{mode: Bridge, parent: f.Master, mtu: f.MasterMTU,
+			reason: fmt.Sprintf("%s is a port of bridge %s: a tap on %s puts the guest on the LAN (macvtap cannot attach to a bridge port)", f.Uplink, f.Master, f.Master)}
+	case UplinkEthernet:
+		return macvtapRow(f, fmt.Sprintf("%s is wired Ethernet with no bridge: macvtap (bridge mode) gives the guest its own MAC on the LAN without reconfiguring the host", f.Uplink))
+	case UplinkWireless:
+		return wirelessRow(f)
+	default:
+		return userFallback(fmt.Sprintf("%s is not an Ethernet device (%s), so no guest can sit on it at layer 2", f.Uplink, linkTypeOr(f.LinkType)))
+	}
+}
+
+func macvtapRow(f Facts, reason string) choice {
+	return choice{mode: Macvtap, parent: f.Uplink, mtu: f.MTU, reason: reason,
+		notice: fmt.Sprintf("the guest is reachable from %s's LAN but not from this host (a macvtap limitation); use --net user with --forward for host access", f.Uplink)}
+}
+
+// wirelessRow decides for a Wi-Fi uplink. The ipvtap and routed rows for a
+// 3-address station come here (before the user-mode fallback).
+func wirelessRow(f Facts) choice {
+	w := f.Wireless
+	if w == nil {
+		w = &Wireless{IfType: WifiOther}
+	}
+	switch {
+	case w.FourAddr:
+		return macvtapRow(f, fmt.Sprintf("%s is Wi-Fi in 4-address mode, whose frames can carry the guest's own MAC: macvtap (bridge mode) puts the guest on the LAN", f.Uplink))
+	case w.IfType == WifiAP:
+		return macvtapRow(f, fmt.Sprintf("%s is a Wi-Fi access point, which may send frames from any MAC: macvtap (bridge mode) puts the guest on its network", f.Uplink))
+	case w.IfType == WifiStation || w.IfType == WifiAdHoc:
+		return userFallback(fmt.Sprintf("%s is %s: bridging is impossible there (the kernel refuses, EOPNOTSUPP); ipvtap support is coming", f.Uplink, wifiNoun(w.IfType)))
+	default:
+		return userFallback(fmt.Sprintf("%s is a Wi-Fi interface in %s mode, which cannot carry a guest", f.Uplink, w.IfType))
+	}
+}
+
+func wifiNoun(iftype string) string {
+	if iftype == WifiAdHoc {
+		return "an ad-hoc Wi-Fi interface"
+	}
+	return "a Wi-Fi station"
+}
+
+func linkTypeOr(t string) string {
+	if t == "" {
+		return "unknown type"
+	}
+	return t
+}
+
+// missingCap says which capability mode lacks, or "".
+func missingCap(c Caps, mode Mode) string {
+	switch {
+	case !c.NetAdmin:
+		return "vmrun lacks CAP_NET_ADMIN (run it as root)"
+	case mode == Bridge && !c.Tun:
+		return "/dev/net/tun cannot be opened"
+	case mode == Macvtap && !c.Macvtap:
+		return "this kernel cannot create macvtap links"
+	}
+	return ""
+}
+
+// forceBridge handles --net bridge[:BR].
+func forceBridge(f Facts, r Request) (choice, error) {
+	br, mtu, up, err := bridgeTarget(f, r.Parent != "")
+	if err != nil {
+		return choice{}, err
+	}
+	if !up {
+		return choice{}, refuse(ErrLinkDown, "bridge %s is down; bring it up (ip link set %s up) or choose another with --net bridge:NAME", br, br)
+	}
+	if err := needCaps(f.Caps, Bridge); err != nil {
+		return choice{}, err
+	}
+	return choice{mode: Bridge, parent: br, mtu: mtu,
+		reason: fmt.Sprintf("a tap on bridge %s, as asked (--net bridge): the guest is on %s's LAN", br, br)}, nil
+}
+
+// bridgeTarget finds the bridge of --net bridge[:BR]: BR itself when
+// given, else the uplink if it is a bridge, else the uplink's bridge.
+func bridgeTarget(f Facts, explicit bool) (name string, mtu int, up bool, err error) {
+	switch {
+	case explicit && !f.Exists:
+		return "", 0, false, refuse(ErrNoInterface, "bridge %s does not exist; create it or choose another with --net bridge:NAME", f.Uplink)
+	case f.Kind == UplinkBridge:
+		return f.Uplink, f.MTU, f.Up, nil
+	case explicit && f.Kind == UplinkBridgePort:
+		return "", 0, false, refuse(ErrNotBridge, "%s is not a bridge but a port of bridge %s; use --net bridge:%s", f.Uplink, f.Master, f.Master)
+	case explicit:
+		return "", 0, false, refuse(ErrNotBridge, "%s is not a bridge (it is %s); choose a bridge with --net bridge:NAME", f.Uplink, describeKind(f))
+	case f.Kind == UplinkBridgePort:
+		return f.Master, f.MasterMTU, f.MasterUp, nil
+	case f.Kind == UplinkNone && !f.Named:
+		return "", 0, false, refuse(ErrNoUplink, "--net bridge: there is no default route to find a bridge from; name one with --net bridge:NAME")
+	case f.Named && !f.Exists:
+		return "", 0, false, refuse(ErrNoInterface, "interface %s does not exist; choose a bridge with --net bridge:NAME", f.Uplink)
+	default:
+		return "", 0, false, refuse(ErrNotBridge, "--net bridge: the uplink %s is %s, neither a bridge nor a bridge port; choose a bridge with --net bridge:NAME", f.Uplink, describeKind(f))
+	}
+}
+
+// forceMacvtap handles --net macvtap[:IF].
+func forceMacvtap(f Facts) (choice, error) {
+	if err := macvtapSuitable(f); err != nil {
+		return choice{}, err
+	}
+	if !f.Up {
+		return choice{}, refuse(ErrLinkDown, "%s is down; bring it up (ip link set %s up) or choose another with --net macvtap:IF", f.Uplink, f.Uplink)
+	}
+	if err := needCaps(f.Caps, Macvtap); err != nil {
+		return choice{}, err
+	}
+	c := macvtapRow(f, fmt.Sprintf("macvtap (bridge mode) on %s, as asked (--net macvtap): the guest has its own MAC on %s's LAN", f.Uplink, f.Uplink))
+	return c, nil
+}
+
+// macvtapSuitable refuses the interfaces a macvtap cannot work on. A bridge
+// port is refused: the bridge owns the port's receive handler, so the kernel
+// would refuse the macvtap (EBUSY) anyway; a macvtap on the bridge itself
+// is fine and is what the message suggests.
+func macvtapSuitable(f Facts) error {
+	dev := f.Uplink
+	switch {
+	case !f.Named && f.Kind == UplinkNone:
+		return refuse(ErrNoUplink, "--net macvtap: there is no default route; name the interface with --net macvtap:IF")
+	case !f.Exists:
+		return refuse(ErrNoInterface, "interface %s does not exist; choose another with --net macvtap:IF", dev)
+	case f.Kind == UplinkBridgePort:
+		return refuse(ErrUnsuitable, "%s is a port of bridge %s, and macvtap cannot attach to a bridge port (the bridge owns its receive path); use --net bridge:%s or --net macvtap:%s", dev, f.Master, f.Master, f.Master)
+	case f.Kind == UplinkWireless && !wirelessCarriesMACs(f.Wireless):
+		return refuse(ErrUnsuitable, "%s is %s without 4-address mode: the access point drops every frame from the guest's own MAC, so macvtap cannot work there; use --net user (ipvtap support is coming)", dev, wifiNounFor(f.Wireless))
+	case f.Kind == UplinkOther:
+		return refuse(ErrUnsuitable, "%s is not an Ethernet device (%s); macvtap needs one", dev, linkTypeOr(f.LinkType))
+	}
+	return nil
+}
+
+func wirelessCarriesMACs(w *Wireless) bool {
+	return w != nil && (w.FourAddr || w.IfType == WifiAP)
+}
+
+func wifiNounFor(w *Wireless) string {
+	if w == nil {
+		return "a Wi-Fi interface"
+	}
+	if w.IfType == WifiStation || w.IfType == WifiAdHoc {
+		return wifiNoun(w.IfType)
+	}
+	return "a Wi-Fi interface in " + w.IfType + " mode"
+}
+
+// needCaps refuses a forced mode the host cannot provide.
+func needCaps(c Caps, mode Mode) error {
+	switch {
+	case !c.NetAdmin:
+		return refuse(ErrNoPrivilege, "--net %s creates a link and needs CAP_NET_ADMIN; run vmrun as root, or use --net user", mode)
+	case mode == Bridge && !c.Tun:
+		return refuse(ErrNoKernelSupport, "--net bridge needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
+	case mode == Macvtap && !c.Macvtap:
+		return refuse(ErrNoKernelSupport, "this kernel cannot create macvtap links (CONFIG_MACVTAP); use --net bridge:NAME or --net user")
+	}
+	return nil
+}
+
+func describeKind(f Facts) string {
+	switch f.Kind {
+	case UplinkEthernet:
+		return "an Ethernet interface"
+	case UplinkWireless:
+		return wifiNounFor(f.Wireless)
+	case UplinkBridgePort:
+		return "a port of bridge " + f.Master
+	case UplinkNone:
+		return "missing"
+	default:
+		return "a " + linkTypeOr(f.LinkType) + " device"
+	}
+}
+
+// plan turns the chosen row into a Plan.
+func (r Request) plan(f Facts, c choice) Plan {
+	p := Plan{
+		Name: r.Name, Mode: c.mode, Parent: c.parent, Uplink: f.Uplink, UplinkKind: f.Kind,
+		MAC: r.guestMAC(), MTU: c.mtu, Reason: c.reason, Notice: c.notice,
+	}
+	switch c.mode {
+	case Bridge, Macvtap:
+		p.LinkName = LinkName(r.Name, roleOf(c.mode))
+		p.Queues = r.queues(f)
+		p.Vhost = f.Caps.VhostNet
+	case User:
+		p.Forwards = append([]Forward(nil), r.Forwards...)
+	case None:
+		p.MAC = nil
+	}
+	return p
+}
+
+func roleOf(m Mode) LinkRole {
+	if m == Macvtap {
+		return RoleMacvtap
+	}
+	return RoleTap
+}
+
+func (r Request) guestMAC() net.HardwareAddr {
+	if r.MACSet {
+		return append(net.HardwareAddr(nil), r.MAC...)
+	}
+	return DeriveMAC(r.Name)
+}
+
+func (r Request) queues(f Facts) int {
+	if r.Queues > 0 {
+		return r.Queues
+	}
+	return min(max(f.CPUs, 1), DefaultMaxQueues)
+}

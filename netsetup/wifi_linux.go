@@ -1,0 +1,107 @@
+package netsetup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nlenc"
+	"github.com/mdlayher/wifi"
+	"golang.org/x/sys/unix"
+)
+
+// wirelessOf returns nl80211's view of interface index, or nil when the
+// kernel has no nl80211 (no Wi-Fi at all) or does not list the interface.
+func wirelessOf(index int) (*Wireless, error) {
+	c, err := wifi.New()
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nl80211: %w", err)
+	}
+	defer c.Close()
+	ifis, err := c.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("nl80211 interfaces: %w", err)
+	}
+	for _, ifi := range ifis {
+		if ifi.Index != index {
+			continue
+		}
+		w := &Wireless{IfType: wifiType(ifi.Type)}
+		// mdlayher/wifi does not report NL80211_ATTR_4ADDR: ask for it.
+		if w.FourAddr, err = fourAddr(index); err != nil {
+			return nil, fmt.Errorf("nl80211 4addr: %w", err)
+		}
+		return w, nil
+	}
+	return nil, nil
+}
+
+// wifiType names an nl80211 interface type.
+func wifiType(t wifi.InterfaceType) string {
+	switch t {
+	case wifi.InterfaceTypeStation, wifi.InterfaceTypeP2PClient:
+		return WifiStation
+	case wifi.InterfaceTypeAdHoc:
+		return WifiAdHoc
+	case wifi.InterfaceTypeAP, wifi.InterfaceTypeP2PGroupOwner:
+		return WifiAP
+	case wifi.InterfaceTypeAPVLAN:
+		return WifiAPVLAN
+	case wifi.InterfaceTypeMeshPoint:
+		return WifiMesh
+	case wifi.InterfaceTypeMonitor:
+		return WifiMonitor
+	}
+	return WifiOther
+}
+
+// fourAddr asks nl80211 (NL80211_CMD_GET_INTERFACE) whether interface
+// index uses 4-address frames.
+func fourAddr(index int) (bool, error) {
+	c, err := genetlink.Dial(nil)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	fam, err := c.GetFamily(unix.NL80211_GENL_NAME)
+	if err != nil {
+		return false, err
+	}
+	b, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.NL80211_ATTR_IFINDEX, Data: nlenc.Uint32Bytes(uint32(index))},
+	})
+	if err != nil {
+		return false, err
+	}
+	req := genetlink.Message{Header: genetlink.Header{Command: unix.NL80211_CMD_GET_INTERFACE, Version: fam.Version}, Data: b}
+	msgs, err := c.Execute(req, fam.ID, netlink.Request)
+	if err != nil {
+		return false, err
+	}
+	return parseFourAddr(msgs)
+}
+
+// parseFourAddr reads NL80211_ATTR_4ADDR from GET_INTERFACE replies
+// (absent means off).
+func parseFourAddr(msgs []genetlink.Message) (bool, error) {
+	for _, m := range msgs {
+		ad, err := netlink.NewAttributeDecoder(m.Data)
+		if err != nil {
+			return false, err
+		}
+		for ad.Next() {
+			if ad.Type() == unix.NL80211_ATTR_4ADDR {
+				return ad.Uint8() != 0, nil
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
