@@ -12,10 +12,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: to run VMs, to build the test guest, and for the tests'
 # LAN side (DHCP server, Wi-Fi AP and station inside the nested kernel).
 DEPS_RUN := qemu-system-x86 qemu-utils
-DEPS_GUEST := busybox-static cpio kmod syslinux syslinux-common extlinux mtools dosfstools fdisk
-DEPS_TEST := iproute2 dnsmasq-base passt hostapd wpasupplicant iw procps
+DEPS_GUEST := busybox-static cpio kmod syslinux syslinux-common mtools dosfstools xz-utils
+DEPS_TEST := iproute2 dnsmasq-base passt hostapd wpasupplicant iw procps util-linux ipxe-qemu
 
-.PHONY: all build demo test test-unit test-deps demo-deps guest lint bench clean install
+.PHONY: all build demo test test-unit test-deps demo-deps guest nested lint bench clean install
 
 all: build
 
@@ -42,6 +42,10 @@ test-deps:
 guest:
 	bash test/guest/build.sh
 
+# The nested-kernel rig (layer 4: Wi-Fi via mac80211_hwsim, ipvlan, vhost-net).
+nested:
+	bash test/nested/build.sh
+
 # The demo guest gets an address, checks that its gateway answers, prints
 # both on the console and powers off by itself: the command ends with exit 0.
 demo: demo-deps build guest
@@ -57,7 +61,7 @@ test-unit:
 
 # Every layer: pure, kernel (namespaces), QEMU end to end, nested kernel.
 # Root tests need root; under CI=true a test that cannot run fails.
-test: test-deps build guest lint
+test: test-deps build guest nested lint
 	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=$(VMRUN_STRICT) $(GO) test -race -count=1 -timeout 60m ./...
 
 bench: build guest

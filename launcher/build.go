@@ -88,6 +88,9 @@ func (b *builder) machine(vm VM) {
 	// -S: stay paused until vmrun has its QMP event reader running.
 	b.add("-nodefaults", "-no-user-config", "-S")
 	b.add("-device", "pvpanic")
+	if vm.PIDFile != "" {
+		b.add("-pidfile", vm.PIDFile)
+	}
 }
 
 func (b *builder) monitor(vm VM) {
@@ -161,11 +164,17 @@ func (b *builder) nic(n NIC, cpus int) error {
 				netdev = append(netdev, "vhost=on", "vhostfds="+strings.Join(vfds, ":"))
 			}
 		}
+		if n.MTU > 0 && n.MTU != 1500 {
+			device = append(device, "host_mtu="+strconv.Itoa(n.MTU))
+		}
 		if q > 1 {
 			// Two vectors per queue pair, one for config, one for control.
 			device = append(device, "mq=on", "vectors="+strconv.Itoa(2*q+2))
 		}
 	case "user", "stream":
+		if n.MTU != 0 {
+			return fmt.Errorf("%w: %s sets its own MTU", ErrBadNIC, n.Backend)
+		}
 		if len(n.Files) != 0 {
 			return fmt.Errorf("%w: %s takes no fds", ErrBadNIC, n.Backend)
 		}

@@ -39,7 +39,8 @@ func TestBuildGolden(t *testing.T) {
 			vm.NIC = &NIC{Backend: "tap", Files: placeholders(1), VhostFiles: placeholders(1), MAC: mac(t)}
 		},
 		"tap-novhost": func(vm *VM) {
-			vm.NIC = &NIC{Backend: "tap", Files: placeholders(1), MAC: mac(t)}
+			vm.NIC = &NIC{Backend: "tap", Files: placeholders(1), MAC: mac(t), MTU: 1400}
+			vm.PIDFile = "/run/vmrun/web/qemu.pid"
 		},
 		"tap-multiqueue": func(vm *VM) {
 			vm.CPUs = 2

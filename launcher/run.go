@@ -35,7 +35,9 @@ type Options struct {
 	// Stderr receives QEMU's own messages (nil: os.Stderr).
 	Stderr io.Writer
 	// Stop delivers stop requests (signals): the first powers the guest
-	// off gracefully, the second forces QEMU to quit at once.
+	// off gracefully, the second forces QEMU to quit at once; SIGQUIT
+	// forces at once. (Two signals sent back to back may merge into one in
+	// the kernel: whoever must force uses SIGQUIT.)
 	Stop <-chan os.Signal
 	// Notify prints a one-line notice to the user (nil: discard).
 	Notify func(format string, args ...any)
@@ -62,18 +64,16 @@ const (
 
 // supervisor holds the state of one run.
 type supervisor struct {
-	opts     Options
-	cmd      *exec.Cmd
-	waitc    chan error
-	stderr   *tail
-	client   *qmp.Client
-	events   <-chan qmp.Event
-	stopped  bool // a stop was requested (signal or time-out)
-	forced   bool
-	timeout  bool
-	panic    bool
-	killed   bool // vmrun sent SIGKILL
-	guestOff bool
+	opts    Options
+	cmd     *exec.Cmd
+	waitc   chan error
+	stderr  *tail
+	client  *qmp.Client
+	events  <-chan qmp.Event
+	stopped bool // a stop was requested (signal or time-out)
+	forced  bool
+	timeout bool
+	panic   bool
 
 	graceTimer *time.Timer
 	quitTimer  *time.Timer
@@ -234,7 +234,15 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 				continue
 			}
 			s.event(ev)
-		case <-s.opts.Stop:
+		case sig := <-s.opts.Stop:
+			if sig == syscall.SIGQUIT {
+				s.stopped = true
+				if !s.forced {
+					s.opts.Notify("forced stop requested (SIGQUIT): stopping QEMU now")
+					s.force()
+				}
+				continue
+			}
 			s.requestStop("")
 		case <-done:
 			done = nil

@@ -42,6 +42,9 @@ type NIC struct {
 	MAC net.HardwareAddr
 	// Options are extra key=value netdev options (hostfwd=..., addr.path=...).
 	Options []string
+	// MTU, when set and not 1500, is told to the guest (virtio-net host_mtu)
+	// so it matches the link's MTU.
+	MTU int
 }
 
 // VM describes one virtual machine.
@@ -66,6 +69,10 @@ type VM struct {
 	QMP *os.File
 	// NIC is the network attachment; nil means no network.
 	NIC *NIC
+	// PIDFile, when set, is where QEMU writes its pid; it also puts the
+	// runtime directory into QEMU's command line, which is how `vmrun gc`
+	// recognises a QEMU that belongs to a VM before it kills it.
+	PIDFile string
 	// ExtraArgs are passed to QEMU last, unchanged (--qemu-arg).
 	ExtraArgs []string
 }

@@ -129,16 +129,16 @@ func stopAction(c *cli.Context) error {
 		return exitcode.Setupf("VM %q (vmrun pid %d): %v", name, st.PID, err)
 	}
 	defer unix.Close(pidfd)
+	// SIGTERM: power the guest off gracefully. SIGQUIT: stop QEMU at once.
 	sig := unix.Signal(syscall.SIGTERM)
+	if c.Bool("force") {
+		sig = unix.SIGQUIT
+	}
 	if err := unix.PidfdSendSignal(pidfd, sig, nil, 0); err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return exitcode.Setupf("VM %q belongs to another user (vmrun pid %d): stop it as that user or as root", name, st.PID)
 		}
 		return exitcode.Setupf("VM %q (vmrun pid %d): %v", name, st.PID, err)
-	}
-	if c.Bool("force") {
-		// vmrun treats a second stop request as "force".
-		_ = unix.PidfdSendSignal(pidfd, sig, nil, 0)
 	}
 	timeout := -1
 	if w := c.Duration("wait"); w > 0 {

@@ -119,7 +119,8 @@ CONFIG FILE AND ENVIRONMENT
 STOPPING
    Ctrl-C or SIGTERM presses the guest's ACPI power button and waits
    --shutdown-grace for it to power off, then tells QEMU to quit, then kills
-   it. A second Ctrl-C forces it at once.
+   it. A second Ctrl-C, SIGQUIT (Ctrl-\) or 'vmrun stop --force' stops QEMU
+   at once.
 
 EXIT CODES
    0    the guest shut down by itself or on request

@@ -36,9 +36,9 @@ func runAction(c *cli.Context) error {
 		}
 	}
 	// Catch stop signals before anything is created, so an early Ctrl-C
-	// still cleans up. Two slots: "stop" and "stop harder".
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// still cleans up. SIGQUIT (vmrun stop --force, Ctrl-\) stops at once.
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigc)
 
 	spec, err := resolve(c)
@@ -78,7 +78,7 @@ func runAction(c *cli.Context) error {
 	if !kvm {
 		notify("KVM is not available (/dev/kvm missing or not usable): using TCG software emulation, which is much slower")
 	}
-	if plan.Vhost == false && plan.Mode.UsesTap() {
+	if !plan.Vhost && plan.Mode.UsesTap() {
 		notify("/dev/vhost-net is missing: the guest's network runs without vhost acceleration (vhost=off)")
 	}
 
@@ -96,6 +96,14 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 	if err != nil {
 		return exitcode.Setupf("%v: check that %s is writable, or set %s", err, root, rundir.EnvRoot)
 	}
+	if stale != nil {
+		notify("removing what a previous run of %q left behind", spec.Name)
+		if err := netsetup.GCState(dir.Path, stale); err != nil {
+			// Keep the directory and its record for `vmrun gc`.
+			_ = dir.Close()
+			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %v; run `vmrun gc` or remove them by hand", spec.Name, err)
+		}
+	}
 	// Everything below is undone by the deferred cleanup, in reverse order.
 	var undo []func() error
 	defer func() {
@@ -103,7 +111,12 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		for i := len(undo) - 1; i >= 0; i-- {
 			errs = append(errs, undo[i]())
 		}
-		errs = append(errs, dir.Remove())
+		if errors.Join(errs...) == nil {
+			errs = append(errs, dir.Remove())
+		} else {
+			// Keep the directory: its state file records what is left.
+			errs = append(errs, dir.Close())
+		}
 		if cerr := errors.Join(errs...); cerr != nil {
 			notify("clean-up was incomplete (run `vmrun gc`): %v", oneLine(cerr.Error()))
 			if err == nil {
@@ -112,12 +125,6 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		}
 		step("cleaned up")
 	}()
-	if stale != nil {
-		notify("removing what a previous run of %q left behind", spec.Name)
-		if err := netsetup.GCState(dir.Path, stale); err != nil {
-			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %v; run `vmrun gc` or remove them by hand", spec.Name, err)
-		}
-	}
 	if err := dir.Update(func(s *rundir.State) {
 		*s = rundir.State{Name: spec.Name, PID: os.Getpid(), Mode: string(plan.Mode), Parent: plan.Parent,
 			MAC: plan.MAC.String(), Started: time.Now()}
@@ -148,6 +155,7 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 	if vm.QMP, err = ln.File(); err != nil {
 		return exitcode.Setupf("QMP socket %s: %v", sock, err)
 	}
+	vm.PIDFile = filepath.Join(dir.Path, "qemu.pid")
 	cl, err := launcher.Build(vm)
 	if err != nil {
 		return exitcode.Setupf("%v", err)
@@ -197,7 +205,11 @@ func nicOf(a *netsetup.Attachment) *launcher.NIC {
 	if a == nil || a.Backend == "" {
 		return nil
 	}
-	return &launcher.NIC{Backend: a.Backend, Files: a.Files, VhostFiles: a.VhostFiles, MAC: a.MAC, Options: a.Options}
+	n := &launcher.NIC{Backend: a.Backend, Files: a.Files, VhostFiles: a.VhostFiles, MAC: a.MAC, Options: a.Options}
+	if a.Backend == "tap" {
+		n.MTU = a.MTU
+	}
+	return n
 }
 
 // planNetwork detects the host's facts and decides the attachment.
@@ -307,6 +319,7 @@ func consoleWriter(c *cli.Context, spec config.Spec, console launcher.Console) (
 // dryRun prints the plan and the exact QEMU command line, creating nothing.
 func dryRun(c *cli.Context, vm launcher.VM, plan netsetup.Plan) error {
 	sock := filepath.Join(rundir.Root(), vm.Name, "qmp.sock")
+	vm.PIDFile = filepath.Join(rundir.Root(), vm.Name, "qemu.pid")
 	vm.NIC = nicOf(netsetup.Preview(plan))
 	cl, err := launcher.Build(vm)
 	if err != nil {

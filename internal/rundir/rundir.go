@@ -235,6 +235,17 @@ func (d *Dir) writeLocked() error {
 	return nil
 }
 
+// Close releases the lock and keeps the directory: for a VM whose
+// leftovers could not all be removed, so that `vmrun gc` can try again.
+func (d *Dir) Close() error {
+	if d.lock == nil {
+		return nil
+	}
+	err := d.lock.Close()
+	d.lock = nil
+	return err
+}
+
 // Remove deletes the directory and releases the lock. Call it last, after
 // every recorded object has been undone.
 func (d *Dir) Remove() error {

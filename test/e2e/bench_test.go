@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/qmp"
+)
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// vmrunToQMPReady execs vmrun and returns the wall time until it reports
+// (with -v) that QMP is ready; then it stops the VM.
+func vmrunToQMPReady(b *testing.B, disk string) time.Duration {
+	runtime := runtimeDir(b)
+	cmd := command(nil, runtime, "-v", "--disk", disk, "--snapshot", "--net", "none", "--console", "none", "--name", "bench")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	var d time.Duration
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "QMP ready") {
+			d = time.Since(start)
+			break
+		}
+	}
+	// Forced stop: no grace period.
+	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	go func() { _, _ = bufio.NewReader(stderr).WriteTo(devNull{}) }()
+	if err := cmd.Wait(); err != nil || d == 0 {
+		b.Fatalf("vmrun: %v (ready after %s)", err, d)
+	}
+	return d
+}
+
+type devNull struct{}
+
+func (devNull) Write(p []byte) (int, error) { return len(p), nil }
+
+// bareQEMUToQMPReady starts QEMU by hand with vmrun's own argv (from
+// --dry-run) and the same listener-fd monitor, and returns the wall time
+// until the QMP handshake is done.
+func bareQEMUToQMPReady(b *testing.B, argv []string) time.Duration {
+	sock := filepath.Join(runtimeDir(b), "qmp.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.File()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	c, err := qmp.Connect(context.Background(), sock, 30*time.Second)
+	d := time.Since(start)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		b.Fatal(err)
+	}
+	_ = c.Quit(context.Background())
+	c.Close()
+	_ = cmd.Wait()
+	return d
+}
+
+// BenchmarkQMPReady compares the wall time from exec to a ready QMP
+// session: vmrun (everything it does before QEMU, plus QEMU) against bare
+// QEMU started the same way by hand. Runs alternate to share machine noise.
+// Target: median overhead ≤ 30 ms.
+func BenchmarkQMPReady(b *testing.B) {
+	testutil.RequireQEMU(b)
+	g := testutil.RequireGuest(b)
+	out, _, code := RunVMRun(b, nil, runtimeDir(b), "--disk", g.Test, "--snapshot", "--net", "none", "--console", "none", "--name", "bench", "--dry-run", "--json")
+	var dr struct{ Argv []string }
+	if err := json.Unmarshal([]byte(out), &dr); err != nil || code != 0 {
+		b.Fatalf("dry-run: %v %s", err, out)
+	}
+	// The dry-run argv passes the monitor as fd 3, as the bare run does.
+	var vm, bare []time.Duration
+	for i := 0; i < b.N; i++ {
+		vm = append(vm, vmrunToQMPReady(b, g.Test))
+		bare = append(bare, bareQEMUToQMPReady(b, dr.Argv))
+	}
+	b.ReportMetric(ms(median(vm)), "vmrun-ms")
+	b.ReportMetric(ms(median(bare)), "qemu-ms")
+	b.ReportMetric(ms(median(vm)-median(bare)), "overhead-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkSupervisorRSS boots the test guest and reads vmrun's own
+// resident memory while it supervises the running VM. Target ≤ 20 MB.
+func BenchmarkSupervisorRSS(b *testing.B) {
+	testutil.RequireQEMU(b)
+	g := testutil.RequireGuest(b)
+	var peak float64
+	for i := 0; i < b.N; i++ {
+		vm := Start(b, nil, "", "--disk", g.Test, "--snapshot", "--net", "none", "--console", "serial", "--name", "bench-rss")
+		vm.WaitConsole(`VMRUN-GUEST: ready`, bootTimeout)
+		time.Sleep(time.Second) // steady state
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(vm.PID()) + "/status")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				peak = max(peak, kb/1024)
+			}
+		}
+		vm.Signal(syscall.SIGTERM)
+		if code := vm.Wait(60 * time.Second); code != 0 {
+			b.Fatalf("exit %d", code)
+		}
+	}
+	b.ReportMetric(peak, "rss-MB")
+	b.ReportMetric(0, "ns/op")
+}
