@@ -3,6 +3,7 @@ package netsetup_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,8 +204,56 @@ func TestUndoObjects(t *testing.T) {
 		t.Errorf("vmrns0 survived: %v", links)
 	}
 
-	err := netsetup.Undo([]rundir.Object{{Kind: "nft-table", Name: "vmrun-x"}})
+	err := netsetup.Undo([]rundir.Object{{Kind: "no-such-kind", Name: "vmrun-x"}})
 	if !errors.Is(err, netsetup.ErrUnknownObject) {
 		t.Errorf("unknown kind: %v", err)
+	}
+}
+
+// TestUndoRoutesNeighboursAddresses: the routed/ipvtap kinds, including
+// proxy entries, IPv6, and objects whose link is already gone.
+func TestUndoRoutesNeighboursAddresses(t *testing.T) {
+	ns := testutil.NewNetns(t, "r")
+	ns.MustRun(t, "ip", "link", "add", "vmrr0", "type", "veth", "peer", "name", "vmrr1")
+	ns.MustRun(t, "ip", "link", "set", "vmrr0", "up")
+	ns.MustRun(t, "ip", "addr", "add", "169.254.0.1/32", "dev", "vmrr0")
+	ns.MustRun(t, "ip", "route", "add", "10.9.0.7/32", "dev", "vmrr0")
+	ns.MustRun(t, "ip", "-6", "route", "add", "fd00::7/128", "dev", "vmrr0")
+	ns.MustRun(t, "ip", "neigh", "add", "proxy", "10.9.0.7", "dev", "vmrr1")
+	ns.MustRun(t, "ip", "neigh", "add", "10.9.0.8", "lladdr", "52:54:00:00:00:08", "dev", "vmrr0", "nud", "permanent")
+	mustCIDR := func(s string) *net.IPNet {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		return n
+	}
+	objs := []rundir.Object{
+		netsetup.AddrObject(mustCIDR("169.254.0.1/32"), "vmrr0"),
+		netsetup.RouteObject(mustCIDR("10.9.0.7/32"), "vmrr0"),
+		netsetup.RouteObject(mustCIDR("fd00::7/128"), "vmrr0"),
+		netsetup.NeighObject(net.ParseIP("10.9.0.7"), "vmrr1", true),
+		netsetup.NeighObject(net.ParseIP("10.9.0.8"), "vmrr0", false),
+		netsetup.RouteObject(mustCIDR("10.9.9.9/32"), "vmrgone"), // link gone: nothing to do
+	}
+	for i := range 2 {
+		if err := ns.Do(func() error { return netsetup.Undo(objs) }); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	for _, c := range [][]string{
+		{"ip", "-4", "addr", "show", "dev", "vmrr0"},
+		{"ip", "route", "show", "dev", "vmrr0"},
+		{"ip", "-6", "route", "show", "fd00::7/128"},
+		{"ip", "neigh", "show", "proxy"},
+		{"ip", "neigh", "show", "10.9.0.8"},
+	} {
+		out := ns.MustRun(t, c[0], c[1:]...)
+		for _, bad := range []string{"169.254.0.1", "10.9.0.7", "fd00::7", "10.9.0.8"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%v still shows %s:\n%s", c, bad, out)
+			}
+		}
 	}
 }

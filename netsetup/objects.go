@@ -21,13 +21,37 @@ const (
 	// pid; Detail "match": a string its /proc/PID/cmdline must contain for
 	// cleanup to kill it.
 	ObjProcess = "process"
-	// ObjRoute, ObjNeigh, ObjAddr and ObjNftTable are reserved for the
-	// routed, ipvtap and NAT modes; this build cannot undo them yet.
-	ObjRoute    = "route"
-	ObjNeigh    = "neigh"
-	ObjAddr     = "addr"
+	// ObjRoute is a route vmrun added. Name: the destination prefix;
+	// Detail "dev": the output link, "src": the preferred source (if any).
+	ObjRoute = "route"
+	// ObjNeigh is a neighbour entry vmrun added. Name: the IP address;
+	// Detail "dev": the link, "proxy": "1" for a proxy ARP/NDP entry.
+	ObjNeigh = "neigh"
+	// ObjAddr is an address vmrun added. Name: ADDR/PREFIX; Detail "dev".
+	ObjAddr = "addr"
+	// ObjNftTable is reserved for NAT mode; this build cannot undo it yet.
 	ObjNftTable = "nft-table"
 )
+
+// RouteObject is the record of a route to dst through link dev.
+func RouteObject(dst *net.IPNet, dev string) rundir.Object {
+	return rundir.Object{Kind: ObjRoute, Name: dst.String(), Detail: map[string]string{"dev": dev}}
+}
+
+// NeighObject is the record of a neighbour entry for ip on link dev; proxy
+// marks a proxy ARP/NDP entry (NTF_PROXY).
+func NeighObject(ip net.IP, dev string, proxy bool) rundir.Object {
+	d := map[string]string{"dev": dev}
+	if proxy {
+		d["proxy"] = "1"
+	}
+	return rundir.Object{Kind: ObjNeigh, Name: ip.String(), Detail: d}
+}
+
+// AddrObject is the record of address addr (with its prefix) on link dev.
+func AddrObject(addr *net.IPNet, dev string) rundir.Object {
+	return rundir.Object{Kind: ObjAddr, Name: addr.String(), Detail: map[string]string{"dev": dev}}
+}
 
 // LinkObject is the record of link name (of netlink type linkType, e.g.
 // "macvtap", "tuntap") owned by VM vm, created with MAC mac (nil when the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -69,8 +70,93 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 		}
 		_, err = killIfOurs(pid, o.Detail["match"])
 		return err
+	case ObjRoute:
+		return deleteRoute(h, o)
+	case ObjNeigh:
+		return deleteNeigh(h, o)
+	case ObjAddr:
+		return deleteAddr(h, o)
 	}
 	return fmt.Errorf("%w %q", ErrUnknownObject, o.Kind)
+}
+
+// recordedLink returns the link named by o's "dev", or nil when it is gone
+// (and with it every route, neighbour and address on it).
+func recordedLink(h *netlink.Handle, o rundir.Object) (netlink.Link, error) {
+	l, err := h.LinkByName(o.Detail["dev"])
+	if isNotFound(err) {
+		return nil, nil
+	}
+	return l, err
+}
+
+// deleteRoute deletes the recorded route (destination o.Name through
+// o.Detail["dev"]) if it is still there.
+func deleteRoute(h *netlink.Handle, o rundir.Object) error {
+	_, dst, err := net.ParseCIDR(o.Name)
+	if err != nil {
+		return fmt.Errorf("bad route destination: %w", err)
+	}
+	l, err := recordedLink(h, o)
+	if l == nil || err != nil {
+		return err
+	}
+	family := netlink.FAMILY_V4
+	if dst.IP.To4() == nil {
+		family = netlink.FAMILY_V6
+	}
+	routes, err := h.RouteListFiltered(family, &netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
+	if err != nil {
+		return err
+	}
+	for i := range routes {
+		if err := h.RouteDel(&routes[i]); err != nil && !errors.Is(err, unix.ESRCH) {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteNeigh deletes the recorded neighbour (or proxy) entry.
+func deleteNeigh(h *netlink.Handle, o rundir.Object) error {
+	ip := net.ParseIP(o.Name)
+	if ip == nil {
+		return fmt.Errorf("bad neighbour address %q", o.Name)
+	}
+	l, err := recordedLink(h, o)
+	if l == nil || err != nil {
+		return err
+	}
+	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, IP: ip, Family: netlink.FAMILY_V4}
+	if ip.To4() == nil {
+		n.Family = netlink.FAMILY_V6
+	}
+	if o.Detail["proxy"] == "1" {
+		n.Flags = netlink.NTF_PROXY
+	}
+	err = h.NeighDel(n)
+	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+// deleteAddr deletes the recorded address from its link.
+func deleteAddr(h *netlink.Handle, o rundir.Object) error {
+	addr, err := netlink.ParseAddr(o.Name)
+	if err != nil {
+		return fmt.Errorf("bad address: %w", err)
+	}
+	l, err := recordedLink(h, o)
+	if l == nil || err != nil {
+		return err
+	}
+	err = h.AddrDel(l, addr)
+	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
 }
 
 // undoInNetns undoes an object that lives in another network namespace;
