@@ -11,6 +11,10 @@ type Trace struct {
 	// Event is called for things worth a log line that are not steps
 	// ("deleted stale link vmr…m left by a previous run").
 	Event func(msg string)
+	// Notice is called for what the user must hear while the VM runs,
+	// verbose or not ("guest address 192.168.1.57 registered", "wlan0's
+	// MAC changed: ..."). Background services of an attachment report here.
+	Notice func(msg string)
 }
 
 type traceKey struct{}
@@ -28,6 +32,12 @@ func traceFrom(ctx context.Context) *Trace {
 func (t *Trace) step(name string) {
 	if t != nil && t.Step != nil {
 		t.Step(name)
+	}
+}
+
+func (t *Trace) notice(msg string) {
+	if t != nil && t.Notice != nil {
+		t.Notice(msg)
 	}
 }
 

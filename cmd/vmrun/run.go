@@ -135,7 +135,12 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		return nil
 	}
 
-	att, err := netsetup.Apply(c.Context, plan, dir)
+	ctx := netsetup.WithTrace(c.Context, &netsetup.Trace{
+		Step:   func(name string) { step("network: %s", name) },
+		Event:  func(msg string) { step("network: %s", msg) },
+		Notice: func(msg string) { notify("%s", msg) },
+	})
+	att, err := netsetup.Apply(ctx, plan, dir)
 	if err != nil {
 		return exitcode.Wrap(exitcode.Setup, err)
 	}
