@@ -152,6 +152,10 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 	if err != nil {
 		return exitcode.Setupf("%v", err)
 	}
+	// We hold the VM's lock: a socket file here is a crashed run's leftover.
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return exitcode.Setupf("stale QMP socket %s: %v", sock, err)
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		return exitcode.Setupf("QMP socket %s: %v", sock, err)
