@@ -84,6 +84,7 @@ func LoadFile(path string, c *Config) (set map[string]bool, err error) {
 	}
 	dir := filepath.Dir(path)
 	rel := func(p string) string {
+		p = expand(p)
 		if p == "" || filepath.IsAbs(p) {
 			return p
 		}
@@ -100,6 +101,18 @@ func LoadFile(path string, c *Config) (set map[string]bool, err error) {
 		}
 	}
 	return set, nil
+}
+
+// expand replaces $VAR/${VAR} and a leading ~/ (the user's home) in a path
+// from a config file.
+func expand(p string) string {
+	p = os.ExpandEnv(p)
+	if strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			p = filepath.Join(home, p[2:])
+		}
+	}
+	return p
 }
 
 func yamlMsg(err error) string {
