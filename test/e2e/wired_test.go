@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"syscall"
@@ -108,4 +109,56 @@ func TestKilledThenGCAndRestart(t *testing.T) {
 	if !strings.Contains(out, "nothing to clean up") {
 		t.Fatalf("second gc: %s", out)
 	}
+}
+
+// TestSixteenVMsOnOneUplink starts 16 vmrun processes together on one
+// veth uplink: all get distinct macvtap links and MACs, and all clean up.
+func TestSixteenVMsOnOneUplink(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, false)
+	before := snapshotLinks(t, l.Host)
+	runtime := runtimeDir(t)
+	const n = 16
+	vms := make([]*VM, n)
+	for i := range vms {
+		vms[i] = Start(t, l.Host, runtime, "-v", "--disk", g.Test, "--snapshot", "--net", "macvtap:up0",
+			"--mem", "128M", "--console", "none", "--name", fmt.Sprintf("e2e-many-%02d", i))
+	}
+	for _, vm := range vms {
+		if _, err := vm.Stderr.WaitFor(`QMP ready`, 3*time.Minute); err != nil {
+			t.Fatalf("%v\n%s", err, vm.Stderr)
+		}
+	}
+	out := l.Host.MustRun(t, "ip", "-o", "link", "show", "type", "macvtap")
+	macs := map[string]bool{}
+	links := 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		links++
+		if f := strings.Fields(line); len(f) > 0 {
+			for i, w := range f {
+				if w == "link/ether" && i+1 < len(f) {
+					macs[f[i+1]] = true
+				}
+			}
+		}
+	}
+	if links != n || len(macs) != n {
+		t.Fatalf("%d macvtap links with %d distinct MACs, want %d of each:\n%s", links, len(macs), n, out)
+	}
+	lsOut, _, _ := RunVMRun(t, l.Host, runtime, "ls", "--json")
+	if c := strings.Count(lsOut, `"status": "running"`); c != n {
+		t.Fatalf("ls shows %d running VMs, want %d:\n%s", c, n, lsOut)
+	}
+	for _, vm := range vms {
+		vm.Signal(syscall.SIGQUIT)
+	}
+	for i, vm := range vms {
+		if code := vm.Wait(2 * time.Minute); code != 0 {
+			t.Fatalf("VM %d exit %d:\n%s", i, code, vm.Stderr)
+		}
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after exit %v, before %v", after, before)
+	}
+	assertEmptyDir(t, runtime)
 }
