@@ -466,3 +466,110 @@ func TestRoutedGCAfterKill(t *testing.T) {
 	}
 	t.Logf("killed after each of %v", steps)
 }
+
+// TestRoutedLeaseKeptAndMoved: the keeper renews the upstream lease at T1
+// (a minute into dnsmasq's shortest lease), which works only if the
+// server's unicast answer to the guest's address reaches the host (proxy
+// ARP). Then the LAN's DHCP server is replaced by one with another range,
+// so the next renewal is refused and the keeper leases a new address;
+// route, proxy entry and responder follow, and the guest, asking again,
+// gets the new address and is reachable there. Slow (two renewals, about
+// two minutes): skipped with -short.
+func TestRoutedLeaseKeptAndMoved(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for two DHCP renewals (about two minutes)")
+	}
+	l := routedLab(t)
+	t.Parallel()
+	dm := startShortLeaseDnsmasq(t, l, "10.77.0.50", "10.77.0.99")
+	before := hostState(t, l)
+	p := l.plan(t, netsetup.Request{Mode: netsetup.Routed, Name: "rt-move", Queues: 1})
+	var c collector
+	rec := &memRecorder{}
+	a, err := l.apply(t, c.trace(ctxT(t, 60*time.Second)), p, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notices, _ := c.all()
+	old := noticeIP(t, notices)
+	g := fakeguest.New(a.Files[0], a.MAC, true)
+	defer g.Close()
+	ctx := ctxT(t, 300*time.Second)
+	if lease, err := g.DHCP(ctx); err != nil || !lease.IP.Equal(old) || lease.Duration != time.Minute {
+		t.Fatalf("guest lease %+v, %v; want %s for 1m (half of 2m)", lease, err, old)
+	}
+
+	// A renewal (not a rebinding or a rebooting client's broadcast request):
+	// dnsmasq's unicast answer to the guest's address reached the host.
+	waitTrace(t, &c, "renew of "+old.String()+":", 150*time.Second)
+	waitTrace(t, &c, "the lease of "+old.String()+" was extended", 10*time.Second)
+	if _, err := dm.Out.WaitFor(`DHCPACK\(lan0\) `+regexp.QuoteMeta(old.String()), time.Second); err != nil {
+		t.Fatalf("dnsmasq did not acknowledge a renewal: %v", err)
+	}
+	// Another server, another range: the next renewal of old is refused.
+	if err := dm.Cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	startShortLeaseDnsmasq(t, l, "10.77.0.150", "10.77.0.199")
+	moved := waitTrace(t, &c, "moved the guest from "+old.String(), 240*time.Second)
+	lease, err := g.DHCP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := lease.IP.To4()
+	if ip[3] < 150 || !strings.Contains(moved, " to "+ip.String()+";") {
+		t.Fatalf("the guest got %s; notice %q", ip, moved)
+	}
+	checkRoutedKernelState(t, l, p, ip)
+	if out := l.host.MustRun(t, "ip", "neigh", "show", "proxy") + l.host.MustRun(t, "ip", "route"); strings.Contains(out, old.String()+" ") {
+		t.Errorf("the old address %s is still routed or proxied:\n%s", old, out)
+	}
+	if err := l.lan.Ping(ip.String(), 20*time.Second); err != nil {
+		t.Fatalf("LAN → guest at its new address: %v", err)
+	}
+	if err := a.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	if objs := rec.objects(); len(objs) != 0 {
+		t.Errorf("still recorded after Undo: %+v", objs)
+	}
+	assertState(t, "after Undo", hostState(t, l), before)
+}
+
+// startShortLeaseDnsmasq runs dnsmasq on the LAN side like
+// testutil.StartDnsmasq, with dnsmasq's shortest lease time, two minutes.
+func startShortLeaseDnsmasq(t *testing.T, l *lab, first, last string) *testutil.Process {
+	t.Helper()
+	bin := testutil.RequireCmd(t, "dnsmasq")
+	dir := t.TempDir()
+	p := l.lan.Start(t, bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--port=0", "--bind-interfaces", "--interface=lan0", "--except-interface=lo",
+		"--dhcp-range="+first+","+last+",255.255.255.0,2m",
+		"--dhcp-leasefile="+dir+"/leases", "--pid-file="+dir+"/pid",
+		"--dhcp-authoritative", "--no-ping", "--log-dhcp", "--log-facility=-", "--user=root")
+	if _, err := p.Out.WaitFor(`DHCP, IP range`, 10*time.Second); err != nil {
+		t.Fatalf("dnsmasq did not start: %v\n%s", err, p.Out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dnsmasq %s-%s:\n%s", first, last, p.Out)
+		}
+	})
+	return p
+}
+
+// waitTrace waits for a notice or event containing s and returns it.
+func waitTrace(t *testing.T, c *collector, s string, d time.Duration) string {
+	t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(time.Second) {
+		notices, events := c.all()
+		for _, m := range append(notices, events...) {
+			if strings.Contains(m, s) {
+				return m
+			}
+		}
+	}
+	notices, events := c.all()
+	t.Fatalf("no notice or event %q within %s:\nnotices %q\nevents %q", s, d, notices, events)
+	return ""
+}
