@@ -33,7 +33,11 @@ func Detect(ctx context.Context, r Request) (Facts, error) {
 	// none and user create no links: skip probing which link types the
 	// kernel can create (a throwaway namespace, a few milliseconds).
 	probe := r.Mode != None && r.Mode != User
-	return detect(linuxKernel{h: h, probeLinks: probe}, r.Interface())
+	f, err := detect(linuxKernel{h: h, probeLinks: probe}, r.Interface())
+	if err == nil && f.Exists {
+		f.Addrs, err = globalAddrs(h, f.Index)
+	}
+	return f, err
 }
 
 // linuxKernel answers detection's queries from the running kernel.

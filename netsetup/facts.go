@@ -96,6 +96,9 @@ type Facts struct {
 	MTU int `json:"mtu,omitempty"`
 	// MAC of the interface.
 	MAC net.HardwareAddr `json:"-"`
+	// Addrs are the interface's global addresses, ADDR/PREFIX (routed
+	// mode routes guests into their subnets).
+	Addrs []string `json:"addrs,omitempty"`
 	// Master is the bridge an UplinkBridgePort belongs to.
 	Master string `json:"master,omitempty"`
 	// MasterUp: the Master bridge is administratively up.

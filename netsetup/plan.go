@@ -34,6 +34,12 @@ type Request struct {
 	Queues int
 	// Forwards are --forward host-port → guest-port forwards.
 	Forwards []Forward
+	// GuestIP is --guest-ip: the guest's own address (routed: given
+	// instead of a lease taken upstream); nil when not given.
+	GuestIP *net.IPNet
+	// Gateway is --gateway: the guest's default gateway with GuestIP
+	// (meaningless in routed mode, whose gateway is RoutedGateway).
+	Gateway net.IP
 }
 
 // Interface returns the interface Detect must look at for this request:
@@ -73,6 +79,10 @@ type Plan struct {
 	// Notice, when set, is one line to show the user once: why a better mode
 	// was not possible, or a caveat of the chosen one.
 	Notice string `json:"notice,omitempty"`
+	// GuestAddr says where a routed guest's address comes from; GuestIP is
+	// that address when it is static (--guest-ip).
+	GuestAddr GuestAddrSource `json:"guest_addr,omitempty"`
+	GuestIP   net.IP          `json:"guest_ip,omitempty"`
 }
 
 // MarshalJSON writes MAC in its usual colon form.
@@ -146,6 +156,9 @@ func Decide(f Facts, r Request) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
+	if err := r.checkGuestAddr(c.mode); err != nil {
+		return Plan{}, err
+	}
 	return r.plan(f, c), nil
 }
 
@@ -209,7 +222,9 @@ func choose(f Facts, r Request) (choice, error) {
 			return choice{}, refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward or choose another --net")
 		}
 		return choice{mode: None, reason: "no network, as asked (--net none)"}, nil
-	case IPVtap, Routed, NAT:
+	case Routed:
+		return forceRouted(f, r)
+	case IPVtap, NAT:
 		return choice{}, refuse(ErrNotImplemented, "--net %s is not implemented yet; use --net auto, user, macvtap or bridge", m)
 	default:
 		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, user, none", m)
@@ -451,6 +466,11 @@ func (r Request) plan(f Facts, c choice) Plan {
 		p.LinkName = LinkName(r.Name, roleOf(c.mode))
 		p.Queues = r.queues(f)
 		p.Vhost = f.Caps.VhostNet
+	case Routed:
+		p.LinkName = LinkName(r.Name, RoleTap)
+		p.Queues = r.queues(f)
+		p.Vhost = f.Caps.VhostNet
+		p.GuestIP, p.GuestAddr = r.routedGuestAddr()
 	case User:
 		p.Forwards = append([]Forward(nil), r.Forwards...)
 	case None:

@@ -253,7 +253,6 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "forward to an IPv6 host address", facts: ethFacts(), req: Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "::1", HostPort: 1, GuestPort: 2}}},
 			is: ErrBadRequest, has: "IPv4"},
 		{name: "ipvtap", facts: ethFacts(), req: Request{Mode: IPVtap}, is: ErrNotImplemented, msg: "--net ipvtap is not implemented yet; use --net auto, user, macvtap or bridge"},
-		{name: "routed", facts: ethFacts(), req: Request{Mode: Routed}, is: ErrNotImplemented},
 		{name: "nat", facts: ethFacts(), req: Request{Mode: NAT}, is: ErrNotImplemented},
 		{name: "unknown mode", facts: ethFacts(), req: Request{Mode: "vde"}, is: ErrUnknownMode},
 		{name: "auto on a missing uplink", facts: missing("eth5"), req: Request{Uplink: "eth5"}, is: ErrNoInterface, has: "interface eth5 does not exist"},

@@ -62,7 +62,7 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 	case ObjLink:
 		return deleteOwnedLink(h, o)
 	case ObjSysctl:
-		return restoreSysctl(o.Name, o.Old)
+		return undoSysctl(h, o)
 	case ObjProcess:
 		pid, err := strconv.Atoi(o.Name)
 		if err != nil {

@@ -97,7 +97,9 @@ NETWORK MODES (--net MODE[:INTERFACE])
    bridge     a tap on an existing Linux bridge (bridge:br0)
    macvtap    the guest gets its own MAC on a wired interface (macvtap:eth0)
    ipvtap     Wi-Fi: the guest shares the interface's MAC, has its own IP (ipvtap:wlan0)
-   routed     a tap routed to the uplink with proxy ARP (routed:wlan0)
+   routed     the guest gets its own LAN address (leased for it by vmrun, or
+              --guest-ip) on a tap routed to the uplink, with proxy ARP; works on
+              any uplink, Wi-Fi included, and this host reaches it (routed:wlan0)
    nat        a private bridge behind the host's address
    user       QEMU user-mode networking, no privileges needed (--forward works here)
    none       no network
@@ -107,6 +109,7 @@ EXAMPLES
    vmrun --disk ci.qcow2 --snapshot --timeout 10m --console none --serial-log ci.log
    vmrun --disk web.qcow2 --net user --forward tcp:8080:80
    vmrun --disk vm.qcow2 --net bridge:br0 --mem 2G --cpus 2
+   vmrun --disk vm.qcow2 --net routed:wlan0 --guest-ip 192.168.1.50/24
    vmrun --disk vm.qcow2 --dry-run                    show the plan and the QEMU command, create nothing
    vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan
 
