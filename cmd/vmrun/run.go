@@ -140,8 +140,16 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		Event:  func(msg string) { step("network: %s", msg) },
 		Notice: func(msg string) { notify("%s", msg) },
 	})
-	att, err := netsetup.Apply(ctx, plan, dir)
+	// A stop request during set-up (e.g. while waiting for a DHCP lease)
+	// cancels it; sigc still sees the signal and the run ends cleanly.
+	setupCtx, stopSetup := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	att, err := netsetup.Apply(setupCtx, plan, dir)
+	stopSetup()
 	if err != nil {
+		if interrupted(sigc) {
+			notify("stopped during network set-up; nothing was left behind")
+			return nil
+		}
 		return exitcode.Wrap(exitcode.Setup, err)
 	}
 	undo = append(undo, att.Undo)
