@@ -33,13 +33,18 @@ func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	case None:
 		return noneAttachment(), nil
 	case User:
+		if p.Passt != "" {
+			return passtAttachment(traceFrom(ctx), p, rec)
+		}
 		return userAttachment(p), nil
 	case Bridge:
 		// The tap's MAC is the kernel's until the "host mac" step.
 		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), tapSteps())
 	case Macvtap:
 		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "macvtap", p.MAC), macvtapSteps())
-	case IPVtap, Routed, NAT:
+	case NAT:
+		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps())
+	case IPVtap, Routed:
 		return nil, refuse(ErrNotImplemented, "--net %s is not implemented yet", p.Mode)
 	}
 	return nil, refuse(ErrUnknownMode, "unknown network mode %q", p.Mode)

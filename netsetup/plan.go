@@ -34,6 +34,8 @@ type Request struct {
 	Queues int
 	// Forwards are --forward host-port → guest-port forwards.
 	Forwards []Forward
+	// NAT configures --net nat (subnet, DNS upstreams); zero means defaults.
+	NAT NATOptions
 }
 
 // Interface returns the interface Detect must look at for this request:
@@ -66,8 +68,12 @@ type Plan struct {
 	Queues int `json:"queues,omitempty"`
 	// LinkName is the owned, deterministic name of the link Apply creates.
 	LinkName string `json:"link_name,omitempty"`
-	// Forwards are the host → guest port forwards (user mode).
+	// Forwards are the host → guest port forwards (user and nat modes).
 	Forwards []Forward `json:"forwards,omitempty"`
+	// Passt is the passt binary user mode runs; "" means QEMU's slirp.
+	Passt string `json:"passt,omitempty"`
+	// NAT is the configuration of --net nat.
+	NAT *NATOptions `json:"nat,omitempty"`
 	// Reason is one sentence saying why this mode.
 	Reason string `json:"reason"`
 	// Notice, when set, is one line to show the user once: why a better mode
@@ -168,13 +174,18 @@ func (r Request) check(f Facts) error {
 // checkForwards refuses forwards the chosen mode cannot honour: only
 // user-mode networking forwards ports, and QEMU 7.2's slirp binds only IPv4
 // host addresses.
-func (r Request) checkForwards() error {
+func (r Request) checkForwards(f Facts) error {
 	if len(r.Forwards) == 0 {
 		return nil
 	}
 	switch m := r.mode(); m {
 	case Bridge, Macvtap:
 		return refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net %s the guest has its own address on the LAN: connect to it directly, or use --net user", m)
+	case NAT:
+		return checkNATForwards(r.Forwards)
+	}
+	if passtUsable(f) {
+		return nil // passt binds IPv6 host addresses too
 	}
 	for _, fw := range r.Forwards {
 		if ip := net.ParseIP(fw.HostAddr); fw.HostAddr != "" && (ip == nil || ip.To4() == nil) {
@@ -192,7 +203,7 @@ func (r Request) mode() Mode {
 }
 
 func choose(f Facts, r Request) (choice, error) {
-	if err := r.checkForwards(); err != nil {
+	if err := r.checkForwards(f); err != nil {
 		return choice{}, err
 	}
 	switch m := r.mode(); m {
@@ -209,7 +220,9 @@ func choose(f Facts, r Request) (choice, error) {
 			return choice{}, refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward or choose another --net")
 		}
 		return choice{mode: None, reason: "no network, as asked (--net none)"}, nil
-	case IPVtap, Routed, NAT:
+	case NAT:
+		return natChoice(f)
+	case IPVtap, Routed:
 		return choice{}, refuse(ErrNotImplemented, "--net %s is not implemented yet; use --net auto, user, macvtap or bridge", m)
 	default:
 		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, user, none", m)
@@ -223,7 +236,7 @@ func userChoice(reason, notice string) choice {
 // userFallback is the user-mode row reached when something better is
 // impossible; why says what, and the notice tells the user.
 func userFallback(why string) choice {
-	return userChoice("user-mode networking (QEMU's NAT): the guest can reach out but is not reachable from the LAN",
+	return userChoice("user-mode networking: the guest can reach out but is not reachable from the LAN",
 		why+"; using user-mode networking")
 }
 
@@ -451,8 +464,16 @@ func (r Request) plan(f Facts, c choice) Plan {
 		p.LinkName = LinkName(r.Name, roleOf(c.mode))
 		p.Queues = r.queues(f)
 		p.Vhost = f.Caps.VhostNet
+	case NAT:
+		p.LinkName = LinkName(r.Name, RoleTap)
+		p.Queues = r.queues(f)
+		p.Vhost = f.Caps.VhostNet
+		p.Forwards = append([]Forward(nil), r.Forwards...)
+		nat := r.NAT
+		p.NAT = &nat
 	case User:
 		p.Forwards = append([]Forward(nil), r.Forwards...)
+		p.Passt, p.Notice = userBackend(f, p.Notice)
 	case None:
 		p.MAC = nil
 	}

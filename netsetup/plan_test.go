@@ -13,7 +13,7 @@ import (
 )
 
 // allCaps is a privileged host with every capability.
-var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true}
+var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true, Passt: "/usr/bin/passt"}
 
 func ethFacts() Facts {
 	return Facts{Uplink: "eth0", Exists: true, Index: 2, Kind: UplinkEthernet, LinkType: "device", Up: true,
@@ -250,11 +250,10 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "macvtap without privilege", facts: with(ethFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), req: Request{Mode: Macvtap}, is: ErrNoPrivilege},
 		{name: "forwards with macvtap", facts: ethFacts(), req: Request{Mode: Macvtap, Forwards: fw}, is: ErrBadRequest, has: "--forward works only with user-mode"},
 		{name: "forwards with none", facts: ethFacts(), req: Request{Mode: None, Forwards: fw}, is: ErrBadRequest, has: "--net none"},
-		{name: "forward to an IPv6 host address", facts: ethFacts(), req: Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "::1", HostPort: 1, GuestPort: 2}}},
+		{name: "forward to an IPv6 host address", facts: with(ethFacts(), func(f *Facts) { f.Caps.Passt = "" }), req: Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "::1", HostPort: 1, GuestPort: 2}}},
 			is: ErrBadRequest, has: "IPv4"},
 		{name: "ipvtap", facts: ethFacts(), req: Request{Mode: IPVtap}, is: ErrNotImplemented, msg: "--net ipvtap is not implemented yet; use --net auto, user, macvtap or bridge"},
 		{name: "routed", facts: ethFacts(), req: Request{Mode: Routed}, is: ErrNotImplemented},
-		{name: "nat", facts: ethFacts(), req: Request{Mode: NAT}, is: ErrNotImplemented},
 		{name: "unknown mode", facts: ethFacts(), req: Request{Mode: "vde"}, is: ErrUnknownMode},
 		{name: "auto on a missing uplink", facts: missing("eth5"), req: Request{Uplink: "eth5"}, is: ErrNoInterface, has: "interface eth5 does not exist"},
 		{name: "auto on a down uplink", facts: named(with(ethFacts(), func(f *Facts) { f.Up = false })), req: Request{Uplink: "eth0"}, is: ErrLinkDown},
@@ -292,7 +291,8 @@ func TestDecideRefusals(t *testing.T) {
 
 func TestDecideUserPlan(t *testing.T) {
 	fws := []Forward{{Proto: "tcp", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 80}, {Proto: "udp", HostPort: 5353, GuestPort: 53}}
-	p, err := Decide(ethFacts(), Request{Mode: User, Name: "vm1", Forwards: fws})
+	noPasst := with(ethFacts(), func(f *Facts) { f.Caps.Passt = "" })
+	p, err := Decide(noPasst, Request{Mode: User, Name: "vm1", Forwards: fws})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,10 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 		return deleteNeigh(h, o)
 	case ObjAddr:
 		return deleteAddr(h, o)
+	case ObjNftTable:
+		return deleteNftTable(o)
+	case ObjNATMember:
+		return natLeave(o.Detail["dir"], o.Name, nil)
 	}
 	return fmt.Errorf("%w %q", ErrUnknownObject, o.Kind)
 }
@@ -330,6 +334,9 @@ func GC(root string, logf func(string, ...any)) (removed []string, err error) {
 		if ok {
 			removed = append(removed, e.Name)
 		}
+	}
+	if err := natSweep(root); err != nil {
+		errs = append(errs, fmt.Errorf("NAT network: %w", err))
 	}
 	reportOrphans(known, logf)
 	return removed, errors.Join(errs...)

@@ -221,7 +221,7 @@ func nicOf(a *netsetup.Attachment) *launcher.NIC {
 func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
 	req := netsetup.Request{
 		Mode: spec.NetMode, Parent: spec.NetParent, Uplink: spec.Uplink, Name: spec.Name,
-		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards,
+		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards, NAT: spec.NAT,
 	}
 	facts, err := netsetup.Detect(ctx, req)
 	if err != nil {
