@@ -61,6 +61,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler:         func(*cli.Context, error) {},
 		HideHelpCommand:        true,
 		UseShortOptionHandling: false,
+		// --qemu-arg values carry commas (-fw_cfg name=...,string=...):
+		// repeat a list flag instead of separating values with commas.
+		DisableSliceFlagSeparator: true,
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(c.App.ErrWriter, "vmrun: unknown command %q: run `vmrun --help` for the commands\n", name)
 		},

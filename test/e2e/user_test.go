@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// userModeRoundTrip boots the test guest with --net user in ns: the guest
+// fetches from a TCP server on ns's loopback through its gateway address,
+// and a client on ns's loopback reaches the guest's port 80 through a
+// forward. It returns the VM (stopped) for further checks.
+func userModeRoundTrip(t *testing.T, g testutil.GuestImages, ns *testutil.Netns, name string, check func(*VM)) *VM {
+	t.Helper()
+	startPeer(t, ns, "127.0.0.1:18081", "host-loopback-ok")
+	vm := Start(t, ns, "", append([]string{"--disk", g.Test, "--snapshot", "--net", "user", "--name", name,
+		"--forward", "tcp:127.0.0.1:18080:80"}, probeArgs("vmrun.fetch=http://GW:18081/")...)...)
+	vm.GuestIP(bootTimeout)
+	vm.WaitConsole(`VMRUN-GUEST-FETCH=http://[0-9.]+:18081/ host-loopback-ok`, 60*time.Second)
+	if body := httpGet(t, ns, "127.0.0.1:18080"); !strings.Contains(body, "vmrun-guest-ok") {
+		t.Fatalf("forwarded port answered %q", body)
+	}
+	if check != nil {
+		check(vm)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\n%s", code, vm.Stderr)
+	}
+	assertEmptyDir(t, vm.Runtime)
+	return vm
+}
+
+// TestUserModePasst: with passt installed and a default route, --net user
+// runs passt. The guest gets the host's uplink address (passt's way), and
+// passt is vmrun's child for the VM's lifetime only.
+func TestUserModePasst(t *testing.T) {
+	g := requireQEMUTests(t)
+	testutil.RequireCmd(t, "passt")
+	l := newLAN(t, false) // passt needs a default route
+	var passtPID int
+	vm := userModeRoundTrip(t, g, l.Host, "e2e-passt", func(vm *VM) {
+		if ip := vm.GuestIP(time.Second); ip != "10.77.0.2" {
+			t.Errorf("passt guest address %s, want the host's 10.77.0.2", ip)
+		}
+		st, err := rundir.ReadState(filepath.Join(vm.Runtime, "e2e-passt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range st.Objects {
+			if o.Kind == "process" {
+				passtPID, _ = strconv.Atoi(o.Name)
+			}
+		}
+		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(passtPID) + "/cmdline")
+		if passtPID == 0 || err != nil || !strings.Contains(string(cmdline), "--fd") {
+			t.Errorf("no running passt recorded (pid %d, cmdline %q, %v): %+v", passtPID, cmdline, err, st.Objects)
+		}
+	})
+	if strings.Contains(vm.Stderr.String(), "slirp") {
+		t.Errorf("passt run mentions slirp:\n%s", vm.Stderr)
+	}
+	if passtPID != 0 {
+		if err := syscall.Kill(passtPID, 0); err == nil {
+			t.Errorf("passt (pid %d) still runs after vmrun exited", passtPID)
+		}
+	}
+}
+
+// TestUserModeSlirp: without a default route passt cannot work, and
+// vmrun uses QEMU's slirp, saying so in one line.
+func TestUserModeSlirp(t *testing.T) {
+	g := requireQEMUTests(t)
+	ns := testutil.NewNetns(t, "us") // no route: slirp
+	vm := userModeRoundTrip(t, g, ns, "e2e-slirp", func(vm *VM) {
+		if ip := vm.GuestIP(time.Second); ip != "10.0.2.15" {
+			t.Errorf("slirp guest address %s, want 10.0.2.15", ip)
+		}
+	})
+	if !strings.Contains(vm.Stderr.String(), "slirp") {
+		t.Errorf("no notice about slirp:\n%s", vm.Stderr)
+	}
+}
+
+// TestDryRunUserShowsBackend: --dry-run --json names passt when it would run.
+func TestDryRunUserShowsBackend(t *testing.T) {
+	g := requireQEMUTests(t)
+	testutil.RequireCmd(t, "passt")
+	l := newLAN(t, false)
+	out, errOut, code := RunVMRun(t, l.Host, runtimeDir(t), "--disk", g.Test, "--net", "user", "--dry-run", "--json")
+	var dr struct {
+		Plan struct{ Passt string } `json:"plan"`
+		Argv []string
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &dr) != nil {
+		t.Fatalf("dry-run exit %d: %s%s", code, out, errOut)
+	}
+	if dr.Plan.Passt == "" || !strings.Contains(strings.Join(dr.Argv, " "), "stream,id=net0,server=off,addr.type=fd,addr.str=3") {
+		t.Errorf("dry-run: passt %q, argv %q", dr.Plan.Passt, dr.Argv)
+	}
+}
