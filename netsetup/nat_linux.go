@@ -17,6 +17,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dnsforward"
 	"github.com/vmrun/vmrun/internal/rundir"
@@ -286,6 +287,7 @@ func (d *natDir) pruneDead(nc *nftables.Conn, keep string, tr *Trace) (live map[
 
 // natMember is a VM's membership of the NAT network.
 type natMember struct {
+	ns     netns.NsHandle // the network namespace it joined in
 	dir    string
 	vm     string
 	subnet netip.Prefix
@@ -329,10 +331,15 @@ func natJoin(dir string, p Plan, tr *Trace) (m *natMember, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m = &natMember{dir: dir, vm: p.Name, subnet: subnet, gw: NATGateway(subnet), ip: ip}
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("network namespace: %w", err)
+	}
+	m = &natMember{ns: ns, dir: dir, vm: p.Name, subnet: subnet, gw: NATGateway(subnet), ip: ip}
 	defer func() {
 		if err != nil {
 			m.close()
+			m.ns.Close()
 			err = errors.Join(err, d.forget(nc, p.Name))
 		}
 	}()
@@ -357,6 +364,18 @@ func (m *natMember) close() {
 		m.file.Close()
 		m.file = nil
 	}
+}
+
+// leave ends the membership in the namespace it was made in, whichever
+// thread calls it.
+func (m *natMember) leave() error {
+	defer m.ns.Close()
+	return onThrowawayThread(func() error {
+		if err := netns.Set(m.ns); err != nil {
+			return fmt.Errorf("enter the NAT network's namespace: %w", err)
+		}
+		return natLeave(m.dir, m.vm, m)
+	})
 }
 
 // checkForwardConflicts refuses a host port another live NAT VM forwards.
@@ -679,6 +698,9 @@ func natLeave(dir, vm string, m *natMember) error {
 	if m != nil {
 		defer m.close()
 	}
+	if err := sameNetns(dir); err != nil {
+		return err
+	}
 	d, err := lockNATDir(dir, false)
 	if err != nil || d == nil {
 		return err
@@ -698,6 +720,20 @@ func natLeave(dir, vm string, m *natMember) error {
 		errs = append(errs, d.teardown())
 	}
 	return errors.Join(errs...)
+}
+
+// sameNetns refuses to work on NAT state dir from another network
+// namespace than the calling thread's: its bridge, table and sysctls are
+// not the ones here.
+func sameNetns(dir string) error {
+	id, err := netnsID()
+	if err != nil {
+		return err
+	}
+	if filepath.Base(dir) != id {
+		return fmt.Errorf("the NAT state %s belongs to another network namespace (this one is %s); run vmrun gc in that namespace", dir, id)
+	}
+	return nil
 }
 
 // natSweep is gc's pass over the NAT state of the calling thread's
@@ -828,7 +864,11 @@ func (n *natRun) join(s *setup) error {
 	}
 	var m *natMember
 	s.onUndo(func() error {
-		if err := natLeave(dir, p.Name, m); err != nil {
+		leave := func() error { return natLeave(dir, p.Name, nil) }
+		if m != nil {
+			leave = m.leave
+		}
+		if err := leave(); err != nil {
 			return fmt.Errorf("leave the NAT network: %w", err)
 		}
 		return rec.Forget(obj)
@@ -900,4 +940,29 @@ func (n *natRun) checkFirewall(s *setup) error {
 		s.trace.notice(forwardBlockNotice(b))
 	}
 	return nil
+}
+
+// RenderNATTable returns the rules of vmrun's table in the calling
+// thread's network namespace, one "chain: rule" line each, in nft syntax
+// (nil when there is no table).
+func RenderNATTable() ([]string, error) {
+	nc, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	t := natTable()
+	if tt, err := nc.ListTableOfFamily(NATTable, nftables.TableFamilyIPv4); err != nil || tt == nil {
+		return nil, nil
+	}
+	var out []string
+	for _, name := range []string{chainPrerouting, chainOutput, chainPostrouting, chainForward, chainInput} {
+		rules, err := nc.GetRules(t, &nftables.Chain{Name: name, Table: t})
+		if err != nil {
+			return out, fmt.Errorf("chain %s: %w", name, err)
+		}
+		for _, r := range rules {
+			out = append(out, name+": "+renderRule(r))
+		}
+	}
+	return out, nil
 }

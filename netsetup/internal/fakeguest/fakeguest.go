@@ -221,7 +221,13 @@ func (g *Guest) Resolve(ctx context.Context, ip net.IP) (net.HardwareAddr, error
 
 // Ping resolves dst and sends ICMP echo requests until one is answered.
 func (g *Guest) Ping(ctx context.Context, dst net.IP) error {
-	mac, err := g.Resolve(ctx, dst)
+	return g.PingVia(ctx, dst, dst)
+}
+
+// PingVia pings dst through router hop (whose MAC it resolves): for a
+// destination beyond the guest's link, hop is its gateway.
+func (g *Guest) PingVia(ctx context.Context, hop, dst net.IP) error {
+	mac, err := g.Resolve(ctx, hop)
 	if err != nil {
 		return err
 	}
