@@ -288,4 +288,3 @@ func TestNATConcurrentJoins(t *testing.T) {
 	}
 	l.assertClean(t)
 }
-

@@ -14,12 +14,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,6 +42,7 @@ type Config struct {
 // Forwarder is a running DNS forwarder. Close stops it.
 type Forwarder struct {
 	cfg  Config
+	ns   netns.NsHandle // the network namespace Start ran in
 	udp  *dns.Server
 	tcp  *dns.Server
 	wg   sync.WaitGroup
@@ -65,14 +68,24 @@ func Start(cfg Config) (*Forwarder, error) {
 	if _, err := f.upstreams(); err != nil {
 		return nil, err
 	}
+	// Upstream sockets are made in Start's namespace, whichever thread
+	// serves a query (they are the same in vmrun, whose threads all share
+	// one namespace; not in tests that switch a thread).
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("dns forwarder: %w", err)
+	}
+	f.ns = ns
 	lc := net.ListenConfig{Control: reusePort}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", cfg.Addr)
 	if err != nil {
+		ns.Close()
 		return nil, fmt.Errorf("dns forwarder: %w", err)
 	}
 	ln, err := lc.Listen(context.Background(), "tcp4", cfg.Addr)
 	if err != nil {
 		pc.Close()
+		ns.Close()
 		return nil, fmt.Errorf("dns forwarder: %w", err)
 	}
 	f.udp = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(f.serve("udp"))}
@@ -108,6 +121,7 @@ func (f *Forwarder) Close() error {
 	f.once.Do(func() {
 		err = errors.Join(f.udp.Shutdown(), f.tcp.Shutdown())
 		f.wg.Wait()
+		f.ns.Close()
 	})
 	return err
 }
@@ -157,7 +171,7 @@ func (f *Forwarder) forward(network string, req *dns.Msg) *dns.Msg {
 		c := &dns.Client{Net: network, Timeout: upstreamTimeout}
 		var errs []error
 		for _, u := range ups {
-			resp, _, xerr := c.Exchange(req, u)
+			resp, xerr := f.exchange(c, network, req, u)
 			if xerr == nil {
 				return resp
 			}
@@ -173,6 +187,38 @@ func (f *Forwarder) forward(network string, req *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, dns.RcodeServerFailure)
 	return m
+}
+
+// exchange sends req to upstream u over a socket made in the forwarder's
+// namespace.
+func (f *Forwarder) exchange(c *dns.Client, network string, req *dns.Msg, u string) (*dns.Msg, error) {
+	var conn net.Conn
+	err := f.inNetns(func() error {
+		var err error
+		conn, err = net.DialTimeout(network, u, upstreamTimeout)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	resp, _, err := c.ExchangeWithConn(req, &dns.Conn{Conn: conn})
+	return resp, err
+}
+
+// inNetns runs fn on a new OS thread in the forwarder's namespace; the
+// thread ends with it, taking the namespace switch along.
+func (f *Forwarder) inNetns(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits
+		if err := netns.Set(f.ns); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }
 
 // Addr returns host:53 for an IP address.
