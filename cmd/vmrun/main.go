@@ -101,14 +101,18 @@ NETWORK MODES (--net MODE[:INTERFACE])
    macvtap    the guest gets its own MAC on a wired interface (macvtap:eth0)
    ipvtap     Wi-Fi: the guest shares the interface's MAC, has its own IP (ipvtap:wlan0)
    routed     a tap routed to the uplink with proxy ARP (routed:wlan0)
-   nat        a private bridge behind the host's address
-   user       QEMU user-mode networking, no privileges needed (--forward works here)
+   nat        a private bridge (vmrnat0) behind this host's address, shared by every NAT VM:
+              vmrun serves DHCP and DNS, guests reach each other, --forward works
+              (--nat-subnet, --resolv-conf); see docs/nat.md
+   user       no privileges needed: passt when installed (faster, IPv6), else QEMU's
+              slirp (--forward works here)
    none       no network
 
 EXAMPLES
    vmrun --disk debian.qcow2                          boot, network chosen automatically
    vmrun --disk ci.qcow2 --snapshot --timeout 10m --console none --serial-log ci.log
    vmrun --disk web.qcow2 --net user --forward tcp:8080:80
+   vmrun --disk web.qcow2 --net nat --forward tcp:8080:80   reachable on this host's port 8080
    vmrun --disk vm.qcow2 --net bridge:br0 --mem 2G --cpus 2
    vmrun --disk vm.qcow2 --dry-run                    show the plan and the QEMU command, create nothing
    vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan

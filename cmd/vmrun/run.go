@@ -345,6 +345,9 @@ func dryRun(c *cli.Context, vm launcher.VM, plan netsetup.Plan) error {
 	if plan.Parent != "" {
 		fmt.Fprintf(out, " on %s", plan.Parent)
 	}
+	if plan.Passt != "" {
+		fmt.Fprintf(out, " through passt (%s)", plan.Passt)
+	}
 	fmt.Fprintf(out, ", guest MAC %s\n  why: %s\n", plan.MAC, plan.Reason)
 	fmt.Fprintf(out, "QMP socket: %s (the listening socket is passed to QEMU as an fd)\n", sock)
 	fmt.Fprintf(out, "QEMU command (fds 3 and up are passed by vmrun):\n%s\n", launcher.Quote(argv))
