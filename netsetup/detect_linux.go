@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
@@ -107,7 +106,7 @@ func (k linuxKernel) caps() Caps {
 	if k.probeLinks {
 		c.Macvtap, c.IPVtap = probeLinkTypes()
 	}
-	c.Passt, _ = exec.LookPath("passt")
+	c.Passt = passtPath()
 	return c
 }
 

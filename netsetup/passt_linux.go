@@ -19,6 +19,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// EnvPasst names the environment variable that chooses the passt binary
+// for user mode: a path, or "off" for QEMU's slirp even when passt is
+// installed. Unset: passt from PATH.
+const EnvPasst = "VMRUN_PASST"
+
+// passtPath returns the passt binary user mode would run ("" for none).
+func passtPath() string {
+	switch v := os.Getenv(EnvPasst); v {
+	case "off", "none":
+		return ""
+	case "":
+		p, _ := exec.LookPath("passt")
+		return p
+	default:
+		p, _ := exec.LookPath(v)
+		return p
+	}
+}
+
 // passtReadyWait bounds how long Apply waits for passt to finish its
 // set-up (it takes a few milliseconds; a loaded machine may need more).
 const passtReadyWait = 20 * time.Second
