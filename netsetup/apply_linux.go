@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"golang.org/x/sys/unix"
 )
@@ -87,6 +88,7 @@ func applySteps(ctx context.Context, p Plan, rec Recorder, obj rundir.Object, st
 	// sysfs check must see the same network namespace.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	h, err := newHandle()
 	if err != nil {
 		return nil, err
@@ -103,7 +105,7 @@ func applySteps(ctx context.Context, p Plan, rec Recorder, obj rundir.Object, st
 		}
 		s.trace.step(st.name)
 	}
-	s.att.Undo = sync.OnceValue(s.unwind)
+	s.att.Undo = sync.OnceValue(func() error { return privileged(s.unwind) })
 	return s.att, nil
 }
 

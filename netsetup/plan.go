@@ -327,7 +327,7 @@ func linkTypeOr(t string) string {
 func missingCap(c Caps, mode Mode) string {
 	switch {
 	case !c.NetAdmin:
-		return "vmrun lacks CAP_NET_ADMIN (run it as root)"
+		return "vmrun lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun)"
 	case mode == Bridge && !c.Tun:
 		return "/dev/net/tun cannot be opened"
 	case mode == Macvtap && !c.Macvtap:

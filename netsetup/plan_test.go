@@ -95,7 +95,7 @@ func TestDecideAuto(t *testing.T) {
 		{name: "wifi monitor", facts: wifiFacts(WifiMonitor, false), mode: User, notice: "monitor mode, which cannot carry a guest"},
 		{name: "no default route", facts: noRouteFacts(), mode: User, notice: "no default route"},
 		{name: "no CAP_NET_ADMIN", facts: with(ethFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
-			notice: "lacks CAP_NET_ADMIN (run it as root), which --net macvtap on eth0 needs; using user-mode networking"},
+			notice: "lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun), which --net macvtap on eth0 needs; using user-mode networking"},
 		{name: "no CAP_NET_ADMIN on bridge", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
 			notice: "--net bridge on br0 needs"},
 		{name: "tun unusable on bridge", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.Tun = false }), mode: User,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,7 @@ const killWait = 5 * time.Second
 func Undo(objs []rundir.Object) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	_, err := undoObjects(objs)
 	return err
 }
@@ -283,6 +285,7 @@ func exited(pidfd int, d time.Duration) bool {
 func GCState(dir string, st *rundir.State) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	_, err := reclaim(dir, st)
 	return err
 }
@@ -312,6 +315,7 @@ func GC(root string, logf func(string, ...any)) (removed []string, err error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	entries, err := rundir.List(root)
 	if err != nil {
 		return nil, fmt.Errorf("runtime root %s: %w", root, err)

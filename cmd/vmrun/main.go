@@ -54,6 +54,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			stopCommand(),
 			gcCommand(),
 			netCommand(),
+			setupCommand(),
 		},
 		Writer:                 stdout,
 		ErrWriter:              stderr,
@@ -116,6 +117,7 @@ EXAMPLES
    vmrun --disk vm.qcow2 --net bridge:br0 --mem 2G --cpus 2
    vmrun --disk vm.qcow2 --dry-run                    show the plan and the QEMU command, create nothing
    vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan
+   sudo vmrun setup    once: members of group vmrun may use bridge/macvtap without root
 
 CONFIG FILE AND ENVIRONMENT
    Every option can be set in a YAML file (--config FILE; keys are the long

@@ -231,7 +231,7 @@ func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
 	if err != nil {
 		return netsetup.Plan{}, exitcode.Wrap(exitcode.Setup, err)
 	}
-	return plan, nil
+	return enforceACL(facts, req, plan)
 }
 
 // findQEMU resolves the QEMU binary. A missing binary the user named is a
