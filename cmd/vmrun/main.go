@@ -22,7 +22,7 @@ func main() {
 func realMain(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
 	err := app.Run(args)
-	if err != nil {
+	if err != nil && err.Error() != "" {
 		fmt.Fprintf(stderr, "vmrun: %s\n", oneLine(err.Error()))
 	}
 	return exitcode.Of(err)
@@ -55,6 +55,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			gcCommand(),
 			netCommand(),
 			setupCommand(),
+			doctorCommand(),
 		},
 		Writer:                 stdout,
 		ErrWriter:              stderr,
@@ -118,6 +119,7 @@ EXAMPLES
    vmrun --disk vm.qcow2 --dry-run                    show the plan and the QEMU command, create nothing
    vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan
    sudo vmrun setup    once: members of group vmrun may use bridge/macvtap without root
+   vmrun doctor        what this host offers, and how to fix what is missing
 
 CONFIG FILE AND ENVIRONMENT
    Every option can be set in a YAML file (--config FILE; keys are the long
