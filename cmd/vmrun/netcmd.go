@@ -93,6 +93,9 @@ func planAction(c *cli.Context) error {
 	if plan.Parent != "" {
 		fmt.Fprintf(out, " on %s", plan.Parent)
 	}
+	if plan.Passt != "" {
+		fmt.Fprintf(out, " through passt (%s)", plan.Passt)
+	}
 	fmt.Fprintf(out, "\nmac:     %s\nvhost:   %v\nwhy:     %s\n", plan.MAC, plan.Vhost, plan.Reason)
 	if plan.Notice != "" {
 		fmt.Fprintf(out, "note:    %s\n", plan.Notice)
