@@ -12,6 +12,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // userModeRoundTrip boots the test guest with --net user in ns: the guest
@@ -106,4 +107,48 @@ func TestDryRunUserShowsBackend(t *testing.T) {
 	if dr.Plan.Passt == "" || !strings.Contains(strings.Join(dr.Argv, " "), "stream,id=net0,server=off,addr.type=fd,addr.str=3") {
 		t.Errorf("dry-run: passt %q, argv %q", dr.Plan.Passt, dr.Argv)
 	}
+}
+
+// TestUserModePasstKilled: when vmrun is killed, QEMU dies with it (its
+// parent-death signal), passt with QEMU's end of the socket, and vmrun gc
+// finds nothing of them left to kill.
+func TestUserModePasstKilled(t *testing.T) {
+	g := requireQEMUTests(t)
+	testutil.RequireCmd(t, "passt")
+	l := newLAN(t, false)
+	rt := runtimeDir(t)
+	vm := Start(t, l.Host, rt, "--disk", g.Test, "--snapshot", "--net", "user", "--name", "e2e-passt-kill")
+	vm.GuestIP(bootTimeout)
+	st, err := rundir.ReadState(filepath.Join(rt, "e2e-passt-kill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	passt := 0
+	for _, o := range st.Objects {
+		if o.Kind == "process" {
+			passt, _ = strconv.Atoi(o.Name)
+		}
+	}
+	if passt == 0 {
+		t.Fatalf("no passt recorded: %+v", st.Objects)
+	}
+	pidfd, err := unix.PidfdOpen(passt, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	if err := syscall.Kill(vm.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	vm.Wait(30 * time.Second)
+	// passt is not our child: wait for its exit on a pidfd.
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 30000); err != nil || n != 1 {
+		t.Errorf("passt (pid %d) still runs 30 s after vmrun and QEMU died", passt)
+	}
+	out, errOut, code := RunVMRun(t, l.Host, rt, "gc")
+	if code != 0 || !strings.Contains(out, `removed the leftovers of VM "e2e-passt-kill"`) {
+		t.Errorf("gc: exit %d\n%s%s", code, out, errOut)
+	}
+	assertEmptyDir(t, rt)
 }
