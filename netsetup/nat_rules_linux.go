@@ -30,6 +30,8 @@ import (
 //	  }
 //	  chain input { type filter hook input priority filter;
 //	    iifname "vmrnat0" ip daddr 127.0.0.0/8 ct state != established,related drop
+//	    iifname != "vmrnat0" iifname != "lo" ip daddr GATEWAY udp dport 53 drop   # the DNS forwarder is the guests'
+//	    iifname != "vmrnat0" iifname != "lo" ip daddr GATEWAY tcp dport 53 drop
 //	  }
 //	}
 //
@@ -89,6 +91,8 @@ func natBaseRuleset(subnet netip.Prefix, bridge string) natRuleset {
 		return &nftables.Rule{Table: t, Chain: c, Exprs: all}
 	}
 	estRel := expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED
+	gw := netip.PrefixFrom(NATGateway(subnet), 32)
+	notGuests := append(ifname(expr.MetaKeyIIFNAME, bridge, false), ifname(expr.MetaKeyIIFNAME, "lo", false)...)
 	return natRuleset{
 		Table:  t,
 		Chains: []*nftables.Chain{pre, out, post, fwd, in},
@@ -100,6 +104,8 @@ func natBaseRuleset(subnet netip.Prefix, bridge string) natRuleset {
 			rule(fwd, ifname(expr.MetaKeyOIFNAME, bridge, true), ctBits(expr.CtKeySTATUS, ipsDstNAT, true), verdict(expr.VerdictAccept)),
 			rule(fwd, ifname(expr.MetaKeyOIFNAME, bridge, true), ifname(expr.MetaKeyIIFNAME, bridge, false), verdict(expr.VerdictDrop)),
 			rule(in, ifname(expr.MetaKeyIIFNAME, bridge, true), ipAddr(16, loopback, true), ctBits(expr.CtKeySTATE, estRel, false), verdict(expr.VerdictDrop)),
+			rule(in, notGuests, ipAddr(16, gw, true), l4port(unix.IPPROTO_UDP, 53), verdict(expr.VerdictDrop)),
+			rule(in, notGuests, ipAddr(16, gw, true), l4port(unix.IPPROTO_TCP, 53), verdict(expr.VerdictDrop)),
 		},
 	}
 }

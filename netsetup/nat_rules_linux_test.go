@@ -39,6 +39,8 @@ func TestNATRuleset(t *testing.T) {
 		`forward: oifname "vmrnat0" ct status dnat accept`,
 		`forward: oifname "vmrnat0" iifname != "vmrnat0" drop`,
 		`input: iifname "vmrnat0" ip daddr 127.0.0.0/8 ct state != established,related drop`,
+		`input: iifname != "vmrnat0" iifname != "lo" ip daddr 10.201.0.1 udp dport 53 drop`,
+		`input: iifname != "vmrnat0" iifname != "lo" ip daddr 10.201.0.1 tcp dport 53 drop`,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

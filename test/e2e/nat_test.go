@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/miekg/dns"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 )
@@ -192,6 +193,18 @@ func TestNATEndToEnd(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Errorf("the LAN opened a connection to guest B at %s:80 directly", ipB)
+	}
+	// Nor use the guests' DNS forwarder (it would resolve with the host's resolvers).
+	if err := l.LAN.Do(func() error {
+		m := new(dns.Msg)
+		m.SetQuestion("vmrun.test.", dns.TypeA)
+		_, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, "10.201.0.1:53")
+		if err == nil {
+			return fmt.Errorf("answered")
+		}
+		return nil
+	}); err != nil {
+		t.Error("the LAN can use the guests' DNS forwarder")
 	}
 	brMAC := linkMAC(t, l.Host, netsetup.NATBridge)
 	if brMAC != netsetup.NATBridgeMAC.String() {
