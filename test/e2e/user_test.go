@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -151,4 +154,44 @@ func TestUserModePasstKilled(t *testing.T) {
 		t.Errorf("gc: exit %d\n%s%s", code, out, errOut)
 	}
 	assertEmptyDir(t, rt)
+}
+
+// TestUserModePasstIPv6: with IPv6 on the host's uplink, a forward bound
+// to an IPv6 host address (tcp:[::1]:PORT:80, which slirp cannot do)
+// reaches the guest through passt. (Whether passt then speaks IPv6 or IPv4
+// to the guest is passt's choice; the test does not look.)
+func TestUserModePasstIPv6(t *testing.T) {
+	g := requireQEMUTests(t)
+	testutil.RequireCmd(t, "passt")
+	l := newLAN(t, false)
+	l.LAN.MustRun(t, "ip", "-6", "addr", "add", "fd77::1/64", "dev", "lan0", "nodad")
+	l.Host.MustRun(t, "ip", "-6", "addr", "add", "fd77::2/64", "dev", "up0", "nodad")
+	l.Host.MustRun(t, "ip", "-6", "route", "add", "default", "via", "fd77::1")
+	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--net", "user", "--name", "e2e-passt6",
+		"--forward", "tcp:[::1]:18086:80")
+	vm.WaitConsole(`VMRUN-GUEST: ready`, bootTimeout)
+	// The guest's IPv6 address comes from passt's router advertisement
+	// and DHCPv6 some time after boot: retry until the forward answers.
+	var body string
+	waitFor(t, 60*time.Second, func() bool {
+		_ = l.Host.Do(func() error {
+			c, err := net.DialTimeout("tcp6", "[::1]:18086", 5*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+			b, _ := io.ReadAll(c)
+			body = string(b)
+			return nil
+		})
+		return strings.Contains(body, "vmrun-guest-ok")
+	}, func() string {
+		return fmt.Sprintf("the IPv6 forward never reached the guest (last answer %q)\n%s", body, vm.Stderr)
+	})
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, vm.Stderr)
+	}
 }
