@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -145,7 +146,7 @@ func TestFileCapsEncoding(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := setFileCaps(p, 12, 27); err != nil {
-		t.Skipf("no security xattrs here: %v", err)
+		testutil.Skipf(t, "no security xattrs here (root and a file system with them are needed): %v", err)
 	}
 	b := make([]byte, 64)
 	n, err := getxattr(p, "security.capability", b)
