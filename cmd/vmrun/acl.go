@@ -17,6 +17,11 @@ func enforceACL(f netsetup.Facts, r netsetup.Request, p netsetup.Plan) (netsetup
 	if iface == "" || os.Geteuid() == 0 {
 		return p, nil
 	}
+	if p.Mode == netsetup.NAT {
+		// Its DHCP responder, DNS forwarder and sysctls need more than the
+		// capabilities `vmrun setup` grants (docs/security.md).
+		return p, exitcode.Setupf("--net nat needs root (it changes sysctls and the firewall, and serves DHCP and DNS to the guests); run it with sudo, or use --net user")
+	}
 	acl, err := netsetup.LoadACL(netsetup.ACLPath)
 	if err != nil {
 		return p, exitcode.Setupf("%v: ask the administrator to fix it", err)
