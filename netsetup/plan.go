@@ -40,6 +40,8 @@ type Request struct {
 	// Gateway is --gateway: the guest's default gateway with GuestIP
 	// (meaningless in routed mode, whose gateway is RoutedGateway).
 	Gateway net.IP
+	// NAT configures --net nat (subnet, DNS upstreams); zero means defaults.
+	NAT NATOptions
 }
 
 // Interface returns the interface Detect must look at for this request:
@@ -72,8 +74,12 @@ type Plan struct {
 	Queues int `json:"queues,omitempty"`
 	// LinkName is the owned, deterministic name of the link Apply creates.
 	LinkName string `json:"link_name,omitempty"`
-	// Forwards are the host → guest port forwards (user mode).
+	// Forwards are the host → guest port forwards (user and nat modes).
 	Forwards []Forward `json:"forwards,omitempty"`
+	// Passt is the passt binary user mode runs; "" means QEMU's slirp.
+	Passt string `json:"passt,omitempty"`
+	// NAT is the configuration of --net nat.
+	NAT *NATOptions `json:"nat,omitempty"`
 	// Reason is one sentence saying why this mode.
 	Reason string `json:"reason"`
 	// Notice, when set, is one line to show the user once: why a better mode
@@ -181,13 +187,18 @@ func (r Request) check(f Facts) error {
 // checkForwards refuses forwards the chosen mode cannot honour: only
 // user-mode networking forwards ports, and QEMU 7.2's slirp binds only IPv4
 // host addresses.
-func (r Request) checkForwards() error {
+func (r Request) checkForwards(f Facts) error {
 	if len(r.Forwards) == 0 {
 		return nil
 	}
 	switch m := r.mode(); m {
 	case Bridge, Macvtap:
 		return refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net %s the guest has its own address on the LAN: connect to it directly, or use --net user", m)
+	case NAT:
+		return checkNATForwards(r.Forwards)
+	}
+	if passtUsable(f) {
+		return nil // passt binds IPv6 host addresses too
 	}
 	for _, fw := range r.Forwards {
 		if ip := net.ParseIP(fw.HostAddr); fw.HostAddr != "" && (ip == nil || ip.To4() == nil) {
@@ -205,7 +216,7 @@ func (r Request) mode() Mode {
 }
 
 func choose(f Facts, r Request) (choice, error) {
-	if err := r.checkForwards(); err != nil {
+	if err := r.checkForwards(f); err != nil {
 		return choice{}, err
 	}
 	switch m := r.mode(); m {
@@ -224,7 +235,9 @@ func choose(f Facts, r Request) (choice, error) {
 		return choice{mode: None, reason: "no network, as asked (--net none)"}, nil
 	case Routed:
 		return forceRouted(f, r)
-	case IPVtap, NAT:
+	case NAT:
+		return natChoice(f)
+	case IPVtap:
 		return choice{}, refuse(ErrNotImplemented, "--net %s is not implemented yet; use --net auto, user, macvtap or bridge", m)
 	default:
 		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, user, none", m)
@@ -238,7 +251,7 @@ func userChoice(reason, notice string) choice {
 // userFallback is the user-mode row reached when something better is
 // impossible; why says what, and the notice tells the user.
 func userFallback(why string) choice {
-	return userChoice("user-mode networking (QEMU's NAT): the guest can reach out but is not reachable from the LAN",
+	return userChoice("user-mode networking: the guest can reach out but is not reachable from the LAN",
 		why+"; using user-mode networking")
 }
 
@@ -329,7 +342,7 @@ func linkTypeOr(t string) string {
 func missingCap(c Caps, mode Mode) string {
 	switch {
 	case !c.NetAdmin:
-		return "vmrun lacks CAP_NET_ADMIN (run it as root)"
+		return "vmrun lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun)"
 	case mode == Bridge && !c.Tun:
 		return "/dev/net/tun cannot be opened"
 	case mode == Macvtap && !c.Macvtap:
@@ -471,8 +484,16 @@ func (r Request) plan(f Facts, c choice) Plan {
 		p.Queues = r.queues(f)
 		p.Vhost = f.Caps.VhostNet
 		p.GuestIP, p.GuestAddr = r.routedGuestAddr()
+	case NAT:
+		p.LinkName = LinkName(r.Name, RoleTap)
+		p.Queues = r.queues(f)
+		p.Vhost = f.Caps.VhostNet
+		p.Forwards = append([]Forward(nil), r.Forwards...)
+		nat := r.NAT
+		p.NAT = &nat
 	case User:
 		p.Forwards = append([]Forward(nil), r.Forwards...)
+		p.Passt, p.Notice = userBackend(f, p.Notice)
 	case None:
 		p.MAC = nil
 	}

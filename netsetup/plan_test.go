@@ -13,7 +13,7 @@ import (
 )
 
 // allCaps is a privileged host with every capability.
-var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true}
+var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true, Passt: "/usr/bin/passt"}
 
 func ethFacts() Facts {
 	return Facts{Uplink: "eth0", Exists: true, Index: 2, Kind: UplinkEthernet, LinkType: "device", Up: true,
@@ -95,7 +95,7 @@ func TestDecideAuto(t *testing.T) {
 		{name: "wifi monitor", facts: wifiFacts(WifiMonitor, false), mode: User, notice: "monitor mode, which cannot carry a guest"},
 		{name: "no default route", facts: noRouteFacts(), mode: User, notice: "no default route"},
 		{name: "no CAP_NET_ADMIN", facts: with(ethFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
-			notice: "lacks CAP_NET_ADMIN (run it as root), which --net macvtap on eth0 needs; using user-mode networking"},
+			notice: "lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun), which --net macvtap on eth0 needs; using user-mode networking"},
 		{name: "no CAP_NET_ADMIN on bridge", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
 			notice: "--net bridge on br0 needs"},
 		{name: "tun unusable on bridge", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.Tun = false }), mode: User,
@@ -250,10 +250,9 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "macvtap without privilege", facts: with(ethFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), req: Request{Mode: Macvtap}, is: ErrNoPrivilege},
 		{name: "forwards with macvtap", facts: ethFacts(), req: Request{Mode: Macvtap, Forwards: fw}, is: ErrBadRequest, has: "--forward works only with user-mode"},
 		{name: "forwards with none", facts: ethFacts(), req: Request{Mode: None, Forwards: fw}, is: ErrBadRequest, has: "--net none"},
-		{name: "forward to an IPv6 host address", facts: ethFacts(), req: Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "::1", HostPort: 1, GuestPort: 2}}},
+		{name: "forward to an IPv6 host address", facts: with(ethFacts(), func(f *Facts) { f.Caps.Passt = "" }), req: Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "::1", HostPort: 1, GuestPort: 2}}},
 			is: ErrBadRequest, has: "IPv4"},
 		{name: "ipvtap", facts: ethFacts(), req: Request{Mode: IPVtap}, is: ErrNotImplemented, msg: "--net ipvtap is not implemented yet; use --net auto, user, macvtap or bridge"},
-		{name: "nat", facts: ethFacts(), req: Request{Mode: NAT}, is: ErrNotImplemented},
 		{name: "unknown mode", facts: ethFacts(), req: Request{Mode: "vde"}, is: ErrUnknownMode},
 		{name: "auto on a missing uplink", facts: missing("eth5"), req: Request{Uplink: "eth5"}, is: ErrNoInterface, has: "interface eth5 does not exist"},
 		{name: "auto on a down uplink", facts: named(with(ethFacts(), func(f *Facts) { f.Up = false })), req: Request{Uplink: "eth0"}, is: ErrLinkDown},
@@ -291,7 +290,8 @@ func TestDecideRefusals(t *testing.T) {
 
 func TestDecideUserPlan(t *testing.T) {
 	fws := []Forward{{Proto: "tcp", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 80}, {Proto: "udp", HostPort: 5353, GuestPort: 53}}
-	p, err := Decide(ethFacts(), Request{Mode: User, Name: "vm1", Forwards: fws})
+	noPasst := with(ethFacts(), func(f *Facts) { f.Caps.Passt = "" })
+	p, err := Decide(noPasst, Request{Mode: User, Name: "vm1", Forwards: fws})
 	if err != nil {
 		t.Fatal(err)
 	}

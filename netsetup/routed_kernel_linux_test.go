@@ -172,7 +172,7 @@ func TestRoutedApply(t *testing.T) {
 		t.Fatalf("guest DHCP: %v", err)
 	}
 	checkRoutedGuestLease(t, lease, ip, net.ParseIP(lanIP).To4())
-	if err := g.PingVia(ctx, net.ParseIP(lanIP), net.ParseIP(netsetup.RoutedGateway)); err != nil {
+	if err := g.PingVia(ctx, net.ParseIP(netsetup.RoutedGateway), net.ParseIP(lanIP)); err != nil {
 		t.Fatalf("guest → LAN: %v", err)
 	}
 	if err := l.lan.Ping(ip.String(), 20*time.Second); err != nil {
@@ -299,7 +299,7 @@ func TestRoutedStatic(t *testing.T) {
 	if lease.Duration != time.Hour {
 		t.Errorf("lease time %s for a static address, want 1h", lease.Duration)
 	}
-	if err := g.PingVia(ctx, net.ParseIP(lanIP), net.ParseIP(netsetup.RoutedGateway)); err != nil {
+	if err := g.PingVia(ctx, net.ParseIP(netsetup.RoutedGateway), net.ParseIP(lanIP)); err != nil {
 		t.Fatalf("guest → LAN: %v", err)
 	}
 	if err := l.lan.Ping("10.77.0.40", 20*time.Second); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dhcpupstream"
 	"github.com/vmrun/vmrun/internal/rundir"
@@ -157,7 +158,7 @@ func (g *routedGuest) lookupUplink(s *setup) error {
 	if len(s.parent.Attrs().HardwareAddr) != 6 {
 		return refuse(ErrUnsuitable, "%s has no Ethernet address, and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", s.p.Parent)
 	}
-	if !hasCap(unix.CAP_NET_RAW) {
+	if !caps.Usable(unix.CAP_NET_RAW) {
 		return refuse(ErrNoPrivilege, "--net routed answers the guest's DHCP and leases its address through packet sockets, which need CAP_NET_RAW; run vmrun as root")
 	}
 	ns, err := netns.Get()

@@ -233,7 +233,7 @@ func nicOf(a *netsetup.Attachment) *launcher.NIC {
 func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
 	req := netsetup.Request{
 		Mode: spec.NetMode, Parent: spec.NetParent, Uplink: spec.Uplink, Name: spec.Name,
-		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards,
+		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards, NAT: spec.NAT,
 		GuestIP: spec.GuestIP, Gateway: spec.Gateway,
 	}
 	facts, err := netsetup.Detect(ctx, req)
@@ -244,7 +244,7 @@ func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
 	if err != nil {
 		return netsetup.Plan{}, exitcode.Wrap(exitcode.Setup, err)
 	}
-	return plan, nil
+	return enforceACL(facts, req, plan)
 }
 
 // findQEMU resolves the QEMU binary. A missing binary the user named is a
@@ -357,6 +357,9 @@ func dryRun(c *cli.Context, vm launcher.VM, plan netsetup.Plan) error {
 	fmt.Fprintf(out, "network: %s", plan.Mode)
 	if plan.Parent != "" {
 		fmt.Fprintf(out, " on %s", plan.Parent)
+	}
+	if plan.Passt != "" {
+		fmt.Fprintf(out, " through passt (%s)", plan.Passt)
 	}
 	fmt.Fprintf(out, ", guest MAC %s\n  why: %s\n", plan.MAC, plan.Reason)
 	fmt.Fprintf(out, "QMP socket: %s (the listening socket is passed to QEMU as an fd)\n", sock)

@@ -43,6 +43,8 @@ type Config struct {
 	Console       string   `yaml:"console"`
 	SerialLog     string   `yaml:"serial-log"`
 	Accel         string   `yaml:"accel"`
+	NATSubnet     string   `yaml:"nat-subnet"`
+	ResolvConf    string   `yaml:"resolv-conf"`
 }
 
 // Defaults returns the settings used when nothing else is given.
@@ -95,7 +97,7 @@ func LoadFile(path string, c *Config) (set map[string]bool, err error) {
 			c.Disk[i] = rel(c.Disk[i])
 		}
 	}
-	for k, p := range map[string]*string{"kernel": &c.Kernel, "initrd": &c.Initrd, "serial-log": &c.SerialLog} {
+	for k, p := range map[string]*string{"kernel": &c.Kernel, "initrd": &c.Initrd, "serial-log": &c.SerialLog, "resolv-conf": &c.ResolvConf} {
 		if set[k] {
 			*p = rel(*p)
 		}
