@@ -296,8 +296,10 @@ func (g *Guest) answerARP(frame []byte, ip net.IP) {
 	if !ok || a.op != 1 || ip == nil || !a.tpa.Equal(ip) {
 		return
 	}
-	if g.Send(arpFrame(2, g.mac, ip, a.sha, a.spa)) == nil {
-		g.ARPReplies.Add(1)
+	// Count before sending: whoever reads the reply may look at the counter.
+	g.ARPReplies.Add(1)
+	if g.Send(arpFrame(2, g.mac, ip, a.sha, a.spa)) != nil {
+		g.ARPReplies.Add(-1)
 	}
 }
 
@@ -310,8 +312,9 @@ func (g *Guest) answerEcho(frame []byte, ip net.IP) {
 	reply[0] = 0
 	reply[2], reply[3] = 0, 0
 	binary.BigEndian.PutUint16(reply[2:], checksum(reply))
-	if g.Send(ipv4Frame(frame[6:12], g.mac, ip, p.src, 1, reply)) == nil {
-		g.EchoReplies.Add(1)
+	g.EchoReplies.Add(1)
+	if g.Send(ipv4Frame(frame[6:12], g.mac, ip, p.src, 1, reply)) != nil {
+		g.EchoReplies.Add(-1)
 	}
 }
 
