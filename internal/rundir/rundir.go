@@ -172,12 +172,13 @@ func (d *Dir) Socket(base string) (string, error) {
 	return p, nil
 }
 
-// Update changes the state under the lock and writes it to disk atomically.
+// Update changes the state under the lock and writes it to disk atomically
+// (without waiting for the disk: only Record must be durable).
 func (d *Dir) Update(f func(*State)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	f(&d.state)
-	return d.writeLocked()
+	return d.writeLocked(false)
 }
 
 // State returns a copy of the current state.
@@ -190,12 +191,18 @@ func (d *Dir) State() State {
 }
 
 // Record appends obj to the state file and syncs it to disk. Call it before
-// creating the object.
+// creating the object: after a crash, the record is what gc undoes.
 func (d *Dir) Record(obj Object) error {
-	return d.Update(func(s *State) { s.Objects = append(s.Objects, obj) })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.state.Objects = append(d.state.Objects, obj)
+	return d.writeLocked(true)
 }
 
-// Forget removes the last recorded object equal in kind, name and netns to obj.
+// Forget removes the last recorded object equal in kind, name and netns to
+// obj, after it was undone. It does not wait for the disk: should vmrun
+// die before the write lands, gc undoes the object again, which finds it
+// already gone (every undo is idempotent).
 func (d *Dir) Forget(obj Object) error {
 	return d.Update(func(s *State) {
 		for i := len(s.Objects) - 1; i >= 0; i-- {
@@ -208,7 +215,9 @@ func (d *Dir) Forget(obj Object) error {
 	})
 }
 
-func (d *Dir) writeLocked() error {
+// writeLocked writes the state file atomically (temporary file + rename);
+// durable also fsyncs the file before the rename.
+func (d *Dir) writeLocked(durable bool) error {
 	b, err := json.MarshalIndent(&d.state, "", "  ")
 	if err != nil {
 		return err
@@ -222,9 +231,11 @@ func (d *Dir) writeLocked() error {
 		f.Close()
 		return fmt.Errorf("state file: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("state file: %w", err)
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("state file: %w", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("state file: %w", err)

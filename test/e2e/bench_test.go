@@ -76,7 +76,16 @@ func bareQEMUToQMPReady(b *testing.B, argv []string) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	// vmrun's -pidfile names its runtime dir, which a bare run has not.
+	var args []string
+	for i := 1; i < len(argv); i++ {
+		if argv[i] == "-pidfile" {
+			i++
+			continue
+		}
+		args = append(args, argv[i])
+	}
+	cmd := exec.Command(argv[0], args...)
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
