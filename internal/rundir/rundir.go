@@ -200,19 +200,22 @@ func (d *Dir) Record(obj Object) error {
 }
 
 // Forget removes the last recorded object equal in kind, name and netns to
-// obj, after it was undone. It does not wait for the disk: should vmrun
-// die before the write lands, gc undoes the object again, which finds it
-// already gone (every undo is idempotent).
+// obj, after it was undone. It changes only the state in memory; the file
+// catches up with the next write. Should vmrun die first, gc undoes the
+// object again and finds it already gone (every undo is idempotent), so
+// tearing down costs no disk writes.
 func (d *Dir) Forget(obj Object) error {
-	return d.Update(func(s *State) {
-		for i := len(s.Objects) - 1; i >= 0; i-- {
-			o := s.Objects[i]
-			if o.Kind == obj.Kind && o.Name == obj.Name && o.Netns == obj.Netns {
-				s.Objects = append(s.Objects[:i], s.Objects[i+1:]...)
-				return
-			}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	objs := d.state.Objects
+	for i := len(objs) - 1; i >= 0; i-- {
+		o := objs[i]
+		if o.Kind == obj.Kind && o.Name == obj.Name && o.Netns == obj.Netns {
+			d.state.Objects = append(objs[:i:i], objs[i+1:]...)
+			return nil
 		}
-	})
+	}
+	return nil
 }
 
 // writeLocked writes the state file atomically (temporary file + rename);
