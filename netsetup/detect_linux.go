@@ -96,6 +96,14 @@ func (linuxKernel) link(what string, l netlink.Link, err error) (linkInfo, error
 
 func (linuxKernel) wireless(index int) (*Wireless, error) { return wirelessOf(index) }
 
+func (k linuxKernel) uppers(index int) ([]UpperLink, error) {
+	links, err := retryDump(k.h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	return uppersOf(links, index), nil
+}
+
 func (linuxKernel) cpus() int { return runtime.NumCPU() }
 
 func (k linuxKernel) caps() Caps {

@@ -46,6 +46,17 @@ type Wireless struct {
 	FourAddr bool `json:"4addr"`
 }
 
+// UpperLink is a link stacked on the interface (its parent, IFLA_LINK).
+type UpperLink struct {
+	// Name is the link's name.
+	Name string `json:"name"`
+	// Kind is the netlink kind: "macvlan", "macvtap", "ipvlan" or "ipvtap".
+	Kind string `json:"kind"`
+	// IPVlanMode is the mode of the parent's ipvlan port as an ipvlan or
+	// ipvtap link reports it: "l2 bridge", "l3 private", "l3s vepa", ...
+	IPVlanMode string `json:"ipvlan_mode,omitempty"`
+}
+
 // Route is the route lookup that picked the uplink.
 type Route struct {
 	// Family is "inet" or "inet6".
@@ -106,6 +117,11 @@ type Facts struct {
 	Route *Route `json:"route,omitempty"`
 	// Wireless is set for UplinkWireless.
 	Wireless *Wireless `json:"wireless,omitempty"`
+	// Uppers are the macvlan, macvtap, ipvlan and ipvtap links stacked on
+	// the interface in vmrun's namespace: ipvlan and macvlan links cannot
+	// share a parent (EBUSY), and all ipvlan links on one parent share one
+	// mode.
+	Uppers []UpperLink `json:"uppers,omitempty"`
 	// CPUs is the number of host CPUs (the default queue count).
 	CPUs int `json:"cpus"`
 	// Caps are the host's capabilities.
@@ -145,6 +161,29 @@ func macString(m net.HardwareAddr) string {
 		return ""
 	}
 	return m.String()
+}
+
+func prefixString(p *net.IPNet) string {
+	if p == nil {
+		return ""
+	}
+	return p.String()
+}
+
+// parsePrefixField parses ADDR/PREFIX keeping the address (not the network).
+func parsePrefixField(s string) (*net.IPNet, error) {
+	if s == "" {
+		return nil, nil
+	}
+	ip, n, err := net.ParseCIDR(s)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", s, err)
+	}
+	n.IP = ip
+	if ip4 := ip.To4(); ip4 != nil {
+		n.IP = ip4
+	}
+	return n, nil
 }
 
 func parseMACField(s string) (net.HardwareAddr, error) {
