@@ -34,13 +34,15 @@ var ErrClosed = errors.New("fake guest closed")
 
 // Guest is a fake guest on one queue fd.
 type Guest struct {
-	f    *os.File
+	fs   []*os.File // the queues: it reads all, sends on the first
 	mac  net.HardwareAddr
 	vnet bool
 
-	mu      sync.Mutex
-	ip      net.IP
-	waiters []*waiter
+	mu       sync.Mutex
+	ip       net.IP
+	clientID []byte
+	unicast  bool // DHCP without the broadcast flag
+	waiters  []*waiter
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -60,9 +62,19 @@ type waiter struct {
 // from netlink and macvtap fds from os.OpenFile are). Close stops it; the
 // caller still owns f.
 func New(f *os.File, mac net.HardwareAddr, vnetHdr bool) *Guest {
-	g := &Guest{f: f, mac: mac, vnet: vnetHdr, done: make(chan struct{})}
-	g.wg.Add(1)
-	go g.readLoop()
+	return NewQueues([]*os.File{f}, mac, vnetHdr)
+}
+
+// NewQueues starts a fake guest on every queue fd of a multiqueue tap,
+// macvtap or ipvtap, as a multiqueue guest NIC reads them all (the kernel
+// spreads the guest's incoming flows over its queues); it sends on the
+// first.
+func NewQueues(fs []*os.File, mac net.HardwareAddr, vnetHdr bool) *Guest {
+	g := &Guest{fs: fs, mac: mac, vnet: vnetHdr, done: make(chan struct{})}
+	for _, f := range fs {
+		g.wg.Add(1)
+		go g.readLoop(f)
+	}
 	return g
 }
 
@@ -74,6 +86,23 @@ func (g *Guest) SetIP(ip net.IP) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.ip = ip.To4()
+}
+
+// SetClientID makes DHCP send id as the client identifier (option 61,
+// type byte first) instead of the MAC-based default (type 1 + MAC): a guest
+// that shares its MAC with the host (ipvtap) needs one of its own.
+func (g *Guest) SetClientID(id []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.clientID = append([]byte(nil), id...)
+}
+
+// SetBroadcastFlag says whether DHCP asks for broadcast replies (the
+// default); without, the server sends them to the offered address.
+func (g *Guest) SetBroadcastFlag(on bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.unicast = !on
 }
 
 // IP returns the guest's address (nil before SetIP or DHCP).
@@ -91,16 +120,19 @@ func (g *Guest) Close() error {
 	default:
 	}
 	close(g.done)
-	err := g.f.SetReadDeadline(time.Now())
+	var errs []error
+	for _, f := range g.fs {
+		errs = append(errs, f.SetReadDeadline(time.Now()))
+	}
 	g.wg.Wait()
-	return err
+	return errors.Join(errs...)
 }
 
-func (g *Guest) readLoop() {
+func (g *Guest) readLoop(f *os.File) {
 	defer g.wg.Done()
 	buf := make([]byte, 65536+VnetHdrLen)
 	for {
-		n, err := g.f.Read(buf)
+		n, err := f.Read(buf)
 		if err != nil {
 			select {
 			case <-g.done:
@@ -158,7 +190,7 @@ func (g *Guest) Send(frame []byte) error {
 	if g.vnet {
 		frame = append(make([]byte, VnetHdrLen), frame...)
 	}
-	_, err := g.f.Write(frame)
+	_, err := g.fs[0].Write(frame)
 	return err
 }
 
@@ -248,8 +280,10 @@ func (g *Guest) answerARP(frame []byte, ip net.IP) {
 	if !ok || a.op != 1 || ip == nil || !a.tpa.Equal(ip) {
 		return
 	}
-	if g.Send(arpFrame(2, g.mac, ip, a.sha, a.spa)) == nil {
-		g.ARPReplies.Add(1)
+	// Counted before it is sent, so that whoever receives it sees the count.
+	g.ARPReplies.Add(1)
+	if g.Send(arpFrame(2, g.mac, ip, a.sha, a.spa)) != nil {
+		g.ARPReplies.Add(-1)
 	}
 }
 
@@ -262,8 +296,9 @@ func (g *Guest) answerEcho(frame []byte, ip net.IP) {
 	reply[0] = 0
 	reply[2], reply[3] = 0, 0
 	binary.BigEndian.PutUint16(reply[2:], checksum(reply))
-	if g.Send(ipv4Frame(frame[6:12], g.mac, ip, p.src, 1, reply)) == nil {
-		g.EchoReplies.Add(1)
+	g.EchoReplies.Add(1)
+	if g.Send(ipv4Frame(frame[6:12], g.mac, ip, p.src, 1, reply)) != nil {
+		g.EchoReplies.Add(-1)
 	}
 }
 
