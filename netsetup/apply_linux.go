@@ -39,7 +39,9 @@ func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), tapSteps())
 	case Macvtap:
 		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "macvtap", p.MAC), macvtapSteps())
-	case IPVtap, Routed, NAT:
+	case IPVtap:
+		return applyIPVtap(ctx, p, rec)
+	case Routed, NAT:
 		return nil, refuse(ErrNotImplemented, "--net %s is not implemented yet", p.Mode)
 	}
 	return nil, refuse(ErrUnknownMode, "unknown network mode %q", p.Mode)

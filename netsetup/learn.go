@@ -287,3 +287,103 @@ func garpFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 	f := ethernet.Frame{Destination: ethernet.Broadcast, Source: mac, EtherType: ethernet.EtherTypeARP, Payload: pb}
 	return f.MarshalBinary()
 }
+
+// guestDHCPXID returns the transaction ID of a DHCPDISCOVER or DHCPREQUEST
+// the guest (source MAC mac) sent, so that the server's replies to it can
+// be recognised on the parent (see dhcpServerReply).
+func guestDHCPXID(frame []byte, mac net.HardwareAddr) (uint32, bool) {
+	m, ok := dhcpIn(frame, dhcpClientPort, dhcpServerPort)
+	if !ok || m.OpCode != dhcpv4.OpcodeBootRequest || !bytes.Equal(m.ClientHWAddr, mac) {
+		return 0, false
+	}
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
+		return binary.BigEndian.Uint32(m.TransactionID[:]), true
+	}
+	return 0, false
+}
+
+// dhcpReply is a DHCP server's DHCPOFFER or DHCPACK seen on the parent.
+type dhcpReply struct {
+	XID     uint32
+	Addr    netip.Addr // yiaddr
+	Offer   bool       // DHCPOFFER (else DHCPACK)
+	Unicast bool       // sent to the address itself, not broadcast
+}
+
+// dhcpServerReply reads a frame the parent received: a DHCPOFFER or
+// DHCPACK for mac (chaddr). A guest whose DHCP client does not ask for
+// broadcast replies gets them unicast to an address not registered yet,
+// which ipvlan cannot hand to it: vmrun registers the address then, so
+// the client's next try gets through.
+func dhcpServerReply(frame []byte, mac net.HardwareAddr) (dhcpReply, bool) {
+	m, ok := dhcpIn(frame, dhcpServerPort, dhcpClientPort)
+	if !ok || m.OpCode != dhcpv4.OpcodeBootReply || !bytes.Equal(m.ClientHWAddr, mac) {
+		return dhcpReply{}, false
+	}
+	t := m.MessageType()
+	if t != dhcpv4.MessageTypeOffer && t != dhcpv4.MessageTypeAck {
+		return dhcpReply{}, false
+	}
+	a, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
+	if !hostUnicast(a) {
+		return dhcpReply{}, false
+	}
+	var f ethernet.Frame
+	_ = f.UnmarshalBinary(frame)
+	h, _ := ipv4.ParseHeader(f.Payload)
+	unicast := !bytes.Equal(f.Destination, ethernet.Broadcast) && h != nil && !h.Dst.Equal(net.IPv4bcast)
+	return dhcpReply{XID: binary.BigEndian.Uint32(m.TransactionID[:]), Addr: a, Offer: t == dhcpv4.MessageTypeOffer, Unicast: unicast}, true
+}
+
+// dhcpIn parses the DHCP message of an Ethernet/IPv4/UDP frame from port
+// sport to dport.
+func dhcpIn(frame []byte, sport, dport uint16) (*dhcpv4.DHCPv4, bool) {
+	var f ethernet.Frame
+	if err := f.UnmarshalBinary(frame); err != nil || f.EtherType != ethernet.EtherTypeIPv4 || f.VLAN != nil {
+		return nil, false
+	}
+	h, err := ipv4.ParseHeader(f.Payload)
+	if err != nil || h.Version != 4 || h.Protocol != 17 || h.FragOff != 0 || h.Flags&ipv4.MoreFragments != 0 {
+		return nil, false
+	}
+	end := len(f.Payload)
+	if h.TotalLen >= h.Len && h.TotalLen < end {
+		end = h.TotalLen
+	}
+	udp := f.Payload[h.Len:end]
+	if len(udp) < 8 || binary.BigEndian.Uint16(udp[0:2]) != sport || binary.BigEndian.Uint16(udp[2:4]) != dport {
+		return nil, false
+	}
+	m, err := dhcpv4.FromBytes(udp[8:])
+	return m, err == nil
+}
+
+// replyFilter is the body of the parent socket's BPF program (after the
+// direction check, see replyProgram): whole IPv4 UDP datagrams from port
+// 67 to port 68, unfragmented; nothing else.
+func replyFilter() []bpf.Instruction {
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(ethernet.EtherTypeIPv4), SkipTrue: 8},
+		bpf.LoadAbsolute{Off: 14 + 9, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 17, SkipTrue: 6},
+		bpf.LoadAbsolute{Off: 14 + 6, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x3fff, SkipTrue: 4}, // MF or an offset
+		bpf.LoadMemShift{Off: 14},
+		bpf.LoadIndirect{Off: 14, Size: 4}, // source and destination ports
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: dhcpServerPort<<16 | dhcpClientPort, SkipTrue: 1},
+		bpf.RetConstant{Val: snapFull},
+		bpf.RetConstant{Val: 0},
+	}
+}
+
+// replyProgram is the parent socket's whole BPF program: frames the parent
+// received (not sent), then replyFilter.
+func replyProgram() ([]bpf.RawInstruction, error) {
+	return bpf.Assemble(append([]bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: packetOutgoing, SkipTrue: 1},
+		bpf.RetConstant{Val: 0},
+	}, replyFilter()...))
+}

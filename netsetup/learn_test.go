@@ -263,3 +263,76 @@ func TestGARPFrame(t *testing.T) {
 		t.Errorf("the learner reads the announcement as %+v, %v", ev, ok)
 	}
 }
+
+// replyFrame is a DHCP server's reply to the guest's request req, to the
+// offered address itself (unicast) or broadcast.
+func replyFrame(t *testing.T, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr string, unicast bool) []byte {
+	t.Helper()
+	m, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(typ), dhcpv4.WithYourIP(net.ParseIP(yiaddr)),
+		dhcpv4.WithServerIP(net.ParseIP("192.168.77.1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, dstMAC := "255.255.255.255", ethernet.Broadcast
+	if unicast {
+		dst, dstMAC = yiaddr, guestMAC
+	}
+	f := ethernet.Frame{Destination: dstMAC, Source: lanMAC, EtherType: ethernet.EtherTypeIPv4,
+		Payload: ipv4Bytes(t, "192.168.77.1", dst, 17, udpBytes(67, 68, m.ToBytes()))}
+	b, err := f.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDHCPReplies(t *testing.T) {
+	disc := dhcpFrame(t, dhcpv4.MessageTypeDiscover, "", "")
+	xid, ok := guestDHCPXID(disc, guestMAC)
+	if !ok || xid == 0 {
+		t.Fatalf("DISCOVER: xid %#x, %v", xid, ok)
+	}
+	if _, ok := guestDHCPXID(dhcpFrame(t, dhcpv4.MessageTypeRelease, "192.168.77.57", ""), guestMAC); ok {
+		t.Error("a RELEASE gave a transaction to watch")
+	}
+	if _, ok := guestDHCPXID(disc, lanMAC); ok {
+		t.Error("another MAC's DISCOVER gave a transaction to watch")
+	}
+	req, err := dhcpv4.FromBytes(disc[14+20+8:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		frame  []byte
+		mac    net.HardwareAddr
+		want   dhcpReply
+		wantOK bool
+		filter int
+	}{
+		{"unicast OFFER", replyFrame(t, req, dhcpv4.MessageTypeOffer, "192.168.77.57", true), guestMAC,
+			dhcpReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.57"), Offer: true, Unicast: true}, true, snapFull},
+		{"broadcast OFFER", replyFrame(t, req, dhcpv4.MessageTypeOffer, "192.168.77.57", false), guestMAC,
+			dhcpReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.57"), Offer: true}, true, snapFull},
+		{"unicast ACK (rapid commit)", replyFrame(t, req, dhcpv4.MessageTypeAck, "192.168.77.58", true), guestMAC,
+			dhcpReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.58"), Unicast: true}, true, snapFull},
+		{"NAK", replyFrame(t, req, dhcpv4.MessageTypeNak, "0.0.0.0", false), guestMAC, dhcpReply{}, false, snapFull},
+		{"for another MAC", replyFrame(t, req, dhcpv4.MessageTypeOffer, "192.168.77.57", true), lanMAC, dhcpReply{}, false, snapFull},
+		{"a client message", disc, guestMAC, dhcpReply{}, false, 0},
+	} {
+		got, ok := dhcpServerReply(tt.frame, tt.mac)
+		if ok != tt.wantOK || got != tt.want {
+			t.Errorf("%s: %+v, %v; want %+v, %v", tt.name, got, ok, tt.want, tt.wantOK)
+		}
+		vm, err := bpf.NewVM(replyFilter())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := vm.Run(tt.frame); err != nil || n != tt.filter {
+			t.Errorf("%s: the parent's filter keeps %d bytes (%v), want %d", tt.name, n, err, tt.filter)
+		}
+	}
+	if _, err := replyProgram(); err != nil {
+		t.Error(err)
+	}
+}
