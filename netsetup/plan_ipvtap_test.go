@@ -1,0 +1,73 @@
+package netsetup
+
+import (
+	"encoding/json"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestIPVtapPlan: an ipvtap plan carries the parent's MAC, its owned link
+// name, queues and vhost, and --guest-ip, --gateway and --no-host-link;
+// it survives JSON (net plan --json) and previews as a tap attachment.
+func TestIPVtapPlan(t *testing.T) {
+	ip, gip, _ := net.ParseCIDR("192.168.1.50/24")
+	gip.IP = ip.To4()
+	f := wifiFacts(WifiStation, false)
+	r := Request{Name: "vm1", Mode: IPVtap, GuestIP: gip, Gateway: net.ParseIP("192.168.1.1"), NoHostLink: true, Queues: 2}
+	p, err := Decide(f, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Mode != IPVtap || p.Parent != "wlan0" || p.MAC.String() != f.MAC.String() || p.LinkName != LinkName("vm1", RoleIPVtap) ||
+		p.Queues != 2 || !p.Vhost || p.GuestIP.String() != "192.168.1.50/24" || !p.Gateway.Equal(net.ParseIP("192.168.1.1")) || !p.NoHostLink {
+		t.Fatalf("plan %+v", p)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"guest_ip":"192.168.1.50/24"`, `"gateway":"192.168.1.1"`, `"no_host_link":true`, `"mac":"02:00:00:00:00:01"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s: %s", want, b)
+		}
+	}
+	var back Plan
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, p) {
+		t.Errorf("round trip\n got %+v\nwant %+v", back, p)
+	}
+	a := Preview(p)
+	if a.Backend != "tap" || len(a.Files) != 2 || len(a.VhostFiles) != 2 || a.MAC.String() != f.MAC.String() {
+		t.Errorf("preview %+v", a)
+	}
+
+	// auto on a station carries them too.
+	r.Mode, r.Queues = Auto, 0
+	if p, err = Decide(f, r); err != nil || p.Mode != IPVtap || p.GuestIP == nil || !p.NoHostLink || p.Queues != 4 {
+		t.Errorf("auto: %+v, %v", p, err)
+	}
+}
+
+func TestIPVlanModeString(t *testing.T) {
+	f := wifiFacts(WifiStation, false)
+	for _, tt := range []struct {
+		uppers  []UpperLink
+		blocked string
+	}{
+		{nil, ""},
+		{[]UpperLink{{Name: "a", Kind: "ipvtap", IPVlanMode: "l2 bridge"}}, ""},
+		{[]UpperLink{{Name: "a", Kind: "ipvlan", IPVlanMode: "l2 private"}}, `mode "l2 private"`},
+		{[]UpperLink{{Name: "a", Kind: "ipvlan", IPVlanMode: "l3s bridge"}}, `mode "l3s bridge"`},
+		{[]UpperLink{{Name: "m", Kind: "macvlan"}}, "macvlan link m"},
+	} {
+		f.Uppers = tt.uppers
+		got := ipvtapBlocked(f)
+		if (tt.blocked == "") != (got == "") || !strings.Contains(got, tt.blocked) {
+			t.Errorf("uppers %+v: %q, want %q", tt.uppers, got, tt.blocked)
+		}
+	}
+}
