@@ -228,24 +228,18 @@ func (x *ipvtapRun) create(s *setup) error {
 		return ipvlanAddError(x.parent, err)
 	}
 	name := s.p.LinkName
-	s.onUndo(func() error {
-		l, err := x.nh.LinkByName(name)
-		if isNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := x.nh.LinkDel(l); err != nil && !isNotFound(err) {
-			return fmt.Errorf("delete %s in vmrun's private namespace: %w", name, err)
-		}
-		return nil
-	})
 	l, err := x.nh.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("%s in vmrun's private namespace: %w", name, err)
 	}
 	x.link, s.link = l, l
+	// Nothing else lives in the private namespace: its index is the link.
+	s.onUndo(func() error {
+		if err := x.nh.LinkDel(l); err != nil && !isNotFound(err) {
+			return fmt.Errorf("delete %s in vmrun's private namespace: %w", name, err)
+		}
+		return nil
+	})
 	return nil
 }
 
@@ -530,9 +524,15 @@ func (x *ipvtapRun) register(a netip.Addr, why string) {
 	switch x.policy().check(a) {
 	case addrHostLinkLoc:
 		x.noticeOnce("ll:"+a.String(), fmt.Sprintf("%s: the guest uses %s, which is %s's own IPv6 link-local address (both derive it from the shared MAC, EUI-64): it is not registered, so the guest's link-local IPv6 does not work; configure the guest for stable-privacy or random interface identifiers (net.ipv6.conf.all.addr_gen_mode=2 or 3, or an IPv6 token)", x.parent, a, x.parent))
+		x.refilter()
 		return
 	case addrHost:
-		x.noticeOnce("host:"+a.String(), fmt.Sprintf("%s: the guest sends from %s, which is the host's own address: it is not registered (the guest needs an address of its own)", x.parent, a))
+		msg := fmt.Sprintf("%s: the guest sends from %s, which is the host's own address: it is not registered (the guest needs an address of its own)", x.parent, a)
+		if strings.HasPrefix(why, "DHCP") {
+			msg = fmt.Sprintf("%s: the guest asked the DHCP server for %s, the host's own address: its DHCP client identifies itself as the host does (the guest shares the host's MAC); give it a client identifier of its own (see docs/wifi.md)", x.parent, a)
+		}
+		x.noticeOnce("host:"+a.String(), msg)
+		x.refilter()
 		return
 	case addrGateway:
 		x.noticeOnce("gw:"+a.String(), fmt.Sprintf("%s: the guest sends from %s, the gateway's address: it is not registered", x.parent, a))
@@ -678,12 +678,17 @@ func (x *ipvtapRun) noticeOnce(key, msg string) {
 }
 
 // known is every address the learner's filter drops packets from: the
-// registered ones, the host's, the gateways', and 0.0.0.0.
+// registered ones, the gateways', 0.0.0.0, and the host's own once the
+// user was told that the guest uses one (until then the guest's packets
+// from it must reach the learner, which says so).
 func (x *ipvtapRun) known() []netip.Addr {
 	p := x.policy()
 	out := []netip.Addr{netip.IPv4Unspecified()}
-	for _, m := range []map[netip.Addr]bool{p.host, p.gateways} {
-		for a := range m {
+	for a := range p.gateways {
+		out = append(out, a)
+	}
+	for a := range p.host {
+		if x.warned["host:"+a.String()] || x.warned["ll:"+a.String()] {
 			out = append(out, a)
 		}
 	}
@@ -916,14 +921,25 @@ func (x *ipvtapRun) startWatcher(s *setup) error {
 // parent came back (the first announcement may beat the AP's readiness).
 const reannounceAgain = time.Second
 
+// modeCheckEvery is how often the watcher re-reads the port's mode: a
+// change that makes no event here (an ipvlan link changed while down, or
+// created straight into another namespace) is still found.
+const modeCheckEvery = 5 * time.Second
+
 // watch handles link events until the subscription ends.
 func (x *ipvtapRun) watch(ch <-chan netlink.LinkUpdate) {
 	defer x.watchers.Done()
 	again := time.NewTimer(time.Hour)
 	again.Stop()
 	defer again.Stop()
+	tick := time.NewTicker(modeCheckEvery)
+	defer tick.Stop()
 	for {
 		select {
+		case <-tick.C:
+			x.mu.Lock()
+			x.watchMode("a periodic check")
+			x.mu.Unlock()
 		case u, ok := <-ch:
 			if !ok {
 				return
