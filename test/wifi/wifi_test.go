@@ -2,6 +2,8 @@ package wifi
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -154,6 +156,11 @@ grep -q "vmrun: wlan1: guest address $gip registered" /tmp/wifivm.log &&
 [ -n "$gip" ] && [ "$gip" != "$sta_ip" ] && pass "ipvtap: the guest's lease $gip is its own (the station has $sta_ip)" || bad "ipvtap: guest address '$gip', station $sta_ip"
 ping -c 1 -W 2 "$gip" >/dev/null 2>&1 && pass "ipvtap: the host reaches the guest through the shim" || bad "ipvtap: the host cannot reach the guest"
 grep -m1 'network plan' /tmp/wifivm.log
+qpid=$(sed -n 's/.*QEMU started (pid \([0-9]*\)).*/\1/p' /tmp/wifivm.log | head -n 1)
+case $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null) in
+*vhost=on,vhostfd=*) pass "ipvtap: QEMU runs the ipvtap queue with vhost-net" ;;
+*) bad "ipvtap: QEMU without vhost-net: $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null)" ;;
+esac
 stop_vm wifivm "ipvtap over Wi-Fi"
 stop_vm wiredvm "macvtap over a veth"
 vm_after=$(links)
@@ -193,7 +200,9 @@ exit $failed
 //	and nothing left; last, the set-up and teardown benchmarks.
 //
 // VMRUN_WIFI_RUN narrows the netsetup tests (a -test.run pattern);
-// VMRUN_WIFI_NOVM=1 skips the inner VMs (about 2 minutes instead of 6).
+// VMRUN_WIFI_NOVM=1 skips the inner VMs (about 2 minutes instead of 5);
+// VMRUN_WIFI_RACE=1 runs the netsetup tests with the race detector (a
+// cgo binary: the rig has glibc, for its own tools).
 func TestWiFi(t *testing.T) {
 	nested.Require(t)
 	noVM := os.Getenv("VMRUN_WIFI_NOVM") == "1"
@@ -202,8 +211,14 @@ func TestWiFi(t *testing.T) {
 		g = testutil.RequireGuest(t)
 	}
 	start := time.Now()
+	testBin := ""
+	if os.Getenv("VMRUN_WIFI_RACE") == "1" {
+		testBin = buildRaceTest(t, "github.com/vmrun/vmrun/netsetup")
+	} else {
+		testBin = nested.BuildTest(t, "github.com/vmrun/vmrun/netsetup")
+	}
 	files := []nested.File{
-		{Src: nested.BuildTest(t, "github.com/vmrun/vmrun/netsetup"), Dst: "/payload/netsetup.test"},
+		{Src: testBin, Dst: "/payload/netsetup.test"},
 		{Src: nested.BuildCommand(t, "github.com/vmrun/vmrun/cmd/vmrun"), Dst: "/payload/vmrun"},
 	}
 	script := runFilter() + lanScript + "start_links=$(links)\n" + planScript
@@ -223,6 +238,19 @@ func TestWiFi(t *testing.T) {
 		}
 	}
 	t.Logf("whole test %.1fs (rig boot %.1fs, run %.1fs)", time.Since(start).Seconds(), r.Boot.Seconds(), r.Elapsed.Seconds())
+}
+
+// buildRaceTest compiles pkg's tests with -race (which needs cgo, so the
+// binary is dynamic against glibc).
+func buildRaceTest(t *testing.T, pkg string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "race.test")
+	cmd := exec.Command(testutil.RequireCmd(t, "go"), "test", "-c", "-race", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go test -c -race %s: %v\n%s", pkg, err, b)
+	}
+	return out
 }
 
 // runFilter passes $VMRUN_WIFI_RUN (a -test.run pattern) to the rig's
