@@ -67,5 +67,17 @@ test: test-deps build guest nested lint
 bench: build guest
 	$(SUDO) env "PATH=$$PATH" bash scripts/bench.sh
 
+# Install for unprivileged use: the binary with file capabilities
+# (cap_net_admin,cap_mknod+p; vmrun setup sets them itself, no setcap
+# needed), group vmrun, /etc/vmrun/allow.conf, the NetworkManager drop-in.
+# See docs/security.md. Then: sudo usermod -aG vmrun USER.
+install: build
+	$(SUDO) ./$(BIN) setup
+
+# One-time, as root: members of group vmrun may then use bridge/macvtap
+# without sudo (see docs/security.md).
+install: build
+	$(SUDO) ./$(BIN) setup
+
 clean:
 	rm -rf bin

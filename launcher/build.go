@@ -175,7 +175,14 @@ func (b *builder) nic(n NIC, cpus int) error {
 		if n.MTU != 0 {
 			return fmt.Errorf("%w: %s sets its own MTU", ErrBadNIC, n.Backend)
 		}
-		if len(n.Files) != 0 {
+		switch {
+		case n.Backend == "stream" && len(n.Files) == 1:
+			// A connected stream socket (passt's other end), QEMU 7.2+.
+			fd := b.file(n.Files[0])
+			netdev = append(netdev, "server=off", "addr.type=fd", "addr.str="+strconv.Itoa(fd))
+		case n.Backend == "stream" && len(n.Files) > 1:
+			return fmt.Errorf("%w: stream takes one connected socket, not %d", ErrBadNIC, len(n.Files))
+		case len(n.Files) != 0:
 			return fmt.Errorf("%w: %s takes no fds", ErrBadNIC, n.Backend)
 		}
 	default:

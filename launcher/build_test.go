@@ -49,6 +49,9 @@ func TestBuildGolden(t *testing.T) {
 		"user-forward": func(vm *VM) {
 			vm.NIC = &NIC{Backend: "user", MAC: mac(t), Options: []string{"hostfwd=tcp::2222-:22"}}
 		},
+		"stream-fd": func(vm *VM) {
+			vm.NIC = &NIC{Backend: "stream", Files: placeholders(1), MAC: mac(t)}
+		},
 		"snapshot-kernel-extra": func(vm *VM) {
 			vm.Snapshot = true
 			vm.Kernel, vm.Initrd, vm.Append = "/k/vmlinuz", "/k/initrd", "console=ttyS0 quiet"

@@ -33,8 +33,9 @@ type Disk struct {
 type NIC struct {
 	// Backend is the QEMU -netdev type: "tap", "user" or "stream".
 	Backend string
-	// Files are tap/macvtap/ipvtap queue fds (one per queue). A nil entry is
-	// a placeholder, used by --dry-run.
+	// Files are tap/macvtap/ipvtap queue fds (one per queue), or the one
+	// connected socket of a "stream" backend (passt). A nil entry is a
+	// placeholder, used by --dry-run.
 	Files []*os.File
 	// VhostFiles are /dev/vhost-net fds, one per queue, or none (vhost=off).
 	VhostFiles []*os.File

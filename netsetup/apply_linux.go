@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"golang.org/x/sys/unix"
 )
@@ -33,16 +34,21 @@ func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	case None:
 		return noneAttachment(), nil
 	case User:
+		if p.Passt != "" {
+			return passtAttachment(traceFrom(ctx), p, rec)
+		}
 		return userAttachment(p), nil
 	case Bridge:
 		// The tap's MAC is the kernel's until the "host mac" step.
 		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), tapSteps())
 	case Macvtap:
 		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "macvtap", p.MAC), macvtapSteps())
+	case Routed:
+		return applyRouted(ctx, p, rec)
+	case NAT:
+		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps())
 	case IPVtap:
 		return applyIPVtap(ctx, p, rec)
-	case Routed, NAT:
-		return nil, refuse(ErrNotImplemented, "--net %s is not implemented yet", p.Mode)
 	}
 	return nil, refuse(ErrUnknownMode, "unknown network mode %q", p.Mode)
 }
@@ -84,6 +90,7 @@ func applySteps(ctx context.Context, p Plan, rec Recorder, obj rundir.Object, st
 	// sysfs check must see the same network namespace.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	h, err := newHandle()
 	if err != nil {
 		return nil, err
@@ -100,7 +107,7 @@ func applySteps(ctx context.Context, p Plan, rec Recorder, obj rundir.Object, st
 		}
 		s.trace.step(st.name)
 	}
-	s.att.Undo = sync.OnceValue(s.unwind)
+	s.att.Undo = sync.OnceValue(func() error { return privileged(s.unwind) })
 	return s.att, nil
 }
 

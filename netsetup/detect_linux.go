@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/internal/caps"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,6 +25,7 @@ func Detect(ctx context.Context, r Request) (Facts, error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	h, err := newHandle()
 	if err != nil {
 		return Facts{}, err
@@ -33,7 +34,11 @@ func Detect(ctx context.Context, r Request) (Facts, error) {
 	// none and user create no links: skip probing which link types the
 	// kernel can create (a throwaway namespace, a few milliseconds).
 	probe := r.Mode != None && r.Mode != User
-	return detect(linuxKernel{h: h, probeLinks: probe}, r.Interface())
+	f, err := detect(linuxKernel{h: h, probeLinks: probe}, r.Interface())
+	if err == nil && f.Exists {
+		f.Addrs, err = globalAddrs(h, f.Index)
+	}
+	return f, err
 }
 
 // linuxKernel answers detection's queries from the running kernel.
@@ -108,25 +113,17 @@ func (linuxKernel) cpus() int { return runtime.NumCPU() }
 
 func (k linuxKernel) caps() Caps {
 	c := Caps{
-		NetAdmin: hasCap(unix.CAP_NET_ADMIN),
+		NetAdmin: caps.Usable(caps.NetAdmin),
+		SysAdmin: caps.Usable(unix.CAP_SYS_ADMIN),
+		NetRaw:   caps.Usable(caps.NetRaw),
 		Tun:      canOpen("/dev/net/tun"),
 		VhostNet: canOpen("/dev/vhost-net"),
 	}
 	if k.probeLinks {
 		c.Macvtap, c.IPVtap = probeLinkTypes()
 	}
-	c.Passt, _ = exec.LookPath("passt")
+	c.Passt = passtPath()
 	return c
-}
-
-// hasCap reports whether the process has capability c in its effective set.
-func hasCap(c int) bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
 }
 
 // canOpen reports whether a device node opens read-write (opening

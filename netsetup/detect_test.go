@@ -216,7 +216,7 @@ func TestDetectThenDecide(t *testing.T) {
 	if p.Mode != Routed || p.Parent != "wlan0" || !strings.Contains(p.Notice, "modprobe ipvtap") {
 		t.Errorf("without ipvtap: plan %+v", p)
 	}
-	k.c.IPVtap = true
+	k.c.IPVtap, k.c.SysAdmin, k.c.NetRaw = true, true, true
 	if f, err = detect(k, ""); err != nil {
 		t.Fatal(err)
 	}

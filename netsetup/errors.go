@@ -37,6 +37,10 @@ var (
 	ErrUnknownObject = errors.New("unknown recorded object kind")
 	// ErrUnsupported means the platform has no implementation (not Linux).
 	ErrUnsupported = errors.New("network set-up is only supported on Linux")
+	// ErrNoAddress means the uplink has no address to route a guest for (routed mode).
+	ErrNoAddress = errors.New("interface has no address")
+	// ErrNoLease means no DHCP server gave a routed guest an address.
+	ErrNoLease = errors.New("no address for the guest")
 )
 
 // sentenceError is an error whose message is a complete sentence for the

@@ -78,6 +78,12 @@ type Caps struct {
 	Macvtap bool `json:"macvtap"`
 	// IPVtap: an ipvtap link could be created (in a throwaway namespace).
 	IPVtap bool `json:"ipvtap"`
+	// SysAdmin: the process has CAP_SYS_ADMIN (ipvtap's private network
+	// namespace and its sysfs).
+	SysAdmin bool `json:"sys_admin"`
+	// NetRaw: the process has CAP_NET_RAW (ipvtap's packet sockets, which
+	// learn the guest's addresses).
+	NetRaw bool `json:"net_raw"`
 	// Passt is the path of the passt binary, "" when it is not installed.
 	Passt string `json:"passt,omitempty"`
 }
@@ -107,6 +113,9 @@ type Facts struct {
 	MTU int `json:"mtu,omitempty"`
 	// MAC of the interface.
 	MAC net.HardwareAddr `json:"-"`
+	// Addrs are the interface's global addresses, ADDR/PREFIX (routed
+	// mode routes guests into their subnets).
+	Addrs []string `json:"addrs,omitempty"`
 	// Master is the bridge an UplinkBridgePort belongs to.
 	Master string `json:"master,omitempty"`
 	// MasterUp: the Master bridge is administratively up.
@@ -161,29 +170,6 @@ func macString(m net.HardwareAddr) string {
 		return ""
 	}
 	return m.String()
-}
-
-func prefixString(p *net.IPNet) string {
-	if p == nil {
-		return ""
-	}
-	return p.String()
-}
-
-// parsePrefixField parses ADDR/PREFIX keeping the address (not the network).
-func parsePrefixField(s string) (*net.IPNet, error) {
-	if s == "" {
-		return nil, nil
-	}
-	ip, n, err := net.ParseCIDR(s)
-	if err != nil {
-		return nil, fmt.Errorf("address %q: %w", s, err)
-	}
-	n.IP = ip
-	if ip4 := ip.To4(); ip4 != nil {
-		n.IP = ip4
-	}
-	return n, nil
 }
 
 func parseMACField(s string) (net.HardwareAddr, error) {

@@ -29,7 +29,7 @@ func ipvtapBenchPlan(e *ipvtapEnv, mac net.HardwareAddr, i int) netsetup.Plan {
 	name := fmt.Sprintf("ib-%d", i%64)
 	ip := e.benchIP(i % 64)
 	return netsetup.Plan{Name: name, Mode: netsetup.IPVtap, Parent: e.parent, MAC: mac, Queues: 1,
-		LinkName: netsetup.LinkName(name, netsetup.RoleIPVtap), GuestIP: &net.IPNet{IP: ip, Mask: net.CIDRMask(24, 32)}}
+		LinkName: netsetup.LinkName(name, netsetup.RoleIPVtap), GuestIP: ip}
 }
 
 // benchIP is an address of the env's LAN that nothing else uses.

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"golang.org/x/sys/unix"
 )
@@ -170,6 +171,7 @@ func (x *ipvtapRun) shimObject() rundir.Object {
 // thread, and opens netlink in it.
 func (x *ipvtapRun) makeNetns(s *setup) error {
 	err := onThrowawayThreadBack(func() error {
+		caps.Raise(unix.CAP_SYS_ADMIN) // the thread dies with it
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare a network namespace: %w", err)
 		}
@@ -309,6 +311,7 @@ func (x *ipvtapRun) openQueues(s *setup) error {
 	var dev uint64
 	var from string
 	err := x.inPrivate(func() error {
+		caps.Raise(unix.CAP_SYS_ADMIN) // a sysfs of this namespace; the thread dies with it
 		var err error
 		dev, from, err = tapDevNum("ipvtap", a.Name, a.Index, x.nonce)
 		return err
@@ -408,7 +411,7 @@ func (x *ipvtapRun) loosenRPFilter(s *setup) error {
 	if err != nil {
 		return err
 	}
-	old, err := readSysctl(f)
+	old, err := readSysctlFile(f)
 	if err != nil {
 		f.Close()
 		return err
@@ -438,8 +441,8 @@ func (x *ipvtapRun) loosenRPFilter(s *setup) error {
 	return nil
 }
 
-// readSysctl reads a sysctl file from its start.
-func readSysctl(f *os.File) (string, error) {
+// readSysctlFile reads an open sysctl file from its start.
+func readSysctlFile(f *os.File) (string, error) {
 	b := make([]byte, 64)
 	n, err := f.ReadAt(b, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -471,7 +474,7 @@ func (x *ipvtapRun) registerStatic(s *setup) error {
 	if s.p.GuestIP == nil {
 		return nil
 	}
-	a, ok := netip.AddrFromSlice(s.p.GuestIP.IP)
+	a, ok := netip.AddrFromSlice(s.p.GuestIP)
 	if !ok {
 		return refuse(ErrBadRequest, "--guest-ip %s is not an IP address", s.p.GuestIP)
 	}
@@ -515,6 +518,12 @@ func (x *ipvtapRun) policy() addrPolicy {
 // register registers an address learnt from the guest's traffic (why
 // names the evidence) unless it is the host's or a gateway's.
 func (x *ipvtapRun) register(a netip.Addr, why string) {
+	// The learner's goroutine: vmrun's capabilities are raised only on
+	// the thread doing the work (see internal/caps).
+	_ = privileged(func() error { x.doRegister(a, why); return nil })
+}
+
+func (x *ipvtapRun) doRegister(a netip.Addr, why string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	a = a.Unmap()
@@ -566,6 +575,10 @@ func (x *ipvtapRun) registerLocked(a netip.Addr, why string) error {
 
 // unregister removes an address the guest gave up.
 func (x *ipvtapRun) unregister(a netip.Addr, why string) {
+	_ = privileged(func() error { x.doUnregister(a, why); return nil })
+}
+
+func (x *ipvtapRun) doUnregister(a netip.Addr, why string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	a = a.Unmap()
@@ -944,7 +957,9 @@ func (x *ipvtapRun) watch(ch <-chan netlink.LinkUpdate) {
 			if !ok {
 				return
 			}
-			if x.onLinkUpdate(u) {
+			var back bool
+			_ = privileged(func() error { back = x.onLinkUpdate(u); return nil })
+			if back {
 				again.Reset(reannounceAgain)
 			}
 		case <-again.C:

@@ -42,18 +42,30 @@ type Forward struct {
 
 // String returns the --forward form.
 func (f Forward) String() string {
+	if strings.Contains(f.HostAddr, ":") {
+		return fmt.Sprintf("%s:[%s]:%d:%d", f.Proto, f.HostAddr, f.HostPort, f.GuestPort)
+	}
 	if f.HostAddr != "" {
 		return fmt.Sprintf("%s:%s:%d:%d", f.Proto, f.HostAddr, f.HostPort, f.GuestPort)
 	}
 	return fmt.Sprintf("%s:%d:%d", f.Proto, f.HostPort, f.GuestPort)
 }
 
-// ParseForward parses PROTO:HOSTPORT:GUESTPORT or PROTO:HOSTADDR:HOSTPORT:GUESTPORT.
+// ParseForward parses PROTO:HOSTPORT:GUESTPORT or
+// PROTO:HOSTADDR:HOSTPORT:GUESTPORT; an IPv6 HOSTADDR is bracketed
+// (tcp:[::1]:8080:80).
 func ParseForward(s string) (Forward, error) {
 	bad := func(why string) (Forward, error) {
 		return Forward{}, fmt.Errorf("--forward %q: %s; write tcp:HOSTPORT:GUESTPORT, e.g. tcp:2222:22", s, why)
 	}
 	parts := strings.Split(s, ":")
+	if proto, rest, _ := strings.Cut(s, ":"); strings.HasPrefix(rest, "[") {
+		addr, ports, ok := strings.Cut(rest[1:], "]:")
+		if !ok || net.ParseIP(addr) == nil || strings.Contains(addr, ".") {
+			return bad(fmt.Sprintf("%q is not a bracketed IPv6 address", rest))
+		}
+		parts = append([]string{proto, addr}, strings.Split(ports, ":")...)
+	}
 	var f Forward
 	switch len(parts) {
 	case 3:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/vmrun/vmrun/internal/caps"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,6 +81,7 @@ func onThrowawayThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		caps.RaiseAll() // the thread dies with its capabilities
 		errc <- fn()
 	}()
 	return <-errc
@@ -103,6 +105,15 @@ func onThrowawayThreadBack(fn func() error) error {
 		}
 		return ferr
 	})
+}
+
+// privileged runs fn on the calling goroutine's thread, locked, with
+// vmrun's capabilities raised (see internal/caps) and lowered again.
+func privileged(fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
+	return fn()
 }
 
 // closeFiles closes fs, ignoring files already closed.

@@ -29,9 +29,21 @@ const (
 	ObjNeigh = "neigh"
 	// ObjAddr is an address vmrun added. Name: ADDR/PREFIX; Detail "dev".
 	ObjAddr = "addr"
-	// ObjNftTable is reserved for NAT mode; this build cannot undo it yet.
+	// ObjNftTable is an nftables table vmrun created (NAT mode). Name: the
+	// table; Detail "family": "ip" or "inet".
 	ObjNftTable = "nft-table"
+	// ObjNATMember is a VM's membership of the shared NAT network. Name:
+	// the VM; Detail "dir": the NAT state directory. Undoing it releases
+	// the VM's address and forwards, and removes the NAT network (bridge,
+	// table, sysctls) when it was the last member.
+	ObjNATMember = "nat-member"
 )
+
+// NATMemberObject is the record of VM vm's membership of the NAT network
+// whose state is in dir.
+func NATMemberObject(vm, dir string) rundir.Object {
+	return rundir.Object{Kind: ObjNATMember, Name: vm, Detail: map[string]string{"dir": dir}}
+}
 
 // RouteObject is the record of a route to dst through link dev.
 func RouteObject(dst *net.IPNet, dev string) rundir.Object {

@@ -94,6 +94,7 @@ func TestParseForward(t *testing.T) {
 		{"tcp:2222:22", Forward{Proto: "tcp", HostPort: 2222, GuestPort: 22}},
 		{"UDP:5353:53", Forward{Proto: "udp", HostPort: 5353, GuestPort: 53}},
 		{"tcp:127.0.0.1:8080:80", Forward{Proto: "tcp", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 80}},
+		{"tcp:[::1]:8080:80", Forward{Proto: "tcp", HostAddr: "::1", HostPort: 8080, GuestPort: 80}},
 	}
 	for _, tt := range good {
 		f, err := ParseForward(tt.in)
@@ -104,7 +105,7 @@ func TestParseForward(t *testing.T) {
 			t.Errorf("String round trip of %+v: %q", f, f.String())
 		}
 	}
-	for _, in := range []string{"tcp:22", "sctp:1:2", "tcp:0:22", "tcp:70000:22", "tcp:x:22", "tcp:nohost:1:2", "tcp:1:2:3:4"} {
+	for _, in := range []string{"tcp:22", "sctp:1:2", "tcp:0:22", "tcp:70000:22", "tcp:x:22", "tcp:nohost:1:2", "tcp:1:2:3:4", "tcp:[::1:8080:80", "tcp:[10.0.0.1]:1:2", "tcp:[::1]:1", "tcp:::1:8080:80"} {
 		if _, err := ParseForward(in); err == nil {
 			t.Errorf("ParseForward(%q) accepted", in)
 		}

@@ -34,11 +34,15 @@ type Request struct {
 	Queues int
 	// Forwards are --forward host-port → guest-port forwards.
 	Forwards []Forward
-	// GuestIP is --guest-ip: the guest's static address and prefix (ipvtap
-	// registers it at once instead of learning it); nil when not given.
+	// GuestIP is --guest-ip: the guest's own address (routed: given
+	// instead of a lease taken upstream; ipvtap: registered at once instead
+	// of learnt); nil when not given.
 	GuestIP *net.IPNet
-	// Gateway is --gateway: the guest's default gateway with GuestIP.
+	// Gateway is --gateway: the guest's default gateway with GuestIP
+	// (meaningless in routed mode, whose gateway is RoutedGateway).
 	Gateway net.IP
+	// NAT configures --net nat (subnet, DNS upstreams); zero means defaults.
+	NAT NATOptions
 	// NoHostLink is --no-host-link: ipvtap makes no host-side link, and
 	// the guest is not reachable from this host.
 	NoHostLink bool
@@ -74,12 +78,13 @@ type Plan struct {
 	Queues int `json:"queues,omitempty"`
 	// LinkName is the owned, deterministic name of the link Apply creates.
 	LinkName string `json:"link_name,omitempty"`
-	// Forwards are the host → guest port forwards (user mode).
+	// Forwards are the host → guest port forwards (user and nat modes).
 	Forwards []Forward `json:"forwards,omitempty"`
-	// GuestIP is the guest's static address (ipvtap registers it at once);
-	// nil when the guest's addresses are learnt from its traffic.
-	GuestIP *net.IPNet `json:"-"`
-	// Gateway is the guest's gateway given with GuestIP; ipvtap never
+	// Passt is the passt binary user mode runs; "" means QEMU's slirp.
+	Passt string `json:"passt,omitempty"`
+	// NAT is the configuration of --net nat.
+	NAT *NATOptions `json:"nat,omitempty"`
+	// Gateway is the guest's gateway given with --guest-ip; ipvtap never
 	// registers it as a guest address.
 	Gateway net.IP `json:"gateway,omitempty"`
 	// NoHostLink: ipvtap creates no host-side shim (the host cannot reach
@@ -90,6 +95,11 @@ type Plan struct {
 	// Notice, when set, is one line to show the user once: why a better mode
 	// was not possible, or a caveat of the chosen one.
 	Notice string `json:"notice,omitempty"`
+	// GuestAddr says where a routed guest's address comes from; GuestIP is
+	// that address when it is static (--guest-ip; ipvtap registers it at
+	// once).
+	GuestAddr GuestAddrSource `json:"guest_addr,omitempty"`
+	GuestIP   net.IP          `json:"guest_ip,omitempty"`
 }
 
 // MarshalJSON writes MAC in its usual colon form.
@@ -97,9 +107,8 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 	type plain Plan
 	return json.Marshal(struct {
 		plain
-		MAC     string `json:"mac,omitempty"`
-		GuestIP string `json:"guest_ip,omitempty"`
-	}{plain(p), macString(p.MAC), prefixString(p.GuestIP)})
+		MAC string `json:"mac,omitempty"`
+	}{plain(p), macString(p.MAC)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -107,8 +116,7 @@ func (p *Plan) UnmarshalJSON(b []byte) error {
 	type plain Plan
 	var v struct {
 		plain
-		MAC     string `json:"mac,omitempty"`
-		GuestIP string `json:"guest_ip,omitempty"`
+		MAC string `json:"mac,omitempty"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
@@ -117,12 +125,8 @@ func (p *Plan) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
-	gip, err := parsePrefixField(v.GuestIP)
-	if err != nil {
-		return err
-	}
 	*p = Plan(v.plain)
-	p.MAC, p.GuestIP = mac, gip
+	p.MAC = mac
 	return nil
 }
 
@@ -169,6 +173,9 @@ func Decide(f Facts, r Request) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
+	if err := r.checkGuestAddr(c.mode); err != nil {
+		return Plan{}, err
+	}
 	return r.plan(f, c), nil
 }
 
@@ -191,13 +198,18 @@ func (r Request) check(f Facts) error {
 // checkForwards refuses forwards the chosen mode cannot honour: only
 // user-mode networking forwards ports, and QEMU 7.2's slirp binds only IPv4
 // host addresses.
-func (r Request) checkForwards() error {
+func (r Request) checkForwards(f Facts) error {
 	if len(r.Forwards) == 0 {
 		return nil
 	}
 	switch m := r.mode(); m {
 	case Bridge, Macvtap, IPVtap:
 		return refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net %s the guest has its own address on the LAN: connect to it directly, or use --net user", m)
+	case NAT:
+		return checkNATForwards(r.Forwards)
+	}
+	if passtUsable(f) {
+		return nil // passt binds IPv6 host addresses too
 	}
 	for _, fw := range r.Forwards {
 		if ip := net.ParseIP(fw.HostAddr); fw.HostAddr != "" && (ip == nil || ip.To4() == nil) {
@@ -215,7 +227,7 @@ func (r Request) mode() Mode {
 }
 
 func choose(f Facts, r Request) (choice, error) {
-	if err := r.checkForwards(); err != nil {
+	if err := r.checkForwards(f); err != nil {
 		return choice{}, err
 	}
 	switch m := r.mode(); m {
@@ -232,10 +244,12 @@ func choose(f Facts, r Request) (choice, error) {
 			return choice{}, refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward or choose another --net")
 		}
 		return choice{mode: None, reason: "no network, as asked (--net none)"}, nil
+	case Routed:
+		return forceRouted(f, r)
+	case NAT:
+		return natChoice(f)
 	case IPVtap:
 		return forceIPVtap(f, r)
-	case Routed, NAT:
-		return choice{}, refuse(ErrNotImplemented, "--net %s is not implemented yet; use --net auto, user, macvtap or bridge", m)
 	default:
 		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, user, none", m)
 	}
@@ -248,7 +262,7 @@ func userChoice(reason, notice string) choice {
 // userFallback is the user-mode row reached when something better is
 // impossible; why says what, and the notice tells the user.
 func userFallback(why string) choice {
-	return userChoice("user-mode networking (QEMU's NAT): the guest can reach out but is not reachable from the LAN",
+	return userChoice("user-mode networking: the guest can reach out but is not reachable from the LAN",
 		why+"; using user-mode networking")
 }
 
@@ -346,7 +360,7 @@ func linkTypeOr(t string) string {
 func missingCap(c Caps, mode Mode) string {
 	switch {
 	case !c.NetAdmin:
-		return "vmrun lacks CAP_NET_ADMIN (run it as root)"
+		return "vmrun lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun)"
 	case mode == Bridge && !c.Tun:
 		return "/dev/net/tun cannot be opened"
 	case mode == Macvtap && !c.Macvtap:
@@ -495,14 +509,25 @@ func (r Request) plan(f Facts, c choice) Plan {
 		p.LinkName = LinkName(r.Name, RoleIPVtap)
 		p.Queues = r.queues(f)
 		p.Vhost = f.Caps.VhostNet
-		p.GuestIP, p.Gateway, p.NoHostLink = r.GuestIP, r.Gateway, r.NoHostLink
+		if r.GuestIP != nil {
+			p.GuestIP = append(net.IP(nil), r.GuestIP.IP...)
+		}
+		p.Gateway, p.NoHostLink = r.Gateway, r.NoHostLink
 	case Routed:
 		p.LinkName = LinkName(r.Name, RoleTap)
 		p.Queues = r.queues(f)
 		p.Vhost = f.Caps.VhostNet
-		p.GuestIP, p.Gateway = r.GuestIP, r.Gateway
+		p.GuestIP, p.GuestAddr = r.routedGuestAddr()
+	case NAT:
+		p.LinkName = LinkName(r.Name, RoleTap)
+		p.Queues = r.queues(f)
+		p.Vhost = f.Caps.VhostNet
+		p.Forwards = append([]Forward(nil), r.Forwards...)
+		nat := r.NAT
+		p.NAT = &nat
 	case User:
 		p.Forwards = append([]Forward(nil), r.Forwards...)
+		p.Passt, p.Notice = userBackend(f, p.Notice)
 	case None:
 		p.MAC = nil
 	}

@@ -2,6 +2,7 @@ package netsetup
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"reflect"
 	"strings"
@@ -21,14 +22,14 @@ func TestIPVtapPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.Mode != IPVtap || p.Parent != "wlan0" || p.MAC.String() != f.MAC.String() || p.LinkName != LinkName("vm1", RoleIPVtap) ||
-		p.Queues != 2 || !p.Vhost || p.GuestIP.String() != "192.168.1.50/24" || !p.Gateway.Equal(net.ParseIP("192.168.1.1")) || !p.NoHostLink {
+		p.Queues != 2 || !p.Vhost || p.GuestIP.String() != "192.168.1.50" || !p.Gateway.Equal(net.ParseIP("192.168.1.1")) || !p.NoHostLink {
 		t.Fatalf("plan %+v", p)
 	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"guest_ip":"192.168.1.50/24"`, `"gateway":"192.168.1.1"`, `"no_host_link":true`, `"mac":"02:00:00:00:00:01"`} {
+	for _, want := range []string{`"guest_ip":"192.168.1.50"`, `"gateway":"192.168.1.1"`, `"no_host_link":true`, `"mac":"02:00:00:00:00:01"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("JSON lacks %s: %s", want, b)
 		}
@@ -37,6 +38,10 @@ func TestIPVtapPlan(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
+	if !back.GuestIP.Equal(p.GuestIP) {
+		t.Errorf("guest IP %v after the round trip, want %v", back.GuestIP, p.GuestIP)
+	}
+	back.GuestIP = p.GuestIP // 16 bytes from JSON, 4 from the plan
 	if !reflect.DeepEqual(back, p) {
 		t.Errorf("round trip\n got %+v\nwant %+v", back, p)
 	}
@@ -68,6 +73,23 @@ func TestIPVlanModeString(t *testing.T) {
 		got := ipvtapBlocked(f)
 		if (tt.blocked == "") != (got == "") || !strings.Contains(got, tt.blocked) {
 			t.Errorf("uppers %+v: %q, want %q", tt.uppers, got, tt.blocked)
+		}
+	}
+}
+
+// TestIPVtapNeedsRoot: without CAP_SYS_ADMIN or CAP_NET_RAW (an
+// unprivileged vmrun with `vmrun setup`'s file capabilities), auto routes a
+// station's guest instead, and --net ipvtap says what it needs.
+func TestIPVtapNeedsRoot(t *testing.T) {
+	for _, c := range []func(*Caps){func(c *Caps) { c.SysAdmin = false }, func(c *Caps) { c.NetRaw = false }} {
+		f := with(wifiFacts(WifiStation, false), func(f *Facts) { c(&f.Caps) })
+		p, err := Decide(f, Request{Name: "vm1"})
+		if err != nil || p.Mode != Routed || !strings.Contains(p.Notice, "ipvtap needs CAP_SYS_ADMIN") {
+			t.Errorf("auto: %s, %q, %v", p.Mode, p.Notice, err)
+		}
+		_, err = Decide(f, Request{Name: "vm1", Mode: IPVtap})
+		if !errors.Is(err, ErrNoPrivilege) || !strings.Contains(err.Error(), "run vmrun as root") {
+			t.Errorf("--net ipvtap: %v", err)
 		}
 	}
 }

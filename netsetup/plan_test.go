@@ -13,7 +13,7 @@ import (
 )
 
 // allCaps is a privileged host with every capability.
-var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true}
+var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true, SysAdmin: true, NetRaw: true, Passt: "/usr/bin/passt"}
 
 func ethFacts() Facts {
 	return Facts{Uplink: "eth0", Exists: true, Index: 2, Kind: UplinkEthernet, LinkType: "device", Up: true,
@@ -95,7 +95,7 @@ func TestDecideAuto(t *testing.T) {
 		{name: "wifi station, no ipvlan, no tun", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.IPVtap, f.Caps.Tun = false, false }), mode: User,
 			notice: "/dev/net/tun cannot be opened, which --net routed on wlan0 needs"},
 		{name: "wifi station without CAP_NET_ADMIN", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
-			notice: "lacks CAP_NET_ADMIN (run it as root), which --net ipvtap on wlan0 needs"},
+			notice: "which --net ipvtap on wlan0 needs; using user-mode networking"},
 		{name: "wifi station with a macvtap on it", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Uppers = []UpperLink{{Name: "macvtap3", Kind: "macvtap"}} }),
 			mode: Routed, parent: "wlan0", reason: "ipvtap cannot be used on it", notice: "wlan0 already carries macvtap link macvtap3, and the kernel does not let ipvlan links share a parent with macvlan links (EBUSY); using routed mode",
 			wantVhost: true, wantQueues: 4},
@@ -119,7 +119,7 @@ func TestDecideAuto(t *testing.T) {
 		{name: "wifi of another type", facts: wifiFacts(WifiOther, false), mode: User, notice: "wlan0 is a Wi-Fi interface in other mode, which cannot carry a guest"},
 		{name: "no default route", facts: noRouteFacts(), mode: User, notice: "no default route"},
 		{name: "no CAP_NET_ADMIN", facts: with(ethFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
-			notice: "lacks CAP_NET_ADMIN (run it as root), which --net macvtap on eth0 needs; using user-mode networking"},
+			notice: "lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun), which --net macvtap on eth0 needs; using user-mode networking"},
 		{name: "no CAP_NET_ADMIN on bridge", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
 			notice: "--net bridge on br0 needs"},
 		{name: "tun unusable on bridge", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.Tun = false }), mode: User,
@@ -297,7 +297,7 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "macvtap without privilege", facts: with(ethFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), req: Request{Mode: Macvtap}, is: ErrNoPrivilege},
 		{name: "forwards with macvtap", facts: ethFacts(), req: Request{Mode: Macvtap, Forwards: fw}, is: ErrBadRequest, has: "--forward works only with user-mode"},
 		{name: "forwards with none", facts: ethFacts(), req: Request{Mode: None, Forwards: fw}, is: ErrBadRequest, has: "--net none"},
-		{name: "forward to an IPv6 host address", facts: ethFacts(), req: Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "::1", HostPort: 1, GuestPort: 2}}},
+		{name: "forward to an IPv6 host address", facts: with(ethFacts(), func(f *Facts) { f.Caps.Passt = "" }), req: Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "::1", HostPort: 1, GuestPort: 2}}},
 			is: ErrBadRequest, has: "IPv4"},
 		{name: "ipvtap with --mac", facts: wifiFacts(WifiStation, false), req: Request{Mode: IPVtap, MAC: net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3}, MACSet: true}, is: ErrBadRequest,
 			msg: "--mac cannot be used with --net ipvtap: the guest must use wlan0's own MAC 02:00:00:00:00:01, because ipvlan does not rewrite the guest's source MAC (and a Wi-Fi access point drops frames from any other MAC); drop --mac, or use --net routed"},
@@ -320,8 +320,6 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "ipvtap with forwards", facts: wifiFacts(WifiStation, false), req: Request{Mode: IPVtap, Forwards: fw}, is: ErrBadRequest, has: "--forward works only with user-mode"},
 		{name: "macvtap next to an ipvlan", facts: named(with(ethFacts(), func(f *Facts) { f.Uppers = []UpperLink{{Name: "ipv0", Kind: "ipvlan", IPVlanMode: "l2 bridge"}} })),
 			req: Request{Mode: Macvtap, Parent: "eth0"}, is: ErrUnsuitable, has: "(EBUSY); use --net ipvtap:eth0"},
-		{name: "routed", facts: ethFacts(), req: Request{Mode: Routed}, is: ErrNotImplemented},
-		{name: "nat", facts: ethFacts(), req: Request{Mode: NAT}, is: ErrNotImplemented},
 		{name: "unknown mode", facts: ethFacts(), req: Request{Mode: "vde"}, is: ErrUnknownMode},
 		{name: "auto on a missing uplink", facts: missing("eth5"), req: Request{Uplink: "eth5"}, is: ErrNoInterface, has: "interface eth5 does not exist"},
 		{name: "auto on a down uplink", facts: named(with(ethFacts(), func(f *Facts) { f.Up = false })), req: Request{Uplink: "eth0"}, is: ErrLinkDown},
@@ -359,7 +357,8 @@ func TestDecideRefusals(t *testing.T) {
 
 func TestDecideUserPlan(t *testing.T) {
 	fws := []Forward{{Proto: "tcp", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 80}, {Proto: "udp", HostPort: 5353, GuestPort: 53}}
-	p, err := Decide(ethFacts(), Request{Mode: User, Name: "vm1", Forwards: fws})
+	noPasst := with(ethFacts(), func(f *Facts) { f.Caps.Passt = "" })
+	p, err := Decide(noPasst, Request{Mode: User, Name: "vm1", Forwards: fws})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,7 @@ const killWait = 5 * time.Second
 func Undo(objs []rundir.Object) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	_, err := undoObjects(objs)
 	return err
 }
@@ -62,7 +64,7 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 	case ObjLink:
 		return deleteOwnedLink(h, o)
 	case ObjSysctl:
-		return restoreSysctl(o.Name, o.Old)
+		return undoSysctl(h, o)
 	case ObjProcess:
 		pid, err := strconv.Atoi(o.Name)
 		if err != nil {
@@ -76,6 +78,10 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 		return deleteNeigh(h, o)
 	case ObjAddr:
 		return deleteAddr(h, o)
+	case ObjNftTable:
+		return deleteNftTable(o)
+	case ObjNATMember:
+		return natLeave(o.Detail["dir"], o.Name, nil)
 	}
 	return fmt.Errorf("%w %q", ErrUnknownObject, o.Kind)
 }
@@ -279,6 +285,7 @@ func exited(pidfd int, d time.Duration) bool {
 func GCState(dir string, st *rundir.State) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	_, err := reclaim(dir, st)
 	return err
 }
@@ -308,6 +315,7 @@ func GC(root string, logf func(string, ...any)) (removed []string, err error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
 	entries, err := rundir.List(root)
 	if err != nil {
 		return nil, fmt.Errorf("runtime root %s: %w", root, err)
@@ -330,6 +338,9 @@ func GC(root string, logf func(string, ...any)) (removed []string, err error) {
 		if ok {
 			removed = append(removed, e.Name)
 		}
+	}
+	if err := natSweep(root); err != nil {
+		errs = append(errs, fmt.Errorf("NAT network: %w", err))
 	}
 	reportOrphans(known, logf)
 	return removed, errors.Join(errs...)

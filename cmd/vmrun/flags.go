@@ -48,8 +48,10 @@ func runFlags() []cli.Flag {
 		str("net", d.Net, "network `MODE[:INTERFACE]`: auto, bridge, macvtap, ipvtap, routed, nat, user, none", netCat),
 		str("uplink", "", "use this `INTERFACE` as the uplink instead of the default-route one", netCat),
 		list("forward", "forward a host port to the guest, `tcp:HOSTPORT:GUESTPORT` (user and nat modes); repeatable", netCat),
-		str("guest-ip", "", "the guest's static `ADDRESS/PREFIX` (ipvtap and routed modes)", netCat),
-		str("gateway", "", "the guest's default `GATEWAY` with --guest-ip", netCat),
+		str("nat-subnet", "", "nat: the private network's IPv4 `CIDR` (default: the first of 10.201-254.0.0/24, 172.16-31.201.0/24 no route uses); only the first NAT VM chooses", netCat),
+		str("resolv-conf", "", "nat: the guests' DNS forwarder asks the name servers of this `FILE` (default /etc/resolv.conf)", netCat),
+		str("guest-ip", "", "the guest's `ADDRESS/PREFIX` (ipvtap and routed modes; routed: vmrun's DHCP hands the guest ADDRESS/32 and takes no lease for it)", netCat),
+		str("gateway", "", "the guest's default `GATEWAY` with --guest-ip (not with routed: its gateway is always 169.254.0.1)", netCat),
 		boolean("no-host-link", "ipvtap: do not make the guest reachable from this host", netCat),
 		str("console", d.Console, "`auto` (serial unless a display is available), serial, none or gui", runCat),
 		str("serial-log", "", "also write the guest's serial console to `FILE`", runCat),
@@ -77,7 +79,7 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	strs := map[string]*string{
 		"name": &cfg.Name, "mem": &cfg.Mem, "mac": &cfg.MAC, "kernel": &cfg.Kernel,
 		"initrd": &cfg.Initrd, "append": &cfg.Append, "accel": &cfg.Accel, "net": &cfg.Net,
-		"uplink": &cfg.Uplink, "guest-ip": &cfg.GuestIP, "gateway": &cfg.Gateway,
+		"uplink": &cfg.Uplink, "guest-ip": &cfg.GuestIP, "nat-subnet": &cfg.NATSubnet, "resolv-conf": &cfg.ResolvConf, "gateway": &cfg.Gateway,
 		"console": &cfg.Console, "serial-log": &cfg.SerialLog, "timeout": &cfg.Timeout,
 		"shutdown-grace": &cfg.ShutdownGrace, "qemu": &cfg.QEMU,
 	}

@@ -22,7 +22,7 @@ func main() {
 func realMain(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
 	err := app.Run(args)
-	if err != nil {
+	if err != nil && err.Error() != "" {
 		fmt.Fprintf(stderr, "vmrun: %s\n", oneLine(err.Error()))
 	}
 	return exitcode.Of(err)
@@ -54,6 +54,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			stopCommand(),
 			gcCommand(),
 			netCommand(),
+			setupCommand(),
+			doctorCommand(),
 		},
 		Writer:                 stdout,
 		ErrWriter:              stderr,
@@ -61,6 +63,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler:         func(*cli.Context, error) {},
 		HideHelpCommand:        true,
 		UseShortOptionHandling: false,
+		// --qemu-arg values carry commas (-fw_cfg name=...,string=...):
+		// repeat a list flag instead of separating values with commas.
+		DisableSliceFlagSeparator: true,
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(c.App.ErrWriter, "vmrun: unknown command %q: run `vmrun --help` for the commands\n", name)
 		},
@@ -97,18 +102,27 @@ NETWORK MODES (--net MODE[:INTERFACE])
    bridge     a tap on an existing Linux bridge (bridge:br0)
    macvtap    the guest gets its own MAC on a wired interface (macvtap:eth0)
    ipvtap     Wi-Fi: the guest shares the interface's MAC, has its own IP (ipvtap:wlan0)
-   routed     a tap routed to the uplink with proxy ARP (routed:wlan0)
-   nat        a private bridge behind the host's address
-   user       QEMU user-mode networking, no privileges needed (--forward works here)
+   routed     the guest gets its own LAN address (leased for it by vmrun, or
+              --guest-ip) on a tap routed to the uplink, with proxy ARP; works on
+              any uplink, Wi-Fi included, and this host reaches it (routed:wlan0)
+   nat        a private bridge (vmrnat0) behind this host's address, shared by every NAT VM:
+              vmrun serves DHCP and DNS, guests reach each other, --forward works
+              (--nat-subnet, --resolv-conf); see docs/nat.md
+   user       no privileges needed: passt when installed (faster, IPv6), else QEMU's
+              slirp (--forward works here)
    none       no network
 
 EXAMPLES
    vmrun --disk debian.qcow2                          boot, network chosen automatically
    vmrun --disk ci.qcow2 --snapshot --timeout 10m --console none --serial-log ci.log
    vmrun --disk web.qcow2 --net user --forward tcp:8080:80
+   vmrun --disk web.qcow2 --net nat --forward tcp:8080:80   reachable on this host's port 8080
    vmrun --disk vm.qcow2 --net bridge:br0 --mem 2G --cpus 2
+   vmrun --disk vm.qcow2 --net routed:wlan0 --guest-ip 192.168.1.50/24
    vmrun --disk vm.qcow2 --dry-run                    show the plan and the QEMU command, create nothing
    vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan
+   sudo vmrun setup    once: members of group vmrun may use bridge/macvtap without root
+   vmrun doctor        what this host offers, and how to fix what is missing
 
 CONFIG FILE AND ENVIRONMENT
    Every option can be set in a YAML file (--config FILE; keys are the long

@@ -17,9 +17,11 @@ func gcCommand() *cli.Command {
 		Name:  "gc",
 		Usage: "remove what killed vmrun processes left behind (links, state, runtime directories) — and only that",
 		Description: `Looks at every VM runtime directory that no running vmrun holds, kills
-that VM's QEMU if it still runs from there, deletes the links it recorded
-(only links carrying vmrun's alias for that VM), restores the sysctls it
-changed, and removes the directory. Running VMs are never touched.`,
+that VM's QEMU (and passt) if it still runs from there, deletes the links it
+recorded (only links carrying vmrun's alias for that VM), restores the
+sysctls it changed, and removes the directory. A dead NAT VM leaves the NAT
+network; when no live one is left, the bridge vmrnat0, the nftables table
+vmrun and the forwarding sysctl go too. Running VMs are never touched.`,
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			notify := notifier(c)
@@ -90,6 +92,9 @@ func planAction(c *cli.Context) error {
 	fmt.Fprintf(out, "mode:    %s", plan.Mode)
 	if plan.Parent != "" {
 		fmt.Fprintf(out, " on %s", plan.Parent)
+	}
+	if plan.Passt != "" {
+		fmt.Fprintf(out, " through passt (%s)", plan.Passt)
 	}
 	fmt.Fprintf(out, "\nmac:     %s\nvhost:   %v\nwhy:     %s\n", plan.MAC, plan.Vhost, plan.Reason)
 	if plan.Notice != "" {

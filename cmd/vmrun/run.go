@@ -140,8 +140,16 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		Event:  func(msg string) { step("network: %s", msg) },
 		Notice: func(msg string) { notify("%s", msg) },
 	})
-	att, err := netsetup.Apply(ctx, plan, dir)
+	// A stop request during set-up (e.g. while waiting for a DHCP lease)
+	// cancels it; sigc still sees the signal and the run ends cleanly.
+	setupCtx, stopSetup := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	att, err := netsetup.Apply(setupCtx, plan, dir)
+	stopSetup()
 	if err != nil {
+		if interrupted(sigc) {
+			notify("stopped during network set-up; nothing was left behind")
+			return nil
+		}
 		return exitcode.Wrap(exitcode.Setup, err)
 	}
 	undo = append(undo, att.Undo)
@@ -151,6 +159,10 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 	sock, err := dir.Socket("qmp.sock")
 	if err != nil {
 		return exitcode.Setupf("%v", err)
+	}
+	// We hold the VM's lock: a socket file here is a crashed run's leftover.
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return exitcode.Setupf("stale QMP socket %s: %v", sock, err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
@@ -221,7 +233,7 @@ func nicOf(a *netsetup.Attachment) *launcher.NIC {
 func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
 	req := netsetup.Request{
 		Mode: spec.NetMode, Parent: spec.NetParent, Uplink: spec.Uplink, Name: spec.Name,
-		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards,
+		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards, NAT: spec.NAT,
 		GuestIP: spec.GuestIP, Gateway: spec.Gateway, NoHostLink: spec.NoHostLink,
 	}
 	facts, err := netsetup.Detect(ctx, req)
@@ -232,7 +244,7 @@ func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
 	if err != nil {
 		return netsetup.Plan{}, exitcode.Wrap(exitcode.Setup, err)
 	}
-	return plan, nil
+	return enforceACL(facts, req, plan)
 }
 
 // findQEMU resolves the QEMU binary. A missing binary the user named is a
@@ -345,6 +357,9 @@ func dryRun(c *cli.Context, vm launcher.VM, plan netsetup.Plan) error {
 	fmt.Fprintf(out, "network: %s", plan.Mode)
 	if plan.Parent != "" {
 		fmt.Fprintf(out, " on %s", plan.Parent)
+	}
+	if plan.Passt != "" {
+		fmt.Fprintf(out, " through passt (%s)", plan.Passt)
 	}
 	fmt.Fprintf(out, ", guest MAC %s\n  why: %s\n", plan.MAC, plan.Reason)
 	fmt.Fprintf(out, "QMP socket: %s (the listening socket is passed to QEMU as an fd)\n", sock)

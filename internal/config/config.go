@@ -43,6 +43,8 @@ type Config struct {
 	Console       string   `yaml:"console"`
 	SerialLog     string   `yaml:"serial-log"`
 	Accel         string   `yaml:"accel"`
+	NATSubnet     string   `yaml:"nat-subnet"`
+	ResolvConf    string   `yaml:"resolv-conf"`
 }
 
 // Defaults returns the settings used when nothing else is given.
@@ -84,6 +86,7 @@ func LoadFile(path string, c *Config) (set map[string]bool, err error) {
 	}
 	dir := filepath.Dir(path)
 	rel := func(p string) string {
+		p = expand(p)
 		if p == "" || filepath.IsAbs(p) {
 			return p
 		}
@@ -94,12 +97,24 @@ func LoadFile(path string, c *Config) (set map[string]bool, err error) {
 			c.Disk[i] = rel(c.Disk[i])
 		}
 	}
-	for k, p := range map[string]*string{"kernel": &c.Kernel, "initrd": &c.Initrd, "serial-log": &c.SerialLog} {
+	for k, p := range map[string]*string{"kernel": &c.Kernel, "initrd": &c.Initrd, "serial-log": &c.SerialLog, "resolv-conf": &c.ResolvConf} {
 		if set[k] {
 			*p = rel(*p)
 		}
 	}
 	return set, nil
+}
+
+// expand replaces $VAR/${VAR} and a leading ~/ (the user's home) in a path
+// from a config file.
+func expand(p string) string {
+	p = os.ExpandEnv(p)
+	if strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			p = filepath.Join(home, p[2:])
+		}
+	}
+	return p
 }
 
 func yamlMsg(err error) string {

@@ -220,3 +220,38 @@ func TestLoadFileErrors(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+func TestLoadFileExpandsPaths(t *testing.T) {
+	t.Setenv("HOME", "/home/tester")
+	t.Setenv("IMAGES", "/srv/images")
+	p := writeFile(t, "c.yaml", []byte("disk: [~/vm.qcow2, $IMAGES/b.qcow2]\nkernel: ${IMAGES}/vmlinuz\n"), 0o644)
+	c := Defaults()
+	if _, err := LoadFile(p, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Disk[0] != "/home/tester/vm.qcow2" || c.Disk[1] != "/srv/images/b.qcow2" || c.Kernel != "/srv/images/vmlinuz" {
+		t.Fatalf("paths not expanded: %v %s", c.Disk, c.Kernel)
+	}
+}
+
+// TestShippedConfigs: every example in configs/ loads and validates (its
+// disk is the test guest, checked when it has been built).
+func TestShippedConfigs(t *testing.T) {
+	files, err := filepath.Glob("../../configs/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example configs: %v", err)
+	}
+	for _, f := range files {
+		c := Defaults()
+		if _, err := LoadFile(f, &c); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if _, err := os.Stat(c.Disk[0]); err != nil {
+			t.Logf("%s: disk not built here (%v); validating the rest", f, err)
+			c.Disk = []string{qcow2(t)}
+		}
+		if _, err := c.Resolve(); err != nil {
+			t.Fatalf("%s does not validate: %v", f, err)
+		}
+	}
+}

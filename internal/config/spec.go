@@ -35,6 +35,7 @@ type Spec struct {
 	GuestIP    *net.IPNet
 	Gateway    net.IP
 	NoHostLink bool
+	NAT        netsetup.NATOptions
 	Timeout    time.Duration
 	Grace      time.Duration
 	QEMU       string
@@ -239,5 +240,23 @@ func (c Config) resolveNet(s *Spec) error {
 		}
 	}
 	s.NoHostLink = c.NoHostLink
+	return c.resolveNAT(s)
+}
+
+// resolveNAT checks the NAT options; they only matter with --net nat.
+func (c Config) resolveNAT(s *Spec) error {
+	if c.NATSubnet != "" {
+		p, err := netsetup.ParseNATSubnet(c.NATSubnet)
+		if err != nil {
+			return err
+		}
+		s.NAT.Subnet = p.String()
+	}
+	if c.ResolvConf != "" {
+		if err := readableFile("resolv-conf", c.ResolvConf); err != nil {
+			return err
+		}
+		s.NAT.ResolvConf = absOrEmpty(c.ResolvConf)
+	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/internal/udpframe"
 	"net"
 	"os"
 	"sync"
@@ -24,6 +25,12 @@ import (
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+)
+
+// DHCP's UDP ports.
+const (
+	serverPort = 67
+	clientPort = 68
 )
 
 // Route is a classless static route (DHCP option 121, RFC 3442) for the
@@ -109,7 +116,7 @@ func New(cfg Config) (*Server, error) {
 	if len(src) != 6 {
 		return nil, fmt.Errorf("dhcp responder on %q: %w: link has no Ethernet address (set ServerMAC)", cfg.Link, ErrInvalidConfig)
 	}
-	filter, err := udpPortFilter(serverPort)
+	filter, err := udpframe.PortFilter(serverPort)
 	if err != nil {
 		return nil, fmt.Errorf("dhcp responder on %q: assemble bpf filter: %w", cfg.Link, err)
 	}
@@ -212,7 +219,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // handle answers one received frame.
 func (s *Server) handle(frame []byte) {
-	d, err := parseFrame(frame)
+	d, err := udpframe.Parse(frame)
 	if err != nil || d.DstPort != serverPort {
 		return
 	}
@@ -230,13 +237,13 @@ func (s *Server) handle(frame []byte) {
 		s.cfg.Logf("dhcp responder on %q: no answer: %s", s.cfg.Link, r.Note)
 		return
 	}
-	out := &datagram{
+	out := &udpframe.Datagram{
 		SrcMAC: s.srcMAC, DstMAC: r.DstMAC,
 		Src: s.cfg.Lease.ServerID, Dst: r.DstIP,
 		SrcPort: serverPort, DstPort: clientPort,
 		Payload: r.Msg.ToBytes(),
 	}
-	b, err := out.marshal()
+	b, err := out.Marshal()
 	if err == nil {
 		_, err = s.conn.WriteTo(b, &packet.Addr{HardwareAddr: r.DstMAC})
 	}

@@ -12,6 +12,12 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
+// MACs of the fake guest and host in these tests.
+var (
+	testGuestMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x77}
+	testHostMAC  = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+)
+
 // routedConfig is the routed-mode lease: a /32 with an off-link router.
 func routedConfig() Config {
 	return Config{

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/internal/udpframe"
 	"net"
 	"os"
 	"path/filepath"
@@ -129,7 +130,7 @@ func (c captured) String() string { return fmt.Sprintf("%s to %s/%s", c.Type, c.
 // returned function is called; that function returns them.
 func capture(t *testing.T, ns *testutil.Netns, iface string) func() []captured {
 	t.Helper()
-	filter, err := udpPortFilter(clientPort)
+	filter, err := udpframe.PortFilter(clientPort)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func capture(t *testing.T, ns *testutil.Netns, iface string) func() []captured {
 			if err != nil {
 				return // closed
 			}
-			d, err := parseFrame(buf[:n])
+			d, err := udpframe.Parse(buf[:n])
 			if err != nil {
 				continue
 			}
@@ -465,13 +466,13 @@ type tapGuest struct {
 
 // exchange writes msg as a broadcast frame and returns the DHCP answer with
 // the same transaction ID, and the datagram that carried it.
-func (g *tapGuest) exchange(msg *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *datagram) {
+func (g *tapGuest) exchange(msg *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *udpframe.Datagram) {
 	g.t.Helper()
-	frame, err := (&datagram{
+	frame, err := (&udpframe.Datagram{
 		SrcMAC: testGuestMAC, DstMAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 		Src: net.IPv4zero, Dst: net.IPv4bcast, SrcPort: clientPort, DstPort: serverPort,
 		Payload: msg.ToBytes(),
-	}).marshal()
+	}).Marshal()
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -487,7 +488,7 @@ func (g *tapGuest) exchange(msg *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *datagram) {
 		if err != nil {
 			g.t.Fatalf("no answer to %s on the tap: %v", msg.MessageType(), err)
 		}
-		d, err := parseFrame(buf[:n])
+		d, err := udpframe.Parse(buf[:n])
 		if err != nil || d.DstPort != clientPort {
 			continue // IPv6 router solicitations and the like
 		}

@@ -1,12 +1,19 @@
 package dhcpupstream
 
 import (
+	"github.com/vmrun/vmrun/internal/udpframe"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
+)
+
+// DHCP's UDP ports.
+const (
+	serverPort = 67
+	clientPort = 68
 )
 
 // l2Conn is the net.PacketConn that nclient4 reads and writes DHCP
@@ -34,7 +41,7 @@ type l2Conn struct {
 
 // listenL2 opens the socket on ifi (in the calling thread's namespace).
 func listenL2(ifi *net.Interface) (*l2Conn, error) {
-	filter, err := udpPortFilter(clientPort)
+	filter, err := udpframe.PortFilter(clientPort)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +60,7 @@ func (c *l2Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		d, err := parseFrame(buf[:n])
+		d, err := udpframe.Parse(buf[:n])
 		if err != nil || d.DstPort != clientPort {
 			continue
 		}
@@ -84,10 +91,10 @@ func (c *l2Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		c.mu.Unlock()
 	}
-	frame, err := (&datagram{
+	frame, err := (&udpframe.Datagram{
 		SrcMAC: c.mac, DstMAC: dstMAC, Src: src, Dst: ua.IP,
 		SrcPort: clientPort, DstPort: ua.Port, Payload: b,
-	}).marshal()
+	}).Marshal()
 	if err != nil {
 		return 0, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/internal/udpframe"
 	"net"
 	"os"
 	"strings"
@@ -119,7 +120,7 @@ func (s seen) String() string {
 // the returned function is called; it returns them.
 func capture(t *testing.T, ns *testutil.Netns, iface string, port uint16) func() []seen {
 	t.Helper()
-	filter, err := udpPortFilter(port)
+	filter, err := udpframe.PortFilter(port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func capture(t *testing.T, ns *testutil.Netns, iface string, port uint16) func()
 			if err != nil {
 				return
 			}
-			d, err := parseFrame(buf[:n])
+			d, err := udpframe.Parse(buf[:n])
 			if err != nil {
 				continue
 			}

@@ -319,4 +319,16 @@ func TestUnprivilegedTapRefused(t *testing.T) {
 		t.Fatalf("links changed: %v → %v", before, after)
 	}
 	assertEmptyDir(t, runtime)
+
+	// A disk the user cannot read: exit 1, the file named, the fix given.
+	secret := filepath.Join(imgDir, "secret.qcow2")
+	if err := os.WriteFile(secret, make([]byte, 512), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = ns.Run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+		"env", "VMRUN_RUNTIME_DIR="+runtime, vmrunBin, "--disk", secret, "--net", "none")
+	if err == nil || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(out, secret+" cannot be read (permission denied)") {
+		t.Fatalf("unreadable disk: %v\n%s", err, out)
+	}
+	assertEmptyDir(t, runtime)
 }

@@ -136,10 +136,28 @@ func (v *VM) Wait(timeout time.Duration) int {
 	return -1
 }
 
-// WaitConsole waits for a console line matching pattern.
+// WaitConsole waits for a console line matching pattern; it gives up
+// early when vmrun exits without printing it.
 func (v *VM) WaitConsole(pattern string, timeout time.Duration) []string {
 	v.t.Helper()
-	m, err := v.Console.WaitFor(pattern, timeout)
+	type res struct {
+		m   []string
+		err error
+	}
+	c := make(chan res, 1)
+	go func() { m, err := v.Console.WaitFor(pattern, timeout); c <- res{m, err} }()
+	var r res
+	select {
+	case r = <-c:
+	case <-v.done:
+		// The last output may still be on its way.
+		m, err := v.Console.WaitFor(pattern, time.Second)
+		r = res{m, err}
+		if err != nil {
+			r.err = fmt.Errorf("vmrun exited (code %d) before printing %q", v.code, pattern)
+		}
+	}
+	m, err := r.m, r.err
 	if err != nil {
 		v.t.Fatalf("%v\n--- console:\n%s\n--- stderr:\n%s", err, v.Console, v.Stderr)
 	}

@@ -39,6 +39,8 @@ var dhcpCookie = []byte{99, 130, 83, 99}
 type Lease struct {
 	IP, Mask, Router, Server net.IP
 	Duration                 time.Duration
+	// Options are all options of the ACK, by code.
+	Options map[byte][]byte
 }
 
 // dhcpMsg is a parsed BOOTP/DHCP reply.
@@ -63,7 +65,7 @@ func (g *Guest) DHCP(ctx context.Context) (Lease, error) {
 	if err != nil {
 		return Lease{}, fmt.Errorf("DHCP request for %s: %w", offer.yiaddr, err)
 	}
-	l := Lease{IP: ack.yiaddr, Mask: ack.opts[optSubnetMask], Server: ack.opts[optServerID]}
+	l := Lease{IP: ack.yiaddr, Mask: ack.opts[optSubnetMask], Server: ack.opts[optServerID], Options: ack.opts}
 	if r := ack.opts[optRouter]; len(r) >= 4 {
 		l.Router = net.IP(r[:4])
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -34,9 +35,11 @@ var ErrClosed = errors.New("fake guest closed")
 
 // Guest is a fake guest on one queue fd.
 type Guest struct {
-	fs   []*os.File // the queues: it reads all, sends on the first
-	mac  net.HardwareAddr
-	vnet bool
+	fs     []*os.File // the queues: it reads all, sends on the first
+	mac    net.HardwareAddr
+	vnet   bool
+	stream bool // frames carry a 4-byte length prefix (QEMU's stream netdev, passt)
+	wmu    sync.Mutex
 
 	mu       sync.Mutex
 	ip       net.IP
@@ -75,6 +78,16 @@ func NewQueues(fs []*os.File, mac net.HardwareAddr, vnetHdr bool) *Guest {
 		g.wg.Add(1)
 		go g.readLoop(f)
 	}
+	return g
+}
+
+// NewStream starts a fake guest on a connected stream socket that speaks
+// QEMU's stream netdev protocol (each frame preceded by its length, 4 bytes
+// big-endian), as passt does. f must be non-blocking (pollable).
+func NewStream(f *os.File, mac net.HardwareAddr) *Guest {
+	g := &Guest{fs: []*os.File{f}, mac: mac, stream: true, done: make(chan struct{})}
+	g.wg.Add(1)
+	go g.readLoop(f)
 	return g
 }
 
@@ -132,7 +145,7 @@ func (g *Guest) readLoop(f *os.File) {
 	defer g.wg.Done()
 	buf := make([]byte, 65536+VnetHdrLen)
 	for {
-		n, err := f.Read(buf)
+		n, err := g.readFrame(f, buf)
 		if err != nil {
 			select {
 			case <-g.done:
@@ -154,6 +167,23 @@ func (g *Guest) readLoop(f *os.File) {
 		g.Received.Add(1)
 		g.handle(append([]byte(nil), frame...))
 	}
+}
+
+// readFrame reads one frame: one read on a tap, or a length-prefixed
+// record on a stream.
+func (g *Guest) readFrame(f *os.File, buf []byte) (int, error) {
+	if !g.stream {
+		return f.Read(buf)
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+		return 0, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[:]))
+	if n > len(buf) {
+		return 0, fmt.Errorf("stream frame of %d bytes", n)
+	}
+	return io.ReadFull(f, buf[:n])
 }
 
 // handle answers ARP and echo requests and hands frames to waiters.
@@ -185,13 +215,25 @@ func (g *Guest) handle(frame []byte) {
 	}
 }
 
-// Send writes one Ethernet frame (adding the virtio_net_hdr when needed).
+// Send writes one Ethernet frame (adding the virtio_net_hdr or the
+// stream's length prefix when needed).
 func (g *Guest) Send(frame []byte) error {
-	if g.vnet {
+	switch {
+	case g.vnet:
 		frame = append(make([]byte, VnetHdrLen), frame...)
+	case g.stream:
+		frame = append(binary.BigEndian.AppendUint32(nil, uint32(len(frame))), frame...)
 	}
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
 	_, err := g.fs[0].Write(frame)
 	return err
+}
+
+// SendUDP sends one UDP datagram from the guest's address to dst:dport,
+// in a frame to next hop MAC hop.
+func (g *Guest) SendUDP(hop net.HardwareAddr, dst net.IP, sport, dport uint16, payload []byte) error {
+	return g.Send(ipv4Frame(hop, g.mac, g.IP(), dst.To4(), 17, udp(sport, dport, payload)))
 }
 
 // exchange sends frame every interval until a frame matching match
@@ -253,7 +295,13 @@ func (g *Guest) Resolve(ctx context.Context, ip net.IP) (net.HardwareAddr, error
 
 // Ping resolves dst and sends ICMP echo requests until one is answered.
 func (g *Guest) Ping(ctx context.Context, dst net.IP) error {
-	mac, err := g.Resolve(ctx, dst)
+	return g.PingVia(ctx, dst, dst)
+}
+
+// PingVia pings dst through router hop (whose MAC it resolves): for a
+// destination beyond the guest's link, hop is its gateway.
+func (g *Guest) PingVia(ctx context.Context, hop, dst net.IP) error {
+	mac, err := g.Resolve(ctx, hop)
 	if err != nil {
 		return err
 	}
@@ -280,7 +328,7 @@ func (g *Guest) answerARP(frame []byte, ip net.IP) {
 	if !ok || a.op != 1 || ip == nil || !a.tpa.Equal(ip) {
 		return
 	}
-	// Counted before it is sent, so that whoever receives it sees the count.
+	// Count before sending: whoever reads the reply may look at the counter.
 	g.ARPReplies.Add(1)
 	if g.Send(arpFrame(2, g.mac, ip, a.sha, a.spa)) != nil {
 		g.ARPReplies.Add(-1)

@@ -1,4 +1,4 @@
-package dhcpserve
+package udpframe
 
 import (
 	"bytes"
@@ -15,12 +15,12 @@ var (
 )
 
 func TestFrameRoundTrip(t *testing.T) {
-	d := &datagram{
+	d := &Datagram{
 		SrcMAC: testGuestMAC, DstMAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
-		Src: net.IPv4zero, Dst: net.IPv4bcast, SrcPort: clientPort, DstPort: serverPort,
+		Src: net.IPv4zero, Dst: net.IPv4bcast, SrcPort: 68, DstPort: 67,
 		Payload: []byte("odd-length payload"),
 	}
-	b, err := d.marshal()
+	b, err := d.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,8 +33,8 @@ func TestFrameRoundTrip(t *testing.T) {
 	if got := fold(sum(u, pseudo)); got != 0xffff {
 		t.Errorf("udp checksum does not verify: folded sum %#04x", got)
 	}
-	// Ethernet padding after the datagram must be ignored.
-	got, err := parseFrame(append(b, 0, 0, 0, 0))
+	// Ethernet padding after the Datagram must be ignored.
+	got, err := Parse(append(b, 0, 0, 0, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,8 +47,8 @@ func TestFrameRoundTrip(t *testing.T) {
 
 func TestParseFrameRejects(t *testing.T) {
 	good := func() []byte {
-		b, err := (&datagram{SrcMAC: testGuestMAC, DstMAC: testHostMAC, Src: net.IPv4(10, 0, 0, 2),
-			Dst: net.IPv4(10, 0, 0, 1), SrcPort: 68, DstPort: 67, Payload: make([]byte, 300)}).marshal()
+		b, err := (&Datagram{SrcMAC: testGuestMAC, DstMAC: testHostMAC, Src: net.IPv4(10, 0, 0, 2),
+			Dst: net.IPv4(10, 0, 0, 1), SrcPort: 68, DstPort: 67, Payload: make([]byte, 300)}).Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,23 +62,23 @@ func TestParseFrameRejects(t *testing.T) {
 		"udp len big": func(b []byte) []byte { binary.BigEndian.PutUint16(b[14+20+4:], 2000); return b },
 		"truncated":   func(b []byte) []byte { return b[:100] },
 	} {
-		if _, err := parseFrame(mangle(good())); err == nil {
-			t.Errorf("%s: parseFrame accepted it", name)
+		if _, err := Parse(mangle(good())); err == nil {
+			t.Errorf("%s: Parse accepted it", name)
 		}
 	}
 }
 
 func TestUDPPortFilter(t *testing.T) {
-	if _, err := udpPortFilter(serverPort); err != nil {
+	if _, err := PortFilter(67); err != nil {
 		t.Fatalf("assemble: %v", err)
 	}
-	vm, err := bpf.NewVM(udpPortMatch(serverPort))
+	vm, err := bpf.NewVM(PortMatch(67))
 	if err != nil {
 		t.Fatal(err)
 	}
 	frame := func(dport int, mangle func([]byte)) []byte {
-		b, err := (&datagram{SrcMAC: testGuestMAC, DstMAC: testHostMAC, Src: net.IPv4zero,
-			Dst: net.IPv4bcast, SrcPort: 68, DstPort: dport, Payload: make([]byte, 300)}).marshal()
+		b, err := (&Datagram{SrcMAC: testGuestMAC, DstMAC: testHostMAC, Src: net.IPv4zero,
+			Dst: net.IPv4bcast, SrcPort: 68, DstPort: dport, Payload: make([]byte, 300)}).Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,8 +1,8 @@
-package dhcpupstream
-
-// Framing of UDP/IPv4 in Ethernet. This file is a copy of
-// internal/dhcpserve/frame.go (each package owns its socket code); keep
-// the two in step.
+// Package udpframe builds and parses UDP/IPv4 datagrams in Ethernet frames,
+// and the classic BPF filter that passes only those to one UDP port: what
+// vmrun's layer-2 DHCP responder and its upstream DHCP client need on their
+// packet sockets.
+package udpframe
 
 import (
 	"encoding/binary"
@@ -15,57 +15,51 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DHCP's UDP ports.
-const (
-	serverPort = 67
-	clientPort = 68
-)
-
 const (
 	ipv4HeaderLen = 20
 	udpHeaderLen  = 8
 	protoUDP      = 17
 )
 
-// datagram is one UDP/IPv4 datagram carried in an Ethernet frame.
-type datagram struct {
+// Datagram is one UDP/IPv4 Datagram carried in an Ethernet frame.
+type Datagram struct {
 	SrcMAC, DstMAC   net.HardwareAddr
 	Src, Dst         net.IP
 	SrcPort, DstPort int
 	Payload          []byte
 }
 
-// errNotUDP4 marks a frame that is not an unfragmented UDP/IPv4 datagram.
-var errNotUDP4 = errors.New("not an unfragmented udp/ipv4 datagram")
+// ErrNotUDP4 marks a frame that is not an unfragmented UDP/IPv4 Datagram.
+var ErrNotUDP4 = errors.New("not an unfragmented udp/ipv4 Datagram")
 
-// parseFrame decodes an Ethernet frame holding a UDP/IPv4 datagram. It
+// Parse decodes an Ethernet frame holding a UDP/IPv4 Datagram. It
 // checks lengths but not checksums: a guest that offloads checksums (virtio
 // with a vnet header) hands the tap frames whose UDP checksum is still
 // partial, and the kernel does not verify it for packet sockets either.
-func parseFrame(b []byte) (*datagram, error) {
+func Parse(b []byte) (*Datagram, error) {
 	var f ethernet.Frame
 	if err := f.UnmarshalBinary(b); err != nil {
 		return nil, fmt.Errorf("ethernet frame: %w", err)
 	}
 	if f.EtherType != ethernet.EtherTypeIPv4 {
-		return nil, errNotUDP4
+		return nil, ErrNotUDP4
 	}
 	p := f.Payload
 	if len(p) < ipv4HeaderLen || p[0]>>4 != 4 {
-		return nil, errNotUDP4
+		return nil, ErrNotUDP4
 	}
 	ihl := int(p[0]&0x0f) * 4
 	total := int(binary.BigEndian.Uint16(p[2:4]))
 	fragment := binary.BigEndian.Uint16(p[6:8])&0x3fff != 0 // MF flag or an offset
 	if ihl < ipv4HeaderLen || total < ihl+udpHeaderLen || total > len(p) || fragment || p[9] != protoUDP {
-		return nil, errNotUDP4
+		return nil, ErrNotUDP4
 	}
 	u := p[ihl:total] // drops Ethernet padding
 	ulen := int(binary.BigEndian.Uint16(u[4:6]))
 	if ulen < udpHeaderLen || ulen > len(u) {
-		return nil, errNotUDP4
+		return nil, ErrNotUDP4
 	}
-	return &datagram{
+	return &Datagram{
 		SrcMAC:  f.Source,
 		DstMAC:  f.Destination,
 		Src:     net.IP(append([]byte(nil), p[12:16]...)),
@@ -80,14 +74,14 @@ func parseFrame(b []byte) (*datagram, error) {
 // both checksums filled in. The IPv4 header is written by hand because
 // x/net/ipv4's Header.Marshal produces the local raw-socket layout, which
 // is not the wire format on every system.
-func (d *datagram) marshal() ([]byte, error) {
+func (d *Datagram) Marshal() ([]byte, error) {
 	src, dst := d.Src.To4(), d.Dst.To4()
 	if src == nil || dst == nil {
-		return nil, fmt.Errorf("udp datagram %v -> %v: not ipv4 addresses", d.Src, d.Dst)
+		return nil, fmt.Errorf("udp Datagram %v -> %v: not ipv4 addresses", d.Src, d.Dst)
 	}
 	ulen := udpHeaderLen + len(d.Payload)
 	if ipv4HeaderLen+ulen > 0xffff {
-		return nil, fmt.Errorf("udp datagram %v -> %v: payload of %d bytes is too long", d.Src, d.Dst, len(d.Payload))
+		return nil, fmt.Errorf("udp Datagram %v -> %v: payload of %d bytes is too long", d.Src, d.Dst, len(d.Payload))
 	}
 	p := make([]byte, ipv4HeaderLen+ulen)
 	ip := p[:ipv4HeaderLen]
@@ -137,23 +131,23 @@ func fold(acc uint32) uint16 {
 	return uint16(acc)
 }
 
-// udpPortFilter returns a classic BPF program for a raw (SOCK_RAW) packet
+// PortFilter returns a classic BPF program for a raw (SOCK_RAW) packet
 // socket that accepts only incoming (not locally sent) unfragmented
 // UDP/IPv4 frames to dstPort.
-func udpPortFilter(dstPort uint16) ([]bpf.RawInstruction, error) {
+func PortFilter(dstPort uint16) ([]bpf.RawInstruction, error) {
 	prog := append([]bpf.Instruction{
 		// Frames this host sends on the link (for a tap: frames to the
 		// guest, including those a bridge floods to it) are not requests.
 		bpf.LoadExtension{Num: bpf.ExtType},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.PACKET_OUTGOING, SkipTrue: 1},
 		bpf.RetConstant{Val: 0},
-	}, udpPortMatch(dstPort)...)
+	}, PortMatch(dstPort)...)
 	return bpf.Assemble(prog)
 }
 
-// udpPortMatch is the part of udpPortFilter that x/net/bpf's VM can run
+// PortMatch is the part of PortFilter that x/net/bpf's VM can run
 // (it has no packet-type extension): IPv4, UDP, first fragment, port.
-func udpPortMatch(dstPort uint16) []bpf.Instruction {
+func PortMatch(dstPort uint16) []bpf.Instruction {
 	return []bpf.Instruction{
 		bpf.LoadAbsolute{Off: 12, Size: 2}, // EtherType
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(ethernet.EtherTypeIPv4), SkipTrue: 8},

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"golang.org/x/sys/unix"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// TestDoctorJSON: the report is stable (every check, in order, with a
+// known status), the device checks match the devices, the link probes
+// match probing, and the exit code matches "ok".
+func TestDoctorJSON(t *testing.T) {
+	t.Setenv(rundir.EnvRoot, t.TempDir())
+	out, errOut, code := vmrun(t, "doctor", "--json")
+	var r doctorReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("doctor --json (exit %d): %v\n%s%s", code, err, out, errOut)
+	}
+	var ids []string
+	for _, c := range r.Checks {
+		ids = append(ids, c.ID)
+		switch c.Status {
+		case statusOK, statusWarn, statusFail, statusUnknown:
+		default:
+			t.Errorf("check %s: status %q", c.ID, c.Status)
+		}
+		if c.Summary == "" || c.Status != statusOK && c.Status != statusUnknown && c.Fix == "" {
+			t.Errorf("check %+v lacks a summary or a fix", c)
+		}
+	}
+	if !reflect.DeepEqual(ids, doctorIDs) {
+		t.Errorf("check IDs %q, want %q", ids, doctorIDs)
+	}
+	// The JSON keys themselves are part of the contract.
+	var raw map[string]any
+	_ = json.Unmarshal([]byte(out), &raw)
+	for _, k := range []string{"ok", "auto", "checks"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("no %q key", k)
+		}
+	}
+	status := map[string]string{}
+	for _, c := range r.Checks {
+		status[c.ID] = c.Status
+	}
+	for id, dev := range map[string]string{"kvm": "/dev/kvm", "vhost-net": "/dev/vhost-net"} {
+		f, err := os.OpenFile(dev, os.O_RDWR, 0)
+		if err == nil {
+			f.Close()
+		}
+		if (err == nil) != (status[id] == statusOK) {
+			t.Errorf("%s: status %s, but opening %s: %v", id, status[id], dev, err)
+		}
+	}
+	p := netsetup.ProbeKernel()
+	for id, pr := range map[string]netsetup.Probe{"tun": p.Tun, "bridge": p.Bridge, "macvtap": p.Macvtap, "ipvtap": p.IPVtap, "nftables": p.Nftables} {
+		want := statusUnknown
+		if pr.Known && pr.OK {
+			want = statusOK
+		} else if pr.Known {
+			want = statusFail
+		}
+		if status[id] != want {
+			t.Errorf("%s: status %s, probing says %s", id, status[id], want)
+		}
+	}
+	if (code == 0) != r.OK || code != 0 && code != 1 {
+		t.Errorf("exit %d with ok=%v", code, r.OK)
+	}
+	if !r.OK && errOut != "" {
+		t.Errorf("exit 1 prints nothing more: %q", errOut)
+	}
+	// The text form: one line per problem, then the verdict.
+	text, _, tcode := vmrun(t, "doctor")
+	if tcode != code || !strings.Contains(text, "--net auto uses "+r.Auto.Mode) {
+		t.Errorf("text form (exit %d):\n%s", tcode, text)
+	}
+}
+
+func TestQEMUVersionCheck(t *testing.T) {
+	for out, want := range map[string]string{
+		"QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)\n": statusOK,
+		"QEMU emulator version 8.0.0\n":                        statusOK,
+		"QEMU emulator version 6.2.0\n":                        statusWarn,
+		"QEMU emulator version 7.1.0\n":                        statusWarn,
+		"garbage":                                              statusWarn,
+	} {
+		if c := qemuVersionCheck("/q", out); c.Status != want {
+			t.Errorf("%q: %+v", out, c)
+		}
+	}
+}
+
+func TestNetworkManagerCheck(t *testing.T) {
+	if c := checkNetworkManager(filepath.Join(t.TempDir(), "none")); c.Status != statusOK {
+		t.Errorf("no NetworkManager: %+v", c)
+	}
+	dir := t.TempDir()
+	if c := checkNetworkManager(dir); c.Status != statusWarn || !strings.Contains(c.Fix, "vmrun setup") {
+		t.Errorf("NetworkManager without the drop-in: %+v", c)
+	}
+	p, err := writeNMDropIn(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := checkNetworkManager(dir); c.Status != statusOK || !strings.Contains(c.Summary, p) {
+		t.Errorf("with the drop-in: %+v", c)
+	}
+}
+
+func TestRuntimeDirCheck(t *testing.T) {
+	d := t.TempDir()
+	if c := checkRuntimeDir(d); c.Status != statusOK {
+		t.Errorf("%+v", c)
+	}
+	if c := checkRuntimeDir(filepath.Join(d, "new")); c.Status != statusOK {
+		t.Errorf("creatable: %+v", c)
+	}
+	f := filepath.Join(d, "file")
+	_ = os.WriteFile(f, nil, 0o644)
+	if c := checkRuntimeDir(f); c.Status != statusFail {
+		t.Errorf("a file: %+v", c)
+	}
+	if err := os.Chmod(d, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if c := checkRuntimeDir(d); c.Status != statusWarn {
+		t.Errorf("world-writable: %+v", c)
+	}
+}
+
+// TestFileCapsEncoding: the xattr is what setcap writes for
+// cap_net_admin,cap_mknod+p.
+func TestFileCapsEncoding(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bin")
+	if err := os.WriteFile(p, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := setFileCaps(p, 12, 27); err != nil {
+		testutil.Skipf(t, "no security xattrs here (root and a file system with them are needed): %v", err)
+	}
+	b := make([]byte, 64)
+	n, err := getxattr(p, "security.capability", b)
+	if err != nil || n != 20 {
+		t.Fatalf("xattr: %d bytes, %v", n, err)
+	}
+	if binary.LittleEndian.Uint32(b) != vfsCapRevision2 || binary.LittleEndian.Uint32(b[4:]) != 1<<12|1<<27 ||
+		binary.LittleEndian.Uint32(b[8:]) != 0 || binary.LittleEndian.Uint32(b[12:]) != 0 {
+		t.Errorf("xattr % x", b[:n])
+	}
+}
+
+func getxattr(path, name string, b []byte) (int, error) { return unix.Getxattr(path, name, b) }

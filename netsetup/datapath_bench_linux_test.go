@@ -1,0 +1,175 @@
+package netsetup_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
+	"golang.org/x/sys/unix"
+)
+
+// udpSink counts UDP bytes arriving on addr inside the lab's LAN.
+type udpSink struct {
+	conn  *net.UDPConn
+	bytes int64
+	first time.Time
+	last  time.Time
+}
+
+func startUDPSink(b *testing.B, l *lab, addr string) *udpSink {
+	b.Helper()
+	s := &udpSink{}
+	if err := l.lan.Do(func() error {
+		a, err := net.ResolveUDPAddr("udp4", addr)
+		if err != nil {
+			return err
+		}
+		s.conn, err = net.ListenUDP("udp4", a)
+		if err == nil {
+			_ = s.conn.SetReadBuffer(8 << 20)
+		}
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.conn.Close() })
+	return s
+}
+
+// drain reads until nothing arrives for idle.
+func (s *udpSink) drain(idle time.Duration) {
+	buf := make([]byte, 65536)
+	for {
+		_ = s.conn.SetReadDeadline(time.Now().Add(idle))
+		n, err := s.conn.Read(buf)
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		if s.first.IsZero() {
+			s.first = now
+		}
+		s.last, s.bytes = now, s.bytes+int64(n)
+	}
+}
+
+// BenchmarkDatapath measures the host side of each attachment without a
+// VM: a fake guest on the attachment's fd (tap, macvtap, or passt's
+// stream socket) sends 1400-byte UDP datagrams as fast as it can to a
+// receiver on the LAN, through the bridge, macvtap, NAT (conntrack and
+// masquerade) or passt (a socket per flow in user space). It reports
+// what the receiver got per second, and the share lost. (QEMU's slirp has
+// no fd to put a fake guest on: see test/e2e BenchmarkThroughput.)
+func BenchmarkDatapath(b *testing.B) {
+	const (
+		datagrams = 20000
+		size      = 1400
+		sink      = "10.77.0.3"
+	)
+	for _, mode := range []string{"tap-bridge", "macvtap", "nat", "user-passt"} {
+		b.Run(mode, func(b *testing.B) {
+			passt, err := exec.LookPath("passt")
+			if mode == "user-passt" && err != nil {
+				b.Skip("passt is not installed")
+			}
+			var mbps, loss float64
+			for range b.N {
+				l := newLab(b)
+				l.lan.MustRun(b, "ip", "addr", "add", sink+"/24", "dev", "lan0")
+				b.Setenv(rundir.EnvRoot, b.TempDir())
+				var p netsetup.Plan
+				hostIf := "up0"
+				switch mode {
+				case "tap-bridge":
+					l.bridged(b)
+					hostIf = "br0"
+					p = netsetup.Plan{Name: "dp", Mode: netsetup.Bridge, Parent: "br0", MAC: netsetup.DeriveMAC("dp"), Queues: 1, LinkName: netsetup.LinkName("dp", netsetup.RoleTap)}
+				case "macvtap":
+					p = netsetup.Plan{Name: "dp", Mode: netsetup.Macvtap, Parent: "up0", MAC: netsetup.DeriveMAC("dp"), Queues: 1, LinkName: netsetup.LinkName("dp", netsetup.RoleMacvtap)}
+				case "nat":
+					p = netsetup.Plan{Name: "dp", Mode: netsetup.NAT, Parent: netsetup.NATBridge, MAC: netsetup.DeriveMAC("dp"), Queues: 1,
+						LinkName: netsetup.LinkName("dp", netsetup.RoleTap), NAT: &netsetup.NATOptions{ResolvConf: "/dev/null"}}
+				case "user-passt":
+					p = netsetup.Plan{Name: "dp", Mode: netsetup.User, MAC: netsetup.DeriveMAC("dp"), Passt: passt}
+				}
+				l.host.MustRun(b, "ip", "addr", "add", "10.77.0.2/24", "dev", hostIf)
+				l.host.MustRun(b, "ip", "route", "add", "default", "via", lanIP)
+				a, err := l.apply(b, context.Background(), p, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				g := newBenchGuest(b, a, p)
+				hop := net.ParseIP(sink)
+				switch mode {
+				case "tap-bridge", "macvtap":
+					g.SetIP(net.ParseIP("10.77.0.50"))
+				default: // NAT and passt hand out addresses and a gateway
+					lease, err := g.DHCP(ctxT(b, 20*time.Second))
+					if err != nil {
+						b.Fatal(err)
+					}
+					hop = lease.Router
+				}
+				mac, err := g.Resolve(ctxT(b, 10*time.Second), hop)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s := startUDPSink(b, l, sink+":9000")
+				done := make(chan struct{})
+				go func() { s.drain(time.Second); close(done) }()
+				payload := make([]byte, size)
+				b.ResetTimer()
+				for i := range datagrams {
+					if err := g.SendUDP(mac, net.ParseIP(sink), 40000, 9000, payload); err != nil {
+						if i == 0 {
+							b.Fatal(err)
+						}
+						time.Sleep(time.Millisecond) // queue full: back off
+					}
+				}
+				<-done
+				b.StopTimer()
+				if s.bytes == 0 {
+					b.Fatal("nothing arrived")
+				}
+				d := s.last.Sub(s.first)
+				mbps += float64(s.bytes) * 8 / max(d.Seconds(), 1e-3) / 1e6
+				loss += 1 - float64(s.bytes)/float64(datagrams*size)
+				g.Close()
+				a.CloseFiles()
+				if err := a.Undo(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(mbps/float64(b.N), "Mbit/s")
+			b.ReportMetric(100*loss/float64(b.N), "%lost")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// newBenchGuest puts a fake guest on the attachment's fd.
+func newBenchGuest(b *testing.B, a *netsetup.Attachment, p netsetup.Plan) *fakeguest.Guest {
+	b.Helper()
+	f := a.Files[0]
+	if a.Backend != "stream" {
+		return fakeguest.New(f, p.MAC, true)
+	}
+	// The socketpair end is blocking (QEMU wants it so): make it pollable.
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		b.Fatal(err)
+	}
+	nf := os.NewFile(uintptr(fd), "passt-stream")
+	b.Cleanup(func() { nf.Close() })
+	return fakeguest.NewStream(nf, p.MAC)
+}

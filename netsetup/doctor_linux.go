@@ -1,0 +1,149 @@
+package netsetup
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/internal/caps"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"golang.org/x/sys/unix"
+)
+
+// Probe says whether a kernel feature works: Known is false when vmrun
+// could not find out (no privilege to create a throwaway namespace).
+type Probe struct {
+	Known bool  `json:"known"`
+	OK    bool  `json:"ok"`
+	Err   error `json:"-"`
+}
+
+// KernelProbes are the link kinds and nftables, each tried for real in a
+// throwaway network namespace (nothing is left: the namespace dies with
+// its thread).
+type KernelProbes struct {
+	Tun, Bridge, Macvtap, IPVtap, Nftables Probe
+}
+
+// ProbeKernel creates a tap, a bridge, a macvtap, an ipvtap and an
+// nftables table in a fresh network namespace. Without the privilege to
+// create one, every probe is unknown.
+func ProbeKernel() KernelProbes {
+	var k KernelProbes
+	err := onThrowawayThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		h, err := newHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		result := func(err error) Probe { return Probe{Known: true, OK: err == nil, Err: err} }
+		la := netlink.NewLinkAttrs()
+		la.Name = "probetap"
+		tap := &netlink.Tuntap{LinkAttrs: la, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI, NonPersist: true}
+		k.Tun = result(h.LinkAdd(tap))
+		_ = closeFiles(tap.Fds)
+		lb := netlink.NewLinkAttrs()
+		lb.Name = "probebr"
+		k.Bridge = result(h.LinkAdd(&netlink.Bridge{LinkAttrs: lb}))
+		mv, iv := probeInFreshNetns(h)
+		k.Macvtap, k.IPVtap = Probe{Known: true, OK: mv}, Probe{Known: true, OK: iv}
+		k.Nftables = result(probeNftables())
+		return nil
+	})
+	if err != nil {
+		e := Probe{Err: err}
+		k = KernelProbes{Tun: e, Bridge: e, Macvtap: e, IPVtap: e, Nftables: e}
+	}
+	return k
+}
+
+// probeNftables creates (and deletes) a table with a NAT chain.
+func probeNftables() error {
+	nc, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	t := nc.AddTable(&nftables.Table{Name: "vmrunprobe", Family: nftables.TableFamilyIPv4})
+	nc.AddChain(&nftables.Chain{Name: "post", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	nc.DelTable(t)
+	return nc.Flush()
+}
+
+// ForwardBlockers returns, in nft terms, the base chains of other tables
+// that drop forwarded IPv4 packets by policy in the calling thread's
+// namespace (see docs/nat.md), and the one-line notice NAT would print.
+func ForwardBlockers() (chains []string, notice string, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer caps.RaiseAll()()
+	nc, err := nftables.New()
+	if err != nil {
+		return nil, "", err
+	}
+	cs, err := nc.ListChains()
+	if err != nil {
+		return nil, "", err
+	}
+	bs := forwardBlockers(cs)
+	for _, b := range bs {
+		chains = append(chains, b.String())
+	}
+	if len(bs) > 0 {
+		notice = forwardBlockNotice(bs)
+	}
+	return chains, notice, nil
+}
+
+// Leftovers lists what `vmrun gc` would remove under runtime root root
+// in the calling thread's namespace: VM directories no vmrun holds, a NAT
+// network no live VM uses, and links carrying a vmrun alias that no VM
+// directory records. It changes nothing.
+func Leftovers(root string) ([]string, error) {
+	var out []string
+	entries, err := rundir.List(root)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, e := range entries {
+		known[e.Name] = true
+		if !e.Live {
+			out = append(out, fmt.Sprintf("VM %s: its vmrun is gone (runtime directory %s)", e.Name, e.Path))
+		}
+	}
+	if dir, err := NATStateDir(root); err == nil {
+		if d, err := lockNATDir(dir, false); err == nil && d != nil {
+			ms, _ := d.members()
+			live := 0
+			for _, m := range ms {
+				if m.live {
+					live++
+				}
+			}
+			d.unlock()
+			if live == 0 {
+				out = append(out, fmt.Sprintf("the NAT network (%s) has no live VM", dir))
+			}
+		}
+	}
+	links, err := retryDump(netlink.LinkList)
+	if err != nil {
+		return out, err
+	}
+	for _, l := range links {
+		alias := l.Attrs().Alias
+		if vm, ok := strings.CutPrefix(alias, OwnerAlias("")); ok && !known[vm] {
+			out = append(out, fmt.Sprintf("link %s carries alias %q but no VM directory under %s records it", l.Attrs().Name, alias, root))
+		}
+	}
+	return out, nil
+}

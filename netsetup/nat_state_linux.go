@@ -1,0 +1,331 @@
+package netsetup
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"golang.org/x/sys/unix"
+)
+
+// The NAT network of a network namespace is shared by every NAT VM in it,
+// whichever vmrun process runs them. Its state lives in a directory of the
+// runtime root named after the namespace (NATStateDir):
+//
+//	lock            flock'ed around every join and leave
+//	state.json      the subnet and the shared objects (bridge, nft table,
+//	                sysctls with their old values), recorded before creation
+//	members/VM.json one per NAT VM, flock'ed by its vmrun for as long as it
+//	                runs: a member whose file nobody locks is dead
+//	leases/ADDR     the VM holding each guest address (created O_EXCL)
+//
+// The last VM to leave (or `vmrun gc`, for dead ones) removes the bridge
+// and the table and restores the sysctls — but only while no tap is left on
+// the bridge, which also protects the VMs of a vmrun using another runtime
+// root.
+
+// natShared is the content of state.json.
+type natShared struct {
+	Subnet  string          `json:"subnet"`
+	Objects []rundir.Object `json:"objects,omitempty"`
+}
+
+// natMemberInfo is the content of members/VM.json.
+type natMemberInfo struct {
+	VM       string    `json:"vm"`
+	PID      int       `json:"pid"`
+	IP       string    `json:"ip"`
+	Forwards []Forward `json:"forwards,omitempty"`
+}
+
+// soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14), missing from x/sys/unix.
+const soNetnsCookie = 71
+
+// NATStateDir returns the NAT state directory of the calling thread's
+// network namespace under runtime root root.
+func NATStateDir(root string) (string, error) {
+	id, err := netnsID()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, ".nat", id), nil
+}
+
+// netnsID names the calling thread's network namespace: its cookie (never
+// reused), or the inode of its nsfs file on kernels without cookies.
+func netnsID() (string, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("network namespace id: %w", err)
+	}
+	defer unix.Close(fd)
+	if c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie); err == nil {
+		return "c" + strconv.FormatUint(c, 10), nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return "", fmt.Errorf("network namespace id: %w", err)
+	}
+	return "i" + strconv.FormatUint(st.Ino, 10), nil
+}
+
+// natDir is a locked NAT state directory.
+type natDir struct {
+	path string
+	lock *os.File
+}
+
+// lockNATDir creates (if create) and locks dir. It returns nil, nil when
+// dir does not exist and create is false.
+func lockNATDir(dir string, create bool) (*natDir, error) {
+	for {
+		if create {
+			for _, d := range []string{dir, filepath.Join(dir, "members"), filepath.Join(dir, "leases")} {
+				if err := os.MkdirAll(d, 0o700); err != nil {
+					return nil, fmt.Errorf("NAT state directory: %w", err)
+				}
+			}
+		}
+		flags := os.O_RDWR
+		if create {
+			flags |= os.O_CREATE
+		}
+		f, err := os.OpenFile(filepath.Join(dir, "lock"), flags, 0o600)
+		if errors.Is(err, os.ErrNotExist) && !create {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("NAT state directory: %w", err)
+		}
+		if err := flockRetry(f, unix.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		// The last leaver removes the directory under the lock: a file
+		// locked after that is no longer the directory's lock.
+		var a, b unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(filepath.Join(dir, "lock"), &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev {
+			return &natDir{path: dir, lock: f}, nil
+		}
+		f.Close()
+		if !create {
+			return nil, nil
+		}
+	}
+}
+
+func flockRetry(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+func (d *natDir) unlock() { d.lock.Close() }
+
+func (d *natDir) readShared() (natShared, error) {
+	var st natShared
+	b, err := os.ReadFile(filepath.Join(d.path, "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+func (d *natDir) writeShared(st natShared) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(d.path, "state.json"), b)
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	return err
+}
+
+// record appends obj to the shared objects (unless recorded already) and
+// writes the state before the object is created.
+func (d *natDir) record(st *natShared, obj rundir.Object) error {
+	for _, o := range st.Objects {
+		if o.Kind == obj.Kind && o.Name == obj.Name {
+			return nil
+		}
+	}
+	st.Objects = append(st.Objects, obj)
+	return d.writeShared(*st)
+}
+
+// member is one members/VM.json: its VM and whether a live vmrun holds it.
+type member struct {
+	info natMemberInfo
+	live bool
+}
+
+// members reads every member file; live ones are locked by their vmrun.
+func (d *natDir) members() (map[string]member, error) {
+	des, err := os.ReadDir(filepath.Join(d.path, "members"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]member{}
+	for _, de := range des {
+		vm, ok := strings.CutSuffix(de.Name(), ".json")
+		if !ok {
+			continue
+		}
+		p := filepath.Join(d.path, "members", de.Name())
+		m := member{live: fileLocked(p)}
+		if b, err := os.ReadFile(p); err == nil {
+			_ = json.Unmarshal(b, &m.info)
+		}
+		m.info.VM = vm
+		out[vm] = m
+	}
+	return out, nil
+}
+
+// fileLocked reports whether another open file description holds a lock
+// on path.
+func fileLocked(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
+
+// forget removes what VM vm holds in the directory and in the table: its
+// forward rules, its leases and its member file.
+func (d *natDir) forget(nc *nftables.Conn, vm string) error {
+	errs := []error{deleteVMRules(nc, vm)}
+	if des, err := os.ReadDir(filepath.Join(d.path, "leases")); err == nil {
+		for _, de := range des {
+			p := filepath.Join(d.path, "leases", de.Name())
+			if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == vm {
+				errs = append(errs, removeIfExists(p))
+			}
+		}
+	}
+	errs = append(errs, removeIfExists(filepath.Join(d.path, "members", vm+".json")))
+	return errors.Join(errs...)
+}
+
+func removeIfExists(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// pruneDead forgets every member no live vmrun holds, except keep.
+func (d *natDir) pruneDead(nc *nftables.Conn, keep string, tr *Trace) (live map[string]member, err error) {
+	ms, err := d.members()
+	if err != nil {
+		return nil, err
+	}
+	live = map[string]member{}
+	var errs []error
+	for vm, m := range ms {
+		switch {
+		case m.live:
+			live[vm] = m
+		case vm != keep:
+			tr.event(fmt.Sprintf("NAT: forgetting VM %s, whose vmrun is gone", vm))
+			errs = append(errs, d.forget(nc, vm))
+		}
+	}
+	return live, errors.Join(errs...)
+}
+
+// lease returns VM vm's address: the one it already holds, or a new one
+// (AllocateIP) claimed with an O_EXCL lease file.
+func (d *natDir) lease(subnet netip.Prefix, vm string) (netip.Addr, error) {
+	leases := filepath.Join(d.path, "leases")
+	des, err := os.ReadDir(leases)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	held := map[netip.Addr]bool{}
+	for _, de := range des {
+		a, err := netip.ParseAddr(de.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(leases, de.Name())); err == nil && strings.TrimSpace(string(b)) == vm && subnet.Contains(a) {
+			return a, nil
+		}
+		held[a] = true
+	}
+	for {
+		a, err := AllocateIP(subnet, vm, func(a netip.Addr) bool { return held[a] })
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		f, err := os.OpenFile(filepath.Join(leases, a.String()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			held[a] = true
+			continue
+		}
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		_, werr := f.WriteString(vm + "\n")
+		return a, errors.Join(werr, f.Close())
+	}
+}
+
+// holdMember writes members/VM.json and locks it for the life of this
+// process (the lock is what tells other vmruns this VM is alive).
+func (d *natDir) holdMember(info natMemberInfo) (*os.File, error) {
+	p := filepath.Join(d.path, "members", info.VM+".json")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	b, _ := json.Marshal(info)
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}

@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// testUser is a system user and group a test creates (and removes).
+type testUser struct {
+	name     string
+	uid, gid int
+}
+
+func newTestUser(t *testing.T) testUser {
+	t.Helper()
+	for _, c := range []string{"useradd", "userdel", "groupdel", "setpriv"} {
+		testutil.RequireCmd(t, c)
+	}
+	name := fmt.Sprintf("vmrtu%d", os.Getpid()%100000)
+	// The group comes from `vmrun setup --group`; the user joins it.
+	t.Cleanup(func() {
+		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
+			t.Errorf("userdel %s: %v: %s", name, err, out)
+		}
+		// userdel removes the group of the same name with the user; it is
+		// left only when useradd never ran.
+		if _, err := user.LookupGroup(name); err == nil {
+			if out, err := exec.Command("groupdel", name).CombinedOutput(); err != nil {
+				t.Errorf("groupdel %s: %v: %s", name, err, out)
+			}
+		}
+	})
+	return testUser{name: name}
+}
+
+// create adds the user to the (existing) group of the same name.
+func (u *testUser) create(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "-g", u.name, u.name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v: %s", err, out)
+	}
+	us, err := user.Lookup(u.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.uid, _ = strconv.Atoi(us.Uid)
+	u.gid, _ = strconv.Atoi(us.Gid)
+}
+
+// as returns the command prefix that runs a program as the user inside
+// ns, with runtime root rt.
+func (u testUser) as(ns *testutil.Netns, rt string) []string {
+	return []string{"ip", "netns", "exec", ns.Name, "setpriv", "--reuid=" + u.name, "--regid=" + u.name, "--init-groups",
+		"env", "VMRUN_RUNTIME_DIR=" + rt, "HOME=/nonexistent"}
+}
+
+// run runs argv and returns stdout, stderr and the exit code.
+func run(t *testing.T, argv ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%v: %v", argv, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// startArgv is Start for an arbitrary command line (vmrun as another user).
+func startArgv(t *testing.T, rt string, argv ...string) *VM {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	v := &VM{t: t, cmd: cmd, Console: testutil.NewLineBuffer(), Stderr: testutil.NewLineBuffer(), done: make(chan struct{}), Runtime: rt}
+	cmd.Stdout, cmd.Stderr = v.Console, v.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		v.code = cmd.ProcessState.ExitCode()
+		close(v.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-v.done:
+		default:
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-v.done
+		}
+		if t.Failed() {
+			t.Logf("%v\n--- console:\n%s\n--- stderr:\n%s", argv, v.Console, v.Stderr)
+		}
+	})
+	return v
+}
+
+// capLine returns a "CapXxx:" value of /proc/PID/status.
+func capLine(t *testing.T, pid int, key string) (uint64, int) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v uint64
+	uid := -1
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == key+":" {
+			v, _ = strconv.ParseUint(f[1], 16, 64)
+		}
+		if len(f) >= 2 && f[0] == "Uid:" {
+			uid, _ = strconv.Atoi(f[1])
+		}
+	}
+	return v, uid
+}
+
+// TestUnprivilegedWithSetup: `vmrun setup` installs a vmrun with file
+// capabilities for a group; a member of it, not root:
+//   - gets macvtap from --net auto on a veth uplink the ACL allows, and a
+//     running guest whose QEMU has no capabilities at all (vmrun itself
+//     has none effective while the guest runs);
+//   - is refused a parent the ACL does not allow (auto falls back to user);
+//   - cannot have vmrun delete a link vmrun did not create.
+//
+// Without setup, the same user's auto plan is user mode, saying how to get more.
+func TestUnprivilegedWithSetup(t *testing.T) {
+	g := requireQEMUTests(t)
+	u := newTestUser(t)
+	dir, err := os.MkdirTemp("", "vrsetup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	acl := filepath.Join(dir, "allow.conf")
+	build := filepath.Join(dir, "build")
+	// The ACL path is fixed at build time; this build's is the test's.
+	if out, err := exec.Command("go", "build", "-ldflags", "-X github.com/vmrun/vmrun/netsetup.ACLPath="+acl, "-o", build, "github.com/vmrun/vmrun/cmd/vmrun").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	bin := filepath.Join(dir, "bin", "vmrun")
+	out, errOut, code := run(t, build, "setup", "--bin", bin, "--group", u.name, "--allow", "up0", "--no-networkmanager")
+	if code != 0 || !strings.Contains(out, "cap_net_admin,cap_mknod+p") {
+		t.Fatalf("setup: exit %d\n%s%s", code, out, errOut)
+	}
+	u.create(t)
+	if b, err := os.ReadFile(acl); err != nil || !strings.Contains(string(b), "allow up0\n") {
+		t.Fatalf("ACL %q, %v", b, err)
+	}
+
+	l := newLAN(t, false)
+	testutil.Veth(t, l.Host, "up1", l.LAN, "lan1") // an interface the ACL does not list
+	rt, err := os.MkdirTemp("", "vru")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(rt) })
+	if err := os.Chown(rt, u.uid, u.gid); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "test.qcow2")
+	if err := os.Rename(copyFile(t, g.Test), img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	as := u.as(l.Host, rt)
+	vmrunAs := func(args ...string) (string, string, int) {
+		t.Helper()
+		return run(t, append(append(append([]string{}, as...), bin), args...)...)
+	}
+	plan := func(args ...string) (p struct{ Mode, Parent, Notice string }) {
+		t.Helper()
+		out, errOut, code := vmrunAs(append([]string{"net", "plan", "--json"}, args...)...)
+		if code != 0 || json.Unmarshal([]byte(out), &p) != nil {
+			t.Fatalf("net plan %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+		return p
+	}
+	if p := plan(); p.Mode != "macvtap" || p.Parent != "up0" {
+		t.Errorf("auto as a member of the group: %+v, want macvtap on up0", p)
+	}
+	if p := plan("--uplink", "up1"); p.Mode != "user" || !strings.Contains(p.Notice, "up1 is not allowed in "+acl) {
+		t.Errorf("auto on up1 (not in the ACL): %+v, want user mode saying why", p)
+	}
+	_, errOut, code = vmrunAs("--disk", img, "--snapshot", "--net", "macvtap:up1", "--name", "denied")
+	if code != 2 || !strings.Contains(errOut, `add "allow up1"`) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Errorf("macvtap on up1: exit %d, want 2 and one line naming the ACL:\n%s", code, errOut)
+	}
+
+	before := snapshotLinks(t, l.Host)
+	vm := startArgv(t, rt, append(append(append([]string{}, as...), bin), "--disk", img, "--snapshot", "--net", "auto", "--name", "unpriv", "--console", "serial")...)
+	if ip := vm.GuestIP(bootTimeout); !strings.HasPrefix(ip, "10.77.0.") {
+		t.Errorf("guest address %s is not from the LAN", ip)
+	}
+	st, err := rundir.ReadState(filepath.Join(rt, "unpriv"))
+	if err != nil || st.QEMUPID == 0 || st.Mode != "macvtap" {
+		t.Fatalf("state %+v, %v", st, err)
+	}
+	for _, key := range []string{"CapEff", "CapPrm", "CapAmb", "CapInh"} {
+		if v, uid := capLine(t, st.QEMUPID, key); v != 0 || uid != u.uid {
+			t.Errorf("QEMU (pid %d): %s %x, uid %d; want no capabilities, uid %d", st.QEMUPID, key, v, uid, u.uid)
+		}
+	}
+	if eff, uid := capLine(t, vm.PID(), "CapEff"); eff != 0 || uid != u.uid {
+		t.Errorf("vmrun while the guest runs: CapEff %x (uid %d), want none effective", eff, uid)
+	}
+	if prm, _ := capLine(t, vm.PID(), "CapPrm"); prm != 1<<12|1<<27 {
+		t.Errorf("vmrun's permitted capabilities %x, want cap_net_admin and cap_mknod", prm)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, vm.Stderr)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Errorf("links after exit %v, before %v", after, before)
+	}
+
+	// A link vmrun did not create, recorded in a forged state file of the
+	// user's: gc refuses to delete it.
+	l.Host.MustRun(t, "ip", "link", "add", "vmrvictim0", "type", "bridge")
+	victim := filepath.Join(rt, "victim")
+	if err := os.MkdirAll(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := json.Marshal(rundir.State{Name: "victim", PID: 1, Objects: []rundir.Object{
+		{Kind: "link", Name: "vmrvictim0", Detail: map[string]string{"type": "bridge", "alias": "vmrun:victim"}}}})
+	if err := os.WriteFile(filepath.Join(victim, "state.json"), forged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{victim, filepath.Join(victim, "state.json")} {
+		if err := os.Chown(p, u.uid, u.gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, errOut, code = vmrunAs("gc")
+	if !strings.Contains(errOut, `link vmrvictim0 (bridge, alias "", `) || !strings.Contains(errOut, "is not the one vmrun recorded") {
+		t.Errorf("gc of a forged record: exit %d\n%s", code, errOut)
+	}
+	if links := snapshotLinks(t, l.Host); !strings.Contains(strings.Join(links, " "), "vmrvictim0") {
+		t.Errorf("the foreign link was deleted: %v", links)
+	}
+
+	// The same user with a vmrun without capabilities gets user mode and
+	// is told how to get more.
+	plain := filepath.Join(dir, "plain-vmrun")
+	if out, err := exec.Command("cp", build, plain).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	out, errOut, code = run(t, append(append([]string{}, as...), plain, "net", "plan", "--json")...)
+	var p struct{ Mode, Notice string }
+	if code != 0 || json.Unmarshal([]byte(out), &p) != nil || p.Mode != "user" || !strings.Contains(p.Notice, "vmrun setup") {
+		t.Errorf("without capabilities: exit %d, %+v\n%s%s", code, p, out, errOut)
+	}
+}

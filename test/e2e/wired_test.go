@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bootAuto boots the test disk with --net auto in l's host namespace and
+// checks the guest from the LAN side, then stops it with SIGTERM and checks
+// that the host's links are as before.
+func bootAuto(t *testing.T, l *lan, wantMode string) {
+	t.Helper()
+	g := requireQEMUTests(t)
+	before := snapshotLinks(t, l.Host)
+	runtime := runtimeDir(t)
+	out, errOut, code := RunVMRun(t, l.Host, runtime, "net", "plan", "--json", "--name", "e2e-auto")
+	var plan struct{ Mode, Parent, UplinkKind string }
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || code != 0 {
+		t.Fatalf("net plan (exit %d): %v %s %s", code, err, out, errOut)
+	}
+	if plan.Mode != wantMode {
+		t.Fatalf("auto planned %q on %s, want %q", plan.Mode, plan.Parent, wantMode)
+	}
+	vm := Start(t, l.Host, runtime, "--disk", g.Test, "--snapshot", "--name", "e2e-auto")
+	ip := vm.GuestIP(bootTimeout)
+	if !strings.HasPrefix(ip, "10.77.0.") {
+		t.Fatalf("guest address %s is not from the LAN's DHCP server", ip)
+	}
+	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	ping(t, l.LAN, ip)
+	if body := httpGet(t, l.LAN, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
+		t.Fatalf("guest TCP port answered %q", body)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after exit %v, before %v", after, before)
+	}
+	assertEmptyDir(t, runtime)
+}
+
+// TestAutoMacvtapOnVeth: a plain wired uplink (a veth) gets macvtap.
+func TestAutoMacvtapOnVeth(t *testing.T) {
+	bootAuto(t, newLAN(t, false), "macvtap")
+}
+
+// TestAutoBridge: an uplink that is a bridge gets a tap on it.
+func TestAutoBridge(t *testing.T) {
+	bootAuto(t, newLAN(t, true), "bridge")
+}
+
+// TestKilledThenGCAndRestart: SIGKILL vmrun while its macvtap guest runs;
+// QEMU dies with it (Pdeathsig), the macvtap stays; `vmrun ls` reports the
+// VM as stale; a new run of the same name cleans up first and works; after
+// another SIGKILL, `vmrun gc` removes everything.
+func TestKilledThenGCAndRestart(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, false)
+	before := snapshotLinks(t, l.Host)
+	runtime := runtimeDir(t)
+	args := []string{"--disk", g.Test, "--snapshot", "--net", "macvtap:up0", "--name", "e2e-kill"}
+
+	kill := func() {
+		t.Helper()
+		vm := Start(t, l.Host, runtime, args...)
+		vm.WaitConsole(`VMRUN-GUEST: booted`, bootTimeout)
+		vm.Signal(syscall.SIGKILL)
+		vm.Wait(30 * time.Second)
+		if after := snapshotLinks(t, l.Host); len(after) != len(before)+1 {
+			t.Fatalf("after SIGKILL want the macvtap left behind: %v", after)
+		}
+	}
+	kill()
+	out, _, _ := RunVMRun(t, l.Host, runtime, "ls", "--json")
+	if !strings.Contains(out, `"stale`) {
+		t.Fatalf("ls does not report the killed VM as stale:\n%s", out)
+	}
+	// The restart finds the leftovers, removes them and boots.
+	vm := Start(t, l.Host, runtime, args...)
+	vm.GuestIP(bootTimeout)
+	if !strings.Contains(vm.Stderr.String(), "left behind") {
+		t.Errorf("restart did not say it cleaned up:\n%s", vm.Stderr)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("restarted VM exit %d", code)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after the restarted run %v, before %v", after, before)
+	}
+
+	kill()
+	out, errOut, code := RunVMRun(t, l.Host, runtime, "gc")
+	if code != 0 || !strings.Contains(out, "e2e-kill") {
+		t.Fatalf("gc (exit %d): %s %s", code, out, errOut)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after gc %v, before %v", after, before)
+	}
+	assertEmptyDir(t, runtime)
+	out, _, _ = RunVMRun(t, l.Host, runtime, "gc")
+	if !strings.Contains(out, "nothing to clean up") {
+		t.Fatalf("second gc: %s", out)
+	}
+}
+
+// TestSixteenVMsOnOneUplink starts 16 vmrun processes together on one
+// veth uplink: all get distinct macvtap links and MACs, and all clean up.
+func TestSixteenVMsOnOneUplink(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, false)
+	before := snapshotLinks(t, l.Host)
+	runtime := runtimeDir(t)
+	const n = 16
+	vms := make([]*VM, n)
+	for i := range vms {
+		vms[i] = Start(t, l.Host, runtime, "-v", "--disk", g.Test, "--snapshot", "--net", "macvtap:up0",
+			"--mem", "128M", "--console", "none", "--name", fmt.Sprintf("e2e-many-%02d", i))
+	}
+	for _, vm := range vms {
+		if _, err := vm.Stderr.WaitFor(`QMP ready`, 3*time.Minute); err != nil {
+			t.Fatalf("%v\n%s", err, vm.Stderr)
+		}
+	}
+	out := l.Host.MustRun(t, "ip", "-o", "link", "show", "type", "macvtap")
+	macs := map[string]bool{}
+	links := 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		links++
+		if f := strings.Fields(line); len(f) > 0 {
+			for i, w := range f {
+				if w == "link/ether" && i+1 < len(f) {
+					macs[f[i+1]] = true
+				}
+			}
+		}
+	}
+	if links != n || len(macs) != n {
+		t.Fatalf("%d macvtap links with %d distinct MACs, want %d of each:\n%s", links, len(macs), n, out)
+	}
+	lsOut, _, _ := RunVMRun(t, l.Host, runtime, "ls", "--json")
+	if c := strings.Count(lsOut, `"status": "running"`); c != n {
+		t.Fatalf("ls shows %d running VMs, want %d:\n%s", c, n, lsOut)
+	}
+	for _, vm := range vms {
+		vm.Signal(syscall.SIGQUIT)
+	}
+	for i, vm := range vms {
+		if code := vm.Wait(2 * time.Minute); code != 0 {
+			t.Fatalf("VM %d exit %d:\n%s", i, code, vm.Stderr)
+		}
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after exit %v, before %v", after, before)
+	}
+	assertEmptyDir(t, runtime)
+}
