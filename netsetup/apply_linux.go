@@ -48,7 +48,7 @@ func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	case NAT:
 		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps())
 	case IPVtap:
-		return nil, refuse(ErrNotImplemented, "--net %s is not implemented yet", p.Mode)
+		return applyIPVtap(ctx, p, rec)
 	}
 	return nil, refuse(ErrUnknownMode, "unknown network mode %q", p.Mode)
 }

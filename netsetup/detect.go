@@ -29,6 +29,9 @@ type kernel interface {
 	// wireless returns nl80211's view of the interface, or nil when it is
 	// not a Wi-Fi interface (or the kernel has no nl80211 at all).
 	wireless(index int) (*Wireless, error)
+	// uppers lists the macvlan, macvtap, ipvlan and ipvtap links whose
+	// parent is interface index.
+	uppers(index int) ([]UpperLink, error)
 	// caps probes the host's capabilities.
 	caps() Caps
 	// cpus returns the number of CPUs.
@@ -161,6 +164,10 @@ func classify(k kernel, f Facts, l linkInfo) (Facts, error) {
 		f.Kind = UplinkEthernet
 	default:
 		f.Kind = UplinkOther
+		return f, nil
+	}
+	if f.Uppers, err = k.uppers(l.Index); err != nil {
+		return Facts{}, fmt.Errorf("links on %s: %w", l.Name, err)
 	}
 	return f, nil
 }

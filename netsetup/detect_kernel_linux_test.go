@@ -10,7 +10,7 @@ import (
 )
 
 // detectIn runs Detect inside namespace n.
-func detectIn(t *testing.T, n *testutil.Netns, r netsetup.Request) netsetup.Facts {
+func detectIn(t testing.TB, n *testutil.Netns, r netsetup.Request) netsetup.Facts {
 	t.Helper()
 	var f netsetup.Facts
 	if err := n.Do(func() error {

@@ -101,11 +101,21 @@ func (linuxKernel) link(what string, l netlink.Link, err error) (linkInfo, error
 
 func (linuxKernel) wireless(index int) (*Wireless, error) { return wirelessOf(index) }
 
+func (k linuxKernel) uppers(index int) ([]UpperLink, error) {
+	links, err := retryDump(k.h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	return uppersOf(links, index), nil
+}
+
 func (linuxKernel) cpus() int { return runtime.NumCPU() }
 
 func (k linuxKernel) caps() Caps {
 	c := Caps{
 		NetAdmin: caps.Usable(caps.NetAdmin),
+		SysAdmin: caps.Usable(unix.CAP_SYS_ADMIN),
+		NetRaw:   caps.Usable(caps.NetRaw),
 		Tun:      canOpen("/dev/net/tun"),
 		VhostNet: canOpen("/dev/vhost-net"),
 	}
@@ -129,12 +139,12 @@ func canOpen(path string) bool {
 
 // probeLinkTypes finds out whether this kernel can create macvtap and
 // ipvtap links by creating them: in a throwaway network namespace on a
-// thread that exits afterwards (the namespace, a veth pair as parents and
-// the probes vanish with it). Without CAP_SYS_ADMIN for that namespace it
+// thread that goes back to vmrun's namespace and exits afterwards (the
+// namespace, a veth pair as parents and the probes vanish with it). Without CAP_SYS_ADMIN for that namespace it
 // asks the kernel in the current namespace with a request that cannot
 // create anything (see kindKnown).
 func probeLinkTypes() (macvtap, ipvtap bool) {
-	err := onThrowawayThread(func() error {
+	err := onThrowawayThreadBack(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return err
 		}

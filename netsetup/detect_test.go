@@ -16,6 +16,7 @@ type fakeKernel struct {
 	routeErr map[string]error
 	wifi     map[int]*Wireless
 	wifiErr  error
+	upper    map[int][]UpperLink
 	c        Caps
 	n        int
 
@@ -58,6 +59,8 @@ func (k *fakeKernel) wireless(index int) (*Wireless, error) {
 	}
 	return k.wifi[index], nil
 }
+
+func (k *fakeKernel) uppers(index int) ([]UpperLink, error) { return k.upper[index], nil }
 
 func (k *fakeKernel) caps() Caps { return k.c }
 func (k *fakeKernel) cpus() int  { return k.n }
@@ -210,7 +213,47 @@ func TestDetectThenDecide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Mode != User || !strings.HasPrefix(p.Notice, "wlan0 is a Wi-Fi station: bridging is impossible there (the kernel refuses, EOPNOTSUPP); ipvtap support is coming; using user-mode networking") {
-		t.Errorf("plan %+v", p)
+	if p.Mode != Routed || p.Parent != "wlan0" || !strings.Contains(p.Notice, "modprobe ipvtap") {
+		t.Errorf("without ipvtap: plan %+v", p)
+	}
+	k.c.IPVtap, k.c.SysAdmin, k.c.NetRaw = true, true, true
+	if f, err = detect(k, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, err = Decide(f, Request{Name: "laptop-vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Mode != IPVtap || p.Parent != "wlan0" || p.MAC.String() != "02:00:00:00:00:05" || p.LinkName != LinkName("laptop-vm", RoleIPVtap) {
+		t.Errorf("with ipvtap: plan %+v", p)
+	}
+	// A macvtap already on the station: ipvlan cannot join it (EBUSY).
+	k.upper = map[int][]UpperLink{5: {{Name: "macvtap0", Kind: "macvtap"}}}
+	if f, err = detect(k, ""); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Uppers) != 1 || f.Uppers[0].Name != "macvtap0" {
+		t.Errorf("uppers %+v", f.Uppers)
+	}
+	p, err = Decide(f, Request{Name: "laptop-vm"})
+	if err != nil || p.Mode != Routed || !strings.Contains(p.Notice, "EBUSY") {
+		t.Errorf("with a macvtap on the station: plan %+v, %v", p, err)
+	}
+}
+
+// TestDetectUppers: the links stacked on an Ethernet uplink are reported; a
+// non-Ethernet uplink is not asked for them.
+func TestDetectUppers(t *testing.T) {
+	k := fakeHost()
+	k.upper = map[int][]UpperLink{4: {{Name: "ipv0", Kind: "ipvlan", IPVlanMode: "l3 bridge"}}, 6: {{Name: "x", Kind: "macvlan"}}}
+	f, err := detect(k, "eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Uppers) != 1 || f.Uppers[0].IPVlanMode != "l3 bridge" {
+		t.Errorf("eth1 uppers %+v", f.Uppers)
+	}
+	if f, err = detect(k, "wg0"); err != nil || f.Uppers != nil {
+		t.Errorf("wg0: %+v, %v", f.Uppers, err)
 	}
 }

@@ -46,6 +46,17 @@ type Wireless struct {
 	FourAddr bool `json:"4addr"`
 }
 
+// UpperLink is a link stacked on the interface (its parent, IFLA_LINK).
+type UpperLink struct {
+	// Name is the link's name.
+	Name string `json:"name"`
+	// Kind is the netlink kind: "macvlan", "macvtap", "ipvlan" or "ipvtap".
+	Kind string `json:"kind"`
+	// IPVlanMode is the mode of the parent's ipvlan port as an ipvlan or
+	// ipvtap link reports it: "l2 bridge", "l3 private", "l3s vepa", ...
+	IPVlanMode string `json:"ipvlan_mode,omitempty"`
+}
+
 // Route is the route lookup that picked the uplink.
 type Route struct {
 	// Family is "inet" or "inet6".
@@ -67,6 +78,12 @@ type Caps struct {
 	Macvtap bool `json:"macvtap"`
 	// IPVtap: an ipvtap link could be created (in a throwaway namespace).
 	IPVtap bool `json:"ipvtap"`
+	// SysAdmin: the process has CAP_SYS_ADMIN (ipvtap's private network
+	// namespace and its sysfs).
+	SysAdmin bool `json:"sys_admin"`
+	// NetRaw: the process has CAP_NET_RAW (ipvtap's packet sockets, which
+	// learn the guest's addresses).
+	NetRaw bool `json:"net_raw"`
 	// Passt is the path of the passt binary, "" when it is not installed.
 	Passt string `json:"passt,omitempty"`
 }
@@ -109,6 +126,11 @@ type Facts struct {
 	Route *Route `json:"route,omitempty"`
 	// Wireless is set for UplinkWireless.
 	Wireless *Wireless `json:"wireless,omitempty"`
+	// Uppers are the macvlan, macvtap, ipvlan and ipvtap links stacked on
+	// the interface in vmrun's namespace: ipvlan and macvlan links cannot
+	// share a parent (EBUSY), and all ipvlan links on one parent share one
+	// mode.
+	Uppers []UpperLink `json:"uppers,omitempty"`
 	// CPUs is the number of host CPUs (the default queue count).
 	CPUs int `json:"cpus"`
 	// Caps are the host's capabilities.

@@ -87,6 +87,26 @@ func onThrowawayThread(fn func() error) error {
 	return <-errc
 }
 
+// onThrowawayThreadBack is onThrowawayThread that also returns the thread
+// to its network namespace before it is dropped: when the runtime ran the
+// goroutine on the main thread, which it never lets exit, that thread
+// would otherwise stay in the private namespace — keeping it alive, and
+// making /proc/PID/ns/net of vmrun name it.
+func onThrowawayThreadBack(fn func() error) error {
+	return onThrowawayThread(func() error {
+		orig, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer orig.Close()
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			return errors.Join(ferr, fmt.Errorf("return to vmrun's network namespace: %w", err))
+		}
+		return ferr
+	})
+}
+
 // privileged runs fn on the calling goroutine's thread, locked, with
 // vmrun's capabilities raised (see internal/caps) and lowered again.
 func privileged(fn func() error) error {

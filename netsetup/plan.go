@@ -35,13 +35,17 @@ type Request struct {
 	// Forwards are --forward host-port → guest-port forwards.
 	Forwards []Forward
 	// GuestIP is --guest-ip: the guest's own address (routed: given
-	// instead of a lease taken upstream); nil when not given.
+	// instead of a lease taken upstream; ipvtap: registered at once instead
+	// of learnt); nil when not given.
 	GuestIP *net.IPNet
 	// Gateway is --gateway: the guest's default gateway with GuestIP
 	// (meaningless in routed mode, whose gateway is RoutedGateway).
 	Gateway net.IP
 	// NAT configures --net nat (subnet, DNS upstreams); zero means defaults.
 	NAT NATOptions
+	// NoHostLink is --no-host-link: ipvtap makes no host-side link, and
+	// the guest is not reachable from this host.
+	NoHostLink bool
 }
 
 // Interface returns the interface Detect must look at for this request:
@@ -80,13 +84,20 @@ type Plan struct {
 	Passt string `json:"passt,omitempty"`
 	// NAT is the configuration of --net nat.
 	NAT *NATOptions `json:"nat,omitempty"`
+	// Gateway is the guest's gateway given with --guest-ip; ipvtap never
+	// registers it as a guest address.
+	Gateway net.IP `json:"gateway,omitempty"`
+	// NoHostLink: ipvtap creates no host-side shim (the host cannot reach
+	// the guest).
+	NoHostLink bool `json:"no_host_link,omitempty"`
 	// Reason is one sentence saying why this mode.
 	Reason string `json:"reason"`
 	// Notice, when set, is one line to show the user once: why a better mode
 	// was not possible, or a caveat of the chosen one.
 	Notice string `json:"notice,omitempty"`
 	// GuestAddr says where a routed guest's address comes from; GuestIP is
-	// that address when it is static (--guest-ip).
+	// that address when it is static (--guest-ip; ipvtap registers it at
+	// once).
 	GuestAddr GuestAddrSource `json:"guest_addr,omitempty"`
 	GuestIP   net.IP          `json:"guest_ip,omitempty"`
 }
@@ -192,7 +203,7 @@ func (r Request) checkForwards(f Facts) error {
 		return nil
 	}
 	switch m := r.mode(); m {
-	case Bridge, Macvtap:
+	case Bridge, Macvtap, IPVtap:
 		return refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net %s the guest has its own address on the LAN: connect to it directly, or use --net user", m)
 	case NAT:
 		return checkNATForwards(r.Forwards)
@@ -238,7 +249,7 @@ func choose(f Facts, r Request) (choice, error) {
 	case NAT:
 		return natChoice(f)
 	case IPVtap:
-		return choice{}, refuse(ErrNotImplemented, "--net %s is not implemented yet; use --net auto, user, macvtap or bridge", m)
+		return forceIPVtap(f, r)
 	default:
 		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, user, none", m)
 	}
@@ -272,6 +283,9 @@ func chooseAuto(f Facts, r Request) (choice, error) {
 	ideal := idealRow(f)
 	if ideal.mode == User {
 		return ideal, nil
+	}
+	if ideal.mode == IPVtap && r.MACSet {
+		ideal = macRoutedRow(f)
 	}
 	if missing := missingCap(f.Caps, ideal.mode); missing != "" {
 		return userFallback(fmt.Sprintf("%s, which --net %s on %s needs", missing, ideal.mode, ideal.parent)), nil
@@ -315,10 +329,14 @@ func wirelessRow(f Facts) choice {
 	switch {
 	case w.FourAddr:
 		return macvtapRow(f, fmt.Sprintf("%s is Wi-Fi in 4-address mode, whose frames can carry the guest's own MAC: macvtap (bridge mode) puts the guest on the LAN", f.Uplink))
-	case w.IfType == WifiAP:
+	case w.IfType == WifiAP || w.IfType == WifiAPVLAN:
 		return macvtapRow(f, fmt.Sprintf("%s is a Wi-Fi access point, which may send frames from any MAC: macvtap (bridge mode) puts the guest on its network", f.Uplink))
 	case w.IfType == WifiStation || w.IfType == WifiAdHoc:
-		return userFallback(fmt.Sprintf("%s is %s: bridging is impossible there (the kernel refuses, EOPNOTSUPP); ipvtap support is coming", f.Uplink, wifiNoun(w.IfType)))
+		return stationRow(f)
+	case w.IfType == WifiMesh:
+		return macvtapRow(f, fmt.Sprintf("%s is an 802.11s mesh point, which carries frames of other MACs (mesh proxying, address extension) and may be bridged: macvtap (bridge mode) puts the guest on the mesh", f.Uplink))
+	case w.IfType == WifiMonitor:
+		return userFallback(fmt.Sprintf("%s is a Wi-Fi interface in monitor mode, which captures raw 802.11 frames and is connected to no network, so it cannot carry a guest", f.Uplink))
 	default:
 		return userFallback(fmt.Sprintf("%s is a Wi-Fi interface in %s mode, which cannot carry a guest", f.Uplink, w.IfType))
 	}
@@ -326,7 +344,7 @@ func wirelessRow(f Facts) choice {
 
 func wifiNoun(iftype string) string {
 	if iftype == WifiAdHoc {
-		return "an ad-hoc Wi-Fi interface"
+		return "an ad-hoc (IBSS) Wi-Fi interface"
 	}
 	return "a Wi-Fi station"
 }
@@ -347,6 +365,10 @@ func missingCap(c Caps, mode Mode) string {
 		return "/dev/net/tun cannot be opened"
 	case mode == Macvtap && !c.Macvtap:
 		return "this kernel cannot create macvtap links"
+	case mode == IPVtap && !c.IPVtap:
+		return "this kernel cannot create ipvtap links (modprobe ipvtap)"
+	case mode == Routed && !c.Tun:
+		return "/dev/net/tun cannot be opened"
 	}
 	return ""
 }
@@ -419,9 +441,11 @@ func macvtapSuitable(f Facts) error {
 	case f.Kind == UplinkBridgePort:
 		return refuse(ErrUnsuitable, "%s is a port of bridge %s, and macvtap cannot attach to a bridge port (the bridge owns its receive path); use --net bridge:%s or --net macvtap:%s", dev, f.Master, f.Master, f.Master)
 	case f.Kind == UplinkWireless && !wirelessCarriesMACs(f.Wireless):
-		return refuse(ErrUnsuitable, "%s is %s without 4-address mode: the access point drops every frame from the guest's own MAC, so macvtap cannot work there; use --net user (ipvtap support is coming)", dev, wifiNounFor(f.Wireless))
+		return refuse(ErrUnsuitable, "%s is %s without 4-address mode: the access point drops every frame from the guest's own MAC, so macvtap cannot work there; use --net ipvtap:%s (or --net auto)", dev, wifiNounFor(f.Wireless), dev)
 	case f.Kind == UplinkOther:
 		return refuse(ErrUnsuitable, "%s is not an Ethernet device (%s); macvtap needs one", dev, linkTypeOr(f.LinkType))
+	case macvtapBlocked(f) != "":
+		return refuse(ErrUnsuitable, "%s; use --net ipvtap:%s, or remove that link", macvtapBlocked(f), dev)
 	}
 	return nil
 }
@@ -479,6 +503,16 @@ func (r Request) plan(f Facts, c choice) Plan {
 		p.LinkName = LinkName(r.Name, roleOf(c.mode))
 		p.Queues = r.queues(f)
 		p.Vhost = f.Caps.VhostNet
+	case IPVtap:
+		// ipvlan does not rewrite source MACs: the guest sends from the parent's.
+		p.MAC = append(net.HardwareAddr(nil), f.MAC...)
+		p.LinkName = LinkName(r.Name, RoleIPVtap)
+		p.Queues = r.queues(f)
+		p.Vhost = f.Caps.VhostNet
+		if r.GuestIP != nil {
+			p.GuestIP = append(net.IP(nil), r.GuestIP.IP...)
+		}
+		p.Gateway, p.NoHostLink = r.Gateway, r.NoHostLink
 	case Routed:
 		p.LinkName = LinkName(r.Name, RoleTap)
 		p.Queues = r.queues(f)

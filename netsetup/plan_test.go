@@ -13,7 +13,7 @@ import (
 )
 
 // allCaps is a privileged host with every capability.
-var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true, Passt: "/usr/bin/passt"}
+var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true, SysAdmin: true, NetRaw: true, Passt: "/usr/bin/passt"}
 
 func ethFacts() Facts {
 	return Facts{Uplink: "eth0", Exists: true, Index: 2, Kind: UplinkEthernet, LinkType: "device", Up: true,
@@ -85,14 +85,38 @@ func TestDecideAuto(t *testing.T) {
 			notice: "macvtap", wantVhost: true, wantQueues: 8},
 		{name: "queues from request", facts: ethFacts(), req: Request{Name: "vm1", Queues: 2}, mode: Macvtap, parent: "eth0",
 			notice: "macvtap", wantVhost: true, wantQueues: 2},
-		{name: "wifi station", facts: wifiFacts(WifiStation, false), mode: User,
-			notice: "wlan0 is a Wi-Fi station: bridging is impossible there (the kernel refuses, EOPNOTSUPP); ipvtap support is coming; using user-mode networking"},
-		{name: "wifi ad-hoc", facts: wifiFacts(WifiAdHoc, false), mode: User, notice: "wlan0 is an ad-hoc Wi-Fi interface: bridging is impossible"},
+		{name: "wifi station", facts: wifiFacts(WifiStation, false), mode: IPVtap, parent: "wlan0", mtu: 1500,
+			reason: "wlan0 is a Wi-Fi station (3-address): bridging is impossible (the kernel refuses, EOPNOTSUPP), ipvtap L2 shares its MAC: the guest uses wlan0's own MAC 02:00:00:00:00:01 (not its derived one)",
+			notice: "its DHCP client must send its own client identifier and the broadcast flag", wantVhost: true, wantQueues: 4},
+		{name: "wifi ad-hoc", facts: wifiFacts(WifiAdHoc, false), mode: IPVtap, parent: "wlan0",
+			reason: "wlan0 is an ad-hoc (IBSS) Wi-Fi interface (3-address): bridging is impossible", notice: "client identifier", wantVhost: true, wantQueues: 4},
+		{name: "wifi station, kernel without ipvlan", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.IPVtap = false }), mode: Routed, parent: "wlan0",
+			reason: "this kernel has no ipvlan (ipvtap), so the guest is routed", notice: "load the ipvtap module (modprobe ipvtap)", wantVhost: true, wantQueues: 4},
+		{name: "wifi station, no ipvlan, no tun", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.IPVtap, f.Caps.Tun = false, false }), mode: User,
+			notice: "/dev/net/tun cannot be opened, which --net routed on wlan0 needs"},
+		{name: "wifi station without CAP_NET_ADMIN", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
+			notice: "which --net ipvtap on wlan0 needs; using user-mode networking"},
+		{name: "wifi station with a macvtap on it", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Uppers = []UpperLink{{Name: "macvtap3", Kind: "macvtap"}} }),
+			mode: Routed, parent: "wlan0", reason: "ipvtap cannot be used on it", notice: "wlan0 already carries macvtap link macvtap3, and the kernel does not let ipvlan links share a parent with macvlan links (EBUSY); using routed mode",
+			wantVhost: true, wantQueues: 4},
+		{name: "wifi station with an L3 ipvlan on it", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Uppers = []UpperLink{{Name: "ipv0", Kind: "ipvlan", IPVlanMode: "l3 bridge"}} }),
+			mode: Routed, parent: "wlan0", notice: "an L2 ipvtap would switch ipv0 to L2", wantVhost: true, wantQueues: 4},
+		{name: "wifi station with an L2 ipvlan on it", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Uppers = []UpperLink{{Name: "ipv0", Kind: "ipvlan", IPVlanMode: "l2 bridge"}} }),
+			mode: IPVtap, parent: "wlan0", notice: "client identifier", wantVhost: true, wantQueues: 4},
+		{name: "wifi station with --mac", facts: wifiFacts(WifiStation, false), req: Request{Name: "vm1", MAC: net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3}, MACSet: true},
+			mode: Routed, parent: "wlan0", reason: "--mac rules out ipvtap", notice: "drop --mac for ipvtap", wantVhost: true, wantQueues: 4},
+		{name: "wifi station without vhost-net", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.VhostNet = false }), mode: IPVtap, parent: "wlan0",
+			notice: "client identifier", wantQueues: 4},
 		{name: "wifi 4addr", facts: wifiFacts(WifiStation, true), mode: Macvtap, parent: "wlan0", reason: "4-address mode",
 			notice: "macvtap", wantVhost: true, wantQueues: 4},
 		{name: "wifi access point", facts: wifiFacts(WifiAP, false), mode: Macvtap, parent: "wlan0", reason: "access point",
 			notice: "macvtap", wantVhost: true, wantQueues: 4},
-		{name: "wifi monitor", facts: wifiFacts(WifiMonitor, false), mode: User, notice: "monitor mode, which cannot carry a guest"},
+		{name: "wifi AP VLAN", facts: wifiFacts(WifiAPVLAN, false), mode: Macvtap, parent: "wlan0", reason: "access point",
+			notice: "macvtap", wantVhost: true, wantQueues: 4},
+		{name: "wifi mesh point", facts: wifiFacts(WifiMesh, false), mode: Macvtap, parent: "wlan0", reason: "802.11s mesh point, which carries frames of other MACs",
+			notice: "macvtap", wantVhost: true, wantQueues: 4},
+		{name: "wifi monitor", facts: wifiFacts(WifiMonitor, false), mode: User, notice: "monitor mode, which captures raw 802.11 frames and is connected to no network, so it cannot carry a guest"},
+		{name: "wifi of another type", facts: wifiFacts(WifiOther, false), mode: User, notice: "wlan0 is a Wi-Fi interface in other mode, which cannot carry a guest"},
 		{name: "no default route", facts: noRouteFacts(), mode: User, notice: "no default route"},
 		{name: "no CAP_NET_ADMIN", facts: with(ethFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
 			notice: "lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun), which --net macvtap on eth0 needs; using user-mode networking"},
@@ -170,6 +194,20 @@ func checkPlanInvariants(t *testing.T, p Plan, r Request) {
 		if p.MAC.String() != want.String() {
 			t.Errorf("MAC %s, want %s", p.MAC, want)
 		}
+	case IPVtap:
+		if p.LinkName != LinkName(r.Name, RoleIPVtap) {
+			t.Errorf("ipvtap link name %q", p.LinkName)
+		}
+		if p.MAC.String() == DeriveMAC(r.Name).String() || len(p.MAC) != 6 {
+			t.Errorf("ipvtap guest MAC %s: it must be the parent's, not the derived one", p.MAC)
+		}
+		if !strings.Contains(p.Reason, "MAC "+p.MAC.String()) {
+			t.Errorf("ipvtap reason %q does not name the guest MAC %s", p.Reason, p.MAC)
+		}
+	case Routed:
+		if p.LinkName != LinkName(r.Name, RoleTap) || p.Queues < 1 {
+			t.Errorf("routed plan %+v", p)
+		}
 	case User, None:
 		if p.LinkName != "" || p.Queues != 0 || p.Vhost {
 			t.Errorf("%s plan creates links: %+v", p.Mode, p)
@@ -198,6 +236,15 @@ func TestDecideForced(t *testing.T) {
 		{"user with forwards", ethFacts(), Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 80}}}, User, "", "as asked"},
 		{"user without a route", noRouteFacts(), Request{Mode: User}, User, "", "as asked"},
 		{"none", ethFacts(), Request{Mode: None}, None, "", "no network"},
+		{"ipvtap on the wifi uplink", wifiFacts(WifiStation, false), Request{Mode: IPVtap}, IPVtap, "wlan0", "ipvtap (L2, bridge flag) on wlan0, as asked (--net ipvtap)"},
+		{"ipvtap:wlan0", named(wifiFacts(WifiStation, false)), Request{Mode: IPVtap, Parent: "wlan0"}, IPVtap, "wlan0", "as asked"},
+		{"ipvtap on a 4addr station", named(wifiFacts(WifiStation, true)), Request{Mode: IPVtap, Parent: "wlan0"}, IPVtap, "wlan0", "as asked"},
+		{"ipvtap on an access point", named(wifiFacts(WifiAP, false)), Request{Mode: IPVtap, Parent: "wlan0"}, IPVtap, "wlan0", "as asked"},
+		{"ipvtap on a wired veth", named(with(ethFacts(), func(f *Facts) { f.LinkType = "veth"; f.Route = nil })), Request{Mode: IPVtap, Parent: "eth0"}, IPVtap, "eth0", "as asked"},
+		{"ipvtap on the wired uplink", ethFacts(), Request{Mode: IPVtap}, IPVtap, "eth0", "the guest uses eth0's own MAC 02:00:00:00:00:01"},
+		{"ipvtap on a bridge device", named(bridgeFacts()), Request{Mode: IPVtap, Parent: "br0"}, IPVtap, "br0", "as asked"},
+		{"ipvtap next to an L2 ipvlan", named(with(ethFacts(), func(f *Facts) { f.Uppers = []UpperLink{{Name: "ipv0", Kind: "ipvtap", IPVlanMode: "l2 bridge"}} })),
+			Request{Mode: IPVtap, Parent: "eth0"}, IPVtap, "eth0", "as asked"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,7 +283,7 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "bridge without privilege", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), req: Request{Mode: Bridge}, is: ErrNoPrivilege, has: "CAP_NET_ADMIN"},
 		{name: "bridge without tun", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.Tun = false }), req: Request{Mode: Bridge}, is: ErrNoKernelSupport, has: "/dev/net/tun"},
 		{name: "macvtap on a wifi station", facts: named(wifiFacts(WifiStation, false)), req: Request{Mode: Macvtap, Parent: "wlan0"}, is: ErrUnsuitable,
-			has: "wlan0 is a Wi-Fi station without 4-address mode: the access point drops every frame from the guest's own MAC"},
+			msg: "wlan0 is a Wi-Fi station without 4-address mode: the access point drops every frame from the guest's own MAC, so macvtap cannot work there; use --net ipvtap:wlan0 (or --net auto)"},
 		{name: "macvtap on a default-route wifi station", facts: wifiFacts(WifiStation, false), req: Request{Mode: Macvtap}, is: ErrUnsuitable, has: "without 4-address mode"},
 		{name: "macvtap on a bridge port", facts: named(portFacts()), req: Request{Mode: Macvtap, Parent: "eth0"}, is: ErrUnsuitable,
 			has: "eth0 is a port of bridge br0, and macvtap cannot attach to a bridge port"},
@@ -252,7 +299,27 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "forwards with none", facts: ethFacts(), req: Request{Mode: None, Forwards: fw}, is: ErrBadRequest, has: "--net none"},
 		{name: "forward to an IPv6 host address", facts: with(ethFacts(), func(f *Facts) { f.Caps.Passt = "" }), req: Request{Mode: User, Forwards: []Forward{{Proto: "tcp", HostAddr: "::1", HostPort: 1, GuestPort: 2}}},
 			is: ErrBadRequest, has: "IPv4"},
-		{name: "ipvtap", facts: ethFacts(), req: Request{Mode: IPVtap}, is: ErrNotImplemented, msg: "--net ipvtap is not implemented yet; use --net auto, user, macvtap or bridge"},
+		{name: "ipvtap with --mac", facts: wifiFacts(WifiStation, false), req: Request{Mode: IPVtap, MAC: net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3}, MACSet: true}, is: ErrBadRequest,
+			msg: "--mac cannot be used with --net ipvtap: the guest must use wlan0's own MAC 02:00:00:00:00:01, because ipvlan does not rewrite the guest's source MAC (and a Wi-Fi access point drops frames from any other MAC); drop --mac, or use --net routed"},
+		{name: "ipvtap without the kernel module", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.IPVtap = false }), req: Request{Mode: IPVtap}, is: ErrNoKernelSupport,
+			msg: "this kernel cannot create ipvtap links: load the ipvtap module (modprobe ipvtap), or use --net routed"},
+		{name: "ipvtap without privilege", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.NetAdmin = false }), req: Request{Mode: IPVtap}, is: ErrNoPrivilege, has: "CAP_NET_ADMIN"},
+		{name: "ipvtap on a down interface", facts: named(with(wifiFacts(WifiStation, false), func(f *Facts) { f.Up = false })), req: Request{Mode: IPVtap, Parent: "wlan0"}, is: ErrLinkDown,
+			has: "wlan0 is down; bring it up (ip link set wlan0 up)"},
+		{name: "ipvtap on a missing interface", facts: missing("wlan5"), req: Request{Mode: IPVtap, Parent: "wlan5"}, is: ErrNoInterface, has: "interface wlan5 does not exist"},
+		{name: "ipvtap without a route", facts: noRouteFacts(), req: Request{Mode: IPVtap}, is: ErrNoUplink, has: "--net ipvtap:IF"},
+		{name: "ipvtap on a bridge port", facts: named(portFacts()), req: Request{Mode: IPVtap, Parent: "eth0"}, is: ErrUnsuitable, has: "use --net ipvtap:br0"},
+		{name: "ipvtap on non-ethernet", facts: named(with(ethFacts(), func(f *Facts) { f.Uplink, f.Kind, f.LinkType = "wg0", UplinkOther, "wireguard" })),
+			req: Request{Mode: IPVtap, Parent: "wg0"}, is: ErrUnsuitable, has: "wg0 is not an Ethernet device (wireguard); ipvtap needs one"},
+		{name: "ipvtap on a monitor interface", facts: named(wifiFacts(WifiMonitor, false)), req: Request{Mode: IPVtap, Parent: "wlan0"}, is: ErrUnsuitable, has: "monitor mode"},
+		{name: "ipvtap next to a macvlan", facts: named(with(wifiFacts(WifiStation, false), func(f *Facts) { f.Uppers = []UpperLink{{Name: "mv0", Kind: "macvlan"}} })),
+			req: Request{Mode: IPVtap, Parent: "wlan0"}, is: ErrUnsuitable,
+			msg: "wlan0 already carries macvlan link mv0, and the kernel does not let ipvlan links share a parent with macvlan links (EBUSY); use --net routed, or remove that link"},
+		{name: "ipvtap next to an L3 ipvlan", facts: named(with(ethFacts(), func(f *Facts) { f.Uppers = []UpperLink{{Name: "ipv0", Kind: "ipvlan", IPVlanMode: "l3 bridge"}} })),
+			req: Request{Mode: IPVtap, Parent: "eth0"}, is: ErrUnsuitable, has: "all ipvlan links on one parent share one mode"},
+		{name: "ipvtap with forwards", facts: wifiFacts(WifiStation, false), req: Request{Mode: IPVtap, Forwards: fw}, is: ErrBadRequest, has: "--forward works only with user-mode"},
+		{name: "macvtap next to an ipvlan", facts: named(with(ethFacts(), func(f *Facts) { f.Uppers = []UpperLink{{Name: "ipv0", Kind: "ipvlan", IPVlanMode: "l2 bridge"}} })),
+			req: Request{Mode: Macvtap, Parent: "eth0"}, is: ErrUnsuitable, has: "(EBUSY); use --net ipvtap:eth0"},
 		{name: "unknown mode", facts: ethFacts(), req: Request{Mode: "vde"}, is: ErrUnknownMode},
 		{name: "auto on a missing uplink", facts: missing("eth5"), req: Request{Uplink: "eth5"}, is: ErrNoInterface, has: "interface eth5 does not exist"},
 		{name: "auto on a down uplink", facts: named(with(ethFacts(), func(f *Facts) { f.Up = false })), req: Request{Uplink: "eth0"}, is: ErrLinkDown},

@@ -17,6 +17,7 @@ const (
 	dhcpRequest  = 3
 	dhcpAck      = 5
 	dhcpNak      = 6
+	dhcpRelease  = 7
 )
 
 // DHCP option codes used here.
@@ -75,6 +76,23 @@ func (g *Guest) DHCP(ctx context.Context) (Lease, error) {
 	return l, nil
 }
 
+// Release gives the lease back (DHCPRELEASE, unicast to the server from
+// the leased address) and forgets the address. No answer comes.
+func (g *Guest) Release(ctx context.Context, l Lease) error {
+	serverMAC, err := g.Resolve(ctx, l.Server)
+	if err != nil {
+		return fmt.Errorf("DHCP release: %w", err)
+	}
+	var xb [4]byte
+	_, _ = rand.Read(xb[:])
+	p := g.dhcpPacket(binary.BigEndian.Uint32(xb[:]), dhcpRelease, nil, l.Server)
+	copy(p[12:16], l.IP.To4()) // ciaddr
+	p[10] = 0                  // no broadcast flag
+	err = g.Send(ipv4Frame(serverMAC, g.mac, l.IP, l.Server, 17, udp(68, 67, p)))
+	g.SetIP(nil)
+	return err
+}
+
 // dhcpExchange broadcasts packet until a reply of type want (or a NAK) for xid arrives.
 func (g *Guest) dhcpExchange(ctx context.Context, xid uint32, want byte, packet []byte) (dhcpMsg, error) {
 	frame := func() []byte {
@@ -101,12 +119,20 @@ func (g *Guest) dhcpPacket(xid uint32, typ byte, requested, server net.IP) []byt
 	p := make([]byte, 236)
 	p[0], p[1], p[2] = 1, 1, 6 // BOOTREQUEST, Ethernet, MAC length
 	binary.BigEndian.PutUint32(p[4:], xid)
-	binary.BigEndian.PutUint16(p[10:], 0x8000) // broadcast flag: we have no address yet
+	g.mu.Lock()
+	cid, unicast := g.clientID, g.unicast
+	g.mu.Unlock()
+	if !unicast {
+		binary.BigEndian.PutUint16(p[10:], 0x8000) // broadcast flag: we have no address yet
+	}
 	copy(p[28:34], g.mac)
 	p = append(p, dhcpCookie...)
 	p = append(p, optMsgType, 1, typ)
-	p = append(p, optClientID, 7, 1)
-	p = append(p, g.mac...)
+	if cid == nil {
+		cid = append([]byte{1}, g.mac...)
+	}
+	p = append(p, optClientID, byte(len(cid)))
+	p = append(p, cid...)
 	p = append(p, optParamReq, 3, optSubnetMask, optRouter, optLeaseTime)
 	if requested != nil {
 		p = append(p, optRequestedIP, 4)

@@ -35,15 +35,17 @@ var ErrClosed = errors.New("fake guest closed")
 
 // Guest is a fake guest on one queue fd.
 type Guest struct {
-	f      *os.File
+	fs     []*os.File // the queues: it reads all, sends on the first
 	mac    net.HardwareAddr
 	vnet   bool
 	stream bool // frames carry a 4-byte length prefix (QEMU's stream netdev, passt)
 	wmu    sync.Mutex
 
-	mu      sync.Mutex
-	ip      net.IP
-	waiters []*waiter
+	mu       sync.Mutex
+	ip       net.IP
+	clientID []byte
+	unicast  bool // DHCP without the broadcast flag
+	waiters  []*waiter
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -63,9 +65,19 @@ type waiter struct {
 // from netlink and macvtap fds from os.OpenFile are). Close stops it; the
 // caller still owns f.
 func New(f *os.File, mac net.HardwareAddr, vnetHdr bool) *Guest {
-	g := &Guest{f: f, mac: mac, vnet: vnetHdr, done: make(chan struct{})}
-	g.wg.Add(1)
-	go g.readLoop()
+	return NewQueues([]*os.File{f}, mac, vnetHdr)
+}
+
+// NewQueues starts a fake guest on every queue fd of a multiqueue tap,
+// macvtap or ipvtap, as a multiqueue guest NIC reads them all (the kernel
+// spreads the guest's incoming flows over its queues); it sends on the
+// first.
+func NewQueues(fs []*os.File, mac net.HardwareAddr, vnetHdr bool) *Guest {
+	g := &Guest{fs: fs, mac: mac, vnet: vnetHdr, done: make(chan struct{})}
+	for _, f := range fs {
+		g.wg.Add(1)
+		go g.readLoop(f)
+	}
 	return g
 }
 
@@ -73,9 +85,9 @@ func New(f *os.File, mac net.HardwareAddr, vnetHdr bool) *Guest {
 // QEMU's stream netdev protocol (each frame preceded by its length, 4 bytes
 // big-endian), as passt does. f must be non-blocking (pollable).
 func NewStream(f *os.File, mac net.HardwareAddr) *Guest {
-	g := &Guest{f: f, mac: mac, stream: true, done: make(chan struct{})}
+	g := &Guest{fs: []*os.File{f}, mac: mac, stream: true, done: make(chan struct{})}
 	g.wg.Add(1)
-	go g.readLoop()
+	go g.readLoop(f)
 	return g
 }
 
@@ -87,6 +99,23 @@ func (g *Guest) SetIP(ip net.IP) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.ip = ip.To4()
+}
+
+// SetClientID makes DHCP send id as the client identifier (option 61,
+// type byte first) instead of the MAC-based default (type 1 + MAC): a guest
+// that shares its MAC with the host (ipvtap) needs one of its own.
+func (g *Guest) SetClientID(id []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.clientID = append([]byte(nil), id...)
+}
+
+// SetBroadcastFlag says whether DHCP asks for broadcast replies (the
+// default); without, the server sends them to the offered address.
+func (g *Guest) SetBroadcastFlag(on bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.unicast = !on
 }
 
 // IP returns the guest's address (nil before SetIP or DHCP).
@@ -104,16 +133,19 @@ func (g *Guest) Close() error {
 	default:
 	}
 	close(g.done)
-	err := g.f.SetReadDeadline(time.Now())
+	var errs []error
+	for _, f := range g.fs {
+		errs = append(errs, f.SetReadDeadline(time.Now()))
+	}
 	g.wg.Wait()
-	return err
+	return errors.Join(errs...)
 }
 
-func (g *Guest) readLoop() {
+func (g *Guest) readLoop(f *os.File) {
 	defer g.wg.Done()
 	buf := make([]byte, 65536+VnetHdrLen)
 	for {
-		n, err := g.readFrame(buf)
+		n, err := g.readFrame(f, buf)
 		if err != nil {
 			select {
 			case <-g.done:
@@ -139,19 +171,19 @@ func (g *Guest) readLoop() {
 
 // readFrame reads one frame: one read on a tap, or a length-prefixed
 // record on a stream.
-func (g *Guest) readFrame(buf []byte) (int, error) {
+func (g *Guest) readFrame(f *os.File, buf []byte) (int, error) {
 	if !g.stream {
-		return g.f.Read(buf)
+		return f.Read(buf)
 	}
 	var hdr [4]byte
-	if _, err := io.ReadFull(g.f, hdr[:]); err != nil {
+	if _, err := io.ReadFull(f, hdr[:]); err != nil {
 		return 0, err
 	}
 	n := int(binary.BigEndian.Uint32(hdr[:]))
 	if n > len(buf) {
 		return 0, fmt.Errorf("stream frame of %d bytes", n)
 	}
-	return io.ReadFull(g.f, buf[:n])
+	return io.ReadFull(f, buf[:n])
 }
 
 // handle answers ARP and echo requests and hands frames to waiters.
@@ -194,7 +226,7 @@ func (g *Guest) Send(frame []byte) error {
 	}
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
-	_, err := g.f.Write(frame)
+	_, err := g.fs[0].Write(frame)
 	return err
 }
 

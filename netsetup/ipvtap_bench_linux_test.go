@@ -1,0 +1,148 @@
+package netsetup_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/internal/nested"
+	"github.com/vmrun/vmrun/netsetup"
+	"golang.org/x/sys/unix"
+)
+
+// benchEnv is the rig's Wi-Fi station inside the nested rig, a veth LAN
+// elsewhere (where the kernel has ipvtap).
+func benchEnv(b *testing.B) *ipvtapEnv {
+	if nested.Inside() {
+		return wifiEnv(b)
+	}
+	return vethEnv(b)
+}
+
+// ipvtapBenchPlan is the plan of one benchmarked VM: a static address, so
+// that Apply registers it, routes it and adds its neighbour entry (the
+// DHCP wait of a learnt address is the guest's, not set-up).
+func ipvtapBenchPlan(e *ipvtapEnv, mac net.HardwareAddr, i int) netsetup.Plan {
+	name := fmt.Sprintf("ib-%d", i%64)
+	ip := e.benchIP(i % 64)
+	return netsetup.Plan{Name: name, Mode: netsetup.IPVtap, Parent: e.parent, MAC: mac, Queues: 1,
+		LinkName: netsetup.LinkName(name, netsetup.RoleIPVtap), GuestIP: ip}
+}
+
+// benchIP is an address of the env's LAN that nothing else uses.
+func (e *ipvtapEnv) benchIP(i int) net.IP {
+	ip := net.ParseIP(e.lanIP).To4()
+	return net.IPv4(ip[0], ip[1], ip[2], byte(200+i%50))
+}
+
+// BenchmarkIPVtapSetup times Apply of an ipvtap attachment per VM: the
+// private namespace, the ipvtap (create, move, verify, up), its queue fd,
+// the shim, the guest's address, host route and neighbour entry, the
+// learner and the watcher.
+func BenchmarkIPVtapSetup(b *testing.B) {
+	e := benchEnv(b)
+	mac := e.parentMAC(b)
+	var ds []time.Duration
+	steps := map[string][]time.Duration{}
+	for i := 0; i < b.N; i++ {
+		p := ipvtapBenchPlan(e, mac, i)
+		var a *netsetup.Attachment
+		err := e.host.Do(func() error {
+			start := time.Now()
+			last := start
+			ctx := netsetup.WithTrace(context.Background(), &netsetup.Trace{Step: func(name string) {
+				now := time.Now()
+				steps[name] = append(steps[name], now.Sub(last))
+				last = now
+			}})
+			var err error
+			a, err = netsetup.Apply(ctx, p, nil)
+			ds = append(ds, time.Since(start))
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := a.Undo(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(ms(median(ds)), "median-ms/setup")
+	for name, d := range steps {
+		b.Logf("step %-13s median %6.2f ms", name, ms(median(d)))
+	}
+}
+
+// BenchmarkIPVtapTeardown compares Undo with the kernel's own deletion of
+// the same links (RTM_DELLINK of the ipvtap in its namespace and of the
+// shim, queue fds closed), alternating the two in one run.
+func BenchmarkIPVtapTeardown(b *testing.B) {
+	e := benchEnv(b)
+	mac := e.parentMAC(b)
+	var undo, bare []time.Duration
+	for i := 0; i < b.N; i++ {
+		p := ipvtapBenchPlan(e, mac, i)
+		var a *netsetup.Attachment
+		if err := e.host.Do(func() error {
+			var err error
+			a, err = netsetup.Apply(context.Background(), p, nil)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if i%2 == 0 {
+			start := time.Now()
+			err := a.Undo()
+			undo = append(undo, time.Since(start))
+			if err != nil {
+				b.Fatal(err)
+			}
+			continue
+		}
+		b.StopTimer()
+		b.Cleanup(func() { _ = a.Undo() })
+		ph, pl := privateLink(b, p.LinkName)
+		var hh *netlink.Handle
+		var shim netlink.Link
+		if err := e.host.Do(func() error {
+			var err error
+			if hh, err = netlink.NewHandle(unix.NETLINK_ROUTE); err == nil {
+				shim, err = hh.LinkByName(netsetup.LinkName(p.Name, netsetup.RoleShim))
+			}
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		err := ph.LinkDel(pl)
+		if err == nil {
+			err = hh.LinkDel(shim)
+		}
+		for _, f := range a.Files {
+			f.Close()
+		}
+		bare = append(bare, time.Since(start))
+		b.StopTimer()
+		ph.Close()
+		hh.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := a.Undo(); err != nil { // finds the links gone
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	mu, mb := median(undo), median(bare)
+	b.ReportMetric(ms(mu), "median-ms/undo")
+	b.ReportMetric(ms(mb), "median-ms/bare")
+	if mb > 0 {
+		b.ReportMetric(float64(mu)/float64(mb), "undo/bare")
+	}
+}

@@ -1,0 +1,59 @@
+// Package wifi runs vmrun's Wi-Fi path for real inside the nested-kernel rig
+// (internal/nested): a mac80211_hwsim access point and station, with ipvtap
+// and vhost-net loaded by the tests. The tests are in wifi_test.go; this
+// file holds the shell that builds the Wi-Fi LAN inside the rig.
+package wifi
+
+// lanScript is the start of every payload script: helpers, then a Wi-Fi LAN
+// inside the rig, as internal/nested's TestWiFiRig proved it works. Two
+// mac80211_hwsim radios: wlan0 is an open access point (hostapd, dnsmasq:
+// 192.168.77.1/24, leases .100-.150) in namespace "ap"; wlan1 is a station
+// (wpa_supplicant, udhcpc) in the rig's own namespace, its default route
+// via the access point. The rig's namespace is also named "rigmain" (ip
+// netns attach), for Go tests that want it as a named namespace.
+const lanScript = `
+IP=/usr/sbin/ip
+failed=0
+pass() { echo "PASS: $*"; }
+bad() { echo "FAIL: $*"; failed=1; }
+now() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+wait_for() { # wait_for SECONDS CMD...: retry CMD every 0.2 s
+	n=$(($1 * 5)); shift
+	until "$@" >/dev/null 2>&1; do
+		n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.2
+	done
+}
+dump() { for f in "$@"; do echo "--- $f"; cat "$f"; done; }
+links() { $IP -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' | sort | tr '\n' ' '; }
+
+modprobe mac80211_hwsim radios=2 || { bad "modprobe mac80211_hwsim"; exit 1; }
+wait_for 5 test -e /sys/class/net/wlan1 || { bad "no wlan1 after modprobe"; exit 1; }
+ap_phy=$(cat /sys/class/net/wlan0/phy80211/name)
+$IP netns add ap
+iw phy "$ap_phy" set netns name ap || { bad "iw phy $ap_phy set netns name ap"; exit 1; }
+$IP -n ap link set lo up
+$IP -n ap addr add 192.168.77.1/24 dev wlan0
+printf 'interface=wlan0\ndriver=nl80211\nssid=vmrun-test\nhw_mode=g\nchannel=1\n' >/tmp/hostapd.conf
+$IP netns exec ap hostapd -t /tmp/hostapd.conf >/tmp/hostapd.log 2>&1 &
+wait_for 20 grep -q AP-ENABLED /tmp/hostapd.log || { bad "hostapd"; dump /tmp/hostapd.log; exit 1; }
+$IP netns exec ap dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+	--port=0 --bind-interfaces --interface=wlan0 --except-interface=lo \
+	--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m \
+	--dhcp-leasefile=/tmp/leases --dhcp-authoritative --no-ping --log-dhcp \
+	--log-facility=/tmp/dnsmasq.log --user=root &
+printf 'ctrl_interface=/run/wpa_supplicant\nnetwork={\n\tssid="vmrun-test"\n\tkey_mgmt=NONE\n}\n' >/tmp/wpa.conf
+t_sta=$(now)
+wpa_supplicant -i wlan1 -D nl80211 -c /tmp/wpa.conf -t >/tmp/wpa.log 2>&1 &
+if wait_for 60 sh -c "iw dev wlan1 link | grep -q 'Connected to'"; then
+	pass "station associated after $(since "$t_sta") s"
+else
+	bad "station did not associate"; dump /tmp/hostapd.log /tmp/wpa.log; exit 1
+fi
+udhcpc -i wlan1 -n -q -t 10 -T 1 >/dev/null 2>&1 || { bad "udhcpc on wlan1"; exit 1; }
+sta_ip=$($IP -4 -o addr show dev wlan1 | sed -n 's/.*inet \([0-9.]*\)\/.*/\1/p')
+sta_mac=$(cat /sys/class/net/wlan1/address)
+$IP route show default | grep -q 'via 192.168.77.1 dev wlan1' || { bad "no default route via the AP"; exit 1; }
+pass "station $sta_ip ($sta_mac) has its lease and its default route via the AP"
+$IP netns attach rigmain 1
+`

@@ -1,0 +1,277 @@
+package wifi
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/nested"
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// planScript follows lanScript: (a) what `vmrun net plan` picks on the
+// station without ipvlan (module autoloading off stands in for a kernel
+// without it), with autoloading, and with ipvtap loaded.
+const planScript = `
+# --- (a) what auto picks on the station ---------------------------------------
+[ -d /sys/module/ipvlan ] && bad "ipvlan is loaded before the test"
+mp=$(cat /proc/sys/kernel/modprobe)
+echo /nonexistent >/proc/sys/kernel/modprobe
+out=$(/payload/vmrun net plan --json --name wifi-vm 2>&1)
+echo "$out"
+case $out in
+*'"mode": "routed"'*'"parent": "wlan1"'*'"uplink_kind": "wireless"'*) pass "(a) without ipvlan, auto picks routed on wlan1" ;;
+*) bad "(a) without ipvlan: $out" ;;
+esac
+[ -d /sys/module/ipvlan ] && bad "ipvlan got loaded with autoloading off"
+echo "$mp" >/proc/sys/kernel/modprobe
+out=$(/payload/vmrun net plan --json --name wifi-vm 2>&1)
+case $out in
+*'"mode": "ipvtap"'*'"parent": "wlan1"'*"\"mac\": \"$sta_mac\""*) pass "(a) with module autoloading, auto picks ipvtap on wlan1 with the station's MAC (ipvtap module loaded: $([ -d /sys/module/ipvtap ] && echo yes || echo no))" ;;
+*) bad "(a) with module autoloading: $out" ;;
+esac
+modprobe ipvtap || bad "modprobe ipvtap"
+out=$(/payload/vmrun net plan --name wifi-vm 2>&1)
+echo "$out"
+case $out in
+*"mode:    ipvtap on wlan1"*"mac:     $sta_mac"*) pass "(a) with ipvtap loaded, auto picks ipvtap on wlan1" ;;
+*) bad "(a) with ipvtap loaded: $out" ;;
+esac
+modprobe vhost_net || bad "modprobe vhost_net"
+`
+
+// vmStartScript boots the test guest's disk image with vmrun twice at the
+// same time, TCG inside TCG: on --net auto over the Wi-Fi station (ipvtap)
+// and on --net macvtap over a wired veth LAN (namespace "lan",
+// 192.168.88.1/24, dnsmasq). Booted side by side, the two share the rig's
+// load, so their timings compare fairly. Each vmrun's output is
+// timestamped (rig uptime) in /tmp/NAME.log.
+const vmStartScript = `
+# --- (c) two inner VMs: ipvtap over Wi-Fi, macvtap over a veth ----------------
+mkdir -p /var/tmp # QEMU's -snapshot overlay (QEMU 7.2 will not use /tmp)
+$IP netns add lan
+$IP -n lan link set lo up
+$IP link add vethw0 type veth peer name lan0 netns lan
+$IP link set vethw0 up
+$IP -n lan addr add 192.168.88.1/24 dev lan0
+$IP -n lan link set lan0 up
+$IP netns exec lan dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+	--port=0 --bind-interfaces --interface=lan0 --except-interface=lo \
+	--dhcp-range=192.168.88.100,192.168.88.150,255.255.255.0,10m \
+	--dhcp-leasefile=/tmp/leases-lan --dhcp-authoritative --no-ping --log-dhcp \
+	--log-facility=/tmp/dnsmasq-lan.log --user=root &
+sleep 1
+vm_before=$(links)
+routes_before=$($IP route show; $IP neigh show nud permanent)
+rpf_before=$(cat /proc/sys/net/ipv4/conf/wlan1/rp_filter)
+stamp() { while IFS= read -r l; do echo "$(now) $l"; done; }
+start_vm() { # start_vm NAME NET
+	mkfifo /tmp/$1.fifo
+	stamp </tmp/$1.fifo >/tmp/$1.log &
+	/payload/vmrun --disk /payload/guest/test.qcow2 --snapshot --name "$1" --net "$2" \
+		--console serial --mem 256M --shutdown-grace 60s -v >/tmp/$1.fifo 2>&1 </dev/null &
+	eval "pid_$1=$!"
+}
+start_vm wifivm auto
+start_vm wiredvm macvtap:vethw0
+# Their links exist before the Go tests snapshot the rig's links.
+wait_for 60 grep -q 'QEMU started' /tmp/wifivm.log || bad "ipvtap VM: QEMU did not start"
+wait_for 60 grep -q 'QEMU started' /tmp/wiredvm.log || bad "macvtap VM: QEMU did not start"
+`
+
+// goTestScript runs netsetup's ipvtap tests in the rig (see
+// netsetup/ipvtap_kernel_linux_test.go): a fake guest on the ipvtap fd over
+// Wi-Fi and over a veth (b), the watcher (d), --guest-ip, --no-host-link,
+// conflicts, unicast DHCP replies, clean-up after a kill at every step.
+const goTestScript = `
+# --- (b), (d): netsetup's ipvtap tests ---------------------------------------
+set -o pipefail
+/payload/netsetup.test -test.run "${GOTEST_RUN:-^TestIPVtap}" -test.v -test.timeout 5m 2>&1 | tee /tmp/gotest.log
+status=$?
+set +o pipefail
+[ $status = 0 ] && pass "netsetup ipvtap tests" || bad "netsetup ipvtap tests (exit $status)"
+`
+
+// vmCheckScript waits for the two inner VMs: each guest's lease, the first
+// ping from its LAN side it answers, its web page; then SIGTERM (vmrun
+// exits 0) and the rig's links, routes and rp_filter as before.
+const vmCheckScript = `
+# reach NAME NETNS LABEL: the guest's lease, the LAN side's first answered
+# ping (the timings), the web page.
+reach() {
+	name=$1 ns=$2 label=$3
+	eval "p=\$pid_$name"
+	n=0
+	until grep -q 'VMRUN-GUEST-IP=[0-9]' /tmp/$name.log; do
+		n=$((n + 1))
+		if [ $n -gt 2400 ] || ! kill -0 "$p" 2>/dev/null; then
+			bad "$label: no lease marker"; tail -40 /tmp/$name.log; return
+		fi
+		sleep 0.2
+	done
+	gip=$(sed -n 's/.*VMRUN-GUEST-IP=\([0-9.]*\)\/.*/\1/p' /tmp/$name.log | head -n 1)
+	# Pings every 0.2 s from the LAN side; the first answer's arrival is
+	# when the guest became reachable.
+	$IP netns exec $ns ping -i 0.2 -w 60 "$gip" 2>&1 | while IFS= read -r l; do
+		echo "$(now) $l"
+		case $l in *"bytes from"*) break ;; esac
+	done >/tmp/$name.ping
+	t_reach=$(grep -m1 'bytes from' /tmp/$name.ping | cut -d' ' -f1)
+	[ -n "$t_reach" ] || { bad "$label: $gip does not answer the LAN side"; cat /tmp/$name.ping; return; }
+	t_qemu=$(grep -m1 'QEMU started' /tmp/$name.log | cut -d' ' -f1)
+	t_disc=$(grep -m1 'udhcpc: broadcasting discover\|udhcpc: sending discover' /tmp/$name.log | cut -d' ' -f1)
+	t_lease=$(grep -m1 'VMRUN-GUEST-IP=' /tmp/$name.log | cut -d' ' -f1)
+	echo "TIMING $label guest=$gip qemu_start=$t_qemu discover=$t_disc lease=$t_lease reachable=$t_reach" \
+		"$(awk -v q="$t_qemu" -v d="$t_disc" -v l="$t_lease" -v r="$t_reach" 'BEGIN { printf "qemu->reachable=%.1fs discover->lease=%.1fs discover->reachable=%.1fs lease->reachable=%.1fs", r-q, l-d, r-d, r-l }')"
+	wait_for 60 grep -q 'VMRUN-GUEST: ready' /tmp/$name.log || bad "$label: the guest never said ready"
+	# busybox wget crashes in the rig (static glibc): HTTP by hand with nc.
+	n=0
+	until page=$(printf 'GET / HTTP/1.0\r\n\r\n' | $IP netns exec $ns nc -w 5 "$gip" 80 2>&1) && case $page in *vmrun-guest-ok*) true ;; *) false ;; esac; do
+		n=$((n + 1)); [ $n -lt 10 ] || break
+		sleep 1
+	done
+	case $page in *vmrun-guest-ok*) pass "$label: the LAN side fetched the guest's web page ($gip: $(echo "$page" | tail -n 1))" ;; *) bad "$label: web page: '$page'" ;; esac
+}
+stop_vm() { # stop_vm NAME LABEL: SIGTERM, expect exit 0
+	eval "p=\$pid_$1"
+	kill -TERM "$p"
+	wait "$p"
+	code=$?
+	[ $code = 0 ] && pass "$2: SIGTERM -> vmrun exited 0" || { bad "$2: vmrun exited $code"; tail -30 /tmp/$1.log; }
+}
+# Both watched at once, so that neither is timed late.
+reach wifivm ap "ipvtap over Wi-Fi" >/tmp/reach-wifivm.out 2>&1 &
+r1=$!
+reach wiredvm lan "macvtap over a veth" >/tmp/reach-wiredvm.out 2>&1 &
+r2=$!
+wait $r1 $r2
+cat /tmp/reach-wifivm.out /tmp/reach-wiredvm.out
+grep -q '^FAIL:' /tmp/reach-wifivm.out /tmp/reach-wiredvm.out && failed=1
+gip=$(sed -n 's/.*VMRUN-GUEST-IP=\([0-9.]*\)\/.*/\1/p' /tmp/wifivm.log | head -n 1)
+grep -q "vmrun: wlan1: guest address $gip registered" /tmp/wifivm.log &&
+	pass "ipvtap: vmrun registered the guest's address $gip by itself" || bad "ipvtap: no registration notice for '$gip'"
+[ -n "$gip" ] && [ "$gip" != "$sta_ip" ] && pass "ipvtap: the guest's lease $gip is its own (the station has $sta_ip)" || bad "ipvtap: guest address '$gip', station $sta_ip"
+ping -c 1 -W 2 "$gip" >/dev/null 2>&1 && pass "ipvtap: the host reaches the guest through the shim" || bad "ipvtap: the host cannot reach the guest"
+grep -m1 'network plan' /tmp/wifivm.log
+qpid=$(sed -n 's/.*QEMU started (pid \([0-9]*\)).*/\1/p' /tmp/wifivm.log | head -n 1)
+case $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null) in
+*vhost=on,vhostfd=*) pass "ipvtap: QEMU runs the ipvtap queue with vhost-net" ;;
+*) bad "ipvtap: QEMU without vhost-net: $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null)" ;;
+esac
+stop_vm wifivm "ipvtap over Wi-Fi"
+stop_vm wiredvm "macvtap over a veth"
+vm_after=$(links)
+[ "$vm_before" = "$vm_after" ] && pass "links as before the VMs: $vm_after" || bad "links before the VMs: $vm_before; after: $vm_after"
+routes_after=$($IP route show; $IP neigh show nud permanent)
+[ "$routes_before" = "$routes_after" ] && pass "routes and permanent neighbours as before" || bad "routes before: $routes_before; after: $routes_after"
+[ "$(cat /proc/sys/net/ipv4/conf/wlan1/rp_filter)" = "$rpf_before" ] && pass "rp_filter of wlan1 as before ($rpf_before)" || bad "rp_filter of wlan1 changed"
+$IP link del vethw0
+$IP netns del lan
+`
+
+// benchScript runs the set-up and teardown benchmarks in the (now quiet)
+// rig, and macvtap's and tap-on-bridge's set-up for comparison.
+const benchScript = `
+# --- benchmarks in the nested kernel ------------------------------------------
+/payload/netsetup.test -test.run '^$' -test.bench '^Benchmark(IPVtapSetup|IPVtapTeardown|Setup)$' -test.benchtime 30x -test.v -test.timeout 4m 2>&1 | tee /tmp/bench.log
+grep -q '^PASS' /tmp/bench.log && pass "benchmarks" || bad "benchmarks"
+`
+
+// endScript checks that nothing is left and ends the run.
+const endScript = `
+end_links=$(links)
+[ "$start_links" = "$end_links" ] && pass "the rig's links as at the start: $end_links" || bad "links at the start: $start_links; at the end: $end_links"
+[ $failed = 0 ] || dump /tmp/hostapd.log /tmp/wpa.log /tmp/dnsmasq.log /tmp/dnsmasq-lan.log /tmp/wifivm.log /tmp/wiredvm.log
+exit $failed
+`
+
+// TestWiFi boots the nested rig once with a Wi-Fi LAN (mac80211_hwsim
+// access point and station, see lan.go) and runs, in this order:
+//
+//	(a) `vmrun net plan` on the station: routed without ipvlan, ipvtap with it;
+//	(c) two inner VMs booting the test guest's disk image — --net auto over
+//	    the station (ipvtap) and macvtap over a veth — whose ~4-minute boot
+//	    (TCG inside TCG) overlaps with
+//	(b), (d) netsetup's ipvtap tests (fake guests on the ipvtap fd);
+//	then each guest's lease, reachability from its LAN and web page, SIGTERM,
+//	and nothing left; last, the set-up and teardown benchmarks.
+//
+// VMRUN_WIFI_RUN narrows the netsetup tests (a -test.run pattern);
+// VMRUN_WIFI_NOVM=1 skips the inner VMs (about 2 minutes instead of 5);
+// VMRUN_WIFI_RACE=1 runs the netsetup tests with the race detector (a
+// cgo binary: the rig has glibc, for its own tools).
+func TestWiFi(t *testing.T) {
+	nested.Require(t)
+	noVM := os.Getenv("VMRUN_WIFI_NOVM") == "1"
+	var g testutil.GuestImages
+	if !noVM {
+		g = testutil.RequireGuest(t)
+	}
+	start := time.Now()
+	testBin := ""
+	if os.Getenv("VMRUN_WIFI_RACE") == "1" {
+		testBin = buildRaceTest(t, "github.com/vmrun/vmrun/netsetup")
+	} else {
+		testBin = nested.BuildTest(t, "github.com/vmrun/vmrun/netsetup")
+	}
+	files := []nested.File{
+		{Src: testBin, Dst: "/payload/netsetup.test"},
+		{Src: nested.BuildCommand(t, "github.com/vmrun/vmrun/cmd/vmrun"), Dst: "/payload/vmrun"},
+	}
+	script := runFilter() + lanScript + "start_links=$(links)\n" + planScript
+	if noVM {
+		script += goTestScript
+	} else {
+		files = append(files, nested.File{Src: g.Test, Dst: "/payload/guest/test.qcow2"})
+		script += vmStartScript + goTestScript + vmCheckScript
+	}
+	script += benchScript + endScript
+	t.Logf("builds: %.1fs", time.Since(start).Seconds())
+	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 10 * time.Minute})
+	report(t, r)
+	for _, l := range strings.Split(r.Output, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "Benchmark") && strings.Contains(l, "ns/op") {
+			t.Log(strings.TrimSpace(l))
+		}
+	}
+	t.Logf("whole test %.1fs (rig boot %.1fs, run %.1fs)", time.Since(start).Seconds(), r.Boot.Seconds(), r.Elapsed.Seconds())
+}
+
+// buildRaceTest compiles pkg's tests with -race (which needs cgo, so the
+// binary is dynamic against glibc).
+func buildRaceTest(t *testing.T, pkg string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "race.test")
+	cmd := exec.Command(testutil.RequireCmd(t, "go"), "test", "-c", "-race", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go test -c -race %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+// runFilter passes $VMRUN_WIFI_RUN (a -test.run pattern) to the rig's
+// netsetup test binary: for working on one test.
+func runFilter() string {
+	if r := os.Getenv("VMRUN_WIFI_RUN"); r != "" {
+		return "GOTEST_RUN='" + strings.ReplaceAll(r, "'", "") + "'\n"
+	}
+	return ""
+}
+
+// report logs the script's PASS/FAIL/TIMING lines and fails the test on
+// any FAIL or a non-zero status.
+func report(t *testing.T, r *nested.Result) {
+	t.Helper()
+	for _, l := range strings.Split(r.Output, "\n") {
+		if strings.HasPrefix(l, "PASS: ") || strings.HasPrefix(l, "FAIL: ") || strings.HasPrefix(l, "TIMING ") {
+			t.Log(l)
+		}
+	}
+	if strings.Contains(r.Output, "\nFAIL: ") || r.Status != 0 {
+		t.Errorf("the Wi-Fi rig reported failures (run.sh exit %d)", r.Status)
+	}
+}
