@@ -251,7 +251,7 @@ func choose(f Facts, r Request) (choice, error) {
 	case IPVtap:
 		return forceIPVtap(f, r)
 	default:
-		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, user, none", m)
+		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, ipvtap, routed, nat, user, none", m)
 	}
 }
 
@@ -310,8 +310,23 @@ func idealRow(f Facts) choice {
 	case UplinkWireless:
 		return wirelessRow(f)
 	default:
-		return userFallback(fmt.Sprintf("%s is not an Ethernet device (%s), so no guest can sit on it at layer 2", f.Uplink, linkTypeOr(f.LinkType)))
+		why := fmt.Sprintf("%s is not an Ethernet device (%s), so no guest can sit on it at layer 2", f.Uplink, linkTypeOr(f.LinkType))
+		if natPrivileged(f.Caps) {
+			return choice{mode: NAT, parent: NATBridge, mtu: 1500,
+				reason: fmt.Sprintf("%s: NAT behind this host's address, on vmrun's private bridge %s; this host and other NAT guests reach the guest, the LAN only through --forward ports", why, NATBridge),
+				notice: why + "; using NAT (the guest is not reachable from the LAN)"}
+		}
+		return userFallback(why)
 	}
+}
+
+// natPrivileged says whether vmrun has what --net nat needs beyond
+// CAP_NET_ADMIN and /dev/net/tun (the DHCP responder's packet socket, and
+// in practice root: see docs/security.md), so that auto may pick NAT where
+// no layer-2 mode works. A group member's vmrun (CAP_NET_ADMIN only) gets
+// user mode there instead.
+func natPrivileged(c Caps) bool {
+	return c.NetAdmin && c.Tun && c.NetRaw && c.SysAdmin
 }
 
 func macvtapRow(f Facts, reason string) choice {

@@ -128,8 +128,16 @@ func TestDecideAuto(t *testing.T) {
 			mode: Macvtap, parent: "eth0", notice: "macvtap", wantVhost: true, wantQueues: 4},
 		{name: "kernel without macvtap", facts: with(ethFacts(), func(f *Facts) { f.Caps.Macvtap = false }), mode: User,
 			notice: "cannot create macvtap links"},
-		{name: "non-ethernet uplink", facts: with(ethFacts(), func(f *Facts) { f.Uplink, f.Kind, f.LinkType = "wg0", UplinkOther, "wireguard" }),
-			mode: User, notice: "wg0 is not an Ethernet device (wireguard)"},
+		{name: "non-ethernet uplink, root", facts: with(ethFacts(), func(f *Facts) { f.Uplink, f.Kind, f.LinkType = "wg0", UplinkOther, "wireguard" }),
+			mode: NAT, parent: NATBridge, reason: "NAT behind this host's address", notice: "at layer 2; using NAT (the guest is not reachable from the LAN)", wantVhost: true, wantQueues: 4},
+		{name: "non-ethernet uplink, CAP_NET_ADMIN only", facts: with(ethFacts(), func(f *Facts) {
+			f.Uplink, f.Kind, f.LinkType = "wg0", UplinkOther, "wireguard"
+			f.Caps.NetRaw, f.Caps.SysAdmin = false, false
+		}), mode: User, notice: "wg0 is not an Ethernet device (wireguard), so no guest can sit on it at layer 2; using user-mode networking"},
+		{name: "non-ethernet uplink, no tun", facts: with(ethFacts(), func(f *Facts) {
+			f.Uplink, f.Kind, f.LinkType = "ppp0", UplinkOther, "ppp"
+			f.Caps.Tun = false
+		}), mode: User, notice: "ppp0 is not an Ethernet device (ppp)"},
 		{name: "forwards ask for user mode", facts: ethFacts(), req: Request{Name: "vm1", Forwards: []Forward{{Proto: "tcp", HostPort: 2222, GuestPort: 22}}},
 			mode: User, reason: "--forward", noNotice: true},
 		{name: "named uplink", facts: named(with(ethFacts(), func(f *Facts) { f.Uplink = "eth1"; f.Route = nil })), req: Request{Name: "vm1", Uplink: "eth1"},
