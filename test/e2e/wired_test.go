@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmrun/vmrun/internal/testutil"
 )
 
 // bootAuto boots the test disk with --net auto in l's host namespace and
@@ -161,4 +163,30 @@ func TestSixteenVMsOnOneUplink(t *testing.T) {
 		t.Fatalf("links after exit %v, before %v", after, before)
 	}
 	assertEmptyDir(t, runtime)
+}
+
+// TestAutoNATOnTunnel: a default route through a layer-3 tunnel (a tun
+// device, as a VPN client makes) leaves no layer-2 mode; run as root,
+// auto plans NAT there and says why.
+func TestAutoNATOnTunnel(t *testing.T) {
+	testutil.RequireRoot(t)
+	host := testutil.NewNetns(t, "t")
+	host.MustRun(t, "ip", "tuntap", "add", "vpn0", "mode", "tun")
+	host.MustRun(t, "ip", "addr", "add", "10.79.0.2/24", "dev", "vpn0")
+	host.MustRun(t, "ip", "link", "set", "vpn0", "up")
+	host.MustRun(t, "ip", "route", "add", "default", "dev", "vpn0")
+	out, errOut, code := RunVMRun(t, host, runtimeDir(t), "net", "plan", "--json", "--name", "e2e-vpn")
+	var plan struct {
+		Mode, Parent, Uplink, Reason, Notice string
+		UplinkKind                           string `json:"uplink_kind"`
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || code != 0 {
+		t.Fatalf("net plan (exit %d): %v %s %s", code, err, out, errOut)
+	}
+	if plan.Mode != "nat" || plan.Uplink != "vpn0" || plan.UplinkKind != "other" {
+		t.Fatalf("auto on a tun uplink planned %+v, want nat on uplink vpn0 (other)", plan)
+	}
+	if !strings.Contains(plan.Notice, "vpn0 is not an Ethernet device") {
+		t.Fatalf("notice %q does not say why", plan.Notice)
+	}
 }
