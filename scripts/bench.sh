@@ -13,10 +13,6 @@ runs=(
 	"./test/e2e          ^Benchmark(QMPReady|SupervisorRSS)$             10x"
 	"./test/e2e          ^BenchmarkThroughput$                           1x"
 )
-# The Wi-Fi figures are measured inside the nested kernel (ipvlan, hwsim).
-if [ -d ./test/wifi ] && grep -rqs "func Benchmark" ./test/wifi; then
-	runs+=("./test/wifi . 3x")
-fi
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
@@ -25,6 +21,27 @@ for r in "${runs[@]}"; do
 	echo "running $pkg -bench '$pattern' -benchtime $benchtime ..." >&2
 	go test -run '^$' -bench "$pattern" -benchtime "$benchtime" -count 1 -timeout 60m "$pkg" | tee -a "$out" >&2
 done
+
+# The Wi-Fi figures come from inside the nested kernel (this kernel has no
+# ipvlan): TestWiFi runs netsetup's benchmarks in the rig (named Rig...
+# below) and times two inner VMs booted side by side, ipvtap over Wi-Fi and
+# macvtap over a veth (TCG inside TCG: minutes; compare the two).
+if [ "${BENCH_WIFI:-1}" = 1 ]; then
+	echo "running ./test/wifi TestWiFi (the nested Wi-Fi rig, about 6 minutes; BENCH_WIFI=0 skips it) ..." >&2
+	wifi=$(mktemp)
+	trap 'rm -f "$out" "$wifi"' EXIT
+	go test -run '^TestWiFi$' -v -count 1 -timeout 30m ./test/wifi | tee "$wifi" >&2
+	sed -n 's/^ *wifi_test.go:[0-9]*: Benchmark/BenchmarkRig/p' "$wifi" >>"$out"
+	# TIMING <label...> guest=IP ... qemu->reachable=296.5s discover->lease=2.8s ...
+	awk '/wifi_test.go:[0-9]+: TIMING / {
+		label = ""
+		for (i = 3; i <= NF && $i !~ /=/; i++) label = label (label == "" ? "" : "-") $i
+		for (; i <= NF; i++) if ($i ~ /->/) {
+			split($i, kv, "="); v = kv[2]; sub(/s$/, "", v)
+			printf "BenchmarkRigBoot/%s/%s-1 1 %s s\n", label, kv[1], v
+		}
+	}' "$wifi" >>"$out"
+fi
 
 echo
 printf '%-48s %14s  %s\n' BENCHMARK VALUE UNIT

@@ -176,7 +176,7 @@ $IP netns del lan
 // rig, and macvtap's and tap-on-bridge's set-up for comparison.
 const benchScript = `
 # --- benchmarks in the nested kernel ------------------------------------------
-/payload/netsetup.test -test.run '^$' -test.bench '^Benchmark(IPVtapSetup|IPVtapTeardown|Setup)$' -test.benchtime 30x -test.v -test.timeout 4m 2>&1 | tee /tmp/bench.log
+/payload/netsetup.test -test.run '^$' -test.bench '^Benchmark(IPVtapSetup|IPVtapTeardown|RoutedSetup|RoutedTeardown|Setup)$' -test.benchtime 30x -test.v -test.timeout 4m 2>&1 | tee /tmp/bench.log
 grep -q '^PASS' /tmp/bench.log && pass "benchmarks" || bad "benchmarks"
 `
 
