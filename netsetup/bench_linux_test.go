@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/netsetup"
+	"golang.org/x/sys/unix"
 )
 
 // benchPlans returns a tap-on-bridge and a macvtap plan factory for a lab
@@ -77,7 +78,7 @@ func BenchmarkTeardown(b *testing.B) {
 		b.Run(kind, func(b *testing.B) {
 			var undo, bare []time.Duration
 			err := l.host.Do(func() error {
-				h, err := netlink.NewHandle()
+				h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 				if err != nil {
 					return err
 				}

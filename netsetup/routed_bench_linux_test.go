@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
+	"golang.org/x/sys/unix"
 )
 
 // routedBenchPlan is a routed plan on up0 with a static address (the
@@ -91,7 +92,7 @@ func BenchmarkRoutedTeardown(b *testing.B) {
 			recs := routedRecorders(b)
 			var undo, bare []time.Duration
 			err := l.host.Do(func() error {
-				h, err := netlink.NewHandle()
+				h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 				if err != nil {
 					return err
 				}

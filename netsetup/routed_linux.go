@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -93,6 +94,8 @@ type routedGuest struct {
 	mu   sync.Mutex
 	ip   net.IP      // the guest's address, as routed now
 	resp *background // the DHCP responder on the tap
+
+	stopping []*background // cancelled by Undo, waited for after the tap is gone
 }
 
 // background is a goroutine that runs until its context is cancelled.
@@ -121,10 +124,22 @@ func (b *background) stop() {
 	<-b.done
 }
 
-// inNS runs fn on a throwaway thread in the namespace Apply ran in: sysctl
-// files and new sockets belong to the namespace of the thread that opens
-// them, and Undo or a lease change may run on any thread.
+// inNS runs fn in the namespace Apply ran in: sysctl files and new
+// sockets belong to the namespace of the thread that opens them, and Undo
+// or a lease change may run on any thread. A thread already there (the
+// usual case) runs fn itself, locked; another one hands fn to a throwaway
+// thread (creating it costs more than the sysctl write).
 func (g *routedGuest) inNS(fn func() error) error {
+	runtime.LockOSThread()
+	if cur, err := netns.Get(); err == nil {
+		same := cur.Equal(g.ns)
+		cur.Close()
+		if same {
+			defer runtime.UnlockOSThread()
+			return fn()
+		}
+	}
+	runtime.UnlockOSThread()
 	return onThrowawayThread(func() error {
 		if err := netns.Set(g.ns); err != nil {
 			return fmt.Errorf("enter the network namespace of the VM's links: %w", err)
@@ -167,6 +182,16 @@ func (g *routedGuest) lookupUplink(s *setup) error {
 	}
 	g.ns = ns
 	s.onUndo(ns.Close)
+	// Runs after the tap's deletion: the responder's packet socket closes
+	// (an RCU grace period in the kernel) while the tap is deleted (more of
+	// them) instead of before it.
+	s.onUndo(func() error {
+		for _, b := range g.stopping {
+			<-b.done
+		}
+		g.stopping = nil
+		return nil
+	})
 	return nil
 }
 
@@ -500,7 +525,10 @@ func (g *routedGuest) startResponder(s *setup) error {
 		b := g.resp
 		g.resp = nil
 		g.mu.Unlock()
-		b.stop()
+		if b != nil {
+			b.cancel()
+			g.stopping = append(g.stopping, b)
+		}
 		return nil
 	})
 	return nil
