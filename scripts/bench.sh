@@ -50,7 +50,7 @@ printf '%-48s %14s  %s\n' --------- ----- ----
 awk '/^Benchmark/ {
 	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
 	for (i = 3; i + 1 <= NF; i += 2) {
-		if ($(i+1) == "ns/op" && $i == 0) continue
+		if ($(i+1) == "ns/op" && ($i == 0 || NF > 4)) continue # ns/op only when it is the sole figure
 		printf "%-48s %14s  %s\n", name, $i, $(i+1)
 	}
 }' "$out"
