@@ -64,6 +64,7 @@ func routedSteps(g *routedGuest) []step {
 		{"proxy arp", g.addProxyARP},
 		{"forwarding", g.enableForwarding},
 		{"dhcp responder", g.startResponder},
+		{"ipv6", g.startIPv6},
 		{"lease keeper", g.startKeeper},
 		{"open vhost", (*setup).openVhost},
 	}
@@ -96,6 +97,9 @@ type routedGuest struct {
 	resp *background // the DHCP responder on the tap
 
 	stopping []*background // cancelled by Undo, waited for after the tap is gone
+
+	tapV6 bool     // the tap has fe80::1 (IPv6 is enabled)
+	v6    *routed6 // the shared IPv6 prefixes; nil when the guest has IPv4 only
 }
 
 // background is a goroutine that runs until its context is cancelled.
@@ -263,6 +267,7 @@ func (g *routedGuest) addHostAddrs(s *setup) error {
 		g.event("routed: no IPv6 on %s (%v)", s.p.LinkName, err)
 		return nil
 	}
+	g.tapV6 = err == nil
 	return err
 }
 
@@ -293,24 +298,30 @@ func addRecorded(s *setup, obj rundir.Object, add, remove func() error) error {
 // whose forwarding is on, and answers proxied ARP only then), and no
 // delay for proxied ARP answers on the uplink. shared marks those of the
 // uplink, which every routed guest on it needs.
-func routedSysctls(uplink, tap string) []struct {
-	path, value string
-	shared      bool
-} {
-	return []struct {
-		path, value string
-		shared      bool
-	}{
+func routedSysctls(uplink, tap string) []routedSysctl {
+	return []routedSysctl{
 		{path.Join("net/ipv4/conf", uplink, "forwarding"), "1", true},
 		{path.Join("net/ipv4/neigh", uplink, "proxy_delay"), "0", true},
 		{path.Join("net/ipv4/conf", tap, "forwarding"), "1", false},
 	}
 }
 
-// enableForwarding sets routedSysctls, each recorded with its old value
-// before it is changed, and restored by the undo.
+// routedSysctl is one sysctl routed mode sets: path under /proc/sys, the
+// value, and whether every routed guest of the uplink needs it.
+type routedSysctl struct {
+	path, value string
+	shared      bool
+}
+
+// enableForwarding sets routedSysctls.
 func (g *routedGuest) enableForwarding(s *setup) error {
-	for _, sc := range routedSysctls(s.p.Parent, s.p.LinkName) {
+	return g.setSysctls(s, routedSysctls(s.p.Parent, s.p.LinkName))
+}
+
+// setSysctls sets each sysctl, recorded with its old value before it is
+// changed, and restored by the undo.
+func (g *routedGuest) setSysctls(s *setup, list []routedSysctl) error {
+	for _, sc := range list {
 		old, err := readSysctl(sc.path)
 		if err != nil {
 			return err
@@ -437,7 +448,12 @@ func routedGuestsOn(h *netlink.Handle, dev, self string, family int) (bool, erro
 }
 
 // hostRoute is the /32 of ip.
-func hostRoute(ip net.IP) *net.IPNet { return &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)} }
+func hostRoute(ip net.IP) *net.IPNet {
+	if v4 := ip.To4(); v4 != nil {
+		return &net.IPNet{IP: v4, Mask: net.CIDRMask(32, 32)}
+	}
+	return &net.IPNet{IP: ip.To16(), Mask: net.CIDRMask(128, 128)}
+}
 
 // addRoute routes the guest's address to the tap.
 func (g *routedGuest) addRoute(s *setup) error {
@@ -484,22 +500,26 @@ func (g *routedGuest) addProxyARP(s *setup) error {
 // entry that is already there is someone else's: refused, left alone.
 func proxyGuest(h *netlink.Handle, rec Recorder, uplink netlink.Link, ip net.IP) error {
 	idx, name := uplink.Attrs().Index, uplink.Attrs().Name
-	have, err := retryDump(func() ([]netlink.Neigh, error) { return h.NeighProxyList(idx, netlink.FAMILY_V4) })
+	family, proto, nip := netlink.FAMILY_V4, "ARP", ip.To4()
+	if nip == nil {
+		family, proto, nip = netlink.FAMILY_V6, "NDP", ip.To16()
+	}
+	have, err := retryDump(func() ([]netlink.Neigh, error) { return h.NeighProxyList(idx, family) })
 	if err != nil {
 		return fmt.Errorf("proxy entries on %s: %w", name, err)
 	}
 	for _, n := range have {
 		if n.IP.Equal(ip) {
-			return refuse(ErrBadRequest, "%s already answers ARP for %s (a proxy entry that is not this VM's): another VM or the administrator uses that address; give the guest another one", name, ip)
+			return refuse(ErrBadRequest, "%s already answers %s for %s (a proxy entry that is not this VM's): another VM or the administrator uses that address; give the guest another one", name, proto, ip)
 		}
 	}
 	obj := NeighObject(ip, name, true)
 	if err := rec.Record(obj); err != nil {
 		return err
 	}
-	err = h.NeighAdd(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, Flags: netlink.NTF_PROXY, IP: ip.To4()})
+	err = h.NeighAdd(&netlink.Neigh{LinkIndex: idx, Family: family, Flags: netlink.NTF_PROXY, IP: nip})
 	if err != nil {
-		return errors.Join(fmt.Errorf("proxy ARP entry for %s on %s: %w", ip, name, err), rec.Forget(obj))
+		return errors.Join(fmt.Errorf("proxy %s entry for %s on %s: %w", proto, ip, name, err), rec.Forget(obj))
 	}
 	return nil
 }

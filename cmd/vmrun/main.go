@@ -103,7 +103,8 @@ NETWORK MODES (--net MODE[:INTERFACE])
    macvtap    the guest gets its own MAC on a wired interface (macvtap:eth0)
    ipvtap     Wi-Fi: the guest shares the interface's MAC, has its own IP (ipvtap:wlan0)
    routed     the guest gets its own LAN address (leased for it by vmrun, or
-              --guest-ip) on a tap routed to the uplink, with proxy ARP; works on
+              --guest-ip) on a tap routed to the uplink, with proxy ARP (and
+              IPv6 by SLAAC with proxy NDP when the uplink has a /64); works on
               any uplink, Wi-Fi included, and this host reaches it (routed:wlan0)
    nat        a private bridge (vmrnat0) behind this host's address, shared by every NAT VM:
               vmrun serves DHCP and DNS, guests reach each other, --forward works

@@ -3,6 +3,7 @@ package e2e
 import (
 	"net"
 	"reflect"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ func routedHostState(t *testing.T, l *lan) map[string]string {
 	for _, s := range []string{
 		"net/ipv4/conf/up0/forwarding", "net/ipv4/neigh/up0/proxy_delay", "net/ipv4/conf/up0/proxy_arp",
 		"net/ipv4/conf/all/forwarding", "net/ipv4/ip_forward", "net/ipv6/conf/up0/proxy_ndp", "net/ipv6/conf/all/forwarding",
+		"net/ipv6/conf/up0/accept_ra", "net/ipv6/conf/up0/forwarding", "net/ipv6/neigh/up0/proxy_delay",
 	} {
 		st[s] = strings.TrimSpace(l.Host.MustRun(t, "cat", "/proc/sys/"+s))
 	}
@@ -151,6 +153,88 @@ func TestRoutedGCAfterKill(t *testing.T) {
 		for k := range before {
 			if after[k] != before[k] {
 				t.Errorf("after gc %s is\n%s\nwas\n%s", k, after[k], before[k])
+			}
+		}
+	}
+	assertEmptyDir(t, vm.Runtime)
+}
+
+// TestRoutedIPv6: the uplink has a global /64 (here a ULA, fd78::/64, as
+// the LAN namespace's router would give it) and IPv6 forwarding is off.
+// vmrun advertises the prefix on the tap, the guest takes an address by
+// SLAAC (random interface id), vmrun learns it, routes it and answers NDP
+// for it on the uplink: the LAN pings the guest's IPv6 address. While the
+// VM runs the uplink's accept_ra is 2 (the host keeps its own router
+// advertisements), forwarding and proxy_ndp are on; afterwards all is as
+// before: after SIGTERM, and after SIGKILL and `vmrun gc`.
+func TestRoutedIPv6(t *testing.T) {
+	g := requireQEMUTests(t)
+	for _, kill := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sigterm", true: "sigkill+gc"}[kill], func(t *testing.T) {
+			routedIPv6(t, g.Test, kill)
+		})
+	}
+}
+
+func routedIPv6(t *testing.T, disk string, kill bool) {
+	l := newLAN(t, false)
+	l.LAN.MustRun(t, "ip", "-6", "addr", "add", "fd78::1/64", "dev", "lan0", "nodad")
+	l.Host.MustRun(t, "ip", "-6", "addr", "add", "fd78::2/64", "dev", "up0", "nodad")
+	l.Host.MustRun(t, "ip", "-6", "route", "add", "default", "via", "fd78::1", "dev", "up0")
+	l.Host.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.up0.accept_ra=1", "net.ipv6.conf.all.forwarding=0")
+	waitNoTentative(t, l)
+	before := routedHostState(t, l)
+	name := "e2e-routed-v6" + map[bool]string{false: "", true: "-kill"}[kill]
+	vm := Start(t, l.Host, "", "--disk", disk, "--snapshot", "--net", "routed", "--console", "serial",
+		"--name", name, "--guest-ip", "10.77.0.62/24")
+	vm.WaitConsole(`VMRUN-GUEST: ready`, bootTimeout)
+	learnt := regexp.MustCompile(`routed: the guest's IPv6 address (fd78:\S+) is routed to it`)
+	var addr string
+	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(200 * time.Millisecond) {
+		if m := learnt.FindStringSubmatch(vm.Stderr.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("vmrun did not route an IPv6 address of the guest in fd78::/64; stderr:\n%s", vm.Stderr)
+		}
+	}
+	if err := l.LAN.Ping(addr, 20*time.Second); err != nil {
+		t.Fatalf("the LAN cannot reach the guest's IPv6 address: %v\nstderr:\n%s", err, vm.Stderr)
+	}
+	if err := l.Host.Ping(addr, 10*time.Second); err != nil {
+		t.Errorf("the host cannot reach the guest's IPv6 address: %v", err)
+	}
+	during := routedHostState(t, l)
+	for k, want := range map[string]string{"net/ipv6/conf/up0/accept_ra": "2", "net/ipv6/conf/all/forwarding": "1",
+		"net/ipv6/conf/up0/proxy_ndp": "1", "net/ipv6/neigh/up0/proxy_delay": "0"} {
+		if during[k] != want {
+			t.Errorf("while running %s = %s, want %s", k, during[k], want)
+		}
+	}
+	if !strings.Contains(during["proxy"], addr) || !strings.Contains(during["routes6"], addr) {
+		t.Errorf("no proxy entry or /128 route for %s:\n%s\n%s", addr, during["proxy"], during["routes6"])
+	}
+	if !strings.Contains(during["routes6"], "default via fd78::1") {
+		t.Errorf("the host lost its IPv6 default route:\n%s", during["routes6"])
+	}
+	if kill {
+		if err := syscall.Kill(vm.PID(), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		vm.Wait(30 * time.Second)
+		out, errOut, code := RunVMRun(t, l.Host, vm.Runtime, "gc")
+		if code != 0 || !strings.Contains(out, `removed the leftovers of VM "`+name+`"`) {
+			t.Fatalf("vmrun gc: exit %d\n%s%s", code, out, errOut)
+		}
+	} else {
+		vm.Signal(syscall.SIGTERM)
+		if code := vm.Wait(60 * time.Second); code != 0 {
+			t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
+		}
+	}
+	if after := routedHostState(t, l); !reflect.DeepEqual(after, before) {
+		for k := range before {
+			if after[k] != before[k] {
+				t.Errorf("after exit %s is\n%s\nwas\n%s", k, after[k], before[k])
 			}
 		}
 	}
