@@ -107,7 +107,7 @@ reach() {
 	n=0
 	until grep -q 'VMRUN-GUEST-IP=[0-9]' /tmp/$name.log; do
 		n=$((n + 1))
-		if [ $n -gt 2400 ] || ! kill -0 "$p" 2>/dev/null; then
+		if [ $n -gt 6000 ] || ! kill -0 "$p" 2>/dev/null; then
 			bad "$label: no lease marker"; tail -40 /tmp/$name.log; return
 		fi
 		sleep 0.2
@@ -230,7 +230,7 @@ func TestWiFi(t *testing.T) {
 	}
 	script += benchScript + endScript
 	t.Logf("builds: %.1fs", time.Since(start).Seconds())
-	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 10 * time.Minute})
+	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 20 * time.Minute})
 	report(t, r)
 	for _, l := range strings.Split(r.Output, "\n") {
 		if strings.HasPrefix(strings.TrimSpace(l), "Benchmark") && strings.Contains(l, "ns/op") {
