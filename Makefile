@@ -74,10 +74,5 @@ bench: build guest
 install: build
 	$(SUDO) ./$(BIN) setup
 
-# One-time, as root: members of group vmrun may then use bridge/macvtap
-# without sudo (see docs/security.md).
-install: build
-	$(SUDO) ./$(BIN) setup
-
 clean:
 	rm -rf bin
