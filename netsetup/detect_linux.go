@@ -23,6 +23,11 @@ func Detect(ctx context.Context, r Request) (Facts, error) {
 	if err := ctx.Err(); err != nil {
 		return Facts{}, err
 	}
+	if r.Mode == None {
+		// No network: nothing about the uplink matters, and looking (route,
+		// nl80211, capabilities) is most of vmrun's start-up work.
+		return Facts{Kind: UplinkNone, CPUs: runtime.NumCPU()}, nil
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer caps.RaiseAll()()

@@ -238,7 +238,7 @@ func choose(f Facts, r Request) (choice, error) {
 	case Macvtap:
 		return forceMacvtap(f)
 	case User:
-		return userChoice("user-mode networking, as asked (--net user): the guest reaches out through QEMU and is reachable only through --forward ports", ""), nil
+		return userChoice("user-mode networking, as asked (--net user): the guest reaches out through this host (passt, else QEMU) and is reachable only through --forward ports", ""), nil
 	case None:
 		if len(r.Forwards) > 0 {
 			return choice{}, refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward or choose another --net")

@@ -84,11 +84,14 @@ func planAction(c *cli.Context) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(plan)
 	}
-	uplink := plan.Uplink
-	if uplink == "" {
-		uplink = "(none)"
+	switch {
+	case plan.Mode == netsetup.None:
+		fmt.Fprintf(out, "uplink:  not looked at (no network)\n")
+	case plan.Uplink == "":
+		fmt.Fprintf(out, "uplink:  none (%s)\n", plan.UplinkKind)
+	default:
+		fmt.Fprintf(out, "uplink:  %s (%s)\n", plan.Uplink, plan.UplinkKind)
 	}
-	fmt.Fprintf(out, "uplink:  %s (%s)\n", uplink, plan.UplinkKind)
 	fmt.Fprintf(out, "mode:    %s", plan.Mode)
 	if plan.Parent != "" {
 		fmt.Fprintf(out, " on %s", plan.Parent)
@@ -96,7 +99,10 @@ func planAction(c *cli.Context) error {
 	if plan.Passt != "" {
 		fmt.Fprintf(out, " through passt (%s)", plan.Passt)
 	}
-	fmt.Fprintf(out, "\nmac:     %s\nvhost:   %v\nwhy:     %s\n", plan.MAC, plan.Vhost, plan.Reason)
+	if plan.MAC != nil {
+		fmt.Fprintf(out, "\nmac:     %s", plan.MAC)
+	}
+	fmt.Fprintf(out, "\nvhost:   %v\nwhy:     %s\n", plan.Vhost, plan.Reason)
 	if plan.Notice != "" {
 		fmt.Fprintf(out, "note:    %s\n", plan.Notice)
 	}

@@ -35,7 +35,9 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	vmrunBin = filepath.Join(dir, "vmrun")
-	out, err := exec.Command("go", "build", "-o", vmrunBin, "github.com/vmrun/vmrun/cmd/vmrun").CombinedOutput()
+	build := exec.Command("go", "build", "-trimpath", "-o", vmrunBin, "github.com/vmrun/vmrun/cmd/vmrun")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build` does
+	out, err := build.CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building vmrun: %v\n%s", err, out)
 		os.RemoveAll(dir)
