@@ -145,19 +145,12 @@ func canOpen(path string) bool {
 // probeLinkTypes finds out whether this kernel can create macvtap and
 // ipvtap links by creating them: in a throwaway network namespace on a
 // thread that goes back to vmrun's namespace and exits afterwards (the
-// namespace, a veth pair as parents and the probes vanish with it). Without CAP_SYS_ADMIN for that namespace it
-// asks the kernel in the current namespace with a request that cannot
-// create anything (see kindKnown).
+// namespace, a veth pair as parents and the probes vanish with it).
+// Without CAP_SYS_ADMIN for that namespace it asks the kernel in the
+// current namespace with a request that cannot create anything (see
+// kindKnown).
 func probeLinkTypes() (macvtap, ipvtap bool) {
-	err := onThrowawayThreadBack(func() error {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return err
-		}
-		h, err := newHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
+	err := inThrowawayNetns(func(h *netlink.Handle) error {
 		macvtap, ipvtap = probeInFreshNetns(h)
 		return nil
 	})

@@ -9,7 +9,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
-	"golang.org/x/sys/unix"
 )
 
 // Probe says whether a kernel feature works: Known is false when vmrun
@@ -32,15 +31,9 @@ type KernelProbes struct {
 // create one, every probe is unknown.
 func ProbeKernel() KernelProbes {
 	var k KernelProbes
-	err := onThrowawayThread(func() error {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return err
-		}
-		h, err := newHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
+	// On the main thread, a thread left in the probe's namespace would
+	// wedge there for good: inThrowawayNetns returns it first.
+	err := inThrowawayNetns(func(h *netlink.Handle) error {
 		result := func(err error) Probe { return Probe{Known: true, OK: err == nil, Err: err} }
 		la := netlink.NewLinkAttrs()
 		la.Name = "probetap"

@@ -107,6 +107,24 @@ func onThrowawayThreadBack(fn func() error) error {
 	})
 }
 
+// inThrowawayNetns runs fn in a new, empty network namespace, with a
+// netlink handle for it, on a throwaway thread that returns to vmrun's
+// namespace before it is dropped (see onThrowawayThreadBack): whatever fn
+// creates there vanishes with the namespace. Probes use it.
+func inThrowawayNetns(fn func(h *netlink.Handle) error) error {
+	return onThrowawayThreadBack(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		h, err := newHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return fn(h)
+	})
+}
+
 // privileged runs fn on the calling goroutine's thread, locked, with
 // vmrun's capabilities raised (see internal/caps) and lowered again.
 func privileged(fn func() error) error {
