@@ -788,22 +788,7 @@ func (x *ipvtapRun) startLearner(s *setup) error {
 // learn reads the guest's frames until stopped.
 func (x *ipvtapRun) learn(conn *packet.Conn) {
 	defer x.learners.Done()
-	buf := make([]byte, snapFull)
-	for {
-		n, _, err := conn.ReadFrom(buf)
-		select {
-		case <-x.stop:
-			return
-		default:
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, unix.EINTR) || errors.Is(err, unix.ENOBUFS) {
-				continue
-			}
-			x.s.trace.notice(fmt.Sprintf("%s: learning the guest's addresses stopped: %v", x.parent, err))
-			return
-		}
-		frame := buf[:n]
+	err := readFrames(conn, make([]byte, snapFull), x.stop, func(frame []byte) {
 		if xid, ok := guestDHCPXID(frame, x.guestMAC); ok {
 			x.dhcpTransaction(xid)
 		}
@@ -818,6 +803,9 @@ func (x *ipvtapRun) learn(conn *packet.Conn) {
 			}
 			x.register(ev.Addr, ev.Why)
 		}
+	})
+	if err != nil {
+		x.s.trace.notice(fmt.Sprintf("%s: learning the guest's addresses stopped: %v", x.parent, err))
 	}
 }
 
@@ -862,24 +850,10 @@ func (x *ipvtapRun) requested(a netip.Addr) {
 // gets through.
 func (x *ipvtapRun) catchReplies(conn *packet.Conn) {
 	defer x.learners.Done()
-	buf := make([]byte, snapFull)
-	for {
-		n, _, err := conn.ReadFrom(buf)
-		select {
-		case <-x.stop:
-			return
-		default:
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, unix.EINTR) || errors.Is(err, unix.ENOBUFS) {
-				continue
-			}
-			x.s.trace.event(fmt.Sprintf("%s: watching DHCP replies stopped: %v", x.parent, err))
-			return
-		}
-		r, ok := dhcpServerReply(buf[:n], x.guestMAC)
+	err := readFrames(conn, make([]byte, snapFull), x.stop, func(frame []byte) {
+		r, ok := dhcpServerReply(frame, x.guestMAC)
 		if !ok || !r.Unicast {
-			continue
+			return
 		}
 		x.mu.Lock()
 		_, ours := x.xids[r.XID]
@@ -898,6 +872,9 @@ func (x *ipvtapRun) catchReplies(conn *packet.Conn) {
 			}
 			x.register(r.Addr, what+", sent unicast")
 		}
+	})
+	if err != nil {
+		x.s.trace.event(fmt.Sprintf("%s: watching DHCP replies stopped: %v", x.parent, err))
 	}
 }
 

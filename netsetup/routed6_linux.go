@@ -245,24 +245,13 @@ func icmp6Filter() []bpf.Instruction {
 func (g *routedGuest) learn6(ctx context.Context, c *packet.Conn) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	buf := make([]byte, 512)
-	for {
-		n, _, err := c.ReadFrom(buf)
-		if ctx.Err() != nil {
-			return
+	err := readFrames(c, make([]byte, 512), ctx.Done(), func(frame []byte) {
+		if ev, ok := guestAddrEvent(frame, g.s.p.MAC); ok && !ev.Drop && ev.Addr.Is6() {
+			g.addGuest6(ev.Addr, ev.Why)
 		}
-		if errors.Is(err, unix.ENETDOWN) {
-			continue // the tap had no carrier for a moment
-		}
-		if err != nil {
-			g.notice("routed: learning the guest's IPv6 addresses stopped: %v", err)
-			return
-		}
-		ev, ok := guestAddrEvent(buf[:n], g.s.p.MAC)
-		if !ok || ev.Drop || !ev.Addr.Is6() {
-			continue
-		}
-		g.addGuest6(ev.Addr, ev.Why)
+	})
+	if err != nil {
+		g.notice("routed: learning the guest's IPv6 addresses stopped: %v", err)
 	}
 }
 
