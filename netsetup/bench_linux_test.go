@@ -76,51 +76,61 @@ func BenchmarkTeardown(b *testing.B) {
 	l, plans := benchLab(b)
 	for _, kind := range []string{"tap-bridge", "macvtap"} {
 		b.Run(kind, func(b *testing.B) {
-			var undo, bare []time.Duration
-			err := l.host.Do(func() error {
-				h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-				if err != nil {
-					return err
-				}
-				defer h.Close()
-				for i := 0; i < b.N; i++ {
-					a, err := netsetup.Apply(context.Background(), plans[kind](fmt.Sprintf("bt-%d", i%64)), nil)
-					if err != nil {
-						return err
-					}
-					start := time.Now()
-					if i%2 == 0 {
-						err = a.Undo()
-						undo = append(undo, time.Since(start))
-						if err != nil {
-							return err
-						}
-						continue
-					}
-					err = bareDelete(h, a)
-					bare = append(bare, time.Since(start))
-					if err != nil {
-						return err
-					}
-					b.StopTimer()
-					err = a.Undo() // releases the handle; finds nothing left
-					b.StartTimer()
-					if err != nil {
-						return err
-					}
-				}
-				return nil
+			alternateTeardowns(b, l, func(i int) (*netsetup.Attachment, func(), error) {
+				a, err := netsetup.Apply(context.Background(), plans[kind](fmt.Sprintf("bt-%d", i%64)), nil)
+				return a, func() {}, err
 			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			mu, mb := median(undo), median(bare)
-			b.ReportMetric(ms(mu), "median-ms/undo")
-			b.ReportMetric(ms(mb), "median-ms/bare")
-			if mb > 0 {
-				b.ReportMetric(float64(mu)/float64(mb), "undo/bare")
-			}
 		})
+	}
+}
+
+// alternateTeardowns sets up b.N attachments with apply, in l's host
+// namespace, and tears them down alternately with Undo and with the
+// kernel's bare deletion of the link (bareDelete; Undo then removes what
+// is left, untimed), calling each attachment's done func untimed after
+// it. It reports both medians and their ratio.
+func alternateTeardowns(b *testing.B, l *lab, apply func(i int) (a *netsetup.Attachment, done func(), err error)) {
+	var undo, bare []time.Duration
+	err := l.host.Do(func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		for i := 0; i < b.N; i++ {
+			a, done, err := apply(i)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			if i%2 == 0 {
+				err = a.Undo()
+				undo = append(undo, time.Since(start))
+				b.StopTimer()
+			} else {
+				err = bareDelete(h, a)
+				bare = append(bare, time.Since(start))
+				b.StopTimer()
+				if err == nil {
+					err = a.Undo()
+				}
+			}
+			done()
+			b.StartTimer()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mu, mb := median(undo), median(bare)
+	b.ReportMetric(ms(mu), "median-ms/undo")
+	b.ReportMetric(ms(mb), "median-ms/bare")
+	if mb > 0 {
+		b.ReportMetric(float64(mu)/float64(mb), "undo/bare")
 	}
 }
 

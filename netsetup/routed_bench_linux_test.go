@@ -8,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
-	"golang.org/x/sys/unix"
 )
 
 // routedBenchPlan is a routed plan on up0 with a static address (the
@@ -90,51 +88,12 @@ func BenchmarkRoutedTeardown(b *testing.B) {
 	for _, kind := range []string{"norecord", "statefile"} {
 		b.Run(kind, func(b *testing.B) {
 			recs := routedRecorders(b)
-			var undo, bare []time.Duration
-			err := l.host.Do(func() error {
-				h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-				if err != nil {
-					return err
-				}
-				defer h.Close()
-				for i := 0; i < b.N; i++ {
-					name := fmt.Sprintf("brt-%d", i%64)
-					rec, done := recs[kind](name)
-					a, err := netsetup.Apply(context.Background(), routedBenchPlan(name, i), rec)
-					if err != nil {
-						return err
-					}
-					start := time.Now()
-					if i%2 == 0 {
-						err = a.Undo()
-						undo = append(undo, time.Since(start))
-					} else {
-						err = bareDelete(h, a)
-						bare = append(bare, time.Since(start))
-						b.StopTimer()
-						if err == nil {
-							err = a.Undo()
-						}
-						b.StartTimer()
-					}
-					b.StopTimer()
-					done()
-					b.StartTimer()
-					if err != nil {
-						return err
-					}
-				}
-				return nil
+			alternateTeardowns(b, l, func(i int) (*netsetup.Attachment, func(), error) {
+				name := fmt.Sprintf("brt-%d", i%64)
+				rec, done := recs[kind](name)
+				a, err := netsetup.Apply(context.Background(), routedBenchPlan(name, i), rec)
+				return a, done, err
 			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			mu, mb := median(undo), median(bare)
-			b.ReportMetric(ms(mu), "median-ms/undo")
-			b.ReportMetric(ms(mb), "median-ms/bare")
-			if mb > 0 {
-				b.ReportMetric(float64(mu)/float64(mb), "undo/bare")
-			}
 		})
 	}
 }
