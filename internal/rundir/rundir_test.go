@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmrun/vmrun/internal/testutil"
 )
 
 func TestValidateName(t *testing.T) {
@@ -51,10 +53,7 @@ func TestCreateLockAndRemove(t *testing.T) {
 // TestLockHeldByOtherProcess checks the lock across processes, as between
 // two vmrun runs: a child holds the lock with flock(1) while we try.
 func TestLockHeldByOtherProcess(t *testing.T) {
-	flock, err := exec.LookPath("flock")
-	if err != nil {
-		t.Skip("flock(1) not installed")
-	}
+	flock := testutil.RequireCmd(t, "flock") // util-linux; a skip fails under CI
 	root := t.TempDir()
 	d, _, err := Create(root, "vm2")
 	if err != nil {
