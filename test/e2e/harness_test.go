@@ -89,7 +89,14 @@ func Start(t testing.TB, ns *testutil.Netns, runtime string, args ...string) *VM
 	if runtime == "" {
 		runtime = runtimeDir(t)
 	}
-	cmd := command(ns, runtime, args...)
+	return startCmd(t, command(ns, runtime, args...), runtime)
+}
+
+// startCmd starts cmd (a vmrun, directly or through a wrapper) as a VM
+// whose runtime root is runtime; its process group is killed at cleanup
+// if it still runs.
+func startCmd(t testing.TB, cmd *exec.Cmd, runtime string) *VM {
+	t.Helper()
 	v := &VM{t: t, cmd: cmd, Console: testutil.NewLineBuffer(), Stderr: testutil.NewLineBuffer(), done: make(chan struct{}), Runtime: runtime}
 	cmd.Stdout, cmd.Stderr = v.Console, v.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -109,7 +116,7 @@ func Start(t testing.TB, ns *testutil.Netns, runtime string, args ...string) *VM
 			<-v.done
 		}
 		if t.Failed() {
-			t.Logf("vmrun %v\n--- console:\n%s\n--- stderr:\n%s", args, v.Console, v.Stderr)
+			t.Logf("%v\n--- console:\n%s\n--- stderr:\n%s", cmd.Args, v.Console, v.Stderr)
 		}
 	})
 	return v

@@ -89,30 +89,7 @@ func run(t *testing.T, argv ...string) (string, string, int) {
 // startArgv is Start for an arbitrary command line (vmrun as another user).
 func startArgv(t *testing.T, rt string, argv ...string) *VM {
 	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	v := &VM{t: t, cmd: cmd, Console: testutil.NewLineBuffer(), Stderr: testutil.NewLineBuffer(), done: make(chan struct{}), Runtime: rt}
-	cmd.Stdout, cmd.Stderr = v.Console, v.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		v.code = cmd.ProcessState.ExitCode()
-		close(v.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-v.done:
-		default:
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-v.done
-		}
-		if t.Failed() {
-			t.Logf("%v\n--- console:\n%s\n--- stderr:\n%s", argv, v.Console, v.Stderr)
-		}
-	})
-	return v
+	return startCmd(t, exec.Command(argv[0], argv[1:]...), rt)
 }
 
 // capLine returns a "CapXxx:" value of /proc/PID/status.
