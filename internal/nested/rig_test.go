@@ -47,21 +47,7 @@ exit 7
 // mac80211_hwsim radios, an open AP (hostapd, dnsmasq) on phy of wlan0 in
 // netns "ap" (192.168.77.1/24), a station (wpa_supplicant, udhcpc) on wlan1
 // in the rig's main netns.
-const wifiScript = `
-IP=/usr/sbin/ip
-failed=0
-pass() { echo "PASS: $*"; }
-bad() { echo "FAIL: $*"; failed=1; }
-now() { cut -d' ' -f1 /proc/uptime; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-wait_for() { # wait_for SECONDS CMD...: retry CMD every 0.2 s
-	n=$(($1 * 5)); shift
-	until "$@" >/dev/null 2>&1; do
-		n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.2
-	done
-}
-dump() { for f in "$@"; do echo "--- $f"; cat "$f"; done; }
-
+const wifiScript = ScriptHelpers + `
 # --- the Wi-Fi LAN -----------------------------------------------------------
 modprobe mac80211_hwsim radios=2 || { bad "modprobe mac80211_hwsim"; exit 1; }
 wait_for 5 test -e /sys/class/net/wlan1 || { bad "no wlan1 after modprobe"; exit 1; }

@@ -4,6 +4,8 @@
 // file holds the shell that builds the Wi-Fi LAN inside the rig.
 package wifi
 
+import "github.com/vmrun/vmrun/internal/nested"
+
 // lanScript is the start of every payload script: helpers, then a Wi-Fi LAN
 // inside the rig, as internal/nested's TestWiFiRig proved it works. Two
 // mac80211_hwsim radios: wlan0 is an open access point (hostapd, dnsmasq:
@@ -11,20 +13,7 @@ package wifi
 // (wpa_supplicant, udhcpc) in the rig's own namespace, its default route
 // via the access point. The rig's namespace is also named "rigmain" (ip
 // netns attach), for Go tests that want it as a named namespace.
-const lanScript = `
-IP=/usr/sbin/ip
-failed=0
-pass() { echo "PASS: $*"; }
-bad() { echo "FAIL: $*"; failed=1; }
-now() { cut -d' ' -f1 /proc/uptime; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-wait_for() { # wait_for SECONDS CMD...: retry CMD every 0.2 s
-	n=$(($1 * 5)); shift
-	until "$@" >/dev/null 2>&1; do
-		n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.2
-	done
-}
-dump() { for f in "$@"; do echo "--- $f"; cat "$f"; done; }
+const lanScript = nested.ScriptHelpers + `
 links() { $IP -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' | sort | tr '\n' ' '; }
 
 modprobe mac80211_hwsim radios=2 || { bad "modprobe mac80211_hwsim"; exit 1; }
