@@ -39,7 +39,6 @@ type routed6 struct {
 	host     map[netip.Addr]bool // the uplink's own addresses: never the guest's
 	known    map[netip.Addr]bool // guest addresses routed and proxied (under routedGuest.mu)
 	closed   bool                // Undo has begun: learn no more (under routedGuest.mu)
-	tap      netlink.Link
 }
 
 // uplinkPrefixes6 returns the global /64 prefixes of link's IPv6
@@ -112,9 +111,9 @@ func (g *routedGuest) startIPv6(s *setup) error {
 	if err := g.setSysctls(s, routedSysctls6(s.p.Parent, acceptRA)); err != nil {
 		return err
 	}
-	g.v6 = &routed6{prefixes: prefixes, host: own, known: map[netip.Addr]bool{}, tap: s.link}
+	g.v6 = &routed6{prefixes: prefixes, host: own, known: map[netip.Addr]bool{}}
 	ifi := &net.Interface{Index: s.link.Attrs().Index, Name: s.p.LinkName, HardwareAddr: hostSideMAC(s.p.MAC)}
-	ra, err := g.openAdvertiser(s)
+	ra, err := openAdvertiser(ifi)
 	if err != nil {
 		return err
 	}
@@ -161,18 +160,14 @@ func (g *routedGuest) startIPv6(s *setup) error {
 
 // openAdvertiser opens an ICMPv6 socket on the tap's fe80::1, joined to
 // all-routers (the guest's router solicitations).
-func (g *routedGuest) openAdvertiser(s *setup) (*ndp.Conn, error) {
-	ifi, err := net.InterfaceByIndex(s.link.Attrs().Index)
+func openAdvertiser(tap *net.Interface) (*ndp.Conn, error) {
+	c, _, err := ndp.Listen(tap, ndp.LinkLocal)
 	if err != nil {
-		return nil, err
-	}
-	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
-	if err != nil {
-		return nil, fmt.Errorf("ICMPv6 socket on %s: %w", s.p.LinkName, err)
+		return nil, fmt.Errorf("ICMPv6 socket on %s: %w", tap.Name, err)
 	}
 	if err := c.JoinGroup(netip.MustParseAddr("ff02::2")); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("join all-routers on %s: %w", s.p.LinkName, err)
+		return nil, fmt.Errorf("join all-routers on %s: %w", tap.Name, err)
 	}
 	return c, nil
 }
@@ -270,7 +265,7 @@ func (g *routedGuest) addGuest6(a netip.Addr, why string) {
 		return
 	}
 	ip := net.IP(a.AsSlice())
-	if err := routeGuest(g.s.h, g.s.rec, v.tap, ip); err != nil {
+	if err := routeGuest(g.s.h, g.s.rec, g.s.link, ip); err != nil {
 		g.notice("routed: the guest's IPv6 address %s cannot be routed to it: %v", a, err)
 		return
 	}
