@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/mdlayher/ethernet"
@@ -112,8 +113,14 @@ func (g *routedGuest) startIPv6(s *setup) error {
 		return err
 	}
 	g.v6 = &routed6{prefixes: prefixes, host: own, known: map[netip.Addr]bool{}}
-	ifi := &net.Interface{Index: s.link.Attrs().Index, Name: s.p.LinkName, HardwareAddr: hostSideMAC(s.p.MAC)}
-	ra, err := openAdvertiser(ifi)
+	idx := s.link.Attrs().Index
+	// Named by its index: ndp names the interface as the zone of fe80::1,
+	// and the net package resolves zone names through a process-wide
+	// cache, blind to namespaces and up to a minute stale — a tap of the
+	// same name made again (a restarted VM, another namespace) would be
+	// looked up by its old index (ENODEV). A numeric zone is the index.
+	ifi := &net.Interface{Index: idx, Name: strconv.Itoa(idx), MTU: max(s.att.MTU, 1280), HardwareAddr: hostSideMAC(s.p.MAC)}
+	ra, err := openAdvertiser(ifi, s.p.LinkName)
 	if err != nil {
 		return err
 	}
@@ -160,14 +167,14 @@ func (g *routedGuest) startIPv6(s *setup) error {
 
 // openAdvertiser opens an ICMPv6 socket on the tap's fe80::1, joined to
 // all-routers (the guest's router solicitations).
-func openAdvertiser(tap *net.Interface) (*ndp.Conn, error) {
-	c, _, err := ndp.Listen(tap, ndp.LinkLocal)
+func openAdvertiser(tap *net.Interface, name string) (*ndp.Conn, error) {
+	c, _, err := ndp.Listen(tap, ndp.LinkLocal) // reads into tap.MTU bytes
 	if err != nil {
-		return nil, fmt.Errorf("ICMPv6 socket on %s: %w", tap.Name, err)
+		return nil, fmt.Errorf("ICMPv6 socket on %s: %w", name, err)
 	}
 	if err := c.JoinGroup(netip.MustParseAddr("ff02::2")); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("join all-routers on %s: %w", tap.Name, err)
+		return nil, fmt.Errorf("join all-routers on %s: %w", name, err)
 	}
 	return c, nil
 }

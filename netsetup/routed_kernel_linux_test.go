@@ -27,6 +27,11 @@ func routedLab(t testing.TB) *lab {
 	l := newLab(t)
 	l.host.MustRun(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "up0")
 	l.host.MustRun(t, "ip", "route", "add", "default", "via", lanIP)
+	// A global /64 on the uplink: every routed set-up shares it with its
+	// guest (router advertiser, learner, IPv6 sysctls), so the unwinding
+	// and gc tests cover the IPv6 step too.
+	l.host.MustRun(t, "ip", "-6", "addr", "add", "fd77::2/64", "dev", "up0", "nodad")
+	l.host.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.up0.accept_ra=1")
 	l.before = l.host.Links(t)
 	// Let IPv6 duplicate address detection finish on up0: its link-local
 	// address shows up in the local table only then.
@@ -60,6 +65,7 @@ var routedSysctls = []string{
 	"net/ipv4/conf/up0/forwarding", "net/ipv4/neigh/up0/proxy_delay", "net/ipv4/conf/up0/proxy_arp",
 	"net/ipv4/conf/all/forwarding", "net/ipv4/conf/default/forwarding", "net/ipv4/ip_forward",
 	"net/ipv6/conf/up0/forwarding", "net/ipv6/conf/all/forwarding", "net/ipv6/conf/up0/proxy_ndp",
+	"net/ipv6/conf/up0/accept_ra", "net/ipv6/neigh/up0/proxy_delay",
 }
 
 // hostState is everything of the host namespace routed mode may touch:
@@ -160,7 +166,9 @@ func TestRoutedApply(t *testing.T) {
 	for _, o := range rec.objects() {
 		kinds[o.Kind]++
 	}
-	if want := map[string]int{"link": 1, "addr": 2, "sysctl": 3, "route": 1, "neigh": 1}; fmt.Sprint(kinds) != fmt.Sprint(want) {
+	// sysctls: IPv4 forwarding and proxy_delay on up0, forwarding on the
+	// tap; IPv6 accept_ra, forwarding, proxy_ndp and proxy_delay.
+	if want := map[string]int{"link": 1, "addr": 2, "sysctl": 7, "route": 1, "neigh": 1}; fmt.Sprint(kinds) != fmt.Sprint(want) {
 		t.Errorf("recorded %v, want %v: %+v", kinds, want, rec.objects())
 	}
 
@@ -185,6 +193,7 @@ func TestRoutedApply(t *testing.T) {
 	if err := l.host.Ping(ip.String(), 20*time.Second); err != nil {
 		t.Fatalf("host → guest: %v", err)
 	}
+	checkRoutedIPv6(t, l, g, p.LinkName)
 	// (The counter counts after the reply is sent: the last one may not
 	// be counted yet.)
 	if g.EchoReplies.Load() == 0 {

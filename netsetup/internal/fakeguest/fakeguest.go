@@ -236,6 +236,13 @@ func (g *Guest) SendUDP(hop net.HardwareAddr, dst net.IP, sport, dport uint16, p
 	return g.Send(ipv4Frame(hop, g.mac, g.IP(), dst.To4(), 17, udp(sport, dport, payload)))
 }
 
+// Exchange sends frame every interval until a frame matching match
+// arrives, and returns it: for protocols the fake guest does not speak
+// itself.
+func (g *Guest) Exchange(ctx context.Context, frame []byte, match func([]byte) bool, interval time.Duration) ([]byte, error) {
+	return g.exchange(ctx, func() []byte { return frame }, match, interval)
+}
+
 // exchange sends frame every interval until a frame matching match
 // arrives, and returns it.
 func (g *Guest) exchange(ctx context.Context, frame func() []byte, match func([]byte) bool, interval time.Duration) ([]byte, error) {
