@@ -9,6 +9,7 @@
 package dnsforward
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,8 +50,7 @@ type Forwarder struct {
 	once sync.Once
 
 	mu       sync.Mutex
-	mtime    time.Time
-	size     int64
+	conf     []byte // the resolv.conf's content upstream was read from
 	upstream []string
 }
 
@@ -126,19 +126,21 @@ func (f *Forwarder) Close() error {
 	return err
 }
 
-// upstreams returns the name servers of the resolv.conf, re-reading it
-// when its size or modification time changed.
+// upstreams returns the name servers of the resolv.conf, parsing it again
+// when its content changed. The content, not the size and modification
+// time, decides: a rewrite of the same size within one timestamp tick
+// changes neither. The file is a few hundred bytes and read once per query.
 func (f *Forwarder) upstreams() ([]string, error) {
-	fi, err := os.Stat(f.cfg.ResolvConf)
+	conf, err := os.ReadFile(f.cfg.ResolvConf)
 	if err != nil {
 		return nil, fmt.Errorf("dns forwarder: %w", err)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.upstream != nil && fi.ModTime().Equal(f.mtime) && fi.Size() == f.size {
+	if f.upstream != nil && bytes.Equal(conf, f.conf) {
 		return f.upstream, nil
 	}
-	cc, err := dns.ClientConfigFromFile(f.cfg.ResolvConf)
+	cc, err := dns.ClientConfigFromReader(bytes.NewReader(conf))
 	if err != nil {
 		return nil, fmt.Errorf("dns forwarder: %s: %w", f.cfg.ResolvConf, err)
 	}
@@ -149,7 +151,7 @@ func (f *Forwarder) upstreams() ([]string, error) {
 	for _, s := range cc.Servers {
 		ups = append(ups, net.JoinHostPort(s, cc.Port))
 	}
-	f.upstream, f.mtime, f.size = ups, fi.ModTime(), fi.Size()
+	f.upstream, f.conf = ups, conf
 	return ups, nil
 }
 

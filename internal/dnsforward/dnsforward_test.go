@@ -106,18 +106,29 @@ func TestForwarder(t *testing.T) {
 	}
 	// A new upstream: the file is read again.
 	upstream(t, ns, "127.0.0.2:53", "10.1.1.1")
-	time.Sleep(10 * time.Millisecond) // a distinct modification time
 	if err := os.WriteFile(rc, []byte("nameserver 127.0.0.2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if a, err := query(t, ns, "udp", cfg.Addr, "vmrun.test"); err != nil || a != "10.1.1.1" {
 		t.Errorf("after resolv.conf changed: %q, %v", a, err)
 	}
+	// A rewrite of the same size within the same timestamp tick (forced
+	// here: the old modification time is put back) is followed too.
+	fi, err := os.Stat(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(rc, []byte("nameserver 127.0.0.9\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chtimes(rc, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if fj, err := os.Stat(rc); err != nil || fj.Size() != fi.Size() || !fj.ModTime().Equal(fi.ModTime()) {
+		t.Fatalf("the rewrite should keep size and time: %v, %v", fj, err)
+	}
 	if a, err := query(t, ns, "udp", cfg.Addr, "vmrun.test"); err != nil || a != "SERVFAIL" {
-		t.Errorf("dead upstream: %q, %v", a, err)
+		t.Errorf("same-size rewrite to a dead upstream: %q, %v", a, err)
 	}
 	_ = second
 }
