@@ -498,12 +498,14 @@ func (x *ipvtapRun) policy() addrPolicy {
 			m[a.Unmap()] = true
 		}
 	}
-	if addrs, err := x.bh.AddrList(nil, netlink.FAMILY_ALL); err == nil {
+	if addrs, err := retryDump(func() ([]netlink.Addr, error) { return x.bh.AddrList(nil, netlink.FAMILY_ALL) }); err == nil {
 		for _, ad := range addrs {
 			add(p.host, ad.IP)
 		}
 	}
-	if routes, err := x.bh.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: x.parentIx}, netlink.RT_FILTER_OIF); err == nil {
+	if routes, err := retryDump(func() ([]netlink.Route, error) {
+		return x.bh.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: x.parentIx}, netlink.RT_FILTER_OIF)
+	}); err == nil {
 		for _, r := range routes {
 			add(p.gateways, r.Gw)
 			for _, nh := range r.MultiPath {
@@ -635,7 +637,9 @@ func (x *ipvtapRun) addHostEntry(a netip.Addr) error {
 // hostIPv4 is the host's first global IPv4 address on the parent (the
 // source of its packets to the guest), or nil.
 func (x *ipvtapRun) hostIPv4() net.IP {
-	addrs, err := x.bh.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: x.parentIx}}, netlink.FAMILY_V4)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) {
+		return x.bh.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: x.parentIx}}, netlink.FAMILY_V4)
+	})
 	if err != nil {
 		return nil
 	}
@@ -1020,7 +1024,7 @@ func (x *ipvtapRun) recheck() string {
 	}
 	x.watchMode(x.parent + " coming back")
 	have := map[netip.Addr]bool{}
-	if addrs, err := x.nh.AddrList(x.link, netlink.FAMILY_ALL); err == nil {
+	if addrs, err := retryDump(func() ([]netlink.Addr, error) { return x.nh.AddrList(x.link, netlink.FAMILY_ALL) }); err == nil {
 		for _, ad := range addrs {
 			if a, ok := netip.AddrFromSlice(ad.IP); ok {
 				have[a.Unmap()] = true

@@ -194,7 +194,7 @@ func existingNATBridge(h *netlink.Handle) (netip.Prefix, bool, error) {
 	if l.Attrs().Alias != NATAlias || l.Type() != "bridge" {
 		return netip.Prefix{}, false, refuse(ErrForeignLink, "a link named %s already exists and is not vmrun's NAT bridge (alias %q, type %s); vmrun leaves it alone: delete or rename it to use --net nat", NATBridge, l.Attrs().Alias, l.Type())
 	}
-	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return netip.Prefix{}, false, err
 	}

@@ -433,7 +433,9 @@ func routedGuestsOn(h *netlink.Handle, dev, self string, family int) (bool, erro
 			n.IP, bits = ip4, 32
 		}
 		dst := &net.IPNet{IP: n.IP, Mask: net.CIDRMask(bits, bits)}
-		routes, err := h.RouteListFiltered(family, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+		routes, err := retryDump(func() ([]netlink.Route, error) {
+			return h.RouteListFiltered(family, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+		})
 		if err != nil {
 			return false, fmt.Errorf("routes to %s: %w", n.IP, err)
 		}

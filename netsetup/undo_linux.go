@@ -111,8 +111,10 @@ func deleteRoute(h *netlink.Handle, o rundir.Object) error {
 	if dst.IP.To4() == nil {
 		family = netlink.FAMILY_V6
 	}
-	routes, err := h.RouteListFiltered(family, &netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(family, &netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
+	})
 	if err != nil {
 		return err
 	}
