@@ -129,9 +129,9 @@ func Create(root, name string) (d *Dir, stale *State, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("runtime directory %s: %w", path, err)
 	}
-	if err := unix.Flock(int(lk.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := lockFile(lk); err != nil {
 		lk.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 			return nil, nil, ErrBusy
 		}
 		return nil, nil, fmt.Errorf("lock %s: %w", path, err)
@@ -307,16 +307,37 @@ func List(root string) ([]Entry, error) {
 	return out, nil
 }
 
-// locked reports whether a live process holds the lock of the VM directory.
+// The VM's lock is an open file description lock (fcntl F_OFD_SETLK) on
+// its whole lock file: owned by the open file, like flock, so it is held
+// until the running vmrun closes the file or dies; and, unlike flock, it
+// can be tested without being taken (F_OFD_GETLK). Readers (`vmrun ls`,
+// doctor, gc looking around) therefore never hold it, not even for a
+// moment, and a VM starting while they look cannot fail as if it were
+// already running.
+
+// lockFile takes the exclusive lock of f without waiting: EAGAIN (or
+// EACCES) when another open file description holds it.
+func lockFile(f *os.File) error {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	for {
+		err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// locked reports whether a live process holds the lock of the VM
+// directory. It only tests the lock, and never takes it.
 func locked(dir string) bool {
 	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY, 0)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return false
 	}
-	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
+	return lk.Type != unix.F_UNLCK
 }

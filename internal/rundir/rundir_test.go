@@ -1,15 +1,15 @@
 package rundir
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/vmrun/vmrun/internal/testutil"
 )
 
 func TestValidateName(t *testing.T) {
@@ -51,9 +51,9 @@ func TestCreateLockAndRemove(t *testing.T) {
 }
 
 // TestLockHeldByOtherProcess checks the lock across processes, as between
-// two vmrun runs: a child holds the lock with flock(1) while we try.
+// two vmrun runs: a child process (this test binary, see holdLockChild)
+// holds the lock while we look and try.
 func TestLockHeldByOtherProcess(t *testing.T) {
-	flock := testutil.RequireCmd(t, "flock") // util-linux; a skip fails under CI
 	root := t.TempDir()
 	d, _, err := Create(root, "vm2")
 	if err != nil {
@@ -61,20 +61,67 @@ func TestLockHeldByOtherProcess(t *testing.T) {
 	}
 	d.lock.Close() // as if this vmrun were gone
 	d.lock = nil
-	cmd := exec.Command(flock, "-n", filepath.Join(d.Path, "lock"), "sleep", "30")
+	if es, _ := List(root); len(es) != 1 || es[0].Live {
+		t.Fatalf("List after the holder closed its lock = %+v", es)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldLockChild$")
+	cmd.Env = append(os.Environ(), holdLockEnv+"="+filepath.Join(d.Path, "lock"))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for i := 0; i < 100; i++ {
-		if es, _ := List(root); len(es) == 1 && es[0].Live {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// The child says "locked" once it holds the lock.
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if line != "locked\n" {
+		t.Fatalf("lock-holding child said %q (%v)", line, err)
+	}
+	if es, _ := List(root); len(es) != 1 || !es[0].Live {
+		t.Fatalf("List while another process holds the lock = %+v", es)
 	}
 	if _, _, err := Create(root, "vm2"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("Create while another process holds the lock: %v", err)
 	}
+	// The child lets go when its stdin closes, and exits.
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("lock-holding child: %v", err)
+	}
+	d2, _, err := Create(root, "vm2")
+	if err != nil {
+		t.Fatalf("Create after the other process exited: %v", err)
+	}
+	_ = d2.Remove()
+}
+
+const holdLockEnv = "VMRUN_TEST_HOLD_LOCK"
+
+// TestHoldLockChild is the child of TestLockHeldByOtherProcess: it takes
+// the lock of the file named by $VMRUN_TEST_HOLD_LOCK as vmrun does, says
+// so, and holds it until its stdin closes. Run directly, it does nothing.
+func TestHoldLockChild(t *testing.T) {
+	path := os.Getenv(holdLockEnv)
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lockFile(f); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("locked")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	f.Close()
 }
 
 func TestStaleStateSurvives(t *testing.T) {
