@@ -57,3 +57,20 @@ func (e *sentenceError) Unwrap() error { return e.kind }
 func refuse(kind error, format string, args ...any) error {
 	return &sentenceError{msg: fmt.Sprintf(format, args...), kind: kind}
 }
+
+// IsRequestError reports whether err refuses the request itself, so that
+// the fix is a different command line: options that contradict each other
+// or do not apply to the mode (ErrBadRequest), an unknown mode, or an
+// interface the request names (or implies) that does not exist, is not a
+// bridge, or cannot carry the mode asked for. Everything else a plan can
+// fail on is a lack of the host — privileges, kernel support, a default
+// route, an address, a link that is down or not vmrun's — and the fix is
+// on the host.
+func IsRequestError(err error) bool {
+	for _, kind := range []error{ErrBadRequest, ErrUnknownMode, ErrNoInterface, ErrNotBridge, ErrUnsuitable} {
+		if errors.Is(err, kind) {
+			return true
+		}
+	}
+	return false
+}

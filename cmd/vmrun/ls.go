@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -99,10 +100,10 @@ func stopCommand() *cli.Command {
 }
 
 func stopAction(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return exitcode.Usagef("vmrun stop takes one VM name (see `vmrun ls`)")
+	name, force, wait, err := stopArgs(c)
+	if err != nil {
+		return err
 	}
-	name := c.Args().First()
 	if err := rundir.ValidateName(name); err != nil {
 		return exitcode.Usagef("%v", err)
 	}
@@ -131,7 +132,7 @@ func stopAction(c *cli.Context) error {
 	defer unix.Close(pidfd)
 	// SIGTERM: power the guest off gracefully. SIGQUIT: stop QEMU at once.
 	sig := unix.Signal(syscall.SIGTERM)
-	if c.Bool("force") {
+	if force {
 		sig = unix.SIGQUIT
 	}
 	if err := unix.PidfdSendSignal(pidfd, sig, nil, 0); err != nil {
@@ -141,8 +142,8 @@ func stopAction(c *cli.Context) error {
 		return exitcode.Setupf("VM %q (vmrun pid %d): %v", name, st.PID, err)
 	}
 	timeout := -1
-	if w := c.Duration("wait"); w > 0 {
-		timeout = int(w.Milliseconds())
+	if wait > 0 {
+		timeout = int(wait.Milliseconds())
 	}
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	for {
@@ -154,10 +155,43 @@ func stopAction(c *cli.Context) error {
 			return exitcode.Setupf("waiting for VM %q: %v", name, err)
 		}
 		if n == 0 {
-			return exitcode.Setupf("VM %q is still stopping after %s; wait longer, or use --force", name, c.Duration("wait"))
+			return exitcode.Setupf("VM %q is still stopping after %s; wait longer, or use --force", name, wait)
 		}
 		break
 	}
 	fmt.Fprintf(c.App.ErrWriter, "vmrun: VM %q stopped\n", name)
 	return nil
+}
+
+// stopArgs returns stop's VM name and options, which may also follow the
+// name as documented (`vmrun stop NAME --force`): the flag parser stops at
+// the first argument that is not a flag.
+func stopArgs(c *cli.Context) (name string, force bool, wait time.Duration, err error) {
+	args := c.Args().Slice()
+	if len(args) == 0 {
+		return "", false, 0, exitcode.Usagef("vmrun stop takes one VM name (see `vmrun ls`)")
+	}
+	name, force, wait = args[0], c.Bool("force"), c.Duration("wait")
+	for rest := args[1:]; len(rest) > 0; rest = rest[1:] {
+		flag, value, hasValue := strings.Cut(strings.TrimLeft(rest[0], "-"), "=")
+		switch {
+		case !strings.HasPrefix(rest[0], "-"):
+			return "", false, 0, exitcode.Usagef("vmrun stop takes one VM name, not %q too (see `vmrun ls`)", rest[0])
+		case flag == "force" && !hasValue:
+			force = true
+		case flag == "wait":
+			if !hasValue {
+				if len(rest) < 2 {
+					return "", false, 0, exitcode.Usagef("--wait needs a duration, e.g. --wait 30s")
+				}
+				rest, value = rest[1:], rest[1]
+			}
+			if wait, err = time.ParseDuration(value); err != nil {
+				return "", false, 0, exitcode.Usagef("--wait %q is not a duration; write e.g. 30s or 2m", value)
+			}
+		default:
+			return "", false, 0, exitcode.Usagef("unknown flag %s: run `vmrun stop --help` for the flags", rest[0])
+		}
+	}
+	return name, force, wait, nil
 }

@@ -238,13 +238,23 @@ func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
 	}
 	facts, err := netsetup.Detect(ctx, req)
 	if err != nil {
-		return netsetup.Plan{}, exitcode.Wrap(exitcode.Setup, err)
+		return netsetup.Plan{}, exitcode.Wrap(planCode(err), err)
 	}
 	plan, err := netsetup.Decide(facts, req)
 	if err != nil {
-		return netsetup.Plan{}, exitcode.Wrap(exitcode.Setup, err)
+		return netsetup.Plan{}, exitcode.Wrap(planCode(err), err)
 	}
 	return enforceACL(facts, req, plan)
+}
+
+// planCode is the exit code of a planning error: a refusal of the request
+// itself (--net user --guest-ip ..., a named interface that does not
+// exist) is a usage error; what the host lacks is a set-up failure.
+func planCode(err error) int {
+	if netsetup.IsRequestError(err) {
+		return exitcode.Usage
+	}
+	return exitcode.Setup
 }
 
 // findQEMU resolves the QEMU binary. A missing binary the user named is a

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// TestMain lets a test run this test binary as vmrun itself (a real
+// process with its own exit status): see vmrunProcess.
+func TestMain(m *testing.M) {
+	if os.Getenv(asVmrunEnv) == "1" {
+		os.Exit(realMain(append([]string{"vmrun"}, os.Args[1:]...), os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+const asVmrunEnv = "VMRUN_TEST_AS_VMRUN"
+
+// vmrunProcess returns a command running vmrun (this test binary in its
+// vmrun role) with args, started by prefix (e.g. `ip netns exec NS`).
+func vmrunProcess(ctx context.Context, prefix []string, args ...string) *exec.Cmd {
+	self, _ := os.Executable()
+	argv := append(append(append([]string{}, prefix...), self), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), asVmrunEnv+"=1")
+	return cmd
+}
+
+// exitCase is one path from an error to an exit code.
+type exitCase struct {
+	name string
+	args []string
+	code int
+	want string // in the one line on stderr; "" when the command succeeds
+}
+
+// checkExit runs vmrun in-process and checks code and message.
+func checkExit(t *testing.T, c exitCase) {
+	t.Helper()
+	_, errOut, code := vmrun(t, c.args...)
+	if code != c.code {
+		t.Fatalf("vmrun %s: exit %d, want %d: %s", strings.Join(c.args, " "), code, c.code, errOut)
+	}
+	if c.want != "" && !strings.Contains(errOut, c.want) {
+		t.Fatalf("vmrun %s: stderr %q lacks %q", strings.Join(c.args, " "), errOut, c.want)
+	}
+}
+
+// TestExitCodes covers, command by command, every way an error becomes an
+// exit code in cmd/vmrun (TestBadInputs adds the configuration errors of
+// run; the launcher's tests the codes 3, 4 and 124 of a running VM;
+// TestDoctorJSON doctor's verdict; TestExitCodesHost the plans refused for
+// what the host lacks).
+func TestExitCodes(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv(rundir.EnvRoot, root)
+	t.Setenv("DISPLAY", "")
+	t.Setenv("WAYLAND_DISPLAY", "")
+	d := disk(t)
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A VM whose vmrun is gone: its directory and state, no lock holder.
+	stale, _, err := rundir.Create(root, "stale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.Update(func(s *rundir.State) { s.Name, s.PID = "stale", 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A running VM holding its name.
+	busy, _, err := rundir.Create(root, "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = busy.Remove() })
+	run := func(args ...string) []string {
+		return append([]string{"--disk", d, "--qemu", "/bin/true", "--console", "none"}, args...)
+	}
+	kvmCode, kvmWant := exitcode.Setup, "--accel kvm"
+	if kvmUsable() {
+		kvmCode, kvmWant = exitcode.OK, ""
+	}
+	cases := []exitCase{
+		// run: configuration, then the plan, then the set-up.
+		{"run: help", []string{"--help"}, exitcode.OK, ""},
+		{"run: unknown flag", run("--bogus"), exitcode.Usage, "unknown flag --bogus"},
+		{"run: stray argument", []string{"run", d}, exitcode.Usage, "unexpected argument"},
+		{"run: config file", run("--config", "/nonexistent/vm.yaml"), exitcode.Usage, "/nonexistent/vm.yaml"},
+		{"run: named QEMU missing", run("--qemu", "/nonexistent/qemu"), exitcode.Usage, "--qemu /nonexistent/qemu"},
+		{"run: --accel kvm", run("--net", "none", "--accel", "kvm", "--dry-run"), kvmCode, kvmWant},
+		{"run: --console gui without a display", run("--console", "gui"), exitcode.Usage, "no display"},
+		{"run: plan refuses the request (user mode, --guest-ip)", run("--net", "user", "--guest-ip", "10.0.0.5/24"), exitcode.Usage, "--guest-ip"},
+		{"run: plan refuses the request (forward without network)", run("--net", "none", "--forward", "tcp:8080:80"), exitcode.Usage, "--forward"},
+		{"run: plan refuses the request (no such interface)", run("--net", "macvtap:vmrnosuch0"), exitcode.Usage, "vmrnosuch0 does not exist"},
+		{"run: plan refuses the request (not a bridge)", run("--net", "bridge:lo"), exitcode.Usage, "lo is not a bridge"},
+		{"run: name already running", run("--net", "none", "--name", "busy"), exitcode.Usage, `"busy" is already running`},
+		{"run: QEMU fails to start", run("--net", "none", "--name", "false", "--qemu", "/bin/false"), exitcode.Setup, "QEMU"},
+		{"run: serial log not writable", run("--net", "none", "--name", "log", "--serial-log", "/nonexistent/dir/log"), exitcode.Usage, "--serial-log"},
+		// ls
+		{"ls", []string{"ls"}, exitcode.OK, ""},
+		{"ls: stray flag", []string{"ls", "--bogus"}, exitcode.Usage, "unknown flag"},
+		// stop (a VM that stops, and one that does not, in TestStopExitCodes)
+		{"stop: no name", []string{"stop"}, exitcode.Usage, "one VM name"},
+		{"stop: bad name", []string{"stop", "a/b"}, exitcode.Usage, `"a/b"`},
+		{"stop: unknown VM", []string{"stop", "ghost"}, exitcode.Usage, `no VM named "ghost"`},
+		{"stop: vmrun gone", []string{"stop", "stale"}, exitcode.Usage, "vmrun gc"},
+		{"stop: two names", []string{"stop", "stale", "ghost"}, exitcode.Usage, `not "ghost" too`},
+		{"stop: unknown flag after the name", []string{"stop", "stale", "--bogus"}, exitcode.Usage, "unknown flag --bogus"},
+		{"stop: bad --wait after the name", []string{"stop", "stale", "--wait", "soon"}, exitcode.Usage, `--wait "soon"`},
+		// net plan
+		{"net plan: stray argument", []string{"net", "plan", "x"}, exitcode.Usage, "unexpected argument"},
+		{"net plan: unknown mode", []string{"net", "plan", "--net", "wifi"}, exitcode.Usage, "unknown network mode"},
+		{"net plan: bad MAC", []string{"net", "plan", "--mac", "zz"}, exitcode.Usage, `"zz"`},
+		{"net plan: no such interface", []string{"net", "plan", "--net", "macvtap:vmrnosuch0"}, exitcode.Usage, "vmrnosuch0 does not exist"},
+		{"net plan: none", []string{"net", "plan", "--net", "none"}, exitcode.OK, ""},
+		// doctor (its verdict: TestDoctorJSON)
+		{"doctor: stray argument", []string{"doctor", "x"}, exitcode.Usage, "unexpected argument"},
+		// setup
+		{"setup: stray argument", []string{"setup", "x"}, exitcode.Usage, "unexpected argument"},
+		// unknown command
+		{"unknown command", []string{"frobnicate", "--x"}, exitcode.Usage, ""},
+	}
+	if os.Geteuid() == 0 {
+		// A group name groupadd refuses: setup fails before changing anything.
+		cases = append(cases, exitCase{"setup: group cannot be made", []string{"setup", "--group", "no such group!"}, exitcode.Setup, "group no such group!"})
+	} else {
+		cases = append(cases, exitCase{"setup: not root", []string{"setup"}, exitcode.Usage, "must run as root"})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { checkExit(t, c) })
+	}
+	// Paths that need the runtime root to be unusable.
+	t.Run("runtime root is a file", func(t *testing.T) {
+		t.Setenv(rundir.EnvRoot, notDir)
+		for _, c := range []exitCase{
+			{"run", run("--net", "none", "--name", "rt"), exitcode.Setup, notDir},
+			{"ls", []string{"ls"}, exitcode.Setup, "cannot list " + notDir},
+			{"stop", []string{"stop", "web"}, exitcode.Setup, "cannot list " + notDir},
+			{"gc", []string{"gc"}, exitcode.Setup, "gc could not remove everything"},
+		} {
+			t.Run(c.name, func(t *testing.T) { checkExit(t, c) })
+		}
+	})
+	t.Run("gc with nothing to do", func(t *testing.T) {
+		t.Setenv(rundir.EnvRoot, t.TempDir())
+		checkExit(t, exitCase{"gc", []string{"gc"}, exitcode.OK, ""})
+	})
+}
+
+// TestStopExitCodes: stop ends 0 when the VM's vmrun exits, and 2 when it
+// is still there after --wait. Stand-ins for the vmrun process: a sleep
+// (SIGTERM ends it) and a sleep that ignores SIGTERM.
+func TestStopExitCodes(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv(rundir.EnvRoot, root)
+	live := func(name, script string) *exec.Cmd {
+		// The script says "ready" when its signal disposition is set.
+		cmd := exec.Command("sh", "-c", script)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
+			t.Fatalf("stand-in for vmrun said %q (%v)", line, err)
+		}
+		d, _, err := rundir.Create(root, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Remove() })
+		if err := d.Update(func(s *rundir.State) { s.Name, s.PID = name, cmd.Process.Pid }); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	// exec: the shell becomes sleep, so the pid is sleep's.
+	live("stops", "echo ready; exec sleep 1000")
+	live("stays", "trap '' TERM; echo ready; exec sleep 1000")
+	checkExit(t, exitCase{"stop", []string{"stop", "stops"}, exitcode.OK, `"stops" stopped`})
+	// The options as documented, after the name; and before it.
+	checkExit(t, exitCase{"stop: still running after --wait", []string{"stop", "stays", "--wait", "50ms"}, exitcode.Setup, "still stopping after 50ms"})
+	checkExit(t, exitCase{"stop: still running after --wait=", []string{"stop", "--wait=60ms", "stays"}, exitcode.Setup, "still stopping after 60ms"})
+	checkExit(t, exitCase{"stop --force", []string{"stop", "stays", "--force"}, exitcode.OK, `"stays" stopped`})
+}
+
+// TestExitCodesHost: a plan refused for what the host lacks (here: no
+// default route, in a fresh network namespace) is a set-up failure, exit 2,
+// while the same namespace's refusal of the request itself stays 1.
+func TestExitCodesHost(t *testing.T) {
+	ns := testutil.NewNetns(t, "exit")
+	d := disk(t)
+	rt := t.TempDir()
+	for _, c := range []exitCase{
+		{"net plan: no default route", []string{"net", "plan", "--net", "routed"}, exitcode.Setup, "no default route"},
+		{"run: no default route", []string{"--disk", d, "--qemu", "/bin/true", "--console", "none", "--net", "bridge"}, exitcode.Setup, "no default route"},
+		{"run: request refused there too", []string{"--disk", d, "--qemu", "/bin/true", "--console", "none", "--net", "user", "--guest-ip", "10.0.0.5/24"}, exitcode.Usage, "--guest-ip"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := vmrunProcess(ctx, []string{"ip", "netns", "exec", ns.Name}, c.args...)
+			cmd.Env = append(cmd.Env, rundir.EnvRoot+"="+rt)
+			out, err := cmd.CombinedOutput()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != c.code || !strings.Contains(string(out), c.want) {
+				t.Fatalf("vmrun %s in a namespace without a route: exit %d, want %d with %q: %s", strings.Join(c.args, " "), code, c.code, c.want, out)
+			}
+		})
+	}
+}
