@@ -4,11 +4,11 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
 	"golang.org/x/sys/unix"
@@ -74,9 +74,9 @@ func BenchmarkDatapath(b *testing.B) {
 	)
 	for _, mode := range []string{"tap-bridge", "macvtap", "nat", "user-passt"} {
 		b.Run(mode, func(b *testing.B) {
-			passt, err := exec.LookPath("passt")
-			if mode == "user-passt" && err != nil {
-				b.Skip("passt is not installed")
+			passt := ""
+			if mode == "user-passt" {
+				passt = testutil.RequireCmd(b, "passt")
 			}
 			var mbps, loss float64
 			for range b.N {

@@ -57,12 +57,13 @@ type ipvtapEnv struct {
 }
 
 // requireIPVtap skips unless the kernel can create ipvtap links (it cannot
-// on this project's CI host: the rig runs these tests, see test/wifi).
+// on this project's CI host: test/wifi runs these tests strictly in the rig
+// and checks that each of them passed).
 func requireIPVtap(t testing.TB, n *testutil.Netns) {
 	t.Helper()
 	f := detectIn(t, n, netsetup.Request{Mode: netsetup.IPVtap, Parent: "lo"})
 	if !f.Caps.IPVtap {
-		t.Skip("this kernel cannot create ipvtap links: test/wifi runs this test inside the nested rig")
+		testutil.SkipElsewhere(t, "test/wifi.TestWiFi", "this kernel cannot create ipvtap links")
 	}
 }
 
@@ -92,7 +93,7 @@ func vethEnv(t testing.TB) *ipvtapEnv {
 func wifiEnv(t testing.TB) *ipvtapEnv {
 	t.Helper()
 	if !nested.Inside() {
-		t.Skip("runs inside the nested rig (test/wifi boots it)")
+		testutil.SkipElsewhere(t, "test/wifi.TestWiFi", "needs the nested rig's Wi-Fi LAN")
 	}
 	host := &testutil.Netns{Name: rigMainNetns, Path: filepath.Join("/run/netns", rigMainNetns)}
 	ap := &testutil.Netns{Name: rigAPNetns, Path: filepath.Join("/run/netns", rigAPNetns)}
@@ -734,12 +735,13 @@ func TestIPVtapGCAfterKill(t *testing.T) {
 }
 
 // TestIPVtapWithoutKernelSupport runs where the kernel has no ipvtap (this
-// machine): Apply refuses with the fix and leaves nothing.
+// machine, and the rig before ipvtap is loaded, with module autoloading
+// off: test/wifi): Apply refuses with the fix and leaves nothing.
 func TestIPVtapWithoutKernelSupport(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
 	if f := detectIn(t, l.host, netsetup.Request{Mode: netsetup.IPVtap, Parent: "up0"}); f.Caps.IPVtap {
-		t.Skip("this kernel has ipvtap")
+		testutil.SkipElsewhere(t, "test/wifi.TestWiFi", "this kernel has ipvtap")
 	}
 	up0, err := l.link(t, "up0")
 	if err != nil {

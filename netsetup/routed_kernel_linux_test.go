@@ -486,7 +486,7 @@ func TestRoutedGCAfterKill(t *testing.T) {
 // two minutes): skipped with -short.
 func TestRoutedLeaseKeptAndMoved(t *testing.T) {
 	if testing.Short() {
-		t.Skip("waits for two DHCP renewals (about two minutes)")
+		testutil.Skipf(t, "-short: waits for two DHCP renewals (about two minutes)")
 	}
 	l := routedLab(t)
 	t.Parallel()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -63,7 +64,7 @@ func TestDetectFormat(t *testing.T) {
 
 func TestDetectFormatUnreadable(t *testing.T) {
 	if os.Geteuid() == 0 {
-		t.Skip("root reads every file; the unprivileged case is covered in cmd tests run as nobody")
+		testutil.SkipElsewhere(t, "test/e2e.TestUnprivilegedTapRefused", "root reads every file; an unreadable disk is refused to nobody")
 	}
 	p := writeFile(t, "secret.qcow2", make([]byte, 512), 0o000)
 	if _, err := DetectFormat(p, false); err == nil || !strings.Contains(err.Error(), "permission denied") {

@@ -27,6 +27,22 @@ func Skipf(t testing.TB, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
+// SkipElsewhere skips a test that cannot run on this machine because
+// another test runs it where it can: by names that test as
+// "package-directory.TestName" (e.g. "test/wifi.TestWiFi"), and that test
+// must run it strictly and check that it ran (TestNoBareSkip checks that
+// the named test exists). It skips under Strict too, except inside the
+// nested rig (VMRUN_RIG=1), which is the "elsewhere" of every such test:
+// there it fails under Strict, as Skipf does.
+func SkipElsewhere(t testing.TB, by, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...) + " (covered by " + by + ")"
+	if Strict() && os.Getenv("VMRUN_RIG") == "1" {
+		t.Fatalf("cannot run inside the rig (and CI forbids skipping): %s", msg)
+	}
+	t.Skip(msg)
+}
+
 // RequireRoot skips (or fails under Strict) unless running as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
