@@ -1,6 +1,7 @@
 package fakeguest
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"net"
@@ -8,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/mdlayher/ethernet"
+	xipv4 "golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,14 +130,21 @@ func TestDHCP(t *testing.T) {
 
 	answer := func(want byte, typ byte) {
 		t.Helper()
-		req, ok := parseBootRequest(p.read())
-		if !ok || req.opts[optMsgType][0] != want {
-			t.Fatalf("want DHCP message %d, got %+v", want, req)
+		req := parseBootRequest(t, p.read())
+		if req.MessageType() != dhcpv4.MessageType(want) {
+			t.Fatalf("want DHCP message %d, got %s", want, req.Summary())
 		}
-		if want == dhcpRequest && !net.IP(req.opts[optRequestedIP]).Equal(guestIP) {
-			t.Errorf("REQUEST for %v", net.IP(req.opts[optRequestedIP]))
+		if req.OpCode != dhcpv4.OpcodeBootRequest || !bytes.Equal(req.ClientHWAddr, guestMAC) || !req.IsBroadcast() {
+			t.Errorf("not a broadcast request from the guest's MAC: %s", req.Summary())
 		}
-		p.write(ipv4Frame(Broadcast, peerMAC, peerIP, net.IPv4bcast, 17, udp(67, 68, bootReply(req.xid, typ))))
+		if want == dhcpRequest && (!req.RequestedIPAddress().Equal(guestIP) || !req.ServerIdentifier().Equal(peerIP)) {
+			t.Errorf("REQUEST for %v from server %v", req.RequestedIPAddress(), req.ServerIdentifier())
+		}
+		reply := bootReply(binary.BigEndian.Uint32(req.TransactionID[:]), typ)
+		if m, err := dhcpv4.FromBytes(reply); err != nil || m.MessageType() != dhcpv4.MessageType(typ) || m.TransactionID != req.TransactionID {
+			t.Fatalf("the test's own reply does not parse as DHCP type %d: %v %v", typ, m, err)
+		}
+		p.write(ipv4Frame(Broadcast, peerMAC, peerIP, net.IPv4bcast, 17, udp(67, 68, reply)))
 	}
 	answer(dhcpDiscover, dhcpOffer)
 	answer(dhcpRequest, dhcpAck)
@@ -146,18 +157,29 @@ func TestDHCP(t *testing.T) {
 	}
 }
 
-// parseBootRequest parses a client's DHCP message (port 67).
-func parseBootRequest(f []byte) (dhcpMsg, bool) {
-	ip, ok := parseIPv4(f)
-	if !ok || ip.proto != 17 || binary.BigEndian.Uint16(ip.payload[2:4]) != 67 {
-		return dhcpMsg{}, false
+// parseBootRequest parses the fake guest's DHCP message to the server
+// (UDP 68 to 67) with libraries, not with the fake guest's own parser:
+// Ethernet (mdlayher/ethernet), IPv4 header (x/net/ipv4), DHCP
+// (insomniacslk/dhcp).
+func parseBootRequest(t *testing.T, frame []byte) *dhcpv4.DHCPv4 {
+	t.Helper()
+	var eth ethernet.Frame
+	if err := eth.UnmarshalBinary(frame); err != nil || eth.EtherType != ethernet.EtherTypeIPv4 {
+		t.Fatalf("not an IPv4 frame (%v): % x", err, frame)
 	}
-	// Reuse the reply parser by flipping op and port.
-	b := append([]byte(nil), f...)
-	pl := b[len(b)-len(ip.payload):]
-	binary.BigEndian.PutUint16(pl[2:4], 68)
-	pl[8] = 2
-	return parseDHCP(b)
+	h, err := xipv4.ParseHeader(eth.Payload)
+	if err != nil || h.Protocol != 17 || h.TotalLen > len(eth.Payload) || h.Len+8 > h.TotalLen {
+		t.Fatalf("not a UDP packet (%v): %+v", err, h)
+	}
+	u := eth.Payload[h.Len:h.TotalLen]
+	if src, dst := binary.BigEndian.Uint16(u[0:2]), binary.BigEndian.Uint16(u[2:4]); src != 68 || dst != 67 || int(binary.BigEndian.Uint16(u[4:6])) != len(u) {
+		t.Fatalf("UDP %d -> %d, length %d of %d", src, dst, binary.BigEndian.Uint16(u[4:6]), len(u))
+	}
+	m, err := dhcpv4.FromBytes(u[8:])
+	if err != nil {
+		t.Fatalf("DHCP: %v", err)
+	}
+	return m
 }
 
 func bootReply(xid uint32, typ byte) []byte {
