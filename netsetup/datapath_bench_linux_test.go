@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -63,9 +64,11 @@ func (s *udpSink) drain(idle time.Duration) {
 // VM: a fake guest on the attachment's fd (tap, macvtap, or passt's
 // stream socket) sends 1400-byte UDP datagrams as fast as it can to a
 // receiver on the LAN, through the bridge, macvtap, NAT (conntrack and
-// masquerade) or passt (a socket per flow in user space). It reports
-// what the receiver got per second, and the share lost. (QEMU's slirp has
-// no fd to put a fake guest on: see test/e2e BenchmarkThroughput.)
+// masquerade) or passt (a socket per flow in user space). Each of the b.N
+// runs sets the mode up afresh; it reports the median of what the receiver
+// got per second (and the lowest and highest), and the median share lost.
+// (QEMU's slirp has no fd to put a fake guest on: see test/e2e
+// BenchmarkThroughput.)
 func BenchmarkDatapath(b *testing.B) {
 	const (
 		datagrams = 20000
@@ -78,7 +81,7 @@ func BenchmarkDatapath(b *testing.B) {
 			if mode == "user-passt" {
 				passt = testutil.RequireCmd(b, "passt")
 			}
-			var mbps, loss float64
+			var mbps, loss []float64
 			for range b.N {
 				l := newLab(b)
 				l.lan.MustRun(b, "ip", "addr", "add", sink+"/24", "dev", "lan0")
@@ -139,16 +142,18 @@ func BenchmarkDatapath(b *testing.B) {
 					b.Fatal("nothing arrived")
 				}
 				d := s.last.Sub(s.first)
-				mbps += float64(s.bytes) * 8 / max(d.Seconds(), 1e-3) / 1e6
-				loss += 1 - float64(s.bytes)/float64(datagrams*size)
+				mbps = append(mbps, float64(s.bytes)*8/max(d.Seconds(), 1e-3)/1e6)
+				loss = append(loss, 100*(1-float64(s.bytes)/float64(datagrams*size)))
 				g.Close()
 				a.CloseFiles()
 				if err := a.Undo(); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(mbps/float64(b.N), "Mbit/s")
-			b.ReportMetric(100*loss/float64(b.N), "%lost")
+			b.ReportMetric(medianF(mbps), "median-Mbit/s")
+			b.ReportMetric(slices.Min(mbps), "min-Mbit/s")
+			b.ReportMetric(slices.Max(mbps), "max-Mbit/s")
+			b.ReportMetric(medianF(loss), "median-%lost")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
 # Runs vmrun's benchmarks (root: they create links in throwaway namespaces
-# and boot QEMU) and prints one table of the figures they report.
+# and boot QEMU) and prints one table of the figures they report. Each
+# benchmark reports the statistic its metric names (median-..., min-...,
+# max-...) over -benchtime samples. The raw output and the table also go to
+# $BENCH_OUT (default docs/bench/LATEST.txt: the README's figures come from
+# there), with the commit, the machine and its load; BENCH_NOTE adds a line.
 # Targets are in the issue texts and README; nothing here asserts them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=(
-	# package            benchmarks                                      -benchtime
+	# package            benchmarks                                      -benchtime (samples)
 	"./netsetup          ^Benchmark(Setup|Teardown|Parallel)$            20x"
 	"./netsetup          ^Benchmark(RoutedSetup|RoutedTeardown)$         20x"
-	"./netsetup          ^BenchmarkDatapath$                             1x"
-	"./test/e2e          ^Benchmark(QMPReady|SupervisorRSS)$             10x"
-	"./test/e2e          ^BenchmarkThroughput$                           1x"
+	"./netsetup          ^BenchmarkDatapath$                             5x"
+	"./test/e2e          ^BenchmarkQMPReady$                             10x"
+	"./test/e2e          ^BenchmarkSupervisorRSS$                        5x"
+	"./test/e2e          ^BenchmarkThroughput$                           3x"
 )
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+dest=${BENCH_OUT:-docs/bench/LATEST.txt}
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+{
+	echo "# make bench, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
+	echo "# $(nproc) CPUs, $(uname -sr), $(qemu-system-x86_64 --version 2>/dev/null | head -n 1), /dev/kvm: $([ -e /dev/kvm ] && echo yes || echo no)"
+	echo "# load average (1, 5, 15 min) at the start: $(load)"
+	[ -z "${BENCH_NOTE:-}" ] || echo "# note: $BENCH_NOTE"
+	echo
+} >"$out"
 for r in "${runs[@]}"; do
 	read -r pkg pattern benchtime <<<"$r"
 	echo "running $pkg -bench '$pattern' -benchtime $benchtime ..." >&2
+	echo "# go test -bench '$pattern' -benchtime $benchtime $pkg (load at the start: $(load))" >>"$out"
 	go test -run '^$' -bench "$pattern" -benchtime "$benchtime" -count 1 -timeout 60m "$pkg" | tee -a "$out" >&2
 done
 
@@ -30,6 +45,7 @@ if [ "${BENCH_WIFI:-1}" = 1 ]; then
 	echo "running ./test/wifi TestWiFi (the nested Wi-Fi rig, about 6 minutes; BENCH_WIFI=0 skips it) ..." >&2
 	wifi=$(mktemp)
 	trap 'rm -f "$out" "$wifi"' EXIT
+	echo "# go test -run TestWiFi ./test/wifi: the rig's benchmarks (-benchtime 30x) and inner-VM timings (load at the start: $(load))" >>"$out"
 	go test -run '^TestWiFi$' -v -count 1 -timeout 30m ./test/wifi | tee "$wifi" >&2
 	sed -n 's/^ *wifi_test.go:[0-9]*: Benchmark/BenchmarkRig/p' "$wifi" >>"$out"
 	# TIMING <label...> guest=IP ... qemu->reachable=296.5s discover->lease=2.8s ...
@@ -43,14 +59,21 @@ if [ "${BENCH_WIFI:-1}" = 1 ]; then
 	}' "$wifi" >>"$out"
 fi
 
-echo
-printf '%-48s %14s  %s\n' BENCHMARK VALUE UNIT
-printf '%-48s %14s  %s\n' --------- ----- ----
-# A result line: BenchmarkName-N  iterations  value unit  value unit ...
-awk '/^Benchmark/ {
-	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
-	for (i = 3; i + 1 <= NF; i += 2) {
-		if ($(i+1) == "ns/op" && ($i == 0 || NF > 4)) continue # ns/op only when it is the sole figure
-		printf "%-48s %14s  %s\n", name, $i, $(i+1)
-	}
-}' "$out"
+echo "# load average at the end: $(load)" >>"$out"
+table() {
+	echo
+	printf '%-48s %14s  %s\n' BENCHMARK VALUE UNIT
+	printf '%-48s %14s  %s\n' --------- ----- ----
+	# A result line: BenchmarkName-N  iterations  value unit  value unit ...
+	awk '/^Benchmark/ {
+		name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+		for (i = 3; i + 1 <= NF; i += 2) {
+			if ($(i+1) == "ns/op" && ($i == 0 || NF > 4)) continue # ns/op only when it is the sole figure
+			printf "%-48s %14s  %s\n", name, $i, $(i+1)
+		}
+	}' "$out"
+}
+mkdir -p "$(dirname "$dest")"
+{ cat "$out"; table; } >"$dest"
+table
+echo "raw output and table: $dest" >&2
