@@ -1,9 +1,11 @@
 package wifi
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +16,24 @@ import (
 
 // planScript follows lanScript: (a) what `vmrun net plan` picks on the
 // station without ipvlan (module autoloading off stands in for a kernel
-// without it), with autoloading, and with ipvtap loaded.
+// without it), with autoloading, and with ipvtap loaded; and what vmrun
+// doctor's kernel probe finds on this kernel without and with ipvtap and
+// vhost-net. Without ipvtap, netsetup's TestIPVtapWithoutKernelSupport
+// runs here too (strict: it must pass, not skip).
 const planScript = `
 # --- (a) what auto picks on the station ---------------------------------------
 [ -d /sys/module/ipvlan ] && bad "ipvlan is loaded before the test"
+# doctor_status JSON ID: the status of one check of vmrun doctor --json.
+doctor_status() { echo "$1" | awk -v id="$2" '$0 ~ "\"id\": \"" id "\"" { getline; gsub(/[",]/, ""); print $2; exit }'; }
+# doctor_expect PHASE ID=STATUS...
+doctor_expect() {
+	phase=$1; shift
+	doc=$(/payload/vmrun doctor --json 2>&1)
+	for c in "$@"; do
+		st=$(doctor_status "$doc" "${c%%=*}")
+		[ "$st" = "${c#*=}" ] && pass "doctor $phase: ${c%%=*} is $st" || { bad "doctor $phase: ${c%%=*} is '$st', want ${c#*=}"; echo "$doc"; }
+	done
+}
 mp=$(cat /proc/sys/kernel/modprobe)
 echo /nonexistent >/proc/sys/kernel/modprobe
 out=$(/payload/vmrun net plan --json --name wifi-vm 2>&1)
@@ -26,6 +42,12 @@ case $out in
 *'"mode": "routed"'*'"parent": "wlan1"'*'"uplink_kind": "wireless"'*) pass "(a) without ipvlan, auto picks routed on wlan1" ;;
 *) bad "(a) without ipvlan: $out" ;;
 esac
+[ -e /dev/vhost-net ] && bad "/dev/vhost-net exists before modprobe vhost_net"
+doctor_expect "without ipvtap and vhost_net" ipvtap=fail vhost-net=warn tun=ok bridge=ok
+VMRUN_STRICT=1 /payload/netsetup.test -test.run '^TestIPVtapWithoutKernelSupport$' -test.v -test.timeout 2m >/tmp/gotest-noipvtap.log 2>&1
+cat /tmp/gotest-noipvtap.log
+grep -q '^--- PASS: TestIPVtapWithoutKernelSupport ' /tmp/gotest-noipvtap.log &&
+	pass "netsetup's TestIPVtapWithoutKernelSupport passed (strict), ipvtap missing" || bad "TestIPVtapWithoutKernelSupport did not pass"
 [ -d /sys/module/ipvlan ] && bad "ipvlan got loaded with autoloading off"
 echo "$mp" >/proc/sys/kernel/modprobe
 out=$(/payload/vmrun net plan --json --name wifi-vm 2>&1)
@@ -41,6 +63,12 @@ case $out in
 *) bad "(a) with ipvtap loaded: $out" ;;
 esac
 modprobe vhost_net || bad "modprobe vhost_net"
+wait_for 5 test -c /dev/vhost-net || bad "no /dev/vhost-net after modprobe vhost_net"
+doctor_expect "with ipvtap and vhost_net" ipvtap=ok vhost-net=ok tun=ok bridge=ok macvtap=ok
+case $doc in
+*'"mode": "ipvtap"'*'"parent": "wlan1"'*) pass "doctor: --net auto uses ipvtap on the Wi-Fi station wlan1" ;;
+*) bad "doctor's auto: $doc" ;;
+esac
 `
 
 // vmStartScript boots the test guest's disk image with vmrun twice at the
@@ -86,10 +114,13 @@ wait_for 60 grep -q 'QEMU started' /tmp/wiredvm.log || bad "macvtap VM: QEMU did
 // netsetup/ipvtap_kernel_linux_test.go): a fake guest on the ipvtap fd over
 // Wi-Fi and over a veth (b), the watcher (d), --guest-ip, --no-host-link,
 // conflicts, unicast DHCP replies, clean-up after a kill at every step.
+// Strict (a test that cannot run fails), and TestWiFi checks that each
+// listed test passed (ipvtapTestsRun).
 const goTestScript = `
 # --- (b), (d): netsetup's ipvtap tests ---------------------------------------
 set -o pipefail
-/payload/netsetup.test -test.run "${GOTEST_RUN:-^TestIPVtap}" -test.v -test.timeout 5m 2>&1 | tee /tmp/gotest.log
+VMRUN_STRICT=1 /payload/netsetup.test -test.run "${GOTEST_RUN:-^TestIPVtap}" -test.skip '^TestIPVtapWithoutKernelSupport$' \
+	-test.v -test.timeout 5m 2>&1 | tee /tmp/gotest.log
 status=$?
 set +o pipefail
 [ $status = 0 ] && pass "netsetup ipvtap tests" || bad "netsetup ipvtap tests (exit $status)"
@@ -230,8 +261,10 @@ func TestWiFi(t *testing.T) {
 	}
 	script += benchScript + endScript
 	t.Logf("builds: %.1fs", time.Since(start).Seconds())
+	want := listTests(t, testBin, goTestPattern())
 	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 20 * time.Minute})
 	report(t, r)
+	ipvtapTestsRun(t, r.Output, want)
 	for _, l := range strings.Split(r.Output, "\n") {
 		if strings.HasPrefix(strings.TrimSpace(l), "Benchmark") && strings.Contains(l, "ns/op") {
 			t.Log(strings.TrimSpace(l))
@@ -251,6 +284,79 @@ func buildRaceTest(t *testing.T, pkg string) string {
 		t.Fatalf("go test -c -race %s: %v\n%s", pkg, err, b)
 	}
 	return out
+}
+
+// goTestPattern is the -test.run pattern of goTestScript.
+func goTestPattern() string {
+	if r := os.Getenv("VMRUN_WIFI_RUN"); r != "" {
+		return strings.ReplaceAll(r, "'", "")
+	}
+	return "^TestIPVtap"
+}
+
+// listTests lists the tests of a test binary that match pattern, as the
+// rig will run them (goTestScript leaves TestIPVtapWithoutKernelSupport
+// out: planScript runs it before ipvtap is loaded).
+func listTests(t *testing.T, bin, pattern string) []string {
+	t.Helper()
+	out, err := exec.Command(bin, "-test.list", pattern).Output()
+	if err != nil {
+		t.Fatalf("%s -test.list %s: %v", bin, pattern, err)
+	}
+	var names []string
+	for _, n := range strings.Fields(string(out)) {
+		if strings.HasPrefix(n, "Test") && n != "TestIPVtapWithoutKernelSupport" {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		t.Fatalf("no test of %s matches %q", bin, pattern)
+	}
+	return names
+}
+
+// ipvtapTestsRun fails unless each of want passed in the rig (its
+// "--- PASS: Name" line is in the output): an exit status 0 alone would
+// also come from tests that skipped or never started.
+func ipvtapTestsRun(t *testing.T, output string, want []string) {
+	t.Helper()
+	passed, problems := testsPassed(output, want)
+	for _, p := range problems {
+		t.Error(p)
+	}
+	t.Logf("netsetup tests in the rig: %d of %d passed", passed, len(want))
+}
+
+// testsPassed counts the tests of want whose top-level "--- PASS: Name"
+// line is in go test -v output, and names each of the others.
+func testsPassed(output string, want []string) (passed int, problems []string) {
+	got := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^--- (PASS|FAIL|SKIP): (\S+) `).FindAllStringSubmatch(strings.ReplaceAll(output, "\r", ""), -1) {
+		got[m[2]] = m[1]
+	}
+	for _, n := range want {
+		if got[n] == "PASS" {
+			passed++
+		} else {
+			problems = append(problems, fmt.Sprintf("netsetup's %s in the rig: %q, want PASS", n, got[n]))
+		}
+	}
+	return passed, problems
+}
+
+// TestTestsPassed: a skipped, failed or missing test is not counted as run
+// (a subtest's PASS line is not its parent's).
+func TestTestsPassed(t *testing.T) {
+	out := "=== RUN   TestA\r\n--- PASS: TestA (1.00s)\r\n--- SKIP: TestB (0.00s)\n--- FAIL: TestC (0.10s)\n    --- PASS: TestD/sub (0.01s)\n--- PASS: TestE (0.20s)\n"
+	passed, problems := testsPassed(out, []string{"TestA", "TestB", "TestC", "TestD", "TestE"})
+	if passed != 2 || len(problems) != 3 {
+		t.Errorf("passed %d, problems %q", passed, problems)
+	}
+	for i, n := range []string{"TestB", "TestC", "TestD"} {
+		if i < len(problems) && !strings.Contains(problems[i], n) {
+			t.Errorf("problem %d: %q, want %s", i, problems[i], n)
+		}
+	}
 }
 
 // runFilter passes $VMRUN_WIFI_RUN (a -test.run pattern) to the rig's
