@@ -181,6 +181,10 @@ func TestUserBackend(t *testing.T) {
 	if p.Passt != "" || !strings.Contains(p.Notice, "passt is not installed") || strings.Contains(p.Notice, "\n") {
 		t.Errorf("without passt: passt %q, notice %q", p.Passt, p.Notice)
 	}
+	// QEMU's slirp has IPv6 (on by default, fec0::/64 behind its NAT).
+	if strings.Contains(p.Notice, "no IPv6") || !strings.Contains(p.Notice, "fec0::/64") {
+		t.Errorf("without passt: the notice misstates slirp's IPv6: %q", p.Notice)
+	}
 	p, _ = Decide(noRouteFacts(), Request{Mode: User, Name: "vm1"})
 	if p.Passt != "" || !strings.Contains(p.Notice, "passt needs a default route") {
 		t.Errorf("without a route: passt %q, notice %q", p.Passt, p.Notice)

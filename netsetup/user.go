@@ -18,7 +18,7 @@ func userBackend(f Facts, notice string) (passt, newNotice string) {
 	if passtUsable(f) {
 		return f.Caps.Passt, notice
 	}
-	note := "passt is not installed: using QEMU's built-in user networking (slirp: slower, no IPv6); install passt (apt-get install passt) for better user-mode networking"
+	note := "passt is not installed: using QEMU's built-in user networking (slirp: the guest sits behind QEMU's NAT, at 10.0.2.15 and in fec0::/64, and --forward binds IPv4 host addresses only); install passt (apt-get install passt) to give the guest this host's own addresses"
 	if f.Caps.Passt != "" {
 		note = "using QEMU's built-in user networking (slirp): passt needs a default route, and there is none"
 	}

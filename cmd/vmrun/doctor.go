@@ -208,7 +208,7 @@ func checkPasst() check {
 	if p, err := exec.LookPath("passt"); err == nil {
 		return check{ID: "passt", Status: statusOK, Summary: "passt is installed at " + p}
 	}
-	return check{ID: "passt", Status: statusWarn, Summary: "passt is not installed: --net user falls back to QEMU's slirp (slower, no IPv6)", Fix: "apt-get install passt"}
+	return check{ID: "passt", Status: statusWarn, Summary: "passt is not installed: --net user falls back to QEMU's slirp (the guest sits behind QEMU's NAT, at 10.0.2.15 and in fec0::/64, and --forward binds IPv4 host addresses only)", Fix: "apt-get install passt"}
 }
 
 func checkForwardFirewall() check {

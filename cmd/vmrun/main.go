@@ -109,8 +109,9 @@ NETWORK MODES (--net MODE[:INTERFACE])
    nat        a private bridge (vmrnat0) behind this host's address, shared by every NAT VM:
               vmrun serves DHCP and DNS, guests reach each other, --forward works
               (--nat-subnet, --resolv-conf); see docs/nat.md
-   user       no privileges needed: passt when installed (faster, IPv6), else QEMU's
-              slirp (--forward works here)
+   user       no privileges needed: passt when installed (the guest gets this
+              host's addresses, IPv4 and IPv6), else QEMU's slirp (NAT:
+              10.0.2.15, and IPv6 in fec0::/64); --forward works with both
    none       no network
 
 EXAMPLES

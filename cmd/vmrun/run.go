@@ -371,7 +371,10 @@ func dryRun(c *cli.Context, vm launcher.VM, plan netsetup.Plan) error {
 	if plan.Passt != "" {
 		fmt.Fprintf(out, " through passt (%s)", plan.Passt)
 	}
-	fmt.Fprintf(out, ", guest MAC %s\n  why: %s\n", plan.MAC, plan.Reason)
+	if plan.MAC != nil {
+		fmt.Fprintf(out, ", guest MAC %s", plan.MAC)
+	}
+	fmt.Fprintf(out, "\n  why: %s\n", plan.Reason)
 	fmt.Fprintf(out, "QMP socket: %s (the listening socket is passed to QEMU as an fd)\n", sock)
 	fmt.Fprintf(out, "QEMU command (fds 3 and up are passed by vmrun):\n%s\n", launcher.Quote(argv))
 	return nil

@@ -219,6 +219,8 @@ func (c Config) resolveNet(s *Spec) error {
 	if len(s.Forwards) > 0 {
 		switch mode {
 		case netsetup.Auto, netsetup.User, netsetup.NAT:
+		case netsetup.None:
+			return fmt.Errorf("--forward needs a network, but --net none gives the guest none; drop --forward, or use --net user or nat")
 		default:
 			return fmt.Errorf("--forward works only with --net user, nat or auto: with --net %s the guest has its own address on the network; connect to it directly", mode)
 		}
