@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -22,8 +24,10 @@ func runFlags() []cli.Flag {
 	str := func(name, value, usage, category string) *cli.StringFlag {
 		return &cli.StringFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name), Category: category}
 	}
+	// A list's environment variable is read by loadConfig, which splits it
+	// (see envLists); urfave/cli would take it as a single item.
 	list := func(name, usage, category string) *cli.StringSliceFlag {
-		return &cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: env(name), Category: category}
+		return &cli.StringSliceFlag{Name: name, Usage: usage + " [$" + env(name)[0] + ", " + envLists[name].sep + "]", Category: category}
 	}
 	boolean := func(name, usage, category string) *cli.BoolFlag {
 		return &cli.BoolFlag{Name: name, Usage: usage, EnvVars: env(name), Category: category}
@@ -90,9 +94,19 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	}
 	lists := map[string]*[]string{"disk": &cfg.Disk, "forward": &cfg.Forward, "qemu-arg": &cfg.QEMUArg}
 	for name, p := range lists {
-		if c.IsSet(name) {
+		if c.IsSet(name) { // on the command line
 			*p = c.StringSlice(name)
+			continue
 		}
+		v := os.Getenv(env(name)[0])
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		items, err := envLists[name].split(v)
+		if err != nil {
+			return cfg, exitcode.Usagef("%s=%s: %v", env(name)[0], v, err)
+		}
+		*p = items
 	}
 	bools := map[string]*bool{"snapshot": &cfg.Snapshot, "no-host-link": &cfg.NoHostLink}
 	for name, p := range bools {
@@ -128,4 +142,83 @@ func notifier(c *cli.Context) func(string, ...any) {
 	return func(format string, args ...any) {
 		fmt.Fprintf(c.App.ErrWriter, "vmrun: "+format+"\n", args...)
 	}
+}
+
+// envLists says how the environment variable of each list option is split
+// into items: the separator, as --help shows it, and the splitter.
+var envLists = map[string]struct {
+	sep   string
+	split func(string) ([]string, error)
+}{
+	"disk":     {"comma-separated", splitCommas},
+	"forward":  {"comma-separated", splitCommas},
+	"qemu-arg": {"words as a shell splits them", splitWords},
+}
+
+// splitCommas splits a list at commas, trimming blanks around each item
+// and dropping empty ones.
+func splitCommas(s string) ([]string, error) {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out, nil
+}
+
+// splitWords splits s into words as a POSIX shell does, without
+// expansions: blanks separate words; '...' keeps everything literally;
+// "..." keeps blanks, with \" and \\ as escapes; a backslash elsewhere
+// makes the next character literal. QEMU arguments carry commas, so they
+// cannot be separated by them.
+func splitWords(s string) ([]string, error) {
+	var out []string
+	var w strings.Builder
+	inWord := false
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch == ' ' || ch == '\t' || ch == '\n':
+			if inWord {
+				out = append(out, w.String())
+				w.Reset()
+				inWord = false
+			}
+		case ch == '\'':
+			end := strings.IndexByte(s[i+1:], '\'')
+			if end < 0 {
+				return nil, errors.New("a single quote is not closed")
+			}
+			w.WriteString(s[i+1 : i+1+end])
+			i += end + 1
+			inWord = true
+		case ch == '"':
+			i++
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) && (s[i+1] == '"' || s[i+1] == '\\') {
+					i++
+				}
+				w.WriteByte(s[i])
+			}
+			if i >= len(s) {
+				return nil, errors.New("a double quote is not closed")
+			}
+			inWord = true
+		case ch == '\\':
+			if i+1 >= len(s) {
+				return nil, errors.New("it ends with a backslash")
+			}
+			i++
+			w.WriteByte(s[i])
+			inWord = true
+		default:
+			w.WriteByte(ch)
+			inWord = true
+		}
+	}
+	if inWord {
+		out = append(out, w.String())
+	}
+	return out, nil
 }

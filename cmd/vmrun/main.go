@@ -130,7 +130,11 @@ CONFIG FILE AND ENVIRONMENT
    Every option can be set in a YAML file (--config FILE; keys are the long
    option names: disk, mem, net, forward, ...) and as an environment variable
    VMRUN_<OPTION> (VMRUN_MEM=2G, VMRUN_NET=user). The command line wins over
-   the environment, which wins over the file.
+   the environment, which wins over the file. Lists in the environment:
+   VMRUN_DISK and VMRUN_FORWARD separate items with commas
+   (VMRUN_DISK=a.qcow2,b.qcow2); VMRUN_QEMU_ARG holds words split as a
+   shell splits them, quotes included (QEMU arguments carry commas):
+   VMRUN_QEMU_ARG="-fw_cfg 'name=opt/x,string=a b'".
 
 STOPPING
    Ctrl-C or SIGTERM presses the guest's ACPI power button and waits
