@@ -30,6 +30,9 @@ func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	if rec == nil {
 		rec = nopRecorder{}
 	}
+	if ps := processCaps().Missing(p.Mode); len(ps) > 0 {
+		return nil, refuse(ErrNoPrivilege, "--net %s needs %s, which vmrun lacks; %s", p.Mode, joinPrivs(ps), privilegeHint(p.Mode))
+	}
 	switch p.Mode {
 	case None:
 		return noneAttachment(), nil

@@ -117,18 +117,24 @@ func (k linuxKernel) uppers(index int) ([]UpperLink, error) {
 func (linuxKernel) cpus() int { return runtime.NumCPU() }
 
 func (k linuxKernel) caps() Caps {
-	c := Caps{
-		NetAdmin: caps.Usable(caps.NetAdmin),
-		SysAdmin: caps.Usable(unix.CAP_SYS_ADMIN),
-		NetRaw:   caps.Usable(caps.NetRaw),
-		Tun:      canOpen("/dev/net/tun"),
-		VhostNet: canOpen("/dev/vhost-net"),
-	}
+	c := processCaps()
+	c.Tun, c.VhostNet = canOpen("/dev/net/tun"), canOpen("/dev/vhost-net")
 	if k.probeLinks {
 		c.Macvtap, c.IPVtap = probeLinkTypes()
 	}
 	c.Passt = passtPath()
 	return c
+}
+
+// processCaps are the process's privileges: the capabilities it has
+// effective or permitted (see internal/caps).
+func processCaps() Caps {
+	return Caps{
+		NetAdmin: caps.Usable(caps.NetAdmin),
+		SysAdmin: caps.Usable(unix.CAP_SYS_ADMIN),
+		NetRaw:   caps.Usable(caps.NetRaw),
+		Mknod:    caps.Usable(caps.Mknod),
+	}
 }
 
 // canOpen reports whether a device node opens read-write (opening

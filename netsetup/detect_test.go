@@ -82,7 +82,7 @@ func fakeHost() *fakeKernel {
 		},
 		routes: map[string][]routeInfo{},
 		wifi:   map[int]*Wireless{5: {IfType: WifiStation}},
-		c:      Caps{NetAdmin: true, Tun: true, Macvtap: true},
+		c:      Caps{NetAdmin: true, NetRaw: true, Mknod: true, Tun: true, Macvtap: true},
 		n:      2,
 	}
 }

@@ -66,7 +66,9 @@ type Route struct {
 }
 
 // Caps are the host capabilities that decide which modes can work, each
-// probed once by Detect (never guessed from kernel versions).
+// probed once by Detect (never guessed from kernel versions): the
+// process's privileges (NetAdmin, NetRaw, Mknod, SysAdmin: an explicit
+// input of Decide, see Needs) and the kernel's features.
 type Caps struct {
 	// NetAdmin: the process has CAP_NET_ADMIN.
 	NetAdmin bool `json:"net_admin"`
@@ -81,9 +83,11 @@ type Caps struct {
 	// SysAdmin: the process has CAP_SYS_ADMIN (ipvtap's private network
 	// namespace and its sysfs).
 	SysAdmin bool `json:"sys_admin"`
-	// NetRaw: the process has CAP_NET_RAW (ipvtap's packet sockets, which
-	// learn the guest's addresses).
+	// NetRaw: the process has CAP_NET_RAW (packet sockets: routed mode's
+	// DHCP client and responder, ipvtap's learner).
 	NetRaw bool `json:"net_raw"`
+	// Mknod: the process has CAP_MKNOD (a macvtap's private device node).
+	Mknod bool `json:"mknod"`
 	// Passt is the path of the passt binary, "" when it is not installed.
 	Passt string `json:"passt,omitempty"`
 }

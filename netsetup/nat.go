@@ -41,10 +41,10 @@ type NATOptions struct {
 
 // natChoice handles --net nat.
 func natChoice(f Facts) (choice, error) {
-	switch {
-	case !f.Caps.NetAdmin:
-		return choice{}, refuse(ErrNoPrivilege, "--net nat creates a bridge, a tap and firewall rules and needs CAP_NET_ADMIN; run vmrun as root, or use --net user")
-	case !f.Caps.Tun:
+	if err := needCaps(f.Caps, NAT); err != nil {
+		return choice{}, err
+	}
+	if !f.Caps.Tun {
 		return choice{}, refuse(ErrNoKernelSupport, "--net nat needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
 	}
 	c := choice{mode: NAT, parent: NATBridge, mtu: 1500,

@@ -316,6 +316,9 @@ func idealRow(f Facts) choice {
 				reason: fmt.Sprintf("%s: NAT behind this host's address, on vmrun's private bridge %s; this host and other NAT guests reach the guest, the LAN only through --forward ports", why, NATBridge),
 				notice: why + "; using NAT (the guest is not reachable from the LAN)"}
 		}
+		if ps := f.Caps.Missing(NAT); len(ps) > 0 && f.Caps.Tun {
+			why += fmt.Sprintf(", and NAT behind this host needs %s, which vmrun lacks (%s)", joinPrivs(ps), privilegeHint(NAT))
+		}
 		return userFallback(why)
 	}
 }
@@ -326,7 +329,7 @@ func idealRow(f Facts) choice {
 // no layer-2 mode works. A group member's vmrun (CAP_NET_ADMIN only) gets
 // user mode there instead.
 func natPrivileged(c Caps) bool {
-	return c.NetAdmin && c.Tun && c.NetRaw && c.SysAdmin
+	return c.Tun && len(c.Missing(NAT)) == 0
 }
 
 func macvtapRow(f Facts, reason string) choice {
@@ -371,11 +374,13 @@ func linkTypeOr(t string) string {
 	return t
 }
 
-// missingCap says which capability mode lacks, or "".
+// missingCap says which capability (a privilege of the process, or a
+// feature of the kernel) mode lacks, or "".
 func missingCap(c Caps, mode Mode) string {
+	if why := missingPrivilege(c, mode); why != "" {
+		return why
+	}
 	switch {
-	case !c.NetAdmin:
-		return "vmrun lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun)"
 	case mode == Bridge && !c.Tun:
 		return "/dev/net/tun cannot be opened"
 	case mode == Macvtap && !c.Macvtap:
@@ -479,11 +484,17 @@ func wifiNounFor(w *Wireless) string {
 	return "a Wi-Fi interface in " + w.IfType + " mode"
 }
 
-// needCaps refuses a forced mode the host cannot provide.
+// needCaps refuses a forced mode the host cannot provide: a capability
+// its set-up needs (Needs), or a kernel feature.
 func needCaps(c Caps, mode Mode) error {
+	if ps := c.Missing(mode); len(ps) > 0 {
+		instead := "--net user"
+		if mode == IPVtap && len(c.Missing(Routed)) == 0 {
+			instead = "--net routed"
+		}
+		return refuse(ErrNoPrivilege, "--net %s needs %s, which vmrun lacks; %s, or use %s", mode, joinPrivs(ps), privilegeHint(mode), instead)
+	}
 	switch {
-	case !c.NetAdmin:
-		return refuse(ErrNoPrivilege, "--net %s creates a link and needs CAP_NET_ADMIN; run vmrun as root, or use --net user", mode)
 	case mode == Bridge && !c.Tun:
 		return refuse(ErrNoKernelSupport, "--net bridge needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
 	case mode == Macvtap && !c.Macvtap:

@@ -22,9 +22,11 @@ func stationRow(f Facts) choice {
 		return routedRow(f, what+": bridging is impossible (the kernel refuses, EOPNOTSUPP) and ipvtap cannot be used on it, so the guest is routed through the host (a tap, proxy ARP on "+f.Uplink+")",
 			why+"; using routed mode")
 	}
-	if f.Caps.NetAdmin && (!f.Caps.SysAdmin || !f.Caps.NetRaw) {
+	if ps := f.Caps.Missing(IPVtap); len(ps) > 0 {
+		// Routed needs less (no CAP_SYS_ADMIN); chooseAuto falls back to
+		// user mode when even that is missing.
 		return routedRow(f, what+": bridging is impossible (the kernel refuses, EOPNOTSUPP) and ipvtap needs root here, so the guest is routed through the host (a tap, proxy ARP on "+f.Uplink+")",
-			"ipvtap needs CAP_SYS_ADMIN (its private network namespace) and CAP_NET_RAW (to learn the guest's addresses): run vmrun as root for it; using routed mode")
+			fmt.Sprintf("ipvtap needs %s (its private network namespace, and packet sockets to learn the guest's addresses), which vmrun lacks: run vmrun as root for it; using routed mode", joinPrivs(ps)))
 	}
 	return ipvtapRow(f, what+": bridging is impossible (the kernel refuses, EOPNOTSUPP), ipvtap L2 shares its MAC")
 }
@@ -97,9 +99,6 @@ func forceIPVtap(f Facts, r Request) (choice, error) {
 	}
 	if !f.Caps.IPVtap {
 		return choice{}, refuse(ErrNoKernelSupport, "this kernel cannot create ipvtap links: load the ipvtap module (modprobe ipvtap), or use --net routed")
-	}
-	if !f.Caps.SysAdmin || !f.Caps.NetRaw {
-		return choice{}, refuse(ErrNoPrivilege, "--net ipvtap needs CAP_SYS_ADMIN (its private network namespace) and CAP_NET_RAW (to learn the guest's addresses), which vmrun setup does not grant: run vmrun as root, or use --net routed")
 	}
 	if why := ipvtapBlocked(f); why != "" {
 		return choice{}, refuse(ErrUnsuitable, "%s; use --net routed, or remove that link", why)

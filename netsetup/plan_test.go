@@ -13,7 +13,7 @@ import (
 )
 
 // allCaps is a privileged host with every capability.
-var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true, SysAdmin: true, NetRaw: true, Passt: "/usr/bin/passt"}
+var allCaps = Caps{NetAdmin: true, Tun: true, VhostNet: true, Macvtap: true, IPVtap: true, SysAdmin: true, NetRaw: true, Mknod: true, Passt: "/usr/bin/passt"}
 
 func ethFacts() Facts {
 	return Facts{Uplink: "eth0", Exists: true, Index: 2, Kind: UplinkEthernet, LinkType: "device", Up: true,
@@ -95,7 +95,7 @@ func TestDecideAuto(t *testing.T) {
 		{name: "wifi station, no ipvlan, no tun", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.IPVtap, f.Caps.Tun = false, false }), mode: User,
 			notice: "/dev/net/tun cannot be opened, which --net routed on wlan0 needs"},
 		{name: "wifi station without CAP_NET_ADMIN", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
-			notice: "which --net ipvtap on wlan0 needs; using user-mode networking"},
+			notice: "vmrun lacks CAP_NET_ADMIN (run vmrun as root, or have an administrator run `vmrun setup` once (it grants CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD) and add you to group vmrun), which --net routed on wlan0 needs; using user-mode networking"},
 		{name: "wifi station with a macvtap on it", facts: with(wifiFacts(WifiStation, false), func(f *Facts) { f.Uppers = []UpperLink{{Name: "macvtap3", Kind: "macvtap"}} }),
 			mode: Routed, parent: "wlan0", reason: "ipvtap cannot be used on it", notice: "wlan0 already carries macvtap link macvtap3, and the kernel does not let ipvlan links share a parent with macvlan links (EBUSY); using routed mode",
 			wantVhost: true, wantQueues: 4},
@@ -119,7 +119,7 @@ func TestDecideAuto(t *testing.T) {
 		{name: "wifi of another type", facts: wifiFacts(WifiOther, false), mode: User, notice: "wlan0 is a Wi-Fi interface in other mode, which cannot carry a guest"},
 		{name: "no default route", facts: noRouteFacts(), mode: User, notice: "no default route"},
 		{name: "no CAP_NET_ADMIN", facts: with(ethFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
-			notice: "lacks CAP_NET_ADMIN (run it as root, or have an administrator run `vmrun setup` once and add you to group vmrun), which --net macvtap on eth0 needs; using user-mode networking"},
+			notice: "lacks CAP_NET_ADMIN (run vmrun as root, or have an administrator run `vmrun setup` once (it grants CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD) and add you to group vmrun), which --net macvtap on eth0 needs; using user-mode networking"},
 		{name: "no CAP_NET_ADMIN on bridge", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), mode: User,
 			notice: "--net bridge on br0 needs"},
 		{name: "tun unusable on bridge", facts: with(bridgeFacts(), func(f *Facts) { f.Caps.Tun = false }), mode: User,
@@ -133,7 +133,7 @@ func TestDecideAuto(t *testing.T) {
 		{name: "non-ethernet uplink, CAP_NET_ADMIN only", facts: with(ethFacts(), func(f *Facts) {
 			f.Uplink, f.Kind, f.LinkType = "wg0", UplinkOther, "wireguard"
 			f.Caps.NetRaw, f.Caps.SysAdmin = false, false
-		}), mode: User, notice: "wg0 is not an Ethernet device (wireguard), so no guest can sit on it at layer 2; using user-mode networking"},
+		}), mode: User, notice: "wg0 is not an Ethernet device (wireguard), so no guest can sit on it at layer 2, and NAT behind this host needs CAP_NET_RAW and CAP_SYS_ADMIN, which vmrun lacks (run vmrun as root); using user-mode networking"},
 		{name: "non-ethernet uplink, no tun", facts: with(ethFacts(), func(f *Facts) {
 			f.Uplink, f.Kind, f.LinkType = "ppp0", UplinkOther, "ppp"
 			f.Caps.Tun = false

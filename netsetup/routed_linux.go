@@ -132,7 +132,8 @@ func (b *background) stop() {
 // sockets belong to the namespace of the thread that opens them, and Undo
 // or a lease change may run on any thread. A thread already there (the
 // usual case) runs fn itself, locked; another one hands fn to a throwaway
-// thread (creating it costs more than the sysctl write).
+// thread (creating it costs more than the sysctl write). Either way fn
+// runs with vmrun's capabilities raised.
 func (g *routedGuest) inNS(fn func() error) error {
 	runtime.LockOSThread()
 	if cur, err := netns.Get(); err == nil {
@@ -140,6 +141,9 @@ func (g *routedGuest) inNS(fn func() error) error {
 		cur.Close()
 		if same {
 			defer runtime.UnlockOSThread()
+			// An unprivileged vmrun's capabilities are effective only
+			// while raised (the keeper's thread has none).
+			defer caps.RaiseAll()()
 			return fn()
 		}
 	}

@@ -129,7 +129,7 @@ func TestDecideRoutedRefusals(t *testing.T) {
 		has   string
 	}{
 		{name: "no CAP_NET_ADMIN", facts: with(lanFacts(), func(f *Facts) { f.Caps.NetAdmin = false }), req: Request{Mode: Routed}, is: ErrNoPrivilege,
-			msg: "--net routed creates a link and needs CAP_NET_ADMIN; run vmrun as root, or use --net user"},
+			msg: "--net routed needs CAP_NET_ADMIN, which vmrun lacks; run vmrun as root, or have an administrator run `vmrun setup` once (it grants CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD) and add you to group vmrun, or use --net user"},
 		{name: "no tun", facts: with(lanFacts(), func(f *Facts) { f.Caps.Tun = false }), req: Request{Mode: Routed}, is: ErrNoKernelSupport,
 			msg: "--net routed needs /dev/net/tun, which cannot be opened; load the tun module or use --net user"},
 		{name: "missing interface", facts: missing("eth5"), req: Request{Mode: Routed, Parent: "eth5"}, is: ErrNoInterface,
