@@ -72,7 +72,7 @@ bench: build guest
 	$(SUDO) env "PATH=$$PATH" bash scripts/bench.sh
 
 # Install for unprivileged use: the binary with file capabilities
-# (cap_net_admin,cap_mknod+p; vmrun setup sets them itself, no setcap
+# (cap_net_admin,cap_net_raw,cap_mknod+p; vmrun setup sets them itself, no setcap
 # needed), group vmrun, /etc/vmrun/allow.conf, the NetworkManager drop-in.
 # See docs/security.md. Then: sudo usermod -aG vmrun USER.
 install: build

@@ -151,13 +151,16 @@ func TestRuntimeDirCheck(t *testing.T) {
 }
 
 // TestFileCapsEncoding: the xattr is what setcap writes for
-// cap_net_admin,cap_mknod+p.
+// cap_net_admin,cap_net_raw,cap_mknod+p, the capabilities setup grants.
 func TestFileCapsEncoding(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "bin")
 	if err := os.WriteFile(p, nil, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := setFileCaps(p, 12, 27); err != nil {
+	if got := fileCapsText(); got != "cap_net_admin,cap_net_raw,cap_mknod" {
+		t.Errorf("setup grants %s", got)
+	}
+	if err := setFileCaps(p, setupCaps()...); err != nil {
 		testutil.Skipf(t, "no security xattrs here (root and a file system with them are needed): %v", err)
 	}
 	b := make([]byte, 64)
@@ -165,7 +168,7 @@ func TestFileCapsEncoding(t *testing.T) {
 	if err != nil || n != 20 {
 		t.Fatalf("xattr: %d bytes, %v", n, err)
 	}
-	if binary.LittleEndian.Uint32(b) != vfsCapRevision2 || binary.LittleEndian.Uint32(b[4:]) != 1<<12|1<<27 ||
+	if binary.LittleEndian.Uint32(b) != vfsCapRevision2 || binary.LittleEndian.Uint32(b[4:]) != 1<<12|1<<13|1<<27 ||
 		binary.LittleEndian.Uint32(b[8:]) != 0 || binary.LittleEndian.Uint32(b[12:]) != 0 {
 		t.Errorf("xattr % x", b[:n])
 	}

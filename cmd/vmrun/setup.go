@@ -34,14 +34,15 @@ func setupCommand() *cli.Command {
 		UsageText: "sudo vmrun setup [--bin PATH] [--group NAME] [--allow IF]... [--no-networkmanager]\n" +
 			"   then: sudo usermod -aG vmrun USER",
 		Description: `Installs this binary as --bin (mode 0750, group --group) with the file
-capabilities CAP_NET_ADMIN and CAP_MKNOD in its permitted set only: vmrun
-raises them around link set-up and clean-up, and QEMU runs as the user
-with no capabilities at all. Creates the group if needed, writes the
+capabilities CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD in its permitted set
+only: vmrun raises them around link set-up and clean-up, and QEMU runs as
+the user with no capabilities at all. Creates the group if needed, writes the
 interface ACL (` + netsetup.ACLPath + `; kept if it exists) allowing --allow
 interfaces (default: the default-route interface and its bridge), and a
 NetworkManager drop-in that leaves links named vmr* unmanaged. Without
-root, members can then use bridge and macvtap modes on allowed
-interfaces; see docs/security.md.`,
+root, members can then use bridge, macvtap and routed modes on allowed
+interfaces (--net auto on a Wi-Fi station routes the guest); see
+docs/security.md.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "bin", Value: "/usr/local/bin/vmrun", Usage: "install the binary at `PATH`"},
 			&cli.StringFlag{Name: "group", Value: "vmrun", Usage: "the `GROUP` whose members may run it"},
@@ -72,7 +73,7 @@ func setupAction(c *cli.Context) error {
 	if err := installBinary(bin, gid); err != nil {
 		return exitcode.Setupf("install %s: %v", bin, err)
 	}
-	fmt.Fprintf(out, "installed %s (root:%s 0750, capabilities cap_net_admin,cap_mknod+p)\n", bin, c.String("group"))
+	fmt.Fprintf(out, "installed %s (root:%s 0750, capabilities %s+p)\n", bin, c.String("group"), fileCapsText())
 	allow := c.StringSlice("allow")
 	if len(allow) == 0 {
 		allow = defaultAllow(c)
@@ -154,10 +155,37 @@ func installBinary(bin string, gid int) error {
 	if err := os.Chmod(tmp, 0o750); err != nil {
 		return err
 	}
-	if err := setFileCaps(tmp, caps.NetAdmin, caps.Mknod); err != nil {
+	if err := setFileCaps(tmp, setupCaps()...); err != nil {
 		return err
 	}
 	return os.Rename(tmp, bin)
+}
+
+// setupCapNumbers are the capability numbers of netsetup.SetupGrants.
+var setupCapNumbers = map[netsetup.Privilege]int{
+	netsetup.PrivNetAdmin: caps.NetAdmin,
+	netsetup.PrivNetRaw:   caps.NetRaw,
+	netsetup.PrivMknod:    caps.Mknod,
+}
+
+// setupCaps are the capabilities setup gives the binary: what
+// netsetup.SetupGrants says the unprivileged modes need (bridge, macvtap,
+// routed), and nothing else.
+func setupCaps() []int {
+	cs := make([]int, 0, len(netsetup.SetupGrants))
+	for _, p := range netsetup.SetupGrants {
+		cs = append(cs, setupCapNumbers[p])
+	}
+	return cs
+}
+
+// fileCapsText is setupCaps in setcap's words: "cap_net_admin,cap_net_raw,cap_mknod".
+func fileCapsText() string {
+	names := make([]string, 0, len(netsetup.SetupGrants))
+	for _, p := range netsetup.SetupGrants {
+		names = append(names, strings.ToLower(string(p)))
+	}
+	return strings.Join(names, ",")
 }
 
 // setFileCaps gives file path the capabilities cs in its permitted set

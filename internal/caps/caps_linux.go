@@ -1,7 +1,7 @@
 // Package caps raises and lowers Linux capabilities of the calling thread.
 //
 // An unprivileged vmrun installed by `vmrun setup` carries the file
-// capabilities CAP_NET_ADMIN and CAP_MKNOD in its permitted set only: they
+// capabilities CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD in its permitted set only: they
 // are effective nowhere until Raise makes them so, on one OS thread (the
 // caller must hold runtime.LockOSThread), for one piece of link set-up or
 // clean-up, and Lower ends that. Capabilities are per thread in Linux, and

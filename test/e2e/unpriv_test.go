@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // testUser is a system user and group a test creates (and removes).
@@ -92,6 +94,10 @@ func startArgv(t *testing.T, rt string, argv ...string) *VM {
 	return startCmd(t, exec.Command(argv[0], argv[1:]...), rt)
 }
 
+// setupPermitted is what `vmrun setup` puts in the permitted set:
+// CAP_NET_ADMIN (12), CAP_NET_RAW (13), CAP_MKNOD (27).
+const setupPermitted = 1<<12 | 1<<13 | 1<<27
+
 // capLine returns a "CapXxx:" value of /proc/PID/status.
 func capLine(t *testing.T, pid int, key string) (uint64, int) {
 	t.Helper()
@@ -113,17 +119,17 @@ func capLine(t *testing.T, pid int, key string) (uint64, int) {
 	return v, uid
 }
 
-// TestUnprivilegedWithSetup: `vmrun setup` installs a vmrun with file
-// capabilities for a group; a member of it, not root:
-//   - gets macvtap from --net auto on a veth uplink the ACL allows, and a
-//     running guest whose QEMU has no capabilities at all (vmrun itself
-//     has none effective while the guest runs);
-//   - is refused a parent the ACL does not allow (auto falls back to user);
-//   - cannot have vmrun delete a link vmrun did not create.
-//
-// Without setup, the same user's auto plan is user mode, saying how to get more.
-func TestUnprivilegedWithSetup(t *testing.T) {
-	g := requireQEMUTests(t)
+// member is vmrun installed by `vmrun setup` (its ACL allowing up0) and a
+// user in its group, with a copy of the test disk the user can read.
+type member struct {
+	u                  testUser
+	dir, acl, bin, img string
+}
+
+// installForMember builds vmrun with a test ACL path, installs it with
+// `vmrun setup` for a new group and user, and copies the test disk.
+func installForMember(t *testing.T, g testutil.GuestImages) member {
+	t.Helper()
 	u := newTestUser(t)
 	dir, err := os.MkdirTemp("", "vrsetup")
 	if err != nil {
@@ -141,23 +147,12 @@ func TestUnprivilegedWithSetup(t *testing.T) {
 	}
 	bin := filepath.Join(dir, "bin", "vmrun")
 	out, errOut, code := run(t, build, "setup", "--bin", bin, "--group", u.name, "--allow", "up0", "--no-networkmanager")
-	if code != 0 || !strings.Contains(out, "cap_net_admin,cap_mknod+p") {
+	if code != 0 || !strings.Contains(out, "cap_net_admin,cap_net_raw,cap_mknod+p") {
 		t.Fatalf("setup: exit %d\n%s%s", code, out, errOut)
 	}
 	u.create(t)
 	if b, err := os.ReadFile(acl); err != nil || !strings.Contains(string(b), "allow up0\n") {
 		t.Fatalf("ACL %q, %v", b, err)
-	}
-
-	l := newLAN(t, false)
-	testutil.Veth(t, l.Host, "up1", l.LAN, "lan1") // an interface the ACL does not list
-	rt, err := os.MkdirTemp("", "vru")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(rt) })
-	if err := os.Chown(rt, u.uid, u.gid); err != nil {
-		t.Fatal(err)
 	}
 	img := filepath.Join(dir, "test.qcow2")
 	if err := os.Rename(copyFile(t, g.Test), img); err != nil {
@@ -166,6 +161,69 @@ func TestUnprivilegedWithSetup(t *testing.T) {
 	if err := os.Chmod(img, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return member{u: u, dir: dir, acl: acl, bin: bin, img: img}
+}
+
+// runtimeDir is a runtime root owned by the member.
+func (m member) runtimeDir(t *testing.T) string {
+	t.Helper()
+	rt, err := os.MkdirTemp("", "vru")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(rt) })
+	if err := os.Chown(rt, m.u.uid, m.u.gid); err != nil {
+		t.Fatal(err)
+	}
+	return rt
+}
+
+// withTun returns the command prefix as (from testUser.as) so that the
+// user can open /dev/net/tun, which a Debian system with udev makes 0666
+// and a machine without udev may leave 0600: then the program runs in a
+// mount namespace of its own where a 0666 node of the same device is
+// bound over /dev/net/tun. The host's node is never changed.
+func (m member) withTun(t *testing.T, as []string) []string {
+	t.Helper()
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm()&0o006 == 0o006 {
+		return as
+	}
+	node := filepath.Join(m.dir, "tun")
+	if _, err := os.Stat(node); err != nil {
+		if err := syscall.Mknod(node, syscall.S_IFCHR|0o666, int(unix.Mkdev(10, 200))); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(node, 0o666); err != nil { // past the umask
+			t.Fatal(err)
+		}
+	}
+	// as is "ip netns exec NS" followed by what runs as the user.
+	out := append([]string{}, as[:4]...)
+	out = append(out, "unshare", "--mount", "--propagation", "private", "sh", "-c", `mount --bind "$0" /dev/net/tun && exec "$@"`, node)
+	return append(out, as[4:]...)
+}
+
+// TestUnprivilegedWithSetup: `vmrun setup` installs a vmrun with file
+// capabilities for a group; a member of it, not root:
+//   - gets macvtap from --net auto on a veth uplink the ACL allows, and a
+//     running guest whose QEMU has no capabilities at all (vmrun itself
+//     has none effective while the guest runs);
+//   - is refused a parent the ACL does not allow (auto falls back to user);
+//   - cannot have vmrun delete a link vmrun did not create.
+//
+// Without setup, the same user's auto plan is user mode, saying how to get more.
+func TestUnprivilegedWithSetup(t *testing.T) {
+	g := requireQEMUTests(t)
+	m := installForMember(t, g)
+	u, dir, acl, bin, img := m.u, m.dir, m.acl, m.bin, m.img
+
+	l := newLAN(t, false)
+	testutil.Veth(t, l.Host, "up1", l.LAN, "lan1") // an interface the ACL does not list
+	rt := m.runtimeDir(t)
 	as := u.as(l.Host, rt)
 	vmrunAs := func(args ...string) (string, string, int) {
 		t.Helper()
@@ -185,7 +243,7 @@ func TestUnprivilegedWithSetup(t *testing.T) {
 	if p := plan("--uplink", "up1"); p.Mode != "user" || !strings.Contains(p.Notice, "up1 is not allowed in "+acl) {
 		t.Errorf("auto on up1 (not in the ACL): %+v, want user mode saying why", p)
 	}
-	_, errOut, code = vmrunAs("--disk", img, "--snapshot", "--net", "macvtap:up1", "--name", "denied")
+	_, errOut, code := vmrunAs("--disk", img, "--snapshot", "--net", "macvtap:up1", "--name", "denied")
 	if code != 2 || !strings.Contains(errOut, `add "allow up1"`) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 		t.Errorf("macvtap on up1: exit %d, want 2 and one line naming the ACL:\n%s", code, errOut)
 	}
@@ -207,8 +265,8 @@ func TestUnprivilegedWithSetup(t *testing.T) {
 	if eff, uid := capLine(t, vm.PID(), "CapEff"); eff != 0 || uid != u.uid {
 		t.Errorf("vmrun while the guest runs: CapEff %x (uid %d), want none effective", eff, uid)
 	}
-	if prm, _ := capLine(t, vm.PID(), "CapPrm"); prm != 1<<12|1<<27 {
-		t.Errorf("vmrun's permitted capabilities %x, want cap_net_admin and cap_mknod", prm)
+	if prm, _ := capLine(t, vm.PID(), "CapPrm"); prm != setupPermitted {
+		t.Errorf("vmrun's permitted capabilities %x, want cap_net_admin, cap_net_raw and cap_mknod", prm)
 	}
 	vm.Signal(syscall.SIGTERM)
 	if code := vm.Wait(60 * time.Second); code != 0 {
@@ -245,13 +303,72 @@ func TestUnprivilegedWithSetup(t *testing.T) {
 
 	// The same user with a vmrun without capabilities gets user mode and
 	// is told how to get more.
+	build := filepath.Join(dir, "build")
 	plain := filepath.Join(dir, "plain-vmrun")
 	if out, err := exec.Command("cp", build, plain).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
 	}
-	out, errOut, code = run(t, append(append([]string{}, as...), plain, "net", "plan", "--json")...)
+	out, errOut, code := run(t, append(append([]string{}, as...), plain, "net", "plan", "--json")...)
 	var p struct{ Mode, Notice string }
 	if code != 0 || json.Unmarshal([]byte(out), &p) != nil || p.Mode != "user" || !strings.Contains(p.Notice, "vmrun setup") {
 		t.Errorf("without capabilities: exit %d, %+v\n%s%s", code, p, out, errOut)
 	}
+}
+
+// TestUnprivilegedRouted: a member of group vmrun, not root, with the
+// vmrun `vmrun setup` installed, runs a routed guest on a veth uplink:
+// vmrun leases the guest an address from the LAN's dnsmasq (a packet
+// socket: CAP_NET_RAW), routes and proxies it (CAP_NET_ADMIN, the uplink's
+// sysctls); the LAN pings the guest and fetches its page; QEMU has no
+// capabilities, vmrun none effective while the guest runs; SIGTERM ends
+// it with 0 and the host is as before.
+func TestUnprivilegedRouted(t *testing.T) {
+	g := requireQEMUTests(t)
+	m := installForMember(t, g)
+	l := newLAN(t, false)
+	waitNoTentative(t, l)
+	rt := m.runtimeDir(t)
+	argv := append(m.withTun(t, m.u.as(l.Host, rt)), m.bin)
+	before := routedHostState(t, l)
+	vm := startArgv(t, rt, append(argv, "--disk", m.img, "--snapshot", "--net", "routed", "--name", "unpriv-routed", "--console", "serial")...)
+	mk := vm.WaitConsole(`VMRUN-GUEST-IP=(\S+) GW=(\S+)`, bootTimeout)
+	ip, n, err := net.ParseCIDR(mk[1])
+	if ip4 := ip.To4(); err != nil || ip4 == nil || ip4[2] != 0 || ip4[3] < 100 || ip4[3] > 150 || n.Mask.String() != "ffffffff" || mk[2] != "169.254.0.1" {
+		t.Fatalf("guest marker %q: want a lease of the LAN's dnsmasq as /32 with GW=169.254.0.1\n%s", mk[0], vm.Stderr)
+	}
+	if !strings.Contains(vm.Stderr.String(), "(leased from 10.77.0.1 with client-id vmrun-unpriv-routed") {
+		t.Errorf("stderr does not name the upstream lease:\n%s", vm.Stderr)
+	}
+	st, err := rundir.ReadState(filepath.Join(rt, "unpriv-routed"))
+	if err != nil || st.QEMUPID == 0 || st.Mode != "routed" {
+		t.Fatalf("state %+v, %v", st, err)
+	}
+	for _, key := range []string{"CapEff", "CapPrm", "CapAmb", "CapInh"} {
+		if v, uid := capLine(t, st.QEMUPID, key); v != 0 || uid != m.u.uid {
+			t.Errorf("QEMU (pid %d): %s %x, uid %d; want no capabilities, uid %d", st.QEMUPID, key, v, uid, m.u.uid)
+		}
+	}
+	if eff, uid := capLine(t, vm.PID(), "CapEff"); eff != 0 || uid != m.u.uid {
+		t.Errorf("vmrun while the guest runs: CapEff %x (uid %d), want none effective", eff, uid)
+	}
+	if prm, _ := capLine(t, vm.PID(), "CapPrm"); prm != setupPermitted {
+		t.Errorf("vmrun's permitted capabilities %x, want %x", prm, setupPermitted)
+	}
+	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	ping(t, l.LAN, ip.String())
+	if body := httpGet(t, l.LAN, ip.String()+":80"); !strings.Contains(body, "vmrun-guest-ok") {
+		t.Fatalf("guest TCP port answered %q", body)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
+	}
+	if after := routedHostState(t, l); !reflect.DeepEqual(after, before) {
+		for k := range before {
+			if after[k] != before[k] {
+				t.Errorf("after exit %s is\n%s\nwas\n%s", k, after[k], before[k])
+			}
+		}
+	}
+	assertEmptyDir(t, vm.Runtime)
 }
