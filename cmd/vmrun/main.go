@@ -123,7 +123,7 @@ EXAMPLES
    vmrun --disk vm.qcow2 --net routed:wlan0 --guest-ip 192.168.1.50/24
    vmrun --disk vm.qcow2 --dry-run                    show the plan and the QEMU command, create nothing
    vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan
-   sudo vmrun setup    once: members of group vmrun may use bridge/macvtap without root
+   sudo vmrun setup    once: members of group vmrun may use bridge/macvtap/routed without root
    vmrun doctor        what this host offers, and how to fix what is missing
 
 CONFIG FILE AND ENVIRONMENT
