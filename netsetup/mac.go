@@ -34,8 +34,8 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 
 // Forward is one host-port → guest-port forward (--forward).
 type Forward struct {
-	Proto     string `json:"proto"`               // "tcp" or "udp"
-	HostAddr  string `json:"host_addr,omitempty"` // optional host address to bind, "" for all
+	Proto     string `json:"proto"`     // "tcp" or "udp"
+	HostAddr  string `json:"host_addr"` // optional host address to bind, "" for all
 	HostPort  int    `json:"host_port"`
 	GuestPort int    `json:"guest_port"`
 }

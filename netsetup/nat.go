@@ -33,10 +33,10 @@ type NATOptions struct {
 	// Subnet is --nat-subnet; "" lets vmrun pick one no route or address
 	// on the host overlaps. VMs joining an existing NAT network must ask
 	// for its subnet or none.
-	Subnet string `json:"subnet,omitempty"`
+	Subnet string `json:"subnet"`
 	// ResolvConf is the resolv.conf whose name servers the guests' DNS
 	// forwarder asks; "" means DefaultResolvConf.
-	ResolvConf string `json:"resolv_conf,omitempty"`
+	ResolvConf string `json:"resolv_conf"`
 }
 
 // natChoice handles --net nat.

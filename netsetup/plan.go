@@ -64,42 +64,42 @@ type Plan struct {
 	// Mode is the chosen mode (never Auto).
 	Mode Mode `json:"mode"`
 	// Parent is the bridge (Bridge) or the lower interface (Macvtap).
-	Parent string `json:"parent,omitempty"`
+	Parent string `json:"parent"`
 	// Uplink and UplinkKind describe the interface detection looked at.
-	Uplink     string     `json:"uplink,omitempty"`
+	Uplink     string     `json:"uplink"`
 	UplinkKind UplinkKind `json:"uplink_kind"`
 	// MAC is the guest NIC's MAC.
 	MAC net.HardwareAddr `json:"-"`
 	// MTU is the parent's MTU: the guest NIC should use it (virtio-net host_mtu).
-	MTU int `json:"mtu,omitempty"`
+	MTU int `json:"mtu"`
 	// Vhost: open /dev/vhost-net for each queue.
 	Vhost bool `json:"vhost"`
 	// Queues is the number of tap queues (fds).
-	Queues int `json:"queues,omitempty"`
+	Queues int `json:"queues"`
 	// LinkName is the owned, deterministic name of the link Apply creates.
-	LinkName string `json:"link_name,omitempty"`
+	LinkName string `json:"link_name"`
 	// Forwards are the host → guest port forwards (user and nat modes).
-	Forwards []Forward `json:"forwards,omitempty"`
+	Forwards []Forward `json:"forwards"`
 	// Passt is the passt binary user mode runs; "" means QEMU's slirp.
-	Passt string `json:"passt,omitempty"`
+	Passt string `json:"passt"`
 	// NAT is the configuration of --net nat.
-	NAT *NATOptions `json:"nat,omitempty"`
+	NAT *NATOptions `json:"nat"`
 	// Gateway is the guest's gateway given with --guest-ip; ipvtap never
 	// registers it as a guest address.
-	Gateway net.IP `json:"gateway,omitempty"`
+	Gateway net.IP `json:"gateway"`
 	// NoHostLink: ipvtap creates no host-side shim (the host cannot reach
 	// the guest).
-	NoHostLink bool `json:"no_host_link,omitempty"`
+	NoHostLink bool `json:"no_host_link"`
 	// Reason is one sentence saying why this mode.
 	Reason string `json:"reason"`
 	// Notice, when set, is one line to show the user once: why a better mode
 	// was not possible, or a caveat of the chosen one.
-	Notice string `json:"notice,omitempty"`
+	Notice string `json:"notice"`
 	// GuestAddr says where a routed guest's address comes from; GuestIP is
 	// that address when it is static (--guest-ip; ipvtap registers it at
 	// once).
-	GuestAddr GuestAddrSource `json:"guest_addr,omitempty"`
-	GuestIP   net.IP          `json:"guest_ip,omitempty"`
+	GuestAddr GuestAddrSource `json:"guest_addr"`
+	GuestIP   net.IP          `json:"guest_ip"`
 }
 
 // MarshalJSON writes MAC in its usual colon form.
@@ -107,7 +107,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 	type plain Plan
 	return json.Marshal(struct {
 		plain
-		MAC string `json:"mac,omitempty"`
+		MAC string `json:"mac"`
 	}{plain(p), macString(p.MAC)})
 }
 

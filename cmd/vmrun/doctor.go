@@ -37,7 +37,7 @@ type check struct {
 	ID      string `json:"id"`
 	Status  string `json:"status"`
 	Summary string `json:"summary"`
-	Fix     string `json:"fix,omitempty"`
+	Fix     string `json:"fix"`
 }
 
 // doctorReport is `vmrun doctor --json`.
@@ -50,9 +50,9 @@ type doctorReport struct {
 
 type doctorAuto struct {
 	Mode   string `json:"mode"`
-	Parent string `json:"parent,omitempty"`
+	Parent string `json:"parent"`
 	Reason string `json:"reason"`
-	Notice string `json:"notice,omitempty"`
+	Notice string `json:"notice"`
 }
 
 // The check IDs, in the order they are printed.

@@ -18,15 +18,15 @@ import (
 
 // vmInfo is one line of `vmrun ls`.
 type vmInfo struct {
-	Name    string    `json:"name"`
-	PID     int       `json:"pid"`
-	QEMUPID int       `json:"qemu_pid,omitempty"`
-	Net     string    `json:"net"`
-	Parent  string    `json:"parent,omitempty"`
-	MAC     string    `json:"mac"`
-	Started time.Time `json:"started"`
-	Uptime  string    `json:"uptime"`
-	Status  string    `json:"status"` // running, or stale (left by a killed vmrun)
+	Name    string     `json:"name"`
+	PID     int        `json:"pid"`
+	QEMUPID int        `json:"qemu_pid"`
+	Net     string     `json:"net"`
+	Parent  string     `json:"parent"`
+	MAC     string     `json:"mac"`
+	Started *time.Time `json:"started"` // null when unknown
+	Uptime  string     `json:"uptime"`
+	Status  string     `json:"status"` // running, or stale (left by a killed vmrun)
 }
 
 func lsCommand() *cli.Command {
@@ -76,10 +76,13 @@ func info(e rundir.Entry) vmInfo {
 		i.Status = "stale (run `vmrun gc`)"
 	}
 	if e.State != nil {
-		i.PID, i.QEMUPID, i.Net, i.Parent, i.MAC, i.Started =
-			e.State.PID, e.State.QEMUPID, e.State.Mode, e.State.Parent, e.State.MAC, e.State.Started
-		if e.Live && !i.Started.IsZero() {
-			i.Uptime = time.Since(i.Started).Round(time.Second).String()
+		i.PID, i.QEMUPID, i.Net, i.Parent, i.MAC =
+			e.State.PID, e.State.QEMUPID, e.State.Mode, e.State.Parent, e.State.MAC
+		if started := e.State.Started; !started.IsZero() {
+			i.Started = &started
+			if e.Live {
+				i.Uptime = time.Since(started).Round(time.Second).String()
+			}
 		}
 	}
 	return i
