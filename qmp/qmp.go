@@ -7,7 +7,6 @@ package qmp
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -22,8 +21,6 @@ const (
 	EventShutdown      = "SHUTDOWN"
 	EventReset         = "RESET"
 	EventStop          = "STOP"
-	EventResume        = "RESUME"
-	EventPowerdown     = "POWERDOWN"
 	EventGuestPanicked = "GUEST_PANICKED"
 )
 
@@ -35,12 +32,6 @@ type Event struct {
 	Name string
 	Data map[string]any
 	Time time.Time
-}
-
-// Bool returns the boolean field key of the event's data (false if absent).
-func (e Event) Bool(key string) bool {
-	b, _ := e.Data[key].(bool)
-	return b
 }
 
 // String returns the string field key of the event's data ("" if absent).
@@ -163,30 +154,6 @@ func (c *Client) SystemPowerdown(ctx context.Context) error {
 // Quit tells QEMU to exit at once.
 func (c *Client) Quit(ctx context.Context) error {
 	return c.run(ctx, "quit", c.raw.Quit)
-}
-
-// Status returns QEMU's run state ("running", "paused", "prelaunch", ...).
-// It sends raw JSON because go-qemu's generated RunState enum predates
-// several current states.
-func (c *Client) Status(ctx context.Context) (string, error) {
-	var out []byte
-	err := c.run(ctx, "query-status", func() error {
-		var err error
-		out, err = c.mon.Run([]byte(`{"execute":"query-status"}`))
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	var r struct {
-		Return struct {
-			Status string `json:"status"`
-		} `json:"return"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return "", fmt.Errorf("QMP query-status: %w", err)
-	}
-	return r.Return.Status, nil
 }
 
 // Close ends the session. It is safe to call more than once and from any

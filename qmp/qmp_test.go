@@ -2,6 +2,8 @@ package qmp
 
 import (
 	"bufio"
+	"encoding/json"
+	"fmt"
 	"context"
 	"errors"
 	"net"
@@ -64,13 +66,13 @@ func TestRealQEMULifecycle(t *testing.T) {
 	if c.Version == "" {
 		t.Error("no QEMU version from the greeting")
 	}
-	if st, err := c.Status(ctx); err != nil || st != "prelaunch" && st != "paused" {
+	if st, err := queryStatus(ctx, c); err != nil || st != "prelaunch" && st != "paused" {
 		t.Fatalf("status before cont = %q, %v", st, err)
 	}
 	if err := c.Cont(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := c.Status(ctx); err != nil || st != "running" {
+	if st, err := queryStatus(ctx, c); err != nil || st != "running" {
 		t.Fatalf("status after cont = %q, %v", st, err)
 	}
 	if err := c.Quit(ctx); err != nil {
@@ -86,7 +88,7 @@ func TestRealQEMULifecycle(t *testing.T) {
 			shut = &got[i]
 		}
 	}
-	if shut == nil || shut.Bool("guest") || shut.String("reason") != "host-qmp-quit" {
+	if shut == nil || shut.Data["guest"] != false || shut.String("reason") != "host-qmp-quit" {
 		t.Fatalf("events %+v: want SHUTDOWN guest=false reason=host-qmp-quit", got)
 	}
 	if err := <-waitc; err != nil {
@@ -111,7 +113,7 @@ func TestManyEventsDoNotBlockCommands(t *testing.T) {
 			cancel()
 			t.Fatalf("cont #%d: %v", i, err)
 		}
-		_, err := c.Status(cctx)
+		_, err := queryStatus(cctx, c)
 		cancel()
 		if err != nil {
 			t.Fatalf("query-status #%d: %v", i, err)
@@ -201,7 +203,31 @@ func TestConnectNoSocket(t *testing.T) {
 
 func TestEventAccessors(t *testing.T) {
 	e := Event{Name: EventShutdown, Data: map[string]any{"guest": true, "reason": "guest-shutdown", "n": 1}}
-	if !e.Bool("guest") || e.String("reason") != "guest-shutdown" || e.Bool("n") || e.String("missing") != "" {
+	if e.String("reason") != "guest-shutdown" || e.String("n") != "" || e.String("missing") != "" {
 		t.Fatalf("accessors wrong on %+v", e)
 	}
+}
+
+// queryStatus returns QEMU's run state ("running", "paused", "prelaunch",
+// ...), with raw JSON because go-qemu's generated RunState enum predates
+// several current states.
+func queryStatus(ctx context.Context, c *Client) (string, error) {
+	var out []byte
+	err := c.run(ctx, "query-status", func() error {
+		var err error
+		out, err = c.mon.Run([]byte(`{"execute":"query-status"}`))
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	var r struct {
+		Return struct {
+			Status string `json:"status"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return "", fmt.Errorf("QMP query-status: %w", err)
+	}
+	return r.Return.Status, nil
 }

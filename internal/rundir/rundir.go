@@ -93,7 +93,6 @@ type State struct {
 	Parent    string    `json:"parent,omitempty"`
 	MAC       string    `json:"mac,omitempty"`
 	Started   time.Time `json:"started"`
-	GuestIP   string    `json:"guest_ip,omitempty"`
 	Objects   []Object  `json:"objects,omitempty"`
 	QMPSocket string    `json:"qmp_socket,omitempty"`
 }
