@@ -2,10 +2,10 @@ package qmp
 
 import (
 	"bufio"
-	"encoding/json"
-	"fmt"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
