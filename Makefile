@@ -15,7 +15,7 @@ DEPS_RUN := qemu-system-x86 qemu-utils
 DEPS_GUEST := busybox-static cpio kmod syslinux syslinux-common mtools dosfstools xz-utils
 DEPS_TEST := iproute2 dnsmasq-base passt hostapd wpasupplicant iw procps util-linux ipxe-qemu
 
-.PHONY: all build demo test test-unit test-deps demo-deps guest nested lint bench clean install
+.PHONY: all build demo test test-unit test-deps demo-deps guest nested lint bench soak clean install
 
 all: build
 
@@ -67,6 +67,14 @@ test-unit:
 # Root tests need root; under CI=true a test that cannot run fails.
 test: test-deps build guest nested lint
 	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=$(VMRUN_STRICT) $(GO) test -race -count=1 -timeout 60m ./...
+
+# The crash-injection soak (test/e2e/soak_test.go): SOAK_ROUNDS rounds per
+# network mode (make test runs 20). SOAK_SEED replays a run; SOAK_MODES
+# (e.g. nat,routed) and SOAK_ROUND (one round number) narrow it down.
+SOAK_ROUNDS ?= 1000
+soak: test-deps guest
+	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=1 SOAK_ROUNDS=$(SOAK_ROUNDS) SOAK_SEED=$(SOAK_SEED) SOAK_MODES=$(SOAK_MODES) SOAK_ROUND=$(SOAK_ROUND) \
+		$(GO) test -count=1 -timeout 0 -v -run '^TestSoak$$' ./test/e2e/
 
 bench: build guest
 	$(SUDO) env "PATH=$$PATH" bash scripts/bench.sh
