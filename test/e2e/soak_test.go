@@ -216,10 +216,14 @@ func (s *soak) round(t *testing.T, seed uint64, r int) {
 	var p *soakProc
 	switch phase {
 	case "set-up":
-		// After the n-th step line, at once (in the writer that sees the
-		// line) or a few hundred microseconds later.
+		// After the n-th step line: within a millisecond (in the writer
+		// that sees the line, or a little later) or, in half the rounds,
+		// up to 20 ms later, inside the next step.
 		n := 1 + rng.IntN(s.steps)
 		extra := time.Duration(rng.IntN(1000)) * time.Microsecond
+		if rng.IntN(2) == 0 {
+			extra = time.Duration(rng.IntN(20000)) * time.Microsecond
+		}
 		what = fmt.Sprintf("after step line %d/%d +%s", n, s.steps, extra)
 		p = s.start(t, args, &stepTrigger{n: n, fire: func(p *soakProc) {
 			if extra > 0 {
