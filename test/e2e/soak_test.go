@@ -209,65 +209,36 @@ func (s *soak) round(t *testing.T, seed uint64, r int) {
 	rng := rand.New(rand.NewPCG(seed, s.index<<32|uint64(r)))
 	args := s.soakArgs(rng)
 	phase := []string{"set-up", "run", "teardown"}[rng.IntN(3)]
-	termFirst := phase == "teardown" || rng.IntN(3) == 0
-	killDelay := time.Duration(50+rng.IntN(450)) * time.Millisecond // SIGTERM to SIGKILL
-	gc := rng.IntN(2) == 0
-	var what string
-	var p *soakProc
-	switch phase {
-	case "set-up":
-		// After the n-th step line: within a millisecond (in the writer
-		// that sees the line, or a little later) or, in half the rounds,
-		// up to 20 ms later, inside the next step.
-		n := 1 + rng.IntN(s.steps)
-		extra := time.Duration(rng.IntN(1000)) * time.Microsecond
-		if rng.IntN(2) == 0 {
-			extra = time.Duration(rng.IntN(20000)) * time.Microsecond
-		}
-		what = fmt.Sprintf("after step line %d/%d +%s", n, s.steps, extra)
-		p = s.start(t, args, &stepTrigger{n: n, fire: func(p *soakProc) {
-			if extra > 0 {
-				time.Sleep(extra) // the random moment of the kill, not synchronisation
-			}
-			p.kill(termFirst, killDelay)
-		}})
-		p.waitExit(t, 2*time.Minute)
-	case "run", "teardown":
-		d := time.Duration(rng.IntN(1000)) * time.Millisecond
-		what = fmt.Sprintf("%s after QMP ready", d)
-		p = s.start(t, args, nil)
-		if err := p.waitReady(2 * time.Minute); err != nil {
-			t.Errorf("%s round %d: %v\n%s", s.mode.name, r, err, p.stderr)
-			return
-		}
-		time.Sleep(d) // the random moment of the kill, not synchronisation
-		p.kill(termFirst, killDelay)
-		p.waitExit(t, 2*time.Minute)
+	p, what := s.crash(t, rng, args, phase)
+	if p == nil {
+		return
 	}
-	how := "SIGKILL"
-	if termFirst {
-		how = fmt.Sprintf("SIGTERM, SIGKILL %s later", killDelay)
-	}
-	recovery := "restart"
-	if gc {
-		recovery = "gc"
-	}
-	desc := fmt.Sprintf("round %d: %s, %s %s, then %s", r, s.mode.name, how, what, recovery)
-	t.Log(desc)
+	// Recovery: gc, or a restart of the same --name (stopped cleanly); in
+	// some rounds that recovery itself is killed (the restart early in its
+	// set-up, where it removes the leftovers; gc a few ms after its start)
+	// and gc cleans up after both.
+	recovery := []string{"gc", "gc", "restart", "restart", "restart killed, gc", "gc killed, gc"}[rng.IntN(6)]
+	desc := fmt.Sprintf("round %d: %s, %s, then %s", r, s.mode.name, what, recovery)
 	if msg := p.verdict(); msg != "" {
 		t.Errorf("%s: %s\n--- stderr:\n%s", desc, msg, p.stderr)
 		return
 	}
-	if gc {
+	gc := func() bool {
 		out, errOut, code := RunVMRun(t, s.l.Host, s.runtime, "gc")
 		if code != 0 {
 			t.Errorf("%s: vmrun gc exit %d\n%s%s\n--- killed run's stderr:\n%s", desc, code, out, errOut, p.stderr)
+		}
+		return code == 0
+	}
+	switch recovery {
+	case "gc":
+		if !gc() {
 			return
 		}
-	} else {
+	case "restart":
 		q := s.start(t, args, nil)
 		if err := q.waitReady(2 * time.Minute); err != nil {
-			t.Errorf("%s: restart: %v\n%s", desc, err, q.stderr)
+			t.Errorf("%s: restart: %v\n%s--- killed run's stderr:\n%s", desc, err, q.stderr, p.stderr)
 			return
 		}
 		q.signal(syscall.SIGTERM)
@@ -276,11 +247,76 @@ func (s *soak) round(t *testing.T, seed uint64, r int) {
 				desc, code, sig, q.stderr, p.stderr)
 			return
 		}
+	case "restart killed, gc":
+		q, _ := s.crashAt(t, rng, args, 1+rng.IntN(min(4, s.steps)), false, 0)
+		if msg := q.verdict(); msg != "" {
+			t.Errorf("%s: restart: %s\n--- restart's stderr:\n%s", desc, msg, q.stderr)
+			return
+		}
+		if !gc() {
+			return
+		}
+	case "gc killed, gc":
+		q := s.start(t, []string{"gc"}, nil)
+		time.Sleep(time.Duration(rng.IntN(40000)) * time.Microsecond) // the random moment of the kill
+		q.signal(syscall.SIGKILL)
+		q.waitExit(t, 2*time.Minute)
+		if !gc() {
+			return
+		}
 	}
 	s.check(t, desc)
+	if !t.Failed() {
+		t.Logf("%s: survived", desc)
+	}
 	s.mu.Lock()
-	s.counts[phase+"/"+recovery]++
+	s.counts[phase+", "+recovery]++
 	s.mu.Unlock()
+}
+
+// crash starts vmrun and kills it in phase; it returns the process
+// (nil after a failure) and a description of the kill.
+func (s *soak) crash(t *testing.T, rng *rand.Rand, args []string, phase string) (*soakProc, string) {
+	t.Helper()
+	termFirst := phase == "teardown" || rng.IntN(3) == 0
+	killDelay := time.Duration(50+rng.IntN(450)) * time.Millisecond // SIGTERM to SIGKILL
+	how := "SIGKILL"
+	if termFirst {
+		how = fmt.Sprintf("SIGTERM, SIGKILL %s later", killDelay)
+	}
+	if phase == "set-up" {
+		p, what := s.crashAt(t, rng, args, 1+rng.IntN(s.steps), termFirst, killDelay)
+		return p, how + " " + what
+	}
+	d := time.Duration(rng.IntN(1000)) * time.Millisecond
+	p := s.start(t, args, nil)
+	if err := p.waitReady(2 * time.Minute); err != nil {
+		t.Errorf("%s: %v\n%s", s.mode.name, err, p.stderr)
+		return nil, ""
+	}
+	time.Sleep(d) // the random moment of the kill, not synchronisation
+	p.kill(termFirst, killDelay)
+	p.waitExit(t, 2*time.Minute)
+	return p, fmt.Sprintf("%s %s after QMP ready", how, d)
+}
+
+// crashAt starts vmrun and kills it after its n-th step line: within a
+// millisecond (as soon as the test reads the line, or a little later) or, in
+// half the rounds, up to 20 ms later, inside the next step.
+func (s *soak) crashAt(t *testing.T, rng *rand.Rand, args []string, n int, termFirst bool, killDelay time.Duration) (*soakProc, string) {
+	t.Helper()
+	extra := time.Duration(rng.IntN(1000)) * time.Microsecond
+	if rng.IntN(2) == 0 {
+		extra = time.Duration(rng.IntN(20000)) * time.Microsecond
+	}
+	p := s.start(t, args, &stepTrigger{n: n, fire: func(p *soakProc) {
+		if extra > 0 {
+			time.Sleep(extra) // the random moment of the kill, not synchronisation
+		}
+		p.kill(termFirst, killDelay)
+	}})
+	p.waitExit(t, 2*time.Minute)
+	return p, fmt.Sprintf("after step line %d/%d +%s", n, s.steps, extra)
 }
 
 // check compares the host namespace with its state before the soak.
@@ -350,7 +386,7 @@ func (s *soak) start(t *testing.T, args []string, trig *stepTrigger) *soakProc {
 }
 
 // Write collects vmrun's stderr, counts its step lines and fires the
-// trigger on the n-th one, before the line is even stored.
+// trigger on the n-th one.
 func (p *soakProc) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	p.partial = append(p.partial, b...)
@@ -374,7 +410,9 @@ func (p *soakProc) Write(b []byte) (int, error) {
 	}
 	p.mu.Unlock()
 	if fire != nil {
-		fire.fire(p)
+		// Not in this goroutine: a SIGTERM-then-SIGKILL waits for vmrun's
+		// exit, which waits for its output to be copied.
+		go fire.fire(p)
 	}
 	return p.stderr.Write(b)
 }
