@@ -70,10 +70,11 @@ test: test-deps build guest nested lint
 
 # The crash-injection soak (test/e2e/soak_test.go): SOAK_ROUNDS rounds per
 # network mode (make test runs 20). SOAK_SEED replays a run; SOAK_MODES
-# (e.g. nat,routed) and SOAK_ROUND (one round number) narrow it down.
+# (e.g. nat,routed) and SOAK_ROUND (one round number) narrow it down;
+# SOAK_DURATION (e.g. 2h) starts no round after that time.
 SOAK_ROUNDS ?= 1000
 soak: test-deps guest
-	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=1 SOAK_ROUNDS=$(SOAK_ROUNDS) SOAK_SEED=$(SOAK_SEED) SOAK_MODES=$(SOAK_MODES) SOAK_ROUND=$(SOAK_ROUND) \
+	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=1 SOAK_ROUNDS=$(SOAK_ROUNDS) SOAK_SEED=$(SOAK_SEED) SOAK_MODES=$(SOAK_MODES) SOAK_ROUND=$(SOAK_ROUND) SOAK_DURATION=$(SOAK_DURATION) \
 		$(GO) test -count=1 -timeout 0 -v -run '^TestSoak$$' ./test/e2e/
 
 bench: build guest

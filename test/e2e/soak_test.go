@@ -32,7 +32,8 @@ import (
 // SOAK_ROUNDS sets the rounds per mode (default soakCIRounds, which fits
 // CI's budget; `make soak` runs 1000). SOAK_SEED replays a run (each round's
 // choices depend on the seed, the mode and the round number only), SOAK_MODES
-// (comma-separated) and SOAK_ROUND (one round number) narrow it down.
+// (comma-separated) and SOAK_ROUND (one round number) narrow it down;
+// SOAK_DURATION (e.g. 2h) starts no round after that time has passed.
 const soakCIRounds = 20
 
 // soakStepLine is one `-v` step line of vmrun: the set-up markers a kill
@@ -97,6 +98,14 @@ func TestSoak(t *testing.T) {
 		seed = v
 	}
 	only := soakEnvInt(t, "SOAK_ROUND", -1)
+	var stop time.Time // zero: no time limit
+	if s := os.Getenv("SOAK_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("SOAK_DURATION=%q: not a duration (e.g. 2h)", s)
+		}
+		stop = time.Now().Add(d)
+	}
 	var want []string
 	if s := os.Getenv("SOAK_MODES"); s != "" {
 		want = strings.Split(s, ",")
@@ -113,6 +122,10 @@ func TestSoak(t *testing.T) {
 			for r := 1; r <= rounds; r++ {
 				if only >= 0 && r != only {
 					continue
+				}
+				if !stop.IsZero() && time.Now().After(stop) {
+					t.Logf("SOAK_DURATION is over: stopping before round %d", r)
+					break
 				}
 				s.round(t, seed, r)
 				ran++
