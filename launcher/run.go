@@ -45,6 +45,9 @@ type Options struct {
 	Started func(pid int)
 	// Ready is called once the QMP handshake is done, before the guest runs.
 	Ready func(version string)
+	// Running is called once QEMU has acknowledged the resume: the guest
+	// runs, and QEMU ending from now on is QEMU dying, not failing to start.
+	Running func()
 }
 
 // Result is how a run ended.
@@ -60,6 +63,10 @@ const (
 	commandTimeout = 5 * time.Second // any single QMP command
 	quitWait       = 5 * time.Second // after quit, before SIGKILL
 	panicWait      = 3 * time.Second // after GUEST_PANICKED, before quit
+	// outputDrainWait bounds the copy of QEMU's last output after it
+	// exited: generous, since a loaded machine can be slow to schedule the
+	// copiers, and spent only if something else holds QEMU's pipes.
+	outputDrainWait = 10 * time.Second
 )
 
 // supervisor holds the state of one run.
@@ -103,9 +110,13 @@ func Run(ctx context.Context, cl Cmdline, opts Options) Result {
 	res := s.supervise(ctx)
 	s.stopTimers()
 	// Let the output copiers finish so the last console lines are shown.
+	// QEMU has exited, so its pipes end as soon as they are drained; the
+	// bound only guards against a process QEMU started that still holds
+	// them (it would keep vmrun waiting forever).
 	select {
 	case <-copied:
-	case <-time.After(time.Second):
+	case <-time.After(outputDrainWait):
+		s.opts.Notify("QEMU's output did not end within %s of its exit (a process it started may still hold it): its last lines may be missing", outputDrainWait)
 	}
 	if res.Code != exitcode.OK && res.Err == nil {
 		res.Err = errors.New(exitcode.Describe(res.Code))
@@ -323,6 +334,9 @@ func (s *supervisor) connect(ctx context.Context) (Result, bool) {
 				s.kill()
 				werr := <-s.waitc
 				return Result{Code: exitcode.Setup, Err: s.startupError(werr, err)}, false
+			}
+			if s.opts.Running != nil {
+				s.opts.Running()
 			}
 			return Result{}, true
 		case err := <-s.waitc:

@@ -74,25 +74,53 @@ func (n *notes) String() string {
 	return n.buf.String()
 }
 
-// run runs cl in the background and returns the result channel and QEMU's pid.
-func run(t *testing.T, cl Cmdline, opts Options) (<-chan Result, <-chan int) {
-	t.Helper()
-	pidc := make(chan int, 1)
-	ready := make(chan struct{})
-	opts.Started = func(pid int) { pidc <- pid }
-	opts.Ready = func(string) { close(ready) }
-	resc := make(chan Result, 1)
-	go func() { resc <- Run(context.Background(), cl, opts) }()
-	return resc, pidc
+// started is a Run going on in the background.
+type started struct {
+	res     <-chan Result
+	pid     <-chan int
+	running <-chan struct{}
 }
 
-func wait(t *testing.T, resc <-chan Result) Result {
+// run runs cl in the background.
+func run(t *testing.T, cl Cmdline, opts Options) started {
+	t.Helper()
+	pidc := make(chan int, 1)
+	running := make(chan struct{})
+	opts.Started = func(pid int) { pidc <- pid }
+	opts.Running = func() { close(running) }
+	resc := make(chan Result, 1)
+	go func() { resc <- Run(context.Background(), cl, opts) }()
+	return started{res: resc, pid: pidc, running: running}
+}
+
+// runBound bounds how long a test waits for QEMU to come up or to end: it
+// is generous because a fresh, loaded machine can take tens of seconds to
+// start QEMU (the page cache is cold, two cores are shared with other
+// QEMUs under -race). Nothing is timed against it: a test fails only if an
+// awaited event never comes.
+const runBound = 3 * time.Minute
+
+// awaitRunning waits until QEMU has acknowledged the resume after the QMP
+// handshake (Options.Running): a stop or signal sent before that tests
+// start-up, not a running guest.
+func awaitRunning(t *testing.T, r started, n *notes) {
 	t.Helper()
 	select {
-	case r := <-resc:
-		return r
-	case <-time.After(60 * time.Second):
-		t.Fatal("Run did not return within 60s")
+	case <-r.running:
+	case res := <-r.res:
+		t.Fatalf("Run returned (code %d, %v) before the guest ran; notes:\n%s", res.Code, res.Err, n)
+	case <-time.After(runBound):
+		t.Fatalf("the guest was not running (QMP handshake and resume, Options.Running) within %s; notes:\n%s", runBound, n)
+	}
+}
+
+func wait(t *testing.T, r started, n *notes) Result {
+	t.Helper()
+	select {
+	case res := <-r.res:
+		return res
+	case <-time.After(runBound):
+		t.Fatalf("Run did not return within %s; notes:\n%s", runBound, n)
 	}
 	return Result{}
 }
@@ -104,11 +132,11 @@ func TestStopGracePeriodThenQuit(t *testing.T) {
 	cl, opts, n := bare(t)
 	stop := make(chan os.Signal, 2)
 	opts.Stop = stop
-	resc, pidc := run(t, cl, opts)
-	pid := <-pidc
-	time.Sleep(200 * time.Millisecond)
+	vm := run(t, cl, opts)
+	pid := <-vm.pid
+	awaitRunning(t, vm, n)
 	stop <- syscall.SIGTERM
-	r := wait(t, resc)
+	r := wait(t, vm, n)
 	if r.Code != exitcode.OK {
 		t.Fatalf("code %d (%v), want 0; notes:\n%s", r.Code, r.Err, n)
 	}
@@ -120,20 +148,35 @@ func TestStopGracePeriodThenQuit(t *testing.T) {
 	}
 }
 
+// TestSecondStopForces: with an hour's grace, only the second stop request
+// can end the run before wait's bound.
 func TestSecondStopForces(t *testing.T) {
 	cl, opts, n := bare(t)
 	opts.Grace = time.Hour
 	stop := make(chan os.Signal, 2)
 	opts.Stop = stop
-	resc, _ := run(t, cl, opts)
-	time.Sleep(300 * time.Millisecond)
+	// The second request is sent once the first has been acted on (its
+	// notice printed), as a user presses Ctrl-C again after reading it.
+	firstSeen := make(chan struct{})
+	var once sync.Once
+	opts.Notify = func(format string, args ...any) {
+		n.add(format, args...)
+		if strings.HasPrefix(fmt.Sprintf(format, args...), "stop requested") {
+			once.Do(func() { close(firstSeen) })
+		}
+	}
+	vm := run(t, cl, opts)
+	awaitRunning(t, vm, n)
 	stop <- syscall.SIGINT
-	time.Sleep(100 * time.Millisecond)
-	start := time.Now()
+	select {
+	case <-firstSeen:
+	case <-time.After(runBound):
+		t.Fatalf("no notice for the first stop request within %s; notes:\n%s", runBound, n)
+	}
 	stop <- syscall.SIGINT
-	r := wait(t, resc)
-	if r.Code != exitcode.OK || time.Since(start) > 10*time.Second {
-		t.Fatalf("code %d after %s, notes:\n%s", r.Code, time.Since(start), n)
+	r := wait(t, vm, n)
+	if r.Code != exitcode.OK {
+		t.Fatalf("code %d (%v), want 0; notes:\n%s", r.Code, r.Err, n)
 	}
 	if !strings.Contains(n.String(), "forcing") {
 		t.Errorf("no force notice:\n%s", n)
@@ -143,8 +186,8 @@ func TestSecondStopForces(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	cl, opts, n := bare(t)
 	opts.Timeout = 500 * time.Millisecond
-	resc, _ := run(t, cl, opts)
-	r := wait(t, resc)
+	vm := run(t, cl, opts)
+	r := wait(t, vm, n)
 	if r.Code != exitcode.Timeout {
 		t.Fatalf("code %d (%v), want 124; notes:\n%s", r.Code, r.Err, n)
 	}
@@ -152,22 +195,24 @@ func TestTimeout(t *testing.T) {
 
 func TestQEMUKilledIsAbnormal(t *testing.T) {
 	cl, opts, n := bare(t)
-	resc, pidc := run(t, cl, opts)
-	pid := <-pidc
-	time.Sleep(300 * time.Millisecond)
+	vm := run(t, cl, opts)
+	pid := <-vm.pid
+	// Killed once the guest runs, so this is QEMU
+	// dying (3), not QEMU failing to start (2).
+	awaitRunning(t, vm, n)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	r := wait(t, resc)
+	r := wait(t, vm, n)
 	if r.Code != exitcode.QEMUDied || !strings.Contains(r.Err.Error(), "killed by signal") {
 		t.Fatalf("code %d (%v), want 3; notes:\n%s", r.Code, r.Err, n)
 	}
 }
 
 func TestQEMUBadArgumentIsSetupError(t *testing.T) {
-	cl, opts, _ := bare(t, "-device", "no-such-device")
-	resc, _ := run(t, cl, opts)
-	r := wait(t, resc)
+	cl, opts, n := bare(t, "-device", "no-such-device")
+	vm := run(t, cl, opts)
+	r := wait(t, vm, n)
 	if r.Code != exitcode.Setup || !strings.Contains(r.Err.Error(), "no-such-device") {
 		t.Fatalf("code %d (%v), want 2 naming the device", r.Code, r.Err)
 	}
@@ -208,17 +253,18 @@ func TestTail(t *testing.T) {
 	}
 }
 
+// TestSIGQUITForcesAtOnce: with an hour's grace, only forcing can end the
+// run before wait's bound.
 func TestSIGQUITForcesAtOnce(t *testing.T) {
 	cl, opts, n := bare(t)
 	opts.Grace = time.Hour
 	stop := make(chan os.Signal, 2)
 	opts.Stop = stop
-	resc, _ := run(t, cl, opts)
-	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
+	vm := run(t, cl, opts)
+	awaitRunning(t, vm, n)
 	stop <- syscall.SIGQUIT
-	r := wait(t, resc)
-	if r.Code != exitcode.OK || time.Since(start) > 10*time.Second || !strings.Contains(n.String(), "SIGQUIT") {
-		t.Fatalf("code %d after %s, notes:\n%s", r.Code, time.Since(start), n)
+	r := wait(t, vm, n)
+	if r.Code != exitcode.OK || !strings.Contains(n.String(), "SIGQUIT") {
+		t.Fatalf("code %d (%v), want 0 and a SIGQUIT notice; notes:\n%s", r.Code, r.Err, n)
 	}
 }
