@@ -15,7 +15,23 @@ import (
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
-const bootTimeout = 90 * time.Second
+// Bounds on waits for a guest or for vmrun. None is a speed target: each
+// only says when to stop waiting for an event that is not coming, and a
+// wait that expires names what it awaited and shows the last console
+// lines. They are generous because the guests boot under TCG on two cores
+// shared with other QEMUs (the nested rig among them), under -race, on a
+// machine whose page cache may be cold: a boot that takes about 10 s on an
+// idle machine was seen taking over a minute there.
+const (
+	// bootTimeout: from vmrun's start to a marker the guest prints once
+	// booted (its address, "ready", or its exit).
+	bootTimeout = 5 * time.Minute
+	// stepTimeout: from one console marker to a later one of the same boot.
+	stepTimeout = 2 * time.Minute
+	// exitTimeout: from a stop (a signal, `vmrun stop`, --timeout, a kill)
+	// to vmrun's exit.
+	exitTimeout = 2 * time.Minute
+)
 
 // lan is a "host" namespace whose uplink is a veth to a "lan" namespace
 // running dnsmasq (10.77.0.0/24, the lan side is 10.77.0.1).
@@ -53,7 +69,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 	if !strings.HasPrefix(ip, "10.77.0.") {
 		t.Fatalf("guest address %s is not from the LAN's DHCP server", ip)
 	}
-	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
 	ping(t, l.LAN, ip)
 	if body := httpGet(t, l.LAN, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
 		t.Fatalf("guest TCP port answered %q", body)
@@ -63,7 +79,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 		t.Errorf("links while running %v, before %v: want exactly one tap more", during, before)
 	}
 	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(60 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
 	}
 	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
@@ -80,12 +96,12 @@ func TestUserModePortForward(t *testing.T) {
 	if ip != "10.0.2.15" {
 		t.Errorf("user-mode guest address %s, want QEMU's 10.0.2.15", ip)
 	}
-	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
 	if body := httpGet(t, ns, "127.0.0.1:18080"); !strings.Contains(body, "vmrun-guest-ok") {
 		t.Fatalf("forwarded port answered %q", body)
 	}
 	vm.Signal(syscall.SIGINT)
-	if code := vm.Wait(60 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 	assertEmptyDir(t, vm.Runtime)
@@ -96,7 +112,7 @@ func TestTimeoutStopsAndCleansUp(t *testing.T) {
 	l := newLAN(t, true)
 	before := snapshotLinks(t, l.Host)
 	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--net", "bridge:br0", "--timeout", "4s", "--shutdown-grace", "3s", "--name", "e2e-timeout")
-	if code := vm.Wait(60 * time.Second); code != 124 {
+	if code := vm.Wait(exitTimeout); code != 124 {
 		t.Fatalf("exit code %d, want 124\n%s", code, vm.Stderr)
 	}
 	if !strings.Contains(vm.Stderr.String(), "--timeout 4s expired") {
@@ -186,7 +202,7 @@ func TestSnapshotLeavesImageUnchanged(t *testing.T) {
 		vm := Start(t, ns, "", args...)
 		vm.WaitConsole(`VMRUN-GUEST: disk written`, bootTimeout)
 		vm.Signal(syscall.SIGTERM)
-		if code := vm.Wait(60 * time.Second); code != 0 {
+		if code := vm.Wait(exitTimeout); code != 0 {
 			t.Fatalf("snapshot=%v: exit code %d", snapshot, code)
 		}
 		changed := fileHash(t, img) != before
@@ -267,7 +283,7 @@ func TestNameUniqueAndLsStop(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("stop: exit %d: %s", code, errOut)
 	}
-	if code := vm.Wait(10 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("vmrun exit %d after stop", code)
 	}
 	if !strings.Contains(vm.Console.String(), "reboot: Power down") && !strings.Contains(vm.Console.String(), "Power down") {

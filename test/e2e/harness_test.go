@@ -140,9 +140,24 @@ func (v *VM) Wait(timeout time.Duration) int {
 	case <-v.done:
 		return v.code
 	case <-time.After(timeout):
-		v.t.Fatalf("vmrun still running after %s\n--- console:\n%s\n--- stderr:\n%s", timeout, v.Console, v.Stderr)
+		v.t.Fatalf("vmrun did not exit within %s\n%s", timeout, v.lastLines())
 	}
 	return -1
+}
+
+// lastLines shows the last lines vmrun and its guest printed, for a wait
+// that expired (the whole output is logged at cleanup).
+func (v *VM) lastLines() string {
+	return fmt.Sprintf("--- last console lines:\n%s\n--- last lines on vmrun's stderr:\n%s", tailLines(v.Console.String(), 15), tailLines(v.Stderr.String(), 10))
+}
+
+// tailLines returns the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // WaitConsole waits for a console line matching pattern; it gives up
@@ -158,17 +173,20 @@ func (v *VM) WaitConsole(pattern string, timeout time.Duration) []string {
 	var r res
 	select {
 	case r = <-c:
+		if r.err != nil {
+			r.err = fmt.Errorf("no console line matching %q within %s (the guest is stuck, or slower than this bound)", pattern, timeout)
+		}
 	case <-v.done:
-		// The last output may still be on its way.
-		m, err := v.Console.WaitFor(pattern, time.Second)
+		// cmd.Wait has copied all of vmrun's output: look once more.
+		m, err := v.Console.WaitFor(pattern, 0)
 		r = res{m, err}
 		if err != nil {
-			r.err = fmt.Errorf("vmrun exited (code %d) before printing %q", v.code, pattern)
+			r.err = fmt.Errorf("vmrun exited (code %d) before the console printed a line matching %q", v.code, pattern)
 		}
 	}
 	m, err := r.m, r.err
 	if err != nil {
-		v.t.Fatalf("%v\n--- console:\n%s\n--- stderr:\n%s", err, v.Console, v.Stderr)
+		v.t.Fatalf("%v\n%s", err, v.lastLines())
 	}
 	return m
 }
@@ -178,7 +196,7 @@ func (v *VM) GuestIP(timeout time.Duration) string {
 	v.t.Helper()
 	m := v.WaitConsole(`VMRUN-GUEST-IP=(\S+)`, timeout)
 	if m[1] == "none" {
-		v.t.Fatalf("the guest got no address\n--- console:\n%s\n--- stderr:\n%s", v.Console, v.Stderr)
+		v.t.Fatalf("the guest got no address\n%s", v.lastLines())
 	}
 	ip, _, err := net.ParseCIDR(m[1])
 	if err != nil {

@@ -166,10 +166,10 @@ func TestNATEndToEnd(t *testing.T) {
 	if ipA == ipB {
 		t.Fatalf("both guests got %s", ipA)
 	}
-	a.WaitConsole(`VMRUN-GUEST-DNS=vmrun.test 10\.9\.8\.7`, 60*time.Second)
-	a.WaitConsole(`VMRUN-GUEST-FETCH=http://10\.77\.0\.1:8081/ lan-peer-ok`, 60*time.Second)
-	b.WaitConsole(`VMRUN-GUEST-FETCH=http://`+strings.ReplaceAll(ipA, ".", `\.`)+`/ vmrun-guest-ok`, 60*time.Second)
-	b.WaitConsole(`VMRUN-GUEST-FETCH=http://10\.77\.0\.1:8081/ lan-peer-ok`, 60*time.Second)
+	a.WaitConsole(`VMRUN-GUEST-DNS=vmrun.test 10\.9\.8\.7`, stepTimeout)
+	a.WaitConsole(`VMRUN-GUEST-FETCH=http://10\.77\.0\.1:8081/ lan-peer-ok`, stepTimeout)
+	b.WaitConsole(`VMRUN-GUEST-FETCH=http://`+strings.ReplaceAll(ipA, ".", `\.`)+`/ vmrun-guest-ok`, stepTimeout)
+	b.WaitConsole(`VMRUN-GUEST-FETCH=http://10\.77\.0\.1:8081/ lan-peer-ok`, stepTimeout)
 	if got := lanPeer.clients(); len(got) != 2 || got[0] != "10.77.0.2" || got[1] != "10.77.0.2" {
 		t.Errorf("the LAN peer saw clients %v; want the host's uplink address 10.77.0.2 twice (masquerade)", got)
 	}
@@ -212,7 +212,7 @@ func TestNATEndToEnd(t *testing.T) {
 	}
 
 	a.Signal(syscall.SIGTERM)
-	if code := a.Wait(60 * time.Second); code != 0 {
+	if code := a.Wait(exitTimeout); code != 0 {
 		t.Fatalf("guest A: exit %d\n%s", code, a.Stderr)
 	}
 	// B keeps its network: the bridge, its MAC, the table, DNS.
@@ -226,7 +226,7 @@ func TestNATEndToEnd(t *testing.T) {
 		t.Errorf("while B runs: %+v", s)
 	}
 	b.Signal(syscall.SIGTERM)
-	if code := b.Wait(60 * time.Second); code != 0 {
+	if code := b.Wait(exitTimeout); code != 0 {
 		t.Fatalf("guest B: exit %d\n%s", code, b.Stderr)
 	}
 	if after := snapshotHost(t, l.Host); !reflect.DeepEqual(after, before) {
@@ -250,7 +250,7 @@ func TestNATGarbageCollection(t *testing.T) {
 	if err := syscall.Kill(vm.PID(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	vm.Wait(30 * time.Second)
+	vm.Wait(exitTimeout)
 	out, errOut, code := RunVMRun(t, l.Host, runtime, "gc")
 	if code != 0 || !strings.Contains(out, `removed the leftovers of VM "nat-gc"`) {
 		t.Fatalf("gc: exit %d\n%s%s", code, out, errOut)

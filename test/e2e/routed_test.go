@@ -3,7 +3,6 @@ package e2e
 import (
 	"net"
 	"reflect"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,12 +35,17 @@ func routedHostState(t *testing.T, l *lan) map[string]string {
 // then, which would look like a change).
 func waitNoTentative(t *testing.T, l *lan) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if strings.TrimSpace(l.Host.MustRun(t, "ip", "-6", "addr", "show", "tentative")) == "" {
+	// A poll: the kernel sends no event when DAD ends on an address that
+	// stays. The bound is generous (DAD takes about a second) and only
+	// ends a wait for something that is not coming.
+	const bound = 2 * time.Minute
+	for deadline := time.Now().Add(bound); ; time.Sleep(50 * time.Millisecond) {
+		left := strings.TrimSpace(l.Host.MustRun(t, "ip", "-6", "addr", "show", "tentative"))
+		if left == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("IPv6 DAD did not finish in the host namespace")
+			t.Fatalf("IPv6 DAD did not finish within %s in the host namespace; still tentative:\n%s", bound, left)
 		}
 	}
 }
@@ -87,7 +91,7 @@ func TestRoutedEndToEnd(t *testing.T) {
 			if !strings.Contains(vm.Stderr.String(), tc.notice) {
 				t.Errorf("stderr does not say %q:\n%s", tc.notice, vm.Stderr)
 			}
-			vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+			vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
 			ping(t, l.LAN, ip.String())
 			if body := httpGet(t, l.LAN, ip.String()+":80"); !strings.Contains(body, "vmrun-guest-ok") {
 				t.Fatalf("guest TCP port answered %q", body)
@@ -103,7 +107,7 @@ func TestRoutedEndToEnd(t *testing.T) {
 				t.Errorf("routed mode changed net/ipv4/conf/all/forwarding")
 			}
 			vm.Signal(syscall.SIGTERM)
-			if code := vm.Wait(60 * time.Second); code != 0 {
+			if code := vm.Wait(exitTimeout); code != 0 {
 				t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
 			}
 			t.Logf("%s: boot to exit %s; vmrun's stderr:\n%s", tc.name, time.Since(start).Round(100*time.Millisecond), vm.Stderr)
@@ -136,7 +140,7 @@ func TestRoutedGCAfterKill(t *testing.T) {
 	before := routedHostState(t, l)
 	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--net", "routed", "--console", "serial", "--name", "e2e-routed-kill")
 	ip := vm.GuestIP(bootTimeout)
-	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
 	ping(t, l.LAN, ip)
 	if during := routedHostState(t, l); during["proxy"] == before["proxy"] || during["net/ipv4/conf/up0/forwarding"] != "1" {
 		t.Fatalf("routed state not in place: %q", during)
@@ -144,7 +148,7 @@ func TestRoutedGCAfterKill(t *testing.T) {
 	if err := syscall.Kill(vm.PID(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	vm.Wait(30 * time.Second)
+	vm.Wait(exitTimeout)
 	out, errOut, code := RunVMRun(t, l.Host, vm.Runtime, "gc")
 	if code != 0 || !strings.Contains(out, `removed the leftovers of VM "e2e-routed-kill"`) {
 		t.Fatalf("vmrun gc: exit %d\n%s%s", code, out, errOut)
@@ -188,15 +192,11 @@ func routedIPv6(t *testing.T, disk string, kill bool) {
 	vm := Start(t, l.Host, "", "--disk", disk, "--snapshot", "--net", "routed", "--console", "serial",
 		"--name", name, "--guest-ip", "10.77.0.62/24")
 	vm.WaitConsole(`VMRUN-GUEST: ready`, bootTimeout)
-	learnt := regexp.MustCompile(`routed: the guest's IPv6 address (fd78:\S+) is routed to it`)
-	var addr string
-	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(200 * time.Millisecond) {
-		if m := learnt.FindStringSubmatch(vm.Stderr.String()); m != nil {
-			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("vmrun did not route an IPv6 address of the guest in fd78::/64; stderr:\n%s", vm.Stderr)
-		}
+	m, err := vm.Stderr.WaitFor(`routed: the guest's IPv6 address (fd78:\S+) is routed to it`, stepTimeout)
+	if err != nil {
+		t.Fatalf("vmrun did not route an IPv6 address of the guest in fd78::/64 within %s\n%s", stepTimeout, vm.lastLines())
 	}
+	addr := m[1]
 	if err := l.LAN.Ping(addr, 20*time.Second); err != nil {
 		t.Fatalf("the LAN cannot reach the guest's IPv6 address: %v\nstderr:\n%s", err, vm.Stderr)
 	}
@@ -220,14 +220,14 @@ func routedIPv6(t *testing.T, disk string, kill bool) {
 		if err := syscall.Kill(vm.PID(), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		vm.Wait(30 * time.Second)
+		vm.Wait(exitTimeout)
 		out, errOut, code := RunVMRun(t, l.Host, vm.Runtime, "gc")
 		if code != 0 || !strings.Contains(out, `removed the leftovers of VM "`+name+`"`) {
 			t.Fatalf("vmrun gc: exit %d\n%s%s", code, out, errOut)
 		}
 	} else {
 		vm.Signal(syscall.SIGTERM)
-		if code := vm.Wait(60 * time.Second); code != 0 {
+		if code := vm.Wait(exitTimeout); code != 0 {
 			t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
 		}
 	}

@@ -141,7 +141,7 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 				mbps = append(mbps, float64(r.bytes)*8/r.d.Seconds()/1e6)
 				vm.Signal(syscall.SIGTERM)
-				if code := vm.Wait(60 * time.Second); code != 0 {
+				if code := vm.Wait(exitTimeout); code != 0 {
 					b.Fatalf("exit %d\n%s", code, vm.Stderr)
 				}
 			}

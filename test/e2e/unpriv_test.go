@@ -269,7 +269,7 @@ func TestUnprivilegedWithSetup(t *testing.T) {
 		t.Errorf("vmrun's permitted capabilities %x, want cap_net_admin, cap_net_raw and cap_mknod", prm)
 	}
 	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(60 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit %d\n%s", code, vm.Stderr)
 	}
 	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {

@@ -28,7 +28,7 @@ func userModeRoundTrip(t *testing.T, g testutil.GuestImages, ns *testutil.Netns,
 	vm := Start(t, ns, "", append([]string{"--disk", g.Test, "--snapshot", "--net", "user", "--name", name,
 		"--forward", "tcp:127.0.0.1:18080:80"}, probeArgs("vmrun.fetch=http://GW:18081/")...)...)
 	vm.GuestIP(bootTimeout)
-	vm.WaitConsole(`VMRUN-GUEST-FETCH=http://[0-9.]+:18081/ host-loopback-ok`, 60*time.Second)
+	vm.WaitConsole(`VMRUN-GUEST-FETCH=http://[0-9.]+:18081/ host-loopback-ok`, stepTimeout)
 	if body := httpGet(t, ns, "127.0.0.1:18080"); !strings.Contains(body, "vmrun-guest-ok") {
 		t.Fatalf("forwarded port answered %q", body)
 	}
@@ -36,7 +36,7 @@ func userModeRoundTrip(t *testing.T, g testutil.GuestImages, ns *testutil.Netns,
 		check(vm)
 	}
 	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(60 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d\n%s", code, vm.Stderr)
 	}
 	assertEmptyDir(t, vm.Runtime)
@@ -143,7 +143,7 @@ func TestUserModePasstKilled(t *testing.T) {
 	if err := syscall.Kill(vm.PID(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	vm.Wait(30 * time.Second)
+	vm.Wait(exitTimeout)
 	// passt is not our child: wait for its exit on a pidfd.
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	if n, err := unix.Poll(fds, 30000); err != nil || n != 1 {
@@ -191,7 +191,7 @@ func TestUserModePasstIPv6(t *testing.T) {
 		return fmt.Sprintf("the IPv6 forward never reached the guest (last answer %q)\n%s", body, vm.Stderr)
 	})
 	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(60 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit %d\n%s", code, vm.Stderr)
 	}
 }

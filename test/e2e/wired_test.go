@@ -33,13 +33,13 @@ func bootAuto(t *testing.T, l *lan, wantMode string) {
 	if !strings.HasPrefix(ip, "10.77.0.") {
 		t.Fatalf("guest address %s is not from the LAN's DHCP server", ip)
 	}
-	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
 	ping(t, l.LAN, ip)
 	if body := httpGet(t, l.LAN, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
 		t.Fatalf("guest TCP port answered %q", body)
 	}
 	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(60 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
@@ -74,7 +74,7 @@ func TestKilledThenGCAndRestart(t *testing.T) {
 		vm := Start(t, l.Host, runtime, args...)
 		vm.WaitConsole(`VMRUN-GUEST: booted`, bootTimeout)
 		vm.Signal(syscall.SIGKILL)
-		vm.Wait(30 * time.Second)
+		vm.Wait(exitTimeout)
 		if after := snapshotLinks(t, l.Host); len(after) != len(before)+1 {
 			t.Fatalf("after SIGKILL want the macvtap left behind: %v", after)
 		}
@@ -91,7 +91,7 @@ func TestKilledThenGCAndRestart(t *testing.T) {
 		t.Errorf("restart did not say it cleaned up:\n%s", vm.Stderr)
 	}
 	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(60 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("restarted VM exit %d", code)
 	}
 	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
