@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
@@ -147,16 +148,10 @@ func TestTapApply(t *testing.T) {
 	assertNoHostIPv6(t, l, p.LinkName)
 	// A non-persistent tap goes away when its last fd closes: no Undo
 	// needed. (A child forked meanwhile by a parallel test holds copies of
-	// the fds until it execs: allow it a moment.)
+	// the fds until it execs: the tap goes when it does.)
+	gone := awaitLinkGone(t, l, p.LinkName)
 	a.CloseFiles()
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := l.link(t, p.LinkName); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tap %s outlived its fds", p.LinkName)
-		}
-	}
+	gone()
 	if err := a.Undo(); err != nil {
 		t.Errorf("Undo after the tap vanished: %v", err)
 	}
@@ -167,16 +162,133 @@ func TestTapApply(t *testing.T) {
 }
 
 // assertNoHostIPv6 checks that the host configured no IPv6 address on the
-// guest's link (it would talk on the LAN with the guest's MAC).
+// guest's link (it would talk on the LAN with the guest's MAC). It first
+// waits for the kernel's own sign that addrconf handled the link being
+// ready (up, with carrier): until then, "no address" proves nothing.
 func assertNoHostIPv6(t *testing.T, l *lab, name string) {
 	t.Helper()
-	time.Sleep(100 * time.Millisecond) // addrconf would have run by now
+	awaitAddrconf(t, l, name)
 	if out := strings.TrimSpace(l.host.MustRun(t, "ip", "-6", "addr", "show", "dev", name)); out != "" {
 		t.Errorf("the host has IPv6 on %s:\n%s", name, out)
 	}
 	if out := l.host.MustRun(t, "ip", "-d", "link", "show", name); !strings.Contains(out, "addrgenmode none") {
 		t.Errorf("%s: addrgenmode is not none:\n%s", name, out)
 	}
+}
+
+// awaitLinkGone subscribes to link updates in the lab's host namespace and
+// returns a function that waits until name no longer exists (its deletion
+// notice, or already gone), within a generous bound.
+func awaitLinkGone(t *testing.T, l *lab, name string) func() {
+	t.Helper()
+	ch := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	h := l.host.Handle(t)
+	if err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: &h}); err != nil {
+		t.Fatalf("subscribe to link updates: %v", err)
+	}
+	return func() {
+		t.Helper()
+		const bound = time.Minute
+		timeout := time.After(bound)
+		for {
+			if _, err := l.link(t, name); err != nil {
+				return
+			}
+			select {
+			case u, ok := <-ch:
+				if !ok {
+					t.Fatalf("link updates ended while waiting for %s to go", name)
+				}
+				if u.Header.Type == unix.RTM_DELLINK && u.Attrs().Name == name {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("link %s still exists %s after its last fd was closed", name, bound)
+			}
+		}
+	}
+}
+
+// ifReady is IF_READY in a link's IPv6 flags (IFLA_INET6_FLAGS): addrconf
+// sets it when it handles the link becoming ready, in the same step (under
+// the RTNL lock) as it generates the link's own addresses unless
+// addrgenmode is none.
+const ifReady = 0x80000000
+
+// awaitAddrconf waits until addrconf has handled name becoming ready. It
+// polls, with a generous bound: the kernel sends no notification for the
+// flag. The link is then set up again, a no-op that takes the RTNL lock, so
+// that addrconf's step that set the flag is over when this returns.
+func awaitAddrconf(t *testing.T, l *lab, name string) {
+	t.Helper()
+	const bound = time.Minute
+	for deadline := time.Now().Add(bound); ; time.Sleep(10 * time.Millisecond) {
+		flags, ok, err := ipv6LinkFlags(l.host, name)
+		if err != nil {
+			t.Fatalf("IPv6 flags of %s: %v", name, err)
+		}
+		if !ok || flags&ifReady != 0 {
+			break // no IPv6 on the link at all, or addrconf has run
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("addrconf did not handle %s becoming ready (IF_READY in its IPv6 flags %#x) within %s:\n%s",
+				name, flags, bound, l.host.MustRun(t, "ip", "-d", "link", "show", name))
+		}
+	}
+	l.host.MustRun(t, "ip", "link", "set", name, "up")
+}
+
+// ipv6LinkFlags returns the IPv6 flags (IFLA_INET6_FLAGS) of a link in ns;
+// ok is false when the link has no IPv6 state.
+func ipv6LinkFlags(ns *testutil.Netns, name string) (flags uint32, ok bool, err error) {
+	err = ns.Do(func() error {
+		link, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+		msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+		msg.Index = int32(link.Attrs().Index)
+		req.AddData(msg)
+		msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+		if err != nil {
+			return fmt.Errorf("RTM_GETLINK %s: %w", name, err)
+		}
+		if len(msgs) != 1 || len(msgs[0]) < unix.SizeofIfInfomsg {
+			return fmt.Errorf("RTM_GETLINK %s: %d answers", name, len(msgs))
+		}
+		attrs, err := nl.ParseRouteAttr(msgs[0][unix.SizeofIfInfomsg:])
+		if err != nil {
+			return err
+		}
+		for _, a := range attrs {
+			if a.Attr.Type&nl.NLA_TYPE_MASK != unix.IFLA_AF_SPEC {
+				continue
+			}
+			fams, err := nl.ParseRouteAttr(a.Value)
+			if err != nil {
+				return err
+			}
+			for _, f := range fams {
+				if f.Attr.Type&nl.NLA_TYPE_MASK != unix.AF_INET6 {
+					continue
+				}
+				in6, err := nl.ParseRouteAttr(f.Value)
+				if err != nil {
+					return err
+				}
+				for _, v := range in6 {
+					if v.Attr.Type&nl.NLA_TYPE_MASK == unix.IFLA_INET6_FLAGS && len(v.Value) == 4 {
+						flags, ok = nl.NativeEndian().Uint32(v.Value), true
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return flags, ok, err
 }
 
 // TestMacvtapDatapath: a fake guest on the macvtap fd takes a DHCP lease
