@@ -72,8 +72,8 @@ func serve(t *testing.T, ns *testutil.Netns, cfg Config) *served {
 			if err != nil {
 				t.Errorf("Serve: %v", err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return after its context ended")
+		case <-time.After(waitBound):
+			t.Errorf("Serve did not return within %s after its context ended", waitBound)
 		}
 		if err := srv.Close(); err != nil {
 			t.Error(err)
@@ -95,6 +95,13 @@ case "$1" in bound|renew)
 esac
 `
 
+// waitBound bounds the tests' waits for an answer, a log line or a
+// goroutine: generous, so that a loaded machine does not fail a test that
+// would pass; it only ends a wait for something that is not coming. The
+// DHCP clients retry for about as long (udhcpc: 20 tries 2 s apart;
+// nclient4: 3 tries of 5 s) and stop at the first answer.
+const waitBound = time.Minute
+
 // udhcpc runs busybox udhcpc once on eth0 in ns and returns what its script
 // saw in the "bound" event.
 func udhcpc(t *testing.T, ns *testutil.Netns, args ...string) (map[string]string, string, error) {
@@ -104,7 +111,7 @@ func udhcpc(t *testing.T, ns *testutil.Netns, args ...string) (map[string]string
 	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 	argv := append([]string{"udhcpc", "-i", "eth0", "-n", "-q", "-s", script, "-O", "staticroutes"}, args...)
 	out, err := ns.Command(ctx, "busybox", argv...).CombinedOutput()
@@ -127,8 +134,11 @@ type captured struct {
 func (c captured) String() string { return fmt.Sprintf("%s to %s/%s", c.Type, c.DstMAC, c.DstIP) }
 
 // capture records the DHCP replies arriving on iface in ns until the
-// returned function is called; that function returns them.
-func capture(t *testing.T, ns *testutil.Netns, iface string) func() []captured {
+// returned function is called; that function returns them. Replies the
+// kernel queued but the reader has not read yet would be lost when the
+// socket closes: the function first waits (within waitBound) until a reply
+// of each type it is given has been read.
+func capture(t *testing.T, ns *testutil.Netns, iface string) func(until ...dhcpv4.MessageType) []captured {
 	t.Helper()
 	filter, err := udpframe.PortFilter(clientPort)
 	if err != nil {
@@ -148,6 +158,7 @@ func capture(t *testing.T, ns *testutil.Netns, iface string) func() []captured {
 	var (
 		mu   sync.Mutex
 		seen []captured
+		wake = make(chan struct{}) // closed and replaced at each reply read
 		wg   sync.WaitGroup
 	)
 	wg.Add(1)
@@ -169,11 +180,43 @@ func capture(t *testing.T, ns *testutil.Netns, iface string) func() []captured {
 			}
 			mu.Lock()
 			seen = append(seen, captured{m.MessageType(), d.DstMAC, d.Dst})
+			close(wake)
+			wake = make(chan struct{})
 			mu.Unlock()
 		}
 	}()
+	// has reports whether a reply of each type in until was read, and
+	// returns a channel closed at the next reply.
+	has := func(until []dhcpv4.MessageType) (bool, <-chan struct{}) {
+		mu.Lock()
+		defer mu.Unlock()
+		types := map[dhcpv4.MessageType]bool{}
+		for _, c := range seen {
+			types[c.Type] = true
+		}
+		for _, ty := range until {
+			if !types[ty] {
+				return false, wake
+			}
+		}
+		return true, wake
+	}
 	var once sync.Once
-	stop := func() []captured {
+	stop := func(until ...dhcpv4.MessageType) []captured {
+		timeout := time.After(waitBound)
+	wait:
+		for {
+			ok, next := has(until)
+			if ok {
+				break
+			}
+			select {
+			case <-next:
+			case <-timeout:
+				t.Errorf("no %v reply read on %s within %s", until, iface, waitBound)
+				break wait
+			}
+		}
 		once.Do(func() { conn.Close(); wg.Wait() })
 		mu.Lock()
 		defer mu.Unlock()
@@ -195,7 +238,7 @@ func TestServeUdhcpc(t *testing.T) {
 		s := serve(t, r.host, cfg)
 		stop := capture(t, r.guest, "eth0")
 		start := time.Now()
-		env, out, err := udhcpc(t, r.guest, "-B", "-t", "5", "-T", "1")
+		env, out, err := udhcpc(t, r.guest, "-B", "-t", "20", "-T", "2")
 		t.Logf("udhcpc took %s", time.Since(start).Round(time.Millisecond))
 		if err != nil {
 			t.Fatalf("udhcpc: %v\n%s\n%s", err, out, s.log.String())
@@ -214,10 +257,10 @@ func TestServeUdhcpc(t *testing.T) {
 			if !ip.Equal(cfg.Lease.IP) {
 				t.Errorf("OnAck(%s), want %s", ip, cfg.Lease.IP)
 			}
-		case <-time.After(time.Second):
-			t.Error("OnAck was not called")
+		case <-time.After(waitBound):
+			t.Errorf("OnAck was not called within %s", waitBound)
 		}
-		replies := stop()
+		replies := stop(dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeAck)
 		types := map[dhcpv4.MessageType]bool{}
 		for _, c := range replies {
 			types[c.Type] = true
@@ -238,7 +281,7 @@ func TestServeUdhcpc(t *testing.T) {
 		}}
 		s := serve(t, r.host, cfg)
 		stop := capture(t, r.guest, "eth0")
-		env, out, err := udhcpc(t, r.guest, "-t", "5", "-T", "1")
+		env, out, err := udhcpc(t, r.guest, "-t", "20", "-T", "2")
 		if err != nil {
 			t.Fatalf("udhcpc: %v\n%s\n%s", err, out, s.log.String())
 		}
@@ -250,7 +293,7 @@ func TestServeUdhcpc(t *testing.T) {
 				t.Errorf("udhcpc env %s=%q, want %q\n%s", k, got, want, out)
 			}
 		}
-		replies := stop()
+		replies := stop(dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeAck)
 		if len(replies) < 2 {
 			t.Errorf("captured %v; want an OFFER and an ACK", replies)
 		}
@@ -275,7 +318,7 @@ func TestServeUdhcpc(t *testing.T) {
 		if got := stop(); len(got) != 0 {
 			t.Errorf("replies on the wire: %v", got)
 		}
-		if _, err := s.log.WaitFor(`no answer: DISCOVER from 02:00:00:00:00:77, not the guest 02:00:00:00:00:99`, time.Second); err != nil {
+		if _, err := s.log.WaitFor(`no answer: DISCOVER from 02:00:00:00:00:77, not the guest 02:00:00:00:00:99`, waitBound); err != nil {
 			t.Error(err)
 		}
 	})
@@ -288,12 +331,12 @@ func TestServeCraftedClient(t *testing.T) {
 	r := newRig(t)
 	cfg := routedConfig()
 	s := serve(t, r.host, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 
 	newClient := func(opts ...nclient4.ClientOpt) *nclient4.Client {
 		var c *nclient4.Client
-		opts = append([]nclient4.ClientOpt{nclient4.WithTimeout(time.Second), nclient4.WithRetry(3)}, opts...)
+		opts = append([]nclient4.ClientOpt{nclient4.WithTimeout(5 * time.Second), nclient4.WithRetry(3)}, opts...)
 		if err := r.guest.Do(func() (err error) { c, err = nclient4.New("eth0", opts...); return err }); err != nil {
 			t.Fatal(err)
 		}
@@ -362,7 +405,7 @@ func TestServeCraftedClient(t *testing.T) {
 	if err := c.Release(renewed); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.log.WaitFor(`no answer: guest released 10.99.0.77`, 2*time.Second); err != nil {
+	if _, err := s.log.WaitFor(`no answer: guest released 10.99.0.77`, waitBound); err != nil {
 		t.Error(err)
 	}
 
@@ -451,8 +494,8 @@ func TestServeTap(t *testing.T) {
 				if !ip.Equal(cfg.Lease.IP) {
 					t.Errorf("OnAck(%s)", ip)
 				}
-			case <-time.After(time.Second):
-				t.Error("OnAck was not called")
+			case <-time.After(waitBound):
+				t.Errorf("OnAck was not called within %s", waitBound)
 			}
 		})
 	}
@@ -479,7 +522,7 @@ func (g *tapGuest) exchange(msg *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *udpframe.Datag
 	if _, err := g.fd.Write(frame); err != nil {
 		g.t.Fatalf("write to tap: %v", err)
 	}
-	if err := g.fd.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	if err := g.fd.SetReadDeadline(time.Now().Add(waitBound)); err != nil {
 		g.t.Fatal(err)
 	}
 	buf := make([]byte, 1<<16)
