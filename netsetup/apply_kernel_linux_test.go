@@ -377,7 +377,7 @@ func TestMacvtapPrivateNode(t *testing.T) {
 	b.MustRun(t, "ip", "link", "set", p.LinkName, "up")
 
 	h := startHelper(t, "apply-in", []string{helperNetns + "=" + a.Path, helperPlan + "=" + planJSON(t, p)}, "ip", "netns", "exec", b.Name)
-	if err := h.wait(t, 30*time.Second); err != nil {
+	if err := h.wait(t, helperBound); err != nil {
 		t.Fatalf("helper: %v\n%s", err, h.out)
 	}
 	t.Logf("helper:\n%s", h.out)

@@ -48,7 +48,7 @@ func crashAndGC(t *testing.T, l *lab, p netsetup.Plan, k int) string {
 	h := startHelper(t, "crash", []string{
 		helperNetns + "=" + l.host.Path, helperRoot + "=" + root, helperPlan + "=" + planJSON(t, p), helperCrashAt + "=" + strconv.Itoa(k),
 	})
-	if _, err := h.out.WaitFor(`BLOCKED|ERROR`, 30*time.Second); err != nil || strings.Contains(h.out.String(), "ERROR") {
+	if _, err := h.out.WaitFor(`BLOCKED|ERROR`, helperBound); err != nil || strings.Contains(h.out.String(), "ERROR") {
 		t.Fatalf("step %d: %v\n%s", k, err, h.out)
 	}
 	step := h.field(fmt.Sprintf("STEP %d", k))
@@ -56,7 +56,7 @@ func crashAndGC(t *testing.T, l *lab, p netsetup.Plan, k int) string {
 	if err := syscall.Kill(h.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_ = h.wait(t, 10*time.Second)
+	_ = h.wait(t, helperBound)
 	qemu := 0
 	if st != nil && st.QEMUPID != 0 {
 		qemu = st.QEMUPID
@@ -125,7 +125,7 @@ func TestGCLeavesOthersAlone(t *testing.T) {
 	// A child process writes its state and dies, releasing the lock.
 	h := startHelper(t, "mkstate", []string{helperRoot + "=" + root, helperPlan + "=" + planJSON(t, netsetup.Plan{Name: "dead"}),
 		helperCrashAt + "=" + strconv.Itoa(sleeper.Process.Pid)})
-	if err := h.wait(t, 10*time.Second); err != nil {
+	if err := h.wait(t, helperBound); err != nil {
 		t.Fatalf("mkstate: %v\n%s", err, h.out)
 	}
 

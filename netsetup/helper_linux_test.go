@@ -162,11 +162,19 @@ func helperApplyIn() error {
 			return fmt.Errorf("write to the queue fd: %w", err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond)
-	if l, err = netlink.LinkByName(p.LinkName); err != nil {
-		return err
+	// Count what the link sent: wait (no event for counters) until the
+	// five frames are counted or a generous bound passes; the parent
+	// checks the count.
+	var tx uint64
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if l, err = netlink.LinkByName(p.LinkName); err != nil {
+			return err
+		}
+		if tx = l.Attrs().Statistics.TxPackets; tx >= 5 || time.Now().After(deadline) {
+			break
+		}
 	}
-	fmt.Printf("TX %d\n", l.Attrs().Statistics.TxPackets)
+	fmt.Printf("TX %d\n", tx)
 	return nil
 }
 
@@ -213,6 +221,11 @@ func startHelper(t testing.TB, mode string, env []string, wrap ...string) *helpe
 	})
 	return h
 }
+
+// helperBound bounds a wait for a helper process (a test binary under
+// -race, started on a machine that may be loaded): generous, it only ends
+// a wait for something that is not coming.
+const helperBound = 3 * time.Minute
 
 // wait waits for the helper to exit.
 func (h *helperProc) wait(t testing.TB, d time.Duration) error {

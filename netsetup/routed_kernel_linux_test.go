@@ -35,12 +35,15 @@ func routedLab(t testing.TB) *lab {
 	l.before = l.host.Links(t)
 	// Let IPv6 duplicate address detection finish on up0: its link-local
 	// address shows up in the local table only then.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if strings.TrimSpace(l.host.MustRun(t, "ip", "-6", "addr", "show", "dev", "up0", "tentative")) == "" {
+	// A poll with a generous bound (DAD takes about a second).
+	const dadBound = 2 * time.Minute
+	for deadline := time.Now().Add(dadBound); ; time.Sleep(50 * time.Millisecond) {
+		left := strings.TrimSpace(l.host.MustRun(t, "ip", "-6", "addr", "show", "dev", "up0", "tentative"))
+		if left == "" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("IPv6 DAD on up0 did not finish")
+			t.Fatalf("IPv6 DAD on up0 did not finish within %s; still tentative:\n%s", dadBound, left)
 		}
 	}
 	return l
@@ -111,13 +114,34 @@ func noticeIP(t testing.TB, notices []string) net.IP {
 type collector struct {
 	mu              sync.Mutex
 	notices, events []string
+	wake            chan struct{} // closed and replaced on each notice or event
 }
 
 func (c *collector) trace(ctx context.Context) context.Context {
 	return netsetup.WithTrace(ctx, &netsetup.Trace{
-		Notice: func(m string) { c.mu.Lock(); c.notices = append(c.notices, m); c.mu.Unlock() },
-		Event:  func(m string) { c.mu.Lock(); c.events = append(c.events, m); c.mu.Unlock() },
+		Notice: func(m string) { c.add(&c.notices, m) },
+		Event:  func(m string) { c.add(&c.events, m) },
 	})
+}
+
+func (c *collector) add(to *[]string, m string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	*to = append(*to, m)
+	if c.wake != nil {
+		close(c.wake)
+		c.wake = nil
+	}
+}
+
+// changed returns a channel closed at the next notice or event.
+func (c *collector) changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wake == nil {
+		c.wake = make(chan struct{})
+	}
+	return c.wake
 }
 
 func (c *collector) all() (notices, events []string) {
@@ -511,8 +535,10 @@ func TestRoutedLeaseKeptAndMoved(t *testing.T) {
 	// A renewal (not a rebinding or a rebooting client's broadcast request):
 	// dnsmasq's unicast answer to the guest's address reached the host.
 	waitTrace(t, &c, "renew of "+old.String()+":", 150*time.Second)
-	waitTrace(t, &c, "the lease of "+old.String()+" was extended", 10*time.Second)
-	if _, err := dm.Out.WaitFor(`DHCPACK\(lan0\) `+regexp.QuoteMeta(old.String()), time.Second); err != nil {
+	waitTrace(t, &c, "the lease of "+old.String()+" was extended", time.Minute)
+	// dnsmasq logged the ACK before sending it; its output may still be
+	// on its way to the test.
+	if _, err := dm.Out.WaitFor(`DHCPACK\(lan0\) `+regexp.QuoteMeta(old.String()), time.Minute); err != nil {
 		t.Fatalf("dnsmasq did not acknowledge a renewal: %v", err)
 	}
 	// Another server, another range: the next renewal of old is refused.
@@ -570,15 +596,20 @@ func startShortLeaseDnsmasq(t *testing.T, l *lab, first, last string) *testutil.
 // waitTrace waits for a notice or event containing s and returns it.
 func waitTrace(t *testing.T, c *collector, s string, d time.Duration) string {
 	t.Helper()
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(time.Second) {
+	timeout := time.After(d)
+	for {
+		wake := c.changed() // before reading: a message added meanwhile wakes us
 		notices, events := c.all()
 		for _, m := range append(notices, events...) {
 			if strings.Contains(m, s) {
 				return m
 			}
 		}
+		select {
+		case <-wake:
+		case <-timeout:
+			t.Fatalf("no notice or event %q within %s:\nnotices %q\nevents %q", s, d, notices, events)
+			return ""
+		}
 	}
-	notices, events := c.all()
-	t.Fatalf("no notice or event %q within %s:\nnotices %q\nevents %q", s, d, notices, events)
-	return ""
 }
