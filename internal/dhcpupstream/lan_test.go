@@ -28,6 +28,11 @@ var (
 	bcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 )
 
+// waitBound bounds the tests' waits for a lease, a log line or a
+// goroutine: generous, so that a loaded machine does not fail a test that
+// would pass; it only ends a wait for something that is not coming.
+const waitBound = time.Minute
+
 // lan is a "host" namespace whose uplink up0 is a veth to lan0 in a "lan"
 // namespace, where dnsmasq serves 10.98.0.0/24.
 type lan struct {
@@ -74,6 +79,24 @@ func leases(t *testing.T, p *testutil.Process) string {
 	return ""
 }
 
+// leasesWhen waits until dnsmasq's lease file satisfies ok and returns it.
+// dnsmasq rewrites the file after it answered (a client can hold its ACK
+// before the file says so), and says nothing when it has: this polls,
+// within waitBound, and fails naming what it awaited.
+func leasesWhen(t *testing.T, p *testutil.Process, what string, ok func(string) bool) string {
+	t.Helper()
+	for deadline := time.Now().Add(waitBound); ; time.Sleep(20 * time.Millisecond) {
+		lf := leases(t, p)
+		if ok(lf) {
+			return lf
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("dnsmasq's lease file %s within %s:\n%s", what, waitBound, lf)
+			return lf
+		}
+	}
+}
+
 // hexID is a client identifier as dnsmasq writes it.
 func hexID(id []byte) string {
 	s := make([]string, len(id))
@@ -87,7 +110,7 @@ func hexID(id []byte) string {
 // released) at cleanup.
 func (l *lan) acquire(t *testing.T, name string) *Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 	var c *Client
 	start := time.Now()
@@ -117,8 +140,11 @@ func (s seen) String() string {
 }
 
 // capture records the DHCP messages to port arriving on iface in ns until
-// the returned function is called; it returns them.
-func capture(t *testing.T, ns *testutil.Netns, iface string, port uint16) func() []seen {
+// the returned function is called; it returns them. Messages the kernel
+// queued but the reader has not read yet would be lost when the socket
+// closes: the function first waits (within waitBound) until at least min
+// messages were read.
+func capture(t *testing.T, ns *testutil.Netns, iface string, port uint16) func(min int) []seen {
 	t.Helper()
 	filter, err := udpframe.PortFilter(port)
 	if err != nil {
@@ -136,9 +162,10 @@ func capture(t *testing.T, ns *testutil.Netns, iface string, port uint16) func()
 		t.Fatal(err)
 	}
 	var (
-		mu  sync.Mutex
-		got []seen
-		wg  sync.WaitGroup
+		mu   sync.Mutex
+		got  []seen
+		wake = make(chan struct{}) // closed and replaced at each message read
+		wg   sync.WaitGroup
 	)
 	wg.Add(1)
 	go func() {
@@ -160,17 +187,35 @@ func capture(t *testing.T, ns *testutil.Netns, iface string, port uint16) func()
 			mu.Lock()
 			got = append(got, seen{m.MessageType(), d.Src, d.Dst, d.DstMAC, m.FlagsToString(), m.ClientIPAddr.String(),
 				m.Options.Has(dhcpv4.OptionServerIdentifier)})
+			close(wake)
+			wake = make(chan struct{})
 			mu.Unlock()
 		}
 	}()
 	var once sync.Once
-	stop := func() []seen {
+	stop := func(min int) []seen {
+		timeout := time.After(waitBound)
+	wait:
+		for {
+			mu.Lock()
+			n, next := len(got), wake
+			mu.Unlock()
+			if n >= min {
+				break
+			}
+			select {
+			case <-next:
+			case <-timeout:
+				t.Errorf("only %d of %d DHCP messages read on %s within %s", n, min, iface, waitBound)
+				break wait
+			}
+		}
 		once.Do(func() { conn.Close(); wg.Wait() })
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]seen(nil), got...)
 	}
-	t.Cleanup(func() { stop() })
+	t.Cleanup(func() { stop(0) })
 	return stop
 }
 
@@ -191,15 +236,14 @@ func TestAcquire(t *testing.T) {
 		t.Errorf("router %v, want dnsmasq's default %v", got.Router, serverIP)
 	}
 	// dnsmasq keyed the lease by the client identifier, and took the name.
-	if want := fmt.Sprintf("%s %s alpha %s", hostMAC, ip, hexID(VMClientID("alpha"))); !strings.Contains(leases(t, l.dnsmasq), want) {
-		t.Errorf("dnsmasq's lease file lacks %q:\n%s", want, leases(t, l.dnsmasq))
-	}
-	if _, err := l.dnsmasq.Out.WaitFor(`DHCPACK\(lan0\) `+ip.String()+` 02:00:00:00:00:01 alpha`, time.Second); err != nil {
+	want := fmt.Sprintf("%s %s alpha %s", hostMAC, ip, hexID(VMClientID("alpha")))
+	leasesWhen(t, l.dnsmasq, fmt.Sprintf("did not show %q", want), func(lf string) bool { return strings.Contains(lf, want) })
+	if _, err := l.dnsmasq.Out.WaitFor(`DHCPACK\(lan0\) `+ip.String()+` 02:00:00:00:00:01 alpha`, waitBound); err != nil {
 		t.Error(err)
 	}
 	// The broadcast flag: the OFFER and ACK reached the host as broadcasts,
 	// not as unicast to an address it does not own.
-	rs := replies()
+	rs := replies(2)
 	if len(rs) < 2 {
 		t.Errorf("captured replies %v; want an OFFER and an ACK", rs)
 	}
@@ -217,15 +261,13 @@ func TestTwoClientsShareTheMAC(t *testing.T) {
 	if ipA.Equal(ipB) {
 		t.Fatalf("both clients got %s; different client identifiers must get different leases", ipA)
 	}
-	lf := leases(t, l.dnsmasq)
-	for _, want := range []string{
+	wants := []string{
 		fmt.Sprintf("%s %s alpha %s", hostMAC, ipA, hexID(VMClientID("alpha"))),
 		fmt.Sprintf("%s %s beta %s", hostMAC, ipB, hexID(VMClientID("beta"))),
-	} {
-		if !strings.Contains(lf, want) {
-			t.Errorf("dnsmasq's lease file lacks %q:\n%s", want, lf)
-		}
 	}
+	leasesWhen(t, l.dnsmasq, fmt.Sprintf("did not show both %q", wants), func(lf string) bool {
+		return strings.Contains(lf, wants[0]) && strings.Contains(lf, wants[1])
+	})
 }
 
 // TestRenewRebindRelease calls the steps Run takes at T1 and T2 directly
@@ -238,10 +280,11 @@ func TestRenewRebindRelease(t *testing.T) {
 	// would in routed mode, tell the LAN that address is at the host.
 	l.lan.MustRun(t, "ip", "neigh", "replace", first.IP.String(), "lladdr", hostMAC.String(), "dev", "lan0", "nud", "permanent")
 	requests := capture(t, l.lan, "lan0", serverPort)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 
-	time.Sleep(10 * time.Millisecond) // so that Acquired visibly moves
+	// No pause before: Acquired is the time the renewal was sent, a whole
+	// DHCP exchange after the first request (nanosecond clock).
 	renewed, err := c.Renew(ctx)
 	if err != nil {
 		t.Fatalf("Renew: %v", err)
@@ -259,7 +302,7 @@ func TestRenewRebindRelease(t *testing.T) {
 	if err := c.Release(); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	if _, err := l.dnsmasq.Out.WaitFor(`DHCPRELEASE\(lan0\) `+first.IP.String()+` 02:00:00:00:00:01`, 2*time.Second); err != nil {
+	if _, err := l.dnsmasq.Out.WaitFor(`DHCPRELEASE\(lan0\) `+first.IP.String()+` 02:00:00:00:00:01`, waitBound); err != nil {
 		t.Error(err)
 	}
 	if got := c.Lease(); got.IP != nil {
@@ -271,9 +314,9 @@ func TestRenewRebindRelease(t *testing.T) {
 	if n := strings.Count(l.dnsmasq.Out.String(), "DHCPACK(lan0) "+first.IP.String()); n != 3 {
 		t.Errorf("dnsmasq sent %d ACKs for %s, want 3 (select, renew, rebind)", n, first.IP)
 	}
-	if lf := leases(t, l.dnsmasq); strings.Contains(lf, first.IP.String()+" ") {
-		t.Errorf("dnsmasq still holds the released lease:\n%s", lf)
-	}
+	leasesWhen(t, l.dnsmasq, "still holds the released lease "+first.IP.String(), func(lf string) bool {
+		return !strings.Contains(lf, first.IP.String()+" ")
+	})
 
 	// What went on the wire: RENEWING unicast to the server (its MAC
 	// learnt from its replies) from the leased address; REBINDING
@@ -288,7 +331,7 @@ func TestRenewRebindRelease(t *testing.T) {
 		{dhcpv4.MessageTypeRequest, bcastMAC, net.IPv4bcast, false},
 		{dhcpv4.MessageTypeRelease, lanMAC, serverIP, true},
 	}
-	got := requests()
+	got := requests(3)
 	if len(got) != len(want) {
 		t.Fatalf("captured %v; want renew, rebind, release", got)
 	}
@@ -328,8 +371,8 @@ func TestRun(t *testing.T) {
 				if err != nil {
 					t.Errorf("Run: %v", err)
 				}
-			case <-time.After(5 * time.Second):
-				t.Error("Run did not return after its context ended")
+			case <-time.After(waitBound):
+				t.Errorf("Run did not return within %s after its context ended", waitBound)
 			}
 		})
 	}
@@ -340,8 +383,8 @@ func TestRun(t *testing.T) {
 		select {
 		case l := <-changes:
 			return l
-		case <-time.After(15 * time.Second):
-			t.Fatalf("no %s within 15s", what)
+		case <-time.After(waitBound):
+			t.Fatalf("no %s within %s (T1 %s, T2 %s)", what, waitBound, first.T1, first.T2)
 			return Lease{}
 		}
 	}
@@ -358,13 +401,16 @@ func TestRun(t *testing.T) {
 	if err := syscall.Kill(-old.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// testutil's goroutine reaps it; once it has, port 67 is free.
-	for !errors.Is(old.Signal(syscall.Signal(0)), os.ErrProcessDone) {
-		time.Sleep(10 * time.Millisecond)
+	// testutil's goroutine reaps it; once it has, port 67 is free. (A
+	// poll: that goroutine is testutil's, with nothing to wait on.)
+	for deadline := time.Now().Add(waitBound); !errors.Is(old.Signal(syscall.Signal(0)), os.ErrProcessDone); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed dnsmasq (pid %d) was not reaped within %s", old.Pid, waitBound)
+		}
 	}
 	l.dnsmasq = l.startDnsmasq(t, "10.98.0.200", "10.98.0.210", short...)
 	var moved Lease
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(waitBound); time.Now().Before(deadline); {
 		if moved = next("new lease after a NAK"); !moved.IP.Equal(first.IP) {
 			break
 		}
@@ -372,7 +418,7 @@ func TestRun(t *testing.T) {
 	if ip := moved.IP.To4(); ip == nil || ip[3] < 200 || ip[3] > 210 {
 		t.Fatalf("after the NAK Run holds %v; want an address of the new range", moved.IP)
 	}
-	if _, err := l.dnsmasq.Out.WaitFor(`DHCPNAK\(lan0\) `+first.IP.String(), time.Second); err != nil {
+	if _, err := l.dnsmasq.Out.WaitFor(`DHCPNAK\(lan0\) `+first.IP.String(), waitBound); err != nil {
 		t.Error(err)
 	}
 	stopRun()
@@ -394,7 +440,7 @@ func TestRebootWhenUnicastIsLost(t *testing.T) {
 	if _, err := c.Renew(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Renew with the answer undeliverable: %v; want a timeout", err)
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 	got, err := c.reboot(ctx)
 	if err != nil {
