@@ -237,7 +237,7 @@ func TestRoutedApply(t *testing.T) {
 		t.Errorf("still recorded after Undo: %+v", objs)
 	}
 	assertState(t, "after Undo", hostState(t, l), before)
-	if _, err := dm.Out.WaitFor(`DHCPRELEASE\(lan0\) `+regexp.QuoteMeta(ip.String()), 20*time.Second); err != nil {
+	if _, err := dm.Out.WaitFor(`DHCPRELEASE\(lan0\) `+regexp.QuoteMeta(ip.String()), time.Minute); err != nil {
 		t.Errorf("the lease was not released: %v", err)
 	}
 }
@@ -582,7 +582,7 @@ func startShortLeaseDnsmasq(t *testing.T, l *lab, first, last string) *testutil.
 		"--dhcp-range="+first+","+last+",255.255.255.0,2m",
 		"--dhcp-leasefile="+dir+"/leases", "--pid-file="+dir+"/pid",
 		"--dhcp-authoritative", "--no-ping", "--log-dhcp", "--log-facility=-", "--user=root")
-	if _, err := p.Out.WaitFor(`DHCP, IP range`, 10*time.Second); err != nil {
+	if _, err := p.Out.WaitFor(`DHCP, IP range`, time.Minute); err != nil {
 		t.Fatalf("dnsmasq did not start: %v\n%s", err, p.Out)
 	}
 	t.Cleanup(func() {

@@ -168,7 +168,7 @@ func StartDnsmasq(t testing.TB, n *Netns, iface, first, last string, extra ...st
 	}
 	args = append(args, extra...)
 	p := n.Start(t, bin, args...)
-	if _, err := p.Out.WaitFor(`started, version|DHCP, IP range`, 10*time.Second); err != nil {
+	if _, err := p.Out.WaitFor(`started, version|DHCP, IP range`, time.Minute); err != nil {
 		t.Fatalf("dnsmasq did not start: %v\n%s", err, p.Out.String())
 	}
 	return p

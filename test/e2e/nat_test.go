@@ -79,7 +79,7 @@ func startDNS(t *testing.T, ns *testutil.Netns, addr string, records ...string) 
 		args = append(args, "--address="+r)
 	}
 	p := ns.Start(t, bin, args...)
-	if _, err := p.Out.WaitFor(`started, version`, 10*time.Second); err != nil {
+	if _, err := p.Out.WaitFor(`started, version`, time.Minute); err != nil {
 		t.Fatalf("dnsmasq did not start: %v\n%s", err, p.Out)
 	}
 	return p
@@ -257,7 +257,7 @@ func TestNATGarbageCollection(t *testing.T) {
 	}
 	// QEMU dies with vmrun (parent-death signal); its tap with it. The
 	// bridge goes once no tap is left on it.
-	waitFor(t, 30*time.Second, func() bool { return reflect.DeepEqual(snapshotHost(t, l.Host), before) }, func() string {
+	waitFor(t, exitTimeout, func() bool { return reflect.DeepEqual(snapshotHost(t, l.Host), before) }, func() string {
 		return fmt.Sprintf("host after gc %+v, before %+v", snapshotHost(t, l.Host), before)
 	})
 	assertEmptyDir(t, runtime)

@@ -354,13 +354,13 @@ func TestUnprivilegedRouted(t *testing.T) {
 	if prm, _ := capLine(t, vm.PID(), "CapPrm"); prm != setupPermitted {
 		t.Errorf("vmrun's permitted capabilities %x, want %x", prm, setupPermitted)
 	}
-	vm.WaitConsole(`VMRUN-GUEST: ready`, 30*time.Second)
+	vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
 	ping(t, l.LAN, ip.String())
 	if body := httpGet(t, l.LAN, ip.String()+":80"); !strings.Contains(body, "vmrun-guest-ok") {
 		t.Fatalf("guest TCP port answered %q", body)
 	}
 	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(60 * time.Second); code != 0 {
+	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
 	}
 	if after := routedHostState(t, l); !reflect.DeepEqual(after, before) {
