@@ -15,7 +15,7 @@ DEPS_RUN := qemu-system-x86 qemu-utils
 DEPS_GUEST := busybox-static cpio kmod syslinux syslinux-common mtools dosfstools xz-utils
 DEPS_TEST := iproute2 dnsmasq-base passt hostapd wpasupplicant iw procps util-linux ipxe-qemu
 
-.PHONY: all build demo test test-unit test-deps demo-deps guest nested lint bench soak clean install
+.PHONY: all build demo test test-unit test-deps demo-deps guest nested lint bench soak stress clean install
 
 all: build
 
@@ -76,6 +76,13 @@ SOAK_ROUNDS ?= 1000
 soak: test-deps guest
 	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=1 SOAK_ROUNDS=$(SOAK_ROUNDS) SOAK_SEED=$(SOAK_SEED) SOAK_MODES=$(SOAK_MODES) SOAK_ROUND=$(SOAK_ROUND) SOAK_DURATION=$(SOAK_DURATION) \
 		$(GO) test -count=1 -timeout 0 -v -run '^TestSoak$$' ./test/e2e/
+
+# The flakiness check (not run by CI, which runs `make test`): the pure,
+# kernel and launcher layers -count=$(STRESS_COUNT) times on a loaded
+# machine with a cold page cache. See scripts/stress.sh and README.md.
+STRESS_COUNT ?= 5
+stress: test-deps
+	$(SUDO) env "PATH=$$PATH" STRESS_COUNT=$(STRESS_COUNT) STRESS_RUN='$(STRESS_RUN)' STRESS_PKGS='$(STRESS_PKGS)' bash scripts/stress.sh
 
 bench: build guest
 	$(SUDO) env "PATH=$$PATH" bash scripts/bench.sh
