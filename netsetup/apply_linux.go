@@ -93,7 +93,7 @@ func applySteps(ctx context.Context, p Plan, rec Recorder, obj rundir.Object, st
 	// sysfs check must see the same network namespace.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	defer caps.RaiseAll()()
+	defer raiseFor(p.Mode)()
 	h, err := newHandle()
 	if err != nil {
 		return nil, err
@@ -112,6 +112,22 @@ func applySteps(ctx context.Context, p Plan, rec Recorder, obj rundir.Object, st
 	}
 	s.att.Undo = sync.OnceValue(func() error { return privileged(s.unwind) })
 	return s.att, nil
+}
+
+// capNumbers are the Linux numbers of the privileges.
+var capNumbers = map[Privilege]int{
+	PrivNetAdmin: caps.NetAdmin, PrivNetRaw: caps.NetRaw, PrivMknod: caps.Mknod, PrivSysAdmin: unix.CAP_SYS_ADMIN,
+}
+
+// raiseFor raises, on the calling (locked) thread, only the capabilities
+// the set-up of mode needs (Needs), and returns the function that lowers
+// them: a member's bridge set-up runs with CAP_NET_ADMIN alone.
+func raiseFor(m Mode) (lower func()) {
+	var cs []int
+	for _, p := range Needs(m) {
+		cs = append(cs, capNumbers[p])
+	}
+	return caps.Raise(cs...)
 }
 
 func nounOf(o rundir.Object) string {

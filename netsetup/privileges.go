@@ -40,7 +40,7 @@ func Needs(m Mode) []Privilege {
 	case Routed:
 		return []Privilege{PrivNetAdmin, PrivNetRaw}
 	case IPVtap:
-		return []Privilege{PrivNetAdmin, PrivNetRaw, PrivSysAdmin}
+		return []Privilege{PrivNetAdmin, PrivNetRaw, PrivMknod, PrivSysAdmin}
 	case NAT:
 		// Beyond its packet socket, NAT binds port 53 and is root's only
 		// (docs/security.md): CAP_SYS_ADMIN stands for "root" here.
