@@ -210,7 +210,8 @@ func setFileCaps(path string, cs ...int) error {
 // defaultAllow is the default-route interface, and its bridge when it is
 // a bridge port.
 func defaultAllow(c *cli.Context) []string {
-	f, err := netsetup.Detect(c.Context, netsetup.Request{Mode: netsetup.None})
+	// Not Mode None: Detect looks at nothing for a VM without a network.
+	f, err := netsetup.Detect(c.Context, netsetup.Request{Mode: netsetup.User})
 	if err != nil || f.Uplink == "" {
 		return nil
 	}
