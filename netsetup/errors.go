@@ -22,8 +22,9 @@ var (
 	// ErrUnsuitable means the interface cannot carry the requested mode
 	// (a Wi-Fi station for macvtap, a bridge port, a non-Ethernet device).
 	ErrUnsuitable = errors.New("interface unsuitable for this mode")
-	// ErrNoPrivilege means vmrun lacks CAP_NET_ADMIN for a mode that creates links.
-	ErrNoPrivilege = errors.New("missing CAP_NET_ADMIN")
+	// ErrNoPrivilege means vmrun lacks a capability the mode's set-up
+	// needs (Needs).
+	ErrNoPrivilege = errors.New("missing capability")
 	// ErrNoKernelSupport means the kernel lacks a feature the mode needs (tun, macvtap, ...).
 	ErrNoKernelSupport = errors.New("kernel lacks support")
 	// ErrBadRequest means the request is inconsistent (flags that contradict each other).
