@@ -14,6 +14,7 @@ import (
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/netsetup"
 )
 
 // TestMain lets a test run this test binary as vmrun itself (a real
@@ -233,4 +234,25 @@ func TestExitCodesHost(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSetupExitCodes: setup as root installs into a private directory
+// (0), and a target it cannot write is a set-up failure (2). The
+// allow-list goes to a private path too; nothing outside the test's
+// directories is touched (the group is root's own, which exists).
+func TestSetupExitCodes(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	old := netsetup.ACLPath
+	netsetup.ACLPath = filepath.Join(dir, "etc", "allow.conf")
+	t.Cleanup(func() { netsetup.ACLPath = old })
+	bin := filepath.Join(dir, "bin", "vmrun")
+	checkExit(t, exitCase{"setup", []string{"setup", "--bin", bin, "--group", "root", "--allow", "lo", "--no-networkmanager"}, exitcode.OK, ""})
+	if fi, err := os.Stat(bin); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Fatalf("installed binary: %v, %v", fi, err)
+	}
+	if b, err := os.ReadFile(netsetup.ACLPath); err != nil || !strings.Contains(string(b), "allow lo\n") {
+		t.Fatalf("allow-list: %q, %v", b, err)
+	}
+	checkExit(t, exitCase{"setup: binary cannot be installed", []string{"setup", "--bin", "/etc/passwd/vmrun", "--group", "root", "--no-networkmanager"}, exitcode.Setup, "install /etc/passwd/vmrun"})
 }
