@@ -130,7 +130,7 @@ func Create(root, name string) (d *Dir, stale *State, err error) {
 	}
 	if err := lockFile(lk); err != nil {
 		lk.Close()
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, nil, ErrBusy
 		}
 		return nil, nil, fmt.Errorf("lock %s: %w", path, err)
@@ -315,11 +315,24 @@ func List(root string) ([]Entry, error) {
 // already running.
 
 // lockFile takes the exclusive lock of f without waiting: EAGAIN (or
-// EACCES) when another open file description holds it.
+// EACCES, or EWOULDBLOCK) when another open file description holds it.
+// It also takes the flock that vmrun used as its lock before, so that a
+// VM started by an older vmrun, which holds only that, is never taken
+// over by this one's gc (and an older gc sees this VM as running). Only
+// an older vmrun's readers take that flock; this one's never do.
 func lockFile(f *os.File) error {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
 	for {
 		err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+		if !errors.Is(err, unix.EINTR) {
+			if err != nil {
+				return err
+			}
+			break
+		}
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if !errors.Is(err, unix.EINTR) {
 			return err
 		}

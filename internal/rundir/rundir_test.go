@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestValidateName(t *testing.T) {
@@ -54,6 +56,17 @@ func TestCreateLockAndRemove(t *testing.T) {
 // two vmrun runs: a child process (this test binary, see holdLockChild)
 // holds the lock while we look and try.
 func TestLockHeldByOtherProcess(t *testing.T) {
+	testLockHeldByOtherProcess(t, false)
+}
+
+// TestLockHeldByOlderVmrun: a VM started by a vmrun from before the lock
+// was an OFD lock holds only a flock; a start (and so gc, which takes
+// the lock the same way) must not take it over.
+func TestLockHeldByOlderVmrun(t *testing.T) {
+	testLockHeldByOtherProcess(t, true)
+}
+
+func testLockHeldByOtherProcess(t *testing.T, flock bool) {
 	root := t.TempDir()
 	d, _, err := Create(root, "vm2")
 	if err != nil {
@@ -66,6 +79,9 @@ func TestLockHeldByOtherProcess(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldLockChild$")
 	cmd.Env = append(os.Environ(), holdLockEnv+"="+filepath.Join(d.Path, "lock"))
+	if flock {
+		cmd.Env = append(cmd.Env, holdFlockEnv+"=1")
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -84,7 +100,7 @@ func TestLockHeldByOtherProcess(t *testing.T) {
 	if line != "locked\n" {
 		t.Fatalf("lock-holding child said %q (%v)", line, err)
 	}
-	if es, _ := List(root); len(es) != 1 || !es[0].Live {
+	if es, _ := List(root); !flock && (len(es) != 1 || !es[0].Live) {
 		t.Fatalf("List while another process holds the lock = %+v", es)
 	}
 	if _, _, err := Create(root, "vm2"); !errors.Is(err, ErrBusy) {
@@ -102,7 +118,10 @@ func TestLockHeldByOtherProcess(t *testing.T) {
 	_ = d2.Remove()
 }
 
-const holdLockEnv = "VMRUN_TEST_HOLD_LOCK"
+const (
+	holdLockEnv  = "VMRUN_TEST_HOLD_LOCK"
+	holdFlockEnv = "VMRUN_TEST_HOLD_FLOCK"
+)
 
 // TestHoldLockChild is the child of TestLockHeldByOtherProcess: it takes
 // the lock of the file named by $VMRUN_TEST_HOLD_LOCK as vmrun does, says
@@ -116,7 +135,11 @@ func TestHoldLockChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := lockFile(f); err != nil {
+	lock := lockFile
+	if os.Getenv(holdFlockEnv) == "1" { // as vmrun did before its lock was an OFD lock
+		lock = func(f *os.File) error { return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) }
+	}
+	if err := lock(f); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("locked")
