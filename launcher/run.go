@@ -93,7 +93,10 @@ type supervisor struct {
 // process group and is killed if vmrun dies.
 func Run(ctx context.Context, cl Cmdline, opts Options) Result {
 	if opts.QMPTimeout == 0 {
-		opts.QMPTimeout = 30 * time.Second
+		// Generous: on a loaded machine with a cold page cache QEMU can
+		// take tens of seconds to greet; the bound only ends the wait for
+		// a QEMU that hangs (one that exits ends it at once).
+		opts.QMPTimeout = 2 * time.Minute
 	}
 	if opts.Notify == nil {
 		opts.Notify = func(string, ...any) {}
