@@ -82,7 +82,7 @@ soak: test-deps guest
 # machine with a cold page cache. See scripts/stress.sh and README.md.
 STRESS_COUNT ?= 5
 stress: test-deps
-	$(SUDO) env "PATH=$$PATH" STRESS_COUNT=$(STRESS_COUNT) STRESS_RUN='$(STRESS_RUN)' STRESS_PKGS='$(STRESS_PKGS)' bash scripts/stress.sh
+	$(SUDO) env "PATH=$$PATH" STRESS_COUNT=$(STRESS_COUNT) STRESS_RUN='$(value STRESS_RUN)' STRESS_PKGS='$(value STRESS_PKGS)' bash scripts/stress.sh
 
 bench: build guest
 	$(SUDO) env "PATH=$$PATH" bash scripts/bench.sh
