@@ -33,7 +33,7 @@ func TestReadersNeverBlockAStart(t *testing.T) {
 	defer func() { close(stop); wg.Wait() }()
 	// Each start takes the lock and lets it go again. Before readers only
 	// tested the lock, a start failed within a thousand rounds here.
-	for i := range 20000 {
+	for i := range 5000 {
 		d, _, err := Create(root, "vm")
 		if errors.Is(err, ErrBusy) {
 			t.Fatalf("start %d failed while others only read: %v", i, err)
