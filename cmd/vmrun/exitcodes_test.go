@@ -84,6 +84,17 @@ func TestExitCodes(t *testing.T) {
 	if err := stale.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// A VM whose vmrun is gone and left an object this build cannot undo.
+	left, _, err := rundir.Create(root, "left")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := left.Record(rundir.Object{Kind: "no-such-kind", Name: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := left.Close(); err != nil {
+		t.Fatal(err)
+	}
 	// A running VM holding its name.
 	busy, _, err := rundir.Create(root, "busy")
 	if err != nil {
@@ -111,6 +122,7 @@ func TestExitCodes(t *testing.T) {
 		{"run: plan refuses the request (no such interface)", run("--net", "macvtap:vmrnosuch0"), exitcode.Usage, "vmrnosuch0 does not exist"},
 		{"run: plan refuses the request (not a bridge)", run("--net", "bridge:lo"), exitcode.Usage, "lo is not a bridge"},
 		{"run: name already running", run("--net", "none", "--name", "busy"), exitcode.Usage, `"busy" is already running`},
+		{"run: a previous run's leftovers cannot be removed", run("--net", "none", "--name", "left"), exitcode.Setup, "run `vmrun gc`"},
 		{"run: QEMU fails to start", run("--net", "none", "--name", "false", "--qemu", "/bin/false"), exitcode.Setup, "QEMU"},
 		{"run: serial log not writable", run("--net", "none", "--name", "log", "--serial-log", "/nonexistent/dir/log"), exitcode.Usage, "--serial-log"},
 		// ls
