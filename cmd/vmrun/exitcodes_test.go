@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -219,11 +220,30 @@ func TestStopExitCodes(t *testing.T) {
 // TestExitCodesHost: a plan refused for what the host lacks (here: no
 // default route, in a fresh network namespace) is a set-up failure, exit 2,
 // while the same namespace's refusal of the request itself stays 1.
+//
+// Then a set-up that fails after planning: a link that is not vmrun's
+// already has the name of the tap vmrun would create (ErrForeignLink).
 func TestExitCodesHost(t *testing.T) {
 	ns := testutil.NewNetns(t, "exit")
 	d := disk(t)
 	rt := t.TempDir()
+	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	ns.MustRun(t, "ip", "link", "set", "br0", "up")
+	var plan struct {
+		LinkName string `json:"link_name"`
+	}
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		cmd := vmrunProcess(ctx, []string{"ip", "netns", "exec", ns.Name}, "net", "plan", "--net", "bridge:br0", "--name", "taken", "--json")
+		out, err := cmd.Output()
+		cancel()
+		if err := errors.Join(err, json.Unmarshal(out, &plan)); err != nil || plan.LinkName == "" {
+			t.Fatalf("net plan --net bridge:br0: %v: %s", err, out)
+		}
+	}
+	ns.MustRun(t, "ip", "link", "add", plan.LinkName, "type", "veth", "peer", "name", "exitpeer0")
 	for _, c := range []exitCase{
+		{"run: set-up meets a foreign link", []string{"--disk", d, "--qemu", "/bin/true", "--console", "none", "--net", "bridge:br0", "--name", "taken"}, exitcode.Setup, plan.LinkName},
 		{"net plan: no default route", []string{"net", "plan", "--net", "routed"}, exitcode.Setup, "no default route"},
 		{"run: no default route", []string{"--disk", d, "--qemu", "/bin/true", "--console", "none", "--net", "bridge"}, exitcode.Setup, "no default route"},
 		{"run: request refused there too", []string{"--disk", d, "--qemu", "/bin/true", "--console", "none", "--net", "user", "--guest-ip", "10.0.0.5/24"}, exitcode.Usage, "--guest-ip"},
@@ -242,9 +262,15 @@ func TestExitCodesHost(t *testing.T) {
 				t.Fatal(err)
 			}
 			if code != c.code || !strings.Contains(string(out), c.want) {
-				t.Fatalf("vmrun %s in a namespace without a route: exit %d, want %d with %q: %s", strings.Join(c.args, " "), code, c.code, c.want, out)
+				t.Fatalf("vmrun %s in a namespace without a default route: exit %d, want %d with %q: %s", strings.Join(c.args, " "), code, c.code, c.want, out)
 			}
 		})
+	}
+	if links := strings.Join(ns.Links(t), " "); !strings.Contains(" "+links+" ", " "+plan.LinkName+" ") {
+		t.Errorf("the foreign link %s is gone (links: %s)", plan.LinkName, links)
+	}
+	if es, err := os.ReadDir(rt); err != nil || len(es) != 0 {
+		t.Errorf("runtime root %s: %d entries left, %v", rt, len(es), err)
 	}
 }
 
