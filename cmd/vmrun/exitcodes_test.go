@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -293,4 +295,64 @@ func TestSetupExitCodes(t *testing.T) {
 		t.Fatalf("allow-list: %q, %v", b, err)
 	}
 	checkExit(t, exitCase{"setup: binary cannot be installed", []string{"setup", "--bin", "/etc/passwd/vmrun", "--group", "root", "--no-networkmanager"}, exitcode.Setup, "install /etc/passwd/vmrun"})
+}
+
+// TestStopOtherUsersVM: `vmrun stop` by a user who may not signal the VM's
+// vmrun (here: nobody, and a VM of root's) exits 2 and says whose it is.
+// The runtime root is made readable to that user, as the system's is.
+func TestStopOtherUsersVM(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir, err := os.MkdirTemp("", "vmrun-stop-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// This test binary, where nobody may run it, plays vmrun (TestMain).
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "vmrun")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "run")
+	sleeper := exec.Command("sleep", "1000")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	d, _, err := rundir.Create(root, "roots")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Remove() })
+	if err := d.Update(func(s *rundir.State) { s.Name, s.PID = "roots", sleeper.Process.Pid }); err != nil {
+		t.Fatal(err)
+	}
+	for p, mode := range map[string]os.FileMode{dir: 0o755, root: 0o755, d.Path: 0o755,
+		filepath.Join(d.Path, "lock"): 0o644, filepath.Join(d.Path, "state.json"): 0o644} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := vmrunProcess(ctx, nil, "stop", "roots")
+	cmd.Path, cmd.Args[0], cmd.Dir = bin, bin, dir
+	cmd.Env = append(cmd.Env, rundir.EnvRoot+"="+root)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitcode.Setup || !strings.Contains(string(out), "belongs to another user") {
+		t.Fatalf("stop as nobody: %v: %s", err, out)
+	}
+	// Still running, not a zombie waiting for us.
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sleeper.Process.Pid)); err != nil || strings.Contains(string(st), ") Z ") {
+		t.Fatalf("root's VM was stopped by nobody: %s %v", st, err)
+	}
 }
