@@ -1,0 +1,92 @@
+package netsetup
+
+import (
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netns"
+	"github.com/vmrun/vmrun/internal/caps"
+	"github.com/vmrun/vmrun/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+// effective returns the calling thread's effective capability set.
+func effective(t *testing.T) uint64 {
+	t.Helper()
+	s, err := caps.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Effective
+}
+
+// dropEffective lowers cs from the calling thread's effective set (they
+// stay permitted), as an unprivileged vmrun's threads run.
+func dropEffective(t *testing.T, cs ...int) {
+	t.Helper()
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var d [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &d[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		d[c/32].Effective &^= 1 << uint(c%32)
+	}
+	if err := unix.Capset(&hdr, &d[0]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCapsRaisedWhereNeeded runs, on a thread whose effective set lacks
+// CAP_NET_ADMIN and CAP_NET_RAW (what an unprivileged vmrun's threads look
+// like: permitted, not effective), the paths that raise them: routed's
+// lease-change path (inNS, which runs in the keeper's goroutine) gets both
+// and lowers them after; a set-up's raiseFor gets exactly what Needs says.
+func TestCapsRaisedWhereNeeded(t *testing.T) {
+	testutil.RequireRoot(t)
+	const want = 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread dies with its changes
+		dropEffective(t, unix.CAP_NET_ADMIN, unix.CAP_NET_RAW, unix.CAP_MKNOD)
+		if effective(t)&want != 0 {
+			t.Error("the capabilities are still effective after dropping them")
+			return
+		}
+		ns, err := netns.Get()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ns.Close()
+		g := &routedGuest{ns: ns}
+		var during uint64
+		if err := g.inNS(func() error { during = effective(t); return nil }); err != nil {
+			t.Error(err)
+		}
+		if during&want != want {
+			t.Errorf("inNS ran fn with effective set %x, without CAP_NET_ADMIN and CAP_NET_RAW", during)
+		}
+		if effective(t)&want != 0 {
+			t.Errorf("inNS left %x effective", effective(t))
+		}
+		for _, m := range []Mode{Bridge, Macvtap, Routed} {
+			lower := raiseFor(m)
+			got := effective(t)
+			lower()
+			var need uint64
+			for _, p := range Needs(m) {
+				need |= 1 << uint(capNumbers[p])
+			}
+			others := uint64(1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW | 1<<unix.CAP_MKNOD)
+			if got&others != need {
+				t.Errorf("raiseFor(%s): %x effective of %x, want %x", m, got&others, others, need)
+			}
+			if effective(t)&others != 0 {
+				t.Errorf("raiseFor(%s) left %x effective", m, effective(t)&others)
+			}
+		}
+	}()
+	<-done
+}
