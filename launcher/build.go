@@ -52,9 +52,13 @@ func Build(vm VM) (Cmdline, error) {
 			return Cmdline{}, err
 		}
 	}
+	b.shares(vm.Shares)
 	// The NIC's fds come first (fd=3 for the tap, as in QEMU's examples),
-	// then the monitor's listener.
+	// then the monitor's listener, then the agent's.
 	b.monitor(vm)
+	if vm.Agent != nil {
+		b.agent(*vm.Agent)
+	}
 	b.add(vm.ExtraArgs...)
 	return Cmdline{Path: vm.QEMU, Args: b.args, ExtraFiles: b.files}, nil
 }
@@ -97,6 +101,38 @@ func (b *builder) monitor(vm VM) {
 	fd := b.file(vm.QMP)
 	b.add("-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", fd))
 	b.add("-mon", "chardev=qmp,mode=control")
+}
+
+// agent adds the virtio-serial controller, the guest agent's port and the
+// exec output ports, each a socket chardev on a listener vmrun made.
+func (b *builder) agent(a AgentPorts) {
+	b.add("-device", "virtio-serial-pci,id=vser0")
+	for _, p := range []struct {
+		f        *os.File
+		chardev  string
+		id, name string
+	}{
+		{a.QGA, "qga", AgentPortID, AgentPortName},
+		{a.Stdout, "execout", "execout0", StdoutPortName},
+		{a.Stderr, "execerr", "execerr0", StderrPortName},
+	} {
+		fd := b.file(p.f)
+		b.add("-chardev", fmt.Sprintf("socket,id=%s,fd=%d,server=on,wait=off", p.chardev, fd))
+		b.add("-device", fmt.Sprintf("virtserialport,bus=vser0.0,chardev=%s,id=%s,name=%s", p.chardev, p.id, p.name))
+	}
+}
+
+// shares exports host directories over virtio-9p (built into QEMU).
+func (b *builder) shares(shares []Share) {
+	for i, s := range shares {
+		id := "fs" + strconv.Itoa(i)
+		fsdev := []string{"local", "id=" + id, "path=" + escape(s.Path), "security_model=none"}
+		if s.ReadOnly {
+			fsdev = append(fsdev, "readonly=on")
+		}
+		b.add("-fsdev", strings.Join(fsdev, ","))
+		b.add("-device", "virtio-9p-pci,fsdev="+id+",mount_tag="+escape(s.Tag))
+	}
 }
 
 func (b *builder) console(c Console) {

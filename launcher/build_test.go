@@ -52,6 +52,11 @@ func TestBuildGolden(t *testing.T) {
 		"stream-fd": func(vm *VM) {
 			vm.NIC = &NIC{Backend: "stream", Files: placeholders(1), MAC: mac(t)}
 		},
+		"agent-shares": func(vm *VM) {
+			vm.NIC = &NIC{Backend: "tap", Files: placeholders(1), MAC: mac(t)}
+			vm.Agent = &AgentPorts{}
+			vm.Shares = []Share{{Path: "/src,x", Tag: "src"}, {Path: "/data", Tag: "data", ReadOnly: true}}
+		},
 		"snapshot-kernel-extra": func(vm *VM) {
 			vm.Snapshot = true
 			vm.Kernel, vm.Initrd, vm.Append = "/k/vmlinuz", "/k/initrd", "console=ttyS0 quiet"

@@ -48,6 +48,14 @@ type Options struct {
 	// Running is called once QEMU has acknowledged the resume: the guest
 	// runs, and QEMU ending from now on is QEMU dying, not failing to start.
 	Running func()
+	// Event, when set, sees every QMP event (called from the supervisor).
+	Event func(qmp.Event)
+	// Exec, when set, runs in its own goroutine once the guest runs (vmrun
+	// --exec). When it returns, the guest is powered off and Run's code is
+	// the code Exec returned (or its error's exit code) — unless the guest
+	// panicked first, or --timeout expired while Exec was not done. Its
+	// context ends when QEMU exits.
+	Exec func(ctx context.Context) (code int, err error)
 }
 
 // Result is how a run ended.
@@ -56,6 +64,15 @@ type Result struct {
 	Code int
 	// Err explains a non-zero Code in one sentence.
 	Err error
+	// Command is true when Code is the exit code of the command Exec ran
+	// in the guest (passed through, not one of vmrun's own codes).
+	Command bool
+}
+
+// execResult is what Options.Exec returned.
+type execResult struct {
+	code int
+	err  error
 }
 
 // Timings used by the supervisor that are not user options.
@@ -85,6 +102,10 @@ type supervisor struct {
 	graceTimer *time.Timer
 	quitTimer  *time.Timer
 	panicTimer *time.Timer
+
+	execc      chan execResult
+	execCancel context.CancelFunc
+	exec       *execResult
 }
 
 // Run starts QEMU as described by cl and supervises it until it exits. It
@@ -112,6 +133,9 @@ func Run(ctx context.Context, cl Cmdline, opts Options) Result {
 	}
 	res := s.supervise(ctx)
 	s.stopTimers()
+	if s.execCancel != nil {
+		s.execCancel()
+	}
 	// Let the output copiers finish so the last console lines are shown.
 	// QEMU has exited, so its pipes end as soon as they are drained; the
 	// bound only guards against a process QEMU started that still holds
@@ -121,7 +145,7 @@ func Run(ctx context.Context, cl Cmdline, opts Options) Result {
 	case <-time.After(outputDrainWait):
 		s.opts.Notify("QEMU's output did not end within %s of its exit (a process it started may still hold it): its last lines may be missing", outputDrainWait)
 	}
-	if res.Code != exitcode.OK && res.Err == nil {
+	if res.Code != exitcode.OK && res.Err == nil && !res.Command {
 		res.Err = errors.New(exitcode.Describe(res.Code))
 	}
 	return res
@@ -238,14 +262,29 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 		deadline = t.C
 	}
 	done := ctx.Done()
+	if s.opts.Exec != nil {
+		s.startExec(ctx)
+	}
 	for {
 		select {
 		case err := <-s.waitc:
+			s.collectExec()
 			return s.result(err)
+		case r := <-s.execc:
+			s.execc = nil
+			s.exec = &r
+			// The command is done: power the guest off (quietly).
+			if !s.stopped {
+				s.stopped = true
+				s.powerdown()
+			}
 		case ev, ok := <-s.events:
 			if !ok {
 				s.events = nil
 				continue
+			}
+			if s.opts.Event != nil {
+				s.opts.Event(ev)
 			}
 			s.event(ev)
 		case sig := <-s.opts.Stop:
@@ -278,6 +317,32 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 			s.kill()
 		}
 	}
+}
+
+// startExec runs opts.Exec in its own goroutine.
+func (s *supervisor) startExec(ctx context.Context) {
+	ectx, cancel := context.WithCancel(ctx)
+	s.execCancel = cancel
+	s.execc = make(chan execResult, 1)
+	go func() {
+		code, err := s.opts.Exec(ectx)
+		s.execc <- execResult{code, err}
+	}()
+}
+
+// collectExec ends a still running Exec (QEMU is gone) and waits briefly
+// for what it says, so a failure it explains (no agent) is not lost.
+func (s *supervisor) collectExec() {
+	if s.execc == nil {
+		return
+	}
+	s.execCancel()
+	select {
+	case r := <-s.execc:
+		s.exec = &r
+	case <-time.After(2 * time.Second):
+	}
+	s.execc = nil
 }
 
 // timerC returns t's channel, or nil (never ready) for a nil timer.
@@ -413,6 +478,12 @@ func (s *supervisor) requestStop(why string) {
 		why = "stop requested: powering the guest off (again to force)"
 	}
 	s.opts.Notify("%s", why)
+	s.powerdown()
+}
+
+// powerdown presses the power button and starts the grace period (or
+// quits at once without QMP).
+func (s *supervisor) powerdown() {
 	if s.client == nil {
 		s.force()
 		return
@@ -468,8 +539,14 @@ func (s *supervisor) result(waitErr error) Result {
 	switch {
 	case s.panic:
 		return Result{Code: exitcode.GuestPanic, Err: errors.New("the guest kernel panicked; see its console output above")}
+	case s.exec != nil && s.exec.err != nil && !errors.Is(s.exec.err, context.Canceled):
+		return Result{Code: exitcode.Of(s.exec.err), Err: s.exec.err}
 	case s.timeout:
 		return Result{Code: exitcode.Timeout, Err: fmt.Errorf("--timeout %s expired; the VM was stopped", s.opts.Timeout)}
+	case s.exec != nil && s.exec.err == nil:
+		return Result{Code: s.exec.code, Command: true}
+	case s.opts.Exec != nil && !s.stopped && waitErr == nil && st != nil && st.ExitCode() == 0:
+		return Result{Code: exitcode.Setup, Err: errors.New("the guest powered off before the --exec command finished")}
 	case s.stopped:
 		return Result{Code: exitcode.OK}
 	case waitErr == nil && st != nil && st.ExitCode() == 0:

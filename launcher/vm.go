@@ -74,6 +74,40 @@ type VM struct {
 	// runtime directory into QEMU's command line, which is how `vmrun gc`
 	// recognises a QEMU that belongs to a VM before it kills it.
 	PIDFile string
+	// Agent, when set, adds a virtio-serial controller with the QEMU guest
+	// agent's port and vmrun's exec output ports; nil means no agent
+	// channel (--agent off).
+	Agent *AgentPorts
+	// Shares are host directories exported to the guest (virtio-9p).
+	Shares []Share
 	// ExtraArgs are passed to QEMU last, unchanged (--qemu-arg).
 	ExtraArgs []string
+}
+
+// Guest-side names of the virtio-serial ports vmrun adds.
+const (
+	// AgentPortName is the port qemu-ga looks for.
+	AgentPortName = "org.qemu.guest_agent.0"
+	// StdoutPortName and StderrPortName carry a `vmrun exec` command's
+	// output while it runs.
+	StdoutPortName = "org.vmrun.exec.stdout"
+	StderrPortName = "org.vmrun.exec.stderr"
+	// AgentPortID is the QEMU device id of the agent's port (QMP's
+	// VSERPORT_CHANGE event names it).
+	AgentPortID = "qga0"
+)
+
+// AgentPorts are listening unix sockets QEMU accepts on (passed as fds,
+// like the QMP one, so they work whichever user QEMU runs as). A nil
+// file is a placeholder for --dry-run.
+type AgentPorts struct {
+	QGA, Stdout, Stderr *os.File
+}
+
+// Share is a host directory exported to the guest over virtio-9p; the
+// guest mounts it by its tag.
+type Share struct {
+	Path     string
+	Tag      string
+	ReadOnly bool
 }

@@ -48,6 +48,8 @@ func runFlags() []cli.Flag {
 		str("kernel", "", "boot this kernel `FILE` directly (with --initrd, --append)", vmCat),
 		str("initrd", "", "initramfs `FILE` for --kernel", vmCat),
 		str("append", "", "kernel command `LINE` for --kernel", vmCat),
+		str("agent", d.Agent, "`on`: give the guest a QEMU guest agent channel (virtio-serial org.qemu.guest_agent.0) and vmrun's exec ports, for vmrun exec and --exec; off: none", vmCat),
+		list("share", "export a host directory to the guest over virtio-9p, `HOSTDIR[:TAG][:ro]` (tag: the directory's name); the guest mounts it with mount -t 9p -o trans=virtio TAG /mnt; repeatable", vmCat),
 		str("accel", d.Accel, "`auto` (KVM when /dev/kvm is usable, otherwise TCG), kvm or tcg", vmCat),
 		str("net", d.Net, "network `MODE[:INTERFACE]`: auto, bridge, macvtap, ipvtap, routed, nat, user, none", netCat),
 		str("uplink", "", "use this `INTERFACE` as the uplink instead of the default-route one", netCat),
@@ -63,6 +65,8 @@ func runFlags() []cli.Flag {
 		str("shutdown-grace", d.ShutdownGrace, "on stop, give the guest `DURATION` to power off before QEMU is told to quit", runCat),
 		str("qemu", d.QEMU, "QEMU `BINARY` to run", runCat),
 		list("qemu-arg", "pass `ARG` to QEMU unchanged, after vmrun's own; repeatable", runCat),
+		boolean("exec", "run the command given after -- in the guest through its agent once it is up (waiting at most --timeout), power the guest off and exit with the command's code", runCat),
+		boolean("timestamps", "prefix each line of --serial-log and of --exec's output with the UTC time", runCat),
 		boolean("dry-run", "print the network plan and the exact QEMU command line; create nothing", runCat),
 		boolean("json", "with --dry-run: print JSON", runCat),
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print each start-up step with its timing", EnvVars: env("verbose"), Category: runCat},
@@ -85,14 +89,14 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		"initrd": &cfg.Initrd, "append": &cfg.Append, "accel": &cfg.Accel, "net": &cfg.Net,
 		"uplink": &cfg.Uplink, "guest-ip": &cfg.GuestIP, "nat-subnet": &cfg.NATSubnet, "resolv-conf": &cfg.ResolvConf, "gateway": &cfg.Gateway,
 		"console": &cfg.Console, "serial-log": &cfg.SerialLog, "timeout": &cfg.Timeout,
-		"shutdown-grace": &cfg.ShutdownGrace, "qemu": &cfg.QEMU,
+		"shutdown-grace": &cfg.ShutdownGrace, "qemu": &cfg.QEMU, "agent": &cfg.Agent,
 	}
 	for name, p := range strs {
 		if c.IsSet(name) {
 			*p = c.String(name)
 		}
 	}
-	lists := map[string]*[]string{"disk": &cfg.Disk, "forward": &cfg.Forward, "qemu-arg": &cfg.QEMUArg}
+	lists := map[string]*[]string{"disk": &cfg.Disk, "forward": &cfg.Forward, "qemu-arg": &cfg.QEMUArg, "share": &cfg.Share}
 	for name, p := range lists {
 		if c.IsSet(name) { // on the command line
 			*p = c.StringSlice(name)
@@ -108,7 +112,7 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		}
 		*p = items
 	}
-	bools := map[string]*bool{"snapshot": &cfg.Snapshot, "no-host-link": &cfg.NoHostLink}
+	bools := map[string]*bool{"snapshot": &cfg.Snapshot, "no-host-link": &cfg.NoHostLink, "timestamps": &cfg.Timestamps}
 	for name, p := range bools {
 		if c.IsSet(name) {
 			*p = c.Bool(name)
@@ -116,6 +120,11 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	}
 	if c.IsSet("cpus") {
 		cfg.CPUs = c.Int("cpus")
+	}
+	if c.Bool("exec") {
+		// The command follows --; it replaces the config file's exec.
+		cfg.Exec = append([]string{}, c.Args().Slice()...)
+		return cfg, nil
 	}
 	if c.NArg() > 0 {
 		return cfg, exitcode.Usagef("unexpected argument %q: vmrun takes the disk as --disk %s (see `vmrun --help`)", c.Args().First(), c.Args().First())

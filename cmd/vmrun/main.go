@@ -50,6 +50,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:       runAction,
 				OnUsageError: usageError,
 			},
+			execCommand(),
 			lsCommand(),
 			stopCommand(),
 			gcCommand(),
@@ -122,6 +123,9 @@ EXAMPLES
    vmrun --disk vm.qcow2 --net bridge:br0 --mem 2G --cpus 2
    vmrun --disk vm.qcow2 --net routed:wlan0 --guest-ip 192.168.1.50/24
    vmrun --disk vm.qcow2 --dry-run                    show the plan and the QEMU command, create nothing
+   vmrun --disk ci.qcow2 --snapshot --share ./build:src --exec -- /mnt/src/run-tests
+                                                      boot, run the command in the guest, power off, exit with its code
+   vmrun exec NAME -- uname -a                        run a command in a running VM (its guest agent)
    vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan
    sudo vmrun setup    once: members of group vmrun may use bridge/macvtap/routed without root
    vmrun doctor        what this host offers, and how to fix what is missing
@@ -142,7 +146,19 @@ STOPPING
    it. A second Ctrl-C, SIGQUIT (Ctrl-\) or 'vmrun stop --force' stops QEMU
    at once.
 
+GUEST AGENT, EXEC AND SHARES
+   Every VM gets a QEMU guest agent channel (--agent off removes it): with
+   qemu-guest-agent running in the guest, 'vmrun exec NAME -- CMD' runs CMD
+   there, streaming its output, and exits with its code; --exec -- CMD does
+   the same as a one-shot run (boot, wait for the agent, run, power off).
+   --share HOSTDIR[:TAG][:ro] exports a directory (virtio-9p); in the guest:
+   mount -t 9p -o trans=virtio,version=9p2000.L TAG /mnt. See docs/exec.md.
+
 EXIT CODES
+   With --exec: the command's exit code (128+N for signal N; 127 when it does
+   not exist in the guest). vmrun's own codes keep their meaning (2 also
+   when the guest agent never answered); a line "vmrun: ..." on stderr says
+   that the code is vmrun's.
    0    the guest shut down by itself or on request
    1    usage or configuration error; nothing was created
    2    set-up failure (network, permissions, QEMU could not start); everything created was removed

@@ -53,6 +53,11 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(spec.Exec) > 0 && spec.Console == "auto" {
+		// The command's output owns stdout; the console goes to
+		// --serial-log (and its last lines to stderr on a failure).
+		spec.Console = "none"
+	}
 	console, err := chooseConsole(spec.Console, qemu)
 	if err != nil {
 		return err
@@ -70,10 +75,10 @@ func runAction(c *cli.Context) error {
 	vm := launcher.VM{
 		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
 		Disks: spec.Disks, Snapshot: spec.Snapshot, Kernel: spec.Kernel, Initrd: spec.Initrd,
-		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs,
+		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs, Shares: spec.Shares,
 	}
 	if c.Bool("dry-run") {
-		return dryRun(c, vm, plan)
+		return dryRun(c, spec, vm, plan)
 	}
 	if !kvm {
 		notify("KVM is not available (/dev/kvm missing or not usable): using TCG software emulation, which is much slower")
@@ -172,6 +177,14 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 	if vm.QMP, err = ln.File(); err != nil {
 		return exitcode.Setupf("QMP socket %s: %v", sock, err)
 	}
+	if spec.Agent {
+		ports, closeAgent, err := listenAgent(dir)
+		if err != nil {
+			return exitcode.Setupf("%v", err)
+		}
+		undo = append(undo, closeAgent)
+		vm.Agent = ports
+	}
 	vm.PIDFile = filepath.Join(dir.Path, "qemu.pid")
 	cl, err := launcher.Build(vm)
 	if err != nil {
@@ -185,6 +198,8 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		return err
 	}
 	undo = append(undo, closeLog)
+	tail := newLineTail(consoleTail)
+	consoleOut = io.MultiWriter(consoleOut, tail)
 
 	opts := launcher.Options{
 		QMPPath: sock, Timeout: spec.Timeout, Grace: spec.Grace,
@@ -198,12 +213,38 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 	if vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
 		opts.Input = os.Stdin
 	}
+	if len(spec.Exec) > 0 {
+		oneShotExec(c, spec, dir.Path, tail, &opts)
+	}
 	res := launcher.Run(c.Context, cl, opts)
 	att.CloseFiles()
+	if res.Command {
+		return exitcode.Pass(res.Code)
+	}
 	if res.Code != exitcode.OK {
+		if vm.Console != launcher.ConsoleSerial {
+			printTail(c.App.ErrWriter, tail)
+		}
 		return exitcode.Wrap(res.Code, res.Err)
 	}
 	return nil
+}
+
+// consoleTail is how many console lines a failure report shows.
+const consoleTail = 20
+
+// printTail writes the console's last lines to w (a failure report for a
+// console that was not shown).
+func printTail(w io.Writer, tail *lineTail) {
+	lines := tail.Lines()
+	if len(lines) == 0 {
+		fmt.Fprintln(w, "vmrun: the guest printed nothing on its serial console")
+		return
+	}
+	fmt.Fprintf(w, "vmrun: the last %d lines of the guest's serial console:\n", len(lines))
+	for _, l := range lines {
+		fmt.Fprintf(w, "  | %s\n", l)
+	}
 }
 
 // interrupted reports (and consumes) a stop request that came in during
@@ -338,17 +379,24 @@ func consoleWriter(c *cli.Context, spec config.Spec, console launcher.Console) (
 		if err != nil {
 			return nil, nil, exitcode.Usagef("--serial-log %s cannot be written: %v", spec.SerialLog, errors.Unwrap(err))
 		}
-		ws = append(ws, f)
+		if spec.Timestamps {
+			ws = append(ws, newStampWriter(f))
+		} else {
+			ws = append(ws, f)
+		}
 		closeLog = f.Close
 	}
 	return io.MultiWriter(ws...), closeLog, nil
 }
 
 // dryRun prints the plan and the exact QEMU command line, creating nothing.
-func dryRun(c *cli.Context, vm launcher.VM, plan netsetup.Plan) error {
+func dryRun(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan) error {
 	sock := filepath.Join(rundir.Root(), vm.Name, "qmp.sock")
 	vm.PIDFile = filepath.Join(rundir.Root(), vm.Name, "qemu.pid")
 	vm.NIC = nicOf(netsetup.Preview(plan))
+	if spec.Agent {
+		vm.Agent = &launcher.AgentPorts{} // placeholders: fds passed by vmrun
+	}
 	cl, err := launcher.Build(vm)
 	if err != nil {
 		return exitcode.Usagef("%v", err)

@@ -45,6 +45,10 @@ type Config struct {
 	Accel         string   `yaml:"accel"`
 	NATSubnet     string   `yaml:"nat-subnet"`
 	ResolvConf    string   `yaml:"resolv-conf"`
+	Agent         string   `yaml:"agent"`
+	Exec          []string `yaml:"exec"`
+	Share         []string `yaml:"share"`
+	Timestamps    bool     `yaml:"timestamps"`
 }
 
 // Defaults returns the settings used when nothing else is given.
@@ -57,6 +61,7 @@ func Defaults() Config {
 		QEMU:          "qemu-system-x86_64",
 		Console:       "auto",
 		Accel:         "auto",
+		Agent:         "on",
 	}
 }
 
@@ -95,6 +100,15 @@ func LoadFile(path string, c *Config) (set map[string]bool, err error) {
 	if set["disk"] {
 		for i := range c.Disk {
 			c.Disk[i] = rel(c.Disk[i])
+		}
+	}
+	if set["share"] {
+		for i, sh := range c.Share {
+			dir, opts, _ := strings.Cut(sh, ":")
+			if opts != "" {
+				opts = ":" + opts
+			}
+			c.Share[i] = rel(dir) + opts
 		}
 	}
 	for k, p := range map[string]*string{"kernel": &c.Kernel, "initrd": &c.Initrd, "serial-log": &c.SerialLog, "resolv-conf": &c.ResolvConf} {

@@ -43,6 +43,15 @@ type Spec struct {
 	Console    string // auto, serial, none, gui
 	SerialLog  string
 	Accel      string // auto, kvm, tcg
+	// Agent adds the guest agent's channel and the exec ports.
+	Agent bool
+	// Exec is the command --exec runs in the guest (nil: none).
+	Exec []string
+	// Shares are host directories exported to the guest.
+	Shares []launcher.Share
+	// Timestamps prefixes each line of the serial log and exec output
+	// with the time.
+	Timestamps bool
 }
 
 // MaxCPUs is the largest --cpus accepted.
@@ -106,7 +115,84 @@ func (c Config) Resolve() (Spec, error) {
 	}
 	s.QEMU = c.QEMU
 	s.QEMUArgs = append([]string(nil), c.QEMUArg...)
+	if err = c.resolveExec(&s); err != nil {
+		return Spec{}, err
+	}
 	return s, nil
+}
+
+// resolveExec checks --agent, --exec, --share and --timestamps.
+func (c Config) resolveExec(s *Spec) error {
+	switch c.Agent {
+	case "on", "":
+		s.Agent = true
+	case "off":
+	default:
+		return fmt.Errorf("--agent %q is not on or off", c.Agent)
+	}
+	if c.Exec != nil {
+		if len(c.Exec) == 0 || strings.TrimSpace(c.Exec[0]) == "" {
+			return errors.New("--exec needs a command: write it after --, e.g. --exec -- make test")
+		}
+		if !s.Agent {
+			return errors.New("--exec runs the command through the guest agent: remove --agent off")
+		}
+		s.Exec = append([]string(nil), c.Exec...)
+	}
+	tags := map[string]bool{}
+	for _, arg := range c.Share {
+		sh, err := ParseShare(arg)
+		if err != nil {
+			return err
+		}
+		if tags[sh.Tag] {
+			return fmt.Errorf("--share %s: tag %q is used twice: give each share its own tag (HOSTDIR:TAG)", arg, sh.Tag)
+		}
+		tags[sh.Tag] = true
+		s.Shares = append(s.Shares, sh)
+	}
+	s.Timestamps = c.Timestamps
+	return nil
+}
+
+var shareTag = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
+
+// ParseShare parses HOSTDIR[:TAG][:ro]. The tag defaults to the directory's
+// base name; the directory must exist.
+func ParseShare(arg string) (launcher.Share, error) {
+	parts := strings.Split(arg, ":")
+	sh := launcher.Share{Path: parts[0]}
+	rest := parts[1:]
+	if n := len(rest); n > 0 && rest[n-1] == "ro" {
+		sh.ReadOnly, rest = true, rest[:n-1]
+	}
+	switch len(rest) {
+	case 0:
+	case 1:
+		sh.Tag = rest[0]
+	default:
+		return sh, fmt.Errorf("--share %q is not HOSTDIR[:TAG][:ro]", arg)
+	}
+	if sh.Path == "" {
+		return sh, fmt.Errorf("--share %q has no directory: write HOSTDIR[:TAG][:ro]", arg)
+	}
+	fi, err := os.Stat(sh.Path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return sh, fmt.Errorf("--share %s: directory %s does not exist", arg, sh.Path)
+	case err != nil:
+		return sh, fmt.Errorf("--share %s: %v", arg, errors.Unwrap(err))
+	case !fi.IsDir():
+		return sh, fmt.Errorf("--share %s: %s is not a directory", arg, sh.Path)
+	}
+	sh.Path = absOrEmpty(sh.Path)
+	if sh.Tag == "" {
+		sh.Tag = filepath.Base(sh.Path)
+	}
+	if !shareTag.MatchString(sh.Tag) {
+		return sh, fmt.Errorf("--share %s: tag %q must be 1-31 letters, digits, '.', '_' or '-': give one as HOSTDIR:TAG", arg, sh.Tag)
+	}
+	return sh, nil
 }
 
 func (c Config) resolveBoot(s *Spec) error {

@@ -51,6 +51,18 @@ func Setupf(format string, args ...any) error {
 	return &Error{Code: Setup, Err: fmt.Errorf(format, args...)}
 }
 
+// errPass prints nothing: see Pass.
+var errPass = errors.New("")
+
+// Pass returns an error that makes vmrun exit with code and print nothing:
+// the exit code of a command run in the guest, passed through (nil for 0).
+func Pass(code int) error {
+	if code == OK {
+		return nil
+	}
+	return &Error{Code: code, Err: errPass}
+}
+
 // Of maps an error to the exit code: nil is OK, an *Error anywhere in the
 // chain gives its code, anything else is a set-up failure.
 func Of(err error) int {

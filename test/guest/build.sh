@@ -27,7 +27,11 @@ kernel_args="console=tty0 console=ttyS0,115200 quiet loglevel=3"
 # Modules to load at boot (with their dependencies). "?" marks optional ones:
 # skipped if this kernel has neither a module nor a built-in of that name.
 modules=(virtio_pci virtio_net virtio_blk pvpanic_mmio '?pvpanic_pci' '?evdev' '?button'
-	'?ipv6' '?qemu_fw_cfg')
+	'?ipv6' '?qemu_fw_cfg' virtio_console '?netfs' '?fscache' 9pnet 9pnet_virtio 9p)
+# The real QEMU guest agent (Debian's qemu-guest-agent), copied in with the
+# libraries ldd lists and the dynamic loader; /init starts it on the
+# org.qemu.guest_agent.0 port (vmrun exec, --exec).
+qga=/usr/sbin/qemu-ga
 
 log() { printf '%s: %s\n' "$prog" "$*" >&2; }
 die() {
@@ -92,6 +96,8 @@ need mkfs.fat dosfstools
 need mcopy mtools
 need syslinux syslinux
 need qemu-img qemu-utils
+[[ -x $qga ]] || die "$qga not found: install it with 'apt-get install --no-install-recommends qemu-guest-agent'"
+need ldd libc-bin
 busybox=/bin/busybox
 [[ -x $busybox ]] || die "$busybox not found: install it with 'apt-get install busybox-static'"
 if LC_ALL=C ldd "$busybox" >/dev/null 2>&1; then
@@ -165,6 +171,7 @@ inputs_hash() {
 	{
 		printf 'kernel %s %s\n' "$kpkg" "$kver_pkg"
 		printf 'busybox %s\n' "$(sha256sum <"$busybox")"
+		printf 'qemu-ga %s %s\n' "$(pkgver qemu-guest-agent)" "$(sha256sum <"$qga")"
 		printf 'syslinux %s %s\n' "$(pkgver syslinux)" "$(pkgver syslinux-common)"
 		printf 'disk %s %s %s %s\n' "$disk_mib" "$part_start" "$kernel_args" "${modules[*]}"
 		(cd "$here" && find . -type f ! -name '*.md' ! -name '.*' -print0 |
@@ -298,6 +305,13 @@ printf 'root:x:0:\n' >"$ir/etc/group"
 printf 'export PS1="\\h:\\w# "\n' >"$ir/etc/profile"
 cp -a "$kp/lib" "$ir/"
 cp "$kp/etc/vmrun-modules" "$ir/etc/vmrun-modules"
+# qemu-ga with its libraries (as ldd resolves them on this host) and loader.
+install -D -m 0755 "$qga" "$ir/usr/sbin/qemu-ga"
+LC_ALL=C ldd "$qga" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
+	while read -r lib; do
+		[[ -e $ir$lib ]] || install -D -m 0755 "$(realpath "$lib")" "$ir$lib"
+	done
+[[ -e $ir/lib64/ld-linux-x86-64.so.2 ]] || die "ldd $qga listed no dynamic loader"
 
 (cd "$ir" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
 	cpio --null --create --format=newc --owner=0:0 --quiet) | gzip -9 -n >"$tmp/initrd.img"
