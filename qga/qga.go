@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"time"
 )
 
@@ -142,7 +143,10 @@ func (c *Client) call(ctx context.Context, name string, args any, out any) error
 }
 
 func (c *Client) ioError(ctx context.Context, name string, err error) error {
-	if ctx.Err() != nil {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return ctx.Err()
+	}
+	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("%s on %s: %w", name, c.path, ErrNoAnswer)
 		}

@@ -71,8 +71,7 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 func parseExecArgs(args []string) (execArgs, error) {
 	var a execArgs
 	value := func(i *int, flag string) (string, error) {
-		arg := args[*i]
-		if v, ok := strings.CutPrefix(arg, flag+"="); ok {
+		if _, v, ok := strings.Cut(args[*i], "="); ok {
 			return v, nil
 		}
 		if *i+1 >= len(args) {
@@ -92,7 +91,7 @@ func parseExecArgs(args []string) (execArgs, error) {
 		case flag == "--help" || arg == "-h":
 			a.help = true
 		case flag == "--env" || arg == "-e":
-			v, err := value(&i, arg)
+			v, err := value(&i, "--env")
 			if err != nil {
 				return a, err
 			}

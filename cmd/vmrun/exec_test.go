@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
+)
+
+func TestParseExecArgs(t *testing.T) {
+	a, err := parseExecArgs([]string{"web", "--env", "A=1", "--env=B=x=y", "--cwd", "/src", "--timeout", "30s", "--timestamps", "--", "make", "-C", "/src", "--", "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := execArgs{name: "web", env: []string{"A=1", "B=x=y"}, cwd: "/src", timeout: 30 * time.Second, timestamps: true,
+		argv: []string{"make", "-C", "/src", "--", "test"}}
+	if !reflect.DeepEqual(a, want) {
+		t.Fatalf("got %+v\nwant %+v", a, want)
+	}
+	a, err = parseExecArgs([]string{"web", "uname", "-a"})
+	if err != nil || !reflect.DeepEqual(a.argv, []string{"uname", "-a"}) {
+		t.Fatalf("without --: %+v %v", a, err)
+	}
+	for _, bad := range [][]string{
+		{}, {"web"}, {"web", "--"}, {"--bogus", "web", "--", "true"}, {"web", "--env", "1A=x", "--", "true"},
+		{"web", "--env", "noequals", "--", "true"}, {"web", "--cwd", "rel", "--", "true"}, {"web", "--timeout", "soon", "--", "true"},
+		{"web", "--cwd"},
+	} {
+		if _, err := parseExecArgs(bad); exitcode.Of(err) != exitcode.Usage {
+			t.Errorf("%q: err %v, want a usage error", bad, err)
+		}
+	}
+}
+
+func TestExecBadInput(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv(rundir.EnvRoot, root)
+	_, errOut, code := vmrun(t, "exec", "nosuch", "--", "true")
+	if code != exitcode.Usage || !strings.Contains(errOut, `no VM named "nosuch" is running`) || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("code %d stderr %q", code, errOut)
+	}
+	// A running VM (its lock held) without an agent socket.
+	d, _, err := rundir.Create(root, "noagent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, errOut, code = vmrun(t, "exec", "noagent", "--", "true")
+	if code != exitcode.Usage || !strings.Contains(errOut, "--agent off") {
+		t.Fatalf("code %d stderr %q", code, errOut)
+	}
+}
+
+func TestExecFlagsDryRun(t *testing.T) {
+	t.Setenv(rundir.EnvRoot, t.TempDir())
+	d := disk(t)
+	share := t.TempDir()
+	argv := strings.Join(dryArgv(t, "--disk", d, "--net", "none", "--share", share+":src:ro"), " ")
+	for _, want := range []string{"name=org.qemu.guest_agent.0", "name=org.vmrun.exec.stdout", "mount_tag=src", "readonly=on"} {
+		if !strings.Contains(argv, want) {
+			t.Errorf("argv lacks %q: %s", want, argv)
+		}
+	}
+	argv = strings.Join(dryArgv(t, "--disk", d, "--net", "none", "--agent", "off"), " ")
+	if strings.Contains(argv, "virtserialport") {
+		t.Errorf("--agent off still adds the agent: %s", argv)
+	}
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--exec"}, "--exec needs a command"},
+		{[]string{"--agent", "off", "--exec", "--", "true"}, "remove --agent off"},
+		{[]string{"--agent", "maybe"}, `--agent "maybe"`},
+		{[]string{"--share", filepath.Join(share, "missing")}, "does not exist"},
+		{[]string{"--share", share + ":bad tag"}, "tag"},
+		{[]string{"--share", share + ":a", "--share", share + ":a"}, "used twice"},
+		{[]string{"--", "true"}, "unexpected argument"},
+	} {
+		_, errOut, code := vmrun(t, append([]string{"--disk", d, "--net", "none", "--dry-run"}, tc.args...)...)
+		if code != exitcode.Usage || !strings.Contains(errOut, tc.msg) {
+			t.Errorf("%q: code %d stderr %q, want 1 and %q", tc.args, code, errOut, tc.msg)
+		}
+	}
+}
+
+func TestExecConfigFile(t *testing.T) {
+	t.Setenv(rundir.EnvRoot, t.TempDir())
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "src"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "ci.yaml")
+	yaml := "disk: [" + disk(t) + "]\nnet: none\nexec: [make, -C, /mnt/src, test]\nshare: [src]\ntimestamps: true\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	argv := strings.Join(dryArgv(t, "--config", cfg), " ")
+	if !strings.Contains(argv, "path="+filepath.Join(dir, "src")) || !strings.Contains(argv, "mount_tag=src") {
+		t.Fatalf("share from the config file (relative to it) missing: %s", argv)
+	}
+}
+
+func TestStampWriter(t *testing.T) {
+	var out bytes.Buffer
+	w := newStampWriter(&out)
+	w.now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC) }
+	for _, p := range []string{"a", "b\nc\n", "", "d\n\n"} {
+		if _, err := w.Write([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := "2026-01-02T03:04:05.006Z "
+	want := ts + "ab\n" + ts + "c\n" + ts + "d\n" + ts + "\n"
+	if out.String() != want {
+		t.Fatalf("got %q\nwant %q", out.String(), want)
+	}
+}
+
+func TestLineTail(t *testing.T) {
+	tl := newLineTail(3)
+	if tl.Seen() {
+		t.Fatal("seen before any write")
+	}
+	_, _ = tl.Write([]byte("1\n2\r\n3\n4\n5"))
+	if got := tl.Lines(); !reflect.DeepEqual(got, []string{"3", "4", "5"}) {
+		t.Fatalf("got %q", got)
+	}
+}

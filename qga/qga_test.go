@@ -1,0 +1,131 @@
+package qga
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// fakeAgent speaks the agent's protocol on a unix socket (a protocol-level
+// fake beside the real qemu-ga tests in test/e2e): it first writes what an
+// earlier session left unread, then answers guest-sync-delimited after the
+// 0xFF sentinel, and guest-exec / guest-exec-status as given.
+func fakeAgent(t *testing.T, answers map[string]string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "qga.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		// Leftovers: a stale answer and a stale sync reply.
+		fmt.Fprint(conn, "{\"return\": {\"pid\": 1}}\n\xff{\"return\": 7}\n")
+		r := bufio.NewReader(conn)
+		for {
+			b, err := r.ReadBytes('}')
+			if err != nil {
+				return
+			}
+			for len(b) > 0 && b[0] == 0xff {
+				b = b[1:]
+			}
+			// Read until the JSON object is complete.
+			var msg struct {
+				Execute   string          `json:"execute"`
+				Arguments json.RawMessage `json:"arguments"`
+			}
+			for json.Unmarshal(b, &msg) != nil {
+				more, err := r.ReadBytes('}')
+				if err != nil {
+					return
+				}
+				b = append(b, more...)
+			}
+			if msg.Execute == "guest-sync-delimited" {
+				var a struct{ ID int64 }
+				_ = json.Unmarshal(msg.Arguments, &a)
+				fmt.Fprintf(conn, "\xff{\"return\": %d}\n", a.ID)
+				continue
+			}
+			fmt.Fprintf(conn, "%s\n", answers[msg.Execute])
+		}
+	}()
+	return path
+}
+
+func TestClientSyncExecStatus(t *testing.T) {
+	path := fakeAgent(t, map[string]string{
+		"guest-exec":        `{"return": {"pid": 4242}}`,
+		"guest-exec-status": `{"return": {"exited": true, "exitcode": 0, "signal": 9, "out-data": "aGVsbG8K", "out-truncated": true}}`,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := WaitAgent(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pid, err := c.Exec(ctx, ExecRequest{Path: "/bin/true", Input: []byte("x")})
+	if err != nil || pid != 4242 {
+		t.Fatalf("Exec: pid %d, %v", pid, err)
+	}
+	st, err := c.Status(ctx, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Exited || st.Signal != 9 || string(st.Out) != "hello\n" || !st.OutTruncated {
+		t.Fatalf("status %+v", st)
+	}
+	res, err := captured(st, Command{Stdout: discard{}, Stderr: discard{}})
+	if err != nil || res.Code != 137 || len(res.Truncated) != 1 || res.Truncated[0] != "stdout" {
+		t.Fatalf("captured: %+v, %v", res, err)
+	}
+}
+
+func TestClientAgentError(t *testing.T) {
+	path := fakeAgent(t, map[string]string{
+		"guest-exec": `{"error": {"class": "GenericError", "desc": "Guest agent command failed"}}`,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := WaitAgent(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Exec(ctx, ExecRequest{Path: "/nope"}); !errors.Is(err, ErrAgent) {
+		t.Fatalf("err %v, want ErrAgent", err)
+	}
+}
+
+// TestSyncNoAgent: nobody answers (the guest has no agent): Sync gives up
+// when ctx ends, with ErrNoAnswer.
+func TestSyncNoAgent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qga.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := WaitAgent(ctx, path); !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("err %v, want ErrNoAnswer", err)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

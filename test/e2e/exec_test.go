@@ -1,0 +1,256 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// Bounds for the guest agent tests (TCG on a loaded machine).
+const (
+	agentBoot = 4 * time.Minute // vmrun start to "agent started" on the console
+	execWait  = 2 * time.Minute // one vmrun exec
+)
+
+// execCmd returns a `vmrun exec` command with the VM's runtime root.
+func execCmd(ctx context.Context, runtime string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, vmrunBin, append([]string{"exec"}, args...)...)
+	cmd.Env = append(os.Environ(), "VMRUN_RUNTIME_DIR="+runtime)
+	return cmd
+}
+
+// runExec runs `vmrun exec args...` with stdin and returns stdout, stderr
+// and the exit code.
+func runExec(t *testing.T, runtime string, stdin io.Reader, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), execWait)
+	defer cancel()
+	cmd := execCmd(ctx, runtime, args...)
+	var out, errb strings.Builder
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("vmrun exec %v still running after %s", args, execWait)
+	}
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("vmrun exec %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return out.String(), errb.String(), code
+}
+
+// startAgentVM boots the test guest (no network) with a share of dir and
+// waits until its qemu-ga runs.
+func startAgentVM(t *testing.T, g testutil.GuestImages, name, share string) *VM {
+	t.Helper()
+	vm := Start(t, nil, "", "--disk", g.Test, "--snapshot", "--net", "none", "--console", "serial",
+		"--name", name, "--share", share+":hostdir", "--timeout", "20m")
+	vm.WaitConsole(`VMRUN-GUEST: agent started`, agentBoot)
+	vm.WaitConsole(`VMRUN-GUEST: mounted hostdir on /mnt/hostdir`, agentBoot)
+	return vm
+}
+
+func TestExecInRunningVM(t *testing.T) {
+	g := requireQEMUTests(t)
+	share := t.TempDir()
+	vm := startAgentVM(t, g, "e2e-exec", share)
+	rt := vm.Runtime
+
+	t.Run("stdout-stderr-exit", func(t *testing.T) {
+		out, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+		if out != "out\n" || errs != "err\n" || code != 7 {
+			t.Fatalf("got stdout %q stderr %q code %d, want out, err, 7", out, errs, code)
+		}
+	})
+	t.Run("stdin", func(t *testing.T) {
+		in := "line one\nline two\n"
+		out, errs, code := runExec(t, rt, strings.NewReader(in), "e2e-exec", "--", "cat")
+		if out != in || code != 0 {
+			t.Fatalf("cat got stdout %q (stderr %q) code %d, want %q", out, errs, code, in)
+		}
+	})
+	t.Run("env-cwd", func(t *testing.T) {
+		out, errs, code := runExec(t, rt, nil, "e2e-exec", "--env", "GREETING=hi there", "--cwd", "/proc", "--", "sh", "-c", `echo "$GREETING"; pwd`)
+		if out != "hi there\n/proc\n" || code != 0 {
+			t.Fatalf("got stdout %q (stderr %q) code %d", out, errs, code)
+		}
+	})
+	t.Run("missing-command", func(t *testing.T) {
+		out, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "no-such-command", "x")
+		if code != 127 || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "no-such-command") {
+			t.Fatalf("got stdout %q stderr %q code %d, want one line naming the command and 127", out, errs, code)
+		}
+	})
+	t.Run("signal", func(t *testing.T) {
+		_, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "sh", "-c", "kill -KILL $$")
+		if code != 128+int(syscall.SIGKILL) {
+			t.Fatalf("code %d (stderr %q), want %d", code, errs, 128+int(syscall.SIGKILL))
+		}
+	})
+	t.Run("streaming", func(t *testing.T) {
+		// The command prints a line, then waits for a file the test
+		// creates in the share only after it has seen that line.
+		ctx, cancel := context.WithTimeout(context.Background(), execWait)
+		defer cancel()
+		cmd := execCmd(ctx, rt, "e2e-exec", "--", "sh", "-c",
+			"echo first; while [ ! -e /mnt/hostdir/go ]; do sleep 0.05; done; echo last")
+		out := testutil.NewLineBuffer()
+		var errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = out, &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		if _, err := out.WaitFor(`(?m)^first$`, execWait); err != nil {
+			t.Fatalf("first line not streamed: %v (stdout %q stderr %q)", err, out, errb.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("vmrun exec ended (%v) before the test let the command go on", err)
+		default:
+		}
+		if err := os.WriteFile(filepath.Join(share, "go"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("vmrun exec: %v (stderr %q)", err, errb.String())
+		}
+		if out.String() != "first\nlast\n" {
+			t.Fatalf("stdout %q", out)
+		}
+	})
+	t.Run("timestamps", func(t *testing.T) {
+		out, _, code := runExec(t, rt, nil, "e2e-exec", "--timestamps", "--", "echo", "stamped")
+		if code != 0 || !regexpMatch(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z stamped\n$`, out) {
+			t.Fatalf("got %q code %d", out, code)
+		}
+	})
+	t.Run("truncated-without-ports", func(t *testing.T) {
+		// A background process that keeps the exec ports open makes the
+		// next command fall back to the agent's own buffers (16 MiB).
+		_, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "sh", "-c", "sleep 600 &")
+		if code != 0 {
+			t.Fatalf("starting the port holder: code %d, %q", code, errs)
+		}
+		out, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "head", "-c", "17000000", "/dev/zero")
+		if code != 0 || len(out) != 16<<20 || !strings.Contains(errs, "stdout was truncated") {
+			t.Fatalf("got %d bytes, stderr %q, code %d; want 16 MiB and a truncation notice", len(out), errs, code)
+		}
+	})
+	t.Run("not-running", func(t *testing.T) {
+		_, errs, code := runExec(t, rt, nil, "no-such-vm", "--", "true")
+		if code != 1 || !strings.Contains(errs, `no VM named "no-such-vm" is running`) {
+			t.Fatalf("code %d stderr %q", code, errs)
+		}
+	})
+
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(2 * time.Minute); code != 0 {
+		t.Fatalf("vmrun exit code %d", code)
+	}
+	assertEmptyDir(t, rt)
+}
+
+// TestExecOneShot: --exec on a snapshot disk with a share holding the
+// script; the script's output and exit code come back, the image is
+// unchanged, nothing is left behind — with --net user and --net none.
+func TestExecOneShot(t *testing.T) {
+	g := requireQEMUTests(t)
+	for _, netMode := range []string{"user", "none"} {
+		t.Run(netMode, func(t *testing.T) {
+			share := t.TempDir()
+			script := "#!/bin/sh\necho \"hello from $(hostname)\"\necho to-stderr >&2\nexit 5\n"
+			if err := os.WriteFile(filepath.Join(share, "job.sh"), []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			before := fileHash(t, g.Test)
+			log := filepath.Join(t.TempDir(), "console.log")
+			vm := Start(t, nil, "", "--disk", g.Test, "--snapshot", "--net", netMode, "--name", "e2e-oneshot-"+netMode,
+				"--share", share+":ci:ro", "--serial-log", log, "--timestamps", "--timeout", "10m",
+				"--exec", "--", "/mnt/ci/job.sh")
+			code := vm.Wait(12 * time.Minute)
+			if code != 5 {
+				t.Fatalf("exit code %d, want the script's 5", code)
+			}
+			// --timestamps stamps the command's output too.
+			if got := vm.Console.String(); !regexpMatch(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z hello from vmrun-test\n$`, got) {
+				t.Fatalf("stdout %q", got)
+			}
+			if !strings.Contains(vm.Stderr.String(), "Z to-stderr\n") {
+				t.Fatalf("stderr %q lacks the script's stderr", vm.Stderr.String())
+			}
+			if after := fileHash(t, g.Test); after != before {
+				t.Fatal("the disk image changed under --snapshot")
+			}
+			b, err := os.ReadFile(log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !regexpMatch(`(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z VMRUN-GUEST: agent started`, string(b)) {
+				t.Fatalf("serial log without timestamps:\n%s", b)
+			}
+			assertEmptyDir(t, vm.Runtime)
+		})
+	}
+}
+
+// TestExecNoAgent: --exec against a guest whose agent never starts ends
+// with the documented error (exit 2) within the timeout, naming what never
+// came up and showing the last console lines.
+func TestExecNoAgent(t *testing.T) {
+	g := requireQEMUTests(t)
+	start := time.Now()
+	vm := Start(t, nil, "", "--disk", g.Test, "--snapshot", "--net", "none", "--name", "e2e-noagent",
+		"--qemu-arg", "-fw_cfg", "--qemu-arg", "name=opt/vmrun/cmdline,string=vmrun.agent=off",
+		"--timeout", "150s", "--exec", "--", "true")
+	code := vm.Wait(5 * time.Minute)
+	errs := vm.Stderr.String()
+	if code != 2 {
+		t.Fatalf("exit code %d, want 2; stderr:\n%s", code, errs)
+	}
+	if !strings.Contains(errs, "no agent opened the org.qemu.guest_agent.0 port") || !strings.Contains(errs, "VMRUN-GUEST: agent off") {
+		t.Fatalf("stderr does not name the missing agent or lacks the console lines:\n%s", errs)
+	}
+	if strings.Contains(errs, "--timeout 2m30s expired; the VM was stopped") {
+		t.Fatalf("the time-out was reported instead of the missing agent:\n%s", errs)
+	}
+	t.Logf("gave up after %s", time.Since(start).Round(time.Second))
+	assertEmptyDir(t, vm.Runtime)
+}
+
+// TestExecAgentOff: --exec with --agent off is a usage error; exec on a VM
+// without the channel says so.
+func TestExecAgentOff(t *testing.T) {
+	g := requireQEMUTests(t)
+	rt := runtimeDir(t)
+	_, errs, code := RunVMRun(t, nil, rt, "--disk", g.Test, "--snapshot", "--agent", "off", "--exec", "--", "true")
+	if code != 1 || !strings.Contains(errs, "remove --agent off") {
+		t.Fatalf("code %d stderr %q", code, errs)
+	}
+	vm := Start(t, nil, rt, "--disk", g.Test, "--snapshot", "--net", "none", "--agent", "off", "--name", "e2e-agentoff", "--console", "serial")
+	vm.WaitConsole(`VMRUN-GUEST: no agent port`, agentBoot)
+	_, errs, code = runExec(t, rt, nil, "e2e-agentoff", "--", "true")
+	if code != 1 || !strings.Contains(errs, "started with --agent off") {
+		t.Fatalf("code %d stderr %q", code, errs)
+	}
+	vm.Signal(syscall.SIGTERM)
+	vm.Wait(2 * time.Minute)
+}
+
+
+func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
