@@ -252,5 +252,4 @@ func TestExecAgentOff(t *testing.T) {
 	vm.Wait(2 * time.Minute)
 }
 
-
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
