@@ -419,7 +419,7 @@ func oneShotExec(c *cli.Context, spec config.Spec, dir string, tail *lineTail, o
 	var agentOpened atomic.Bool
 	prev := opts.Event
 	opts.Event = func(ev qmp.Event) {
-		if ev.Name == eventVserport && ev.String("id") == launcher.AgentPortID && ev.Bool("open") {
+		if open, _ := ev.Data["open"].(bool); ev.Name == eventVserport && ev.String("id") == launcher.AgentPortID && open {
 			agentOpened.Store(true)
 		}
 		if prev != nil {
