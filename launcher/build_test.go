@@ -86,10 +86,14 @@ func TestBuildGolden(t *testing.T) {
 			if got != string(want) {
 				t.Errorf("argv differs from %s:\n got:\n%s\nwant:\n%s", golden, got, want)
 			}
-			// fds: the NIC's queue fds come first (fd=3), then vhost, then QMP.
+			// fds: the NIC's queue fds come first (fd=3), then vhost, then
+			// QMP, then the agent's three ports.
 			wantFiles := 1
 			if vm.NIC != nil {
 				wantFiles += len(vm.NIC.Files) + len(vm.NIC.VhostFiles)
+			}
+			if vm.Agent != nil {
+				wantFiles += 3
 			}
 			if len(cl.ExtraFiles) != wantFiles {
 				t.Errorf("ExtraFiles = %d, want %d", len(cl.ExtraFiles), wantFiles)

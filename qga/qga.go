@@ -147,10 +147,8 @@ func (c *Client) ioError(ctx context.Context, name string, err error) error {
 		return ctx.Err()
 	}
 	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("%s on %s: %w", name, c.path, ErrNoAnswer)
-		}
-		return ctx.Err()
+		// ctx's deadline (the connection's deadline is the same instant).
+		return fmt.Errorf("%s on %s: %w", name, c.path, ErrNoAnswer)
 	}
 	return fmt.Errorf("%s on %s: %w", name, c.path, err)
 }
