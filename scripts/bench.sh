@@ -17,6 +17,8 @@ runs=(
 	"./test/e2e          ^BenchmarkQMPReady$                             10x"
 	"./test/e2e          ^BenchmarkSupervisorRSS$                        5x"
 	"./test/e2e          ^BenchmarkThroughput$                           3x"
+	"./test/e2e          ^BenchmarkExec$                                 20x"
+	"./test/e2e          ^BenchmarkAgentReady$                           3x"
 )
 
 out=$(mktemp)

@@ -222,7 +222,7 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		return exitcode.Pass(res.Code)
 	}
 	if res.Code != exitcode.OK {
-		if vm.Console != launcher.ConsoleSerial {
+		if vm.Console != launcher.ConsoleSerial && tail.Seen() {
 			printTail(c.App.ErrWriter, tail)
 		}
 		return exitcode.Wrap(res.Code, res.Err)
@@ -237,10 +237,6 @@ const consoleTail = 20
 // console that was not shown).
 func printTail(w io.Writer, tail *lineTail) {
 	lines := tail.Lines()
-	if len(lines) == 0 {
-		fmt.Fprintln(w, "vmrun: the guest printed nothing on its serial console")
-		return
-	}
 	fmt.Fprintf(w, "vmrun: the last %d lines of the guest's serial console:\n", len(lines))
 	for _, l := range lines {
 		fmt.Fprintf(w, "  | %s\n", l)

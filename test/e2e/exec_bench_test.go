@@ -15,9 +15,9 @@ import (
 )
 
 // BenchmarkExec measures, in one guest booted once (TCG):
-//   - exec-ms: `vmrun exec NAME -- true`, the whole CLI round trip;
-//   - run-ms: the same through qga.Run in-process (protocol and guest only);
-//   - vmtest-ms: what a vmtest-style client pays for the same command:
+//   - median-exec-ms: `vmrun exec NAME -- true`, the whole CLI round trip;
+//   - median-run-ms: the same through qga.Run in-process (protocol and guest only);
+//   - median-vmtest-ms: what a vmtest-style client pays for the same command:
 //     guest-exec with captured output, then guest-exec-status polled every
 //     200 ms, doubling (its floor is 200 ms: the first poll).
 //
@@ -58,9 +58,9 @@ func BenchmarkExec(b *testing.B) {
 		vmtest = append(vmtest, time.Since(t0))
 	}
 	b.StopTimer()
-	b.ReportMetric(ms(median(cli)), "exec-ms")
-	b.ReportMetric(ms(median(run)), "run-ms")
-	b.ReportMetric(ms(median(vmtest)), "vmtest-ms")
+	b.ReportMetric(ms(median(cli)), "median-exec-ms")
+	b.ReportMetric(ms(median(run)), "median-run-ms")
+	b.ReportMetric(ms(median(vmtest)), "median-vmtest-ms")
 	vm.Signal(syscall.SIGQUIT)
 	vm.Wait(2 * time.Minute)
 }
@@ -99,9 +99,9 @@ func vmtestStyle(ctx context.Context, dir string) error {
 	}
 }
 
-// BenchmarkAgentReady measures a one-shot `vmrun --exec -- true`: boot-ms
+// BenchmarkAgentReady measures a one-shot `vmrun --exec -- true`: median-agent-ready-ms
 // is vmrun's start to the guest agent's first answer (what --exec waits
-// for), total-ms the whole run, power-off included.
+// for), median-total-ms the whole run, power-off included.
 func BenchmarkAgentReady(b *testing.B) {
 	g := requireQEMUTests(b)
 	re := regexp.MustCompile(`guest agent answered ([0-9.]+)s after the guest started`)
@@ -132,6 +132,6 @@ func BenchmarkAgentReady(b *testing.B) {
 		total = append(total, time.Since(t0))
 		os.RemoveAll(rt)
 	}
-	b.ReportMetric(ms(median(ready)), "agent-ready-ms")
-	b.ReportMetric(ms(median(total)), "total-ms")
+	b.ReportMetric(ms(median(ready)), "median-agent-ready-ms")
+	b.ReportMetric(ms(median(total)), "median-total-ms")
 }
