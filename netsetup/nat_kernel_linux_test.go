@@ -16,6 +16,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
 	"golang.org/x/sys/unix"
@@ -287,4 +288,63 @@ func TestNATConcurrentJoins(t *testing.T) {
 		t.Errorf("after all left: ip_forward %s, tables %v, bridge %q", fwd, tables, mac)
 	}
 	l.assertClean(t)
+}
+
+// TestNATGCRemovesLocklessState: a vmrun killed while it removed the NAT
+// state directory (after its lock file, before the directory), or while it
+// created it (before the lock file), leaves a directory without a lock
+// file, perhaps with empty members/ and leases/, and perhaps an empty .nat.
+// `vmrun gc` must remove it (the crash-injection soak found the first case
+// left for good).
+func TestNATGCRemovesLocklessState(t *testing.T) {
+	testutil.RequireRoot(t)
+	ns := testutil.NewNetns(t, "g")
+	for name, subdirs := range map[string][]string{
+		"killed while removing": {"members", "leases"},
+		"killed while creating": nil,
+		"only .nat left":        {".."},
+	} {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			var removed []string
+			err := ns.Do(func() error {
+				dir, err := netsetup.NATStateDir(root)
+				if err != nil {
+					return err
+				}
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					return err
+				}
+				for _, s := range subdirs {
+					if s == ".." {
+						if err := os.Remove(dir); err != nil {
+							return err
+						}
+						continue
+					}
+					if err := os.Mkdir(filepath.Join(dir, s), 0o700); err != nil {
+						return err
+					}
+				}
+				removed, err = netsetup.GC(root, nil)
+				return err
+			})
+			if err != nil {
+				t.Fatalf("gc: %v", err)
+			}
+			if len(removed) != 0 {
+				t.Errorf("gc removed VMs %v, want none", removed)
+			}
+			var left []string
+			_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+				if p != root {
+					left = append(left, strings.TrimPrefix(p, root))
+				}
+				return nil
+			})
+			if len(left) != 0 {
+				t.Errorf("gc left %v in the runtime root", left)
+			}
+		})
+	}
 }

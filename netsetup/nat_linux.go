@@ -428,6 +428,15 @@ func natSweep(root string) error {
 		return err
 	}
 	d, err := lockNATDir(dir, false)
+	if err == nil && d == nil {
+		if _, serr := os.Stat(dir); serr == nil {
+			// No lock file: what a crash while the directory was made or
+			// removed leaves. Take it over, and remove it below.
+			d, err = lockNATDir(dir, true)
+		}
+	}
+	// .nat, when empty: a crash may leave it after the last directory.
+	defer func() { _ = os.Remove(filepath.Dir(dir)) }()
 	if err != nil || d == nil {
 		return err
 	}
@@ -467,11 +476,7 @@ func (d *natDir) teardown() error {
 		st.Objects = left
 		return errors.Join(err, d.writeShared(st))
 	}
-	if err := os.RemoveAll(d.path); err != nil {
-		return err
-	}
-	_ = os.Remove(filepath.Dir(d.path)) // .nat, when no other namespace has state there
-	return nil
+	return d.remove()
 }
 
 // bridgePorts returns the names of the links enslaved to bridge name.

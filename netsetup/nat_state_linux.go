@@ -83,14 +83,21 @@ type natDir struct {
 }
 
 // lockNATDir creates (if create) and locks dir. It returns nil, nil when
-// dir does not exist and create is false.
+// dir (or its lock file) does not exist and create is false.
+//
+// A crash may leave the directory without its lock file (a joiner killed
+// before it made the lock; a leaver killed after it removed it): gc takes
+// such a directory over with create (natSweep), so the subdirectories are
+// made only under the lock, and a creator whose directory vanished between
+// its mkdir and its open (gc removed it) simply tries again.
 func lockNATDir(dir string, create bool) (*natDir, error) {
-	for {
+	for tries := 0; ; tries++ {
 		if create {
-			for _, d := range []string{dir, filepath.Join(dir, "members"), filepath.Join(dir, "leases")} {
-				if err := os.MkdirAll(d, 0o700); err != nil {
-					return nil, fmt.Errorf("NAT state directory: %w", err)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				if errors.Is(err, os.ErrNotExist) && tries < 100 {
+					continue // a gc removed a parent meanwhile
 				}
+				return nil, fmt.Errorf("NAT state directory: %w", err)
 			}
 		}
 		flags := os.O_RDWR
@@ -98,8 +105,13 @@ func lockNATDir(dir string, create bool) (*natDir, error) {
 			flags |= os.O_CREATE
 		}
 		f, err := os.OpenFile(filepath.Join(dir, "lock"), flags, 0o600)
-		if errors.Is(err, os.ErrNotExist) && !create {
-			return nil, nil
+		if errors.Is(err, os.ErrNotExist) {
+			if !create {
+				return nil, nil
+			}
+			if tries < 100 {
+				continue // a gc removed the empty directory meanwhile
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("NAT state directory: %w", err)
@@ -112,13 +124,51 @@ func lockNATDir(dir string, create bool) (*natDir, error) {
 		// locked after that is no longer the directory's lock.
 		var a, b unix.Stat_t
 		if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(filepath.Join(dir, "lock"), &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev {
-			return &natDir{path: dir, lock: f}, nil
+			d := &natDir{path: dir, lock: f}
+			if create {
+				for _, sub := range []string{"members", "leases"} {
+					if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+						f.Close()
+						return nil, fmt.Errorf("NAT state directory: %w", err)
+					}
+				}
+			}
+			return d, nil
 		}
 		f.Close()
 		if !create {
 			return nil, nil
 		}
 	}
+}
+
+// remove deletes the locked directory: everything but the lock file, then
+// the lock file, then the directory (and .nat, when it is empty). A crash
+// on the way leaves either the lock file, and gc finds the directory as
+// usual, or a directory without it, which gc takes over (natSweep).
+func (d *natDir) remove() error {
+	des, err := os.ReadDir(d.path)
+	if err != nil {
+		return err
+	}
+	for _, de := range des {
+		if de.Name() == "lock" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(d.path, de.Name())); err != nil {
+			return err
+		}
+	}
+	if err := removeIfExists(filepath.Join(d.path, "lock")); err != nil {
+		return err
+	}
+	// Not empty: a new joiner made its lock file meanwhile; the directory
+	// is its now.
+	if err := os.Remove(d.path); err != nil && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	_ = os.Remove(filepath.Dir(d.path)) // .nat, when no other namespace has state there
+	return nil
 }
 
 func flockRetry(f *os.File, how int) error {
