@@ -209,7 +209,7 @@ func (v *VM) GuestIP(timeout time.Duration) string {
 // returns stdout, stderr and the exit code.
 func RunVMRun(t testing.TB, ns *testutil.Netns, runtime string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), exitTimeout)
 	defer cancel()
 	cmd := command(ns, runtime, args...)
 	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
@@ -217,6 +217,9 @@ func RunVMRun(t testing.TB, ns *testutil.Netns, runtime string, args ...string) 
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("vmrun %v did not finish within %s\n--- stdout:\n%s\n--- stderr:\n%s", args, exitTimeout, out.String(), errb.String())
+	}
 	code := 0
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)
