@@ -114,18 +114,13 @@ func applySteps(ctx context.Context, p Plan, rec Recorder, obj rundir.Object, st
 	return s.att, nil
 }
 
-// capNumbers are the Linux numbers of the privileges.
-var capNumbers = map[Privilege]int{
-	PrivNetAdmin: caps.NetAdmin, PrivNetRaw: caps.NetRaw, PrivMknod: caps.Mknod, PrivSysAdmin: unix.CAP_SYS_ADMIN,
-}
-
 // raiseFor raises, on the calling (locked) thread, only the capabilities
 // the set-up of mode needs (Needs), and returns the function that lowers
 // them: a member's bridge set-up runs with CAP_NET_ADMIN alone.
 func raiseFor(m Mode) (lower func()) {
 	var cs []int
 	for _, p := range Needs(m) {
-		cs = append(cs, capNumbers[p])
+		cs = append(cs, p.Number())
 	}
 	return caps.Raise(cs...)
 }

@@ -37,6 +37,15 @@ func dropEffective(t *testing.T, cs ...int) {
 	}
 }
 
+// TestPrivilegeNumbers: the numbers are the kernel's.
+func TestPrivilegeNumbers(t *testing.T) {
+	for p, n := range map[Privilege]int{PrivNetAdmin: unix.CAP_NET_ADMIN, PrivNetRaw: unix.CAP_NET_RAW, PrivMknod: unix.CAP_MKNOD, PrivSysAdmin: unix.CAP_SYS_ADMIN} {
+		if p.Number() != n {
+			t.Errorf("%s is %d, want %d", p, p.Number(), n)
+		}
+	}
+}
+
 // TestCapsRaisedWhereNeeded runs, on a thread whose effective set lacks
 // CAP_NET_ADMIN and CAP_NET_RAW (what an unprivileged vmrun's threads look
 // like: permitted, not effective), the paths that raise them: routed's
@@ -77,7 +86,7 @@ func TestCapsRaisedWhereNeeded(t *testing.T) {
 			lower()
 			var need uint64
 			for _, p := range Needs(m) {
-				need |= 1 << uint(capNumbers[p])
+				need |= 1 << uint(p.Number())
 			}
 			others := uint64(1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW | 1<<unix.CAP_MKNOD)
 			if got&others != need {

@@ -149,6 +149,6 @@ func TestPlanWithSetupGrants(t *testing.T) {
 		}
 	}
 	if !grantedBySetup(Needs(Routed)) || !grantedBySetup(Needs(Macvtap)) || !grantedBySetup(Needs(Bridge)) || grantedBySetup(Needs(IPVtap)) {
-		t.Errorf("vmrun setup's grants %v: bridge, macvtap and routed must need no more, ipvtap needs CAP_SYS_ADMIN", SetupGrants)
+		t.Errorf("vmrun setup's grants %v: bridge, macvtap and routed must need no more, ipvtap needs CAP_SYS_ADMIN", SetupGrants())
 	}
 }

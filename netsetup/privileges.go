@@ -24,9 +24,24 @@ const (
 	PrivSysAdmin Privilege = "CAP_SYS_ADMIN"
 )
 
-// SetupGrants are the capabilities `vmrun setup` gives the installed
+// SetupGrants returns the capabilities `vmrun setup` gives the installed
 // binary (permitted only; vmrun raises them per thread around link work).
-var SetupGrants = []Privilege{PrivNetAdmin, PrivNetRaw, PrivMknod}
+func SetupGrants() []Privilege { return []Privilege{PrivNetAdmin, PrivNetRaw, PrivMknod} }
+
+// Number is the capability's number in Linux (linux/capability.h).
+func (p Privilege) Number() int {
+	switch p {
+	case PrivNetAdmin:
+		return 12
+	case PrivNetRaw:
+		return 13
+	case PrivSysAdmin:
+		return 21
+	case PrivMknod:
+		return 27
+	}
+	return -1
+}
 
 // Needs returns the capabilities the set-up of mode uses, as measured by
 // running each set-up with only these (the unprivileged e2e and rig
@@ -81,7 +96,7 @@ func (c Caps) Missing(m Mode) []Privilege {
 func grantedBySetup(ps []Privilege) bool {
 	for _, p := range ps {
 		found := false
-		for _, g := range SetupGrants {
+		for _, g := range SetupGrants() {
 			found = found || g == p
 		}
 		if !found {
@@ -107,7 +122,7 @@ func joinPrivs(ps []Privilege) string {
 // grants all of it, else root.
 func privilegeHint(m Mode) string {
 	if grantedBySetup(Needs(m)) {
-		return fmt.Sprintf("run vmrun as root, or have an administrator run `vmrun setup` once (it grants %s) and add you to group vmrun", joinPrivs(SetupGrants))
+		return fmt.Sprintf("run vmrun as root, or have an administrator run `vmrun setup` once (it grants %s) and add you to group vmrun", joinPrivs(SetupGrants()))
 	}
 	return "run vmrun as root"
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/netsetup"
 )
@@ -161,28 +160,21 @@ func installBinary(bin string, gid int) error {
 	return os.Rename(tmp, bin)
 }
 
-// setupCapNumbers are the capability numbers of netsetup.SetupGrants.
-var setupCapNumbers = map[netsetup.Privilege]int{
-	netsetup.PrivNetAdmin: caps.NetAdmin,
-	netsetup.PrivNetRaw:   caps.NetRaw,
-	netsetup.PrivMknod:    caps.Mknod,
-}
-
 // setupCaps are the capabilities setup gives the binary: what
 // netsetup.SetupGrants says the unprivileged modes need (bridge, macvtap,
 // routed), and nothing else.
 func setupCaps() []int {
-	cs := make([]int, 0, len(netsetup.SetupGrants))
-	for _, p := range netsetup.SetupGrants {
-		cs = append(cs, setupCapNumbers[p])
+	var cs []int
+	for _, p := range netsetup.SetupGrants() {
+		cs = append(cs, p.Number())
 	}
 	return cs
 }
 
 // fileCapsText is setupCaps in setcap's words: "cap_net_admin,cap_net_raw,cap_mknod".
 func fileCapsText() string {
-	names := make([]string, 0, len(netsetup.SetupGrants))
-	for _, p := range netsetup.SetupGrants {
+	var names []string
+	for _, p := range netsetup.SetupGrants() {
 		names = append(names, strings.ToLower(string(p)))
 	}
 	return strings.Join(names, ",")
