@@ -120,7 +120,7 @@ const goTestScript = `
 # --- (b), (d): netsetup's ipvtap tests ---------------------------------------
 set -o pipefail
 VMRUN_STRICT=1 /payload/netsetup.test -test.run "${GOTEST_RUN:-^TestIPVtap}" -test.skip '^TestIPVtapWithoutKernelSupport$' \
-	-test.v -test.timeout 5m 2>&1 | tee /tmp/gotest.log
+	-test.v -test.timeout 12m 2>&1 | tee /tmp/gotest.log
 status=$?
 set +o pipefail
 [ $status = 0 ] && pass "netsetup ipvtap tests" || bad "netsetup ipvtap tests (exit $status)"
