@@ -545,7 +545,9 @@ func (s *supervisor) result(waitErr error) Result {
 		return Result{Code: exitcode.Timeout, Err: fmt.Errorf("--timeout %s expired; the VM was stopped", s.opts.Timeout)}
 	case s.exec != nil && s.exec.err == nil:
 		return Result{Code: s.exec.code, Command: true}
-	case s.opts.Exec != nil && !s.stopped && waitErr == nil && st != nil && st.ExitCode() == 0:
+	case s.opts.Exec != nil && s.stopped:
+		return Result{Code: exitcode.Setup, Err: errors.New("the VM was stopped on request before the --exec command finished")}
+	case s.opts.Exec != nil && waitErr == nil && st != nil && st.ExitCode() == 0:
 		return Result{Code: exitcode.Setup, Err: errors.New("the guest powered off before the --exec command finished")}
 	case s.stopped:
 		return Result{Code: exitcode.OK}

@@ -36,6 +36,8 @@ type Command struct {
 type Result struct {
 	// Code is the command's exit code; 128+N when a signal N ended it.
 	Code int
+	// Ended is true when the command's end was seen (Code is valid).
+	Ended bool
 	// Streamed is false when the guest could not open the exec ports and
 	// the output came from the agent's buffers after the command ended.
 	Streamed bool
@@ -52,6 +54,8 @@ const (
 	// endWait bounds the wait for the end markers once the agent says the
 	// command's process is gone.
 	endWait = 5 * time.Second
+	// termWait bounds the wait for a command's end after SIGTERM.
+	termWait = 10 * time.Second
 	// reapWait bounds the wait for the agent to see the wrapper exit after
 	// the end markers (it then forgets the process).
 	reapWait = 2 * time.Second
@@ -128,7 +132,8 @@ func WaitAgent(ctx context.Context, path string) (*Client, error) {
 
 // Run runs cmd in the guest through the agent on ports.Agent, streaming its
 // output through the exec ports, and returns its exit code. When ctx ends
-// first, the command is sent SIGTERM and ctx's error is returned. The
+// first, the command is sent SIGTERM and ctx's error is returned, with the
+// command's Result when it ended within termWait (Code non-zero). The
 // caller makes sure only one Run uses a VM's ports at a time (QEMU serves
 // one connection per port).
 func Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
@@ -191,12 +196,15 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 	// The end markers normally end the run; guest-exec-status is asked
 	// now and then (backing off) in case the wrapper dies without them
 	// or could not open the ports.
-	poll := 20 * time.Millisecond
+	poll := 50 * time.Millisecond
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
-	var endTimer <-chan time.Time
+	var endTimer, giveUp <-chan time.Time
 	var st ExecStatus
 	exited := false
+	// After ctx ends the command is sent SIGTERM and its end is still
+	// awaited (bounded by termWait), so its own exit code is reported.
+	done, pctx := ctx.Done(), ctx
 	for outDone != nil || errDone != nil {
 		select {
 		case err := <-outDone:
@@ -209,14 +217,20 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 			if err != nil && !exited {
 				return Result{}, fmt.Errorf("exec stderr port: %w", err)
 			}
-		case <-ctx.Done():
+		case <-done:
+			done, pctx = nil, context.Background()
 			c.signal(pid)
+			giveUp = time.After(termWait)
+		case <-giveUp:
 			return Result{}, ctx.Err()
 		case <-endTimer:
 			return Result{}, fmt.Errorf("the command's wrapper ended but its output did not end within %s", endWait)
 		case <-timer.C:
-			if st, err = c.Status(ctx, pid); err != nil {
-				return Result{}, err
+			sctx, cancel := context.WithTimeout(pctx, termWait)
+			st, err = c.Status(sctx, pid)
+			cancel()
+			if err != nil {
+				return Result{}, errors.Join(err, ctx.Err())
 			}
 			if !st.Exited {
 				poll = min(poll*2, time.Second)
@@ -225,22 +239,23 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 			}
 			exited = true
 			if !outS.begun && !errS.begun {
-				return captured(st, cmd)
+				res, err := captured(st, cmd)
+				return res, errors.Join(err, ctx.Err())
 			}
 			endTimer = time.After(endWait)
 		}
 	}
 	// Done by the markers: let the agent forget the process.
 	if !exited {
-		c.reap(ctx, pid)
+		c.reap(pctx, pid)
 	}
-	return Result{Code: outS.code, Streamed: true}, nil
+	return Result{Code: outS.code, Ended: true, Streamed: true}, ctx.Err()
 }
 
 // captured is the result of a command whose output came back in the
 // agent's buffers (the wrapper could not open the exec ports).
 func captured(st ExecStatus, cmd Command) (Result, error) {
-	res := Result{Code: st.ExitCode}
+	res := Result{Code: st.ExitCode, Ended: true}
 	if st.Signal != 0 {
 		res.Code = 128 + st.Signal
 	}

@@ -194,9 +194,11 @@ func execAction(c *cli.Context) error {
 		out, errw = newStampWriter(out), newStampWriter(errw)
 	}
 	res, err := qga.Run(ctx, ports(dir), qga.Command{Argv: a.argv, Env: a.env, Dir: a.cwd, Stdin: stdin, Stdout: out, Stderr: errw})
-	if err != nil {
+	if err != nil && !(res.Ended && errors.Is(ctx.Err(), context.Canceled)) {
 		return execError(ctx, a, err)
 	}
+	// Done, or interrupted (Ctrl-C, SIGTERM): the command got SIGTERM and
+	// its own exit code (143 when that ended it) is passed on.
 	reportTruncated(notifier(c), res)
 	return exitcode.Pass(res.Code)
 }
@@ -216,7 +218,7 @@ func execError(ctx context.Context, a execArgs, err error) error {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return exitcode.Wrap(exitcode.Timeout, fmt.Errorf("--timeout %s expired: %s in VM %q was sent SIGTERM", a.timeout, a.argv[0], a.name))
 	case ctx.Err() != nil:
-		return exitcode.Wrap(exitcode.Timeout, fmt.Errorf("interrupted: %s in VM %q was sent SIGTERM", a.argv[0], a.name))
+		return exitcode.Setupf("interrupted: %s in VM %q was sent SIGTERM and did not end within 10s", a.argv[0], a.name)
 	case errors.Is(err, qga.ErrStdinTooLarge):
 		return exitcode.Usagef("%v: the guest agent takes it in one message; share the file with --share instead", err)
 	case errors.Is(err, qga.ErrAgent):

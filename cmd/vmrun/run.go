@@ -80,6 +80,13 @@ func runAction(c *cli.Context) error {
 	if c.Bool("dry-run") {
 		return dryRun(c, spec, vm, plan)
 	}
+	for _, sh := range spec.Shares {
+		ro := ""
+		if sh.ReadOnly {
+			ro = ", read-only"
+		}
+		notify("--share %s: virtio-9p, tag %s%s (in the guest: mount -t 9p -o trans=virtio,version=9p2000.L %s /mnt/%s)", sh.Path, sh.Tag, ro, sh.Tag, sh.Tag)
+	}
 	if !kvm {
 		notify("KVM is not available (/dev/kvm missing or not usable): using TCG software emulation, which is much slower")
 	}

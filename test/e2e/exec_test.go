@@ -134,6 +134,29 @@ func TestExecInRunningVM(t *testing.T) {
 			t.Fatalf("stdout %q", out)
 		}
 	})
+	t.Run("interrupted", func(t *testing.T) {
+		// Ctrl-C on vmrun exec: the command gets SIGTERM, and its own
+		// exit code (128+15) is vmrun's.
+		ctx, cancel := context.WithTimeout(context.Background(), execWait)
+		defer cancel()
+		cmd := execCmd(ctx, rt, "e2e-exec", "--", "sh", "-c", "echo started; exec sleep 600")
+		out := testutil.NewLineBuffer()
+		var errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = out, &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := out.WaitFor(`(?m)^started$`, execWait); err != nil {
+			t.Fatalf("%v (stderr %q)", err, errb.String())
+		}
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGTERM) {
+			t.Fatalf("exit code %d (%v, stderr %q), want %d", code, err, errb.String(), 128+int(syscall.SIGTERM))
+		}
+	})
 	t.Run("timestamps", func(t *testing.T) {
 		out, _, code := runExec(t, rt, nil, "e2e-exec", "--timestamps", "--", "echo", "stamped")
 		if code != 0 || !regexpMatch(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z stamped\n$`, out) {
