@@ -44,10 +44,15 @@ func execCommand() *cli.Command {
 		Name:  "exec",
 		Usage: "run a command in a running VM through its guest agent; exit with the command's code",
 		UsageText: "vmrun exec NAME [--env K=V]... [--cwd DIR] [--timeout DURATION] [--timestamps] -- CMD [ARGS...]\n\n" +
+			"   --env K=V        add to the command's environment (repeatable)\n" +
+			"   --cwd DIR        working directory in the guest\n" +
+			"   --timeout DUR    give up after DUR: the command gets SIGTERM, exit 124\n" +
+			"   --timestamps     prefix each output line with the UTC time\n\n" +
 			"   stdout and stderr stream as they come; stdin is passed when it is not a terminal\n" +
-			"   (read to its end first, at most 16 MiB). Exit code: the command's (128+N for\n" +
-			"   signal N, 127 when it does not exist in the guest); vmrun's own failures:\n" +
-			"   1 usage (VM not running, bad flag), 2 no answer from the guest agent, 124 --timeout.",
+			"   (read to its end first, at most 16 MiB). Ctrl-C sends SIGTERM to the command.\n" +
+			"   Exit code: the command's (128+N for signal N, 127 when it does not exist in the\n" +
+			"   guest, 126 when --cwd does not); vmrun's own failures: 1 usage (VM not running,\n" +
+			"   no agent channel, bad flag), 2 no answer from the guest agent, 124 --timeout.",
 		SkipFlagParsing: true,
 		Action:          execAction,
 	}
@@ -149,7 +154,8 @@ func execAction(c *cli.Context) error {
 		return err
 	}
 	if a.help {
-		return cli.ShowCommandHelp(c, "exec")
+		fmt.Fprintf(c.App.Writer, "NAME:\n   vmrun exec - %s\n\nUSAGE:\n   %s\n\nSee docs/exec.md.\n", c.Command.Usage, c.Command.UsageText)
+		return nil
 	}
 	if err := rundir.ValidateName(a.name); err != nil {
 		return exitcode.Usagef("%v", err)

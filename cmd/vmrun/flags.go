@@ -162,6 +162,7 @@ var envLists = map[string]struct {
 	"disk":     {"comma-separated", splitCommas},
 	"forward":  {"comma-separated", splitCommas},
 	"qemu-arg": {"words as a shell splits them", splitWords},
+	"share":    {"comma-separated", splitCommas},
 }
 
 // splitCommas splits a list at commas, trimming blanks around each item
