@@ -195,6 +195,9 @@ func execAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := waitAgent(ctx, dir, a, notifier(c)); err != nil {
+		return err
+	}
 	out, errw := c.App.Writer, c.App.ErrWriter
 	if a.timestamps {
 		out, errw = newStampWriter(out), newStampWriter(errw)
@@ -207,6 +210,36 @@ func execAction(c *cli.Context) error {
 	// its own exit code (143 when that ended it) is passed on.
 	reportTruncated(notifier(c), res)
 	return exitcode.Pass(res.Code)
+}
+
+// agentNotice is how long `vmrun exec` waits silently for the agent.
+const agentNotice = 5 * time.Second
+
+// waitAgent waits until the VM's guest agent answers: bounded by --timeout,
+// or defaultAgentWait, saying after agentNotice what it waits for.
+func waitAgent(ctx context.Context, dir string, a execArgs, notify func(string, ...any)) error {
+	wait := defaultAgentWait
+	if a.timeout > 0 {
+		wait = a.timeout
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	t := time.AfterFunc(agentNotice, func() {
+		notify("waiting for the guest agent in VM %q (at most %s): it has not answered yet", a.name, wait)
+	})
+	c, err := qga.WaitAgent(wctx, filepath.Join(dir, agentSock))
+	t.Stop()
+	if err == nil {
+		c.Close()
+		return nil
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return exitcode.Setupf("interrupted while waiting for the guest agent in VM %q", a.name)
+	}
+	if errors.Is(err, qga.ErrNoAnswer) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return exitcode.Setupf("VM %q: %v within %s: install and start qemu-guest-agent in the guest (it needs the virtio_console driver), or give --timeout for a guest still booting", a.name, ErrAgentNotUp, wait)
+	}
+	return exitcode.Setupf("VM %q: %v", a.name, err)
 }
 
 // ports returns the VM directory's agent and exec sockets.

@@ -273,6 +273,18 @@ func TestExecAgentOff(t *testing.T) {
 	}
 	vm.Signal(syscall.SIGTERM)
 	vm.Wait(2 * time.Minute)
+
+	// The channel is there but no agent runs in the guest: exec gives up
+	// after --timeout with exit 2, saying what to install.
+	vm = Start(t, nil, rt, "--disk", g.Test, "--snapshot", "--net", "none", "--name", "e2e-noqga", "--console", "serial",
+		"--qemu-arg", "-fw_cfg", "--qemu-arg", "name=opt/vmrun/cmdline,string=vmrun.agent=off")
+	vm.WaitConsole(`VMRUN-GUEST: agent off`, agentBoot)
+	_, errs, code = runExec(t, rt, nil, "e2e-noqga", "--timeout", "8s", "--", "true")
+	if code != 2 || !strings.Contains(errs, "install and start qemu-guest-agent") || !strings.Contains(errs, "waiting for the guest agent") {
+		t.Fatalf("code %d stderr %q", code, errs)
+	}
+	vm.Signal(syscall.SIGTERM)
+	vm.Wait(2 * time.Minute)
 }
 
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
