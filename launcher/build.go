@@ -59,6 +59,12 @@ func Build(vm VM) (Cmdline, error) {
 	if vm.Agent != nil {
 		b.agent(*vm.Agent)
 	}
+	// fdsets (disks, the runtime directory's label) last, so the NIC
+	// keeps fd 3.
+	if vm.RunDir != "" {
+		b.fdset(vm.RunDir, vm.RunDirFile)
+	}
+	b.addFDs()
 	b.add(vm.ExtraArgs...)
 	return Cmdline{Path: vm.QEMU, Args: b.args, ExtraFiles: b.files}, nil
 }
@@ -66,6 +72,32 @@ func Build(vm VM) (Cmdline, error) {
 type builder struct {
 	args  []string
 	files []*os.File
+	sets  []fdset
+}
+
+// fdset is a set of fds QEMU opens as /dev/fdset/ID, labelled with the
+// path they stand for.
+type fdset struct {
+	id    int
+	label string
+	files []*os.File
+}
+
+// fdset registers files as a new fdset and returns the path QEMU opens it by.
+func (b *builder) fdset(label string, files ...*os.File) string {
+	id := len(b.sets)
+	b.sets = append(b.sets, fdset{id: id, label: label, files: files})
+	return "/dev/fdset/" + strconv.Itoa(id)
+}
+
+// addFDs passes the registered fdsets (QEMU reads every -add-fd before it
+// opens any drive, wherever they stand in the command line).
+func (b *builder) addFDs() {
+	for _, s := range b.sets {
+		for _, f := range s.files {
+			b.add("-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", b.file(f), s.id, escape(s.label)))
+		}
+	}
 }
 
 func (b *builder) add(a ...string) { b.args = append(b.args, a...) }
@@ -92,6 +124,9 @@ func (b *builder) machine(vm VM) {
 	// -S: stay paused until vmrun has its QMP event reader running.
 	b.add("-nodefaults", "-no-user-config", "-S")
 	b.add("-device", "pvpanic")
+	if vm.Sandbox {
+		b.add("-sandbox", SandboxArg)
+	}
 	if vm.PIDFile != "" {
 		b.add("-pidfile", vm.PIDFile)
 	}
@@ -150,14 +185,27 @@ func (b *builder) console(c Console) {
 
 func (b *builder) disks(vm VM) {
 	for i, d := range vm.Disks {
+		file := escape(d.Path)
+		if d.Files != nil {
+			file = b.fdset(d.Path, d.Files.Image...)
+		}
 		opts := []string{
-			"file=" + escape(d.Path),
+			"file=" + file,
 			"format=" + d.Format,
 			"if=virtio",
 			"id=disk" + strconv.Itoa(i),
 		}
 		if vm.Snapshot {
 			opts = append(opts, "snapshot=on")
+		}
+		if d.Files != nil {
+			// The chain is named explicitly: QEMU would look for a
+			// relative backing name next to /dev/fdset/N.
+			prefix := "backing."
+			for _, bk := range d.Files.Backing {
+				opts = append(opts, prefix+"driver="+bk.Format, prefix+"file.filename="+b.fdset(bk.Path, bk.File))
+				prefix += "backing."
+			}
 		}
 		b.add("-drive", strings.Join(opts, ","))
 	}

@@ -57,6 +57,18 @@ func TestBuildGolden(t *testing.T) {
 			vm.Agent = &AgentPorts{}
 			vm.Shares = []Share{{Path: "/src,x", Tag: "src"}, {Path: "/data", Tag: "data", ReadOnly: true}}
 		},
+		"confined-fdsets": func(vm *VM) {
+			// As root: disks and their backing chain as fdsets, the
+			// runtime directory's label, the seccomp sandbox; the tap
+			// keeps fd 3 and the fdsets come after the monitor.
+			vm.Sandbox = true
+			vm.NIC = &NIC{Backend: "tap", Files: placeholders(1), MAC: mac(t)}
+			vm.Disks[0].Files = &DiskFiles{Image: placeholders(2), Backing: []BackingFile{
+				{Path: "/vm/base,1.qcow2", Format: "qcow2"}, {Path: "/vm/root.img", Format: "raw"},
+			}}
+			vm.Disks = append(vm.Disks, Disk{Path: "/vm/data.img", Format: "raw", Files: &DiskFiles{Image: placeholders(2)}})
+			vm.RunDir = "/run/vmrun/web"
+		},
 		"snapshot-kernel-extra": func(vm *VM) {
 			vm.Snapshot = true
 			vm.Kernel, vm.Initrd, vm.Append = "/k/vmlinuz", "/k/initrd", "console=ttyS0 quiet"
@@ -87,13 +99,21 @@ func TestBuildGolden(t *testing.T) {
 				t.Errorf("argv differs from %s:\n got:\n%s\nwant:\n%s", golden, got, want)
 			}
 			// fds: the NIC's queue fds come first (fd=3), then vhost, then
-			// QMP, then the agent's three ports.
+			// QMP, then the agent's three ports, then the fdsets' files.
 			wantFiles := 1
 			if vm.NIC != nil {
 				wantFiles += len(vm.NIC.Files) + len(vm.NIC.VhostFiles)
 			}
 			if vm.Agent != nil {
 				wantFiles += 3
+			}
+			for _, d := range vm.Disks {
+				if d.Files != nil {
+					wantFiles += len(d.Files.Image) + len(d.Files.Backing)
+				}
+			}
+			if vm.RunDir != "" {
+				wantFiles++
 			}
 			if len(cl.ExtraFiles) != wantFiles {
 				t.Errorf("ExtraFiles = %d, want %d", len(cl.ExtraFiles), wantFiles)
@@ -157,5 +177,16 @@ func TestHasGUIDisplay(t *testing.T) {
 	}
 	if !HasGUIDisplay(headless + "gtk\n") {
 		t.Error("gtk not detected")
+	}
+}
+
+func TestHasSandbox(t *testing.T) {
+	with := "-runas user      change to user id user just before starting the VM\n" +
+		"-sandbox on[,obsolete=allow|deny][,elevateprivileges=allow|deny|children]\n" +
+		"          [,spawn=allow|deny][,resourcecontrol=allow|deny]\n"
+	without := "-runas user      change to user id user just before starting the VM\n" +
+		"                Enable seccomp mode 2 system call filter (default 'off').\n"
+	if !HasSandbox(with) || HasSandbox(without) || HasSandbox("") {
+		t.Fatal("HasSandbox misread QEMU's -help")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/qmp"
 )
 
@@ -56,6 +57,13 @@ type Options struct {
 	// panicked first, or --timeout expired while Exec was not done. Its
 	// context ends when QEMU exits.
 	Exec func(ctx context.Context) (code int, err error)
+	// RunAs, when set, is the user QEMU runs as (vmrun runs as root): QEMU
+	// starts with that uid, gid and groups, no capabilities in any set
+	// (bounding and ambient included) and no_new_privs. nil: vmrun's own
+	// user.
+	RunAs *privdrop.User
+	// NoNewPrivs sets no_new_privs for QEMU also without RunAs.
+	NoNewPrivs bool
 }
 
 // Result is how a run ended.
@@ -166,6 +174,12 @@ func (s *supervisor) start(cl Cmdline) (<-chan struct{}, error) {
 	cmd := exec.Command(cl.Path, cl.Args...)
 	cmd.ExtraFiles = cl.ExtraFiles
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if s.opts.RunAs != nil {
+		// The child changes its ids before it execs QEMU; the kernel then
+		// clears its permitted, effective and ambient sets (all of its
+		// uids left 0), and Go sets Pdeathsig after the change.
+		cmd.SysProcAttr.Credential = s.opts.RunAs.Credential()
+	}
 	cmd.Env = os.Environ()
 
 	outR, outW, err := os.Pipe()
@@ -193,7 +207,14 @@ func (s *supervisor) start(cl Cmdline) (<-chan struct{}, error) {
 	s.waitc = make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// Never unlocked: this thread is QEMU's parent until it exits.
+		// Never unlocked: this thread is QEMU's parent until it exits,
+		// and what Confine changes must die with it.
+		if s.opts.RunAs != nil || s.opts.NoNewPrivs {
+			if err := privdrop.Confine(s.opts.RunAs != nil); err != nil {
+				startc <- err
+				return
+			}
+		}
 		if err := cmd.Start(); err != nil {
 			startc <- err
 			return
@@ -210,7 +231,7 @@ func (s *supervisor) start(cl Cmdline) (<-chan struct{}, error) {
 		if inW != nil {
 			inW.Close()
 		}
-		return nil, startError(cl.Path, err)
+		return nil, startError(cl.Path, s.opts.RunAs, err)
 	}
 	s.cmd = cmd
 	if s.opts.Started != nil {
@@ -239,9 +260,12 @@ func (s *supervisor) start(cl Cmdline) (<-chan struct{}, error) {
 	return copied, nil
 }
 
-func startError(path string, err error) error {
+func startError(path string, runAs *privdrop.User, err error) error {
 	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("QEMU binary %s not found: install QEMU (apt-get install qemu-system-x86) or give its path with --qemu", path)
+	}
+	if errors.Is(err, os.ErrPermission) && runAs != nil {
+		return fmt.Errorf("QEMU binary %s cannot be run by %s, the user QEMU runs as: make it (and its directories) executable by that user, or give another with --qemu", path, runAs)
 	}
 	if errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("QEMU binary %s is not executable: check its permissions or give another with --qemu", path)

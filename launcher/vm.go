@@ -25,6 +25,27 @@ const (
 type Disk struct {
 	Path   string
 	Format string // "qcow2" or "raw", detected from the file's contents
+	// Files, when set, pass the image and its backing chain to QEMU as
+	// open fds (fdsets) instead of paths: QEMU needs no access to them.
+	Files *DiskFiles
+}
+
+// DiskFiles are the open files of one disk image and its backing chain.
+// A nil *os.File is a placeholder (--dry-run).
+type DiskFiles struct {
+	// Image holds the image opened read-only and, unless --snapshot, also
+	// read-write: QEMU picks the fd whose access mode it needs.
+	Image []*os.File
+	// Backing is the backing chain, the image's own backing file first;
+	// QEMU opens backing files read-only.
+	Backing []BackingFile
+}
+
+// BackingFile is one open image of a backing chain.
+type BackingFile struct {
+	Path   string
+	Format string
+	File   *os.File
 }
 
 // NIC is a network attachment as the launcher sees it: whatever the network
@@ -80,6 +101,14 @@ type VM struct {
 	Agent *AgentPorts
 	// Shares are host directories exported to the guest (virtio-9p).
 	Shares []Share
+	// RunDir, when set with RunDirFile (an O_PATH fd of the directory),
+	// names the runtime directory in QEMU's command line without a path
+	// QEMU must open: the fd is passed in an fdset labelled RunDir. It
+	// stands in for PIDFile when QEMU runs as a user who cannot write there.
+	RunDir     string
+	RunDirFile *os.File
+	// Sandbox turns on QEMU's seccomp filter (SandboxArg).
+	Sandbox bool
 	// ExtraArgs are passed to QEMU last, unchanged (--qemu-arg).
 	ExtraArgs []string
 }
