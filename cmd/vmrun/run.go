@@ -62,7 +62,11 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	step("configuration checked")
+	conf, err := confineQEMU(spec, qemu, kvm)
+	if err != nil {
+		return err
+	}
+	step("configuration checked; QEMU will run as %s", conf.describe())
 
 	plan, err := planNetwork(c.Context, spec)
 	if err != nil {
@@ -75,11 +79,24 @@ func runAction(c *cli.Context) error {
 	vm := launcher.VM{
 		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
 		Disks: spec.Disks, Snapshot: spec.Snapshot, Kernel: spec.Kernel, Initrd: spec.Initrd,
-		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs, Shares: spec.Shares,
+		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs, Shares: spec.Shares, Sandbox: conf.sandbox,
 	}
 	if c.Bool("dry-run") {
-		return dryRun(c, spec, vm, plan)
+		return dryRun(c, spec, vm, plan, conf)
 	}
+	if conf.noSandbox != "" {
+		notify("%s", conf.noSandbox)
+	}
+	if err := conf.checkAccess(spec); err != nil {
+		return err
+	}
+	// Disks are opened before anything is created: one that cannot be
+	// opened is a usage error with nothing to undo.
+	closeDisks, err := conf.openDisks(spec, vm.Disks)
+	if err != nil {
+		return err
+	}
+	defer closeDisks()
 	for _, sh := range spec.Shares {
 		ro := ""
 		if sh.ReadOnly {
@@ -94,11 +111,11 @@ func runAction(c *cli.Context) error {
 		notify("/dev/vhost-net is missing: the guest's network runs without vhost acceleration (vhost=off)")
 	}
 
-	return boot(c, spec, vm, plan, sigc, step)
+	return boot(c, spec, vm, plan, conf, sigc, step)
 }
 
 // boot creates what the VM needs, runs it, and removes everything again.
-func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, sigc chan os.Signal, step func(string, ...any)) (err error) {
+func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, conf qemuConfinement, sigc chan os.Signal, step func(string, ...any)) (err error) {
 	notify := notifier(c)
 	root := rundir.Root()
 	dir, stale, err := rundir.Create(root, spec.Name)
@@ -192,7 +209,15 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		undo = append(undo, closeAgent)
 		vm.Agent = ports
 	}
-	vm.PIDFile = filepath.Join(dir.Path, "qemu.pid")
+	if conf.user == nil {
+		vm.PIDFile = filepath.Join(dir.Path, "qemu.pid")
+	} else {
+		// QEMU's user cannot write into the runtime directory.
+		if vm.RunDirFile, err = openRunDir(dir.Path); err != nil {
+			return exitcode.Setupf("%v", err)
+		}
+		vm.RunDir = dir.Path
+	}
 	cl, err := launcher.Build(vm)
 	if err != nil {
 		return exitcode.Setupf("%v", err)
@@ -216,6 +241,7 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 			_ = dir.Update(func(s *rundir.State) { s.QEMUPID = pid; s.QMPSocket = sock })
 		},
 		Ready: func(v string) { step("QMP ready (QEMU %s)", v) },
+		RunAs: conf.user, NoNewPrivs: !spec.QEMUPrivileged,
 	}
 	if vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
 		opts.Input = os.Stdin
@@ -393,9 +419,21 @@ func consoleWriter(c *cli.Context, spec config.Spec, console launcher.Console) (
 }
 
 // dryRun prints the plan and the exact QEMU command line, creating nothing.
-func dryRun(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan) error {
+func dryRun(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, conf qemuConfinement) error {
 	sock := filepath.Join(rundir.Root(), vm.Name, "qmp.sock")
-	vm.PIDFile = filepath.Join(rundir.Root(), vm.Name, "qemu.pid")
+	if conf.user == nil {
+		vm.PIDFile = filepath.Join(rundir.Root(), vm.Name, "qemu.pid")
+	} else {
+		// As a real run: disks as fdsets (placeholders; the backing chain
+		// is not followed here) and the runtime directory's label.
+		vm.RunDir = filepath.Join(rundir.Root(), vm.Name)
+		for i := range vm.Disks {
+			vm.Disks[i].Files = &launcher.DiskFiles{Image: []*os.File{nil}}
+			if !vm.Snapshot {
+				vm.Disks[i].Files.Image = append(vm.Disks[i].Files.Image, nil)
+			}
+		}
+	}
 	vm.NIC = nicOf(netsetup.Preview(plan))
 	if spec.Agent {
 		vm.Agent = &launcher.AgentPorts{} // placeholders: fds passed by vmrun
@@ -413,7 +451,8 @@ func dryRun(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan
 			Plan      netsetup.Plan `json:"plan"`
 			Argv      []string      `json:"argv"`
 			QMPSocket string        `json:"qmp_socket"`
-		}{plan, argv, sock})
+			QEMUUser  string        `json:"qemu_user"`
+		}{plan, argv, sock, conf.describe()})
 	}
 	fmt.Fprintf(out, "network: %s", plan.Mode)
 	if plan.Parent != "" {
@@ -427,6 +466,7 @@ func dryRun(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan
 	}
 	fmt.Fprintf(out, "\n  why: %s\n", plan.Reason)
 	fmt.Fprintf(out, "QMP socket: %s (the listening socket is passed to QEMU as an fd)\n", sock)
+	fmt.Fprintf(out, "QEMU runs as: %s\n", conf.describe())
 	fmt.Fprintf(out, "QEMU command (fds 3 and up are passed by vmrun):\n%s\n", launcher.Quote(argv))
 	return nil
 }

@@ -49,6 +49,8 @@ type Config struct {
 	Exec          []string `yaml:"exec"`
 	Share         []string `yaml:"share"`
 	Timestamps    bool     `yaml:"timestamps"`
+	// QEMUPrivileged keeps QEMU as root with every capability (unsafe).
+	QEMUPrivileged bool `yaml:"qemu-privileged"`
 }
 
 // Defaults returns the settings used when nothing else is given.

@@ -52,6 +52,9 @@ type Spec struct {
 	// Timestamps prefixes each line of the serial log and exec output
 	// with the time.
 	Timestamps bool
+	// QEMUPrivileged: QEMU runs as vmrun's user with its privileges, no
+	// sandbox (--qemu-privileged).
+	QEMUPrivileged bool
 }
 
 // MaxCPUs is the largest --cpus accepted.
@@ -118,6 +121,7 @@ func (c Config) Resolve() (Spec, error) {
 	if err = c.resolveExec(&s); err != nil {
 		return Spec{}, err
 	}
+	s.QEMUPrivileged = c.QEMUPrivileged
 	return s, nil
 }
 

@@ -45,6 +45,19 @@ func (u User) CheckCreate(dir string) error {
 	})
 }
 
+// Access checks with u's rights (the kernel's, ACLs included) that path
+// allows mode (unix.R_OK, W_OK, X_OK, or'd).
+func (u User) Access(path string, mode uint32) error {
+	return u.do(func() error {
+		// AT_EACCESS: check with the thread's own ids (the fsuid set
+		// above), not the real uid, which is root's.
+		if err := unix.Faccessat(unix.AT_FDCWD, path, mode, unix.AT_EACCESS); err != nil {
+			return &os.PathError{Op: "access", Path: path, Err: err}
+		}
+		return nil
+	})
+}
+
 // do runs fn on a locked thread with u's file-system identity. The thread
 // is never unlocked: it ends with the goroutine, changed ids and all, and
 // is never reused for other work.

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
@@ -64,6 +66,17 @@ func TestOpenAsUser(t *testing.T) {
 		t.Fatalf("root lost its rights: %v", err)
 	}
 	f.Close()
+	if err := nobody.Access(pub, unix.R_OK|unix.X_OK); err != nil {
+		t.Errorf("Access(%s, r-x): %v", pub, err)
+	}
+	for _, c := range []struct {
+		path string
+		mode uint32
+	}{{dir, unix.R_OK}, {pub, unix.W_OK}, {filepath.Join(pub, "secret"), unix.R_OK}} {
+		if err := nobody.Access(c.path, c.mode); !errors.Is(err, os.ErrPermission) {
+			t.Errorf("Access(%s, %o) as nobody: %v", c.path, c.mode, err)
+		}
+	}
 	if err := nobody.CheckCreate(dir); !errors.Is(err, os.ErrPermission) {
 		t.Errorf("CheckCreate in root's 0700 dir: %v", err)
 	}

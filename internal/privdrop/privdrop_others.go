@@ -21,5 +21,8 @@ func (u User) Open(path string, flag int) (*os.File, error) { return nil, errUns
 // CheckCreate is not supported outside Linux.
 func (u User) CheckCreate(dir string) error { return errUnsupported }
 
+// Access is not supported outside Linux.
+func (u User) Access(path string, mode uint32) error { return errUnsupported }
+
 // Confine is not supported outside Linux.
 func Confine(bounding bool) error { return errUnsupported }

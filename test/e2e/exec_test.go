@@ -66,7 +66,7 @@ func startAgentVM(t *testing.T, g testutil.GuestImages, name, share string) *VM 
 
 func TestExecInRunningVM(t *testing.T) {
 	g := requireQEMUTests(t)
-	share := t.TempDir()
+	share := sharedDir(t) // QEMU (nobody here) serves it
 	vm := startAgentVM(t, g, "e2e-exec", share)
 	rt := vm.Runtime
 
@@ -196,7 +196,7 @@ func TestExecOneShot(t *testing.T) {
 	g := requireQEMUTests(t)
 	for _, netMode := range []string{"user", "none"} {
 		t.Run(netMode, func(t *testing.T) {
-			share := t.TempDir()
+			share := sharedDir(t) // QEMU (nobody here) serves it
 			script := "#!/bin/sh\necho \"hello from $(hostname)\"\necho to-stderr >&2\nexit 5\n"
 			if err := os.WriteFile(filepath.Join(share, "job.sh"), []byte(script), 0o755); err != nil {
 				t.Fatal(err)

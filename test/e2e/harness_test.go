@@ -79,8 +79,22 @@ func command(ns *testutil.Netns, runtime string, args ...string) *exec.Cmd {
 	} else {
 		cmd = exec.Command(vmrunBin, args...)
 	}
-	cmd.Env = append(os.Environ(), "VMRUN_RUNTIME_DIR="+runtime)
+	cmd.Env = vmrunEnv("VMRUN_RUNTIME_DIR=" + runtime)
 	return cmd
+}
+
+// vmrunEnv is the tests' environment for vmrun plus extra, without
+// SUDO_UID and SUDO_GID: under `sudo make test`, vmrun would run QEMU as
+// the developer, who cannot open the tests' images in root's temporary
+// directories. Tests that mean sudo set them in extra.
+func vmrunEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SUDO_UID=") && !strings.HasPrefix(kv, "SUDO_GID=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
 }
 
 // Start starts vmrun with args in ns; it is killed at cleanup if still running.
@@ -213,7 +227,7 @@ func RunVMRun(t testing.TB, ns *testutil.Netns, runtime string, args ...string) 
 	defer cancel()
 	cmd := command(ns, runtime, args...)
 	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
-	cmd.Env = append(os.Environ(), "VMRUN_RUNTIME_DIR="+runtime)
+	cmd.Env = vmrunEnv("VMRUN_RUNTIME_DIR=" + runtime)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/privdrop"
+	"github.com/vmrun/vmrun/launcher"
+)
+
+// maxBackingDepth bounds a backing chain (and ends a loop of backing files).
+const maxBackingDepth = 32
+
+// qemuConfinement is how QEMU is confined for one run.
+type qemuConfinement struct {
+	// user is who QEMU runs as; nil: vmrun's own user (not root, or
+	// --qemu-privileged).
+	user *privdrop.User
+	// sandbox: QEMU's seccomp filter is on.
+	sandbox bool
+	// noSandbox is the notice to print when QEMU has no -sandbox.
+	noSandbox string
+}
+
+// confineQEMU decides who QEMU runs as and whether its seccomp sandbox is
+// on. As root, QEMU runs as the user who ran sudo, else as `vmrun-qemu`
+// (made by vmrun setup), else as nobody; --qemu-privileged keeps it as
+// vmrun's own user with no sandbox.
+func confineQEMU(spec config.Spec, qemu string, kvm bool) (qemuConfinement, error) {
+	if spec.QEMUPrivileged {
+		return qemuConfinement{}, nil
+	}
+	var c qemuConfinement
+	if os.Geteuid() == 0 {
+		u, err := privdrop.Choose(os.Getenv)
+		if err != nil {
+			return c, exitcode.Usagef("%v: unset them, or run vmrun through sudo", err)
+		}
+		if kvm {
+			// /dev/kvm is opened by QEMU itself.
+			var st unix.Stat_t
+			if unix.Stat("/dev/kvm", &st) == nil {
+				u = u.WithGroup(st.Gid)
+			}
+		}
+		c.user = &u
+	}
+	if c.sandbox = launcher.ProbeSandbox(qemu); !c.sandbox {
+		c.noSandbox = fmt.Sprintf("%s was built without seccomp support (-sandbox): QEMU runs without its system-call filter", qemu)
+	}
+	return c, nil
+}
+
+// describe says who QEMU runs as, for -v and --dry-run.
+func (c qemuConfinement) describe() string {
+	if c.user == nil {
+		if os.Geteuid() == 0 {
+			return "root, with every capability (--qemu-privileged: unsafe)"
+		}
+		return fmt.Sprintf("you (uid %d), with no capabilities", os.Geteuid())
+	}
+	why := map[string]string{
+		privdrop.FromSudo:   "who ran sudo",
+		privdrop.FromSystem: "made by vmrun setup",
+		privdrop.FromNobody: privdrop.SystemUser + " does not exist: run `vmrun setup` to create it",
+	}[c.user.From]
+	return fmt.Sprintf("%s (%s), with no capabilities", c.user, why)
+}
+
+// checkAccess checks, with the rights of the user QEMU runs as, what QEMU
+// opens by path: --kernel, --initrd, --share directories and the directory
+// of the --snapshot overlay. Every problem is a usage error naming the file and the fix.
+func (c qemuConfinement) checkAccess(spec config.Spec) error {
+	if c.user == nil {
+		return nil
+	}
+	u := *c.user
+	for flag, p := range map[string]string{"kernel": spec.Kernel, "initrd": spec.Initrd} {
+		if p == "" {
+			continue
+		}
+		f, err := u.Open(p, os.O_RDONLY)
+		if err != nil {
+			return exitcode.Usagef("--%s %s cannot be read by %s, the user QEMU runs as: make it (and its directories) readable by that user, or use --qemu-privileged (unsafe)", flag, p, u)
+		}
+		f.Close()
+	}
+	for _, sh := range spec.Shares {
+		// QEMU's 9p server reads (and writes) the share as its user.
+		mode, what := uint32(unix.R_OK|unix.X_OK), "read"
+		if !sh.ReadOnly {
+			mode, what = mode|unix.W_OK, "read and written"
+		}
+		if err := u.Access(sh.Path, mode); err != nil {
+			return exitcode.Usagef("--share %s cannot be %s by %s, the user QEMU runs as (%v): give that user access (e.g. setfacl -m u:%s:rwx %s, and search permission on its parents), or use --qemu-privileged (unsafe)", sh.Path, what, u, errors.Unwrap(err), u.Name, sh.Path)
+		}
+	}
+	if spec.Snapshot && len(spec.Disks) > 0 {
+		dir := os.Getenv("TMPDIR") // where QEMU puts the overlay
+		if dir == "" {
+			dir = "/var/tmp"
+		}
+		if err := u.CheckCreate(dir); err != nil {
+			return exitcode.Usagef("--snapshot: %s, the user QEMU runs as, cannot create QEMU's overlay in %s (%v): make it writable (mode 1777, as /var/tmp normally is), or set TMPDIR to a directory that user can write", u, dir, errors.Unwrap(err))
+		}
+	}
+	return nil
+}
+
+// openDisks opens every disk image and its backing chain for QEMU, which
+// gets them as fds: it needs no access to them by path, and vmrun never
+// changes their owner or mode. Under sudo they are opened with the rights
+// of the user who ran sudo (sudo vmrun does not let that user boot a file
+// they cannot read); as root otherwise. It returns a function that closes
+// them all.
+func (c qemuConfinement) openDisks(spec config.Spec, disks []launcher.Disk) (closeAll func(), err error) {
+	var opened []*os.File
+	closeAll = func() {
+		for _, f := range opened {
+			f.Close()
+		}
+	}
+	if c.user == nil {
+		return closeAll, nil
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	u := *c.user
+	open := func(p string, flag int) (*os.File, error) {
+		if u.From == privdrop.FromSudo {
+			return u.Open(p, flag)
+		}
+		return os.OpenFile(p, flag, 0)
+	}
+	whose := "vmrun"
+	if u.From == privdrop.FromSudo {
+		whose = u.String() + ", who ran sudo,"
+	}
+	for i := range disks {
+		d := &disks[i]
+		ro, err := open(d.Path, os.O_RDONLY)
+		if err != nil {
+			return closeAll, exitcode.Usagef("disk image %s cannot be read by %s (%v): make it readable by that user (e.g. setfacl -m u:%s:r %s, and search permission on its directories), or use --qemu-privileged (unsafe)", d.Path, whose, errors.Unwrap(err), u.Name, d.Path)
+		}
+		opened = append(opened, ro)
+		files := &launcher.DiskFiles{Image: []*os.File{ro}}
+		if !spec.Snapshot {
+			rw, err := open(d.Path, os.O_RDWR)
+			if err != nil {
+				return closeAll, exitcode.Usagef("disk image %s cannot be written by %s (%v): add --snapshot to boot it without writing, or fix its permissions", d.Path, whose, errors.Unwrap(err))
+			}
+			opened = append(opened, rw)
+			files.Image = append(files.Image, rw)
+		}
+		if d.Format == config.FormatQcow2 {
+			chain, err := backingChain(d.Path, ro, open, &opened)
+			if err != nil {
+				return closeAll, err
+			}
+			files.Backing = chain
+		}
+		d.Files = files
+	}
+	return closeAll, nil
+}
+
+// backingChain opens the backing files of the qcow2 image f (at path),
+// nearest first, and appends each to opened.
+func backingChain(path string, f *os.File, open func(string, int) (*os.File, error), opened *[]*os.File) ([]launcher.BackingFile, error) {
+	var chain []launcher.BackingFile
+	for depth := 0; ; depth++ {
+		h, err := config.ReadQcow2Header(f)
+		if err != nil {
+			return nil, exitcode.Usagef("disk image %s: %v: check it with `qemu-img check %s`", path, err, path)
+		}
+		if h.DataFile {
+			return nil, exitcode.Usagef("disk image %s keeps its data in an external data file, which vmrun does not pass to QEMU: convert it (`qemu-img convert -O qcow2 %s new.qcow2`), or use --qemu-privileged (unsafe)", path, path)
+		}
+		if h.Backing == "" {
+			return chain, nil
+		}
+		if depth == maxBackingDepth || strings.HasPrefix(h.Backing, "json:") {
+			return nil, exitcode.Usagef("disk image %s has a backing file vmrun does not follow (%q, chain depth %d): flatten it (`qemu-img convert -O qcow2 %s new.qcow2`), or use --qemu-privileged (unsafe)", path, h.Backing, depth+1, path)
+		}
+		next := h.Backing
+		if !filepath.IsAbs(next) {
+			next = filepath.Join(filepath.Dir(path), next)
+		}
+		nf, err := open(next, os.O_RDONLY)
+		if err != nil {
+			return nil, exitcode.Usagef("backing file %s of disk image %s cannot be read (%v): fix its permissions, or flatten the image (`qemu-img convert -O qcow2 %s new.qcow2`)", next, path, errors.Unwrap(err), path)
+		}
+		*opened = append(*opened, nf)
+		format := h.BackingFormat
+		if format == "" {
+			format = sniffFormat(nf)
+		}
+		if format != config.FormatQcow2 && format != config.FormatRaw {
+			return nil, exitcode.Usagef("backing file %s of disk image %s is in %s format, which vmrun does not pass to QEMU: convert the image (`qemu-img convert -O qcow2 %s new.qcow2`)", next, path, format, path)
+		}
+		chain = append(chain, launcher.BackingFile{Path: next, Format: format, File: nf})
+		if format != config.FormatQcow2 {
+			return chain, nil
+		}
+		path, f = next, nf
+	}
+}
+
+// sniffFormat tells a qcow2 backing file from a raw one by its magic.
+func sniffFormat(f *os.File) string {
+	magic := make([]byte, 4)
+	if _, err := f.ReadAt(magic, 0); err != nil && !errors.Is(err, io.EOF) {
+		return config.FormatRaw
+	}
+	if string(magic) == "QFI\xfb" {
+		return config.FormatQcow2
+	}
+	return config.FormatRaw
+}
+
+// openRunDir returns an O_PATH fd of the runtime directory: passed to QEMU
+// in an fdset labelled with the directory's path, it puts the path into
+// QEMU's command line (what `vmrun gc` recognises QEMU by) in place of a
+// pid file QEMU could not write there. An O_PATH fd lets QEMU neither read
+// nor list the directory.
+func openRunDir(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("runtime directory %s: %w", dir, err)
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
