@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -37,11 +38,12 @@ capabilities CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD in its permitted set
 only: vmrun raises them around link set-up and clean-up, and QEMU runs as
 the user with no capabilities at all. Creates the group if needed, writes the
 interface ACL (` + netsetup.ACLPath + `; kept if it exists) allowing --allow
-interfaces (default: the default-route interface and its bridge), and a
-NetworkManager drop-in that leaves links named vmr* unmanaged. Without
-root, members can then use bridge, macvtap and routed modes on allowed
-interfaces (--net auto on a Wi-Fi station routes the guest); see
-docs/security.md.`,
+interfaces (default: the default-route interface and its bridge), a
+NetworkManager drop-in that leaves links named vmr* unmanaged, and the
+system user ` + privdrop.SystemUser + ` that QEMU runs as when root runs vmrun
+outside sudo. Without root, members can then use bridge, macvtap and
+routed modes on allowed interfaces (--net auto on a Wi-Fi station routes
+the guest); see docs/security.md.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "bin", Value: "/usr/local/bin/vmrun", Usage: "install the binary at `PATH`"},
 			&cli.StringFlag{Name: "group", Value: "vmrun", Usage: "the `GROUP` whose members may run it"},
@@ -67,6 +69,13 @@ func setupAction(c *cli.Context) error {
 	}
 	if created {
 		fmt.Fprintf(out, "created group %s\n", c.String("group"))
+	}
+	created, err = ensureQEMUUser(privdrop.SystemUser)
+	if err != nil {
+		return exitcode.Setupf("user %s: %v", privdrop.SystemUser, err)
+	}
+	if created {
+		fmt.Fprintf(out, "created system user %s (QEMU runs as it when root runs vmrun outside sudo)\n", privdrop.SystemUser)
 	}
 	bin := c.String("bin")
 	if err := installBinary(bin, gid); err != nil {
@@ -116,6 +125,23 @@ func ensureGroup(name string) (gid int, created bool, err error) {
 	}
 	gid, err = strconv.Atoi(g.Gid)
 	return gid, created, err
+}
+
+// ensureQEMUUser creates the system user QEMU runs as when root runs
+// vmrun outside sudo: its own group, no home, no login shell.
+func ensureQEMUUser(name string) (created bool, err error) {
+	if _, err := user.Lookup(name); err == nil {
+		return false, nil
+	} else if !errors.As(err, new(user.UnknownUserError)) {
+		return false, err
+	}
+	out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
+		"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+		"--comment", "vmrun: QEMU runs as this user", name).CombinedOutput()
+	if err != nil {
+		return false, fmt.Errorf("useradd: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return true, nil
 }
 
 // installBinary copies the running executable to bin: root-owned, group

@@ -14,8 +14,10 @@ import (
 	"strconv"
 )
 
-// SystemUser is the dedicated user `vmrun setup` creates for QEMU.
-const SystemUser = "vmrun-qemu"
+// SystemUser is the dedicated user `vmrun setup` creates for QEMU. Like
+// netsetup.ACLPath it is fixed when vmrun is built (-ldflags -X), never
+// read from the environment or the command line.
+var SystemUser = "vmrun-qemu"
 
 // Nobody is the uid and gid QEMU falls back to when vmrun runs as root
 // outside sudo and SystemUser does not exist (vmrun setup never ran).

@@ -143,14 +143,27 @@ func installForMember(t *testing.T, g testutil.GuestImages) member {
 	}
 	acl := filepath.Join(dir, "allow.conf")
 	build := filepath.Join(dir, "build")
-	// The ACL path is fixed at build time; this build's is the test's.
-	if out, err := exec.Command("go", "build", "-ldflags", "-X github.com/vmrun/vmrun/netsetup.ACLPath="+acl, "-o", build, "github.com/vmrun/vmrun/cmd/vmrun").CombinedOutput(); err != nil {
+	// The ACL path and QEMU's system user are fixed at build time; this
+	// build's are the test's (setup creates the user: removed at cleanup).
+	qemuUser := u.name + "q"
+	t.Cleanup(func() {
+		if _, err := user.Lookup(qemuUser); err == nil {
+			if out, err := exec.Command("userdel", qemuUser).CombinedOutput(); err != nil {
+				t.Errorf("userdel %s: %v: %s", qemuUser, err, out)
+			}
+		}
+	})
+	ldflags := "-X github.com/vmrun/vmrun/netsetup.ACLPath=" + acl + " -X github.com/vmrun/vmrun/internal/privdrop.SystemUser=" + qemuUser
+	if out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", build, "github.com/vmrun/vmrun/cmd/vmrun").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	bin := filepath.Join(dir, "bin", "vmrun")
 	out, errOut, code := run(t, build, "setup", "--bin", bin, "--group", u.name, "--allow", "up0", "--no-networkmanager")
-	if code != 0 || !strings.Contains(out, "cap_net_admin,cap_net_raw,cap_mknod+p") {
+	if code != 0 || !strings.Contains(out, "cap_net_admin,cap_net_raw,cap_mknod+p") || !strings.Contains(out, "created system user "+qemuUser) {
 		t.Fatalf("setup: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := user.Lookup(qemuUser); err != nil {
+		t.Fatalf("setup did not create QEMU's user %s: %v", qemuUser, err)
 	}
 	u.create(t)
 	if b, err := os.ReadFile(acl); err != nil || !strings.Contains(string(b), "allow up0\n") {

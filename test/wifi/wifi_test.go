@@ -79,7 +79,7 @@ esac
 // timestamped (rig uptime) in /tmp/NAME.log.
 const vmStartScript = `
 # --- (c) two inner VMs: ipvtap over Wi-Fi, macvtap over a veth ----------------
-mkdir -p /var/tmp # QEMU's -snapshot overlay (QEMU 7.2 will not use /tmp)
+mkdir -p -m 1777 /var/tmp # QEMU's -snapshot overlay (QEMU 7.2 will not use /tmp); QEMU runs as nobody here
 $IP netns add lan
 $IP -n lan link set lo up
 $IP link add vethw0 type veth peer name lan0 netns lan

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// TestDryRunConfinedQEMU: as root, the dry run shows QEMU confined — the
+// disk as an fdset, the runtime directory's label instead of a pid file —
+// and --qemu-privileged shows today's command line.
+func TestDryRunConfinedQEMU(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireQEMU(t)
+	root := t.TempDir()
+	t.Setenv(rundir.EnvRoot, root)
+	t.Setenv("SUDO_UID", "")
+	d := disk(t)
+	argv := strings.Join(dryArgv(t, "--disk", d, "--net", "none"), " ")
+	for _, want := range []string{"file=/dev/fdset/0,format=qcow2", "-add-fd fd=4,set=0,opaque=" + d, "-add-fd fd=5,set=0,opaque=" + d, "opaque=" + root + "/web"} {
+		if !strings.Contains(argv, want) {
+			t.Errorf("confined argv lacks %q:\n%s", want, argv)
+		}
+	}
+	if strings.Contains(argv, "-pidfile") {
+		t.Errorf("confined argv has a pid file QEMU could not write:\n%s", argv)
+	}
+	out, _, code := vmrun(t, "--disk", d, "--net", "none", "--snapshot", "--dry-run")
+	if code != 0 || !strings.Contains(out, "QEMU runs as: ") || strings.Contains(out, "QEMU runs as: root") {
+		t.Errorf("dry-run (exit %d) does not say who QEMU runs as:\n%s", code, out)
+	}
+	argv = strings.Join(dryArgv(t, "--disk", d, "--net", "none", "--qemu-privileged"), " ")
+	if strings.Contains(argv, "-add-fd") || strings.Contains(argv, "-sandbox") || !strings.Contains(argv, "file="+d) || !strings.Contains(argv, "-pidfile") {
+		t.Errorf("--qemu-privileged argv:\n%s", argv)
+	}
+}
+
+// TestSudoUnreadableDisk: under sudo, a disk the user who ran sudo cannot
+// read is a usage error naming the file and the fix; nothing is created.
+func TestSudoUnreadableDisk(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireQEMU(t)
+	root := t.TempDir()
+	t.Setenv(rundir.EnvRoot, root)
+	t.Setenv("SUDO_UID", "4242")
+	t.Setenv("SUDO_GID", "4242")
+	d := disk(t) // in root's 0700 temporary directory
+	_, errOut, code := vmrun(t, "--disk", d, "--net", "none")
+	if code != exitcode.Usage || strings.Count(strings.TrimSpace(errOut), "\n") != 0 ||
+		!strings.Contains(errOut, d+" cannot be read by uid 4242, who ran sudo,") || !strings.Contains(errOut, "--qemu-privileged") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if es, _ := os.ReadDir(root); len(es) != 0 {
+		t.Fatalf("left %d entries in the runtime root", len(es))
+	}
+	t.Setenv("SUDO_UID", "alice")
+	if _, errOut, code := vmrun(t, "--disk", d, "--net", "none"); code != exitcode.Usage || !strings.Contains(errOut, "SUDO_UID") {
+		t.Fatalf("bad SUDO_UID: exit %d: %s", code, errOut)
+	}
+}
