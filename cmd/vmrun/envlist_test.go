@@ -12,13 +12,32 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 )
 
-// drives returns the file= of every -drive in argv.
+// drives returns the file= of every -drive in argv (for a disk passed as
+// an fdset, as root does, the path its -add-fd is labelled with).
 func drives(argv []string) []string {
+	labels := map[string]string{}
+	for i, a := range argv {
+		if a == "-add-fd" && i+1 < len(argv) {
+			var set, label string
+			for _, kv := range strings.Split(argv[i+1], ",") {
+				if v, ok := strings.CutPrefix(kv, "set="); ok {
+					set = v
+				}
+				if v, ok := strings.CutPrefix(kv, "opaque="); ok {
+					label = v
+				}
+			}
+			labels["/dev/fdset/"+set] = label
+		}
+	}
 	var out []string
 	for i, a := range argv {
 		if a == "-drive" && i+1 < len(argv) {
 			for _, kv := range strings.Split(argv[i+1], ",") {
 				if f, ok := strings.CutPrefix(kv, "file="); ok {
+					if l, ok := labels[f]; ok {
+						f = l
+					}
 					out = append(out, filepath.Base(f))
 				}
 			}

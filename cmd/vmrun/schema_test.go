@@ -21,7 +21,7 @@ var (
 		"nat":        {"subnet", "resolv_conf"},
 	}
 	dryRunSchema = map[string][]string{
-		"":                {"plan", "argv", "qmp_socket"},
+		"":                {"plan", "argv", "qmp_socket", "qemu_user"},
 		"plan":            planKeys,
 		"plan.forwards[]": planSchema["forwards[]"],
 		"plan.nat":        planSchema["nat"],
