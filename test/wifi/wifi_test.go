@@ -192,6 +192,10 @@ case $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null) in
 *vhost=on,vhostfd=*) pass "ipvtap: QEMU runs the ipvtap queue with vhost-net" ;;
 *) bad "ipvtap: QEMU without vhost-net: $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null)" ;;
 esac
+# vmrun runs as root here, with no vmrun-qemu user: QEMU runs as nobody, confined.
+qst=$(grep -E '^(Uid|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/$qpid/status 2>/dev/null | tr -s '\t' ' ' | tr '\n' ';')
+[ "$qst" = "Uid: 65534 65534 65534 65534;CapPrm: 0000000000000000;CapEff: 0000000000000000;CapBnd: 0000000000000000;CapAmb: 0000000000000000;NoNewPrivs: 1;Seccomp: 2;" ] &&
+	pass "ipvtap: QEMU runs as nobody with no capabilities, no_new_privs and seccomp" || bad "ipvtap: QEMU is not confined: $qst"
 stop_vm wifivm "ipvtap over Wi-Fi"
 stop_vm wiredvm "macvtap over a veth"
 vm_after=$(links)
