@@ -137,7 +137,7 @@ func ensureQEMUUser(name string) (created bool, err error) {
 	}
 	out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
 		"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-		"--comment", "vmrun: QEMU runs as this user", name).CombinedOutput()
+		"--comment", "QEMU started by vmrun", name).CombinedOutput()
 	if err != nil {
 		return false, fmt.Errorf("useradd: %v: %s", err, strings.TrimSpace(string(out)))
 	}
