@@ -21,10 +21,14 @@ func TestDryRunConfinedQEMU(t *testing.T) {
 	t.Setenv("SUDO_UID", "")
 	d := disk(t)
 	argv := strings.Join(dryArgv(t, "--disk", d, "--net", "none"), " ")
-	for _, want := range []string{"file=/dev/fdset/0,format=qcow2", "-add-fd fd=4,set=0,opaque=" + d, "-add-fd fd=5,set=0,opaque=" + d, "opaque=" + root + "/web"} {
+	for _, want := range []string{"file=/dev/fdset/0,format=qcow2", "set=1,opaque=" + root + "/web"} {
 		if !strings.Contains(argv, want) {
 			t.Errorf("confined argv lacks %q:\n%s", want, argv)
 		}
+	}
+	// The image read-only and read-write (no --snapshot): two fds in set 0.
+	if n := strings.Count(argv, ",set=0,opaque="+d); n != 2 {
+		t.Errorf("confined argv passes the disk %d times, want 2:\n%s", n, argv)
 	}
 	if strings.Contains(argv, "-pidfile") {
 		t.Errorf("confined argv has a pid file QEMU could not write:\n%s", argv)
