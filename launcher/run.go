@@ -114,6 +114,9 @@ type supervisor struct {
 	execc      chan execResult
 	execCancel context.CancelFunc
 	exec       *execResult
+	// execStopped: a stop request (signal, vmrun stop) came before Exec
+	// returned.
+	execStopped bool
 }
 
 // Run starts QEMU as described by cl and supervises it until it exits. It
@@ -312,6 +315,9 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 			}
 			s.event(ev)
 		case sig := <-s.opts.Stop:
+			if s.opts.Exec != nil && s.exec == nil {
+				s.execStopped = true
+			}
 			if sig == syscall.SIGQUIT {
 				s.stopped = true
 				if !s.forced {
@@ -323,6 +329,9 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 			s.requestStop("")
 		case <-done:
 			done = nil
+			if s.opts.Exec != nil && s.exec == nil {
+				s.execStopped = true
+			}
 			s.stopped = true
 			s.force()
 		case <-deadline:
@@ -563,6 +572,8 @@ func (s *supervisor) result(waitErr error) Result {
 	switch {
 	case s.panic:
 		return Result{Code: exitcode.GuestPanic, Err: errors.New("the guest kernel panicked; see its console output above")}
+	case s.execStopped && !s.timeout:
+		return Result{Code: exitcode.Setup, Err: errors.New("the VM was stopped on request before the --exec command finished")}
 	case s.exec != nil && s.exec.err != nil && !errors.Is(s.exec.err, context.Canceled):
 		return Result{Code: exitcode.Of(s.exec.err), Err: s.exec.err}
 	case s.timeout:

@@ -288,3 +288,20 @@ func TestExecAgentOff(t *testing.T) {
 }
 
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
+
+// TestExecOneShotStopped: a one-shot --exec stopped by SIGTERM before its
+// command ends exits 2 (not 0: the command did not succeed), cleanly.
+func TestExecOneShotStopped(t *testing.T) {
+	g := requireQEMUTests(t)
+	vm := Start(t, nil, "", "--disk", g.Test, "--snapshot", "--net", "none", "--name", "e2e-oneshot-stop",
+		"--timeout", "10m", "--exec", "--", "sh", "-c", "echo started; exec sleep 600")
+	if _, err := vm.Console.WaitFor(`(?m)^started$`, agentBoot); err != nil {
+		t.Fatalf("%v\n--- stderr:\n%s", err, vm.Stderr)
+	}
+	vm.Signal(syscall.SIGTERM)
+	code := vm.Wait(3 * time.Minute)
+	if code != 2 || !strings.Contains(vm.Stderr.String(), "stopped on request before the --exec command finished") {
+		t.Fatalf("code %d, stderr:\n%s", code, vm.Stderr)
+	}
+	assertEmptyDir(t, vm.Runtime)
+}
