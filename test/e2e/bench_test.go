@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -95,6 +97,24 @@ func bareQEMUToQMPReady(b *testing.B, argv []string) time.Duration {
 	}
 	cmd := exec.Command(argv[0], args...)
 	cmd.ExtraFiles = []*os.File{f}
+	// The other listener fds vmrun passes (the guest agent's ports: fd=4,
+	// fd=5, ...) get listeners too, or QEMU exits at once.
+	for _, m := range regexp.MustCompile(`\bfd=(\d+)\b`).FindAllStringSubmatch(strings.Join(args, " "), -1) {
+		n, _ := strconv.Atoi(m[1])
+		for len(cmd.ExtraFiles) < n-2 {
+			l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(filepath.Dir(sock), fmt.Sprintf("fd%d.sock", len(cmd.ExtraFiles)+3)), Net: "unix"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			lf, err := l.File()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer lf.Close()
+			cmd.ExtraFiles = append(cmd.ExtraFiles, lf)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
