@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -64,5 +65,28 @@ func TestSudoUnreadableDisk(t *testing.T) {
 	t.Setenv("SUDO_UID", "alice")
 	if _, errOut, code := vmrun(t, "--disk", d, "--net", "none"); code != exitcode.Usage || !strings.Contains(errOut, "SUDO_UID") {
 		t.Fatalf("bad SUDO_UID: exit %d: %s", code, errOut)
+	}
+}
+
+// TestKernelUnreadableByQEMUUser: as root outside sudo, QEMU's user opens
+// --kernel by path; one it cannot read (root's 0700 directory) is a usage
+// error naming the file and the fix, and nothing is created.
+func TestKernelUnreadableByQEMUUser(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireQEMU(t)
+	root := t.TempDir()
+	t.Setenv(rundir.EnvRoot, root)
+	t.Setenv("SUDO_UID", "")
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	if err := os.WriteFile(kernel, []byte("not really a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := vmrun(t, "--kernel", kernel, "--net", "none")
+	if code != exitcode.Usage || strings.Count(strings.TrimSpace(errOut), "\n") != 0 ||
+		!strings.Contains(errOut, "--kernel "+kernel+" cannot be read by") || !strings.Contains(errOut, "--qemu-privileged") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if es, _ := os.ReadDir(root); len(es) != 0 {
+		t.Fatalf("left %d entries in the runtime root", len(es))
 	}
 }

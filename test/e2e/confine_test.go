@@ -254,3 +254,45 @@ func TestShareUnreadableRefused(t *testing.T) {
 	}
 	assertEmptyDir(t, runtime)
 }
+
+// TestBackingChainAsFds: a qcow2 overlay whose backing file is named by a
+// relative path, both in root's private directory, boots with QEMU as an
+// unprivileged user: vmrun passes the image and its backing file as fds.
+// The guest's write goes to the overlay; the backing file is unchanged.
+func TestBackingChainAsFds(t *testing.T) {
+	g := requireQEMUTests(t)
+	qemuImg := testutil.RequireCmd(t, "qemu-img")
+	dir := t.TempDir() // root's, 0700: QEMU's user cannot open anything here
+	base := filepath.Join(dir, "base.qcow2")
+	if err := os.Rename(copyFile(t, g.Test), base); err != nil {
+		t.Fatal(err)
+	}
+	top := filepath.Join(dir, "top.qcow2")
+	if out, err := exec.Command(qemuImg, "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, out)
+	}
+	baseHash, topHash := fileHash(t, base), fileHash(t, top)
+	const name = "e2e-chain"
+	vm := Start(t, nil, "", "--disk", top, "--net", "none", "--name", name, "-v")
+	vm.WaitConsole(`VMRUN-GUEST: disk written`, bootTimeout)
+	pid, cmdline := qemuPID(t, vm, name)
+	uid, gid := defaultQEMUUser(t)
+	wantConfined(t, "QEMU", procStatus(t, pid), uid, gid, true)
+	if !strings.Contains(cmdline, "backing.driver=qcow2,backing.file.filename=/dev/fdset/1") || !strings.Contains(cmdline, "opaque="+base) {
+		t.Errorf("the backing file is not passed as an fdset: %s", cmdline)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\n%s", code, vm.Stderr)
+	}
+	if fileHash(t, base) != baseHash {
+		t.Error("the backing file changed")
+	}
+	if fileHash(t, top) == topHash {
+		t.Error("the guest's write did not reach the overlay")
+	}
+	if out, err := exec.Command(qemuImg, "info", top).CombinedOutput(); err != nil || !strings.Contains(string(out), "backing file: base.qcow2") {
+		t.Errorf("the overlay's backing file name changed: %v\n%s", err, out)
+	}
+	assertEmptyDir(t, vm.Runtime)
+}
