@@ -143,7 +143,9 @@ func bareQEMUToQMPReady(b *testing.B, argv []string) time.Duration {
 func BenchmarkQMPReady(b *testing.B) {
 	testutil.RequireQEMU(b)
 	g := testutil.RequireGuest(b)
-	out, _, code := RunVMRun(b, nil, runtimeDir(b), "--disk", g.Test, "--snapshot", "--net", "none", "--console", "none", "--name", "bench", "--dry-run", "--json")
+	// --qemu-privileged: bare QEMU opens the disk by path, as a user runs
+	// it by hand (a confined vmrun argv names fdsets this run would lack).
+	out, _, code := RunVMRun(b, nil, runtimeDir(b), "--disk", g.Test, "--snapshot", "--net", "none", "--console", "none", "--name", "bench", "--qemu-privileged", "--dry-run", "--json")
 	var dr struct{ Argv []string }
 	if err := json.Unmarshal([]byte(out), &dr); err != nil || code != 0 {
 		b.Fatalf("dry-run: %v %s", err, out)
