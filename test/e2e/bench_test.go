@@ -86,14 +86,30 @@ func bareQEMUToQMPReady(b *testing.B, argv []string) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// vmrun's -pidfile names its runtime dir, which a bare run has not.
+	// vmrun's -pidfile names its runtime dir, which a bare run has not;
+	// the files vmrun opens for QEMU (-add-fd fd=N,set=S,opaque=PATH, used
+	// as /dev/fdset/S) a bare run names by path.
 	var args []string
+	fdset := map[string]string{}
 	for i := 1; i < len(argv); i++ {
-		if argv[i] == "-pidfile" {
+		switch {
+		case argv[i] == "-pidfile":
 			i++
+			continue
+		case argv[i] == "-add-fd" && i+1 < len(argv):
+			i++
+			if m := regexp.MustCompile(`(?:^|,)set=(\d+),opaque=(.*)$`).FindStringSubmatch(argv[i]); m != nil {
+				fdset["/dev/fdset/"+m[1]] = m[2]
+			}
 			continue
 		}
 		args = append(args, argv[i])
+	}
+	for i, a := range args {
+		for set, path := range fdset {
+			args[i] = strings.ReplaceAll(a, set+",", path+",")
+			a = args[i]
+		}
 	}
 	cmd := exec.Command(argv[0], args...)
 	cmd.ExtraFiles = []*os.File{f}
