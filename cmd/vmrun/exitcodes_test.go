@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
@@ -286,8 +288,23 @@ func TestSetupExitCodes(t *testing.T) {
 	old := netsetup.ACLPath
 	netsetup.ACLPath = filepath.Join(dir, "etc", "allow.conf")
 	t.Cleanup(func() { netsetup.ACLPath = old })
+	// Setup creates QEMU's system user: a name of the test's own,
+	// removed at cleanup, never the real vmrun-qemu.
+	oldUser := privdrop.SystemUser
+	privdrop.SystemUser = fmt.Sprintf("vmrtq%d", os.Getpid()%100000)
+	t.Cleanup(func() {
+		if _, err := user.Lookup(privdrop.SystemUser); err == nil {
+			if out, err := exec.Command("userdel", privdrop.SystemUser).CombinedOutput(); err != nil {
+				t.Errorf("userdel %s: %v: %s", privdrop.SystemUser, err, out)
+			}
+		}
+		privdrop.SystemUser = oldUser
+	})
 	bin := filepath.Join(dir, "bin", "vmrun")
 	checkExit(t, exitCase{"setup", []string{"setup", "--bin", bin, "--group", "root", "--allow", "lo", "--no-networkmanager"}, exitcode.OK, ""})
+	if _, err := user.Lookup(privdrop.SystemUser); err != nil {
+		t.Fatalf("setup did not create QEMU's user %s: %v", privdrop.SystemUser, err)
+	}
 	if fi, err := os.Stat(bin); err != nil || fi.Mode().Perm() != 0o750 {
 		t.Fatalf("installed binary: %v, %v", fi, err)
 	}
