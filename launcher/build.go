@@ -38,14 +38,14 @@ func Build(vm VM) (Cmdline, error) {
 	b.machine(vm)
 	b.console(vm.Console)
 	b.disks(vm)
-	if vm.Kernel != "" {
+	if vm.Kernel != "" && vm.BootFiles == nil {
 		b.add("-kernel", vm.Kernel)
 		if vm.Initrd != "" {
 			b.add("-initrd", vm.Initrd)
 		}
-		if vm.Append != "" {
-			b.add("-append", vm.Append)
-		}
+	}
+	if vm.Kernel != "" && vm.Append != "" {
+		b.add("-append", vm.Append)
 	}
 	if vm.NIC != nil {
 		if err := b.nic(*vm.NIC, vm.CPUs); err != nil {
@@ -65,6 +65,12 @@ func Build(vm VM) (Cmdline, error) {
 		b.fdset(vm.RunDir, vm.RunDirFile)
 	}
 	b.addFDs()
+	if vm.Kernel != "" && vm.BootFiles != nil {
+		b.add("-kernel", "/proc/self/fd/"+strconv.Itoa(b.file(vm.BootFiles.Kernel)))
+		if vm.Initrd != "" {
+			b.add("-initrd", "/proc/self/fd/"+strconv.Itoa(b.file(vm.BootFiles.Initrd)))
+		}
+	}
 	b.add(vm.ExtraArgs...)
 	return Cmdline{Path: vm.QEMU, Args: b.args, ExtraFiles: b.files}, nil
 }

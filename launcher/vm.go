@@ -107,6 +107,11 @@ type VM struct {
 	// stands in for PIDFile when QEMU runs as a user who cannot write there.
 	RunDir     string
 	RunDirFile *os.File
+	// BootFiles, when set, pass --kernel and --initrd as open fds that
+	// QEMU opens as /proc/self/fd/N: the directories of their paths need
+	// not be searchable by QEMU's user (the files themselves must be
+	// readable by it).
+	BootFiles *BootFiles
 	// Sandbox turns on QEMU's seccomp filter (SandboxArg).
 	Sandbox bool
 	// ExtraArgs are passed to QEMU last, unchanged (--qemu-arg).
@@ -139,4 +144,10 @@ type Share struct {
 	Path     string
 	Tag      string
 	ReadOnly bool
+}
+
+// BootFiles are the open kernel and initrd of a direct kernel boot; a nil
+// file is a placeholder (--dry-run).
+type BootFiles struct {
+	Kernel, Initrd *os.File
 }

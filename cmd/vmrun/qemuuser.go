@@ -76,23 +76,13 @@ func (c qemuConfinement) describe() string {
 }
 
 // checkAccess checks, with the rights of the user QEMU runs as, what QEMU
-// opens by path: --kernel, --initrd, --share directories and the directory
-// of the --snapshot overlay. Every problem is a usage error naming the file and the fix.
+// opens by path: --share directories and the directory of the --snapshot
+// overlay. Every problem is a usage error naming the file and the fix.
 func (c qemuConfinement) checkAccess(spec config.Spec) error {
 	if c.user == nil {
 		return nil
 	}
 	u := *c.user
-	for flag, p := range map[string]string{"kernel": spec.Kernel, "initrd": spec.Initrd} {
-		if p == "" {
-			continue
-		}
-		f, err := u.Open(p, os.O_RDONLY)
-		if err != nil {
-			return exitcode.Usagef("--%s %s cannot be read by %s, the user QEMU runs as: make it (and its directories) readable by that user, or use --qemu-privileged (unsafe)", flag, p, u)
-		}
-		f.Close()
-	}
 	for _, sh := range spec.Shares {
 		// QEMU's 9p server reads (and writes) the share as its user.
 		mode, what := uint32(unix.R_OK|unix.X_OK), "read"
@@ -173,6 +163,54 @@ func (c qemuConfinement) openDisks(spec config.Spec, disks []launcher.Disk) (clo
 		d.Files = files
 	}
 	return closeAll, nil
+}
+
+// openBoot opens --kernel and --initrd for QEMU, which opens them as
+// /proc/self/fd/N: the directories of their paths need not be searchable
+// by QEMU's user, but the files must be readable by it. Under sudo they are
+// opened with the rights of the user who ran sudo. It returns nil without
+// a confined QEMU or a kernel.
+func (c qemuConfinement) openBoot(spec config.Spec) (files *launcher.BootFiles, closeAll func(), err error) {
+	closeAll = func() {}
+	if c.user == nil || spec.Kernel == "" {
+		return nil, closeAll, nil
+	}
+	u := *c.user
+	var opened []*os.File
+	closeAll = func() {
+		for _, f := range opened {
+			f.Close()
+		}
+	}
+	open := func(flag, p string) (*os.File, error) {
+		if p == "" {
+			return nil, nil
+		}
+		var f *os.File
+		var err error
+		if u.From == privdrop.FromSudo {
+			f, err = u.Open(p, os.O_RDONLY)
+		} else {
+			f, err = os.Open(p)
+		}
+		if err == nil {
+			opened = append(opened, f)
+			err = u.Reopen(f)
+		}
+		if err != nil {
+			return nil, exitcode.Usagef("--%s %s cannot be read by %s, the user QEMU runs as (%v): make the file readable by that user (chmod o+r, or setfacl -m u:%s:r %s), or use --qemu-privileged (unsafe)", flag, p, u, errors.Unwrap(err), u.Name, p)
+		}
+		return f, nil
+	}
+	files = &launcher.BootFiles{}
+	if files.Kernel, err = open("kernel", spec.Kernel); err == nil {
+		files.Initrd, err = open("initrd", spec.Initrd)
+	}
+	if err != nil {
+		closeAll()
+		return nil, func() {}, err
+	}
+	return files, closeAll, nil
 }
 
 // backingChain opens the backing files of the qcow2 image f (at path),

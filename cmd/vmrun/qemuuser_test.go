@@ -68,17 +68,19 @@ func TestSudoUnreadableDisk(t *testing.T) {
 	}
 }
 
-// TestKernelUnreadableByQEMUUser: as root outside sudo, QEMU's user opens
-// --kernel by path; one it cannot read (root's 0700 directory) is a usage
-// error naming the file and the fix, and nothing is created.
+// TestKernelUnreadableByQEMUUser: as root outside sudo, --kernel goes to
+// QEMU as an fd it opens through /proc/self/fd: a kernel in root's private
+// directory works when the file itself is readable by QEMU's user, and a
+// kernel that file is not (mode 0600) is a usage error naming it and the
+// fix, with nothing created.
 func TestKernelUnreadableByQEMUUser(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireQEMU(t)
 	root := t.TempDir()
 	t.Setenv(rundir.EnvRoot, root)
 	t.Setenv("SUDO_UID", "")
-	kernel := filepath.Join(t.TempDir(), "vmlinuz")
-	if err := os.WriteFile(kernel, []byte("not really a kernel"), 0o644); err != nil {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz") // a 0700 directory
+	if err := os.WriteFile(kernel, []byte("not really a kernel"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, errOut, code := vmrun(t, "--kernel", kernel, "--net", "none")
@@ -88,5 +90,9 @@ func TestKernelUnreadableByQEMUUser(t *testing.T) {
 	}
 	if es, _ := os.ReadDir(root); len(es) != 0 {
 		t.Fatalf("left %d entries in the runtime root", len(es))
+	}
+	argv := strings.Join(dryArgv(t, "--kernel", kernel, "--net", "none"), " ")
+	if !strings.Contains(argv, "-kernel /proc/self/fd/") || strings.Contains(argv, kernel) {
+		t.Errorf("confined argv does not pass the kernel by fd:\n%s", argv)
 	}
 }

@@ -97,6 +97,12 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	defer closeDisks()
+	bootFiles, closeBoot, err := conf.openBoot(spec)
+	if err != nil {
+		return err
+	}
+	defer closeBoot()
+	vm.BootFiles = bootFiles
 	for _, sh := range spec.Shares {
 		ro := ""
 		if sh.ReadOnly {
@@ -427,6 +433,9 @@ func dryRun(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan
 		// As a real run: disks as fdsets (placeholders; the backing chain
 		// is not followed here) and the runtime directory's label.
 		vm.RunDir = filepath.Join(rundir.Root(), vm.Name)
+		if vm.Kernel != "" {
+			vm.BootFiles = &launcher.BootFiles{}
+		}
 		for i := range vm.Disks {
 			vm.Disks[i].Files = &launcher.DiskFiles{Image: []*os.File{nil}}
 			if !vm.Snapshot {

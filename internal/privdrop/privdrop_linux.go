@@ -58,6 +58,19 @@ func (u User) Access(path string, mode uint32) error {
 	})
 }
 
+// Reopen checks that u could open f's file for reading through
+// /proc/self/fd (as QEMU opens a file vmrun passed by fd): the kernel then
+// checks the file itself with u's rights, not the directories of its path.
+func (u User) Reopen(f *os.File) error {
+	return u.do(func() error {
+		g, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+		if err != nil {
+			return err
+		}
+		return g.Close()
+	})
+}
+
 // do runs fn on a locked thread with u's file-system identity. The thread
 // is never unlocked: it ends with the goroutine, changed ids and all, and
 // is never reused for other work.

@@ -24,5 +24,8 @@ func (u User) CheckCreate(dir string) error { return errUnsupported }
 // Access is not supported outside Linux.
 func (u User) Access(path string, mode uint32) error { return errUnsupported }
 
+// Reopen is not supported outside Linux.
+func (u User) Reopen(f *os.File) error { return errUnsupported }
+
 // Confine is not supported outside Linux.
 func Confine(bounding bool) error { return errUnsupported }
