@@ -290,12 +290,12 @@ func TestSetupExitCodes(t *testing.T) {
 	t.Cleanup(func() { netsetup.ACLPath = old })
 	// Setup creates QEMU's system user: a name of the test's own,
 	// removed at cleanup, never the real vmrun-qemu.
-	oldUser := privdrop.SystemUser
-	privdrop.SystemUser = fmt.Sprintf("vmrtq%d", os.Getpid()%100000)
+	oldUser, qemuUser := privdrop.SystemUser, fmt.Sprintf("vmrtq%d", os.Getpid()%100000)
+	privdrop.SystemUser = qemuUser
 	t.Cleanup(func() {
-		if _, err := user.Lookup(privdrop.SystemUser); err == nil {
-			if out, err := exec.Command("userdel", privdrop.SystemUser).CombinedOutput(); err != nil {
-				t.Errorf("userdel %s: %v: %s", privdrop.SystemUser, err, out)
+		if _, err := user.Lookup(qemuUser); err == nil {
+			if out, err := exec.Command("userdel", qemuUser).CombinedOutput(); err != nil {
+				t.Errorf("userdel %s: %v: %s", qemuUser, err, out)
 			}
 		}
 		privdrop.SystemUser = oldUser
@@ -311,6 +311,15 @@ func TestSetupExitCodes(t *testing.T) {
 	if b, err := os.ReadFile(netsetup.ACLPath); err != nil || !strings.Contains(string(b), "allow lo\n") {
 		t.Fatalf("allow-list: %q, %v", b, err)
 	}
+	// Without useradd (a minimal system) setup still succeeds and says
+	// that QEMU's user is missing.
+	privdrop.SystemUser = qemuUser + "x"
+	t.Setenv("PATH", t.TempDir())
+	_, errOut, code := vmrun(t, "setup", "--bin", bin, "--group", "root", "--allow", "lo", "--no-networkmanager")
+	if code != exitcode.OK || !strings.Contains(errOut, "system user "+qemuUser+"x could not be created") {
+		t.Fatalf("setup without useradd: exit %d, stderr %q", code, errOut)
+	}
+	privdrop.SystemUser = qemuUser
 	checkExit(t, exitCase{"setup: binary cannot be installed", []string{"setup", "--bin", "/etc/passwd/vmrun", "--group", "root", "--no-networkmanager"}, exitcode.Setup, "install /etc/passwd/vmrun"})
 }
 

@@ -70,9 +70,11 @@ func setupAction(c *cli.Context) error {
 	if created {
 		fmt.Fprintf(out, "created group %s\n", c.String("group"))
 	}
+	// Not fatal: without it, root's QEMU runs as nobody (docs/security.md);
+	// a minimal system (the Wi-Fi rig) may have no useradd.
 	created, err = ensureQEMUUser(privdrop.SystemUser)
 	if err != nil {
-		return exitcode.Setupf("user %s: %v", privdrop.SystemUser, err)
+		fmt.Fprintf(c.App.ErrWriter, "vmrun: the system user %s could not be created (%v): until it exists, QEMU runs as nobody when root runs vmrun outside sudo; create it with `useradd --system --user-group --no-create-home --shell /usr/sbin/nologin %s`\n", privdrop.SystemUser, oneLine(err.Error()), privdrop.SystemUser)
 	}
 	if created {
 		fmt.Fprintf(out, "created system user %s (QEMU runs as it when root runs vmrun outside sudo)\n", privdrop.SystemUser)
