@@ -137,6 +137,17 @@ func WaitAgent(ctx context.Context, path string) (*Client, error) {
 // caller makes sure only one Run uses a VM's ports at a time (QEMU serves
 // one connection per port).
 func Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
+	c, err := WaitAgent(ctx, ports.Agent)
+	if err != nil {
+		return Result{}, err
+	}
+	defer c.Close()
+	return c.Run(ctx, ports, cmd)
+}
+
+// Run is Run on a session that has already synchronised (WaitAgent): it
+// saves the second round trip.
+func (c *Client) Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
 	if len(cmd.Argv) == 0 {
 		return Result{}, errors.New("no command to run")
 	}
@@ -154,11 +165,6 @@ func Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
 		return Result{}, fmt.Errorf("exec stderr port %s: %w", ports.Stderr, err)
 	}
 	defer errConn.Close()
-	c, err := WaitAgent(ctx, ports.Agent)
-	if err != nil {
-		return Result{}, err
-	}
-	defer c.Close()
 	return c.run(ctx, cmd, outConn, errConn)
 }
 

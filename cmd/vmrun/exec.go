@@ -195,14 +195,16 @@ func execAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := waitAgent(ctx, dir, a, notifier(c)); err != nil {
+	agent, err := waitAgent(ctx, dir, a, notifier(c))
+	if err != nil {
 		return err
 	}
+	defer agent.Close()
 	out, errw := c.App.Writer, c.App.ErrWriter
 	if a.timestamps {
 		out, errw = newStampWriter(out), newStampWriter(errw)
 	}
-	res, err := qga.Run(ctx, ports(dir), qga.Command{Argv: a.argv, Env: a.env, Dir: a.cwd, Stdin: stdin, Stdout: out, Stderr: errw})
+	res, err := agent.Run(ctx, ports(dir), qga.Command{Argv: a.argv, Env: a.env, Dir: a.cwd, Stdin: stdin, Stdout: out, Stderr: errw})
 	if err != nil && !(res.Ended && errors.Is(ctx.Err(), context.Canceled)) {
 		return execError(ctx, a, err)
 	}
@@ -217,7 +219,7 @@ const agentNotice = 5 * time.Second
 
 // waitAgent waits until the VM's guest agent answers: bounded by --timeout,
 // or defaultAgentWait, saying after agentNotice what it waits for.
-func waitAgent(ctx context.Context, dir string, a execArgs, notify func(string, ...any)) error {
+func waitAgent(ctx context.Context, dir string, a execArgs, notify func(string, ...any)) (*qga.Client, error) {
 	wait := defaultAgentWait
 	if a.timeout > 0 {
 		wait = a.timeout
@@ -230,16 +232,15 @@ func waitAgent(ctx context.Context, dir string, a execArgs, notify func(string, 
 	c, err := qga.WaitAgent(wctx, filepath.Join(dir, agentSock))
 	t.Stop()
 	if err == nil {
-		c.Close()
-		return nil
+		return c, nil
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
-		return exitcode.Setupf("interrupted while waiting for the guest agent in VM %q", a.name)
+		return nil, exitcode.Setupf("interrupted while waiting for the guest agent in VM %q", a.name)
 	}
 	if errors.Is(err, qga.ErrNoAnswer) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return exitcode.Setupf("VM %q: %v within %s: install and start qemu-guest-agent in the guest (it needs the virtio_console driver), or give --timeout for a guest still booting", a.name, ErrAgentNotUp, wait)
+		return nil, exitcode.Setupf("VM %q: %v within %s: install and start qemu-guest-agent in the guest (it needs the virtio_console driver), or give --timeout for a guest still booting", a.name, ErrAgentNotUp, wait)
 	}
-	return exitcode.Setupf("VM %q: %v", a.name, err)
+	return nil, exitcode.Setupf("VM %q: %v", a.name, err)
 }
 
 // ports returns the VM directory's agent and exec sockets.
@@ -500,7 +501,7 @@ func oneShotExec(c *cli.Context, spec config.Spec, dir string, tail *lineTail, o
 			}
 			return 0, exitcode.Wrap(exitcode.Setup, agentDiagnosis(wait, tail.Seen(), agentOpened.Load(), err))
 		}
-		client.Close()
+		defer client.Close()
 		if c.Bool("verbose") {
 			notify("guest agent answered %.2fs after the guest started", time.Since(t0).Seconds())
 		}
@@ -513,7 +514,7 @@ func oneShotExec(c *cli.Context, spec config.Spec, dir string, tail *lineTail, o
 		if in.err != nil {
 			return 0, in.err
 		}
-		res, err := qga.Run(ctx, ports(dir), qga.Command{Argv: spec.Exec, Stdin: in.b, Stdout: out, Stderr: errw})
+		res, err := client.Run(ctx, ports(dir), qga.Command{Argv: spec.Exec, Stdin: in.b, Stdout: out, Stderr: errw})
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
