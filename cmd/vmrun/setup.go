@@ -140,8 +140,10 @@ func ensureQEMUUser(name string) (created bool, err error) {
 	out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
 		"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
 		"--comment", "QEMU started by vmrun", name).CombinedOutput()
-	if err != nil {
-		return false, fmt.Errorf("useradd: %v: %s", err, strings.TrimSpace(string(out)))
+	if msg := strings.TrimSpace(string(out)); err != nil && msg != "" {
+		return false, fmt.Errorf("useradd: %w: %s", err, msg)
+	} else if err != nil {
+		return false, fmt.Errorf("useradd: %w", err)
 	}
 	return true, nil
 }
