@@ -40,79 +40,14 @@ var soakSysctls = []string{
 // sysctls above, and the files under the runtime root.
 func takeSnapshot(t *testing.T, ns *testutil.Netns, runtime string) hostSnapshot {
 	t.Helper()
-	s := hostSnapshot{}
-	err := ns.Do(func() error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		links, err := h.LinkList()
-		if err != nil {
-			return fmt.Errorf("links: %w", err)
-		}
-		names := map[int]string{}
-		for _, l := range links {
-			names[l.Attrs().Index] = l.Attrs().Name
-		}
-		for _, l := range links {
-			a := l.Attrs()
-			up := "down"
-			if a.Flags&unix.IFF_UP != 0 {
-				up = "up"
-			}
-			s.add("links", fmt.Sprintf("%s kind=%s alias=%q master=%s %s mtu=%d", a.Name, l.Type(), a.Alias, names[a.MasterIndex], up, a.MTU))
-		}
-		addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
-		if err != nil {
-			return fmt.Errorf("addresses: %w", err)
-		}
-		for _, a := range addrs {
-			s.add("addresses", fmt.Sprintf("%s on %s", a.IPNet, names[a.LinkIndex]))
-		}
-		routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return fmt.Errorf("routes: %w", err)
-		}
-		for _, r := range routes {
-			s.add("routes", fmt.Sprintf("table %d type %d %s via %s dev %s src %s proto %d", r.Table, r.Type, r.Dst, r.Gw, names[r.LinkIndex], r.Src, r.Protocol))
-		}
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			proxies, err := h.NeighProxyList(0, fam)
-			if err != nil {
-				return fmt.Errorf("proxy neighbours: %w", err)
-			}
-			for _, n := range proxies {
-				s.add("proxy neighbours", fmt.Sprintf("%s dev %s", n.IP, names[n.LinkIndex]))
-			}
-			neighs, err := h.NeighList(0, fam)
-			if err != nil {
-				return fmt.Errorf("neighbours: %w", err)
-			}
-			for _, n := range neighs {
-				if n.State&netlink.NUD_PERMANENT != 0 {
-					s.add("permanent neighbours", fmt.Sprintf("%s lladdr %s dev %s", n.IP, n.HardwareAddr, names[n.LinkIndex]))
-				}
-			}
-		}
-		if err := s.addNft(); err != nil {
-			return fmt.Errorf("nftables: %w", err)
-		}
-		for _, pat := range soakSysctls {
-			files, _ := filepath.Glob("/proc/sys/" + pat)
-			for _, f := range files {
-				b, err := os.ReadFile(f)
-				if errors.Is(err, fs.ErrNotExist) {
-					continue // its link went meanwhile (the control snapshot is taken while a killed run's tap goes)
-				}
-				if err != nil {
-					return err
-				}
-				s.add("sysctls", strings.TrimPrefix(f, "/proc/sys/")+" = "+strings.TrimSpace(string(b)))
-			}
-		}
-		return nil
-	})
+	var s hostSnapshot
+	// A dump interrupted by a change (the control snapshot is taken while
+	// a killed run's links go) is taken again.
+	var err error
+	for try := 0; try == 0 || errors.Is(err, netlink.ErrDumpInterrupted) && try < 20; try++ {
+		s = hostSnapshot{}
+		err = ns.Do(func() error { return s.addKernel() })
+	}
 	if err != nil {
 		t.Fatalf("snapshot of %s: %v", ns.Name, err)
 	}
@@ -132,6 +67,80 @@ func takeSnapshot(t *testing.T, ns *testutil.Netns, runtime string) hostSnapshot
 		slices.Sort(s[k])
 	}
 	return s
+}
+
+// addKernel records the calling thread's namespace's kernel state.
+func (s hostSnapshot) addKernel() error {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		up := "down"
+		if a.Flags&unix.IFF_UP != 0 {
+			up = "up"
+		}
+		s.add("links", fmt.Sprintf("%s kind=%s alias=%q master=%s %s mtu=%d", a.Name, l.Type(), a.Alias, names[a.MasterIndex], up, a.MTU))
+	}
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("addresses: %w", err)
+	}
+	for _, a := range addrs {
+		s.add("addresses", fmt.Sprintf("%s on %s", a.IPNet, names[a.LinkIndex]))
+	}
+	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	for _, r := range routes {
+		s.add("routes", fmt.Sprintf("table %d type %d %s via %s dev %s src %s proto %d", r.Table, r.Type, r.Dst, r.Gw, names[r.LinkIndex], r.Src, r.Protocol))
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		proxies, err := h.NeighProxyList(0, fam)
+		if err != nil {
+			return fmt.Errorf("proxy neighbours: %w", err)
+		}
+		for _, n := range proxies {
+			s.add("proxy neighbours", fmt.Sprintf("%s dev %s", n.IP, names[n.LinkIndex]))
+		}
+		neighs, err := h.NeighList(0, fam)
+		if err != nil {
+			return fmt.Errorf("neighbours: %w", err)
+		}
+		for _, n := range neighs {
+			if n.State&netlink.NUD_PERMANENT != 0 {
+				s.add("permanent neighbours", fmt.Sprintf("%s lladdr %s dev %s", n.IP, n.HardwareAddr, names[n.LinkIndex]))
+			}
+		}
+	}
+	if err := s.addNft(); err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	for _, pat := range soakSysctls {
+		files, _ := filepath.Glob("/proc/sys/" + pat)
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // its link went meanwhile (the control snapshot is taken while a killed run's tap goes)
+			}
+			if err != nil {
+				return err
+			}
+			s.add("sysctls", strings.TrimPrefix(f, "/proc/sys/")+" = "+strings.TrimSpace(string(b)))
+		}
+	}
+	return nil
 }
 
 // addNft records the calling thread's namespace's nftables tables, their
