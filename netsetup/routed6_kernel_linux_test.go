@@ -43,7 +43,7 @@ func icmp6Frame(t *testing.T, mac net.HardwareAddr, src, dst netip.Addr, m icmp.
 // an advertisement of fd77::/64 (autonomous, not on-link) from fe80::1,
 // and a duplicate address detection probe for fd77::abcd must get that
 // address a /128 route to the tap and a proxy NDP entry on up0.
-func checkRoutedIPv6(t *testing.T, l *lab, g *fakeguest.Guest, tap string) {
+func checkRoutedIPv6(t *testing.T, l *lab, c *collector, g *fakeguest.Guest, tap string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -83,16 +83,12 @@ func checkRoutedIPv6(t *testing.T, l *lab, g *fakeguest.Guest, tap string) {
 	if err := g.Send(dad); err != nil {
 		t.Fatal(err)
 	}
-	// A poll (the learner reports nothing to the test), within a generous bound.
-	const bound = time.Minute
-	for deadline := time.Now().Add(bound); ; time.Sleep(100 * time.Millisecond) {
-		proxy := l.host.MustRun(t, "ip", "-6", "neigh", "show", "proxy", "dev", "up0")
-		route := l.host.MustRun(t, "ip", "-6", "route", "show", "fd77::abcd/128")
-		if strings.Contains(proxy, "fd77::abcd") && strings.Contains(route, "dev "+tap) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no proxy entry and /128 route via %s for %s within %s of the guest's DAD probe: proxy entries %q, route %q", tap, target, bound, proxy, route)
-		}
+	// The learner says when it has routed and proxied the address; the
+	// kernel must then show both.
+	waitTrace(t, c, "IPv6 address "+target.String()+" is routed to it", time.Minute)
+	proxy := l.host.MustRun(t, "ip", "-6", "neigh", "show", "proxy", "dev", "up0")
+	route := l.host.MustRun(t, "ip", "-6", "route", "show", "fd77::abcd/128")
+	if !strings.Contains(proxy, "fd77::abcd") || !strings.Contains(route, "dev "+tap) {
+		t.Fatalf("the learner routed %s, but there is no proxy entry on up0 and /128 route via %s: proxy entries %q, route %q", target, tap, proxy, route)
 	}
 }

@@ -35,17 +35,7 @@ func routedLab(t testing.TB) *lab {
 	l.before = l.host.Links(t)
 	// Let IPv6 duplicate address detection finish on up0: its link-local
 	// address shows up in the local table only then.
-	// A poll with a generous bound (DAD takes about a second).
-	const dadBound = 2 * time.Minute
-	for deadline := time.Now().Add(dadBound); ; time.Sleep(50 * time.Millisecond) {
-		left := strings.TrimSpace(l.host.MustRun(t, "ip", "-6", "addr", "show", "dev", "up0", "tentative"))
-		if left == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("IPv6 DAD on up0 did not finish within %s; still tentative:\n%s", dadBound, left)
-		}
-	}
+	l.host.WaitNoTentative(t, "up0", 2*time.Minute)
 	return l
 }
 
@@ -217,7 +207,7 @@ func TestRoutedApply(t *testing.T) {
 	if err := l.host.Ping(ip.String(), 20*time.Second); err != nil {
 		t.Fatalf("host → guest: %v", err)
 	}
-	checkRoutedIPv6(t, l, g, p.LinkName)
+	checkRoutedIPv6(t, l, &c, g, p.LinkName)
 	// (The counter counts after the reply is sent: the last one may not
 	// be counted yet.)
 	if g.EchoReplies.Load() == 0 {

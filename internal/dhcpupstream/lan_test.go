@@ -401,12 +401,11 @@ func TestRun(t *testing.T) {
 	if err := syscall.Kill(-old.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// testutil's goroutine reaps it; once it has, port 67 is free. (A
-	// poll: that goroutine is testutil's, with nothing to wait on.)
-	for deadline := time.Now().Add(waitBound); !errors.Is(old.Signal(syscall.Signal(0)), os.ErrProcessDone); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the killed dnsmasq (pid %d) was not reaped within %s", old.Pid, waitBound)
-		}
+	// Once testutil's goroutine has reaped it, port 67 is free.
+	select {
+	case <-l.dnsmasq.Exited:
+	case <-time.After(waitBound):
+		t.Fatalf("the killed dnsmasq (pid %d) was not reaped within %s", old.Pid, waitBound)
 	}
 	l.dnsmasq = l.startDnsmasq(t, "10.98.0.200", "10.98.0.210", short...)
 	var moved Lease

@@ -3,6 +3,7 @@ package testutil
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Netns is a network namespace created by a test (with `ip netns add`, so
@@ -116,6 +119,8 @@ func Veth(t testing.TB, a *Netns, aName string, b *Netns, bName string) {
 type Process struct {
 	Cmd *exec.Cmd
 	Out *LineBuffer
+	// Exited is closed once the process has ended and was reaped.
+	Exited <-chan struct{}
 }
 
 // Start starts a long-running command inside the namespace, capturing its
@@ -148,7 +153,7 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Process {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	})
-	return &Process{Cmd: cmd, Out: lb}
+	return &Process{Cmd: cmd, Out: lb, Exited: done}
 }
 
 // StartDnsmasq runs Debian's dnsmasq as a DHCP server (no DNS) bound to
@@ -213,4 +218,76 @@ func (n *Netns) Links(t testing.TB) []string {
 func (n *Netns) Exists() bool {
 	_, err := os.Stat(n.Path)
 	return err == nil
+}
+
+// WaitNoTentative waits until no IPv6 address in the namespace (on dev,
+// or on any link when dev is "") is still tentative, that is until
+// duplicate address detection has ended. The kernel announces the end of
+// DAD with an address update (RTM_NEWADDR without IFA_F_TENTATIVE): the
+// addresses are read again at each update, never on a timer. bound only
+// ends a wait for something that is not coming; the failure names the
+// addresses still tentative.
+func (n *Netns) WaitNoTentative(t testing.TB, dev string, bound time.Duration) {
+	t.Helper()
+	ns := n.Handle(t)
+	updates := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	// Subscribe before the first read, so that no update is missed.
+	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{Namespace: &ns}); err != nil {
+		t.Fatalf("address updates in %s: %v", n.Name, err)
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatalf("netlink in %s: %v", n.Name, err)
+	}
+	defer h.Close()
+	timeout := time.After(bound)
+	for {
+		left, err := tentative(h, dev)
+		if err != nil {
+			t.Fatalf("addresses in %s: %v", n.Name, err)
+		}
+		if len(left) == 0 {
+			return
+		}
+		select {
+		case _, ok := <-updates:
+			if !ok {
+				t.Fatalf("address updates in %s ended while DAD was running on %v", n.Name, left)
+			}
+		case <-timeout:
+			t.Fatalf("IPv6 DAD did not finish within %s in %s; still tentative: %v", bound, n.Name, left)
+		}
+	}
+}
+
+// tentative lists the tentative IPv6 addresses on dev (every link if "").
+func tentative(h *netlink.Handle, dev string) ([]string, error) {
+	var link netlink.Link
+	if dev != "" {
+		l, err := h.LinkByName(dev)
+		if err != nil {
+			return nil, err
+		}
+		link = l
+	}
+	var addrs []netlink.Addr
+	var err error
+	for {
+		addrs, err = h.AddrList(link, netlink.FAMILY_V6)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, a := range addrs {
+		if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+			left = append(left, a.IPNet.String())
+		}
+	}
+	return left, nil
 }

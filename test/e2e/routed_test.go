@@ -35,19 +35,9 @@ func routedHostState(t *testing.T, l *lan) map[string]string {
 // then, which would look like a change).
 func waitNoTentative(t *testing.T, l *lan) {
 	t.Helper()
-	// A poll: the kernel sends no event when DAD ends on an address that
-	// stays. The bound is generous (DAD takes about a second) and only
-	// ends a wait for something that is not coming.
-	const bound = 2 * time.Minute
-	for deadline := time.Now().Add(bound); ; time.Sleep(50 * time.Millisecond) {
-		left := strings.TrimSpace(l.Host.MustRun(t, "ip", "-6", "addr", "show", "tentative"))
-		if left == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("IPv6 DAD did not finish within %s in the host namespace; still tentative:\n%s", bound, left)
-		}
-	}
+	// The bound only ends a wait for something that is not coming (DAD
+	// takes about a second).
+	l.Host.WaitNoTentative(t, "", 2*time.Minute)
 }
 
 // TestRoutedEndToEnd boots the test disk with --net routed in a host
