@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vmrun/vmrun/internal/udpframe"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/internal/udpframe"
 )
 
 var (
@@ -66,13 +67,19 @@ func (l *lan) startDnsmasq(t *testing.T, first, last string, args ...string) *te
 // leases returns dnsmasq's lease file: "expiry mac ip hostname client-id" lines.
 func leases(t *testing.T, p *testutil.Process) string {
 	t.Helper()
+	b, err := os.ReadFile(leaseFile(t, p))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// leaseFile is the path of dnsmasq's lease file.
+func leaseFile(t *testing.T, p *testutil.Process) string {
+	t.Helper()
 	for _, a := range p.Cmd.Args {
 		if f, ok := strings.CutPrefix(a, "--dhcp-leasefile="); ok {
-			b, err := os.ReadFile(f)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				t.Fatal(err)
-			}
-			return string(b)
+			return f
 		}
 	}
 	t.Fatal("dnsmasq has no --dhcp-leasefile")
@@ -81,16 +88,45 @@ func leases(t *testing.T, p *testutil.Process) string {
 
 // leasesWhen waits until dnsmasq's lease file satisfies ok and returns it.
 // dnsmasq rewrites the file after it answered (a client can hold its ACK
-// before the file says so), and says nothing when it has: this polls,
-// within waitBound, and fails naming what it awaited.
+// before the file says so): the file is read again whenever inotify says
+// its directory changed (dnsmasq creates it, then rewrites it in place).
+// waitBound only ends a wait for something that is not coming; the
+// failure names what was awaited.
 func leasesWhen(t *testing.T, p *testutil.Process, what string, ok func(string) bool) string {
 	t.Helper()
-	for deadline := time.Now().Add(waitBound); ; time.Sleep(20 * time.Millisecond) {
+	f := leaseFile(t, p)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatalf("inotify: %v", err)
+	}
+	in := os.NewFile(uintptr(fd), "inotify")
+	defer in.Close()
+	// Watch before the first read, so that no change is missed.
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(f), unix.IN_CREATE|unix.IN_MODIFY|unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE); err != nil {
+		t.Fatalf("inotify on %s: %v", filepath.Dir(f), err)
+	}
+	changed := make(chan struct{}, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := in.Read(buf); err != nil {
+				return // closed
+			}
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	timeout := time.After(waitBound)
+	for {
 		lf := leases(t, p)
 		if ok(lf) {
 			return lf
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-timeout:
 			t.Errorf("dnsmasq's lease file %s within %s:\n%s", what, waitBound, lf)
 			return lf
 		}
