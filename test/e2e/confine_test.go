@@ -100,19 +100,7 @@ func TestQEMUConfinedAsRoot(t *testing.T) {
 		if !strings.Contains(cmdline, "opaque="+filepath.Join(vm.Runtime, name)) || strings.Contains(cmdline, "-pidfile") {
 			t.Errorf("QEMU's command line does not name the runtime directory by an fdset label: %s", cmdline)
 		}
-		st, err := rundir.ReadState(filepath.Join(vm.Runtime, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		passtPID := 0
-		for _, o := range st.Objects {
-			if o.Kind == "process" {
-				passtPID, _ = strconv.Atoi(o.Name)
-			}
-		}
-		if passtPID == 0 {
-			t.Fatalf("no passt recorded: %+v", st.Objects)
-		}
+		passtPID := recordedPasst(t, vm.Runtime, name)
 		ps := procStatus(t, passtPID)
 		if strings.HasPrefix(ps["Uid"], "0\t") || ps["CapEff"] != "0000000000000000" || ps["CapPrm"] != "0000000000000000" {
 			t.Errorf("passt runs privileged: Uid %q CapEff %q CapPrm %q", ps["Uid"], ps["CapEff"], ps["CapPrm"])

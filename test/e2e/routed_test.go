@@ -221,12 +221,18 @@ func routedIPv6(t *testing.T, disk string, kill bool) {
 			t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
 		}
 	}
-	if after := routedHostState(t, l); !reflect.DeepEqual(after, before) {
-		for k := range before {
-			if after[k] != before[k] {
-				t.Errorf("after exit %s is\n%s\nwas\n%s", k, after[k], before[k])
-			}
+	assertRoutedHostUnchanged(t, l, before)
+	assertEmptyDir(t, vm.Runtime)
+}
+
+// assertRoutedHostUnchanged fails, naming each difference, unless the host
+// namespace's routed state (routedHostState) is what it was before.
+func assertRoutedHostUnchanged(t *testing.T, l *lan, before map[string]string) {
+	t.Helper()
+	after := routedHostState(t, l)
+	for k := range before {
+		if after[k] != before[k] {
+			t.Errorf("after exit %s is\n%s\nwas\n%s", k, after[k], before[k])
 		}
 	}
-	assertEmptyDir(t, vm.Runtime)
 }

@@ -378,12 +378,6 @@ func TestUnprivilegedRouted(t *testing.T) {
 	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
 	}
-	if after := routedHostState(t, l); !reflect.DeepEqual(after, before) {
-		for k := range before {
-			if after[k] != before[k] {
-				t.Errorf("after exit %s is\n%s\nwas\n%s", k, after[k], before[k])
-			}
-		}
-	}
+	assertRoutedHostUnchanged(t, l, before)
 	assertEmptyDir(t, vm.Runtime)
 }

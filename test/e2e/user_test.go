@@ -122,19 +122,7 @@ func TestUserModePasstKilled(t *testing.T) {
 	rt := runtimeDir(t)
 	vm := Start(t, l.Host, rt, "--disk", g.Test, "--snapshot", "--net", "user", "--name", "e2e-passt-kill")
 	vm.GuestIP(bootTimeout)
-	st, err := rundir.ReadState(filepath.Join(rt, "e2e-passt-kill"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	passt := 0
-	for _, o := range st.Objects {
-		if o.Kind == "process" {
-			passt, _ = strconv.Atoi(o.Name)
-		}
-	}
-	if passt == 0 {
-		t.Fatalf("no passt recorded: %+v", st.Objects)
-	}
+	passt := recordedPasst(t, rt, "e2e-passt-kill")
 	pidfd, err := unix.PidfdOpen(passt, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -194,4 +182,23 @@ func TestUserModePasstIPv6(t *testing.T) {
 	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit %d\n%s", code, vm.Stderr)
 	}
+}
+
+// recordedPasst is the pid of the passt process the VM's state file in
+// runtime records.
+func recordedPasst(t *testing.T, runtime, name string) int {
+	t.Helper()
+	st, err := rundir.ReadState(filepath.Join(runtime, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range st.Objects {
+		if o.Kind == "process" {
+			if pid, err := strconv.Atoi(o.Name); err == nil && pid > 0 {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no passt recorded: %+v", st.Objects)
+	return 0
 }
