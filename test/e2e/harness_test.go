@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	vmrunBin = filepath.Join(dir, "vmrun")
-	build := exec.Command("go", "build", "-trimpath", "-o", vmrunBin, "github.com/vmrun/vmrun/cmd/vmrun")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-o", vmrunBin, "github.com/vmrun/vmrun/cmd/vmrun")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build` does
 	out, err := build.CombinedOutput()
 	if err != nil {
