@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/qmp"
 )
@@ -99,7 +100,7 @@ type supervisor struct {
 	opts    Options
 	cmd     *exec.Cmd
 	waitc   chan error
-	stderr  *tail
+	stderr  *linetail.Tail
 	client  *qmp.Client
 	events  <-chan qmp.Event
 	stopped bool // a stop was requested (signal or time-out)
@@ -136,7 +137,7 @@ func Run(ctx context.Context, cl Cmdline, opts Options) Result {
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
 	}
-	s := &supervisor{opts: opts, stderr: newTail(8)}
+	s := &supervisor{opts: opts, stderr: linetail.NewSkipBlank(8)}
 	copied, err := s.start(cl)
 	closeFiles(cl.ExtraFiles)
 	if err != nil {
@@ -460,7 +461,7 @@ func (s *supervisor) connect(ctx context.Context) (Result, bool) {
 // startupError explains why QEMU did not come up, preferring QEMU's own
 // last words on stderr.
 func (s *supervisor) startupError(waitErr, qmpErr error) error {
-	msg := s.stderr.last()
+	msg := lastWords(s.stderr)
 	switch {
 	case msg != "":
 		return fmt.Errorf("QEMU could not start: %s", msg)
@@ -590,7 +591,7 @@ func (s *supervisor) result(waitErr error) Result {
 		return Result{Code: exitcode.OK}
 	}
 	msg := describeExit(st, waitErr)
-	if last := s.stderr.last(); last != "" {
+	if last := lastWords(s.stderr); last != "" {
 		msg += ": " + last
 	}
 	return Result{Code: exitcode.QEMUDied, Err: fmt.Errorf("QEMU died: %s", msg)}
@@ -606,42 +607,10 @@ func describeExit(st *os.ProcessState, err error) string {
 	return fmt.Sprintf("exit status %d", st.ExitCode())
 }
 
-// tail keeps the last few non-empty lines written to it.
-type tail struct {
-	mu    sync.Mutex
-	n     int
-	lines []string
-	part  string
-}
-
-func newTail(n int) *tail { return &tail{n: n} }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s := t.part + string(p)
-	parts := strings.Split(s, "\n")
-	t.part = parts[len(parts)-1]
-	for _, l := range parts[:len(parts)-1] {
-		if l = strings.TrimSpace(l); l != "" {
-			t.lines = append(t.lines, l)
-		}
-	}
-	if len(t.lines) > t.n {
-		t.lines = t.lines[len(t.lines)-t.n:]
-	}
-	return len(p), nil
-}
-
-// last returns the last line QEMU wrote, without its "qemu-system-x86_64: "
-// prefix.
-func (t *tail) last() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	l := strings.TrimSpace(t.part)
-	if l == "" && len(t.lines) > 0 {
-		l = t.lines[len(t.lines)-1]
-	}
+// lastWords returns the last line QEMU wrote on stderr, without its
+// "qemu-system-x86_64: " prefix.
+func lastWords(t *linetail.Tail) string {
+	l := t.Last()
 	if i := strings.Index(l, ": "); i > 0 && strings.HasPrefix(l, "qemu-system") {
 		l = l[i+2:]
 	}

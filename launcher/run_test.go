@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
@@ -241,14 +242,14 @@ func TestStopBeforeReady(t *testing.T) {
 	}
 }
 
-func TestTail(t *testing.T) {
-	tl := newTail(2)
+func TestLastWords(t *testing.T) {
+	tl := linetail.NewSkipBlank(2)
 	tl.Write([]byte("one\ntwo\nqemu-system-x86_64: -device x: 'x' is not a valid device model name\n"))
-	if got := tl.last(); got != "-device x: 'x' is not a valid device model name" {
+	if got := lastWords(tl); got != "-device x: 'x' is not a valid device model name" {
 		t.Fatalf("last = %q", got)
 	}
 	tl.Write([]byte("partial"))
-	if got := tl.last(); got != "partial" {
+	if got := lastWords(tl); got != "partial" {
 		t.Fatalf("last = %q", got)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/qga"
@@ -400,64 +401,11 @@ func indexNL(p []byte) int {
 	return -1
 }
 
-// lineTail keeps the last n lines written to it (the serial console, for
-// failure reports).
-type lineTail struct {
-	mu    sync.Mutex
-	n     int
-	lines []string
-	part  []byte
-	any   bool
-}
-
-func newLineTail(n int) *lineTail { return &lineTail{n: n} }
-
-func (t *lineTail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.any = t.any || len(p) > 0
-	t.part = append(t.part, p...)
-	for {
-		i := indexNL(t.part)
-		if i < 0 {
-			break
-		}
-		l := strings.TrimRight(string(t.part[:i]), "\r")
-		t.part = t.part[i+1:]
-		t.lines = append(t.lines, l)
-		if len(t.lines) > t.n {
-			t.lines = t.lines[len(t.lines)-t.n:]
-		}
-	}
-	return len(p), nil
-}
-
-// Lines returns the kept lines (and an unfinished last one).
-func (t *lineTail) Lines() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := append([]string(nil), t.lines...)
-	if len(t.part) > 0 {
-		out = append(out, string(t.part))
-		if len(out) > t.n {
-			out = out[len(out)-t.n:]
-		}
-	}
-	return out
-}
-
-// Seen reports whether anything was written.
-func (t *lineTail) Seen() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.any
-}
-
 // oneShotExec sets opts up for --exec: once the guest runs, wait for its
 // agent (bounded by --timeout, or defaultAgentWait), run the command with
 // its output on vmrun's stdout and stderr, and let the supervisor power the
 // guest off and exit with the command's code.
-func oneShotExec(c *cli.Context, spec config.Spec, dir string, tail *lineTail, opts *launcher.Options) {
+func oneShotExec(c *cli.Context, spec config.Spec, dir string, tail *linetail.Tail, opts *launcher.Options) {
 	var agentOpened atomic.Bool
 	prev := opts.Event
 	opts.Event = func(ev qmp.Event) {
@@ -499,7 +447,7 @@ func oneShotExec(c *cli.Context, spec config.Spec, dir string, tail *lineTail, o
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
 			}
-			return 0, exitcode.Wrap(exitcode.Setup, agentDiagnosis(wait, tail.Seen(), agentOpened.Load(), err))
+			return 0, exitcode.Wrap(exitcode.Setup, agentDiagnosis(wait, tail.Any(), agentOpened.Load(), err))
 		}
 		defer client.Close()
 		if c.Bool("verbose") {

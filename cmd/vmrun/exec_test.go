@@ -122,14 +122,3 @@ func TestStampWriter(t *testing.T) {
 		t.Fatalf("got %q\nwant %q", out.String(), want)
 	}
 }
-
-func TestLineTail(t *testing.T) {
-	tl := newLineTail(3)
-	if tl.Seen() {
-		t.Fatal("seen before any write")
-	}
-	_, _ = tl.Write([]byte("1\n2\r\n3\n4\n5"))
-	if got := tl.Lines(); !reflect.DeepEqual(got, []string{"3", "4", "5"}) {
-		t.Fatalf("got %q", got)
-	}
-}

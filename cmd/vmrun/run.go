@@ -19,6 +19,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
@@ -236,7 +237,7 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		return err
 	}
 	undo = append(undo, closeLog)
-	tail := newLineTail(consoleTail)
+	tail := linetail.New(consoleTail)
 	consoleOut = io.MultiWriter(consoleOut, tail)
 
 	opts := launcher.Options{
@@ -261,7 +262,7 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		return exitcode.Pass(res.Code)
 	}
 	if res.Code != exitcode.OK {
-		if vm.Console != launcher.ConsoleSerial && tail.Seen() {
+		if vm.Console != launcher.ConsoleSerial && tail.Any() {
 			printTail(c.App.ErrWriter, tail)
 		}
 		return exitcode.Wrap(res.Code, res.Err)
@@ -274,7 +275,7 @@ const consoleTail = 20
 
 // printTail writes the console's last lines to w (a failure report for a
 // console that was not shown).
-func printTail(w io.Writer, tail *lineTail) {
+func printTail(w io.Writer, tail *linetail.Tail) {
 	lines := tail.Lines()
 	fmt.Fprintf(w, "vmrun: the last %d lines of the guest's serial console:\n", len(lines))
 	for _, l := range lines {

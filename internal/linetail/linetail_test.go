@@ -30,3 +30,17 @@ func TestSkipBlank(t *testing.T) {
 		t.Fatal("an empty tail says something was written")
 	}
 }
+
+// TestConsoleTail is the serial console's use (moved from cmd/vmrun):
+// nothing seen before a write, "\r\n" ends a line, the unfinished last
+// line counts.
+func TestConsoleTail(t *testing.T) {
+	tl := New(3)
+	if tl.Any() {
+		t.Fatal("seen before any write")
+	}
+	_, _ = tl.Write([]byte("1\n2\r\n3\n4\n5"))
+	if got := tl.Lines(); !reflect.DeepEqual(got, []string{"3", "4", "5"}) {
+		t.Fatalf("got %q", got)
+	}
+}
