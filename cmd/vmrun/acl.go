@@ -29,7 +29,7 @@ func applyACL(f netsetup.Facts, r netsetup.Request, p netsetup.Plan, root bool) 
 	}
 	acl, err := netsetup.LoadACL(netsetup.ACLPath)
 	if err != nil {
-		return p, exitcode.Setupf("%v: ask the administrator to fix it", err)
+		return p, exitcode.Setupf("%w: ask the administrator to fix it", err)
 	}
 	if acl.Allows(iface) {
 		return p, nil

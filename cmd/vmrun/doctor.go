@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -106,13 +105,10 @@ func doctorAction(c *cli.Context) error {
 		fmt.Fprintf(out, "%s (%s)\n", verdict, r.Auto.Reason)
 	}
 	if !r.OK {
-		return exitcode.Wrap(exitcode.Usage, errSilent)
+		return exitcode.Wrap(exitcode.Usage, exitcode.ErrSilent)
 	}
 	return nil
 }
-
-// errSilent makes vmrun exit 1 without a message: the report said it all.
-var errSilent = errors.New("")
 
 // runDoctor runs every check.
 func runDoctor(ctx context.Context) doctorReport {

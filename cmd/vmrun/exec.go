@@ -159,12 +159,12 @@ func execAction(c *cli.Context) error {
 		return nil
 	}
 	if err := rundir.ValidateName(a.name); err != nil {
-		return exitcode.Usagef("%v", err)
+		return exitcode.Usagef("%w", err)
 	}
 	dir := filepath.Join(rundir.Root(), a.name)
 	entries, err := rundir.List(rundir.Root())
 	if err != nil {
-		return exitcode.Setupf("cannot list %s: %v", rundir.Root(), err)
+		return exitcode.Setupf("cannot list %s: %w", rundir.Root(), err)
 	}
 	live := false
 	for _, e := range entries {
@@ -239,9 +239,9 @@ func waitAgent(ctx context.Context, dir string, a execArgs, notify func(string, 
 		return nil, exitcode.Setupf("interrupted while waiting for the guest agent in VM %q", a.name)
 	}
 	if errors.Is(err, qga.ErrNoAnswer) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return nil, exitcode.Setupf("VM %q: %v within %s: install and start qemu-guest-agent in the guest (it needs the virtio_console driver), or give --timeout for a guest still booting", a.name, ErrAgentNotUp, wait)
+		return nil, exitcode.Setupf("VM %q: %w within %s: install and start qemu-guest-agent in the guest (it needs the virtio_console driver), or give --timeout for a guest still booting", a.name, ErrAgentNotUp, wait)
 	}
-	return nil, exitcode.Setupf("VM %q: %v", a.name, err)
+	return nil, exitcode.Setupf("VM %q: %w", a.name, err)
 }
 
 // ports returns the VM directory's agent and exec sockets.
@@ -261,11 +261,11 @@ func execError(ctx context.Context, a execArgs, err error) error {
 	case ctx.Err() != nil:
 		return exitcode.Setupf("interrupted: %s in VM %q was sent SIGTERM and did not end within 10s", a.argv[0], a.name)
 	case errors.Is(err, qga.ErrStdinTooLarge):
-		return exitcode.Usagef("%v: the guest agent takes it in one message; share the file with --share instead", err)
+		return exitcode.Usagef("%w: the guest agent takes it in one message; share the file with --share instead", err)
 	case errors.Is(err, qga.ErrAgent):
-		return exitcode.Setupf("VM %q: %v", a.name, err)
+		return exitcode.Setupf("VM %q: %w", a.name, err)
 	}
-	return exitcode.Setupf("VM %q: the guest agent could not run the command: %v", a.name, err)
+	return exitcode.Setupf("VM %q: the guest agent could not run the command: %w", a.name, err)
 }
 
 // reportTruncated says which output streams the guest agent cut.
@@ -286,7 +286,7 @@ func readStdin(f *os.File) ([]byte, error) {
 		return nil, nil // empty, closed or unreadable: the command gets /dev/null
 	}
 	if len(b) > qga.MaxStdin {
-		return nil, exitcode.Usagef("%v: the guest agent takes it in one message; share the file with --share instead", qga.ErrStdinTooLarge)
+		return nil, exitcode.Usagef("%w: the guest agent takes it in one message; share the file with --share instead", qga.ErrStdinTooLarge)
 	}
 	return b, nil
 }
@@ -296,7 +296,7 @@ func readStdin(f *os.File) ([]byte, error) {
 func lockExec(ctx context.Context, dir, name string, notify func(string, ...any)) (func(), error) {
 	f, err := os.OpenFile(filepath.Join(dir, execLock), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, exitcode.Setupf("VM %q: exec lock: %v", name, err)
+		return nil, exitcode.Setupf("VM %q: exec lock: %w", name, err)
 	}
 	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
 		return func() { f.Close() }, nil
@@ -308,7 +308,7 @@ func lockExec(ctx context.Context, dir, name string, notify func(string, ...any)
 	case err := <-done:
 		if err != nil {
 			f.Close()
-			return nil, exitcode.Setupf("VM %q: exec lock: %v", name, err)
+			return nil, exitcode.Setupf("VM %q: exec lock: %w", name, err)
 		}
 		return func() { f.Close() }, nil
 	case <-ctx.Done():
@@ -468,9 +468,9 @@ func oneShotExec(c *cli.Context, spec config.Spec, dir string, tail *linetail.Ta
 				return 0, ctx.Err()
 			}
 			if errors.Is(err, qga.ErrAgent) {
-				return 0, exitcode.Setupf("--exec: %v", err)
+				return 0, exitcode.Setupf("--exec: %w", err)
 			}
-			return 0, exitcode.Setupf("--exec: the guest agent could not run the command: %v", err)
+			return 0, exitcode.Setupf("--exec: the guest agent could not run the command: %w", err)
 		}
 		reportTruncated(notify, res)
 		return res.Code, nil
@@ -493,5 +493,5 @@ func agentDiagnosis(wait time.Duration, booted, opened bool, cause error) error 
 	case !opened:
 		return fmt.Errorf("%w within %s: the guest booted but no agent opened the %s port; install and start qemu-guest-agent in the guest (it needs the virtio_console driver), or raise --timeout", ErrAgentNotUp, wait, launcher.AgentPortName)
 	}
-	return fmt.Errorf("%w within %s: the agent opened its port but did not answer guest-sync (%v)", ErrAgentNotUp, wait, cause)
+	return fmt.Errorf("%w within %s: the agent opened its port but did not answer guest-sync (%w)", ErrAgentNotUp, wait, cause)
 }

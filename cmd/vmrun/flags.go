@@ -109,7 +109,7 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		}
 		items, err := envLists[name].split(v)
 		if err != nil {
-			return cfg, exitcode.Usagef("%s=%s: %v", env(name)[0], v, err)
+			return cfg, exitcode.Usagef("%s=%s: %w", env(name)[0], v, err)
 		}
 		*p = items
 	}

@@ -41,7 +41,7 @@ func lsCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			entries, err := rundir.List(rundir.Root())
 			if err != nil {
-				return exitcode.Setupf("cannot list %s: %v", rundir.Root(), err)
+				return exitcode.Setupf("cannot list %s: %w", rundir.Root(), err)
 			}
 			infos := make([]vmInfo, 0, len(entries))
 			for _, e := range entries {
@@ -108,11 +108,11 @@ func stopAction(c *cli.Context) error {
 		return err
 	}
 	if err := rundir.ValidateName(name); err != nil {
-		return exitcode.Usagef("%v", err)
+		return exitcode.Usagef("%w", err)
 	}
 	entries, err := rundir.List(rundir.Root())
 	if err != nil {
-		return exitcode.Setupf("cannot list %s: %v", rundir.Root(), err)
+		return exitcode.Setupf("cannot list %s: %w", rundir.Root(), err)
 	}
 	var st *rundir.State
 	for _, e := range entries {
@@ -130,7 +130,7 @@ func stopAction(c *cli.Context) error {
 	// becomes readable when it exits: no polling.
 	pidfd, err := unix.PidfdOpen(st.PID, 0)
 	if err != nil {
-		return exitcode.Setupf("VM %q (vmrun pid %d): %v", name, st.PID, err)
+		return exitcode.Setupf("VM %q (vmrun pid %d): %w", name, st.PID, err)
 	}
 	defer unix.Close(pidfd)
 	// SIGTERM: power the guest off gracefully. SIGQUIT: stop QEMU at once.
@@ -142,7 +142,7 @@ func stopAction(c *cli.Context) error {
 		if errors.Is(err, unix.EPERM) {
 			return exitcode.Setupf("VM %q belongs to another user (vmrun pid %d): stop it as that user or as root", name, st.PID)
 		}
-		return exitcode.Setupf("VM %q (vmrun pid %d): %v", name, st.PID, err)
+		return exitcode.Setupf("VM %q (vmrun pid %d): %w", name, st.PID, err)
 	}
 	timeout := -1
 	if wait > 0 {
@@ -155,7 +155,7 @@ func stopAction(c *cli.Context) error {
 			continue
 		}
 		if err != nil {
-			return exitcode.Setupf("waiting for VM %q: %v", name, err)
+			return exitcode.Setupf("waiting for VM %q: %w", name, err)
 		}
 		if n == 0 {
 			return exitcode.Setupf("VM %q is still stopping after %s; wait longer, or use --force", name, wait)

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,7 +23,7 @@ func main() {
 func realMain(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
 	err := app.Run(args)
-	if err != nil && err.Error() != "" {
+	if err != nil && !errors.Is(err, exitcode.ErrSilent) {
 		fmt.Fprintf(stderr, "vmrun: %s\n", oneLine(err.Error()))
 	}
 	return exitcode.Of(err)
@@ -83,7 +84,7 @@ func usageError(c *cli.Context, err error, _ bool) error {
 		}
 		return exitcode.Usagef("unknown flag %s: run `vmrun %s--help` for the flags", msg, cmdPrefix(c))
 	}
-	return exitcode.Usagef("%s: run `vmrun %s--help` for the flags", err, cmdPrefix(c))
+	return exitcode.Usagef("%w: run `vmrun %s--help` for the flags", err, cmdPrefix(c))
 }
 
 func cmdPrefix(c *cli.Context) string {

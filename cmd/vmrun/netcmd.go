@@ -30,7 +30,7 @@ vmrun and the forwarding sysctl go too. Running VMs are never touched.`,
 				fmt.Fprintf(c.App.Writer, "removed the leftovers of VM %q\n", name)
 			}
 			if err != nil {
-				return exitcode.Setupf("gc could not remove everything: %v", err)
+				return exitcode.Setupf("gc could not remove everything: %w", err)
 			}
 			if len(removed) == 0 {
 				fmt.Fprintln(c.App.Writer, "nothing to clean up")

@@ -42,7 +42,7 @@ func confineQEMU(spec config.Spec, qemu string, kvm bool) (qemuConfinement, erro
 	if os.Geteuid() == 0 {
 		u, err := privdrop.Choose(os.Getenv)
 		if err != nil {
-			return c, exitcode.Usagef("%v: unset them, or run vmrun through sudo", err)
+			return c, exitcode.Usagef("%w: unset them, or run vmrun through sudo", err)
 		}
 		if kvm {
 			// /dev/kvm is opened by QEMU itself.
@@ -90,7 +90,7 @@ func (c qemuConfinement) checkAccess(spec config.Spec) error {
 			mode, what = mode|unix.W_OK, "read and written"
 		}
 		if err := u.Access(sh.Path, mode); err != nil {
-			return exitcode.Usagef("--share %s cannot be %s by %s, the user QEMU runs as (%v): give that user access (e.g. setfacl -m u:%s:rwx %s, and search permission on its parents), or use --qemu-privileged (unsafe)", sh.Path, what, u, errors.Unwrap(err), u.Name, sh.Path)
+			return exitcode.Usagef("--share %s cannot be %s by %s, the user QEMU runs as (%w): give that user access (e.g. setfacl -m u:%s:rwx %s, and search permission on its parents), or use --qemu-privileged (unsafe)", sh.Path, what, u, errors.Unwrap(err), u.Name, sh.Path)
 		}
 	}
 	if spec.Snapshot && len(spec.Disks) > 0 {
@@ -99,7 +99,7 @@ func (c qemuConfinement) checkAccess(spec config.Spec) error {
 			dir = "/var/tmp"
 		}
 		if err := u.CheckCreate(dir); err != nil {
-			return exitcode.Usagef("--snapshot: %s, the user QEMU runs as, cannot create QEMU's overlay in %s (%v): make it writable (mode 1777, as /var/tmp normally is), or set TMPDIR to a directory that user can write", u, dir, errors.Unwrap(err))
+			return exitcode.Usagef("--snapshot: %s, the user QEMU runs as, cannot create QEMU's overlay in %s (%w): make it writable (mode 1777, as /var/tmp normally is), or set TMPDIR to a directory that user can write", u, dir, errors.Unwrap(err))
 		}
 	}
 	return nil
@@ -141,14 +141,14 @@ func (c qemuConfinement) openDisks(spec config.Spec, disks []launcher.Disk) (clo
 		d := &disks[i]
 		ro, err := open(d.Path, os.O_RDONLY)
 		if err != nil {
-			return closeAll, exitcode.Usagef("disk image %s cannot be read by %s (%v): make it readable by that user (e.g. setfacl -m u:%s:r %s, and search permission on its directories), or use --qemu-privileged (unsafe)", d.Path, whose, errors.Unwrap(err), u.Name, d.Path)
+			return closeAll, exitcode.Usagef("disk image %s cannot be read by %s (%w): make it readable by that user (e.g. setfacl -m u:%s:r %s, and search permission on its directories), or use --qemu-privileged (unsafe)", d.Path, whose, errors.Unwrap(err), u.Name, d.Path)
 		}
 		opened = append(opened, ro)
 		files := &launcher.DiskFiles{Image: []*os.File{ro}}
 		if !spec.Snapshot {
 			rw, err := open(d.Path, os.O_RDWR)
 			if err != nil {
-				return closeAll, exitcode.Usagef("disk image %s cannot be written by %s (%v): add --snapshot to boot it without writing, or fix its permissions", d.Path, whose, errors.Unwrap(err))
+				return closeAll, exitcode.Usagef("disk image %s cannot be written by %s (%w): add --snapshot to boot it without writing, or fix its permissions", d.Path, whose, errors.Unwrap(err))
 			}
 			opened = append(opened, rw)
 			files.Image = append(files.Image, rw)
@@ -198,7 +198,7 @@ func (c qemuConfinement) openBoot(spec config.Spec) (files *launcher.BootFiles, 
 			err = u.Reopen(f)
 		}
 		if err != nil {
-			return nil, exitcode.Usagef("--%s %s cannot be read by %s, the user QEMU runs as (%v): make the file readable by that user (chmod o+r, or setfacl -m u:%s:r %s), or use --qemu-privileged (unsafe)", flag, p, u, errors.Unwrap(err), u.Name, p)
+			return nil, exitcode.Usagef("--%s %s cannot be read by %s, the user QEMU runs as (%w): make the file readable by that user (chmod o+r, or setfacl -m u:%s:r %s), or use --qemu-privileged (unsafe)", flag, p, u, errors.Unwrap(err), u.Name, p)
 		}
 		return f, nil
 	}
@@ -220,7 +220,7 @@ func backingChain(path string, f *os.File, open func(string, int) (*os.File, err
 	for depth := 0; ; depth++ {
 		h, err := config.ReadQcow2Header(f)
 		if err != nil {
-			return nil, exitcode.Usagef("disk image %s: %v: check it with `qemu-img check %s`", path, err, path)
+			return nil, exitcode.Usagef("disk image %s: %w: check it with `qemu-img check %s`", path, err, path)
 		}
 		if h.DataFile {
 			return nil, exitcode.Usagef("disk image %s keeps its data in an external data file, which vmrun does not pass to QEMU: convert it (`qemu-img convert -O qcow2 %s new.qcow2`), or use --qemu-privileged (unsafe)", path, path)
@@ -237,7 +237,7 @@ func backingChain(path string, f *os.File, open func(string, int) (*os.File, err
 		}
 		nf, err := open(next, os.O_RDONLY)
 		if err != nil {
-			return nil, exitcode.Usagef("backing file %s of disk image %s cannot be read (%v): fix its permissions, or flatten the image (`qemu-img convert -O qcow2 %s new.qcow2`)", next, path, errors.Unwrap(err), path)
+			return nil, exitcode.Usagef("backing file %s of disk image %s cannot be read (%w): fix its permissions, or flatten the image (`qemu-img convert -O qcow2 %s new.qcow2`)", next, path, errors.Unwrap(err), path)
 		}
 		*opened = append(*opened, nf)
 		format := h.BackingFormat

@@ -130,14 +130,14 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		return exitcode.Usagef("a VM named %q is already running (see `vmrun ls`): choose another --name, or stop it with `vmrun stop %s`", spec.Name, spec.Name)
 	}
 	if err != nil {
-		return exitcode.Setupf("%v: check that %s is writable, or set %s", err, root, rundir.EnvRoot)
+		return exitcode.Setupf("%w: check that %s is writable, or set %s", err, root, rundir.EnvRoot)
 	}
 	if stale != nil {
 		notify("removing what a previous run of %q left behind", spec.Name)
 		if err := netsetup.GCState(dir.Path, stale); err != nil {
 			// Keep the directory and its record for `vmrun gc`.
 			_ = dir.Close()
-			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %v; run `vmrun gc` or remove them by hand", spec.Name, err)
+			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %w; run `vmrun gc` or remove them by hand", spec.Name, err)
 		}
 	}
 	// Everything below is undone by the deferred cleanup, in reverse order.
@@ -156,7 +156,7 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		if cerr := errors.Join(errs...); cerr != nil {
 			notify("clean-up was incomplete (run `vmrun gc`): %v", oneLine(cerr.Error()))
 			if err == nil {
-				err = exitcode.Setupf("clean-up failed: %v", cerr)
+				err = exitcode.Setupf("clean-up failed: %w", cerr)
 			}
 		}
 		step("cleaned up")
@@ -165,7 +165,7 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 		*s = rundir.State{Name: spec.Name, PID: os.Getpid(), Mode: string(plan.Mode), Parent: plan.Parent,
 			MAC: plan.MAC.String(), Started: time.Now()}
 	}); err != nil {
-		return exitcode.Setupf("%v", err)
+		return exitcode.Setupf("%w", err)
 	}
 	if interrupted(sigc) {
 		return nil
@@ -194,24 +194,24 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 
 	sock, err := dir.Socket("qmp.sock")
 	if err != nil {
-		return exitcode.Setupf("%v", err)
+		return exitcode.Setupf("%w", err)
 	}
 	// We hold the VM's lock: a socket file here is a crashed run's leftover.
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return exitcode.Setupf("stale QMP socket %s: %v", sock, err)
+		return exitcode.Setupf("stale QMP socket %s: %w", sock, err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
-		return exitcode.Setupf("QMP socket %s: %v", sock, err)
+		return exitcode.Setupf("QMP socket %s: %w", sock, err)
 	}
 	undo = append(undo, func() error { ln.Close(); return nil })
 	if vm.QMP, err = ln.File(); err != nil {
-		return exitcode.Setupf("QMP socket %s: %v", sock, err)
+		return exitcode.Setupf("QMP socket %s: %w", sock, err)
 	}
 	if spec.Agent {
 		ports, closeAgent, err := listenAgent(dir)
 		if err != nil {
-			return exitcode.Setupf("%v", err)
+			return exitcode.Setupf("%w", err)
 		}
 		undo = append(undo, closeAgent)
 		vm.Agent = ports
@@ -221,13 +221,13 @@ func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, 
 	} else {
 		// QEMU's user cannot write into the runtime directory.
 		if vm.RunDirFile, err = openRunDir(dir.Path); err != nil {
-			return exitcode.Setupf("%v", err)
+			return exitcode.Setupf("%w", err)
 		}
 		vm.RunDir = dir.Path
 	}
 	cl, err := launcher.Build(vm)
 	if err != nil {
-		return exitcode.Setupf("%v", err)
+		return exitcode.Setupf("%w", err)
 	}
 	if interrupted(sigc) {
 		return nil
@@ -413,7 +413,7 @@ func consoleWriter(c *cli.Context, spec config.Spec, console launcher.Console) (
 	if spec.SerialLog != "" {
 		f, err := os.OpenFile(spec.SerialLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
-			return nil, nil, exitcode.Usagef("--serial-log %s cannot be written: %v", spec.SerialLog, errors.Unwrap(err))
+			return nil, nil, exitcode.Usagef("--serial-log %s cannot be written: %w", spec.SerialLog, errors.Unwrap(err))
 		}
 		if spec.Timestamps {
 			ws = append(ws, newStampWriter(f))
@@ -450,7 +450,7 @@ func dryRun(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan
 	}
 	cl, err := launcher.Build(vm)
 	if err != nil {
-		return exitcode.Usagef("%v", err)
+		return exitcode.Usagef("%w", err)
 	}
 	argv := append([]string{cl.Path}, cl.Args...)
 	out := c.App.Writer

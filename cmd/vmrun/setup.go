@@ -65,7 +65,7 @@ func setupAction(c *cli.Context) error {
 	out := c.App.Writer
 	gid, created, err := ensureGroup(c.String("group"))
 	if err != nil {
-		return exitcode.Setupf("group %s: %v", c.String("group"), err)
+		return exitcode.Setupf("group %s: %w", c.String("group"), err)
 	}
 	if created {
 		fmt.Fprintf(out, "created group %s\n", c.String("group"))
@@ -81,7 +81,7 @@ func setupAction(c *cli.Context) error {
 	}
 	bin := c.String("bin")
 	if err := installBinary(bin, gid); err != nil {
-		return exitcode.Setupf("install %s: %v", bin, err)
+		return exitcode.Setupf("install %s: %w", bin, err)
 	}
 	fmt.Fprintf(out, "installed %s (root:%s 0750, capabilities %s+p)\n", bin, c.String("group"), fileCapsText())
 	allow := c.StringSlice("allow")
@@ -90,7 +90,7 @@ func setupAction(c *cli.Context) error {
 	}
 	wrote, err := writeACL(netsetup.ACLPath, allow)
 	if err != nil {
-		return exitcode.Setupf("%v", err)
+		return exitcode.Setupf("%w", err)
 	}
 	if wrote {
 		fmt.Fprintf(out, "wrote %s allowing: %s\n", netsetup.ACLPath, strings.Join(allow, ", "))
@@ -99,7 +99,7 @@ func setupAction(c *cli.Context) error {
 	}
 	if !c.Bool("no-networkmanager") {
 		if p, err := writeNMDropIn("/etc/NetworkManager"); err != nil {
-			return exitcode.Setupf("%v", err)
+			return exitcode.Setupf("%w", err)
 		} else if p != "" {
 			fmt.Fprintf(out, "wrote %s (NetworkManager leaves vmr* links alone; takes effect on its next reload)\n", p)
 		}
@@ -118,7 +118,7 @@ func ensureGroup(name string) (gid int, created bool, err error) {
 			return 0, false, err
 		}
 		if out, err := exec.Command("groupadd", "--system", name).CombinedOutput(); err != nil {
-			return 0, false, fmt.Errorf("groupadd: %v: %s", err, strings.TrimSpace(string(out)))
+			return 0, false, fmt.Errorf("groupadd: %w: %s", err, strings.TrimSpace(string(out)))
 		}
 		if g, err = user.LookupGroup(name); err != nil {
 			return 0, false, err

@@ -51,8 +51,10 @@ func Setupf(format string, args ...any) error {
 	return &Error{Code: Setup, Err: fmt.Errorf(format, args...)}
 }
 
-// errPass prints nothing: see Pass.
-var errPass = errors.New("")
+// ErrSilent is the cause of an error whose message has already been given
+// (a report on stdout, or the guest command's own output): vmrun exits
+// with the error's code and prints nothing more.
+var ErrSilent = errors.New("exit code only: the message was already given")
 
 // Pass returns an error that makes vmrun exit with code and print nothing:
 // the exit code of a command run in the guest, passed through (nil for 0).
@@ -60,7 +62,7 @@ func Pass(code int) error {
 	if code == OK {
 		return nil
 	}
-	return &Error{Code: code, Err: errPass}
+	return &Error{Code: code, Err: ErrSilent}
 }
 
 // Of maps an error to the exit code: nil is OK, an *Error anywhere in the

@@ -67,3 +67,16 @@ func TestDescribe(t *testing.T) {
 		}
 	}
 }
+
+func TestPassIsSilent(t *testing.T) {
+	if Pass(OK) != nil {
+		t.Fatal("Pass(OK) is not nil")
+	}
+	err := Pass(3)
+	if Of(err) != 3 || !errors.Is(err, ErrSilent) {
+		t.Fatalf("Pass(3): code %d, silent %v", Of(err), errors.Is(err, ErrSilent))
+	}
+	if errors.Is(Setupf("x"), ErrSilent) {
+		t.Fatal("a set-up error is silent")
+	}
+}
