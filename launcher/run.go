@@ -101,6 +101,8 @@ type supervisor struct {
 	cmd     *exec.Cmd
 	waitc   chan error
 	stderr  *linetail.Tail
+	copied  <-chan struct{} // closed when QEMU's output has been copied
+	drained bool
 	client  *qmp.Client
 	events  <-chan qmp.Event
 	stopped bool // a stop was requested (signal or time-out)
@@ -120,11 +122,28 @@ type supervisor struct {
 	execStopped bool
 }
 
-// Run starts QEMU as described by cl and supervises it until it exits. It
-// closes its own copies of cl.ExtraFiles once QEMU has inherited them, so
+// Run starts QEMU as described by cl and supervises it until it exits: it
+// is Start followed by Supervise, a start failure being a set-up failure.
+func Run(ctx context.Context, cl Cmdline, opts Options) Result {
+	p, err := Start(cl, opts)
+	if err != nil {
+		return Result{Code: exitcode.Setup, Err: err}
+	}
+	return p.Supervise(ctx)
+}
+
+// Process is a QEMU that Start launched, paused before the guest runs,
+// until Supervise has seen it exit.
+type Process struct {
+	s *supervisor
+}
+
+// Start launches QEMU as described by cl, paused (-S), and calls
+// opts.Started with its pid. It closes its own copies of cl.ExtraFiles
+// once QEMU has inherited them (also when QEMU could not start), so
 // non-persistent taps live exactly as long as QEMU. QEMU runs in its own
 // process group and is killed if vmrun dies.
-func Run(ctx context.Context, cl Cmdline, opts Options) Result {
+func Start(cl Cmdline, opts Options) (*Process, error) {
 	if opts.QMPTimeout == 0 {
 		// Generous: on a loaded machine with a cold page cache QEMU can
 		// take tens of seconds to greet; the bound only ends the wait for
@@ -138,25 +157,24 @@ func Run(ctx context.Context, cl Cmdline, opts Options) Result {
 		opts.Stderr = os.Stderr
 	}
 	s := &supervisor{opts: opts, stderr: linetail.NewSkipBlank(8)}
-	copied, err := s.start(cl)
+	err := s.start(cl)
 	closeFiles(cl.ExtraFiles)
 	if err != nil {
-		return Result{Code: exitcode.Setup, Err: err}
+		return nil, err
 	}
+	return &Process{s: s}, nil
+}
+
+// Supervise connects QMP, resumes the guest and handles events, stop
+// requests and time-outs until QEMU exits, and says how the run ended.
+func (p *Process) Supervise(ctx context.Context) Result {
+	s := p.s
 	res := s.supervise(ctx)
 	s.stopTimers()
 	if s.execCancel != nil {
 		s.execCancel()
 	}
-	// Let the output copiers finish so the last console lines are shown.
-	// QEMU has exited, so its pipes end as soon as they are drained; the
-	// bound only guards against a process QEMU started that still holds
-	// them (it would keep vmrun waiting forever).
-	select {
-	case <-copied:
-	case <-time.After(outputDrainWait):
-		s.opts.Notify("QEMU's output did not end within %s of its exit (a process it started may still hold it): its last lines may be missing", outputDrainWait)
-	}
+	s.drain()
 	if res.Code != exitcode.OK && res.Err == nil && !res.Command {
 		res.Err = errors.New(exitcode.Describe(res.Code))
 	}
@@ -171,10 +189,8 @@ func closeFiles(files []*os.File) {
 	}
 }
 
-// start launches QEMU on a dedicated, locked OS thread: Pdeathsig is tied
-// to the thread that forked, so the thread stays alive until QEMU exits.
-// It returns a channel closed when QEMU's output has been copied.
-func (s *supervisor) start(cl Cmdline) (<-chan struct{}, error) {
+// start launches QEMU and starts copying its output.
+func (s *supervisor) start(cl Cmdline) error {
 	cmd := exec.Command(cl.Path, cl.Args...)
 	cmd.ExtraFiles = cl.ExtraFiles
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -185,28 +201,49 @@ func (s *supervisor) start(cl Cmdline) (<-chan struct{}, error) {
 		cmd.SysProcAttr.Credential = s.opts.RunAs.Credential()
 	}
 	cmd.Env = os.Environ()
-
-	outR, outW, err := os.Pipe()
+	p, err := openStdio(s.opts.Input != nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	errR, errW, err := os.Pipe()
+	cmd.Stdout, cmd.Stderr = p.outW, p.errW
+	if p.inR != nil {
+		cmd.Stdin = p.inR
+	}
+	err = s.fork(cmd)
+	p.closeChild()
 	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, err
+		p.closeParent()
+		return startError(cl.Path, s.opts.RunAs, err)
 	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	var inW *os.File
-	if s.opts.Input != nil {
-		inR, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		cmd.Stdin, inW = inR, w
-		defer inR.Close()
+	s.cmd = cmd
+	if s.opts.Started != nil {
+		s.opts.Started(cmd.Process.Pid)
 	}
+	s.copied = s.copyOutput(p)
+	return nil
+}
 
+// drain lets the output copiers finish (once QEMU has exited) so that the
+// last console lines are shown and QEMU's last words are in the tail.
+// QEMU's pipes end as soon as they are drained; the bound only guards
+// against a process QEMU started that still holds them (it would keep
+// vmrun waiting forever).
+func (s *supervisor) drain() {
+	if s.drained {
+		return
+	}
+	s.drained = true
+	select {
+	case <-s.copied:
+	case <-time.After(outputDrainWait):
+		s.opts.Notify("QEMU's output did not end within %s of its exit (a process it started may still hold it): its last lines may be missing", outputDrainWait)
+	}
+}
+
+// fork starts cmd on a dedicated, locked OS thread: Pdeathsig is tied to
+// the thread that forked, so the thread stays alive until QEMU exits, and
+// then delivers QEMU's end on s.waitc.
+func (s *supervisor) fork(cmd *exec.Cmd) error {
 	startc := make(chan error, 1)
 	s.waitc = make(chan error, 1)
 	go func() {
@@ -226,42 +263,67 @@ func (s *supervisor) start(cl Cmdline) (<-chan struct{}, error) {
 		startc <- nil
 		s.waitc <- cmd.Wait()
 	}()
-	err = <-startc
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		if inW != nil {
-			inW.Close()
-		}
-		return nil, startError(cl.Path, s.opts.RunAs, err)
-	}
-	s.cmd = cmd
-	if s.opts.Started != nil {
-		s.opts.Started(cmd.Process.Pid)
-	}
+	return <-startc
+}
 
+// copyOutput copies QEMU's stdout to the console and its stderr to
+// opts.Stderr and the tail, and the input to QEMU's stdin. The channel it
+// returns is closed once both outputs ended.
+func (s *supervisor) copyOutput(p *stdio) <-chan struct{} {
 	console := s.opts.Console
 	if console == nil {
 		console = io.Discard
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(console, outR); outR.Close() }()
+	go func() { defer wg.Done(); _, _ = io.Copy(console, p.outR); p.outR.Close() }()
 	go func() {
 		defer wg.Done()
-		_, _ = io.Copy(io.MultiWriter(s.opts.Stderr, s.stderr), errR)
-		errR.Close()
+		_, _ = io.Copy(io.MultiWriter(s.opts.Stderr, s.stderr), p.errR)
+		p.errR.Close()
 	}()
-	if inW != nil {
+	if p.inW != nil {
 		// This goroutine may stay blocked reading the terminal after QEMU
 		// ends; it holds nothing that needs cleaning up.
-		go func() { _, _ = io.Copy(inW, s.opts.Input); inW.Close() }()
+		go func() { _, _ = io.Copy(p.inW, s.opts.Input); p.inW.Close() }()
 	}
 	copied := make(chan struct{})
 	go func() { wg.Wait(); close(copied) }()
-	return copied, nil
+	return copied
+}
+
+// stdio holds the pipes of QEMU's standard streams: the child's ends (W
+// for its output, inR for its input) and vmrun's.
+type stdio struct {
+	outR, outW, errR, errW, inR, inW *os.File
+}
+
+// openStdio makes the output pipes, and the input pipe when input is set.
+func openStdio(input bool) (*stdio, error) {
+	var p stdio
+	var err error
+	if p.outR, p.outW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	if p.errR, p.errW, err = os.Pipe(); err == nil && input {
+		p.inR, p.inW, err = os.Pipe()
+	}
+	if err != nil {
+		p.closeChild()
+		p.closeParent()
+		return nil, err
+	}
+	return &p, nil
+}
+
+// closeChild closes the ends QEMU has inherited (or never will).
+func (p *stdio) closeChild() {
+	closeFiles([]*os.File{p.outW, p.errW, p.inR})
+}
+
+// closeParent closes vmrun's ends, when QEMU did not start.
+func (p *stdio) closeParent() {
+	closeFiles([]*os.File{p.outR, p.errR, p.inW})
 }
 
 func startError(path string, runAs *privdrop.User, err error) error {
@@ -461,6 +523,7 @@ func (s *supervisor) connect(ctx context.Context) (Result, bool) {
 // startupError explains why QEMU did not come up, preferring QEMU's own
 // last words on stderr.
 func (s *supervisor) startupError(waitErr, qmpErr error) error {
+	s.drain()
 	msg := lastWords(s.stderr)
 	switch {
 	case msg != "":
@@ -591,6 +654,7 @@ func (s *supervisor) result(waitErr error) Result {
 		return Result{Code: exitcode.OK}
 	}
 	msg := describeExit(st, waitErr)
+	s.drain()
 	if last := lastWords(s.stderr); last != "" {
 		msg += ": " + last
 	}

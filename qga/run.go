@@ -168,19 +168,27 @@ func (c *Client) Run(ctx context.Context, ports Ports, cmd Command) (Result, err
 	return c.run(ctx, cmd, outConn, errConn)
 }
 
-func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn) (Result, error) {
+// wrapperArgs returns the shell's arguments that run cmd under the wrapper,
+// and the run's nonce that marks the ends of its streams.
+func wrapperArgs(cmd Command) (args []string, nonce string, err error) {
 	var nb [16]byte
 	if _, err := rand.Read(nb[:]); err != nil {
-		return Result{}, err
+		return nil, "", err
 	}
-	nonce := hex.EncodeToString(nb[:])
+	nonce = hex.EncodeToString(nb[:])
 	stdin := "0"
 	if cmd.Stdin != nil {
 		stdin = "1"
 	}
-	args := []string{"-c", wrapper, "vmrun-exec", nonce, stdin, cmd.Dir, strconv.Itoa(len(cmd.Env))}
-	args = append(append(args, cmd.Env...), cmd.Argv...)
+	args = []string{"-c", wrapper, "vmrun-exec", nonce, stdin, cmd.Dir, strconv.Itoa(len(cmd.Env))}
+	return append(append(args, cmd.Env...), cmd.Argv...), nonce, nil
+}
 
+func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn) (Result, error) {
+	args, nonce, err := wrapperArgs(cmd)
+	if err != nil {
+		return Result{}, err
+	}
 	outS, errS := newStream(cmd.Stdout, nonce), newStream(cmd.Stderr, nonce)
 	outDone, errDone := make(chan error, 1), make(chan error, 1)
 	var copiers sync.WaitGroup
@@ -198,7 +206,13 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 	if err != nil {
 		return Result{}, err
 	}
+	return c.await(ctx, pid, cmd, outS, errS, outDone, errDone)
+}
 
+// await follows the command run as pid until both its streams ended (their
+// end markers, or the agent's buffers when the wrapper could not open the
+// ports), sending it SIGTERM when ctx ends.
+func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *stream, outDone, errDone chan error) (Result, error) {
 	// The end markers normally end the run; guest-exec-status is asked
 	// now and then (backing off) in case the wrapper dies without them
 	// or could not open the ports.
@@ -206,7 +220,6 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	var endTimer, giveUp <-chan time.Time
-	var st ExecStatus
 	exited := false
 	// After ctx ends the command is sent SIGTERM and its end is still
 	// awaited (bounded by termWait), so its own exit code is reported.
@@ -233,7 +246,7 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 			return Result{}, fmt.Errorf("the command's wrapper ended but its output did not end within %s", endWait)
 		case <-timer.C:
 			sctx, cancel := context.WithTimeout(pctx, termWait)
-			st, err = c.Status(sctx, pid)
+			st, err := c.Status(sctx, pid)
 			cancel()
 			if err != nil {
 				return Result{}, errors.Join(err, ctx.Err())
