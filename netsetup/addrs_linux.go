@@ -2,6 +2,7 @@ package netsetup
 
 import (
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -13,7 +14,7 @@ func globalAddrs(h *netlink.Handle, index int) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("link #%d: %w", index, err)
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
+	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
 	}

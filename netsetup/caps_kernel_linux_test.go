@@ -50,7 +50,7 @@ func TestPrivilegeNumbers(t *testing.T) {
 // CAP_NET_ADMIN and CAP_NET_RAW (what an unprivileged vmrun's threads look
 // like: permitted, not effective), the paths that raise them: routed's
 // lease-change path (inNS, which runs in the keeper's goroutine) gets both
-// and lowers them after; a set-up's raiseFor gets exactly what Needs says.
+// and lowers them after; a set-up raising capsFor gets exactly what Needs says.
 func TestCapsRaisedWhereNeeded(t *testing.T) {
 	testutil.RequireRoot(t)
 	const want = 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW
@@ -81,7 +81,7 @@ func TestCapsRaisedWhereNeeded(t *testing.T) {
 			t.Errorf("inNS left %x effective", effective(t))
 		}
 		for _, m := range []Mode{Bridge, Macvtap, Routed} {
-			lower := raiseFor(m)
+			lower := caps.Raise(capsFor(m)...)
 			got := effective(t)
 			lower()
 			var need uint64
@@ -90,10 +90,10 @@ func TestCapsRaisedWhereNeeded(t *testing.T) {
 			}
 			others := uint64(1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW | 1<<unix.CAP_MKNOD)
 			if got&others != need {
-				t.Errorf("raiseFor(%s): %x effective of %x, want %x", m, got&others, others, need)
+				t.Errorf("caps.Raise(capsFor(%s)...): %x effective of %x, want %x", m, got&others, others, need)
 			}
 			if effective(t)&others != 0 {
-				t.Errorf("raiseFor(%s) left %x effective", m, effective(t)&others)
+				t.Errorf("caps.Raise(capsFor(%s)...) left %x effective", m, effective(t)&others)
 			}
 		}
 	}()

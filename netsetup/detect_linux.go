@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"os"
 	"runtime"
@@ -33,7 +34,7 @@ func Detect(ctx context.Context, r Request) (Facts, error) {
 	// Asking whether the kernel knows a link kind (kindKnown) is a link
 	// request; nothing else here needs a capability.
 	defer caps.Raise(caps.NetAdmin)()
-	h, err := newHandle()
+	h, err := hostnet.NewHandle()
 	if err != nil {
 		return Facts{}, err
 	}
@@ -97,7 +98,7 @@ func (k linuxKernel) linkByIndex(index int) (linkInfo, error) {
 }
 
 func (linuxKernel) link(what string, l netlink.Link, err error) (linkInfo, error) {
-	if isNotFound(err) {
+	if hostnet.IsNotFound(err) {
 		return linkInfo{}, fmt.Errorf("%s: %w", what, ErrNoInterface)
 	}
 	if err != nil {
@@ -109,7 +110,7 @@ func (linuxKernel) link(what string, l netlink.Link, err error) (linkInfo, error
 func (linuxKernel) wireless(index int) (*Wireless, error) { return wirelessOf(index) }
 
 func (k linuxKernel) uppers(index int) ([]UpperLink, error) {
-	links, err := retryDump(k.h.LinkList)
+	links, err := hostnet.RetryDump(k.h.LinkList)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +159,7 @@ func canOpen(path string) bool {
 // current namespace with a request that cannot create anything (see
 // kindKnown).
 func probeLinkTypes() (macvtap, ipvtap bool) {
-	err := inThrowawayNetns(func(h *netlink.Handle) error {
+	err := hostnet.InThrowawayNetns(func(h *netlink.Handle) error {
 		macvtap, ipvtap = probeInFreshNetns(h)
 		return nil
 	})
@@ -200,7 +201,7 @@ func kindKnown(l netlink.Link) bool {
 	case *netlink.IPVtap:
 		l.LinkAttrs = la
 	}
-	h, err := newHandle()
+	h, err := hostnet.NewHandle()
 	if err != nil {
 		return false
 	}
@@ -211,4 +212,14 @@ func kindKnown(l netlink.Link) bool {
 		return true
 	}
 	return errors.Is(err, unix.EINVAL)
+}
+
+// linkInfoOf converts a netlink link.
+func linkInfoOf(l netlink.Link) linkInfo {
+	a := l.Attrs()
+	return linkInfo{
+		Name: a.Name, Index: a.Index, Type: l.Type(), Encap: a.EncapType,
+		Up: a.Flags&net.FlagUp != 0, Oper: a.OperState.String(), MTU: a.MTU,
+		MAC: a.HardwareAddr, MasterIndex: a.MasterIndex,
+	}
 }

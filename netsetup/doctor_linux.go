@@ -2,6 +2,7 @@ package netsetup
 
 import (
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"runtime"
 	"strings"
 
@@ -33,13 +34,13 @@ func ProbeKernel() KernelProbes {
 	var k KernelProbes
 	// On the main thread, a thread left in the probe's namespace would
 	// wedge there for good: inThrowawayNetns returns it first.
-	err := inThrowawayNetns(func(h *netlink.Handle) error {
+	err := hostnet.InThrowawayNetns(func(h *netlink.Handle) error {
 		result := func(err error) Probe { return Probe{Known: true, OK: err == nil, Err: err} }
 		la := netlink.NewLinkAttrs()
 		la.Name = "probetap"
 		tap := &netlink.Tuntap{LinkAttrs: la, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI, NonPersist: true}
 		k.Tun = result(h.LinkAdd(tap))
-		_ = closeFiles(tap.Fds)
+		_ = hostnet.CloseFiles(tap.Fds)
 		lb := netlink.NewLinkAttrs()
 		lb.Name = "probebr"
 		k.Bridge = result(h.LinkAdd(&netlink.Bridge{LinkAttrs: lb}))
@@ -128,7 +129,7 @@ func Leftovers(root string) ([]string, error) {
 			}
 		}
 	}
-	links, err := retryDump(netlink.LinkList)
+	links, err := hostnet.RetryDump(netlink.LinkList)
 	if err != nil {
 		return out, err
 	}

@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,26 +78,27 @@ func netlinkDumps(t *testing.T) map[string]bool {
 	return dumps
 }
 
-// TestDumpsGoThroughRetry fails when a source file of this package uses a
-// netlink dump (a call, or a method value) anywhere but inside the
-// arguments of retryDump, which repeats a dump the kernel interrupted.
+// TestDumpsGoThroughRetry fails when a source file of netsetup or of a
+// package under it uses a netlink dump (a call, or a method value) anywhere
+// but inside the arguments of hostnet.RetryDump, which repeats a dump the
+// kernel interrupted.
 func TestDumpsGoThroughRetry(t *testing.T) {
 	dumps := netlinkDumps(t)
 	raw := rawDumps(t, ".", dumps)
 	if len(raw) > 0 {
-		t.Fatalf("netlink dumps outside retryDump (wrap each in retryDump(func() (T, error) { ... })):\n%s", strings.Join(raw, "\n"))
+		t.Fatalf("netlink dumps outside RetryDump (wrap each in hostnet.RetryDump(func() (T, error) { ... })):\n%s", strings.Join(raw, "\n"))
 	}
 }
 
 // TestRawDumpDetected checks the check: a raw dump in a source file is
-// found, one inside retryDump is not.
+// found, one inside RetryDump is not.
 func TestRawDumpDetected(t *testing.T) {
 	dir := t.TempDir()
 	src := `package netsetup
 
 func ok(h *netlink.Handle) {
-	_, _ = retryDump(h.LinkList)
-	_, _ = retryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, 0) })
+	_, _ = hostnet.RetryDump(h.LinkList)
+	_, _ = hostnet.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, 0) })
 }
 
 func bad(h *netlink.Handle) {
@@ -116,13 +118,20 @@ func bad(h *netlink.Handle) {
 }
 
 // rawDumps lists, as file:line: name, every reference to a dump function
-// in the non-test Go files of dir that is not inside retryDump's arguments,
+// in the non-test Go files of dir and its subdirectories that is not
+// inside RetryDump's arguments,
 // and every subscription asking for the existing objects (ListExisting):
 // its dump's interruption reaches only the error callback, and cannot be
 // retried.
 func rawDumps(t *testing.T, dir string, dumps map[string]bool) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") {
+			files = append(files, p)
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,12 +153,12 @@ func rawDumps(t *testing.T, dir string, dumps map[string]bool) []string {
 			}
 			if sel, ok := n.(*ast.SelectorExpr); ok && dumps[sel.Sel.Name] && !insideRetry(stack, sel) {
 				p := fset.Position(sel.Pos())
-				raw = append(raw, filepath.Base(p.Filename)+":"+strconv.Itoa(p.Line)+": "+sel.Sel.Name)
+				raw = append(raw, p.Filename+":"+strconv.Itoa(p.Line)+": "+sel.Sel.Name)
 			}
 			if kv, ok := n.(*ast.KeyValueExpr); ok {
 				if id, ok := kv.Key.(*ast.Ident); ok && id.Name == "ListExisting" {
 					p := fset.Position(kv.Pos())
-					raw = append(raw, filepath.Base(p.Filename)+":"+strconv.Itoa(p.Line)+": ListExisting (a subscription's dump cannot be retried)")
+					raw = append(raw, p.Filename+":"+strconv.Itoa(p.Line)+": ListExisting (a subscription's dump cannot be retried)")
 				}
 			}
 			stack = append(stack, n)
@@ -160,7 +169,7 @@ func rawDumps(t *testing.T, dir string, dumps map[string]bool) []string {
 }
 
 // insideRetry reports whether n (whose ancestors are stack) lies within an
-// argument of a call of retryDump.
+// argument of a call of hostnet.RetryDump.
 func insideRetry(stack []ast.Node, n ast.Node) bool {
 	for i := len(stack) - 1; i >= 0; i-- {
 		call, ok := stack[i].(*ast.CallExpr)
@@ -178,9 +187,11 @@ func insideRetry(stack []ast.Node, n ast.Node) bool {
 
 func isRetryDump(e ast.Expr) bool {
 	switch f := e.(type) {
-	case *ast.Ident:
-		return f.Name == "retryDump"
-	case *ast.IndexExpr: // retryDump[T]
+	case *ast.Ident: // inside hostnet
+		return f.Name == "RetryDump"
+	case *ast.SelectorExpr: // hostnet.RetryDump
+		return f.Sel.Name == "RetryDump"
+	case *ast.IndexExpr: // hostnet.RetryDump[T]
 		return isRetryDump(f.X)
 	}
 	return false

@@ -3,6 +3,7 @@ package netsetup
 import (
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -43,8 +44,8 @@ func TestIsRequestError(t *testing.T) {
 	for name, c := range requestErrors {
 		for _, err := range []error{
 			c.err,
-			refuse(c.err, "a sentence about %s", name),
-			fmt.Errorf("context: %w", refuse(c.err, "a sentence")),
+			hostnet.Refuse(c.err, "a sentence about %s", name),
+			fmt.Errorf("context: %w", hostnet.Refuse(c.err, "a sentence")),
 		} {
 			if got := IsRequestError(err); got != c.request {
 				t.Errorf("%s (%v): IsRequestError = %v, want %v", name, err, got, c.request)

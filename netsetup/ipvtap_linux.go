@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
 	"os"
@@ -17,7 +17,6 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
@@ -54,44 +53,48 @@ import (
 // neighbour entries, and the rp_filter value.
 
 // ipvtapSteps are the steps of --net ipvtap.
-func ipvtapSteps(x *ipvtapRun) []step {
-	return []step{
-		{"parent", x.lookupParent},
-		{"claim shim", x.claimShim},
-		{"netns", x.makeNetns},
-		{"create", x.create},
-		{"alias", func(s *setup) error { return x.nh.LinkSetAlias(x.link, OwnerAlias(s.p.Name)) }},
-		{"ipv6 off", x.silenceIPv6},
-		{"verify", x.verify},
-		{"open queues", x.openQueues},
-		{"reset group", func(s *setup) error { return x.nh.LinkSetGroup(x.link, 0) }},
-		{"allmulticast", func(s *setup) error { return x.nh.LinkSetAllmulticastOn(x.link) }},
-		{"up", func(s *setup) error { return x.nh.LinkSetUp(x.link) }},
-		{"check mode", func(s *setup) error { return x.checkMode() }},
-		{"shim", x.makeShim},
-		{"rp_filter", x.loosenRPFilter},
-		{"register", x.registerStatic},
-		{"open vhost", (*setup).openVhost},
-		{"learn", x.startLearner},
-		{"watch", x.startWatcher},
+func ipvtapSteps(x *ipvtapRun) []hostnet.Step {
+	return []hostnet.Step{
+		{Name: "parent", Do: x.lookupParent},
+		{Name: "claim shim", Do: x.claimShim},
+		{Name: "netns", Do: x.makeNetns},
+		{Name: "create", Do: x.create},
+		{Name: "alias", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAlias(x.link, OwnerAlias(s.Cfg.VM)) }},
+		{Name: "ipv6 off", Do: x.silenceIPv6},
+		{Name: "verify", Do: x.verify},
+		{Name: "open queues", Do: x.openQueues},
+		{Name: "reset group", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetGroup(x.link, 0) }},
+		{Name: "allmulticast", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAllmulticastOn(x.link) }},
+		{Name: "up", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetUp(x.link) }},
+		{Name: "check mode", Do: func(s *hostnet.Setup) error { return x.checkMode() }},
+		{Name: "shim", Do: x.makeShim},
+		{Name: "rp_filter", Do: x.loosenRPFilter},
+		{Name: "register", Do: x.registerStatic},
+		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
+		{Name: "learn", Do: x.startLearner},
+		{Name: "watch", Do: x.startWatcher},
 	}
 }
 
 // applyIPVtap applies an ipvtap plan.
 func applyIPVtap(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	x := &ipvtapRun{ns: -1, addrs: map[netip.Addr]string{}, entries: map[netip.Addr]bool{},
-		warned: map[string]bool{}, online: true, xids: map[uint32]time.Time{}, offered: map[netip.Addr]uint32{}}
+		warned: map[string]bool{}, online: true, xids: map[uint32]time.Time{}, offered: map[netip.Addr]uint32{},
+		noHostLink: p.NoHostLink, guestIP: p.GuestIP, gateway: p.Gateway}
 	return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "ipvtap", p.MAC), ipvtapSteps(x))
 }
 
 // ipvtapRun is one ipvtap attachment: built by its steps, then served by
 // the learner and the watcher until Undo.
 type ipvtapRun struct {
-	s        *setup
+	s        *hostnet.Setup
 	parent   string // the parent's name
 	parentIx int    // and index, in vmrun's namespace
 	guestMAC net.HardwareAddr
 	nonce    uint32
+
+	noHostLink       bool   // the plan's --no-host-link
+	guestIP, gateway net.IP // the plan's --guest-ip (nil: learned) and --gateway
 
 	ns   netns.NsHandle  // the private namespace
 	nh   *netlink.Handle // netlink in the private namespace
@@ -121,29 +124,29 @@ type ipvtapRun struct {
 }
 
 // lookupParent finds the parent; the guest's MAC is the parent's, now.
-func (x *ipvtapRun) lookupParent(s *setup) error {
+func (x *ipvtapRun) lookupParent(s *hostnet.Setup) error {
 	x.s = s
-	if err := s.lookupParent(); err != nil {
+	if err := s.LookupParent(); err != nil {
 		return err
 	}
-	a := s.parent.Attrs()
+	a := s.ParentLink.Attrs()
 	x.parent, x.parentIx = a.Name, a.Index
 	x.guestMAC = append(net.HardwareAddr(nil), a.HardwareAddr...)
 	x.lastMAC = x.guestMAC
 	x.online = a.RawFlags&unix.IFF_RUNNING != 0
 	if len(x.guestMAC) != 6 {
-		return refuse(ErrUnsuitable, "%s has no Ethernet MAC address, which an ipvtap guest must share", x.parent)
+		return hostnet.Refuse(ErrUnsuitable, "%s has no Ethernet MAC address, which an ipvtap guest must share", x.parent)
 	}
-	if !bytes.Equal(x.guestMAC, s.p.MAC) {
-		s.trace.event(fmt.Sprintf("%s's MAC is %s now (the plan said %s): the guest uses %s", x.parent, x.guestMAC, s.p.MAC, x.guestMAC))
+	if !bytes.Equal(x.guestMAC, s.Cfg.MAC) {
+		s.Trace.ReportEvent(fmt.Sprintf("%s's MAC is %s now (the plan said %s): the guest uses %s", x.parent, x.guestMAC, s.Cfg.MAC, x.guestMAC))
 	}
-	s.att.MAC = append(net.HardwareAddr(nil), x.guestMAC...)
-	links, err := retryDump(s.h.LinkList)
+	s.Att.MAC = append(net.HardwareAddr(nil), x.guestMAC...)
+	links, err := hostnet.RetryDump(s.H.LinkList)
 	if err != nil {
 		return err
 	}
 	if why := ipvtapBlocked(Facts{Uplink: x.parent, Uppers: uppersOf(links, x.parentIx)}); why != "" {
-		return refuse(ErrUnsuitable, "%s; use --net routed, or remove that link", why)
+		return hostnet.Refuse(ErrUnsuitable, "%s; use --net routed, or remove that link", why)
 	}
 	return nil
 }
@@ -151,26 +154,22 @@ func (x *ipvtapRun) lookupParent(s *setup) error {
 // claimShim frees the shim's owned name: a leftover of a crashed run of
 // the same VM is deleted, anything else refused. (The ipvtap's name is
 // always free: its namespace is new.)
-func (x *ipvtapRun) claimShim(s *setup) error {
-	if s.p.NoHostLink {
+func (x *ipvtapRun) claimShim(s *hostnet.Setup) error {
+	if x.noHostLink {
 		return nil
 	}
-	x.shimName = LinkName(s.p.Name, RoleShim)
-	// claimName works on the set-up's link name and record: a copy with
-	// the shim's claims the shim's name.
-	shim := *s
-	shim.p.LinkName, shim.obj = x.shimName, x.shimObject()
-	return shim.claimName()
+	x.shimName = LinkName(s.Cfg.VM, RoleShim)
+	return s.ClaimLink(x.shimName, x.shimObject())
 }
 
 func (x *ipvtapRun) shimObject() rundir.Object {
-	return LinkObject(x.s.p.Name, x.shimName, "ipvlan", x.guestMAC)
+	return LinkObject(x.s.Cfg.VM, x.shimName, "ipvlan", x.guestMAC)
 }
 
 // makeNetns creates the private network namespace, on a throwaway
 // thread, and opens netlink in it.
-func (x *ipvtapRun) makeNetns(s *setup) error {
-	err := onThrowawayThreadBack(func() error {
+func (x *ipvtapRun) makeNetns(s *hostnet.Setup) error {
+	err := hostnet.OnThrowawayThreadBack(func() error {
 		caps.Raise(unix.CAP_SYS_ADMIN) // the thread dies with it
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare a network namespace: %w", err)
@@ -180,10 +179,10 @@ func (x *ipvtapRun) makeNetns(s *setup) error {
 			return err
 		}
 		x.ns = ns
-		x.nh, err = newHandle()
+		x.nh, err = hostnet.NewHandle()
 		return err
 	})
-	s.onUndo(func() error {
+	s.OnUndo(func() error {
 		if x.nh != nil {
 			x.nh.Close()
 		}
@@ -198,13 +197,13 @@ func (x *ipvtapRun) makeNetns(s *setup) error {
 	if err != nil {
 		return err
 	}
-	x.bh, err = newHandle()
+	x.bh, err = hostnet.NewHandle()
 	return err
 }
 
 // inPrivate runs fn on a throwaway thread in the private namespace.
 func (x *ipvtapRun) inPrivate(fn func() error) error {
-	return onThrowawayThreadBack(func() error {
+	return hostnet.OnThrowawayThreadBack(func() error {
 		if err := netns.Set(x.ns); err != nil {
 			return fmt.Errorf("enter vmrun's private network namespace: %w", err)
 		}
@@ -215,29 +214,29 @@ func (x *ipvtapRun) inPrivate(fn func() error) error {
 // create creates the ipvtap on the parent, in the private namespace, in
 // L2 mode with the bridge flag, from netlink.NewLinkAttrs (a literal
 // LinkAttrs{} would give it a 0-slot queue that drops every frame to the
-// guest). The device group nonce proves which sysfs shows it (tapDevNum).
-func (x *ipvtapRun) create(s *setup) error {
-	nonce, err := groupNonce()
+// guest). The device group nonce proves which sysfs shows it (hostnet.TapDevNum).
+func (x *ipvtapRun) create(s *hostnet.Setup) error {
+	nonce, err := hostnet.GroupNonce()
 	if err != nil {
 		return err
 	}
 	x.nonce = nonce
 	la := netlink.NewLinkAttrs()
-	la.Name, la.ParentIndex, la.Group = s.p.LinkName, x.parentIx, nonce
+	la.Name, la.ParentIndex, la.Group = s.Cfg.LinkName, x.parentIx, nonce
 	la.Namespace = netlink.NsFd(x.ns)
 	iv := &netlink.IPVtap{IPVlan: netlink.IPVlan{LinkAttrs: la, Mode: netlink.IPVLAN_MODE_L2, Flag: netlink.IPVLAN_FLAG_BRIDGE}}
-	if err := s.h.LinkAdd(iv); err != nil {
+	if err := s.H.LinkAdd(iv); err != nil {
 		return ipvlanAddError(x.parent, err)
 	}
-	name := s.p.LinkName
+	name := s.Cfg.LinkName
 	l, err := x.nh.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("%s in vmrun's private namespace: %w", name, err)
 	}
-	x.link, s.link = l, l
+	x.link, s.Link = l, l
 	// Nothing else lives in the private namespace: its index is the link.
-	s.onUndo(func() error {
-		if err := x.nh.LinkDel(l); err != nil && !isNotFound(err) {
+	s.OnUndo(func() error {
+		if err := x.nh.LinkDel(l); err != nil && !hostnet.IsNotFound(err) {
 			return fmt.Errorf("delete %s in vmrun's private namespace: %w", name, err)
 		}
 		return nil
@@ -249,34 +248,30 @@ func (x *ipvtapRun) create(s *setup) error {
 func ipvlanAddError(parent string, err error) error {
 	switch {
 	case errors.Is(err, unix.EBUSY):
-		return refuse(ErrUnsuitable, "the kernel refused an ipvlan link on %s (EBUSY): it carries a macvlan or macvtap link (perhaps in another network namespace) or belongs to a bridge or bond, and ipvlan cannot share it; remove that, or use --net routed", parent)
+		return hostnet.Refuse(ErrUnsuitable, "the kernel refused an ipvlan link on %s (EBUSY): it carries a macvlan or macvtap link (perhaps in another network namespace) or belongs to a bridge or bond, and ipvlan cannot share it; remove that, or use --net routed", parent)
 	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EAFNOSUPPORT):
-		return refuse(ErrNoKernelSupport, "this kernel cannot create ipvlan/ipvtap links (%v): load the ipvtap module (modprobe ipvtap), or use --net routed", err)
+		return hostnet.Refuse(ErrNoKernelSupport, "this kernel cannot create ipvlan/ipvtap links (%v): load the ipvtap module (modprobe ipvtap), or use --net routed", err)
 	}
 	return err
 }
 
 // silenceIPv6 keeps the private namespace's IPv6 from making addresses of
 // its own on the ipvtap (vmrun adds the guest's, see register).
-func (x *ipvtapRun) silenceIPv6(*setup) error {
-	err := x.nh.LinkSetIP6AddrGenMode(x.link, nl.IN6_ADDR_GEN_MODE_NONE)
-	if errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EOPNOTSUPP) {
-		return nil
-	}
-	return err
+func (x *ipvtapRun) silenceIPv6(*hostnet.Setup) error {
+	return hostnet.SilenceIPv6Link(x.nh, x.link)
 }
 
 // verify re-reads the ipvtap and checks what the kernel made of it.
-func (x *ipvtapRun) verify(s *setup) error {
-	l, err := x.nh.LinkByName(s.p.LinkName)
+func (x *ipvtapRun) verify(s *hostnet.Setup) error {
+	l, err := x.nh.LinkByName(s.Cfg.LinkName)
 	if err != nil {
 		return err
 	}
-	x.link, s.link = l, l
-	if err := checkIPVtap(l, x.guestMAC, OwnerAlias(s.p.Name)); err != nil {
+	x.link, s.Link = l, l
+	if err := checkIPVtap(l, x.guestMAC, OwnerAlias(s.Cfg.VM)); err != nil {
 		return err
 	}
-	s.att.MTU = l.Attrs().MTU
+	s.Att.MTU = l.Attrs().MTU
 	return nil
 }
 
@@ -304,23 +299,23 @@ func checkIPVtap(l netlink.Link, mac net.HardwareAddr, alias string) error {
 // re-registered the device, and /sys shows vmrun's namespace); the node is
 // opened from vmrun's namespace, so QEMU's fds do not keep the private one
 // alive after vmrun.
-func (x *ipvtapRun) openQueues(s *setup) error {
-	att := s.att
-	s.onUndo(func() error { return closeFiles(att.Files) })
+func (x *ipvtapRun) openQueues(s *hostnet.Setup) error {
+	att := s.Att
+	s.OnUndo(func() error { return hostnet.CloseFiles(att.Files) })
 	a := x.link.Attrs()
 	var dev uint64
 	var from string
 	err := x.inPrivate(func() error {
 		caps.Raise(unix.CAP_SYS_ADMIN) // a sysfs of this namespace; the thread dies with it
 		var err error
-		dev, from, err = tapDevNum("ipvtap", a.Name, a.Index, x.nonce)
+		dev, from, err = hostnet.TapDevNum("ipvtap", a.Name, a.Index, x.nonce)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	s.trace.event(fmt.Sprintf("%s is character device %d:%d (read from %s of vmrun's private namespace)", a.Name, unix.Major(dev), unix.Minor(dev), from))
-	att.Files, err = openCharDev(dev, s.p.Queues)
+	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s of vmrun's private namespace)", a.Name, unix.Major(dev), unix.Minor(dev), from))
+	att.Files, err = hostnet.OpenCharDev(dev, s.Cfg.Queues)
 	return err
 }
 
@@ -345,7 +340,7 @@ func (x *ipvtapRun) checkMode() error {
 		return err
 	}
 	if m != ipvtapPortMode {
-		return refuse(ErrVerify, "the ipvlan port of %s is in mode %q, not %q: another ipvlan link on %s switched it (the last one created sets the mode for all), and the guest's ARP and DHCP would be dropped; remove that link or recreate it in L2 mode", x.parent, m, ipvtapPortMode, x.parent)
+		return hostnet.Refuse(ErrVerify, "the ipvlan port of %s is in mode %q, not %q: another ipvlan link on %s switched it (the last one created sets the mode for all), and the guest's ARP and DHCP would be dropped; remove that link or recreate it in L2 mode", x.parent, m, ipvtapPortMode, x.parent)
 	}
 	return nil
 }
@@ -354,19 +349,19 @@ func (x *ipvtapRun) checkMode() error {
 // (same port, so L2 and the bridge flag too) on the parent in vmrun's
 // namespace, up, without addresses. The routes and neighbour entries on it
 // are added as guest addresses are registered; they go with the shim.
-func (x *ipvtapRun) makeShim(s *setup) error {
-	if s.p.NoHostLink {
+func (x *ipvtapRun) makeShim(s *hostnet.Setup) error {
+	if x.noHostLink {
 		return nil
 	}
 	// Registered before the shim's own undo, so it runs after the shim is
 	// gone (and its routes and neighbour entries with it).
-	s.onUndo(x.dropHostEntries)
-	obj, h, rec := x.shimObject(), s.h, s.rec
+	s.OnUndo(x.dropHostEntries)
+	obj, h, rec := x.shimObject(), s.H, s.Rec
 	if err := rec.Record(obj); err != nil {
 		return err
 	}
-	s.onUndo(func() error {
-		if err := deleteOwnedLink(h, obj); err != nil {
+	s.OnUndo(func() error {
+		if err := hostnet.DeleteOwnedLink(h, obj); err != nil {
 			return err
 		}
 		x.mu.Lock()
@@ -377,16 +372,16 @@ func (x *ipvtapRun) makeShim(s *setup) error {
 	la := netlink.NewLinkAttrs()
 	la.Name, la.ParentIndex = x.shimName, x.parentIx
 	shim := &netlink.IPVlan{LinkAttrs: la, Mode: netlink.IPVLAN_MODE_L2, Flag: netlink.IPVLAN_FLAG_BRIDGE}
-	if err := s.h.LinkAdd(shim); err != nil {
+	if err := s.H.LinkAdd(shim); err != nil {
 		return fmt.Errorf("host-side shim %s: %w", x.shimName, ipvlanAddError(x.parent, err))
 	}
-	if err := s.h.LinkSetAlias(shim, OwnerAlias(s.p.Name)); err != nil {
+	if err := s.H.LinkSetAlias(shim, OwnerAlias(s.Cfg.VM)); err != nil {
 		return fmt.Errorf("host-side shim %s: %w", x.shimName, err)
 	}
-	if err := s.h.LinkSetIP6AddrGenMode(shim, nl.IN6_ADDR_GEN_MODE_NONE); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) && !errors.Is(err, unix.EOPNOTSUPP) {
+	if err := hostnet.SilenceIPv6Link(s.H, shim); err != nil {
 		return fmt.Errorf("host-side shim %s: %w", x.shimName, err)
 	}
-	if err := s.h.LinkSetUp(shim); err != nil {
+	if err := s.H.LinkSetUp(shim); err != nil {
 		return fmt.Errorf("host-side shim %s: %w", x.shimName, err)
 	}
 	x.shimIx = shim.Attrs().Index
@@ -399,8 +394,8 @@ func (x *ipvtapRun) makeShim(s *setup) error {
 // value is recorded first and restored by Undo. The sysctl file stays open
 // so the restore reaches this namespace's sysctl, whatever thread Undo
 // runs on.
-func (x *ipvtapRun) loosenRPFilter(s *setup) error {
-	if s.p.NoHostLink {
+func (x *ipvtapRun) loosenRPFilter(s *hostnet.Setup) error {
+	if x.noHostLink {
 		return nil
 	}
 	path := "net/ipv4/conf/" + x.parent + "/rp_filter"
@@ -411,7 +406,7 @@ func (x *ipvtapRun) loosenRPFilter(s *setup) error {
 	if err != nil {
 		return err
 	}
-	old, err := readSysctlFile(f)
+	old, err := hostnet.ReadSysctlFile(f)
 	if err != nil {
 		f.Close()
 		return err
@@ -421,15 +416,15 @@ func (x *ipvtapRun) loosenRPFilter(s *setup) error {
 		f.Close()
 		return nil // off or loose already: the effective value is the larger one
 	}
-	obj, rec := SysctlObject(path, old), s.rec
+	obj, rec := SysctlObject(path, old), s.Rec
 	if err := rec.Record(obj); err != nil {
 		f.Close()
 		return err
 	}
-	s.onUndo(func() error {
+	s.OnUndo(func() error {
 		defer f.Close()
 		if others := x.otherShims(); others != "" {
-			s.trace.event(fmt.Sprintf("rp_filter of %s left at 2: %s still need it", x.parent, others))
+			s.Trace.ReportEvent(fmt.Sprintf("rp_filter of %s left at 2: %s still need it", x.parent, others))
 		} else if _, err := f.WriteAt([]byte(old), 0); err != nil {
 			return fmt.Errorf("restore %s to %s: %w", path, old, err)
 		}
@@ -441,20 +436,10 @@ func (x *ipvtapRun) loosenRPFilter(s *setup) error {
 	return nil
 }
 
-// readSysctlFile reads an open sysctl file from its start.
-func readSysctlFile(f *os.File) (string, error) {
-	b := make([]byte, 64)
-	n, err := f.ReadAt(b, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", err
-	}
-	return strings.TrimSpace(string(b[:n])), nil
-}
-
 // otherShims names the shims of other running VMs on the same parent
 // (they need rp_filter loose too), or "".
 func (x *ipvtapRun) otherShims() string {
-	links, err := retryDump(x.bh.LinkList)
+	links, err := hostnet.RetryDump(x.bh.LinkList)
 	if err != nil {
 		return ""
 	}
@@ -470,21 +455,21 @@ func (x *ipvtapRun) otherShims() string {
 }
 
 // registerStatic registers --guest-ip at once.
-func (x *ipvtapRun) registerStatic(s *setup) error {
-	if s.p.GuestIP == nil {
+func (x *ipvtapRun) registerStatic(s *hostnet.Setup) error {
+	if x.guestIP == nil {
 		return nil
 	}
-	a, ok := netip.AddrFromSlice(s.p.GuestIP)
+	a, ok := netip.AddrFromSlice(x.guestIP)
 	if !ok {
-		return refuse(ErrBadRequest, "--guest-ip %s is not an IP address", s.p.GuestIP)
+		return hostnet.Refuse(ErrBadRequest, "--guest-ip %s is not an IP address", x.guestIP)
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	switch x.policy().check(a.Unmap()) {
 	case addrHost, addrHostLinkLoc:
-		return refuse(ErrBadRequest, "--guest-ip %s is %s's own address; give the guest an address of its own", a, x.parent)
+		return hostnet.Refuse(ErrBadRequest, "--guest-ip %s is %s's own address; give the guest an address of its own", a, x.parent)
 	case addrGateway:
-		return refuse(ErrBadRequest, "--guest-ip %s is the gateway's address; give the guest an address of its own", a)
+		return hostnet.Refuse(ErrBadRequest, "--guest-ip %s is the gateway's address; give the guest an address of its own", a)
 	}
 	return x.registerLocked(a.Unmap(), "--guest-ip")
 }
@@ -498,12 +483,12 @@ func (x *ipvtapRun) policy() addrPolicy {
 			m[a.Unmap()] = true
 		}
 	}
-	if addrs, err := retryDump(func() ([]netlink.Addr, error) { return x.bh.AddrList(nil, netlink.FAMILY_ALL) }); err == nil {
+	if addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return x.bh.AddrList(nil, netlink.FAMILY_ALL) }); err == nil {
 		for _, ad := range addrs {
 			add(p.host, ad.IP)
 		}
 	}
-	if routes, err := retryDump(func() ([]netlink.Route, error) {
+	if routes, err := hostnet.RetryDump(func() ([]netlink.Route, error) {
 		return x.bh.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: x.parentIx}, netlink.RT_FILTER_OIF)
 	}); err == nil {
 		for _, r := range routes {
@@ -513,7 +498,7 @@ func (x *ipvtapRun) policy() addrPolicy {
 			}
 		}
 	}
-	add(p.gateways, x.s.p.Gateway)
+	add(p.gateways, x.gateway)
 	return p
 }
 
@@ -522,7 +507,7 @@ func (x *ipvtapRun) policy() addrPolicy {
 func (x *ipvtapRun) register(a netip.Addr, why string) {
 	// The learner's goroutine: vmrun's capabilities are raised only on
 	// the thread doing the work (see internal/caps).
-	_ = privileged(func() error { x.doRegister(a, why); return nil })
+	_ = hostnet.Privileged(func() error { x.doRegister(a, why); return nil })
 }
 
 func (x *ipvtapRun) doRegister(a netip.Addr, why string) {
@@ -567,17 +552,17 @@ func (x *ipvtapRun) registerLocked(a netip.Addr, why string) error {
 	x.addrs[a] = why
 	if x.shimIx != 0 && a.Is4() {
 		if err := x.addHostEntry(a); err != nil {
-			x.s.trace.notice(fmt.Sprintf("%s: guest address %s registered, but the host cannot reach it: %v", x.parent, a, err))
+			x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s registered, but the host cannot reach it: %v", x.parent, a, err))
 		}
 	}
 	x.refilter()
-	x.s.trace.notice(fmt.Sprintf("%s: guest address %s registered (%s)", x.parent, a, why))
+	x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s registered (%s)", x.parent, a, why))
 	return nil
 }
 
 // unregister removes an address the guest gave up.
 func (x *ipvtapRun) unregister(a netip.Addr, why string) {
-	_ = privileged(func() error { x.doUnregister(a, why); return nil })
+	_ = hostnet.Privileged(func() error { x.doUnregister(a, why); return nil })
 }
 
 func (x *ipvtapRun) doUnregister(a netip.Addr, why string) {
@@ -590,15 +575,15 @@ func (x *ipvtapRun) doUnregister(a netip.Addr, why string) {
 	delete(x.addrs, a)
 	err := x.nh.AddrDel(x.link, hostAddr(a))
 	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-		x.s.trace.notice(fmt.Sprintf("%s: guest address %s could not be unregistered: %v", x.parent, a, err))
+		x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s could not be unregistered: %v", x.parent, a, err))
 	}
 	if x.entries[a] {
 		if err := x.removeHostEntry(a); err != nil {
-			x.s.trace.event(fmt.Sprintf("host route to %s: %v", a, err))
+			x.s.Trace.ReportEvent(fmt.Sprintf("host route to %s: %v", a, err))
 		}
 	}
 	x.refilter()
-	x.s.trace.notice(fmt.Sprintf("%s: guest address %s unregistered (%s)", x.parent, a, why))
+	x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s unregistered (%s)", x.parent, a, why))
 }
 
 // hostAddr is a as a host address (/32, /128; IPv6 without DAD).
@@ -617,14 +602,14 @@ func hostAddr(a netip.Addr) *netlink.Addr {
 func (x *ipvtapRun) addHostEntry(a netip.Addr) error {
 	dst := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
 	r := &netlink.Route{LinkIndex: x.shimIx, Dst: dst, Scope: netlink.SCOPE_LINK, Src: x.hostIPv4()}
-	if err := x.s.rec.Record(RouteObject(dst, x.shimName)); err != nil {
+	if err := x.s.Rec.Record(RouteObject(dst, x.shimName)); err != nil {
 		return err
 	}
 	x.entries[a] = true
 	if err := x.bh.RouteReplace(r); err != nil {
 		return fmt.Errorf("route to %s via %s: %w", a, x.shimName, err)
 	}
-	if err := x.s.rec.Record(NeighObject(dst.IP, x.shimName, false)); err != nil {
+	if err := x.s.Rec.Record(NeighObject(dst.IP, x.shimName, false)); err != nil {
 		return err
 	}
 	n := &netlink.Neigh{LinkIndex: x.shimIx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: dst.IP, HardwareAddr: x.guestMAC}
@@ -637,7 +622,7 @@ func (x *ipvtapRun) addHostEntry(a netip.Addr) error {
 // hostIPv4 is the host's first global IPv4 address on the parent (the
 // source of its packets to the guest), or nil.
 func (x *ipvtapRun) hostIPv4() net.IP {
-	addrs, err := retryDump(func() ([]netlink.Addr, error) {
+	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) {
 		return x.bh.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: x.parentIx}}, netlink.FAMILY_V4)
 	})
 	if err != nil {
@@ -663,7 +648,7 @@ func (x *ipvtapRun) removeHostEntry(a netip.Addr) error {
 		errs = append(errs, err)
 	}
 	delete(x.entries, a)
-	errs = append(errs, x.s.rec.Forget(NeighObject(dst.IP, x.shimName, false)), x.s.rec.Forget(RouteObject(dst, x.shimName)))
+	errs = append(errs, x.s.Rec.Forget(NeighObject(dst.IP, x.shimName, false)), x.s.Rec.Forget(RouteObject(dst, x.shimName)))
 	return errors.Join(errs...)
 }
 
@@ -681,7 +666,7 @@ func (x *ipvtapRun) dropHostEntries() error {
 			continue
 		}
 		delete(x.entries, a)
-		errs = append(errs, x.s.rec.Forget(NeighObject(dst.IP, x.shimName, false)), x.s.rec.Forget(RouteObject(dst, x.shimName)))
+		errs = append(errs, x.s.Rec.Forget(NeighObject(dst.IP, x.shimName, false)), x.s.Rec.Forget(RouteObject(dst, x.shimName)))
 	}
 	return errors.Join(errs...)
 }
@@ -690,7 +675,7 @@ func (x *ipvtapRun) dropHostEntries() error {
 func (x *ipvtapRun) noticeOnce(key, msg string) {
 	if !x.warned[key] {
 		x.warned[key] = true
-		x.s.trace.notice(msg)
+		x.s.Trace.ReportNotice(msg)
 	}
 }
 
@@ -725,7 +710,7 @@ func (x *ipvtapRun) refilter() {
 		err = x.conn.SetBPF(prog)
 	}
 	if err != nil {
-		x.s.trace.event(fmt.Sprintf("learner filter: %v", err))
+		x.s.Trace.ReportEvent(fmt.Sprintf("learner filter: %v", err))
 	}
 }
 
@@ -735,7 +720,7 @@ const ethPAll = 0x0003
 // startLearner opens a packet socket on the ipvtap in the private
 // namespace — it sees every frame the guest sends — and registers the
 // addresses they reveal until Undo.
-func (x *ipvtapRun) startLearner(s *setup) error {
+func (x *ipvtapRun) startLearner(s *hostnet.Setup) error {
 	x.mu.Lock()
 	prog, err := learnProgram(x.known())
 	x.mu.Unlock()
@@ -769,7 +754,7 @@ func (x *ipvtapRun) startLearner(s *setup) error {
 	x.learners.Add(2)
 	go x.learn(conn)
 	go x.catchReplies(replies)
-	s.onUndo(func() error {
+	s.OnUndo(func() error {
 		close(x.stop)
 		_ = conn.SetReadDeadline(time.Now())
 		_ = replies.SetReadDeadline(time.Now())
@@ -809,7 +794,7 @@ func (x *ipvtapRun) learn(conn *packet.Conn) {
 		}
 	})
 	if err != nil {
-		x.s.trace.notice(fmt.Sprintf("%s: learning the guest's addresses stopped: %v", x.parent, err))
+		x.s.Trace.ReportNotice(fmt.Sprintf("%s: learning the guest's addresses stopped: %v", x.parent, err))
 	}
 }
 
@@ -878,13 +863,13 @@ func (x *ipvtapRun) catchReplies(conn *packet.Conn) {
 		}
 	})
 	if err != nil {
-		x.s.trace.event(fmt.Sprintf("%s: watching DHCP replies stopped: %v", x.parent, err))
+		x.s.Trace.ReportEvent(fmt.Sprintf("%s: watching DHCP replies stopped: %v", x.parent, err))
 	}
 }
 
 // startWatcher subscribes to link events in vmrun's namespace and follows
 // the parent until Undo.
-func (x *ipvtapRun) startWatcher(s *setup) error {
+func (x *ipvtapRun) startWatcher(s *hostnet.Setup) error {
 	ch := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	var stopping sync.Once
@@ -894,7 +879,7 @@ func (x *ipvtapRun) startWatcher(s *setup) error {
 			select {
 			case <-stopped:
 			default:
-				s.trace.event(fmt.Sprintf("watching %s: %v", x.parent, err))
+				s.Trace.ReportEvent(fmt.Sprintf("watching %s: %v", x.parent, err))
 			}
 		},
 	})
@@ -903,7 +888,7 @@ func (x *ipvtapRun) startWatcher(s *setup) error {
 	}
 	x.watchers.Add(1)
 	go x.watch(ch)
-	s.onUndo(func() error {
+	s.OnUndo(func() error {
 		stopping.Do(func() { close(stopped); close(done) })
 		x.watchers.Wait()
 		return nil
@@ -939,7 +924,7 @@ func (x *ipvtapRun) watch(ch <-chan netlink.LinkUpdate) {
 				return
 			}
 			var back bool
-			_ = privileged(func() error { back = x.onLinkUpdate(u); return nil })
+			_ = hostnet.Privileged(func() error { back = x.onLinkUpdate(u); return nil })
 			if back {
 				again.Reset(reannounceAgain)
 			}
@@ -964,7 +949,7 @@ func (x *ipvtapRun) onLinkUpdate(u netlink.LinkUpdate) bool {
 		return false
 	}
 	if u.Header.Type == unix.RTM_DELLINK {
-		x.s.trace.notice(fmt.Sprintf("WARNING: %s was removed: the guest is cut off (its ipvtap went with it); stop the VM", x.parent))
+		x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: %s was removed: the guest is cut off (its ipvtap went with it); stop the VM", x.parent))
 		return false
 	}
 	x.watchMAC(a.HardwareAddr)
@@ -972,12 +957,12 @@ func (x *ipvtapRun) onLinkUpdate(u netlink.LinkUpdate) bool {
 	switch {
 	case x.online && !running:
 		x.online = false
-		x.s.trace.notice(fmt.Sprintf("%s lost its link (down, roaming or disconnected): the guest is offline until it is back", x.parent))
+		x.s.Trace.ReportNotice(fmt.Sprintf("%s lost its link (down, roaming or disconnected): the guest is offline until it is back", x.parent))
 	case !x.online && running:
 		x.online = true
 		summary := x.recheck()
 		x.reannounce()
-		x.s.trace.notice(fmt.Sprintf("%s is back: %s; re-announced the guest's addresses to the LAN (gratuitous ARP)", x.parent, summary))
+		x.s.Trace.ReportNotice(fmt.Sprintf("%s is back: %s; re-announced the guest's addresses to the LAN (gratuitous ARP)", x.parent, summary))
 		return true
 	}
 	return false
@@ -991,10 +976,10 @@ func (x *ipvtapRun) watchMAC(mac net.HardwareAddr) {
 	}
 	x.lastMAC = append(net.HardwareAddr(nil), mac...)
 	if bytes.Equal(mac, x.guestMAC) {
-		x.s.trace.notice(fmt.Sprintf("%s's MAC is %s again, the guest's: the guest can reach the LAN again", x.parent, mac))
+		x.s.Trace.ReportNotice(fmt.Sprintf("%s's MAC is %s again, the guest's: the guest can reach the LAN again", x.parent, mac))
 		return
 	}
-	x.s.trace.notice(fmt.Sprintf("WARNING: %s's MAC changed from %s to %s (MAC address randomisation?), but the guest's NIC still uses %s: the access point drops the guest's frames and the guest is offline. A running guest's MAC cannot be changed under it: restart the VM (vmrun gives it the new MAC), and keep %s's MAC fixed for this network (NetworkManager: nmcli connection modify <wifi> wifi.cloned-mac-address permanent)",
+	x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: %s's MAC changed from %s to %s (MAC address randomisation?), but the guest's NIC still uses %s: the access point drops the guest's frames and the guest is offline. A running guest's MAC cannot be changed under it: restart the VM (vmrun gives it the new MAC), and keep %s's MAC fixed for this network (NetworkManager: nmcli connection modify <wifi> wifi.cloned-mac-address permanent)",
 		x.parent, x.guestMAC, mac, x.guestMAC, x.parent))
 }
 
@@ -1003,13 +988,13 @@ func (x *ipvtapRun) watchMode(cause string) {
 	m, err := x.portMode()
 	switch {
 	case err != nil:
-		x.s.trace.event(fmt.Sprintf("ipvlan mode of %s: %v", x.parent, err))
+		x.s.Trace.ReportEvent(fmt.Sprintf("ipvlan mode of %s: %v", x.parent, err))
 	case m != ipvtapPortMode && m != x.badMode:
 		x.badMode = m
-		x.s.trace.notice(fmt.Sprintf("WARNING: the ipvlan port of %s is now in mode %q, not %q (after %s: the last ipvlan link created or changed sets the mode of all): the guest's ARP and DHCP are dropped; delete that link or make it L2 (ip link set LINK type ipvlan mode l2), or restart the VM", x.parent, m, ipvtapPortMode, cause))
+		x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: the ipvlan port of %s is now in mode %q, not %q (after %s: the last ipvlan link created or changed sets the mode of all): the guest's ARP and DHCP are dropped; delete that link or make it L2 (ip link set LINK type ipvlan mode l2), or restart the VM", x.parent, m, ipvtapPortMode, cause))
 	case m == ipvtapPortMode && x.badMode != "":
 		x.badMode = ""
-		x.s.trace.notice(fmt.Sprintf("the ipvlan port of %s is in mode %q again", x.parent, m))
+		x.s.Trace.ReportNotice(fmt.Sprintf("the ipvlan port of %s is in mode %q again", x.parent, m))
 	}
 }
 
@@ -1024,7 +1009,7 @@ func (x *ipvtapRun) recheck() string {
 	}
 	x.watchMode(x.parent + " coming back")
 	have := map[netip.Addr]bool{}
-	if addrs, err := retryDump(func() ([]netlink.Addr, error) { return x.nh.AddrList(x.link, netlink.FAMILY_ALL) }); err == nil {
+	if addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return x.nh.AddrList(x.link, netlink.FAMILY_ALL) }); err == nil {
 		for _, ad := range addrs {
 			if a, ok := netip.AddrFromSlice(ad.IP); ok {
 				have[a.Unmap()] = true
@@ -1074,7 +1059,7 @@ func (x *ipvtapRun) reannounce() {
 			_, err = x.conn.WriteTo(f, &packet.Addr{HardwareAddr: ethernet.Broadcast})
 		}
 		if err != nil {
-			x.s.trace.event(fmt.Sprintf("announce %s: %v", a, err))
+			x.s.Trace.ReportEvent(fmt.Sprintf("announce %s: %v", a, err))
 		}
 	}
 }

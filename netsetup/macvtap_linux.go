@@ -2,35 +2,28 @@ package netsetup
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // macvtapSteps are the steps of --net macvtap.
-func macvtapSteps() []step {
-	return []step{
-		{"parent", (*setup).lookupParent},
-		{"claim name", (*setup).claimName},
-		{"record", (*setup).record},
-		{"create", (*setup).createMacvtap},
-		{"alias", (*setup).setAlias},
-		{"ipv6 off", (*setup).silenceIPv6},
-		{"verify", (*setup).verifyMacvtap},
-		{"open queues", (*setup).openMacvtapQueues},
-		{"reset group", func(s *setup) error { return s.h.LinkSetGroup(s.link, 0) }},
-		{"up", func(s *setup) error { return s.h.LinkSetUp(s.link) }},
-		{"open vhost", (*setup).openVhost},
+func macvtapSteps() []hostnet.Step {
+	return []hostnet.Step{
+		{Name: "parent", Do: (*hostnet.Setup).LookupParent},
+		{Name: "claim name", Do: (*hostnet.Setup).ClaimName},
+		{Name: "record", Do: (*hostnet.Setup).Record},
+		{Name: "create", Do: createMacvtap},
+		{Name: "alias", Do: (*hostnet.Setup).SetAlias},
+		{Name: "ipv6 off", Do: (*hostnet.Setup).SilenceIPv6},
+		{Name: "verify", Do: verifyMacvtap},
+		{Name: "open queues", Do: openMacvtapQueues},
+		{Name: "reset group", Do: func(s *hostnet.Setup) error { return s.H.LinkSetGroup(s.Link, 0) }},
+		{Name: "up", Do: (*hostnet.Setup).SetUp},
+		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
 	}
 }
 
@@ -39,38 +32,38 @@ func macvtapSteps() []step {
 // TxQLen 0, and a macvtap with a 0-slot queue drops every frame to the
 // guest. The alias cannot be given here: the kernel ignores IFLA_IFALIAS
 // when it creates a link. The device group is a random nonce until the
-// queues are open: it proves which sysfs shows this very link (tapDevNum).
-func (s *setup) createMacvtap() error {
-	nonce, err := groupNonce()
+// queues are open: it proves which sysfs shows this very link (hostnet.TapDevNum).
+func createMacvtap(s *hostnet.Setup) error {
+	nonce, err := hostnet.GroupNonce()
 	if err != nil {
 		return err
 	}
-	s.nonce = nonce
+	s.Nonce = nonce
 	la := netlink.NewLinkAttrs()
 	la.Group = nonce
-	la.Name = s.p.LinkName
-	la.ParentIndex = s.parent.Attrs().Index
-	la.HardwareAddr = s.p.MAC
+	la.Name = s.Cfg.LinkName
+	la.ParentIndex = s.ParentLink.Attrs().Index
+	la.HardwareAddr = s.Cfg.MAC
 	mv := &netlink.Macvtap{Macvlan: netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}}
-	if err := s.h.LinkAdd(mv); err != nil {
+	if err := s.H.LinkAdd(mv); err != nil {
 		return err
 	}
-	s.link = mv
+	s.Link = mv
 	return nil
 }
 
 // verifyMacvtap re-reads the link (netlink does not fill in what the
 // kernel chose) and checks that the kernel applied what was asked.
-func (s *setup) verifyMacvtap() error {
-	l, err := s.h.LinkByName(s.p.LinkName)
+func verifyMacvtap(s *hostnet.Setup) error {
+	l, err := s.H.LinkByName(s.Cfg.LinkName)
 	if err != nil {
 		return err
 	}
-	s.link = l
-	if err := checkMacvtap(l, s.parent.Attrs().Index, s.p.MAC, OwnerAlias(s.p.Name)); err != nil {
+	s.Link = l
+	if err := checkMacvtap(l, s.ParentLink.Attrs().Index, s.Cfg.MAC, OwnerAlias(s.Cfg.VM)); err != nil {
 		return err
 	}
-	s.att.MTU = l.Attrs().MTU
+	s.Att.MTU = l.Attrs().MTU
 	return nil
 }
 
@@ -96,154 +89,15 @@ func checkMacvtap(l netlink.Link, parent int, mac net.HardwareAddr, alias string
 }
 
 // openMacvtapQueues opens the macvtap's character device once per queue.
-func (s *setup) openMacvtapQueues() error {
-	att := s.att
-	s.onUndo(func() error { return closeFiles(att.Files) })
-	a := s.link.Attrs()
-	dev, from, err := tapDevNum("macvtap", a.Name, a.Index, s.nonce)
+func openMacvtapQueues(s *hostnet.Setup) error {
+	att := s.Att
+	s.OnUndo(func() error { return hostnet.CloseFiles(att.Files) })
+	a := s.Link.Attrs()
+	dev, from, err := hostnet.TapDevNum("macvtap", a.Name, a.Index, s.Nonce)
 	if err != nil {
 		return err
 	}
-	s.trace.event(fmt.Sprintf("%s is character device %d:%d (read from %s)", a.Name, unix.Major(dev), unix.Minor(dev), from))
-	att.Files, err = openCharDev(dev, s.p.Queues)
+	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s)", a.Name, unix.Major(dev), unix.Minor(dev), from))
+	att.Files, err = hostnet.OpenCharDev(dev, s.Cfg.Queues)
 	return err
-}
-
-// groupNonce returns a random non-zero device group number.
-func groupNonce() (uint32, error) {
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return 0, err
-	}
-	return binary.NativeEndian.Uint32(b[:])&0x7fffffff | 1, nil
-}
-
-// tapDevNum returns the device number of the character device of the
-// macvtap or ipvtap link (kind "macvtap" or "ipvtap") name, with ifindex
-// index and device group nonce, in the calling thread's network namespace.
-// /dev/tapN is named by ifindex, which is per namespace, and /sys shows the
-// namespace of whoever mounted it: another namespace may show a twin with
-// the same name, ifindex and MAC. Only this link has the nonce, so /sys is
-// used when it shows the nonce; otherwise a private sysfs of this
-// namespace. from says which.
-func tapDevNum(kind, name string, index int, nonce uint32) (dev uint64, from string, err error) {
-	rel := filepath.Join("class/net", name, kind, "tap"+strconv.Itoa(index), "dev")
-	host := sysfs{dirfd: unix.AT_FDCWD, prefix: "/sys/"}
-	if host.shows(name, nonce) {
-		dev, err = host.devNum(rel)
-		return dev, "/sys", err
-	}
-	mfd, err := mountSysfs()
-	if err != nil {
-		return 0, "", fmt.Errorf("/sys shows another network namespace, and a sysfs of this one cannot be mounted (that needs CAP_SYS_ADMIN and Linux 5.2): %w", err)
-	}
-	// Dissolving the mount waits for an RCU grace period: not on our path.
-	defer func() { go unix.Close(mfd) }()
-	dev, err = sysfs{dirfd: mfd}.devNum(rel)
-	return dev, "a private sysfs", err
-}
-
-// mountSysfs returns a detached sysfs mount (fsopen, fsmount) of the
-// calling thread's network namespace: attached nowhere, seen by nobody,
-// gone when the fd is closed.
-func mountSysfs() (int, error) {
-	fsfd, err := unix.Fsopen("sysfs", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsopen sysfs: %w", err)
-	}
-	defer unix.Close(fsfd)
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return -1, fmt.Errorf("create sysfs: %w", err)
-	}
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsmount sysfs: %w", err)
-	}
-	return mfd, nil
-}
-
-// sysfs is a sysfs tree: /sys, or a detached mount (dirfd).
-type sysfs struct {
-	dirfd  int
-	prefix string
-}
-
-// read returns the trimmed content of a file of the tree.
-func (s sysfs) read(rel string) (string, error) {
-	fd, err := unix.Openat(s.dirfd, s.prefix+rel, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", &os.PathError{Op: "open", Path: s.prefix + rel, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), s.prefix+rel)
-	defer f.Close()
-	b, err := io.ReadAll(f)
-	return strings.TrimSpace(string(b)), err
-}
-
-// shows reports whether the tree shows link name in device group nonce
-// (if it does not, it belongs to another namespace).
-func (s sysfs) shows(name string, nonce uint32) bool {
-	g, err := s.read(filepath.Join("class/net", name, "netdev_group"))
-	return err == nil && g == strconv.FormatUint(uint64(nonce), 10)
-}
-
-// devNum reads a "dev" file of the tree.
-func (s sysfs) devNum(rel string) (uint64, error) {
-	v, err := s.read(rel)
-	if err != nil {
-		return 0, err
-	}
-	return parseDevNum(rel, v)
-}
-
-// parseDevNum parses a sysfs "dev" value ("MAJOR:MINOR").
-func parseDevNum(path, v string) (uint64, error) {
-	maj, min, ok := strings.Cut(v, ":")
-	ma, err1 := strconv.ParseUint(maj, 10, 32)
-	mi, err2 := strconv.ParseUint(min, 10, 32)
-	if !ok || err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("%s: %q is not MAJOR:MINOR", path, v)
-	}
-	return unix.Mkdev(uint32(ma), uint32(mi)), nil
-}
-
-// openCharDev opens character device dev n times through a private node:
-// mknod in a fresh 0700 directory, open, then remove node and directory.
-func openCharDev(dev uint64, n int) ([]*os.File, error) {
-	dir, err := os.MkdirTemp(nodeDir(), ".vmrun-tap-")
-	if err != nil {
-		return nil, fmt.Errorf("private device directory: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	node := filepath.Join(dir, "tap")
-	if err := unix.Mknod(node, unix.S_IFCHR|0o600, int(dev)); err != nil {
-		return nil, fmt.Errorf("mknod %d:%d: %w", unix.Major(dev), unix.Minor(dev), err)
-	}
-	files := make([]*os.File, 0, n)
-	for i := 0; i < n; i++ {
-		f, err := os.OpenFile(node, os.O_RDWR, 0)
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("open queue %d of device %d:%d: %w", i, unix.Major(dev), unix.Minor(dev), err), closeFiles(files))
-		}
-		files = append(files, f)
-	}
-	return files, nil
-}
-
-// nodeDir is where private device nodes are made (in a fresh 0700
-// directory, removed right after): /dev when it is an in-memory devtmpfs
-// or tmpfs, which allows device nodes and makes this take microseconds
-// instead of a journaled file system's hundreds; else the temporary
-// directory, unless it is mounted nodev (nodes would not open there).
-func nodeDir() string {
-	var st unix.Statfs_t
-	if err := unix.Statfs("/dev", &st); err == nil && st.Flags&unix.ST_NODEV == 0 &&
-		(st.Type == unix.TMPFS_MAGIC) && unix.Access("/dev", unix.W_OK) == nil {
-		return "/dev"
-	}
-	tmp := os.TempDir()
-	if err := unix.Statfs(tmp, &st); err == nil && st.Flags&unix.ST_NODEV != 0 {
-		return "/dev"
-	}
-	return tmp
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
 )
@@ -45,7 +46,7 @@ func natChoice(f Facts) (choice, error) {
 		return choice{}, err
 	}
 	if !f.Caps.Tun {
-		return choice{}, refuse(ErrNoKernelSupport, "--net nat needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
+		return choice{}, hostnet.Refuse(ErrNoKernelSupport, "--net nat needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
 	}
 	c := choice{mode: NAT, parent: NATBridge, mtu: 1500,
 		reason: fmt.Sprintf("NAT, as asked (--net nat): the guest sits on vmrun's private bridge %s behind this host's address; other NAT guests and this host reach it, the LAN only through --forward ports", NATBridge)}
@@ -61,11 +62,11 @@ func checkNATForwards(fws []Forward) error {
 	seen := map[string]bool{}
 	for _, fw := range fws {
 		if ip := net.ParseIP(fw.HostAddr); fw.HostAddr != "" && (ip == nil || ip.To4() == nil) {
-			return refuse(ErrBadRequest, "--forward %s: --net nat forwards IPv4 only; use an IPv4 host address or none", fw)
+			return hostnet.Refuse(ErrBadRequest, "--forward %s: --net nat forwards IPv4 only; use an IPv4 host address or none", fw)
 		}
 		key := fmt.Sprintf("%s/%d", fw.Proto, fw.HostPort)
 		if seen[key] {
-			return refuse(ErrBadRequest, "--forward: host port %s/%d is forwarded twice; forward each host port once", fw.Proto, fw.HostPort)
+			return hostnet.Refuse(ErrBadRequest, "--forward: host port %s/%d is forwarded twice; forward each host port once", fw.Proto, fw.HostPort)
 		}
 		seen[key] = true
 	}
@@ -99,7 +100,7 @@ func ChooseSubnet(candidates, used []netip.Prefix) (netip.Prefix, error) {
 			return c, nil
 		}
 	}
-	return netip.Prefix{}, refuse(ErrNoSubnet, "every candidate NAT subnet overlaps a route or address of this host; choose one with --nat-subnet CIDR")
+	return netip.Prefix{}, hostnet.Refuse(ErrNoSubnet, "every candidate NAT subnet overlaps a route or address of this host; choose one with --nat-subnet CIDR")
 }
 
 func overlapsAny(p netip.Prefix, used []netip.Prefix) bool {
@@ -132,7 +133,7 @@ func ParseNATSubnet(s string) (netip.Prefix, error) {
 func checkSubnet(p netip.Prefix, used []netip.Prefix) error {
 	for _, u := range used {
 		if u.Bits() > 0 && u.Overlaps(p) {
-			return refuse(ErrBadRequest, "--nat-subnet %s overlaps %s, which this host already routes or uses; choose another subnet, or leave --nat-subnet out to let vmrun pick one", p, u)
+			return hostnet.Refuse(ErrBadRequest, "--nat-subnet %s overlaps %s, which this host already routes or uses; choose another subnet, or leave --nat-subnet out to let vmrun pick one", p, u)
 		}
 	}
 	return nil
@@ -166,5 +167,5 @@ func AllocateIP(subnet netip.Prefix, vm string, taken func(netip.Addr) bool) (ne
 			return a, nil
 		}
 	}
-	return netip.Addr{}, refuse(ErrSubnetFull, "all %d guest addresses of the NAT subnet %s are in use; stop a NAT VM or choose a larger --nat-subnet", n, subnet)
+	return netip.Addr{}, hostnet.Refuse(ErrSubnetFull, "all %d guest addresses of the NAT subnet %s are in use; stop a NAT VM or choose a larger --nat-subnet", n, subnet)
 }

@@ -4,17 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dnsforward"
@@ -47,7 +47,7 @@ func natJoin(dir string, p Plan, tr *Trace) (m *natMember, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	h, err := newHandle()
+	h, err := hostnet.NewHandle()
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +58,7 @@ func natJoin(dir string, p Plan, tr *Trace) (m *natMember, err error) {
 	}
 	live, err := d.pruneDead(nc, p.Name, tr)
 	if err != nil {
-		tr.event(fmt.Sprintf("NAT: cleaning up after dead VMs: %v", err))
+		tr.ReportEvent(fmt.Sprintf("NAT: cleaning up after dead VMs: %v", err))
 	}
 	subnet, err := ensureNATNetwork(h, nc, d, &st, p.NAT.Subnet, tr)
 	if err != nil {
@@ -110,7 +110,7 @@ func (m *natMember) close() {
 // thread calls it.
 func (m *natMember) leave() error {
 	defer m.ns.Close()
-	return onThrowawayThread(func() error {
+	return hostnet.OnThrowawayThread(func() error {
 		if err := netns.Set(m.ns); err != nil {
 			return fmt.Errorf("enter the NAT network's namespace: %w", err)
 		}
@@ -127,7 +127,7 @@ func checkForwardConflicts(live map[string]member, vm string, fws []Forward) err
 			}
 			for _, ofw := range m.info.Forwards {
 				if ofw.Proto == fw.Proto && ofw.HostPort == fw.HostPort {
-					return refuse(ErrBadRequest, "--forward %s: host port %s/%d is already forwarded to NAT VM %s; choose another host port", fw, fw.Proto, fw.HostPort, other)
+					return hostnet.Refuse(ErrBadRequest, "--forward %s: host port %s/%d is already forwarded to NAT VM %s; choose another host port", fw, fw.Proto, fw.HostPort, other)
 				}
 			}
 		}
@@ -143,7 +143,7 @@ func ensureNATNetwork(h *netlink.Handle, nc *nftables.Conn, d *natDir, st *natSh
 	if want != "" {
 		var err error
 		if wantP, err = ParseNATSubnet(want); err != nil {
-			return netip.Prefix{}, refuse(ErrBadRequest, "%v", err)
+			return netip.Prefix{}, hostnet.Refuse(ErrBadRequest, "%v", err)
 		}
 	}
 	subnet, exists, err := existingNATBridge(h)
@@ -152,11 +152,11 @@ func ensureNATNetwork(h *netlink.Handle, nc *nftables.Conn, d *natDir, st *natSh
 	}
 	if exists {
 		if want != "" && wantP != subnet {
-			return netip.Prefix{}, refuse(ErrBadRequest, "--nat-subnet %s: the NAT network %s already uses %s; leave --nat-subnet out, or stop the other NAT VMs first", want, NATBridge, subnet)
+			return netip.Prefix{}, hostnet.Refuse(ErrBadRequest, "--nat-subnet %s: the NAT network %s already uses %s; leave --nat-subnet out, or stop the other NAT VMs first", want, NATBridge, subnet)
 		}
 		table, err := nc.ListTableOfFamily(NATTable, nftables.TableFamilyIPv4)
 		if err != nil || table == nil {
-			tr.event("NAT: vmrun's nftables table was missing; recreating it")
+			tr.ReportEvent("NAT: vmrun's nftables table was missing; recreating it")
 			if err := createNATTable(nc, d, st, subnet); err != nil {
 				return netip.Prefix{}, err
 			}
@@ -172,7 +172,7 @@ func ensureNATNetwork(h *netlink.Handle, nc *nftables.Conn, d *natDir, st *natSh
 		if err := createNATTable(nc, d, st, subnet); err != nil {
 			return netip.Prefix{}, err
 		}
-		tr.event(fmt.Sprintf("NAT: created bridge %s with %s and table ip %s", NATBridge, netip.PrefixFrom(NATGateway(subnet), subnet.Bits()), NATTable))
+		tr.ReportEvent(fmt.Sprintf("NAT: created bridge %s with %s and table ip %s", NATBridge, netip.PrefixFrom(NATGateway(subnet), subnet.Bits()), NATTable))
 	}
 	st.Subnet = subnet.String()
 	if err := enableForwarding(d, st, tr); err != nil {
@@ -185,16 +185,16 @@ func ensureNATNetwork(h *netlink.Handle, nc *nftables.Conn, d *natDir, st *natSh
 // A link of that name without vmrun's alias is refused.
 func existingNATBridge(h *netlink.Handle) (netip.Prefix, bool, error) {
 	l, err := h.LinkByName(NATBridge)
-	if isNotFound(err) {
+	if hostnet.IsNotFound(err) {
 		return netip.Prefix{}, false, nil
 	}
 	if err != nil {
 		return netip.Prefix{}, false, err
 	}
 	if l.Attrs().Alias != NATAlias || l.Type() != "bridge" {
-		return netip.Prefix{}, false, refuse(ErrForeignLink, "a link named %s already exists and is not vmrun's NAT bridge (alias %q, type %s); vmrun leaves it alone: delete or rename it to use --net nat", NATBridge, l.Attrs().Alias, l.Type())
+		return netip.Prefix{}, false, hostnet.Refuse(ErrForeignLink, "a link named %s already exists and is not vmrun's NAT bridge (alias %q, type %s); vmrun leaves it alone: delete or rename it to use --net nat", NATBridge, l.Attrs().Alias, l.Type())
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_V4) })
+	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return netip.Prefix{}, false, err
 	}
@@ -204,7 +204,7 @@ func existingNATBridge(h *netlink.Handle) (netip.Prefix, bool, error) {
 			return netip.PrefixFrom(ip, ones).Masked(), true, nil
 		}
 	}
-	return netip.Prefix{}, false, refuse(ErrForeignLink, "vmrun's NAT bridge %s has no IPv4 address (was it changed by hand?); delete it (ip link del %s) and try again", NATBridge, NATBridge)
+	return netip.Prefix{}, false, hostnet.Refuse(ErrForeignLink, "vmrun's NAT bridge %s has no IPv4 address (was it changed by hand?); delete it (ip link del %s) and try again", NATBridge, NATBridge)
 }
 
 // pickSubnet returns want (checked) or the first free candidate.
@@ -222,13 +222,13 @@ func pickSubnet(h *netlink.Handle, want netip.Prefix) (netip.Prefix, error) {
 // usedPrefixes returns the IPv4 prefixes this namespace routes (every
 // table) or has addresses in.
 func usedPrefixes(h *netlink.Handle) ([]netip.Prefix, error) {
-	routes, err := retryDump(func() ([]netlink.Route, error) {
+	routes, err := hostnet.RetryDump(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
+	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
@@ -274,16 +274,12 @@ func createNATBridge(h *netlink.Handle, d *natDir, st *natShared, subnet netip.P
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(subnet.Bits(), 32)}}
 	steps := []func() error{
 		func() error { return h.LinkSetAlias(br, NATAlias) },
-		func() error {
-			err := h.LinkSetIP6AddrGenMode(br, nl.IN6_ADDR_GEN_MODE_NONE)
-			if errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EOPNOTSUPP) {
-				return nil
-			}
-			return err
-		},
+		func() error { return hostnet.SilenceIPv6Link(h, br) },
 		func() error { return h.AddrAdd(br, addr) },
 		func() error {
-			return os.WriteFile(filepath.Join("/proc/sys/net/ipv4/conf", NATBridge, "route_localnet"), []byte("1"), 0)
+			_, err := hostnet.SetSysctlRecorded(func(o rundir.Object) error { return d.record(st, o) },
+				path.Join("net/ipv4/conf", NATBridge, "route_localnet"), "1")
+			return err
 		},
 		func() error { return h.LinkSetUp(br) },
 	}
@@ -326,21 +322,13 @@ func createNATTable(nc *nftables.Conn, d *natDir, st *natShared, subnet netip.Pr
 // enableForwarding turns IPv4 forwarding on if it is off, recording the
 // old value so that the last NAT VM restores it.
 func enableForwarding(d *natDir, st *natShared, tr *Trace) error {
-	p := filepath.Join("/proc/sys", ipForward)
-	b, err := os.ReadFile(p)
+	changed, err := hostnet.SetSysctlRecorded(func(o rundir.Object) error { return d.record(st, o) }, ipForward, "1")
 	if err != nil {
-		return fmt.Errorf("read %s: %w", p, err)
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
-	if strings.TrimSpace(string(b)) != "0" {
-		return nil
+	if changed {
+		tr.ReportEvent("NAT: IPv4 forwarding turned on (off again when the last NAT VM exits)")
 	}
-	if err := d.record(st, SysctlObject(ipForward, "0")); err != nil {
-		return err
-	}
-	if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-		return fmt.Errorf("enable IPv4 forwarding (%s): %w", p, err)
-	}
-	tr.event("NAT: IPv4 forwarding turned on (off again when the last NAT VM exits)")
 	return nil
 }
 
@@ -455,7 +443,7 @@ func natSweep(root string) error {
 // teardown removes the shared objects (reverse order) and the directory,
 // unless a tap is still on the bridge (a VM of another runtime root).
 func (d *natDir) teardown() error {
-	h, err := newHandle()
+	h, err := hostnet.NewHandle()
 	if err != nil {
 		return err
 	}
@@ -482,13 +470,13 @@ func (d *natDir) teardown() error {
 // bridgePorts returns the names of the links enslaved to bridge name.
 func bridgePorts(h *netlink.Handle, name string) ([]string, error) {
 	br, err := h.LinkByName(name)
-	if isNotFound(err) {
+	if hostnet.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	links, err := retryDump(h.LinkList)
+	links, err := hostnet.RetryDump(h.LinkList)
 	if err != nil {
 		return nil, err
 	}
@@ -525,33 +513,37 @@ func deleteNftTable(o rundir.Object) error {
 // natSteps are the steps of --net nat around the tap: join the NAT
 // network first (the tap's bridge), then the tap on it, then the guest's
 // DHCP responder and DNS forwarder.
-func natSteps() []step {
-	n := &natRun{}
-	steps := []step{{"nat network", n.join}}
-	steps = append(steps, tapSteps()...)
-	return append(steps, step{"dhcp", n.serveDHCP}, step{"dns", n.serveDNS}, step{"firewall", n.checkFirewall})
+func natSteps(p Plan) []hostnet.Step {
+	n := &natRun{p: p}
+	steps := []hostnet.Step{{Name: "nat network", Do: n.join}}
+	steps = append(steps, hostnet.BridgeTapSteps()...)
+	return append(steps,
+		hostnet.Step{Name: "dhcp", Do: n.serveDHCP},
+		hostnet.Step{Name: "dns", Do: n.serveDNS},
+		hostnet.Step{Name: "firewall", Do: n.checkFirewall})
 }
 
 // natRun is the state of one NAT VM's set-up.
 type natRun struct {
+	p Plan // the plan, for its NAT options
 	m *natMember
 }
 
-func (n *natRun) join(s *setup) error {
-	if s.p.NAT == nil {
-		return refuse(ErrBadRequest, "the nat plan has no NAT options")
+func (n *natRun) join(s *hostnet.Setup) error {
+	if n.p.NAT == nil {
+		return hostnet.Refuse(ErrBadRequest, "the nat plan has no NAT options")
 	}
 	dir, err := NATStateDir(rundir.Root())
 	if err != nil {
 		return err
 	}
-	obj := NATMemberObject(s.p.Name, dir)
-	rec, p := s.rec, s.p
+	obj := hostnet.NATMemberObject(s.Cfg.VM, dir)
+	rec, p := s.Rec, n.p
 	if err := rec.Record(obj); err != nil {
 		return err
 	}
 	var m *natMember
-	s.onUndo(func() error {
+	s.OnUndo(func() error {
 		leave := func() error { return natLeave(dir, p.Name, nil) }
 		if m != nil {
 			leave = m.leave
@@ -561,25 +553,25 @@ func (n *natRun) join(s *setup) error {
 		}
 		return rec.Forget(obj)
 	})
-	m, err = natJoin(dir, s.p, s.trace)
+	m, err = natJoin(dir, n.p, s.Trace)
 	if err != nil {
 		return err
 	}
 	n.m = m
-	s.trace.notice(fmt.Sprintf("NAT: the guest gets %s/%d on %s; gateway and DNS %s", m.ip, m.subnet.Bits(), NATBridge, m.gw))
+	s.Trace.ReportNotice(fmt.Sprintf("NAT: the guest gets %s/%d on %s; gateway and DNS %s", m.ip, m.subnet.Bits(), NATBridge, m.gw))
 	return nil
 }
 
 // serveDHCP runs the guest's DHCP responder on its tap until undone.
-func (n *natRun) serveDHCP(s *setup) error {
+func (n *natRun) serveDHCP(s *hostnet.Setup) error {
 	m := n.m
 	srv, err := dhcpserve.New(dhcpserve.Config{
-		Link: s.p.LinkName, ClientMAC: s.p.MAC, ServerMAC: NATBridgeMAC,
+		Link: s.Cfg.LinkName, ClientMAC: s.Cfg.MAC, ServerMAC: NATBridgeMAC,
 		Lease: dhcpserve.Lease{
 			IP: m.ip.AsSlice(), Mask: net.CIDRMask(m.subnet.Bits(), 32),
 			Router: m.gw.AsSlice(), DNS: []net.IP{m.gw.AsSlice()}, ServerID: m.gw.AsSlice(),
 		},
-		Logf: func(format string, args ...any) { s.trace.event(fmt.Sprintf(format, args...)) },
+		Logf: func(format string, args ...any) { s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
 	})
 	if err != nil {
 		return err
@@ -588,34 +580,34 @@ func (n *natRun) serveDHCP(s *setup) error {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := srv.Serve(ctx); err != nil {
-			s.trace.notice(fmt.Sprintf("NAT: the guest's DHCP responder stopped: %v", err))
+			s.Trace.ReportNotice(fmt.Sprintf("NAT: the guest's DHCP responder stopped: %v", err))
 		}
 	})
-	s.onUndo(func() error { cancel(); wg.Wait(); return srv.Close() })
+	s.OnUndo(func() error { cancel(); wg.Wait(); return srv.Close() })
 	return nil
 }
 
 // serveDNS runs a DNS forwarder on the gateway address. It is not fatal
 // when it cannot: the guest then has no DNS, and is told why.
-func (n *natRun) serveDNS(s *setup) error {
-	rc := s.p.NAT.ResolvConf
+func (n *natRun) serveDNS(s *hostnet.Setup) error {
+	rc := n.p.NAT.ResolvConf
 	if rc == "" {
 		rc = DefaultResolvConf
 	}
 	f, err := dnsforward.Start(dnsforward.Config{
 		Addr: dnsforward.Addr(n.m.gw.AsSlice()), ResolvConf: rc,
-		Logf: func(format string, args ...any) { s.trace.event(fmt.Sprintf(format, args...)) },
+		Logf: func(format string, args ...any) { s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
 	})
 	if err != nil {
-		s.trace.notice(fmt.Sprintf("NAT: no DNS for the guest: %v", err))
+		s.Trace.ReportNotice(fmt.Sprintf("NAT: no DNS for the guest: %v", err))
 		return nil
 	}
-	s.onUndo(f.Close)
+	s.OnUndo(f.Close)
 	return nil
 }
 
 // checkFirewall tells the user when another table drops forwarded traffic.
-func (n *natRun) checkFirewall(s *setup) error {
+func (n *natRun) checkFirewall(s *hostnet.Setup) error {
 	nc, err := nftables.New()
 	if err != nil {
 		return nil
@@ -625,7 +617,7 @@ func (n *natRun) checkFirewall(s *setup) error {
 		return nil
 	}
 	if b := forwardBlockers(chains); len(b) > 0 {
-		s.trace.notice(forwardBlockNotice(b))
+		s.Trace.ReportNotice(forwardBlockNotice(b))
 	}
 	return nil
 }

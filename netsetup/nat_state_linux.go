@@ -316,7 +316,7 @@ func (d *natDir) pruneDead(nc *nftables.Conn, keep string, tr *Trace) (live map[
 		case m.live:
 			live[vm] = m
 		case vm != keep:
-			tr.event(fmt.Sprintf("NAT: forgetting VM %s, whose vmrun is gone", vm))
+			tr.ReportEvent(fmt.Sprintf("NAT: forgetting VM %s, whose vmrun is gone", vm))
 			errs = append(errs, d.forget(nc, vm))
 		}
 	}

@@ -5,13 +5,10 @@
 package netsetup
 
 import (
-	"errors"
 	"fmt"
-	"net"
-	"os"
 	"strings"
 
-	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // Mode is a network attachment mode.
@@ -42,9 +39,6 @@ func (m Mode) UsesTap() bool {
 // Modes lists every mode, in the order --help shows them.
 func Modes() []Mode { return []Mode{Auto, Bridge, Macvtap, IPVtap, Routed, NAT, User, None} }
 
-// ErrUnknownMode is returned by ParseNet for a mode it does not know.
-var ErrUnknownMode = errors.New("unknown network mode")
-
 // ParseNet parses --net MODE[:PARENT].
 func ParseNet(s string) (Mode, string, error) {
 	m, parent, _ := strings.Cut(strings.TrimSpace(s), ":")
@@ -71,43 +65,7 @@ func ParseNet(s string) (Mode, string, error) {
 }
 
 // Recorder persists each host object before it is created (see rundir.Dir).
-type Recorder interface {
-	Record(rundir.Object) error
-	Forget(rundir.Object) error
-}
+type Recorder = hostnet.Recorder
 
 // Attachment is an applied network plan: what QEMU needs, and how to undo it.
-type Attachment struct {
-	// Backend is the QEMU -netdev type: "tap", "user", "stream"; "" for none.
-	Backend string
-	// Files are the queue fds (tap, macvtap, ipvtap); VhostFiles the matching
-	// /dev/vhost-net fds, or none.
-	Files, VhostFiles []*os.File
-	// MAC is the guest NIC's MAC.
-	MAC net.HardwareAddr
-	// MTU is the MTU of the link the guest sits on (0: unknown); pass it to
-	// the guest NIC (virtio-net host_mtu) when it is not 1500.
-	MTU int
-	// LinkName is the host link created for the guest ("" for user/none).
-	LinkName string
-	// Options are extra netdev options (hostfwd=..., addr.path=...).
-	Options []string
-	// Undo removes everything Apply created, in reverse order; it runs once
-	// and later calls return the first result. Never nil.
-	Undo func() error
-}
-
-// CloseFiles closes the attachment's fds in this process (after QEMU has
-// inherited them), so that a non-persistent tap disappears with QEMU.
-func (a *Attachment) CloseFiles() {
-	for _, f := range a.Files {
-		if f != nil {
-			f.Close()
-		}
-	}
-	for _, f := range a.VhostFiles {
-		if f != nil {
-			f.Close()
-		}
-	}
-}
+type Attachment = hostnet.Attachment

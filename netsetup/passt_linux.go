@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"io"
 	"net"
 	"os"
@@ -93,7 +94,7 @@ func passtAttachment(tr *Trace, p Plan, rec Recorder) (att *Attachment, err erro
 	if err := h.waitReady(); err != nil {
 		return nil, errors.Join(err, undo())
 	}
-	tr.step("passt")
+	tr.ReportStep("passt")
 	h.watch()
 	return &Attachment{
 		Backend: "stream",
@@ -135,7 +136,7 @@ func (h *passtProc) readStderr(r io.Reader) {
 			continue
 		}
 		h.tail.add(line)
-		h.trace.event("passt: " + line)
+		h.trace.ReportEvent("passt: " + line)
 	}
 }
 
@@ -155,7 +156,7 @@ func (h *passtProc) waitReady() error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			h.trace.event(fmt.Sprintf("passt did not report ready within %s; going on", passtReadyWait))
+			h.trace.ReportEvent(fmt.Sprintf("passt did not report ready within %s; going on", passtReadyWait))
 			return nil
 		}
 		time.Sleep(delay)
@@ -190,7 +191,7 @@ func (h *passtProc) watch() {
 		select {
 		case <-h.done:
 			if !h.state.Success() {
-				h.trace.notice(h.exitError("passt exited: the guest has lost its network").Error())
+				h.trace.ReportNotice(h.exitError("passt exited: the guest has lost its network").Error())
 			}
 		case <-h.stopped:
 		}
@@ -217,8 +218,8 @@ func (h *passtProc) stop() error {
 		_ = h.cmd.Process.Kill()
 		select {
 		case <-h.done:
-		case <-time.After(killWait):
-			err = fmt.Errorf("passt (pid %d) did not exit within %s of SIGKILL", h.cmd.Process.Pid, killWait)
+		case <-time.After(hostnet.KillWait):
+			err = fmt.Errorf("passt (pid %d) did not exit within %s of SIGKILL", h.cmd.Process.Pid, hostnet.KillWait)
 		}
 	})
 	return err

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 )
 
@@ -152,7 +153,7 @@ func LinkName(vm string, role LinkRole) string {
 
 // OwnerAlias is the IFLA_IFALIAS vmrun puts on every link it creates for VM
 // vm; cleanup deletes only links that carry it.
-func OwnerAlias(vm string) string { return "vmrun:" + vm }
+func OwnerAlias(vm string) string { return hostnet.OwnerAlias(vm) }
 
 // choice is one row of the decision table.
 type choice struct {
@@ -182,15 +183,15 @@ func Decide(f Facts, r Request) (Plan, error) {
 func (r Request) check(f Facts) error {
 	switch {
 	case r.Name == "":
-		return refuse(ErrBadRequest, "the VM has no name; vmrun needs one to name its links and derive its MAC")
+		return hostnet.Refuse(ErrBadRequest, "the VM has no name; vmrun needs one to name its links and derive its MAC")
 	case r.Parent != "" && r.Uplink != "" && r.Parent != r.Uplink:
-		return refuse(ErrBadRequest, "--net %s:%s and --uplink %s name different interfaces; give only one", r.mode(), r.Parent, r.Uplink)
+		return hostnet.Refuse(ErrBadRequest, "--net %s:%s and --uplink %s name different interfaces; give only one", r.mode(), r.Parent, r.Uplink)
 	case r.Interface() != f.Uplink && r.Interface() != "":
-		return refuse(ErrBadRequest, "the detected facts describe %q, not the requested interface %q", f.Uplink, r.Interface())
+		return hostnet.Refuse(ErrBadRequest, "the detected facts describe %q, not the requested interface %q", f.Uplink, r.Interface())
 	case r.MACSet && len(r.MAC) != 6:
-		return refuse(ErrBadRequest, "MAC address %q is not valid; write six hex bytes, e.g. 52:54:00:12:34:56", r.MAC)
+		return hostnet.Refuse(ErrBadRequest, "MAC address %q is not valid; write six hex bytes, e.g. 52:54:00:12:34:56", r.MAC)
 	case r.Queues < 0 || r.Queues > MaxQueues:
-		return refuse(ErrBadRequest, "%d queues asked; use 1 to %d", r.Queues, MaxQueues)
+		return hostnet.Refuse(ErrBadRequest, "%d queues asked; use 1 to %d", r.Queues, MaxQueues)
 	}
 	return nil
 }
@@ -204,7 +205,7 @@ func (r Request) checkForwards(f Facts) error {
 	}
 	switch m := r.mode(); m {
 	case Bridge, Macvtap, IPVtap:
-		return refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net %s the guest has its own address on the LAN: connect to it directly, or use --net user", m)
+		return hostnet.Refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net %s the guest has its own address on the LAN: connect to it directly, or use --net user", m)
 	case NAT:
 		return checkNATForwards(r.Forwards)
 	}
@@ -213,7 +214,7 @@ func (r Request) checkForwards(f Facts) error {
 	}
 	for _, fw := range r.Forwards {
 		if ip := net.ParseIP(fw.HostAddr); fw.HostAddr != "" && (ip == nil || ip.To4() == nil) {
-			return refuse(ErrBadRequest, "--forward %s: user-mode networking binds only IPv4 host addresses; use 127.0.0.1 or 0.0.0.0", fw)
+			return hostnet.Refuse(ErrBadRequest, "--forward %s: user-mode networking binds only IPv4 host addresses; use 127.0.0.1 or 0.0.0.0", fw)
 		}
 	}
 	return nil
@@ -241,7 +242,7 @@ func choose(f Facts, r Request) (choice, error) {
 		return userChoice("user-mode networking, as asked (--net user): the guest reaches out through this host (passt, else QEMU) and is reachable only through --forward ports", ""), nil
 	case None:
 		if len(r.Forwards) > 0 {
-			return choice{}, refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward or choose another --net")
+			return choice{}, hostnet.Refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward or choose another --net")
 		}
 		return choice{mode: None, reason: "no network, as asked (--net none)"}, nil
 	case Routed:
@@ -251,7 +252,7 @@ func choose(f Facts, r Request) (choice, error) {
 	case IPVtap:
 		return forceIPVtap(f, r)
 	default:
-		return choice{}, refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, ipvtap, routed, nat, user, none", m)
+		return choice{}, hostnet.Refuse(ErrUnknownMode, "unknown network mode %q; use one of auto, bridge, macvtap, ipvtap, routed, nat, user, none", m)
 	}
 }
 
@@ -269,10 +270,10 @@ func userFallback(why string) choice {
 // chooseAuto walks the decision table of DESIGN.md "Network modes".
 func chooseAuto(f Facts, r Request) (choice, error) {
 	if f.Named && !f.Exists {
-		return choice{}, refuse(ErrNoInterface, "interface %s does not exist; name another with --uplink IF, or leave it out to use the default route", f.Uplink)
+		return choice{}, hostnet.Refuse(ErrNoInterface, "interface %s does not exist; name another with --uplink IF, or leave it out to use the default route", f.Uplink)
 	}
 	if f.Named && f.Kind != UplinkNone && !f.Up {
-		return choice{}, refuse(ErrLinkDown, "interface %s is down; bring it up (ip link set %s up) or name another with --uplink IF", f.Uplink, f.Uplink)
+		return choice{}, hostnet.Refuse(ErrLinkDown, "interface %s is down; bring it up (ip link set %s up) or name another with --uplink IF", f.Uplink, f.Uplink)
 	}
 	if len(r.Forwards) > 0 {
 		return userChoice("--forward asks for host ports forwarded to the guest, which user-mode networking provides (a macvtap guest is not even reachable from this host)", ""), nil
@@ -400,7 +401,7 @@ func forceBridge(f Facts, r Request) (choice, error) {
 		return choice{}, err
 	}
 	if !up {
-		return choice{}, refuse(ErrLinkDown, "bridge %s is down; bring it up (ip link set %s up) or choose another with --net bridge:NAME", br, br)
+		return choice{}, hostnet.Refuse(ErrLinkDown, "bridge %s is down; bring it up (ip link set %s up) or choose another with --net bridge:NAME", br, br)
 	}
 	if err := needCaps(f.Caps, Bridge); err != nil {
 		return choice{}, err
@@ -414,21 +415,21 @@ func forceBridge(f Facts, r Request) (choice, error) {
 func bridgeTarget(f Facts, explicit bool) (name string, mtu int, up bool, err error) {
 	switch {
 	case explicit && !f.Exists:
-		return "", 0, false, refuse(ErrNoInterface, "bridge %s does not exist; create it or choose another with --net bridge:NAME", f.Uplink)
+		return "", 0, false, hostnet.Refuse(ErrNoInterface, "bridge %s does not exist; create it or choose another with --net bridge:NAME", f.Uplink)
 	case f.Kind == UplinkBridge:
 		return f.Uplink, f.MTU, f.Up, nil
 	case explicit && f.Kind == UplinkBridgePort:
-		return "", 0, false, refuse(ErrNotBridge, "%s is not a bridge but a port of bridge %s; use --net bridge:%s", f.Uplink, f.Master, f.Master)
+		return "", 0, false, hostnet.Refuse(ErrNotBridge, "%s is not a bridge but a port of bridge %s; use --net bridge:%s", f.Uplink, f.Master, f.Master)
 	case explicit:
-		return "", 0, false, refuse(ErrNotBridge, "%s is not a bridge (it is %s); choose a bridge with --net bridge:NAME", f.Uplink, describeKind(f))
+		return "", 0, false, hostnet.Refuse(ErrNotBridge, "%s is not a bridge (it is %s); choose a bridge with --net bridge:NAME", f.Uplink, describeKind(f))
 	case f.Kind == UplinkBridgePort:
 		return f.Master, f.MasterMTU, f.MasterUp, nil
 	case f.Kind == UplinkNone && !f.Named:
-		return "", 0, false, refuse(ErrNoUplink, "--net bridge: there is no default route to find a bridge from; name one with --net bridge:NAME")
+		return "", 0, false, hostnet.Refuse(ErrNoUplink, "--net bridge: there is no default route to find a bridge from; name one with --net bridge:NAME")
 	case f.Named && !f.Exists:
-		return "", 0, false, refuse(ErrNoInterface, "interface %s does not exist; choose a bridge with --net bridge:NAME", f.Uplink)
+		return "", 0, false, hostnet.Refuse(ErrNoInterface, "interface %s does not exist; choose a bridge with --net bridge:NAME", f.Uplink)
 	default:
-		return "", 0, false, refuse(ErrNotBridge, "--net bridge: the uplink %s is %s, neither a bridge nor a bridge port; choose a bridge with --net bridge:NAME", f.Uplink, describeKind(f))
+		return "", 0, false, hostnet.Refuse(ErrNotBridge, "--net bridge: the uplink %s is %s, neither a bridge nor a bridge port; choose a bridge with --net bridge:NAME", f.Uplink, describeKind(f))
 	}
 }
 
@@ -438,7 +439,7 @@ func forceMacvtap(f Facts) (choice, error) {
 		return choice{}, err
 	}
 	if !f.Up {
-		return choice{}, refuse(ErrLinkDown, "%s is down; bring it up (ip link set %s up) or choose another with --net macvtap:IF", f.Uplink, f.Uplink)
+		return choice{}, hostnet.Refuse(ErrLinkDown, "%s is down; bring it up (ip link set %s up) or choose another with --net macvtap:IF", f.Uplink, f.Uplink)
 	}
 	if err := needCaps(f.Caps, Macvtap); err != nil {
 		return choice{}, err
@@ -455,17 +456,17 @@ func macvtapSuitable(f Facts) error {
 	dev := f.Uplink
 	switch {
 	case !f.Named && f.Kind == UplinkNone:
-		return refuse(ErrNoUplink, "--net macvtap: there is no default route; name the interface with --net macvtap:IF")
+		return hostnet.Refuse(ErrNoUplink, "--net macvtap: there is no default route; name the interface with --net macvtap:IF")
 	case !f.Exists:
-		return refuse(ErrNoInterface, "interface %s does not exist; choose another with --net macvtap:IF", dev)
+		return hostnet.Refuse(ErrNoInterface, "interface %s does not exist; choose another with --net macvtap:IF", dev)
 	case f.Kind == UplinkBridgePort:
-		return refuse(ErrUnsuitable, "%s is a port of bridge %s, and macvtap cannot attach to a bridge port (the bridge owns its receive path); use --net bridge:%s or --net macvtap:%s", dev, f.Master, f.Master, f.Master)
+		return hostnet.Refuse(ErrUnsuitable, "%s is a port of bridge %s, and macvtap cannot attach to a bridge port (the bridge owns its receive path); use --net bridge:%s or --net macvtap:%s", dev, f.Master, f.Master, f.Master)
 	case f.Kind == UplinkWireless && !wirelessCarriesMACs(f.Wireless):
-		return refuse(ErrUnsuitable, "%s is %s without 4-address mode: the access point drops every frame from the guest's own MAC, so macvtap cannot work there; use --net ipvtap:%s (or --net auto)", dev, wifiNounFor(f.Wireless), dev)
+		return hostnet.Refuse(ErrUnsuitable, "%s is %s without 4-address mode: the access point drops every frame from the guest's own MAC, so macvtap cannot work there; use --net ipvtap:%s (or --net auto)", dev, wifiNounFor(f.Wireless), dev)
 	case f.Kind == UplinkOther:
-		return refuse(ErrUnsuitable, "%s is not an Ethernet device (%s); macvtap needs one", dev, linkTypeOr(f.LinkType))
+		return hostnet.Refuse(ErrUnsuitable, "%s is not an Ethernet device (%s); macvtap needs one", dev, linkTypeOr(f.LinkType))
 	case macvtapBlocked(f) != "":
-		return refuse(ErrUnsuitable, "%s; use --net ipvtap:%s, or remove that link", macvtapBlocked(f), dev)
+		return hostnet.Refuse(ErrUnsuitable, "%s; use --net ipvtap:%s, or remove that link", macvtapBlocked(f), dev)
 	}
 	return nil
 }
@@ -492,13 +493,13 @@ func needCaps(c Caps, mode Mode) error {
 		if mode == IPVtap && len(c.Missing(Routed)) == 0 {
 			instead = "--net routed"
 		}
-		return refuse(ErrNoPrivilege, "--net %s needs %s, which vmrun lacks; %s, or use %s", mode, joinPrivs(ps), privilegeHint(mode), instead)
+		return hostnet.Refuse(ErrNoPrivilege, "--net %s needs %s, which vmrun lacks; %s, or use %s", mode, joinPrivs(ps), privilegeHint(mode), instead)
 	}
 	switch {
 	case mode == Bridge && !c.Tun:
-		return refuse(ErrNoKernelSupport, "--net bridge needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
+		return hostnet.Refuse(ErrNoKernelSupport, "--net bridge needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
 	case mode == Macvtap && !c.Macvtap:
-		return refuse(ErrNoKernelSupport, "this kernel cannot create macvtap links (CONFIG_MACVTAP); use --net bridge:NAME or --net user")
+		return hostnet.Refuse(ErrNoKernelSupport, "this kernel cannot create macvtap links (CONFIG_MACVTAP); use --net bridge:NAME or --net user")
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package netsetup
 
-import "fmt"
+import (
+	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+)
 
 // ipvtapPortMode is the only ipvlan port mode an ipvtap guest works in:
 // L2 (L3 drops broadcasts and every non-IP frame, so ARP and DHCP; L3S
@@ -78,30 +81,30 @@ func forceIPVtap(f Facts, r Request) (choice, error) {
 	dev := f.Uplink
 	switch {
 	case !f.Named && f.Kind == UplinkNone:
-		return choice{}, refuse(ErrNoUplink, "--net ipvtap: there is no default route; name the interface with --net ipvtap:IF")
+		return choice{}, hostnet.Refuse(ErrNoUplink, "--net ipvtap: there is no default route; name the interface with --net ipvtap:IF")
 	case !f.Exists:
-		return choice{}, refuse(ErrNoInterface, "interface %s does not exist; choose another with --net ipvtap:IF", dev)
+		return choice{}, hostnet.Refuse(ErrNoInterface, "interface %s does not exist; choose another with --net ipvtap:IF", dev)
 	case f.Kind == UplinkBridgePort:
-		return choice{}, refuse(ErrUnsuitable, "%s is a port of bridge %s, and ipvtap cannot attach to a bridge port (the bridge owns its receive path); use --net ipvtap:%s or --net bridge:%s", dev, f.Master, f.Master, f.Master)
+		return choice{}, hostnet.Refuse(ErrUnsuitable, "%s is a port of bridge %s, and ipvtap cannot attach to a bridge port (the bridge owns its receive path); use --net ipvtap:%s or --net bridge:%s", dev, f.Master, f.Master, f.Master)
 	case f.Kind == UplinkOther:
-		return choice{}, refuse(ErrUnsuitable, "%s is not an Ethernet device (%s); ipvtap needs one", dev, linkTypeOr(f.LinkType))
+		return choice{}, hostnet.Refuse(ErrUnsuitable, "%s is not an Ethernet device (%s); ipvtap needs one", dev, linkTypeOr(f.LinkType))
 	case f.Kind == UplinkWireless && f.Wireless != nil && f.Wireless.IfType == WifiMonitor:
-		return choice{}, refuse(ErrUnsuitable, "%s is a Wi-Fi interface in monitor mode, which captures raw 802.11 frames and is connected to no network; choose the interface that is connected with --net ipvtap:IF", dev)
+		return choice{}, hostnet.Refuse(ErrUnsuitable, "%s is a Wi-Fi interface in monitor mode, which captures raw 802.11 frames and is connected to no network; choose the interface that is connected with --net ipvtap:IF", dev)
 	case len(f.MAC) != 6:
-		return choice{}, refuse(ErrUnsuitable, "%s has no Ethernet MAC address, which an ipvtap guest must share; ipvtap needs an Ethernet-like interface", dev)
+		return choice{}, hostnet.Refuse(ErrUnsuitable, "%s has no Ethernet MAC address, which an ipvtap guest must share; ipvtap needs an Ethernet-like interface", dev)
 	case r.MACSet:
-		return choice{}, refuse(ErrBadRequest, "--mac cannot be used with --net ipvtap: the guest must use %s's own MAC %s, because ipvlan does not rewrite the guest's source MAC (and a Wi-Fi access point drops frames from any other MAC); drop --mac, or use --net routed", dev, f.MAC)
+		return choice{}, hostnet.Refuse(ErrBadRequest, "--mac cannot be used with --net ipvtap: the guest must use %s's own MAC %s, because ipvlan does not rewrite the guest's source MAC (and a Wi-Fi access point drops frames from any other MAC); drop --mac, or use --net routed", dev, f.MAC)
 	case !f.Up:
-		return choice{}, refuse(ErrLinkDown, "%s is down; bring it up (ip link set %s up) or choose another with --net ipvtap:IF", dev, dev)
+		return choice{}, hostnet.Refuse(ErrLinkDown, "%s is down; bring it up (ip link set %s up) or choose another with --net ipvtap:IF", dev, dev)
 	}
 	if err := needCaps(f.Caps, IPVtap); err != nil {
 		return choice{}, err
 	}
 	if !f.Caps.IPVtap {
-		return choice{}, refuse(ErrNoKernelSupport, "this kernel cannot create ipvtap links: load the ipvtap module (modprobe ipvtap), or use --net routed")
+		return choice{}, hostnet.Refuse(ErrNoKernelSupport, "this kernel cannot create ipvtap links: load the ipvtap module (modprobe ipvtap), or use --net routed")
 	}
 	if why := ipvtapBlocked(f); why != "" {
-		return choice{}, refuse(ErrUnsuitable, "%s; use --net routed, or remove that link", why)
+		return choice{}, hostnet.Refuse(ErrUnsuitable, "%s; use --net routed, or remove that link", why)
 	}
 	return ipvtapRow(f, fmt.Sprintf("ipvtap (L2, bridge flag) on %s, as asked (--net ipvtap)", dev)), nil
 }

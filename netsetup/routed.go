@@ -2,6 +2,7 @@ package netsetup
 
 import (
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"strings"
 )
@@ -34,31 +35,31 @@ func forceRouted(f Facts, r Request) (choice, error) {
 	dev := f.Uplink
 	switch {
 	case !f.Named && f.Kind == UplinkNone:
-		return choice{}, refuse(ErrNoUplink, "--net routed: there is no default route to route the guest through; name the uplink with --net routed:IF")
+		return choice{}, hostnet.Refuse(ErrNoUplink, "--net routed: there is no default route to route the guest through; name the uplink with --net routed:IF")
 	case !f.Exists:
-		return choice{}, refuse(ErrNoInterface, "interface %s does not exist; choose another with --net routed:IF", dev)
+		return choice{}, hostnet.Refuse(ErrNoInterface, "interface %s does not exist; choose another with --net routed:IF", dev)
 	case f.Kind == UplinkBridgePort:
-		return choice{}, refuse(ErrUnsuitable, "%s is a port of bridge %s, and the bridge, not its port, is where the LAN reaches this host; use --net routed:%s", dev, f.Master, f.Master)
+		return choice{}, hostnet.Refuse(ErrUnsuitable, "%s is a port of bridge %s, and the bridge, not its port, is where the LAN reaches this host; use --net routed:%s", dev, f.Master, f.Master)
 	case f.Kind == UplinkOther:
-		return choice{}, refuse(ErrUnsuitable, "%s is not an Ethernet device (%s), and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", dev, linkTypeOr(f.LinkType))
+		return choice{}, hostnet.Refuse(ErrUnsuitable, "%s is not an Ethernet device (%s), and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", dev, linkTypeOr(f.LinkType))
 	case !f.Up:
-		return choice{}, refuse(ErrLinkDown, "%s is down; bring it up (ip link set %s up) or choose another with --net routed:IF", dev, dev)
+		return choice{}, hostnet.Refuse(ErrLinkDown, "%s is down; bring it up (ip link set %s up) or choose another with --net routed:IF", dev, dev)
 	}
 	if err := needCaps(f.Caps, Routed); err != nil {
 		return choice{}, err
 	}
 	if !f.Caps.Tun {
-		return choice{}, refuse(ErrNoKernelSupport, "--net routed needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
+		return choice{}, hostnet.Refuse(ErrNoKernelSupport, "--net routed needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
 	}
 	if len(r.Forwards) > 0 {
-		return choice{}, refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net routed the guest has its own address on the LAN: connect to it directly, or use --net user")
+		return choice{}, hostnet.Refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net routed the guest has its own address on the LAN: connect to it directly, or use --net user")
 	}
 	if r.Gateway != nil {
-		return choice{}, refuse(ErrBadRequest, "--gateway has no meaning with --net routed: the guest's gateway is always %s, vmrun's end of its tap; drop --gateway", RoutedGateway)
+		return choice{}, hostnet.Refuse(ErrBadRequest, "--gateway has no meaning with --net routed: the guest's gateway is always %s, vmrun's end of its tap; drop --gateway", RoutedGateway)
 	}
 	nets := f.ipv4Nets()
 	if len(nets) == 0 {
-		return choice{}, refuse(ErrNoAddress, "%s has no IPv4 address, so there is no LAN to route the guest into; wait until %s is configured, or choose another interface with --net routed:IF", dev, dev)
+		return choice{}, hostnet.Refuse(ErrNoAddress, "%s has no IPv4 address, so there is no LAN to route the guest into; wait until %s is configured, or choose another interface with --net routed:IF", dev, dev)
 	}
 	c := choice{mode: Routed, parent: dev, mtu: f.MTU}
 	if r.GuestIP == nil {
@@ -79,11 +80,11 @@ func checkRoutedPlan(p Plan) error {
 	switch p.GuestAddr {
 	case GuestAddrStatic:
 		if ip := p.GuestIP.To4(); ip == nil || !ip.IsGlobalUnicast() {
-			return refuse(ErrBadRequest, "the routed plan's guest address %q is not a unicast IPv4 address", p.GuestIP)
+			return hostnet.Refuse(ErrBadRequest, "the routed plan's guest address %q is not a unicast IPv4 address", p.GuestIP)
 		}
 	case GuestAddrUpstream:
 	default:
-		return refuse(ErrBadRequest, "the routed plan does not say where the guest's address comes from (%q)", p.GuestAddr)
+		return hostnet.Refuse(ErrBadRequest, "the routed plan does not say where the guest's address comes from (%q)", p.GuestAddr)
 	}
 	return nil
 }
@@ -95,16 +96,16 @@ func checkRoutedGuestIP(ip net.IP, dev string, nets []*net.IPNet) (string, error
 	ip4 := ip.To4()
 	switch {
 	case ip4 == nil:
-		return "", refuse(ErrBadRequest, "--guest-ip %s: --net routed gives the guest an IPv4 address only (IPv6 is not supported yet); give an IPv4 address of %s's LAN", ip, dev)
+		return "", hostnet.Refuse(ErrBadRequest, "--guest-ip %s: --net routed gives the guest an IPv4 address only (IPv6 is not supported yet); give an IPv4 address of %s's LAN", ip, dev)
 	case !ip4.IsGlobalUnicast():
-		return "", refuse(ErrBadRequest, "--guest-ip %s is not a unicast address a guest can use on a LAN; give an unused address of %s's LAN", ip, dev)
+		return "", hostnet.Refuse(ErrBadRequest, "--guest-ip %s is not a unicast address a guest can use on a LAN; give an unused address of %s's LAN", ip, dev)
 	}
 	for _, n := range nets {
 		switch {
 		case n.IP.Equal(ip4):
-			return "", refuse(ErrBadRequest, "--guest-ip %s is %s's own address; give the guest an unused address of %s's LAN", ip, dev, dev)
+			return "", hostnet.Refuse(ErrBadRequest, "--guest-ip %s is %s's own address; give the guest an unused address of %s's LAN", ip, dev, dev)
 		case n.Contains(ip4) && isNetworkOrBroadcast(ip4, n):
-			return "", refuse(ErrBadRequest, "--guest-ip %s is the network or broadcast address of %s's subnet %s; give the guest an unused address in it", ip, dev, maskedString(n))
+			return "", hostnet.Refuse(ErrBadRequest, "--guest-ip %s is the network or broadcast address of %s's subnet %s; give the guest an unused address in it", ip, dev, maskedString(n))
 		}
 	}
 	for _, n := range nets {
@@ -173,11 +174,11 @@ func (r Request) checkGuestAddr(m Mode) error {
 	}
 	switch m {
 	case Bridge, Macvtap:
-		return refuse(ErrBadRequest, "%s works only where vmrun hands the guest its address (--net routed); with --net %s the guest sits on the LAN and configures its address itself: set it inside the guest, or use --net routed", flag, m)
+		return hostnet.Refuse(ErrBadRequest, "%s works only where vmrun hands the guest its address (--net routed); with --net %s the guest sits on the LAN and configures its address itself: set it inside the guest, or use --net routed", flag, m)
 	case User:
-		return refuse(ErrBadRequest, "%s does not apply to user-mode networking, where QEMU gives the guest 10.0.2.15; use --net routed for an address of your choice", flag)
+		return hostnet.Refuse(ErrBadRequest, "%s does not apply to user-mode networking, where QEMU gives the guest 10.0.2.15; use --net routed for an address of your choice", flag)
 	case None:
-		return refuse(ErrBadRequest, "%s needs a network, but --net none gives the guest none; drop %s or choose --net routed", flag, flag)
+		return hostnet.Refuse(ErrBadRequest, "%s needs a network, but --net none gives the guest none; drop %s or choose --net routed", flag, flag)
 	}
 	return nil
 }

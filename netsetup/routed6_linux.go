@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
 	"path"
@@ -45,7 +46,7 @@ type routed6 struct {
 // uplinkPrefixes6 returns the global /64 prefixes of link's IPv6
 // addresses, and the addresses themselves.
 func uplinkPrefixes6(h *netlink.Handle, link netlink.Link) ([]netip.Prefix, map[netip.Addr]bool, error) {
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_V6) })
+	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_V6) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("IPv6 addresses of %s: %w", link.Attrs().Name, err)
 	}
@@ -78,49 +79,49 @@ func uplinkPrefixes6(h *netlink.Handle, link netlink.Link) ([]netip.Prefix, map[
 // its default route learnt from them), forwarding, proxy NDP and no
 // proxy delay on the uplink. All are shared by the routed guests of the
 // uplink.
-func routedSysctls6(uplink, acceptRA string) []routedSysctl {
-	var out []routedSysctl
+func routedSysctls6(uplink, acceptRA string) []hostnet.Sysctl {
+	var out []hostnet.Sysctl
 	if acceptRA == "1" {
-		out = append(out, routedSysctl{path.Join("net/ipv6/conf", uplink, "accept_ra"), "2", true})
+		out = append(out, hostnet.Sysctl{Path: path.Join("net/ipv6/conf", uplink, "accept_ra"), Value: "2", Shared: true})
 	}
 	return append(out,
-		routedSysctl{"net/ipv6/conf/all/forwarding", "1", true},
-		routedSysctl{path.Join("net/ipv6/conf", uplink, "proxy_ndp"), "1", true},
-		routedSysctl{path.Join("net/ipv6/neigh", uplink, "proxy_delay"), "0", true},
+		hostnet.Sysctl{Path: "net/ipv6/conf/all/forwarding", Value: "1", Shared: true},
+		hostnet.Sysctl{Path: path.Join("net/ipv6/conf", uplink, "proxy_ndp"), Value: "1", Shared: true},
+		hostnet.Sysctl{Path: path.Join("net/ipv6/neigh", uplink, "proxy_delay"), Value: "0", Shared: true},
 	)
 }
 
 // startIPv6 shares the uplink's IPv6 prefixes with the guest (see the top
 // of this file). Without IPv6 on the tap or a global /64 on the uplink it
 // changes nothing: the guest gets IPv4 only, and vmrun says why.
-func (g *routedGuest) startIPv6(s *setup) error {
+func (g *routedGuest) startIPv6(s *hostnet.Setup) error {
 	if !g.tapV6 {
 		return nil
 	}
-	prefixes, own, err := uplinkPrefixes6(s.h, s.parent)
+	prefixes, own, err := uplinkPrefixes6(s.H, s.ParentLink)
 	if err != nil {
 		return err
 	}
 	if len(prefixes) == 0 {
-		g.event("routed: IPv4 only: %s has no global IPv6 /64 to share with the guest", s.p.Parent)
+		g.event("routed: IPv4 only: %s has no global IPv6 /64 to share with the guest", s.Cfg.Parent)
 		return nil
 	}
-	acceptRA, err := readSysctl(path.Join("net/ipv6/conf", s.p.Parent, "accept_ra"))
+	acceptRA, err := hostnet.ReadSysctl(path.Join("net/ipv6/conf", s.Cfg.Parent, "accept_ra"))
 	if err != nil {
 		return err
 	}
-	if err := g.setSysctls(s, routedSysctls6(s.p.Parent, acceptRA)); err != nil {
+	if err := s.SetSysctls(routedSysctls6(s.Cfg.Parent, acceptRA), g.ns.UniqueId(), g.inNS); err != nil {
 		return err
 	}
 	g.v6 = &routed6{prefixes: prefixes, host: own, known: map[netip.Addr]bool{}}
-	idx := s.link.Attrs().Index
+	idx := s.Link.Attrs().Index
 	// Named by its index: ndp names the interface as the zone of fe80::1,
 	// and the net package resolves zone names through a process-wide
 	// cache, blind to namespaces and up to a minute stale — a tap of the
 	// same name made again (a restarted VM, another namespace) would be
 	// looked up by its old index (ENODEV). A numeric zone is the index.
-	ifi := &net.Interface{Index: idx, Name: strconv.Itoa(idx), MTU: max(s.att.MTU, 1280), HardwareAddr: hostSideMAC(s.p.MAC)}
-	ra, err := openAdvertiser(ifi, s.p.LinkName)
+	ifi := &net.Interface{Index: idx, Name: strconv.Itoa(idx), MTU: max(s.Att.MTU, 1280), HardwareAddr: hostnet.HostSideMAC(s.Cfg.MAC)}
+	ra, err := openAdvertiser(ifi, s.Cfg.LinkName)
 	if err != nil {
 		return err
 	}
@@ -132,12 +133,12 @@ func (g *routedGuest) startIPv6(s *setup) error {
 	lc, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeIPv6), &packet.Config{Filter: prog})
 	if err != nil {
 		ra.Close()
-		return fmt.Errorf("packet socket on %s: %w", s.p.LinkName, err)
+		return fmt.Errorf("packet socket on %s: %w", s.Cfg.LinkName, err)
 	}
-	msg := g.advertisement(ifi.HardwareAddr, s.att.MTU)
+	msg := g.advertisement(ifi.HardwareAddr, s.Att.MTU)
 	adv := goBackground(func(ctx context.Context) { g.advertise(ctx, ra, msg) })
 	learn := goBackground(func(ctx context.Context) { g.learn6(ctx, lc) })
-	s.onUndo(func() error {
+	s.OnUndo(func() error {
 		adv.cancel()
 		learn.cancel()
 		g.stopping = append(g.stopping, adv, learn)
@@ -153,7 +154,7 @@ func (g *routedGuest) startIPv6(s *setup) error {
 		var errs []error
 		for _, a := range addrs {
 			ip := net.IP(a.AsSlice())
-			errs = append(errs, unproxyGuest(g.s.h, g.s.rec, g.s.p.Parent, ip), unrouteGuest(g.s.h, g.s.rec, g.s.p.LinkName, ip))
+			errs = append(errs, unproxyGuest(g.s.H, g.s.Rec, g.s.Cfg.Parent, ip), unrouteGuest(g.s.H, g.s.Rec, g.s.Cfg.LinkName, ip))
 		}
 		return errors.Join(errs...)
 	})
@@ -248,7 +249,7 @@ func (g *routedGuest) learn6(ctx context.Context, c *packet.Conn) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	err := readFrames(c, make([]byte, 512), ctx.Done(), func(frame []byte) {
-		if ev, ok := guestAddrEvent(frame, g.s.p.MAC); ok && !ev.Drop && ev.Addr.Is6() {
+		if ev, ok := guestAddrEvent(frame, g.s.Cfg.MAC); ok && !ev.Drop && ev.Addr.Is6() {
 			g.addGuest6(ev.Addr, ev.Why)
 		}
 	})
@@ -267,17 +268,17 @@ func (g *routedGuest) addGuest6(a netip.Addr, why string) {
 		return
 	}
 	if v.host[a] {
-		g.notice("routed: the guest uses %s, which is %s's own address: not routed to the guest", a, g.s.p.Parent)
+		g.notice("routed: the guest uses %s, which is %s's own address: not routed to the guest", a, g.s.Cfg.Parent)
 		v.known[a] = false
 		return
 	}
 	ip := net.IP(a.AsSlice())
-	if err := routeGuest(g.s.h, g.s.rec, g.s.link, ip); err != nil {
+	if err := routeGuest(g.s.H, g.s.Rec, g.s.Link, ip); err != nil {
 		g.notice("routed: the guest's IPv6 address %s cannot be routed to it: %v", a, err)
 		return
 	}
-	if err := proxyGuest(g.s.h, g.s.rec, g.s.parent, ip); err != nil {
-		g.notice("routed: the guest's IPv6 address %s cannot be answered for on %s: %v", a, g.s.p.Parent, errors.Join(err, unrouteGuest(g.s.h, g.s.rec, g.s.p.LinkName, ip)))
+	if err := proxyGuest(g.s.H, g.s.Rec, g.s.ParentLink, ip); err != nil {
+		g.notice("routed: the guest's IPv6 address %s cannot be answered for on %s: %v", a, g.s.Cfg.Parent, errors.Join(err, unrouteGuest(g.s.H, g.s.Rec, g.s.Cfg.LinkName, ip)))
 		return
 	}
 	v.known[a] = true

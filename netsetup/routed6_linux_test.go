@@ -1,6 +1,7 @@
 package netsetup
 
 import (
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
 	"strings"
@@ -12,10 +13,10 @@ import (
 )
 
 func TestRoutedSysctls6(t *testing.T) {
-	show := func(list []routedSysctl) string {
+	show := func(list []hostnet.Sysctl) string {
 		var s []string
 		for _, sc := range list {
-			s = append(s, sc.path+"="+sc.value)
+			s = append(s, sc.Path+"="+sc.Value)
 		}
 		return strings.Join(s, ", ")
 	}
@@ -29,8 +30,8 @@ func TestRoutedSysctls6(t *testing.T) {
 		}
 	}
 	for _, sc := range routedSysctls6("wlan0", "1") {
-		if !sc.shared {
-			t.Errorf("%s is not shared by the uplink's routed guests", sc.path)
+		if !sc.Shared {
+			t.Errorf("%s is not shared by the uplink's routed guests", sc.Path)
 		}
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"os"
 	"path"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,22 +18,7 @@ import (
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dhcpupstream"
-	"github.com/vmrun/vmrun/internal/rundir"
 	"golang.org/x/sys/unix"
-)
-
-// Detail keys of a recorded sysctl that every routed guest on one uplink
-// relies on (the uplink's forwarding and proxy_delay). sharedDevKey names
-// the uplink: the sysctl is restored only when no other routed guest is
-// left on it, so that the first of two routed VMs to stop does not cut the
-// other one off; tapKey names this VM's own tap, whose guest does not
-// count as another. netnsKey identifies the network namespace, so that a VM
-// that finds the sysctl already set by a running one takes over the value
-// that one will not restore (see inheritSysctl).
-const (
-	sharedDevKey = "shared-dev"
-	tapKey       = "tap"
-	netnsKey     = "netns-id"
 )
 
 // resolvConf is where routed mode finds the host's DNS servers when the
@@ -47,27 +32,23 @@ const resolvConf = "/etc/resolv.conf"
 // the tap, a proxy ARP entry for it on the uplink, a DHCP responder on
 // the tap that hands the guest its address, and the upstream lease kept
 // renewed.
-func routedSteps(g *routedGuest) []step {
-	return []step{
-		{"uplink", g.lookupUplink},
-		{"guest address", g.takeAddress},
-		{"claim name", (*setup).claimName},
-		{"record", (*setup).record},
-		{"create", (*setup).createTap},
-		{"alias", (*setup).setAlias},
-		{"host mac", func(s *setup) error { return s.h.LinkSetHardwareAddr(s.link, hostSideMAC(s.p.MAC)) }},
-		{"ipv6 off", (*setup).silenceIPv6},
-		{"mtu", (*setup).setTapMTU},
-		{"up", func(s *setup) error { return s.h.LinkSetUp(s.link) }},
-		{"host addresses", g.addHostAddrs},
-		{"route", g.addRoute},
-		{"proxy arp", g.addProxyARP},
-		{"forwarding", g.enableForwarding},
-		{"dhcp responder", g.startResponder},
-		{"ipv6", g.startIPv6},
-		{"lease keeper", g.startKeeper},
-		{"open vhost", (*setup).openVhost},
+func routedSteps(g *routedGuest) []hostnet.Step {
+	steps := []hostnet.Step{
+		{Name: "uplink", Do: g.lookupUplink},
+		{Name: "guest address", Do: g.takeAddress},
 	}
+	steps = append(steps, hostnet.TapLinkSteps()...)
+	return append(steps, []hostnet.Step{
+		{Name: "up", Do: (*hostnet.Setup).SetUp},
+		{Name: "host addresses", Do: g.addHostAddrs},
+		{Name: "route", Do: g.addRoute},
+		{Name: "proxy arp", Do: g.addProxyARP},
+		{Name: "forwarding", Do: g.enableForwarding},
+		{Name: "dhcp responder", Do: g.startResponder},
+		{Name: "ipv6", Do: g.startIPv6},
+		{Name: "lease keeper", Do: g.startKeeper},
+		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
+	}...)
 }
 
 // applyRouted carries out a routed plan.
@@ -75,7 +56,7 @@ func applyRouted(ctx context.Context, p Plan, rec Recorder) (*Attachment, error)
 	if err := checkRoutedPlan(p); err != nil {
 		return nil, err
 	}
-	g := &routedGuest{}
+	g := &routedGuest{p: p}
 	// The tap's MAC is the kernel's until the "host mac" step.
 	return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), routedSteps(g))
 }
@@ -83,7 +64,8 @@ func applyRouted(ctx context.Context, p Plan, rec Recorder) (*Attachment, error)
 // routedGuest is the state of one routed attachment: what Apply's steps
 // learn, and the background services that outlive Apply until Undo.
 type routedGuest struct {
-	s  *setup         // the Apply that made it (its handle, recorder, trace)
+	p  Plan           // the plan it carries out
+	s  *hostnet.Setup // the Apply that made it (its handle, recorder, trace)
 	ns netns.NsHandle // the network namespace Apply ran in
 
 	client  *dhcpupstream.Client // the upstream lease; nil for a static address
@@ -148,7 +130,7 @@ func (g *routedGuest) inNS(fn func() error) error {
 		}
 	}
 	runtime.UnlockOSThread()
-	return onThrowawayThread(func() error {
+	return hostnet.OnThrowawayThread(func() error {
 		if err := netns.Set(g.ns); err != nil {
 			return fmt.Errorf("enter the network namespace of the VM's links: %w", err)
 		}
@@ -157,11 +139,11 @@ func (g *routedGuest) inNS(fn func() error) error {
 }
 
 func (g *routedGuest) event(format string, args ...any) {
-	g.s.trace.event(fmt.Sprintf(format, args...))
+	g.s.Trace.ReportEvent(fmt.Sprintf(format, args...))
 }
 
 func (g *routedGuest) notice(format string, args ...any) {
-	g.s.trace.notice(fmt.Sprintf(format, args...))
+	g.s.Trace.ReportNotice(fmt.Sprintf(format, args...))
 }
 
 // guestIP returns the guest's current address.
@@ -173,27 +155,27 @@ func (g *routedGuest) guestIP() net.IP {
 
 // lookupUplink finds the uplink, checks that packet sockets can be opened
 // and remembers the namespace.
-func (g *routedGuest) lookupUplink(s *setup) error {
+func (g *routedGuest) lookupUplink(s *hostnet.Setup) error {
 	g.s = s
-	if err := s.lookupParent(); err != nil {
+	if err := s.LookupParent(); err != nil {
 		return err
 	}
-	if len(s.parent.Attrs().HardwareAddr) != 6 {
-		return refuse(ErrUnsuitable, "%s has no Ethernet address, and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", s.p.Parent)
+	if len(s.ParentLink.Attrs().HardwareAddr) != 6 {
+		return hostnet.Refuse(ErrUnsuitable, "%s has no Ethernet address, and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", s.Cfg.Parent)
 	}
 	if !caps.Usable(unix.CAP_NET_RAW) {
-		return refuse(ErrNoPrivilege, "--net routed answers the guest's DHCP and leases its address through packet sockets, which need CAP_NET_RAW; run vmrun as root")
+		return hostnet.Refuse(ErrNoPrivilege, "--net routed answers the guest's DHCP and leases its address through packet sockets, which need CAP_NET_RAW; run vmrun as root")
 	}
 	ns, err := netns.Get()
 	if err != nil {
 		return fmt.Errorf("network namespace: %w", err)
 	}
 	g.ns = ns
-	s.onUndo(ns.Close)
+	s.OnUndo(ns.Close)
 	// Runs after the tap's deletion: the responder's packet socket closes
 	// (an RCU grace period in the kernel) while the tap is deleted (more of
 	// them) instead of before it.
-	s.onUndo(func() error {
+	s.OnUndo(func() error {
 		for _, b := range g.stopping {
 			<-b.done
 		}
@@ -206,26 +188,26 @@ func (g *routedGuest) lookupUplink(s *setup) error {
 // takeAddress settles the guest's address: the static one, or a lease
 // taken from the uplink's DHCP server with the VM's own client identifier
 // (released again by the undo).
-func (g *routedGuest) takeAddress(s *setup) error {
-	p := s.p
+func (g *routedGuest) takeAddress(s *hostnet.Setup) error {
+	p := g.p
 	if p.GuestAddr == GuestAddrStatic {
 		g.ip = p.GuestIP.To4()
 		g.dns, g.dnsNote = routedDNS(nil, readResolvConf())
 		g.notice("routed: the guest gets %s (--guest-ip; no lease is taken for it) on %s's LAN", g.ip, p.Parent)
 		return nil
 	}
-	c, err := dhcpupstream.Acquire(s.ctx, dhcpupstream.Config{
+	c, err := dhcpupstream.Acquire(s.Ctx, dhcpupstream.Config{
 		Link: p.Parent, ClientID: dhcpupstream.VMClientID(p.Name), Hostname: p.Name,
 		Logf: g.event,
 	})
 	if err != nil {
-		if cerr := s.ctx.Err(); cerr != nil {
+		if cerr := s.Ctx.Err(); cerr != nil {
 			return cerr
 		}
-		return refuse(ErrNoLease, "no DHCP server on %s gave the guest an address (%v); give it one with --guest-ip ADDRESS, or check %s's network", p.Parent, err, p.Parent)
+		return hostnet.Refuse(ErrNoLease, "no DHCP server on %s gave the guest an address (%v); give it one with --guest-ip ADDRESS, or check %s's network", p.Parent, err, p.Parent)
 	}
 	g.client = c
-	s.onUndo(g.release)
+	s.OnUndo(g.release)
 	l := c.Lease()
 	g.ip = l.IP.To4()
 	g.dns, g.dnsNote = routedDNS(l.DNS, "")
@@ -260,7 +242,7 @@ func readResolvConf() string {
 // addHostAddrs puts vmrun's end of the link on the tap: 169.254.0.1/32,
 // and fe80::1/64 without duplicate address detection (skipped when IPv6
 // is disabled on the host).
-func (g *routedGuest) addHostAddrs(s *setup) error {
+func (g *routedGuest) addHostAddrs(s *hostnet.Setup) error {
 	v4 := &net.IPNet{IP: net.ParseIP(RoutedGateway).To4(), Mask: net.CIDRMask(32, 32)}
 	if err := g.addAddr(s, &netlink.Addr{IPNet: v4, Scope: unix.RT_SCOPE_LINK}); err != nil {
 		return err
@@ -268,7 +250,7 @@ func (g *routedGuest) addHostAddrs(s *setup) error {
 	v6 := &net.IPNet{IP: net.ParseIP(RoutedGatewayV6), Mask: net.CIDRMask(64, 128)}
 	err := g.addAddr(s, &netlink.Addr{IPNet: v6, Flags: unix.IFA_F_NODAD})
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EPERM) {
-		g.event("routed: no IPv6 on %s (%v)", s.p.LinkName, err)
+		g.event("routed: no IPv6 on %s (%v)", s.Cfg.LinkName, err)
 		return nil
 	}
 	g.tapV6 = err == nil
@@ -276,25 +258,11 @@ func (g *routedGuest) addHostAddrs(s *setup) error {
 }
 
 // addAddr records and adds one address to the tap.
-func (g *routedGuest) addAddr(s *setup, a *netlink.Addr) error {
-	obj, h, rec, tap := AddrObject(a.IPNet, s.p.LinkName), s.h, s.rec, s.link
-	return addRecorded(s, obj, func() error { return h.AddrAdd(tap, a) }, func() error {
-		return errors.Join(deleteAddr(h, obj), rec.Forget(obj))
+func (g *routedGuest) addAddr(s *hostnet.Setup, a *netlink.Addr) error {
+	obj, h, rec, tap := AddrObject(a.IPNet, s.Cfg.LinkName), s.H, s.Rec, s.Link
+	return s.AddRecorded(obj, func() error { return h.AddrAdd(tap, a) }, func() error {
+		return errors.Join(hostnet.DeleteAddr(h, obj), rec.Forget(obj))
 	})
-}
-
-// addRecorded records obj, creates it with add and registers remove as
-// its undo. An object that add could not create is forgotten again and
-// not removed: it may be someone else's (EEXIST).
-func addRecorded(s *setup, obj rundir.Object, add, remove func() error) error {
-	if err := s.rec.Record(obj); err != nil {
-		return err
-	}
-	if err := add(); err != nil {
-		return errors.Join(err, s.rec.Forget(obj))
-	}
-	s.onUndo(remove)
-	return nil
 }
 
 // routedSysctls are the sysctls routed mode sets, path → value: forwarding
@@ -302,155 +270,17 @@ func addRecorded(s *setup, obj rundir.Object, add, remove func() error) error {
 // whose forwarding is on, and answers proxied ARP only then), and no
 // delay for proxied ARP answers on the uplink. shared marks those of the
 // uplink, which every routed guest on it needs.
-func routedSysctls(uplink, tap string) []routedSysctl {
-	return []routedSysctl{
-		{path.Join("net/ipv4/conf", uplink, "forwarding"), "1", true},
-		{path.Join("net/ipv4/neigh", uplink, "proxy_delay"), "0", true},
-		{path.Join("net/ipv4/conf", tap, "forwarding"), "1", false},
+func routedSysctls(uplink, tap string) []hostnet.Sysctl {
+	return []hostnet.Sysctl{
+		{Path: path.Join("net/ipv4/conf", uplink, "forwarding"), Value: "1", Shared: true},
+		{Path: path.Join("net/ipv4/neigh", uplink, "proxy_delay"), Value: "0", Shared: true},
+		{Path: path.Join("net/ipv4/conf", tap, "forwarding"), Value: "1", Shared: false},
 	}
-}
-
-// routedSysctl is one sysctl routed mode sets: path under /proc/sys, the
-// value, and whether every routed guest of the uplink needs it.
-type routedSysctl struct {
-	path, value string
-	shared      bool
 }
 
 // enableForwarding sets routedSysctls.
-func (g *routedGuest) enableForwarding(s *setup) error {
-	return g.setSysctls(s, routedSysctls(s.p.Parent, s.p.LinkName))
-}
-
-// setSysctls sets each sysctl, recorded with its old value before it is
-// changed, and restored by the undo.
-func (g *routedGuest) setSysctls(s *setup, list []routedSysctl) error {
-	for _, sc := range list {
-		old, err := readSysctl(sc.path)
-		if err != nil {
-			return err
-		}
-		obj := SysctlObject(sc.path, old)
-		if sc.shared {
-			obj.Detail = map[string]string{sharedDevKey: s.p.Parent, tapKey: s.p.LinkName, netnsKey: g.ns.UniqueId()}
-			if old == sc.value {
-				inheritSysctl(s.rec, &obj)
-			}
-		}
-		h, rec := s.h, s.rec
-		err = addRecorded(s, obj, func() error { return writeSysctl(sc.path, sc.value) }, func() error {
-			return errors.Join(g.inNS(func() error { return undoSysctl(h, obj) }), rec.Forget(obj))
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// readSysctl reads /proc/sys/path of the calling thread's namespace.
-func readSysctl(p string) (string, error) {
-	b, err := os.ReadFile(path.Join("/proc/sys", p))
-	if err != nil {
-		return "", fmt.Errorf("sysctl %s: %w", p, err)
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
-// writeSysctl writes /proc/sys/path of the calling thread's namespace.
-func writeSysctl(p, value string) error {
-	if err := os.WriteFile(path.Join("/proc/sys", p), []byte(value), 0); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", p, value, err)
-	}
-	return nil
-}
-
-// inheritSysctl handles a shared sysctl that already has the value routed
-// mode needs: when another live VM under the same runtime root recorded
-// it (same path, uplink and namespace), that VM changed it and will leave
-// it set for this one, so this VM takes over the value to restore from
-// that record. Without a runtime directory (rec is not a *rundir.Dir)
-// there is nothing to look at.
-func inheritSysctl(rec Recorder, obj *rundir.Object) {
-	d, ok := rec.(*rundir.Dir)
-	if !ok {
-		return
-	}
-	entries, err := rundir.List(filepath.Dir(d.Path))
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if e.Path == d.Path || !e.Live || e.State == nil {
-			continue
-		}
-		for _, o := range e.State.Objects {
-			if o.Kind == ObjSysctl && o.Name == obj.Name && o.Detail[sharedDevKey] == obj.Detail[sharedDevKey] &&
-				o.Detail[netnsKey] == obj.Detail[netnsKey] {
-				obj.Old = o.Old
-				return
-			}
-		}
-	}
-}
-
-// undoSysctl restores a recorded sysctl, unless it is shared by the
-// routed guests of a link (sharedDevKey) and another VM's is still there:
-// then it is left as it is, for that guest.
-func undoSysctl(h *netlink.Handle, o rundir.Object) error {
-	if dev := o.Detail[sharedDevKey]; dev != "" {
-		family := netlink.FAMILY_V4
-		if strings.HasPrefix(o.Name, "net/ipv6/") {
-			family = netlink.FAMILY_V6
-		}
-		inUse, err := routedGuestsOn(h, dev, o.Detail[tapKey], family)
-		if err != nil {
-			return err
-		}
-		if inUse {
-			return nil
-		}
-	}
-	return restoreSysctl(o.Name, o.Old)
-}
-
-// routedGuestsOn reports whether link dev still answers for a routed
-// guest of vmrun other than the one behind link self: a proxy entry of the
-// family on dev whose address is routed through a link carrying a vmrun
-// alias (false when dev is gone). Proxy entries of others do not count:
-// they are not vmrun's to keep.
-func routedGuestsOn(h *netlink.Handle, dev, self string, family int) (bool, error) {
-	l, err := h.LinkByName(dev)
-	if isNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	proxies, err := retryDump(func() ([]netlink.Neigh, error) { return h.NeighProxyList(l.Attrs().Index, family) })
-	if err != nil {
-		return false, fmt.Errorf("proxy entries on %s: %w", dev, err)
-	}
-	for _, n := range proxies {
-		bits := 8 * len(n.IP.To16())
-		if ip4 := n.IP.To4(); ip4 != nil {
-			n.IP, bits = ip4, 32
-		}
-		dst := &net.IPNet{IP: n.IP, Mask: net.CIDRMask(bits, bits)}
-		routes, err := retryDump(func() ([]netlink.Route, error) {
-			return h.RouteListFiltered(family, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
-		})
-		if err != nil {
-			return false, fmt.Errorf("routes to %s: %w", n.IP, err)
-		}
-		for _, r := range routes {
-			out, err := h.LinkByIndex(r.LinkIndex)
-			if err == nil && out.Attrs().Name != self && strings.HasPrefix(out.Attrs().Alias, OwnerAlias("")) {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
+func (g *routedGuest) enableForwarding(s *hostnet.Setup) error {
+	return s.SetSysctls(routedSysctls(s.Cfg.Parent, s.Cfg.LinkName), g.ns.UniqueId(), g.inNS)
 }
 
 // hostRoute is the /32 of ip.
@@ -462,11 +292,11 @@ func hostRoute(ip net.IP) *net.IPNet {
 }
 
 // addRoute routes the guest's address to the tap.
-func (g *routedGuest) addRoute(s *setup) error {
-	if err := routeGuest(s.h, s.rec, s.link, g.ip); err != nil {
+func (g *routedGuest) addRoute(s *hostnet.Setup) error {
+	if err := routeGuest(s.H, s.Rec, s.Link, g.ip); err != nil {
 		return err
 	}
-	s.onUndo(func() error { return unrouteGuest(g.s.h, g.s.rec, g.s.p.LinkName, g.guestIP()) })
+	s.OnUndo(func() error { return unrouteGuest(g.s.H, g.s.Rec, g.s.Cfg.LinkName, g.guestIP()) })
 	return nil
 }
 
@@ -479,7 +309,7 @@ func routeGuest(h *netlink.Handle, rec Recorder, tap netlink.Link, ip net.IP) er
 	}
 	err := h.RouteAdd(&netlink.Route{LinkIndex: tap.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_STATIC})
 	if errors.Is(err, unix.EEXIST) {
-		err = refuse(ErrBadRequest, "this host already has a route to %s, so it cannot route that address to the guest; is another VM using it?", ip)
+		err = hostnet.Refuse(ErrBadRequest, "this host already has a route to %s, so it cannot route that address to the guest; is another VM using it?", ip)
 	}
 	if err != nil {
 		return errors.Join(err, rec.Forget(obj))
@@ -490,15 +320,15 @@ func routeGuest(h *netlink.Handle, rec Recorder, tap netlink.Link, ip net.IP) er
 // unrouteGuest deletes the /32 route to ip through link tap and forgets it.
 func unrouteGuest(h *netlink.Handle, rec Recorder, tap string, ip net.IP) error {
 	obj := RouteObject(hostRoute(ip), tap)
-	return errors.Join(deleteRoute(h, obj), rec.Forget(obj))
+	return errors.Join(hostnet.DeleteRoute(h, obj), rec.Forget(obj))
 }
 
 // addProxyARP makes the uplink answer ARP for the guest's address.
-func (g *routedGuest) addProxyARP(s *setup) error {
-	if err := proxyGuest(s.h, s.rec, s.parent, g.ip); err != nil {
+func (g *routedGuest) addProxyARP(s *hostnet.Setup) error {
+	if err := proxyGuest(s.H, s.Rec, s.ParentLink, g.ip); err != nil {
 		return err
 	}
-	s.onUndo(func() error { return unproxyGuest(g.s.h, g.s.rec, g.s.p.Parent, g.guestIP()) })
+	s.OnUndo(func() error { return unproxyGuest(g.s.H, g.s.Rec, g.s.Cfg.Parent, g.guestIP()) })
 	return nil
 }
 
@@ -510,13 +340,13 @@ func proxyGuest(h *netlink.Handle, rec Recorder, uplink netlink.Link, ip net.IP)
 	if nip == nil {
 		family, proto, nip = netlink.FAMILY_V6, "NDP", ip.To16()
 	}
-	have, err := retryDump(func() ([]netlink.Neigh, error) { return h.NeighProxyList(idx, family) })
+	have, err := hostnet.RetryDump(func() ([]netlink.Neigh, error) { return h.NeighProxyList(idx, family) })
 	if err != nil {
 		return fmt.Errorf("proxy entries on %s: %w", name, err)
 	}
 	for _, n := range have {
 		if n.IP.Equal(ip) {
-			return refuse(ErrBadRequest, "%s already answers %s for %s (a proxy entry that is not this VM's): another VM or the administrator uses that address; give the guest another one", name, proto, ip)
+			return hostnet.Refuse(ErrBadRequest, "%s already answers %s for %s (a proxy entry that is not this VM's): another VM or the administrator uses that address; give the guest another one", name, proto, ip)
 		}
 	}
 	obj := NeighObject(ip, name, true)
@@ -533,11 +363,11 @@ func proxyGuest(h *netlink.Handle, rec Recorder, uplink netlink.Link, ip net.IP)
 // unproxyGuest deletes the proxy entry for ip on link uplink and forgets it.
 func unproxyGuest(h *netlink.Handle, rec Recorder, uplink string, ip net.IP) error {
 	obj := NeighObject(ip, uplink, true)
-	return errors.Join(deleteNeigh(h, obj), rec.Forget(obj))
+	return errors.Join(hostnet.DeleteNeigh(h, obj), rec.Forget(obj))
 }
 
 // startResponder answers the guest's DHCP on the tap with its address.
-func (g *routedGuest) startResponder(s *setup) error {
+func (g *routedGuest) startResponder(s *hostnet.Setup) error {
 	if g.dnsNote != "" {
 		g.notice("%s", g.dnsNote)
 	}
@@ -546,7 +376,7 @@ func (g *routedGuest) startResponder(s *setup) error {
 		return err
 	}
 	g.resp = b
-	s.onUndo(func() error {
+	s.OnUndo(func() error {
 		g.mu.Lock()
 		b := g.resp
 		g.resp = nil
@@ -569,8 +399,8 @@ func (g *routedGuest) serve(ip net.IP) (*background, error) {
 		up = &l
 	}
 	srv, err := dhcpserve.New(dhcpserve.Config{
-		Link: g.s.p.LinkName, ClientMAC: g.s.p.MAC,
-		Lease: routedLease(ip, up, g.dns, g.s.att.MTU),
+		Link: g.s.Cfg.LinkName, ClientMAC: g.s.Cfg.MAC,
+		Lease: routedLease(ip, up, g.dns, g.s.Att.MTU),
 		Logf:  g.event,
 		OnAck: func(ip net.IP) { g.event("routed: the guest took %s from vmrun's DHCP responder", ip) },
 	})
@@ -586,12 +416,12 @@ func (g *routedGuest) serve(ip net.IP) (*background, error) {
 }
 
 // startKeeper keeps the upstream lease renewed until Undo.
-func (g *routedGuest) startKeeper(s *setup) error {
+func (g *routedGuest) startKeeper(s *hostnet.Setup) error {
 	if g.client == nil {
 		return nil
 	}
 	g.keeper = goBackground(func(ctx context.Context) { _ = g.client.Run(ctx, g.leaseChanged) })
-	s.onUndo(func() error { g.keeper.stop(); return nil })
+	s.OnUndo(func() error { g.keeper.stop(); return nil })
 	return nil
 }
 
@@ -617,26 +447,26 @@ func (g *routedGuest) leaseChanged(l dhcpupstream.Lease) {
 // hands out ip.
 func (g *routedGuest) move(old, ip net.IP) error {
 	s := g.s
-	tap, err := s.h.LinkByName(s.p.LinkName)
+	tap, err := s.H.LinkByName(s.Cfg.LinkName)
 	if err != nil {
 		return err
 	}
-	if err := routeGuest(s.h, s.rec, tap, ip); err != nil {
+	if err := routeGuest(s.H, s.Rec, tap, ip); err != nil {
 		return err
 	}
-	if err := proxyGuest(s.h, s.rec, s.parent, ip); err != nil {
-		return errors.Join(err, unrouteGuest(s.h, s.rec, s.p.LinkName, ip))
+	if err := proxyGuest(s.H, s.Rec, s.ParentLink, ip); err != nil {
+		return errors.Join(err, unrouteGuest(s.H, s.Rec, s.Cfg.LinkName, ip))
 	}
 	b, err := g.serve(ip)
 	if err != nil {
-		return errors.Join(err, unproxyGuest(s.h, s.rec, s.p.Parent, ip), unrouteGuest(s.h, s.rec, s.p.LinkName, ip))
+		return errors.Join(err, unproxyGuest(s.H, s.Rec, s.Cfg.Parent, ip), unrouteGuest(s.H, s.Rec, s.Cfg.LinkName, ip))
 	}
 	g.mu.Lock()
 	prev := g.resp
 	g.resp, g.ip = b, ip
 	g.mu.Unlock()
 	prev.stop()
-	return errors.Join(unproxyGuest(s.h, s.rec, s.p.Parent, old), unrouteGuest(s.h, s.rec, s.p.LinkName, old))
+	return errors.Join(unproxyGuest(s.H, s.Rec, s.Cfg.Parent, old), unrouteGuest(s.H, s.Rec, s.Cfg.LinkName, old))
 }
 
 // routedLease is what vmrun's responder hands a routed guest: its address

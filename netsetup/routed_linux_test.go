@@ -107,7 +107,7 @@ func TestRoutedSysctls(t *testing.T) {
 	got := routedSysctls("wlan0", "vmr12345678t")
 	var s []string
 	for _, sc := range got {
-		s = append(s, sc.path+"="+sc.value+map[bool]string{true: " shared", false: ""}[sc.shared])
+		s = append(s, sc.Path+"="+sc.Value+map[bool]string{true: " shared", false: ""}[sc.Shared])
 	}
 	want := "net/ipv4/conf/wlan0/forwarding=1 shared, net/ipv4/neigh/wlan0/proxy_delay=0 shared, net/ipv4/conf/vmr12345678t/forwarding=1"
 	if strings.Join(s, ", ") != want {

@@ -1,25 +1,18 @@
 package netsetup
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"net"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
-	"golang.org/x/sys/unix"
 )
-
-// killWait bounds how long cleanup waits for a killed process to exit.
-const killWait = 5 * time.Second
 
 // Undo removes or restores recorded objects in reverse order, in the
 // network namespace of the calling thread (or the object's Netns). It is
@@ -37,7 +30,7 @@ func Undo(objs []rundir.Object) error {
 // undoObjects undoes objs in reverse order and returns those that could
 // not be undone (and must stay recorded), in their original order.
 func undoObjects(objs []rundir.Object) (left []rundir.Object, err error) {
-	h, err := newHandle()
+	h, err := hostnet.NewHandle()
 	if err != nil {
 		return objs, err
 	}
@@ -62,22 +55,22 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 	}
 	switch o.Kind {
 	case ObjLink:
-		return deleteOwnedLink(h, o)
+		return hostnet.DeleteOwnedLink(h, o)
 	case ObjSysctl:
-		return undoSysctl(h, o)
+		return hostnet.UndoSysctl(h, o)
 	case ObjProcess:
 		pid, err := strconv.Atoi(o.Name)
 		if err != nil {
 			return fmt.Errorf("bad pid: %w", err)
 		}
-		_, err = killIfOurs(pid, o.Detail["match"])
+		_, err = hostnet.KillIfOurs(pid, o.Detail["match"])
 		return err
 	case ObjRoute:
-		return deleteRoute(h, o)
+		return hostnet.DeleteRoute(h, o)
 	case ObjNeigh:
-		return deleteNeigh(h, o)
+		return hostnet.DeleteNeigh(h, o)
 	case ObjAddr:
-		return deleteAddr(h, o)
+		return hostnet.DeleteAddr(h, o)
 	case ObjNftTable:
 		return deleteNftTable(o)
 	case ObjNATMember:
@@ -86,94 +79,13 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 	return fmt.Errorf("%w %q", ErrUnknownObject, o.Kind)
 }
 
-// recordedLink returns the link named by o's "dev", or nil when it is gone
-// (and with it every route, neighbour and address on it).
-func recordedLink(h *netlink.Handle, o rundir.Object) (netlink.Link, error) {
-	l, err := h.LinkByName(o.Detail["dev"])
-	if isNotFound(err) {
-		return nil, nil
-	}
-	return l, err
-}
-
-// deleteRoute deletes the recorded route (destination o.Name through
-// o.Detail["dev"]) if it is still there.
-func deleteRoute(h *netlink.Handle, o rundir.Object) error {
-	_, dst, err := net.ParseCIDR(o.Name)
-	if err != nil {
-		return fmt.Errorf("bad route destination: %w", err)
-	}
-	l, err := recordedLink(h, o)
-	if l == nil || err != nil {
-		return err
-	}
-	family := netlink.FAMILY_V4
-	if dst.IP.To4() == nil {
-		family = netlink.FAMILY_V6
-	}
-	routes, err := retryDump(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(family, &netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
-	})
-	if err != nil {
-		return err
-	}
-	for i := range routes {
-		if err := h.RouteDel(&routes[i]); err != nil && !errors.Is(err, unix.ESRCH) {
-			return err
-		}
-	}
-	return nil
-}
-
-// deleteNeigh deletes the recorded neighbour (or proxy) entry.
-func deleteNeigh(h *netlink.Handle, o rundir.Object) error {
-	ip := net.ParseIP(o.Name)
-	if ip == nil {
-		return fmt.Errorf("bad neighbour address %q", o.Name)
-	}
-	l, err := recordedLink(h, o)
-	if l == nil || err != nil {
-		return err
-	}
-	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, IP: ip, Family: netlink.FAMILY_V4}
-	if ip.To4() == nil {
-		n.Family = netlink.FAMILY_V6
-	}
-	if o.Detail["proxy"] == "1" {
-		n.Flags = netlink.NTF_PROXY
-	}
-	err = h.NeighDel(n)
-	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
-		return err
-	}
-	return nil
-}
-
-// deleteAddr deletes the recorded address from its link.
-func deleteAddr(h *netlink.Handle, o rundir.Object) error {
-	addr, err := netlink.ParseAddr(o.Name)
-	if err != nil {
-		return fmt.Errorf("bad address: %w", err)
-	}
-	l, err := recordedLink(h, o)
-	if l == nil || err != nil {
-		return err
-	}
-	err = h.AddrDel(l, addr)
-	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
-		return err
-	}
-	return nil
-}
-
 // undoInNetns undoes an object that lives in another network namespace;
 // when that namespace is gone, so is the object.
 func undoInNetns(o rundir.Object) error {
 	path := o.Netns
 	o.Netns = ""
-	err := inNetns(path, func() error {
-		h, err := newHandle()
+	err := hostnet.InNetns(path, func() error {
+		h, err := hostnet.NewHandle()
 		if err != nil {
 			return err
 		}
@@ -184,99 +96,6 @@ func undoInNetns(o rundir.Object) error {
 		return nil
 	}
 	return err
-}
-
-// deleteOwnedLink deletes the recorded link o if it exists and is vmrun's
-// (see owns); a link that is not is left alone (ErrForeignLink).
-func deleteOwnedLink(h *netlink.Handle, o rundir.Object) error {
-	l, err := h.LinkByName(o.Name)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := owns(o, l); err != nil {
-		return err
-	}
-	if err := h.LinkDel(l); err != nil && !isNotFound(err) {
-		return err
-	}
-	return nil
-}
-
-// owns checks that link l is the one record o describes: it carries the
-// recorded alias — or, because the kernel ignores IFLA_IFALIAS when it
-// creates a link and vmrun sets the alias right after, it carries no alias
-// yet but has the recorded type and MAC (vmrun died between the two).
-func owns(o rundir.Object, l netlink.Link) error {
-	a := l.Attrs()
-	want := o.Detail["alias"]
-	switch {
-	case want != "" && a.Alias == want:
-		return nil
-	case want != "" && a.Alias == "" && o.Detail["mac"] != "" &&
-		a.HardwareAddr.String() == o.Detail["mac"] && l.Type() == o.Detail["type"]:
-		return nil
-	}
-	return refuse(ErrForeignLink, "link %s (%s, alias %q, MAC %s) is not the one vmrun recorded (alias %q): it was left alone",
-		o.Name, l.Type(), a.Alias, a.HardwareAddr, want)
-}
-
-// restoreSysctl writes old back to /proc/sys/path; a sysctl that no longer
-// exists (its interface is gone) needs no restoring.
-func restoreSysctl(path, old string) error {
-	clean := filepath.Clean(path)
-	if filepath.IsAbs(clean) || strings.HasPrefix(clean, "..") {
-		return fmt.Errorf("sysctl path %q is not under /proc/sys", path)
-	}
-	err := os.WriteFile(filepath.Join("/proc/sys", clean), []byte(old), 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
-// killIfOurs kills process pid only if it still runs and its command line
-// contains match (for QEMU: the VM's runtime directory), then waits for it
-// to exit. A pidfd pins the process, so a recycled pid is never signalled.
-func killIfOurs(pid int, match string) (killed bool, err error) {
-	if pid <= 0 || match == "" {
-		return false, nil
-	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("pidfd for %d: %w", pid, err)
-	}
-	defer unix.Close(fd)
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	// The pidfd's process still running after the read means the read was
-	// of that process, not of a successor with the same pid.
-	if err != nil || exited(fd, 0) || !bytes.Contains(cmdline, []byte(match)) {
-		return false, nil
-	}
-	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return false, fmt.Errorf("kill %d: %w", pid, err)
-	}
-	if !exited(fd, killWait) {
-		return true, fmt.Errorf("process %d did not exit within %s of SIGKILL", pid, killWait)
-	}
-	return true, nil
-}
-
-// exited waits up to d for the pidfd's process to exit.
-func exited(pidfd int, d time.Duration) bool {
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(d.Milliseconds()))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return err == nil && n > 0
-	}
 }
 
 // GCState cleans up after a vmrun that died, from the state it left in
@@ -297,7 +116,7 @@ func reclaim(dir string, st *rundir.State) (left []rundir.Object, err error) {
 	if st == nil {
 		return nil, nil
 	}
-	if _, err := killIfOurs(st.QEMUPID, dir); err != nil {
+	if _, err := hostnet.KillIfOurs(st.QEMUPID, dir); err != nil {
 		return st.Objects, fmt.Errorf("QEMU of %s: %w", dir, err)
 	}
 	return undoObjects(st.Objects)
@@ -390,7 +209,7 @@ func splitJoined(err error) []error {
 // reportOrphans logs links carrying a vmrun alias whose VM has no
 // directory under the runtime root.
 func reportOrphans(known map[string]bool, logf func(string, ...any)) {
-	links, err := retryDump(netlink.LinkList)
+	links, err := hostnet.RetryDump(netlink.LinkList)
 	if err != nil {
 		logf("listing links: %v", err)
 		return

@@ -1,9 +1,8 @@
-package netsetup
+package hostnet
 
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 
@@ -17,9 +16,9 @@ import (
 // (the table changed while it was being read).
 const dumpRetries = 5
 
-// retryDump runs a netlink dump until it completes without
+// RetryDump runs a netlink dump until it completes without
 // netlink.ErrDumpInterrupted (whose results may be inconsistent).
-func retryDump[T any](dump func() (T, error)) (T, error) {
+func RetryDump[T any](dump func() (T, error)) (T, error) {
 	var v T
 	var err error
 	for range dumpRetries {
@@ -31,9 +30,9 @@ func retryDump[T any](dump func() (T, error)) (T, error) {
 	return v, fmt.Errorf("netlink dump interrupted %d times: %w", dumpRetries, err)
 }
 
-// newHandle opens a route netlink socket in the calling thread's network
+// NewHandle opens a route netlink socket in the calling thread's network
 // namespace; every request made through it stays in that namespace.
-func newHandle() (*netlink.Handle, error) {
+func NewHandle() (*netlink.Handle, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
@@ -41,32 +40,22 @@ func newHandle() (*netlink.Handle, error) {
 	return h, nil
 }
 
-// isNotFound reports whether a netlink error means "no such link".
-func isNotFound(err error) bool {
+// IsNotFound reports whether a netlink error means "no such link".
+func IsNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
 }
 
-// linkInfoOf converts a netlink link.
-func linkInfoOf(l netlink.Link) linkInfo {
-	a := l.Attrs()
-	return linkInfo{
-		Name: a.Name, Index: a.Index, Type: l.Type(), Encap: a.EncapType,
-		Up: a.Flags&net.FlagUp != 0, Oper: a.OperState.String(), MTU: a.MTU,
-		MAC: a.HardwareAddr, MasterIndex: a.MasterIndex,
-	}
-}
-
-// inNetns runs fn on a throwaway OS thread switched into the network
+// InNetns runs fn on a throwaway OS thread switched into the network
 // namespace at path; the thread exits afterwards, so nothing else ever
 // runs in that namespace by accident. A missing path is os.ErrNotExist.
-func inNetns(path string, fn func() error) error {
+func InNetns(path string, fn func() error) error {
 	h, err := netns.GetFromPath(path)
 	if err != nil {
 		return fmt.Errorf("network namespace %s: %w", path, err)
 	}
 	defer h.Close()
-	return onThrowawayThread(func() error {
+	return OnThrowawayThread(func() error {
 		if err := netns.Set(h); err != nil {
 			return fmt.Errorf("enter network namespace %s: %w", path, err)
 		}
@@ -74,10 +63,10 @@ func inNetns(path string, fn func() error) error {
 	})
 }
 
-// onThrowawayThread runs fn on a new goroutine locked to its OS thread and
+// OnThrowawayThread runs fn on a new goroutine locked to its OS thread and
 // never unlocked: the thread dies with the goroutine, taking any namespace
 // it entered with it.
-func onThrowawayThread(fn func() error) error {
+func OnThrowawayThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -87,13 +76,13 @@ func onThrowawayThread(fn func() error) error {
 	return <-errc
 }
 
-// onThrowawayThreadBack is onThrowawayThread that also returns the thread
+// OnThrowawayThreadBack is OnThrowawayThread that also returns the thread
 // to its network namespace before it is dropped: when the runtime ran the
 // goroutine on the main thread, which it never lets exit, that thread
 // would otherwise stay in the private namespace — keeping it alive, and
 // making /proc/PID/ns/net of vmrun name it.
-func onThrowawayThreadBack(fn func() error) error {
-	return onThrowawayThread(func() error {
+func OnThrowawayThreadBack(fn func() error) error {
+	return OnThrowawayThread(func() error {
 		orig, err := netns.Get()
 		if err != nil {
 			return err
@@ -107,16 +96,16 @@ func onThrowawayThreadBack(fn func() error) error {
 	})
 }
 
-// inThrowawayNetns runs fn in a new, empty network namespace, with a
+// InThrowawayNetns runs fn in a new, empty network namespace, with a
 // netlink handle for it, on a throwaway thread that returns to vmrun's
-// namespace before it is dropped (see onThrowawayThreadBack): whatever fn
+// namespace before it is dropped (see OnThrowawayThreadBack): whatever fn
 // creates there vanishes with the namespace. Probes use it.
-func inThrowawayNetns(fn func(h *netlink.Handle) error) error {
-	return onThrowawayThreadBack(func() error {
+func InThrowawayNetns(fn func(h *netlink.Handle) error) error {
+	return OnThrowawayThreadBack(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return err
 		}
-		h, err := newHandle()
+		h, err := NewHandle()
 		if err != nil {
 			return err
 		}
@@ -125,17 +114,17 @@ func inThrowawayNetns(fn func(h *netlink.Handle) error) error {
 	})
 }
 
-// privileged runs fn on the calling goroutine's thread, locked, with
+// Privileged runs fn on the calling goroutine's thread, locked, with
 // vmrun's capabilities raised (see internal/caps) and lowered again.
-func privileged(fn func() error) error {
+func Privileged(fn func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer caps.RaiseAll()()
 	return fn()
 }
 
-// closeFiles closes fs, ignoring files already closed.
-func closeFiles(fs []*os.File) error {
+// CloseFiles closes fs, ignoring files already closed.
+func CloseFiles(fs []*os.File) error {
 	var errs []error
 	for _, f := range fs {
 		if f == nil {

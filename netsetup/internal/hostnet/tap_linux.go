@@ -1,4 +1,4 @@
-package netsetup
+package hostnet
 
 import (
 	"errors"
@@ -10,49 +10,61 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tapSteps are the steps of --net bridge: a non-persistent multiqueue tap
-// on the bridge, which the kernel removes by itself when the last queue fd
-// closes (so a crashed vmrun+QEMU leaves no tap).
-func tapSteps() []step {
-	return []step{
-		{"bridge", (*setup).lookupBridge},
-		{"claim name", (*setup).claimName},
-		{"record", (*setup).record},
-		{"create", (*setup).createTap},
-		{"alias", (*setup).setAlias},
-		{"host mac", func(s *setup) error { return s.h.LinkSetHardwareAddr(s.link, hostSideMAC(s.p.MAC)) }},
-		{"ipv6 off", (*setup).silenceIPv6},
-		{"mtu", (*setup).setTapMTU},
-		{"master", func(s *setup) error { return s.h.LinkSetMasterByIndex(s.link, s.parent.Attrs().Index) }},
-		{"up", func(s *setup) error { return s.h.LinkSetUp(s.link) }},
-		{"open vhost", (*setup).openVhost},
+// TapLinkSteps are the steps that make the guest's plain tap, shared by
+// every mode that puts the guest on one (bridge, NAT, routed): a
+// non-persistent multiqueue tap, which the kernel removes by itself when
+// the last queue fd closes (so a crashed vmrun+QEMU leaves no tap), with
+// vmrun's alias, its own MAC, no host IPv6 and the parent's MTU. The
+// caller looks the parent up first and brings the tap up after.
+func TapLinkSteps() []Step {
+	return []Step{
+		{"claim name", (*Setup).ClaimName},
+		{"record", (*Setup).Record},
+		{"create", (*Setup).CreateTap},
+		{"alias", (*Setup).SetAlias},
+		{"host mac", func(s *Setup) error { return s.H.LinkSetHardwareAddr(s.Link, HostSideMAC(s.Cfg.MAC)) }},
+		{"ipv6 off", (*Setup).SilenceIPv6},
+		{"mtu", (*Setup).SetTapMTU},
 	}
 }
 
-// lookupBridge finds the bridge and checks that it is one and is up.
-func (s *setup) lookupBridge() error {
-	if err := s.lookupParent(); err != nil {
+// BridgeTapSteps are the steps of a tap on a bridge (--net bridge, and the
+// NAT network's bridge): TapLinkSteps on the bridge, which the tap joins
+// before it comes up.
+func BridgeTapSteps() []Step {
+	steps := []Step{{"bridge", (*Setup).LookupBridge}}
+	steps = append(steps, TapLinkSteps()...)
+	return append(steps,
+		Step{"master", func(s *Setup) error { return s.H.LinkSetMasterByIndex(s.Link, s.ParentLink.Attrs().Index) }},
+		Step{"up", (*Setup).SetUp},
+		Step{"open vhost", (*Setup).OpenVhost},
+	)
+}
+
+// LookupBridge finds the bridge and checks that it is one and is up.
+func (s *Setup) LookupBridge() error {
+	if err := s.LookupParent(); err != nil {
 		return err
 	}
-	if _, ok := s.parent.(*netlink.Bridge); !ok {
-		return refuse(ErrNotBridge, "%s is not a bridge (it is a %s); choose a bridge with --net bridge:NAME", s.p.Parent, s.parent.Type())
+	if _, ok := s.ParentLink.(*netlink.Bridge); !ok {
+		return Refuse(ErrNotBridge, "%s is not a bridge (it is a %s); choose a bridge with --net bridge:NAME", s.Cfg.Parent, s.ParentLink.Type())
 	}
 	return nil
 }
 
-// createTap creates the tap and its queues; the fds become the
+// CreateTap creates the tap and its queues; the fds become the
 // attachment's Files. Its undo deletes the tap while a queue fd still
 // proves it is ours, then closes the fds: closing alone is not enough when
 // another goroutine forks meanwhile (the child holds copies of the fds
 // until it execs, and the tap lives on until then, without an alias yet).
-func (s *setup) createTap() error {
-	att, h := s.att, s.h
-	t, files, err := createTap(h, s.p.LinkName, s.p.Queues)
+func (s *Setup) CreateTap() error {
+	att, h := s.Att, s.H
+	t, files, err := NewTap(h, s.Cfg.LinkName, s.Cfg.Queues)
 	if err != nil {
 		return err
 	}
-	att.Files, s.link = files, t
-	s.onUndo(func() error { return errors.Join(deleteHeldTap(h, t, att.Files), closeFiles(att.Files)) })
+	att.Files, s.Link = files, t
+	s.OnUndo(func() error { return errors.Join(deleteHeldTap(h, t, att.Files), CloseFiles(att.Files)) })
 	return nil
 }
 
@@ -61,7 +73,7 @@ func (s *setup) createTap() error {
 func deleteHeldTap(h *netlink.Handle, t *netlink.Tuntap, files []*os.File) error {
 	for _, f := range files {
 		if name, err := tapNameOf(f); err == nil && name == t.Name {
-			if err := h.LinkDel(t); err != nil && !isNotFound(err) {
+			if err := h.LinkDel(t); err != nil && !IsNotFound(err) {
 				return fmt.Errorf("delete tap %s: %w", t.Name, err)
 			}
 			return nil
@@ -87,12 +99,12 @@ func tapNameOf(f *os.File) (string, error) {
 	return ifr.Name(), ioErr
 }
 
-// setTapMTU gives the tap the bridge's MTU before it joins the bridge (a
+// SetTapMTU gives the tap the bridge's MTU before it joins the bridge (a
 // port with a larger MTU would not lower the bridge's, but a smaller one would).
-func (s *setup) setTapMTU() error {
-	mtu := s.parent.Attrs().MTU
-	s.att.MTU = mtu
-	return s.h.LinkSetMTU(s.link, mtu)
+func (s *Setup) SetTapMTU() error {
+	mtu := s.ParentLink.Attrs().MTU
+	s.Att.MTU = mtu
+	return s.H.LinkSetMTU(s.Link, mtu)
 }
 
 // tapFlags are the TUNSETIFF flags of vmrun's taps: no packet-info header,
@@ -105,10 +117,10 @@ func tapFlags(queues int) netlink.TuntapFlag {
 	return f
 }
 
-// createTap creates tap name exclusively (IFF_TUN_EXCL: a tap that already
+// NewTap creates tap name exclusively (IFF_TUN_EXCL: a tap that already
 // exists under this name is never attached to) through netlink.Tuntap,
 // then attaches the remaining queues. The tap is non-persistent.
-func createTap(h *netlink.Handle, name string, queues int) (*netlink.Tuntap, []*os.File, error) {
+func NewTap(h *netlink.Handle, name string, queues int) (*netlink.Tuntap, []*os.File, error) {
 	la := netlink.NewLinkAttrs()
 	la.Name = name
 	t := &netlink.Tuntap{
@@ -125,13 +137,13 @@ func createTap(h *netlink.Handle, name string, queues int) (*netlink.Tuntap, []*
 	for i := 1; i < queues; i++ {
 		f, err := attachTapQueue(name, uint16(tapFlags(queues))|uint16(netlink.TUNTAP_MODE_TAP))
 		if err != nil {
-			closeFiles(files)
+			CloseFiles(files)
 			return nil, nil, fmt.Errorf("queue %d: %w", i, err)
 		}
 		files = append(files, f)
 	}
 	if t.Index == 0 {
-		closeFiles(files)
+		CloseFiles(files)
 		return nil, nil, fmt.Errorf("%w: the new tap %s has no index", ErrVerify, name)
 	}
 	return t, files, nil
@@ -158,10 +170,10 @@ func attachTapQueue(name string, flags uint16) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "/dev/net/tun"), nil
 }
 
-// hostSideMAC is the tap's own MAC: the guest's with the first byte 0xfe,
+// HostSideMAC is the tap's own MAC: the guest's with the first byte 0xfe,
 // so it is never the lowest MAC on the bridge (a bridge without a fixed MAC
 // takes its lowest port MAC, and would change it when the VM leaves).
-func hostSideMAC(guest net.HardwareAddr) net.HardwareAddr {
+func HostSideMAC(guest net.HardwareAddr) net.HardwareAddr {
 	m := append(net.HardwareAddr(nil), guest...)
 	m[0] = 0xfe
 	return m
