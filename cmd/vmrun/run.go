@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -25,8 +24,9 @@ import (
 	"github.com/vmrun/vmrun/netsetup"
 )
 
-// runAction boots a VM: validate, plan the network, create the runtime
-// directory and links, start and supervise QEMU, then undo everything.
+// runAction boots a VM: validate, plan the network, then run a session
+// that creates the runtime directory and links, starts and supervises
+// QEMU, and undoes everything.
 func runAction(c *cli.Context) error {
 	t0 := time.Now()
 	verbose := c.Bool("verbose")
@@ -42,33 +42,11 @@ func runAction(c *cli.Context) error {
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigc)
 
-	spec, err := resolve(c)
-	if err != nil {
-		return err
-	}
-	qemu, err := findQEMU(spec.QEMU, c.IsSet("qemu"))
-	if err != nil {
-		return err
-	}
-	kvm, err := chooseAccel(spec.Accel, notify)
-	if err != nil {
-		return err
-	}
-	if len(spec.Exec) > 0 && spec.Console == "auto" {
-		// The command's output owns stdout; the console goes to
-		// --serial-log (and its last lines to stderr on a failure).
-		spec.Console = "none"
-	}
-	console, err := chooseConsole(spec.Console, qemu)
-	if err != nil {
-		return err
-	}
-	conf, err := confineQEMU(spec, qemu, kvm)
+	spec, vm, conf, err := configure(c, notify)
 	if err != nil {
 		return err
 	}
 	step("configuration checked; QEMU will run as %s", conf.describe())
-
 	plan, err := planNetwork(c.Context, spec)
 	if err != nil {
 		return err
@@ -77,33 +55,83 @@ func runAction(c *cli.Context) error {
 		notify("%s", plan.Notice)
 	}
 	step("network plan: %s (%s)", plan.Mode, plan.Reason)
-	vm := launcher.VM{
-		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
-		Disks: spec.Disks, Snapshot: spec.Snapshot, Kernel: spec.Kernel, Initrd: spec.Initrd,
-		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs, Shares: spec.Shares, Sandbox: conf.sandbox,
-	}
+	root := rundir.Root()
 	if c.Bool("dry-run") {
-		return dryRun(c, spec, vm, plan, conf)
+		return dryRun(c, root, spec, vm, plan, conf)
 	}
 	if conf.noSandbox != "" {
 		notify("%s", conf.noSandbox)
 	}
-	if err := conf.checkAccess(spec); err != nil {
+	closeFiles, err := openFiles(spec, conf, &vm)
+	if err != nil {
 		return err
 	}
-	// Disks are opened before anything is created: one that cannot be
-	// opened is a usage error with nothing to undo.
+	defer closeFiles()
+	announce(notify, spec, vm.KVM, plan)
+	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, notify: notify, step: step}
+	return s.run()
+}
+
+// configure resolves the options into the VM to boot and how QEMU is
+// confined.
+func configure(c *cli.Context, notify func(string, ...any)) (config.Spec, launcher.VM, qemuConfinement, error) {
+	var vm launcher.VM
+	var conf qemuConfinement
+	spec, err := resolve(c)
+	if err != nil {
+		return spec, vm, conf, err
+	}
+	qemu, err := findQEMU(spec.QEMU, c.IsSet("qemu"))
+	if err != nil {
+		return spec, vm, conf, err
+	}
+	kvm, err := chooseAccel(spec.Accel, notify)
+	if err != nil {
+		return spec, vm, conf, err
+	}
+	if len(spec.Exec) > 0 && spec.Console == "auto" {
+		// The command's output owns stdout; the console goes to
+		// --serial-log (and its last lines to stderr on a failure).
+		spec.Console = "none"
+	}
+	console, err := chooseConsole(spec.Console, qemu)
+	if err != nil {
+		return spec, vm, conf, err
+	}
+	if conf, err = confineQEMU(spec, qemu, kvm); err != nil {
+		return spec, vm, conf, err
+	}
+	vm = launcher.VM{
+		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
+		Disks: spec.Disks, Snapshot: spec.Snapshot, Kernel: spec.Kernel, Initrd: spec.Initrd,
+		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs, Shares: spec.Shares, Sandbox: conf.sandbox,
+	}
+	return spec, vm, conf, nil
+}
+
+// openFiles checks that QEMU's user can reach the shares and opens the
+// disks and boot files for QEMU, before anything is created: one that
+// cannot be opened is a usage error with nothing to undo.
+func openFiles(spec config.Spec, conf qemuConfinement, vm *launcher.VM) (closeAll func(), err error) {
+	if err := conf.checkAccess(spec); err != nil {
+		return nil, err
+	}
 	closeDisks, err := conf.openDisks(spec, vm.Disks)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer closeDisks()
 	bootFiles, closeBoot, err := conf.openBoot(spec)
 	if err != nil {
-		return err
+		closeDisks()
+		return nil, err
 	}
-	defer closeBoot()
 	vm.BootFiles = bootFiles
+	return func() { closeBoot(); closeDisks() }, nil
+}
+
+// announce tells the user what the run will be like: the shares, and the
+// accelerations it runs without.
+func announce(notify func(string, ...any), spec config.Spec, kvm bool, plan netsetup.Plan) {
 	for _, sh := range spec.Shares {
 		ro := ""
 		if sh.ReadOnly {
@@ -117,157 +145,6 @@ func runAction(c *cli.Context) error {
 	if !plan.Vhost && plan.Mode.UsesTap() {
 		notify("/dev/vhost-net is missing: the guest's network runs without vhost acceleration (vhost=off)")
 	}
-
-	return boot(c, spec, vm, plan, conf, sigc, step)
-}
-
-// boot creates what the VM needs, runs it, and removes everything again.
-func boot(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, conf qemuConfinement, sigc chan os.Signal, step func(string, ...any)) (err error) {
-	notify := notifier(c)
-	root := rundir.Root()
-	dir, stale, err := rundir.Create(root, spec.Name)
-	if errors.Is(err, rundir.ErrBusy) {
-		return exitcode.Usagef("a VM named %q is already running (see `vmrun ls`): choose another --name, or stop it with `vmrun stop %s`", spec.Name, spec.Name)
-	}
-	if err != nil {
-		return exitcode.Setupf("%w: check that %s is writable, or set %s", err, root, rundir.EnvRoot)
-	}
-	if stale != nil {
-		notify("removing what a previous run of %q left behind", spec.Name)
-		if err := netsetup.GCState(dir.Path, stale); err != nil {
-			// Keep the directory and its record for `vmrun gc`.
-			_ = dir.Close()
-			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %w; run `vmrun gc` or remove them by hand", spec.Name, err)
-		}
-	}
-	// Everything below is undone by the deferred cleanup, in reverse order.
-	var undo []func() error
-	defer func() {
-		var errs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			errs = append(errs, undo[i]())
-		}
-		if errors.Join(errs...) == nil {
-			errs = append(errs, dir.Remove())
-		} else {
-			// Keep the directory: its state file records what is left.
-			errs = append(errs, dir.Close())
-		}
-		if cerr := errors.Join(errs...); cerr != nil {
-			notify("clean-up was incomplete (run `vmrun gc`): %v", oneLine(cerr.Error()))
-			if err == nil {
-				err = exitcode.Setupf("clean-up failed: %w", cerr)
-			}
-		}
-		step("cleaned up")
-	}()
-	if err := dir.Update(func(s *rundir.State) {
-		*s = rundir.State{Name: spec.Name, PID: os.Getpid(), Mode: string(plan.Mode), Parent: plan.Parent,
-			MAC: plan.MAC.String(), Started: time.Now()}
-	}); err != nil {
-		return exitcode.Setupf("%w", err)
-	}
-	if interrupted(sigc) {
-		return nil
-	}
-
-	ctx := netsetup.WithTrace(c.Context, &netsetup.Trace{
-		Step:   func(name string) { step("network: %s", name) },
-		Event:  func(msg string) { step("network: %s", msg) },
-		Notice: func(msg string) { notify("%s", msg) },
-	})
-	// A stop request during set-up (e.g. while waiting for a DHCP lease)
-	// cancels it; sigc still sees the signal and the run ends cleanly.
-	setupCtx, stopSetup := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-	att, err := netsetup.Apply(setupCtx, plan, dir)
-	stopSetup()
-	if err != nil {
-		if interrupted(sigc) {
-			notify("stopped during network set-up; nothing was left behind")
-			return nil
-		}
-		return exitcode.Wrap(exitcode.Setup, err)
-	}
-	undo = append(undo, att.Undo)
-	vm.NIC = nicOf(att)
-	step("network attached (%s)", plan.Mode)
-
-	sock, err := dir.Socket("qmp.sock")
-	if err != nil {
-		return exitcode.Setupf("%w", err)
-	}
-	// We hold the VM's lock: a socket file here is a crashed run's leftover.
-	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return exitcode.Setupf("stale QMP socket %s: %w", sock, err)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		return exitcode.Setupf("QMP socket %s: %w", sock, err)
-	}
-	undo = append(undo, func() error { ln.Close(); return nil })
-	if vm.QMP, err = ln.File(); err != nil {
-		return exitcode.Setupf("QMP socket %s: %w", sock, err)
-	}
-	if spec.Agent {
-		ports, closeAgent, err := listenAgent(dir)
-		if err != nil {
-			return exitcode.Setupf("%w", err)
-		}
-		undo = append(undo, closeAgent)
-		vm.Agent = ports
-	}
-	if conf.user == nil {
-		vm.PIDFile = filepath.Join(dir.Path, "qemu.pid")
-	} else {
-		// QEMU's user cannot write into the runtime directory.
-		if vm.RunDirFile, err = openRunDir(dir.Path); err != nil {
-			return exitcode.Setupf("%w", err)
-		}
-		vm.RunDir = dir.Path
-	}
-	cl, err := launcher.Build(vm)
-	if err != nil {
-		return exitcode.Setupf("%w", err)
-	}
-	if interrupted(sigc) {
-		return nil
-	}
-	consoleOut, closeLog, err := consoleWriter(c, spec, vm.Console)
-	if err != nil {
-		return err
-	}
-	undo = append(undo, closeLog)
-	tail := linetail.New(consoleTail)
-	consoleOut = io.MultiWriter(consoleOut, tail)
-
-	opts := launcher.Options{
-		QMPPath: sock, Timeout: spec.Timeout, Grace: spec.Grace,
-		Console: consoleOut, Stderr: c.App.ErrWriter, Stop: sigc, Notify: notify,
-		Started: func(pid int) {
-			step("QEMU started (pid %d)", pid)
-			_ = dir.Update(func(s *rundir.State) { s.QEMUPID = pid; s.QMPSocket = sock })
-		},
-		Ready: func(v string) { step("QMP ready (QEMU %s)", v) },
-		RunAs: conf.user, NoNewPrivs: !spec.QEMUPrivileged,
-	}
-	if vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
-		opts.Input = os.Stdin
-	}
-	if len(spec.Exec) > 0 {
-		oneShotExec(c, spec, dir.Path, tail, &opts)
-	}
-	res := launcher.Run(c.Context, cl, opts)
-	att.CloseFiles()
-	if res.Command {
-		return exitcode.Pass(res.Code)
-	}
-	if res.Code != exitcode.OK {
-		if vm.Console != launcher.ConsoleSerial && tail.Any() {
-			printTail(c.App.ErrWriter, tail)
-		}
-		return exitcode.Wrap(res.Code, res.Err)
-	}
-	return nil
 }
 
 // consoleTail is how many console lines a failure report shows.
@@ -426,14 +303,14 @@ func consoleWriter(c *cli.Context, spec config.Spec, console launcher.Console) (
 }
 
 // dryRun prints the plan and the exact QEMU command line, creating nothing.
-func dryRun(c *cli.Context, spec config.Spec, vm launcher.VM, plan netsetup.Plan, conf qemuConfinement) error {
-	sock := filepath.Join(rundir.Root(), vm.Name, "qmp.sock")
+func dryRun(c *cli.Context, root string, spec config.Spec, vm launcher.VM, plan netsetup.Plan, conf qemuConfinement) error {
+	sock := filepath.Join(root, vm.Name, "qmp.sock")
 	if conf.user == nil {
-		vm.PIDFile = filepath.Join(rundir.Root(), vm.Name, "qemu.pid")
+		vm.PIDFile = filepath.Join(root, vm.Name, "qemu.pid")
 	} else {
 		// As a real run: disks as fdsets (placeholders; the backing chain
 		// is not followed here) and the runtime directory's label.
-		vm.RunDir = filepath.Join(rundir.Root(), vm.Name)
+		vm.RunDir = filepath.Join(root, vm.Name)
 		if vm.Kernel != "" {
 			vm.BootFiles = &launcher.BootFiles{}
 		}

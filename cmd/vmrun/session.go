@@ -1,0 +1,269 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/linetail"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/undo"
+	"github.com/vmrun/vmrun/launcher"
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// session is one run of a VM whose configuration and network plan are
+// decided: it takes the VM's name, creates what the VM needs, runs QEMU
+// and removes everything again. Its steps run in order — lock, record,
+// attach, build, start, supervise — and each pushes the undo of what it
+// created onto the one undo stack right after it succeeds; detach unwinds
+// that stack, whichever step the run ended in.
+type session struct {
+	c      *cli.Context
+	spec   config.Spec
+	vm     launcher.VM
+	plan   netsetup.Plan
+	conf   qemuConfinement
+	root   string         // the runtime root, holding one directory per VM
+	sigc   chan os.Signal // stop requests, caught before the session began
+	notify func(string, ...any)
+	step   func(string, ...any) // a --verbose progress line
+
+	undo undo.Stack
+	dir  *rundir.Dir // the VM's runtime directory, held locked
+	sock string      // the QMP socket's path
+	cl   launcher.Cmdline
+	tail *linetail.Tail // the serial console's last lines
+	qemu *launcher.Process
+}
+
+// errStopped ends the set-up on a stop request that came during it: the
+// run ends there, cleanly, with exit code 0.
+var errStopped = errors.New("stopped during set-up")
+
+// run runs the session's steps and detaches, and returns the run's error
+// (its exit code).
+func (s *session) run() (err error) {
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer func() { err = s.detach(err) }()
+	for _, step := range []func() error{s.record, s.attach, s.build, s.start} {
+		if err := step(); errors.Is(err, errStopped) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+	return s.supervise()
+}
+
+// lock creates and locks the VM's runtime directory, and removes what a
+// previous run of the same name left behind (its state file says what).
+// The directory is not on the undo stack: detach removes it, or keeps it
+// for `vmrun gc`, depending on how the unwinding went.
+func (s *session) lock() error {
+	dir, stale, err := rundir.Create(s.root, s.spec.Name)
+	if errors.Is(err, rundir.ErrBusy) {
+		return exitcode.Usagef("a VM named %q is already running (see `vmrun ls`): choose another --name, or stop it with `vmrun stop %s`", s.spec.Name, s.spec.Name)
+	}
+	if err != nil {
+		return exitcode.Setupf("%w: check that %s is writable, or set %s", err, s.root, rundir.EnvRoot)
+	}
+	if stale != nil {
+		s.notify("removing what a previous run of %q left behind", s.spec.Name)
+		if err := netsetup.GCState(dir.Path, stale); err != nil {
+			// Keep the directory and its record for `vmrun gc`.
+			_ = dir.Close()
+			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %w; run `vmrun gc` or remove them by hand", s.spec.Name, err)
+		}
+	}
+	s.dir = dir
+	return nil
+}
+
+// record writes the run's initial state: from here on, `vmrun ls` shows
+// the VM and `vmrun gc` knows what it owns.
+func (s *session) record() error {
+	p := s.plan
+	if err := s.dir.Update(func(st *rundir.State) {
+		*st = rundir.State{Name: s.spec.Name, PID: os.Getpid(), Mode: string(p.Mode), Parent: p.Parent,
+			MAC: p.MAC.String(), Started: time.Now()}
+	}); err != nil {
+		return exitcode.Setupf("%w", err)
+	}
+	if interrupted(s.sigc) {
+		return errStopped
+	}
+	return nil
+}
+
+// attach creates the network attachment the plan decided, and gives its
+// fds and options to the VM.
+func (s *session) attach() error {
+	ctx := netsetup.WithTrace(s.c.Context, &netsetup.Trace{
+		Step:   func(name string) { s.step("network: %s", name) },
+		Event:  func(msg string) { s.step("network: %s", msg) },
+		Notice: func(msg string) { s.notify("%s", msg) },
+	})
+	// A stop request during set-up (e.g. while waiting for a DHCP lease)
+	// cancels it; sigc still sees the signal and the run ends cleanly.
+	setupCtx, stopSetup := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	att, err := netsetup.Apply(setupCtx, s.plan, s.dir)
+	stopSetup()
+	if err != nil {
+		if interrupted(s.sigc) {
+			s.notify("stopped during network set-up; nothing was left behind")
+			return errStopped
+		}
+		return exitcode.Wrap(exitcode.Setup, err)
+	}
+	s.undo.Push("network attachment", att.Undo)
+	// QEMU holds the fds from its start; vmrun's copies go before the
+	// links are removed.
+	s.undo.Push("network fds", func() error { att.CloseFiles(); return nil })
+	s.vm.NIC = nicOf(att)
+	s.step("network attached (%s)", s.plan.Mode)
+	return nil
+}
+
+// build opens the sockets QEMU inherits (QMP, the guest agent's ports)
+// and builds QEMU's command line.
+func (s *session) build() error {
+	if err := s.listenQMP(); err != nil {
+		return err
+	}
+	if s.spec.Agent {
+		ports, closeAgent, err := listenAgent(s.dir)
+		if err != nil {
+			return exitcode.Setupf("%w", err)
+		}
+		s.undo.Push("guest agent sockets", closeAgent)
+		s.vm.Agent = ports
+	}
+	if s.conf.user == nil {
+		s.vm.PIDFile = filepath.Join(s.dir.Path, "qemu.pid")
+	} else {
+		// QEMU's user cannot write into the runtime directory.
+		f, err := openRunDir(s.dir.Path)
+		if err != nil {
+			return exitcode.Setupf("%w", err)
+		}
+		s.vm.RunDirFile, s.vm.RunDir = f, s.dir.Path
+	}
+	cl, err := launcher.Build(s.vm)
+	if err != nil {
+		return exitcode.Setupf("%w", err)
+	}
+	s.cl = cl
+	if interrupted(s.sigc) {
+		return errStopped
+	}
+	return nil
+}
+
+// listenQMP listens on the QMP socket, whose listener QEMU inherits.
+func (s *session) listenQMP() error {
+	sock, err := s.dir.Socket("qmp.sock")
+	if err != nil {
+		return exitcode.Setupf("%w", err)
+	}
+	// We hold the VM's lock: a socket file here is a crashed run's leftover.
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return exitcode.Setupf("stale QMP socket %s: %w", sock, err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return exitcode.Setupf("QMP socket %s: %w", sock, err)
+	}
+	s.undo.Push("QMP socket", func() error { ln.Close(); return nil })
+	if s.vm.QMP, err = ln.File(); err != nil {
+		return exitcode.Setupf("QMP socket %s: %w", sock, err)
+	}
+	s.sock = sock
+	return nil
+}
+
+// start opens the console's destinations and starts QEMU, paused.
+func (s *session) start() error {
+	consoleOut, closeLog, err := consoleWriter(s.c, s.spec, s.vm.Console)
+	if err != nil {
+		return err
+	}
+	s.undo.Push("serial log", closeLog)
+	s.tail = linetail.New(consoleTail)
+	p, err := launcher.Start(s.cl, s.options(io.MultiWriter(consoleOut, s.tail)))
+	if err != nil {
+		return exitcode.Wrap(exitcode.Setup, err)
+	}
+	s.qemu = p
+	return nil
+}
+
+// options are the supervisor's options: the console, stop requests,
+// progress and state updates, and --exec's command.
+func (s *session) options(console io.Writer) launcher.Options {
+	opts := launcher.Options{
+		QMPPath: s.sock, Timeout: s.spec.Timeout, Grace: s.spec.Grace,
+		Console: console, Stderr: s.c.App.ErrWriter, Stop: s.sigc, Notify: s.notify,
+		Started: func(pid int) {
+			s.step("QEMU started (pid %d)", pid)
+			_ = s.dir.Update(func(st *rundir.State) { st.QEMUPID = pid; st.QMPSocket = s.sock })
+		},
+		Ready: func(v string) { s.step("QMP ready (QEMU %s)", v) },
+		RunAs: s.conf.user, NoNewPrivs: !s.spec.QEMUPrivileged,
+	}
+	if s.vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
+		opts.Input = os.Stdin
+	}
+	if len(s.spec.Exec) > 0 {
+		oneShotExec(s.c, s.spec, s.dir.Path, s.tail, &opts)
+	}
+	return opts
+}
+
+// supervise runs the guest until QEMU exits and maps how it ended to the
+// run's error, showing the console's last lines when it failed unseen.
+func (s *session) supervise() error {
+	res := s.qemu.Supervise(s.c.Context)
+	if res.Command {
+		return exitcode.Pass(res.Code)
+	}
+	if res.Code != exitcode.OK {
+		if s.vm.Console != launcher.ConsoleSerial && s.tail.Any() {
+			printTail(s.c.App.ErrWriter, s.tail)
+		}
+		return exitcode.Wrap(res.Code, res.Err)
+	}
+	return nil
+}
+
+// detach unwinds the undo stack, then removes the runtime directory —
+// only when every undo succeeded; otherwise it is kept, with its state
+// file recording what is left, for `vmrun gc`. A clean-up failure is
+// reported, and is the run's error when the run had none.
+func (s *session) detach(err error) error {
+	errs := []error{s.undo.Unwind()}
+	if errs[0] == nil {
+		errs = append(errs, s.dir.Remove())
+	} else {
+		errs = append(errs, s.dir.Close())
+	}
+	if cerr := errors.Join(errs...); cerr != nil {
+		s.notify("clean-up was incomplete (run `vmrun gc`): %v", oneLine(cerr.Error()))
+		if err == nil {
+			err = exitcode.Setupf("clean-up failed: %w", cerr)
+		}
+	}
+	s.step("cleaned up")
+	return err
+}
