@@ -141,8 +141,9 @@ func runDoctor(ctx context.Context) doctorReport {
 	add(checkPasst())
 	add(checkForwardFirewall())
 	add(checkNetworkManager("/etc/NetworkManager"))
-	add(checkRuntimeDir(rundir.Root()))
-	add(checkLeftovers(rundir.Root()))
+	root := rundir.Root()
+	add(checkRuntimeDir(root))
+	add(checkLeftovers(root))
 	r.Auto, r.OK = autoVerdict(ctx)
 	return r
 }

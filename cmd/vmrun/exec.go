@@ -161,10 +161,11 @@ func execAction(c *cli.Context) error {
 	if err := rundir.ValidateName(a.name); err != nil {
 		return exitcode.Usagef("%w", err)
 	}
-	dir := filepath.Join(rundir.Root(), a.name)
-	entries, err := rundir.List(rundir.Root())
+	root := rundir.Root()
+	dir := filepath.Join(root, a.name)
+	entries, err := rundir.List(root)
 	if err != nil {
-		return exitcode.Setupf("cannot list %s: %w", rundir.Root(), err)
+		return exitcode.Setupf("cannot list %s: %w", root, err)
 	}
 	live := false
 	for _, e := range entries {

@@ -39,9 +39,10 @@ func lsCommand() *cli.Command {
 		},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			entries, err := rundir.List(rundir.Root())
+			root := rundir.Root()
+			entries, err := rundir.List(root)
 			if err != nil {
-				return exitcode.Setupf("cannot list %s: %w", rundir.Root(), err)
+				return exitcode.Setupf("cannot list %s: %w", root, err)
 			}
 			infos := make([]vmInfo, 0, len(entries))
 			for _, e := range entries {
@@ -110,9 +111,10 @@ func stopAction(c *cli.Context) error {
 	if err := rundir.ValidateName(name); err != nil {
 		return exitcode.Usagef("%w", err)
 	}
-	entries, err := rundir.List(rundir.Root())
+	root := rundir.Root()
+	entries, err := rundir.List(root)
 	if err != nil {
-		return exitcode.Setupf("cannot list %s: %w", rundir.Root(), err)
+		return exitcode.Setupf("cannot list %s: %w", root, err)
 	}
 	var st *rundir.State
 	for _, e := range entries {
