@@ -2,9 +2,9 @@ package netsetup
 
 import (
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 

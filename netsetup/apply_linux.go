@@ -2,9 +2,10 @@ package netsetup
 
 import (
 	"context"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/tap"
 )
 
 // Apply creates what plan p needs and returns the attachment QEMU uses.
@@ -24,27 +25,52 @@ func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	if ps := processCaps().Missing(p.Mode); len(ps) > 0 {
 		return nil, hostnet.Refuse(ErrNoPrivilege, "--net %s needs %s, which vmrun lacks; %s", p.Mode, joinPrivs(ps), privilegeHint(p.Mode))
 	}
+	a, err := attacher(p)
+	if err != nil {
+		return nil, err
+	}
+	return a.Attach(ctx, rec)
+}
+
+// attacher converts plan p into the set-up of its mode, with the narrow
+// configuration that mode takes.
+func attacher(p Plan) (hostnet.Attacher, error) {
 	switch p.Mode {
 	case None:
-		return noneAttachment(), nil
+		return attachFunc(func(context.Context, Recorder) (*Attachment, error) { return noneAttachment(), nil }), nil
 	case User:
-		if p.Passt != "" {
-			return passtAttachment(hostnet.TraceFrom(ctx), p, rec)
+		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) {
+			if p.Passt != "" {
+				return passtAttachment(hostnet.TraceFrom(ctx), p, rec)
+			}
+			return userAttachment(p), nil
+		}), nil
+	case Bridge, Macvtap:
+		if err := checkLinkPlan(p); err != nil {
+			return nil, err
 		}
-		return userAttachment(p), nil
-	case Bridge:
-		// The tap's MAC is the kernel's until the "host mac" step.
-		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), hostnet.BridgeTapSteps())
-	case Macvtap:
-		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "macvtap", p.MAC), macvtapSteps())
+		if p.Mode == Bridge {
+			return tap.Bridge{Link: linkConfig(p), Caps: capsFor(p.Mode)}, nil
+		}
+		return tap.Macvtap{Link: linkConfig(p), Caps: capsFor(p.Mode)}, nil
 	case Routed:
-		return applyRouted(ctx, p, rec)
+		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) { return applyRouted(ctx, p, rec) }), nil
 	case NAT:
-		return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps(p))
+		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) {
+			return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps(p))
+		}), nil
 	case IPVtap:
-		return applyIPVtap(ctx, p, rec)
+		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) { return applyIPVtap(ctx, p, rec) }), nil
 	}
 	return nil, hostnet.Refuse(ErrUnknownMode, "unknown network mode %q", p.Mode)
+}
+
+// attachFunc is a set-up still in this package as a hostnet.Attacher.
+type attachFunc func(ctx context.Context, rec Recorder) (*Attachment, error)
+
+// Attach calls f.
+func (f attachFunc) Attach(ctx context.Context, rec Recorder) (*Attachment, error) {
+	return f(ctx, rec)
 }
 
 // applySteps checks a link plan and runs steps for it (hostnet.Run) with

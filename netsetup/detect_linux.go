@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"os"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/caps"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 

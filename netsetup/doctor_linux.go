@@ -2,7 +2,6 @@ package netsetup
 
 import (
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"runtime"
 	"strings"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // Probe says whether a kernel feature works: Known is false when vmrun

@@ -3,7 +3,6 @@ package netsetup
 import (
 	"errors"
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -11,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // requestErrors classifies every sentinel of this package: true when it

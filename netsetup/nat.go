@@ -5,9 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // The host objects --net nat shares among all NAT VMs of a network namespace.

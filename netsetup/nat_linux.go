@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dnsforward"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 

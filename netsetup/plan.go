@@ -5,8 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // MaxQueues is the most queues a tap or macvtap accepts (the kernel's

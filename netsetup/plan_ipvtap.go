@@ -2,6 +2,7 @@ package netsetup
 
 import (
 	"fmt"
+
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 

@@ -2,9 +2,10 @@ package netsetup
 
 import (
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"strings"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // RoutedGateway is vmrun's end of a routed guest's tap (169.254.0.1/32 on

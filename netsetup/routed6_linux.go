@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
 	"path"
@@ -16,6 +15,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )

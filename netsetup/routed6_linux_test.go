@@ -1,13 +1,13 @@
 package netsetup
 
 import (
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/mdlayher/ethernet"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
 )

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 	"os"
 	"path"
@@ -18,6 +17,7 @@ import (
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dhcpupstream"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 

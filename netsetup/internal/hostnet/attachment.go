@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"context"
 	"net"
 	"os"
 
@@ -11,6 +12,14 @@ import (
 type Recorder interface {
 	Record(rundir.Object) error
 	Forget(rundir.Object) error
+}
+
+// Attacher is one network mode's set-up, configured by netsetup from a
+// plan: Attach creates what the mode needs, recording each host object
+// with rec before it exists, and returns the attachment, or undoes
+// everything it did and returns why not.
+type Attacher interface {
+	Attach(ctx context.Context, rec Recorder) (*Attachment, error)
 }
 
 // NopRecorder records nothing.

@@ -1,14 +1,28 @@
-package netsetup
+package tap
 
 import (
 	"bytes"
+	"context"
 	"fmt"
-	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"net"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
+
+// Macvtap is --net macvtap: a macvtap link in bridge mode on a wired
+// parent, with the guest's MAC, whose character device's queues QEMU uses.
+type Macvtap struct {
+	Link hostnet.LinkConfig // Parent is the lower device
+	Caps []int              // the capabilities to raise (internal/caps numbers)
+}
+
+// Attach creates the macvtap (see hostnet.Run).
+func (m Macvtap) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
+	obj := hostnet.LinkObject(m.Link.VM, m.Link.LinkName, "macvtap", m.Link.MAC)
+	return hostnet.Run(ctx, m.Link, rec, obj, m.Caps, macvtapSteps())
+}
 
 // macvtapSteps are the steps of --net macvtap.
 func macvtapSteps() []hostnet.Step {
@@ -60,7 +74,7 @@ func verifyMacvtap(s *hostnet.Setup) error {
 		return err
 	}
 	s.Link = l
-	if err := checkMacvtap(l, s.ParentLink.Attrs().Index, s.Cfg.MAC, OwnerAlias(s.Cfg.VM)); err != nil {
+	if err := checkMacvtap(l, s.ParentLink.Attrs().Index, s.Cfg.MAC, hostnet.OwnerAlias(s.Cfg.VM)); err != nil {
 		return err
 	}
 	s.Att.MTU = l.Attrs().MTU
@@ -73,17 +87,17 @@ func checkMacvtap(l netlink.Link, parent int, mac net.HardwareAddr, alias string
 	a := l.Attrs()
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: it is a %s, not a macvtap", ErrVerify, l.Type())
+		return fmt.Errorf("%w: it is a %s, not a macvtap", hostnet.ErrVerify, l.Type())
 	case mv.Mode != netlink.MACVLAN_MODE_BRIDGE:
-		return fmt.Errorf("%w: mode %d, not bridge", ErrVerify, mv.Mode)
+		return fmt.Errorf("%w: mode %d, not bridge", hostnet.ErrVerify, mv.Mode)
 	case !bytes.Equal(a.HardwareAddr, mac):
-		return fmt.Errorf("%w: MAC %s, not %s", ErrVerify, a.HardwareAddr, mac)
+		return fmt.Errorf("%w: MAC %s, not %s", hostnet.ErrVerify, a.HardwareAddr, mac)
 	case a.TxQLen <= 0:
-		return fmt.Errorf("%w: queue length %d (every frame to the guest would be dropped)", ErrVerify, a.TxQLen)
+		return fmt.Errorf("%w: queue length %d (every frame to the guest would be dropped)", hostnet.ErrVerify, a.TxQLen)
 	case a.Alias != alias:
-		return fmt.Errorf("%w: alias %q, not %q", ErrVerify, a.Alias, alias)
+		return fmt.Errorf("%w: alias %q, not %q", hostnet.ErrVerify, a.Alias, alias)
 	case a.ParentIndex != parent:
-		return fmt.Errorf("%w: parent #%d, not #%d", ErrVerify, a.ParentIndex, parent)
+		return fmt.Errorf("%w: parent #%d, not #%d", hostnet.ErrVerify, a.ParentIndex, parent)
 	}
 	return nil
 }
