@@ -65,6 +65,13 @@ type Options struct {
 	RunAs *privdrop.User
 	// NoNewPrivs sets no_new_privs for QEMU also without RunAs.
 	NoNewPrivs bool
+	// Lost, when it closes, says the guest's network attachment can no
+	// longer serve it: the VM is stopped as on --timeout (power button,
+	// grace, quit) and Run's code is exitcode.Setup with LostErr's
+	// sentence. nil: never.
+	Lost <-chan struct{}
+	// LostErr explains a closed Lost (called once it is closed).
+	LostErr func() error
 }
 
 // Result is how a run ended.
@@ -109,6 +116,7 @@ type supervisor struct {
 	forced  bool
 	timeout bool
 	panic   bool
+	lost    error // the attachment's sentence, once Lost closed
 
 	graceTimer *time.Timer
 	quitTimer  *time.Timer
@@ -351,7 +359,7 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 		defer t.Stop()
 		deadline = t.C
 	}
-	done := ctx.Done()
+	done, lost := ctx.Done(), s.opts.Lost
 	if s.opts.Exec != nil {
 		s.startExec(ctx)
 	}
@@ -397,6 +405,9 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 			}
 			s.stopped = true
 			s.force()
+		case <-lost:
+			lost = nil
+			s.loseNetwork()
 		case <-deadline:
 			deadline = nil
 			s.timeout = true
@@ -413,6 +424,18 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 			s.kill()
 		}
 	}
+}
+
+// loseNetwork stops the VM whose network attachment died, the way
+// --timeout does.
+func (s *supervisor) loseNetwork() {
+	s.lost = errors.New("the guest's network attachment failed")
+	if s.opts.LostErr != nil {
+		if err := s.opts.LostErr(); err != nil {
+			s.lost = err
+		}
+	}
+	s.requestStop("the guest has lost its network: powering the VM off")
 }
 
 // startExec runs opts.Exec in its own goroutine.
@@ -636,6 +659,8 @@ func (s *supervisor) result(waitErr error) Result {
 	switch {
 	case s.panic:
 		return Result{Code: exitcode.GuestPanic, Err: errors.New("the guest kernel panicked; see its console output above")}
+	case s.lost != nil:
+		return Result{Code: exitcode.Setup, Err: s.lost}
 	case s.execStopped && !s.timeout:
 		return Result{Code: exitcode.Setup, Err: errors.New("the VM was stopped on request before the --exec command finished")}
 	case s.exec != nil && s.exec.err != nil && !errors.Is(s.exec.err, context.Canceled):

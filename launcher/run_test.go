@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -191,6 +192,28 @@ func TestTimeout(t *testing.T) {
 	r := wait(t, vm, n)
 	if r.Code != exitcode.Timeout {
 		t.Fatalf("code %d (%v), want 124; notes:\n%s", r.Code, r.Err, n)
+	}
+}
+
+// TestLostStopsTheVM: a network attachment that can no longer serve the
+// guest stops the VM the way --timeout does (power button, grace, quit),
+// and the run ends with exit code 2 and the attachment's sentence.
+func TestLostStopsTheVM(t *testing.T) {
+	cl, opts, n := bare(t)
+	lost := make(chan struct{})
+	dead := errors.New("passt stopped (signal: killed): the guest has lost its network")
+	opts.Lost, opts.LostErr = lost, func() error { return dead }
+	vm := run(t, cl, opts)
+	awaitRunning(t, vm, n)
+	close(lost)
+	r := wait(t, vm, n)
+	if r.Code != exitcode.Setup || !errors.Is(r.Err, dead) {
+		t.Fatalf("code %d (%v), want 2 with the attachment's sentence; notes:\n%s", r.Code, r.Err, n)
+	}
+	for _, want := range []string{"lost its network: powering the VM off", "did not power off within"} {
+		if !strings.Contains(n.String(), want) {
+			t.Errorf("notes lack %q:\n%s", want, n)
+		}
 	}
 }
 

@@ -41,7 +41,7 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 	case User:
 		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) {
 			if p.Passt != "" {
-				return passtAttachment(hostnet.TraceFrom(ctx), p, rec)
+				return passtAttachment(ctx, p, rec)
 			}
 			return userAttachment(p), nil
 		}), nil

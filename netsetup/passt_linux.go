@@ -3,6 +3,7 @@ package netsetup
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/service"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
@@ -54,7 +56,8 @@ const passtStopWait = 2 * time.Second
 // directory it can write. passt runs in the foreground as vmrun's child,
 // is recorded as a process (argv[0] names the VM's runtime directory, which
 // is what cleanup matches), and exits by itself when QEMU closes its end.
-func passtAttachment(tr *Trace, p Plan, rec Recorder) (att *Attachment, err error) {
+func passtAttachment(ctx context.Context, p Plan, rec Recorder) (att *Attachment, err error) {
+	tr := hostnet.TraceFrom(ctx)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("passt: socketpair: %w", err)
@@ -82,7 +85,7 @@ func passtAttachment(tr *Trace, p Plan, rec Recorder) (att *Attachment, err erro
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("passt (%s) could not be started: %w; use --net nat, or uninstall passt to use QEMU's slirp", p.Passt, err)
 	}
-	h := &passtProc{cmd: cmd, tail: &lineTail{max: 8}, done: make(chan struct{}), stopped: make(chan struct{}), trace: tr}
+	h := &passtProc{cmd: cmd, tail: &lineTail{max: 8}, done: make(chan struct{}), trace: tr}
 	h.readers.Add(1)
 	go h.readStderr(stderr)
 	go h.wait()
@@ -95,14 +98,23 @@ func passtAttachment(tr *Trace, p Plan, rec Recorder) (att *Attachment, err erro
 		return nil, errors.Join(err, undo())
 	}
 	tr.ReportStep("passt")
-	h.watch()
+	svc := hostnet.NewServices(ctx)
+	svc.Go("passt", passtPolicy, h.watch)
 	return &Attachment{
-		Backend: "stream",
-		Files:   []*os.File{qemuEnd},
-		MAC:     append(net.HardwareAddr(nil), p.MAC...),
-		Undo:    sync.OnceValue(undo),
+		Backend:  "stream",
+		Files:    []*os.File{qemuEnd},
+		MAC:      append(net.HardwareAddr(nil), p.MAC...),
+		Undo:     sync.OnceValue(func() error { svc.Stop(); return undo() }),
+		Services: svc,
 	}, nil
 }
+
+// passtPolicy: passt dying ends the run. QEMU 7.2's stream netdev holds
+// the socket vmrun passed it and has no way to reconnect, so a new passt
+// could not reach the guest.
+var passtPolicy = service.EndRun(
+	"has lost its network (QEMU's stream netdev cannot be reconnected to a new passt)",
+	"vmrun stops the VM; start it again")
 
 // passtProc is a running passt.
 type passtProc struct {
@@ -113,7 +125,6 @@ type passtProc struct {
 	done     chan struct{} // closed when passt has exited
 	state    *os.ProcessState
 	stopping sync.Once
-	stopped  chan struct{} // closed by stop, before it signals
 	readers  sync.WaitGroup
 }
 
@@ -176,26 +187,31 @@ func seccompFiltered(status []byte) bool {
 
 // exitError describes passt's exit with its last messages.
 func (h *passtProc) exitError(what string) error {
+	return fmt.Errorf("%s (%w)", what, h.exitReason())
+}
+
+// exitReason is passt's exit status and its last messages.
+func (h *passtProc) exitReason() error {
 	msg := strings.Join(h.tail.lines(), "; ")
 	if msg == "" {
 		msg = "no message"
 	}
-	return fmt.Errorf("%s (%s): %s", what, h.state, msg)
+	return fmt.Errorf("%s: %s", h.state, msg)
 }
 
-// watch reports a passt that dies on its own while the VM runs: the guest
-// has lost its network. (passt exits with status 0 when QEMU closes the
-// socket at the end of the run: that is not reported.)
-func (h *passtProc) watch() {
-	go func() {
-		select {
-		case <-h.done:
-			if !h.state.Success() {
-				h.trace.ReportNotice(h.exitError("passt exited: the guest has lost its network").Error())
-			}
-		case <-h.stopped:
+// watch is passt's service: it returns when passt exits, with an error
+// unless passt ended well (status 0: QEMU closed its socket at the end of
+// the run), or nil when the attachment's services stop first.
+func (h *passtProc) watch(ctx context.Context) error {
+	select {
+	case <-h.done:
+		if h.state.Success() {
+			return nil
 		}
-	}()
+		return h.exitReason()
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // stop ends passt: SIGTERM, then SIGKILL; it never signals a process that
@@ -203,7 +219,6 @@ func (h *passtProc) watch() {
 func (h *passtProc) stop() error {
 	var err error
 	h.stopping.Do(func() {
-		close(h.stopped)
 		select {
 		case <-h.done:
 			return

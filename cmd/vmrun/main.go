@@ -162,7 +162,7 @@ EXIT CODES
    that the code is vmrun's.
    0    the guest shut down by itself or on request
    1    usage or configuration error; nothing was created
-   2    set-up failure (network, permissions, QEMU could not start); everything created was removed
+   2    set-up failure (network, permissions, QEMU could not start), or the guest's network failed while it ran; everything created was removed
    3    QEMU died abnormally
    4    the guest kernel panicked
    124  --timeout expired; the VM was stopped and cleaned up`

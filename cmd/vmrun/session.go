@@ -44,6 +44,7 @@ type session struct {
 	cl   launcher.Cmdline
 	tail *linetail.Tail // the serial console's last lines
 	qemu *launcher.Process
+	att  *netsetup.Attachment // the network attachment, once attached
 }
 
 // errStopped ends the set-up on a stop request that came during it: the
@@ -127,6 +128,7 @@ func (s *session) attach() error {
 		}
 		return exitcode.Wrap(exitcode.Setup, err)
 	}
+	s.att = att
 	s.undo.Push("network attachment", att.Undo)
 	// QEMU holds the fds from its start; vmrun's copies go before the
 	// links are removed.
@@ -215,6 +217,7 @@ func (s *session) options(console io.Writer) launcher.Options {
 	opts := launcher.Options{
 		QMPPath: s.sock, Timeout: s.spec.Timeout, Grace: s.spec.Grace,
 		Console: console, Stderr: s.c.App.ErrWriter, Stop: s.sigc, Notify: s.notify,
+		Lost: s.att.Done(), LostErr: s.att.Err,
 		Started: func(pid int) {
 			s.step("QEMU started (pid %d)", pid)
 			_ = s.dir.Update(func(st *rundir.State) { st.QEMUPID = pid; st.QMPSocket = s.sock })

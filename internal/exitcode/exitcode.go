@@ -14,7 +14,9 @@ const (
 	// Usage: the request is invalid as given (flag, config file, named file); nothing was created.
 	Usage = 1
 	// Setup: the host could not do what was asked (network set-up, permissions,
-	// QEMU missing or unable to start); everything created was removed.
+	// QEMU missing or unable to start), or could no longer do it: a service of
+	// the network attachment died while the VM ran and the VM was stopped;
+	// everything created was removed.
 	Setup = 2
 	// QEMUDied: QEMU ended abnormally (crash, killed by someone else, error exit).
 	QEMUDied = 3
@@ -86,7 +88,7 @@ func Describe(code int) string {
 	case Usage:
 		return "usage or configuration error; nothing was created"
 	case Setup:
-		return "set-up failure (network, permissions, QEMU could not start); everything created was removed"
+		return "set-up failure (network, permissions, QEMU could not start), or the guest's network failed while it ran; everything created was removed"
 	case QEMUDied:
 		return "QEMU died abnormally"
 	case GuestPanic:

@@ -202,3 +202,41 @@ func recordedPasst(t *testing.T, runtime, name string) int {
 	t.Fatalf("no passt recorded: %+v", st.Objects)
 	return 0
 }
+
+// TestUserModePasstDiesEndsRun: passt dying under a running guest ends the
+// run (docs/architecture.md, "Services of an attachment"): vmrun says which
+// service died and what the guest lost, stops the VM the way --timeout
+// does, exits with code 2 and leaves nothing behind.
+func TestUserModePasstDiesEndsRun(t *testing.T) {
+	g := requireQEMUTests(t)
+	testutil.RequireCmd(t, "passt")
+	l := newLAN(t, false)
+	rt := runtimeDir(t)
+	vm := Start(t, l.Host, rt, "--disk", g.Test, "--snapshot", "--net", "user", "--name", "e2e-passt-dies")
+	vm.GuestIP(bootTimeout)
+	passt := recordedPasst(t, rt, "e2e-passt-dies")
+	st, err := rundir.ReadState(filepath.Join(rt, "e2e-passt-dies"))
+	if err != nil || st.QEMUPID == 0 {
+		t.Fatalf("no QEMU recorded: %+v, %v", st, err)
+	}
+	if err := syscall.Kill(passt, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := vm.Wait(exitTimeout); code != 2 {
+		t.Fatalf("exit code %d after passt was killed, want 2\n%s", code, vm.Stderr)
+	}
+	out := vm.Stderr.String()
+	for _, want := range []string{
+		"the guest has lost its network: powering the VM off",
+		"vmrun: passt stopped (signal: killed",
+		"vmrun stops the VM; start it again",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+	if err := syscall.Kill(st.QEMUPID, 0); err == nil {
+		t.Errorf("QEMU (pid %d) still runs after vmrun exited", st.QEMUPID)
+	}
+	assertEmptyDir(t, rt)
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/service"
 )
 
 // Recorder persists each host object before it is created (see rundir.Dir).
@@ -48,8 +49,41 @@ type Attachment struct {
 	// Options are extra netdev options (hostfwd=..., addr.path=...).
 	Options []string
 	// Undo removes everything Apply created, in reverse order; it runs once
-	// and later calls return the first result. Never nil.
+	// and later calls return the first result. Never nil. It stops the
+	// attachment's services before it removes what they use.
 	Undo func() error
+	// Services are the attachment's background services (see NewServices);
+	// nil for a mode that runs none.
+	Services *service.Group
+}
+
+// Done is closed when the attachment can no longer serve the guest: one of
+// its services is dead (docs/architecture.md, "Services of an attachment",
+// says which and what the run does then). It is nil, never ready, for an
+// attachment without services.
+func (a *Attachment) Done() <-chan struct{} {
+	if a == nil || a.Services == nil {
+		return nil
+	}
+	return a.Services.Done()
+}
+
+// Err says, once Done is closed, which service died, what the guest lost
+// and what to do, in one sentence (a *service.DeadError); nil before.
+func (a *Attachment) Err() error {
+	if a == nil || a.Services == nil {
+		return nil
+	}
+	return a.Services.Err()
+}
+
+// NewServices returns the service group of an attachment Apply is making.
+// Services outlive Apply, whose context a stop request during set-up
+// cancels: the group keeps ctx's values but not its cancellation, and
+// ends when the attachment's Undo stops it. Restarts are reported as
+// notices on ctx's Trace.
+func NewServices(ctx context.Context) *service.Group {
+	return service.New(context.WithoutCancel(ctx), TraceFrom(ctx).ReportNotice)
 }
 
 // CloseFiles closes the attachment's fds in this process (after QEMU has
