@@ -6,6 +6,7 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"github.com/vmrun/vmrun/netsetup/tap"
+	"github.com/vmrun/vmrun/netsetup/user"
 )
 
 // Apply creates what plan p needs and returns the attachment QEMU uses.
@@ -39,12 +40,7 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 	case None:
 		return attachFunc(func(context.Context, Recorder) (*Attachment, error) { return noneAttachment(), nil }), nil
 	case User:
-		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) {
-			if p.Passt != "" {
-				return passtAttachment(ctx, p, rec)
-			}
-			return userAttachment(p), nil
-		}), nil
+		return user.Config{VM: p.Name, MAC: p.MAC, Forwards: p.Forwards, Passt: p.Passt, RuntimeRoot: p.RuntimeRoot}, nil
 	case Bridge, Macvtap:
 		if err := checkLinkPlan(p); err != nil {
 			return nil, err

@@ -85,7 +85,8 @@ func BenchmarkDatapath(b *testing.B) {
 			for range b.N {
 				l := newLab(b)
 				l.lan.MustRun(b, "ip", "addr", "add", sink+"/24", "dev", "lan0")
-				b.Setenv(rundir.EnvRoot, b.TempDir())
+				root := b.TempDir()
+				b.Setenv(rundir.EnvRoot, root)
 				var p netsetup.Plan
 				hostIf := "up0"
 				switch mode {
@@ -101,6 +102,7 @@ func BenchmarkDatapath(b *testing.B) {
 				case "user-passt":
 					p = netsetup.Plan{Name: "dp", Mode: netsetup.User, MAC: netsetup.DeriveMAC("dp"), Passt: passt}
 				}
+				p.RuntimeRoot = root
 				l.host.MustRun(b, "ip", "addr", "add", "10.77.0.2/24", "dev", hostIf)
 				l.host.MustRun(b, "ip", "route", "add", "default", "via", lanIP)
 				a, err := l.apply(b, context.Background(), p, nil)

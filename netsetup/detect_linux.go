@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
@@ -221,5 +222,24 @@ func linkInfoOf(l netlink.Link) linkInfo {
 		Name: a.Name, Index: a.Index, Type: l.Type(), Encap: a.EncapType,
 		Up: a.Flags&net.FlagUp != 0, Oper: a.OperState.String(), MTU: a.MTU,
 		MAC: a.HardwareAddr, MasterIndex: a.MasterIndex,
+	}
+}
+
+// EnvPasst names the environment variable that chooses the passt binary
+// for user mode: a path, or "off" for QEMU's slirp even when passt is
+// installed. Unset: passt from PATH.
+const EnvPasst = "VMRUN_PASST"
+
+// passtPath returns the passt binary user mode would run ("" for none).
+func passtPath() string {
+	switch v := os.Getenv(EnvPasst); v {
+	case "off", "none":
+		return ""
+	case "":
+		p, _ := exec.LookPath("passt")
+		return p
+	default:
+		p, _ := exec.LookPath(v)
+		return p
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // DeriveMAC returns the VM's default MAC: QEMU's locally administered
@@ -33,23 +35,7 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 }
 
 // Forward is one host-port → guest-port forward (--forward).
-type Forward struct {
-	Proto     string `json:"proto"`     // "tcp" or "udp"
-	HostAddr  string `json:"host_addr"` // optional host address to bind, "" for all
-	HostPort  int    `json:"host_port"`
-	GuestPort int    `json:"guest_port"`
-}
-
-// String returns the --forward form.
-func (f Forward) String() string {
-	if strings.Contains(f.HostAddr, ":") {
-		return fmt.Sprintf("%s:[%s]:%d:%d", f.Proto, f.HostAddr, f.HostPort, f.GuestPort)
-	}
-	if f.HostAddr != "" {
-		return fmt.Sprintf("%s:%s:%d:%d", f.Proto, f.HostAddr, f.HostPort, f.GuestPort)
-	}
-	return fmt.Sprintf("%s:%d:%d", f.Proto, f.HostPort, f.GuestPort)
-}
+type Forward = hostnet.Forward
 
 // ParseForward parses PROTO:HOSTPORT:GUESTPORT or
 // PROTO:HOSTADDR:HOSTPORT:GUESTPORT; an IPv6 HOSTADDR is bracketed

@@ -6,6 +6,7 @@ import (
 	"context"
 
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/user"
 )
 
 // Detect is only implemented on Linux.
@@ -15,7 +16,7 @@ func Detect(ctx context.Context, r Request) (Facts, error) { return Facts{}, Err
 func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	switch p.Mode {
 	case User:
-		return userAttachment(p), nil
+		return user.Slirp(p.MAC, p.Forwards), nil
 	case None:
 		return noneAttachment(), nil
 	}

@@ -102,6 +102,10 @@ type Plan struct {
 	// once).
 	GuestAddr GuestAddrSource `json:"guest_addr"`
 	GuestIP   net.IP          `json:"guest_ip"`
+	// RuntimeRoot is vmrun's runtime root (see internal/rundir), set by
+	// the caller before Apply, not by Decide: passt's command line names
+	// the VM's directory under it, and NAT keeps its shared state there.
+	RuntimeRoot string `json:"-"`
 }
 
 // MarshalJSON writes MAC in its usual colon form.

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/service"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
@@ -40,10 +39,9 @@ func awaitDone(t *testing.T, a *netsetup.Attachment) *service.DeadError {
 func TestPasstKilledEndsTheRun(t *testing.T) {
 	passt := testutil.RequireCmd(t, "passt")
 	l := newLab(t)
-	t.Setenv(rundir.EnvRoot, t.TempDir())
 	l.host.MustRun(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "up0")
 	l.host.MustRun(t, "ip", "route", "add", "default", "via", lanIP)
-	p := netsetup.Plan{Name: "svc", Mode: netsetup.User, MAC: netsetup.DeriveMAC("svc"), Passt: passt}
+	p := netsetup.Plan{Name: "svc", Mode: netsetup.User, MAC: netsetup.DeriveMAC("svc"), Passt: passt, RuntimeRoot: t.TempDir()}
 	rec := &memRecorder{}
 	a, err := l.apply(t, context.Background(), p, rec)
 	if err != nil {

@@ -56,6 +56,7 @@ func runAction(c *cli.Context) error {
 	}
 	step("network plan: %s (%s)", plan.Mode, plan.Reason)
 	root := rundir.Root()
+	plan.RuntimeRoot = root
 	if c.Bool("dry-run") {
 		return dryRun(c, root, spec, vm, plan, conf)
 	}

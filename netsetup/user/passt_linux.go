@@ -1,4 +1,4 @@
-package netsetup
+package user
 
 import (
 	"bufio"
@@ -16,29 +16,21 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/service"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 
-// EnvPasst names the environment variable that chooses the passt binary
-// for user mode: a path, or "off" for QEMU's slirp even when passt is
-// installed. Unset: passt from PATH.
-const EnvPasst = "VMRUN_PASST"
-
-// passtPath returns the passt binary user mode would run ("" for none).
-func passtPath() string {
-	switch v := os.Getenv(EnvPasst); v {
-	case "off", "none":
-		return ""
-	case "":
-		p, _ := exec.LookPath("passt")
-		return p
-	default:
-		p, _ := exec.LookPath(v)
-		return p
+// Attach starts passt, or returns QEMU's slirp when c.Passt is "".
+func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
+	if c.Passt == "" {
+		return Slirp(c.MAC, c.Forwards), nil
 	}
+	if c.RuntimeRoot == "" {
+		return nil, hostnet.Refuse(hostnet.ErrBadRequest, "the user-mode plan has no runtime root for passt")
+	}
+	return passtAttachment(ctx, c, rec)
 }
 
 // passtReadyWait bounds how long Apply waits for passt to finish its
@@ -56,7 +48,7 @@ const passtStopWait = 2 * time.Second
 // directory it can write. passt runs in the foreground as vmrun's child,
 // is recorded as a process (argv[0] names the VM's runtime directory, which
 // is what cleanup matches), and exits by itself when QEMU closes its end.
-func passtAttachment(ctx context.Context, p Plan, rec Recorder) (att *Attachment, err error) {
+func passtAttachment(ctx context.Context, c Config, rec hostnet.Recorder) (att *hostnet.Attachment, err error) {
 	tr := hostnet.TraceFrom(ctx)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -70,11 +62,11 @@ func passtAttachment(ctx context.Context, p Plan, rec Recorder) (att *Attachment
 		}
 	}()
 
-	match := filepath.Join(rundir.Root(), p.Name, "passt")
+	match := filepath.Join(c.RuntimeRoot, c.VM, "passt")
 	cmd := &exec.Cmd{
-		Path: p.Passt,
+		Path: c.Passt,
 		// passt picks passt or pasta mode from the base name of argv[0].
-		Args:        append([]string{match}, passtArgs(p.Forwards)...),
+		Args:        append([]string{match}, passtArgs(c.Forwards)...),
 		ExtraFiles:  []*os.File{passtEnd},
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
@@ -83,13 +75,13 @@ func passtAttachment(ctx context.Context, p Plan, rec Recorder) (att *Attachment
 		return nil, fmt.Errorf("passt: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("passt (%s) could not be started: %w; use --net nat, or uninstall passt to use QEMU's slirp", p.Passt, err)
+		return nil, fmt.Errorf("passt (%s) could not be started: %w; use --net nat, or uninstall passt to use QEMU's slirp", c.Passt, err)
 	}
-	h := &passtProc{cmd: cmd, tail: &lineTail{max: 8}, done: make(chan struct{}), trace: tr}
+	h := &passtProc{cmd: cmd, tail: linetail.New(8), done: make(chan struct{}), trace: tr}
 	h.readers.Add(1)
 	go h.readStderr(stderr)
 	go h.wait()
-	obj := ProcessObject(cmd.Process.Pid, match)
+	obj := hostnet.ProcessObject(cmd.Process.Pid, match)
 	if err := rec.Record(obj); err != nil {
 		return nil, errors.Join(fmt.Errorf("passt: %w", err), h.stop())
 	}
@@ -100,10 +92,10 @@ func passtAttachment(ctx context.Context, p Plan, rec Recorder) (att *Attachment
 	tr.ReportStep("passt")
 	svc := hostnet.NewServices(ctx)
 	svc.Go("passt", passtPolicy, h.watch)
-	return &Attachment{
+	return &hostnet.Attachment{
 		Backend:  "stream",
 		Files:    []*os.File{qemuEnd},
-		MAC:      append(net.HardwareAddr(nil), p.MAC...),
+		MAC:      append(net.HardwareAddr(nil), c.MAC...),
 		Undo:     sync.OnceValue(func() error { svc.Stop(); return undo() }),
 		Services: svc,
 	}, nil
@@ -119,8 +111,8 @@ var passtPolicy = service.EndRun(
 // passtProc is a running passt.
 type passtProc struct {
 	cmd   *exec.Cmd
-	tail  *lineTail
-	trace *Trace
+	tail  *linetail.Tail
+	trace *hostnet.Trace
 
 	done     chan struct{} // closed when passt has exited
 	state    *os.ProcessState
@@ -146,7 +138,7 @@ func (h *passtProc) readStderr(r io.Reader) {
 		if line == "" || strings.HasPrefix(line, "Failed to send") && strings.HasSuffix(line, "to syslog") {
 			continue
 		}
-		h.tail.add(line)
+		h.tail.Add(line)
 		h.trace.ReportEvent("passt: " + line)
 	}
 }
@@ -192,7 +184,7 @@ func (h *passtProc) exitError(what string) error {
 
 // exitReason is passt's exit status and its last messages.
 func (h *passtProc) exitReason() error {
-	msg := strings.Join(h.tail.lines(), "; ")
+	msg := strings.Join(h.tail.Lines(), "; ")
 	if msg == "" {
 		msg = "no message"
 	}
@@ -238,26 +230,4 @@ func (h *passtProc) stop() error {
 		}
 	})
 	return err
-}
-
-// lineTail keeps the last max lines written to it.
-type lineTail struct {
-	mu  sync.Mutex
-	max int
-	buf []string
-}
-
-func (t *lineTail) add(l string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, l)
-	if len(t.buf) > t.max {
-		t.buf = t.buf[len(t.buf)-t.max:]
-	}
-}
-
-func (t *lineTail) lines() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]string(nil), t.buf...)
 }
