@@ -20,6 +20,7 @@ import (
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/internal/learn"
 	"golang.org/x/sys/unix"
 )
 
@@ -465,10 +466,10 @@ func (x *ipvtapRun) registerStatic(s *hostnet.Setup) error {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	switch x.policy().check(a.Unmap()) {
-	case addrHost, addrHostLinkLoc:
+	switch x.policy().Check(a.Unmap()) {
+	case learn.AddrHost, learn.AddrHostLinkLoc:
 		return hostnet.Refuse(ErrBadRequest, "--guest-ip %s is %s's own address; give the guest an address of its own", a, x.parent)
-	case addrGateway:
+	case learn.AddrGateway:
 		return hostnet.Refuse(ErrBadRequest, "--guest-ip %s is the gateway's address; give the guest an address of its own", a)
 	}
 	return x.registerLocked(a.Unmap(), "--guest-ip")
@@ -476,8 +477,8 @@ func (x *ipvtapRun) registerStatic(s *hostnet.Setup) error {
 
 // policy collects the addresses never to register: the host's own, and
 // the gateways of the routes through the parent (and --gateway).
-func (x *ipvtapRun) policy() addrPolicy {
-	p := addrPolicy{host: map[netip.Addr]bool{}, gateways: map[netip.Addr]bool{}}
+func (x *ipvtapRun) policy() learn.Policy {
+	p := learn.Policy{Host: map[netip.Addr]bool{}, Gateways: map[netip.Addr]bool{}}
 	add := func(m map[netip.Addr]bool, ip net.IP) {
 		if a, ok := netip.AddrFromSlice(ip); ok {
 			m[a.Unmap()] = true
@@ -485,20 +486,20 @@ func (x *ipvtapRun) policy() addrPolicy {
 	}
 	if addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return x.bh.AddrList(nil, netlink.FAMILY_ALL) }); err == nil {
 		for _, ad := range addrs {
-			add(p.host, ad.IP)
+			add(p.Host, ad.IP)
 		}
 	}
 	if routes, err := hostnet.RetryDump(func() ([]netlink.Route, error) {
 		return x.bh.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: x.parentIx}, netlink.RT_FILTER_OIF)
 	}); err == nil {
 		for _, r := range routes {
-			add(p.gateways, r.Gw)
+			add(p.Gateways, r.Gw)
 			for _, nh := range r.MultiPath {
-				add(p.gateways, nh.Gw)
+				add(p.Gateways, nh.Gw)
 			}
 		}
 	}
-	add(p.gateways, x.gateway)
+	add(p.Gateways, x.gateway)
 	return p
 }
 
@@ -517,12 +518,12 @@ func (x *ipvtapRun) doRegister(a netip.Addr, why string) {
 	if _, ok := x.addrs[a]; ok {
 		return
 	}
-	switch x.policy().check(a) {
-	case addrHostLinkLoc:
+	switch x.policy().Check(a) {
+	case learn.AddrHostLinkLoc:
 		x.noticeOnce("ll:"+a.String(), fmt.Sprintf("%s: the guest uses %s, which is %s's own IPv6 link-local address (both derive it from the shared MAC, EUI-64): it is not registered, so the guest's link-local IPv6 does not work; configure the guest for stable-privacy or random interface identifiers (net.ipv6.conf.all.addr_gen_mode=2 or 3, or an IPv6 token)", x.parent, a, x.parent))
 		x.refilter()
 		return
-	case addrHost:
+	case learn.AddrHost:
 		msg := fmt.Sprintf("%s: the guest sends from %s, which is the host's own address: it is not registered (the guest needs an address of its own)", x.parent, a)
 		if strings.HasPrefix(why, "DHCP") {
 			msg = fmt.Sprintf("%s: the guest asked the DHCP server for %s, the host's own address: its DHCP client identifies itself as the host does (the guest shares the host's MAC); give it a client identifier of its own (see docs/wifi.md)", x.parent, a)
@@ -530,7 +531,7 @@ func (x *ipvtapRun) doRegister(a netip.Addr, why string) {
 		x.noticeOnce("host:"+a.String(), msg)
 		x.refilter()
 		return
-	case addrGateway:
+	case learn.AddrGateway:
 		x.noticeOnce("gw:"+a.String(), fmt.Sprintf("%s: the guest sends from %s, the gateway's address: it is not registered", x.parent, a))
 		return
 	}
@@ -686,10 +687,10 @@ func (x *ipvtapRun) noticeOnce(key, msg string) {
 func (x *ipvtapRun) known() []netip.Addr {
 	p := x.policy()
 	out := []netip.Addr{netip.IPv4Unspecified()}
-	for a := range p.gateways {
+	for a := range p.Gateways {
 		out = append(out, a)
 	}
-	for a := range p.host {
+	for a := range p.Host {
 		if x.warned["host:"+a.String()] || x.warned["ll:"+a.String()] {
 			out = append(out, a)
 		}
@@ -705,7 +706,7 @@ func (x *ipvtapRun) refilter() {
 	if x.conn == nil {
 		return
 	}
-	prog, err := learnProgram(x.known())
+	prog, err := learn.Program(x.known())
 	if err == nil {
 		err = x.conn.SetBPF(prog)
 	}
@@ -722,7 +723,7 @@ const ethPAll = 0x0003
 // addresses they reveal until Undo.
 func (x *ipvtapRun) startLearner(s *hostnet.Setup) error {
 	x.mu.Lock()
-	prog, err := learnProgram(x.known())
+	prog, err := learn.Program(x.known())
 	x.mu.Unlock()
 	if err != nil {
 		return err
@@ -737,7 +738,7 @@ func (x *ipvtapRun) startLearner(s *hostnet.Setup) error {
 	if err != nil {
 		return fmt.Errorf("packet socket on %s: %w", a.Name, err)
 	}
-	rprog, err := replyProgram()
+	rprog, err := learn.ReplyProgram()
 	if err != nil {
 		conn.Close()
 		return err
@@ -777,11 +778,11 @@ func (x *ipvtapRun) startLearner(s *hostnet.Setup) error {
 // learn reads the guest's frames until stopped.
 func (x *ipvtapRun) learn(conn *packet.Conn) {
 	defer x.learners.Done()
-	err := readFrames(conn, make([]byte, snapFull), x.stop, func(frame []byte) {
-		if xid, ok := guestDHCPXID(frame, x.guestMAC); ok {
+	err := readFrames(conn, make([]byte, learn.SnapFull), x.stop, func(frame []byte) {
+		if xid, ok := learn.GuestDHCPXID(frame, x.guestMAC); ok {
 			x.dhcpTransaction(xid)
 		}
-		ev, ok := guestAddrEvent(frame, x.guestMAC)
+		ev, ok := learn.GuestAddrEvent(frame, x.guestMAC)
 		switch {
 		case !ok:
 		case ev.Drop:
@@ -839,8 +840,8 @@ func (x *ipvtapRun) requested(a netip.Addr) {
 // gets through.
 func (x *ipvtapRun) catchReplies(conn *packet.Conn) {
 	defer x.learners.Done()
-	err := readFrames(conn, make([]byte, snapFull), x.stop, func(frame []byte) {
-		r, ok := dhcpServerReply(frame, x.guestMAC)
+	err := readFrames(conn, make([]byte, learn.SnapFull), x.stop, func(frame []byte) {
+		r, ok := learn.DHCPServerReply(frame, x.guestMAC)
 		if !ok || !r.Unicast {
 			return
 		}
@@ -1054,7 +1055,7 @@ func (x *ipvtapRun) reannounce() {
 		if !a.Is4() {
 			continue
 		}
-		f, err := garpFrame(x.guestMAC, a)
+		f, err := learn.GARPFrame(x.guestMAC, a)
 		if err == nil {
 			_, err = x.conn.WriteTo(f, &packet.Addr{HardwareAddr: ethernet.Broadcast})
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/internal/learn"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -237,7 +238,7 @@ func (g *routedGuest) advertise(ctx context.Context, c *ndp.Conn, ra *ndp.Router
 func icmp6Filter() []bpf.Instruction {
 	return []bpf.Instruction{
 		bpf.LoadAbsolute{Off: 14 + 6, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: ipv6ICMP, SkipFalse: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: learn.IPv6ICMP, SkipFalse: 1},
 		bpf.RetConstant{Val: 256},
 		bpf.RetConstant{Val: 0},
 	}
@@ -249,7 +250,7 @@ func (g *routedGuest) learn6(ctx context.Context, c *packet.Conn) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	err := readFrames(c, make([]byte, 512), ctx.Done(), func(frame []byte) {
-		if ev, ok := guestAddrEvent(frame, g.s.Cfg.MAC); ok && !ev.Drop && ev.Addr.Is6() {
+		if ev, ok := learn.GuestAddrEvent(frame, g.s.Cfg.MAC); ok && !ev.Drop && ev.Addr.Is6() {
 			g.addGuest6(ev.Addr, ev.Why)
 		}
 	})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mdlayher/ethernet"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/internal/learn"
 	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
 )
@@ -60,12 +61,12 @@ func TestICMP6Filter(t *testing.T) {
 		t.Fatal(err)
 	}
 	mac := net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3}
-	ns := append([]byte{icmpv6NS, 0, 0, 0, 0, 0, 0, 0}, netip.MustParseAddr("fd78::1234").AsSlice()...)
+	ns := append([]byte{learn.ICMPv6NS, 0, 0, 0, 0, 0, 0, 0}, netip.MustParseAddr("fd78::1234").AsSlice()...)
 	for name, tc := range map[string]struct {
 		frame []byte
 		pass  bool
 	}{
-		"DAD probe": {ipv6Frame(t, mac, "::", "ff02::1:ff00:1234", ipv6ICMP, ns), true},
+		"DAD probe": {ipv6Frame(t, mac, "::", "ff02::1:ff00:1234", learn.IPv6ICMP, ns), true},
 		"TCP":       {ipv6Frame(t, mac, "fd78::1234", "fd78::1", 6, make([]byte, 20)), false},
 		"UDP":       {ipv6Frame(t, mac, "fd78::1234", "fd78::1", 17, make([]byte, 8)), false},
 	} {
@@ -77,7 +78,7 @@ func TestICMP6Filter(t *testing.T) {
 			t.Errorf("%s: filter kept %d bytes, want pass=%v", name, n, tc.pass)
 		}
 		if tc.pass {
-			ev, ok := guestAddrEvent(tc.frame[:min(n, len(tc.frame))], mac)
+			ev, ok := learn.GuestAddrEvent(tc.frame[:min(n, len(tc.frame))], mac)
 			if !ok || ev.Addr != netip.MustParseAddr("fd78::1234") {
 				t.Errorf("%s: learnt %v %v from the filtered frame", name, ev, ok)
 			}

@@ -1,4 +1,7 @@
-package netsetup
+// Package learn reads the frames a guest sends and says what they tell
+// about its addresses, and builds the BPF programs that let only such
+// frames reach vmrun: the guest-address learner of ipvtap and routed IPv6.
+package learn
 
 import (
 	"bytes"
@@ -20,8 +23,8 @@ import (
 // --guest-ip vmrun learns them from what the guest sends: the functions
 // here read one frame and say what it tells about the guest's addresses.
 
-// addrEvent is what one frame sent by the guest says about its addresses.
-type addrEvent struct {
+// Event is what one frame sent by the guest says about its addresses.
+type Event struct {
 	Addr netip.Addr
 	// Drop: the guest gave the address up (DHCPRELEASE, DHCPDECLINE).
 	Drop bool
@@ -35,7 +38,7 @@ const (
 	dhcpClientPort = 68
 )
 
-// guestAddrEvent parses a frame the guest sent (its source MAC is mac)
+// GuestAddrEvent parses a frame the guest sent (its source MAC is mac)
 // and returns what it says about the guest's addresses, if anything:
 //   - DHCPREQUEST: the requested address (option 50: selecting, init-reboot)
 //     or ciaddr (renewing, rebinding), before the server's ACK arrives;
@@ -49,12 +52,12 @@ const (
 //
 // Addresses that are no unicast address of a host (unspecified,
 // multicast, broadcast, loopback) are never returned.
-func guestAddrEvent(frame []byte, mac net.HardwareAddr) (addrEvent, bool) {
+func GuestAddrEvent(frame []byte, mac net.HardwareAddr) (Event, bool) {
 	var f ethernet.Frame
 	if err := f.UnmarshalBinary(frame); err != nil || !bytes.Equal(f.Source, mac) || f.VLAN != nil {
-		return addrEvent{}, false
+		return Event{}, false
 	}
-	var ev addrEvent
+	var ev Event
 	switch f.EtherType {
 	case ethernet.EtherTypeARP:
 		ev = arpEvent(f.Payload)
@@ -64,23 +67,23 @@ func guestAddrEvent(frame []byte, mac net.HardwareAddr) (addrEvent, bool) {
 		ev = ipv6Event(f.Payload)
 	}
 	if !hostUnicast(ev.Addr) {
-		return addrEvent{}, false
+		return Event{}, false
 	}
 	return ev, true
 }
 
-func arpEvent(b []byte) addrEvent {
+func arpEvent(b []byte) Event {
 	var p arp.Packet
 	if err := p.UnmarshalBinary(b); err != nil || p.ProtocolType != uint16(ethernet.EtherTypeIPv4) {
-		return addrEvent{}
+		return Event{}
 	}
-	return addrEvent{Addr: p.SenderIP, Why: "ARP"}
+	return Event{Addr: p.SenderIP, Why: "ARP"}
 }
 
-func ipv4Event(b []byte) addrEvent {
+func ipv4Event(b []byte) Event {
 	h, err := ipv4.ParseHeader(b)
 	if err != nil || h.Version != 4 || h.Len > len(b) {
-		return addrEvent{}
+		return Event{}
 	}
 	if h.Protocol == 17 && h.FragOff == 0 && h.Flags&ipv4.MoreFragments == 0 {
 		end := len(b)
@@ -92,17 +95,17 @@ func ipv4Event(b []byte) addrEvent {
 		}
 	}
 	src, _ := netip.AddrFromSlice(h.Src.To4())
-	return addrEvent{Addr: src, Why: "IPv4 source"}
+	return Event{Addr: src, Why: "IPv4 source"}
 }
 
 // dhcpEvent reads a DHCP client message; ok is false for anything else.
-func dhcpEvent(udp []byte) (addrEvent, bool) {
+func dhcpEvent(udp []byte) (Event, bool) {
 	if len(udp) < 8 || binary.BigEndian.Uint16(udp[0:2]) != dhcpClientPort || binary.BigEndian.Uint16(udp[2:4]) != dhcpServerPort {
-		return addrEvent{}, false
+		return Event{}, false
 	}
 	m, err := dhcpv4.FromBytes(udp[8:])
 	if err != nil || m.OpCode != dhcpv4.OpcodeBootRequest {
-		return addrEvent{}, true // DHCP, but nothing to learn
+		return Event{}, true // DHCP, but nothing to learn
 	}
 	addr := func(ip net.IP) netip.Addr {
 		a, _ := netip.AddrFromSlice(ip.To4())
@@ -111,51 +114,51 @@ func dhcpEvent(udp []byte) (addrEvent, bool) {
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeRequest:
 		if r := m.RequestedIPAddress(); r != nil {
-			return addrEvent{Addr: addr(r), Why: "DHCP request"}, true
+			return Event{Addr: addr(r), Why: "DHCP request"}, true
 		}
-		return addrEvent{Addr: addr(m.ClientIPAddr), Why: "DHCP renewal"}, true
+		return Event{Addr: addr(m.ClientIPAddr), Why: "DHCP renewal"}, true
 	case dhcpv4.MessageTypeInform:
-		return addrEvent{Addr: addr(m.ClientIPAddr), Why: "DHCP inform"}, true
+		return Event{Addr: addr(m.ClientIPAddr), Why: "DHCP inform"}, true
 	case dhcpv4.MessageTypeRelease:
-		return addrEvent{Addr: addr(m.ClientIPAddr), Drop: true, Why: "DHCP release"}, true
+		return Event{Addr: addr(m.ClientIPAddr), Drop: true, Why: "DHCP release"}, true
 	case dhcpv4.MessageTypeDecline:
-		return addrEvent{Addr: addr(m.RequestedIPAddress()), Drop: true, Why: "DHCP decline"}, true
+		return Event{Addr: addr(m.RequestedIPAddress()), Drop: true, Why: "DHCP decline"}, true
 	}
-	return addrEvent{}, true // DISCOVER: the address is not granted yet
+	return Event{}, true // DISCOVER: the address is not granted yet
 }
 
 // IPv6 next-header values walked by ipv6Event.
 const (
 	ipv6HopByHop = 0
-	ipv6ICMP     = 58
-	icmpv6NS     = 135
+	IPv6ICMP     = 58
+	ICMPv6NS     = 135
 )
 
-func ipv6Event(b []byte) addrEvent {
+func ipv6Event(b []byte) Event {
 	h, err := ipv6.ParseHeader(b)
 	if err != nil || h.Version != 6 {
-		return addrEvent{}
+		return Event{}
 	}
 	src, _ := netip.AddrFromSlice(h.Src.To16())
 	if src.IsUnspecified() {
 		return dadEvent(h.NextHeader, b[ipv6.HeaderLen:])
 	}
-	return addrEvent{Addr: src, Why: "IPv6 source"}
+	return Event{Addr: src, Why: "IPv6 source"}
 }
 
 // dadEvent reads a packet from :: : a neighbour solicitation from :: is a
 // duplicate address detection probe for its target, the address the guest
 // is about to use.
-func dadEvent(next int, b []byte) addrEvent {
+func dadEvent(next int, b []byte) Event {
 	if next == ipv6HopByHop && len(b) >= 8 {
 		next, b = int(b[0]), b[8*(int(b[1])+1):]
 	}
 	// type, code, checksum, reserved, target
-	if next != ipv6ICMP || len(b) < 24 || b[0] != icmpv6NS || b[1] != 0 {
-		return addrEvent{}
+	if next != IPv6ICMP || len(b) < 24 || b[0] != ICMPv6NS || b[1] != 0 {
+		return Event{}
 	}
 	t, _ := netip.AddrFromSlice(b[8:24])
-	return addrEvent{Addr: t, Why: "IPv6 duplicate address detection"}
+	return Event{Addr: t, Why: "IPv6 duplicate address detection"}
 }
 
 // hostUnicast reports whether a can be a host's own unicast address.
@@ -164,43 +167,43 @@ func hostUnicast(a netip.Addr) bool {
 		a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
-// addrPolicy decides which learnt addresses are registered: never the
+// Policy decides which learnt addresses are registered: never the
 // host's own (the guest would take the host's traffic), nor a gateway's.
-type addrPolicy struct {
-	host     map[netip.Addr]bool
-	gateways map[netip.Addr]bool
+type Policy struct {
+	Host     map[netip.Addr]bool // the host's own addresses
+	Gateways map[netip.Addr]bool // the gateways' addresses
 }
 
-// Verdicts of addrPolicy.check.
+// Verdicts of Policy.Check.
 const (
-	addrOK          = iota
-	addrHost        // one of the host's addresses
-	addrHostLinkLoc // the host's IPv6 link-local: EUI-64 from the shared MAC
-	addrGateway     // a gateway's address
+	AddrOK          = iota
+	AddrHost        // one of the host's addresses
+	AddrHostLinkLoc // the host's IPv6 link-local: EUI-64 from the shared MAC
+	AddrGateway     // a gateway's address
 )
 
-func (p addrPolicy) check(a netip.Addr) int {
+func (p Policy) Check(a netip.Addr) int {
 	a = a.Unmap()
 	switch {
-	case p.host[a] && a.Is6() && a.IsLinkLocalUnicast():
-		return addrHostLinkLoc
-	case p.host[a]:
-		return addrHost
-	case p.gateways[a]:
-		return addrGateway
+	case p.Host[a] && a.Is6() && a.IsLinkLocalUnicast():
+		return AddrHostLinkLoc
+	case p.Host[a]:
+		return AddrHost
+	case p.Gateways[a]:
+		return AddrGateway
 	}
-	return addrOK
+	return AddrOK
 }
 
 // Snap lengths of the learner's filter: whole DHCP and IPv6 frames, the
 // headers of the rest.
 const (
-	snapFull   = 1600
-	snapHeader = 128
+	SnapFull   = 1600
+	SnapHeader = 128
 )
 
 // learnFilter is the body of the learner socket's BPF program (after the
-// direction check, see learnProgram): it passes the frames that can teach
+// direction check, see Program): it passes the frames that can teach
 // something — ARP, DHCP client messages, IPv4 and IPv6 packets from an
 // address not in known (the registered and ignored ones) — and drops the
 // rest in the kernel, so a guest's steady traffic never reaches vmrun.
@@ -219,7 +222,7 @@ func learnFilter(known []netip.Addr) []bpf.Instruction {
 		bpf.LoadMemShift{Off: 14},              // X = IPv4 header length
 		bpf.LoadIndirect{Off: 14 + 2, Size: 2}, // UDP destination port
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: dhcpServerPort, SkipTrue: 1},
-		bpf.RetConstant{Val: snapFull},
+		bpf.RetConstant{Val: SnapFull},
 		bpf.LoadAbsolute{Off: 14 + 12, Size: 4}, // source address
 	}
 	for _, a := range v4 {
@@ -228,7 +231,7 @@ func learnFilter(known []netip.Addr) []bpf.Instruction {
 			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(b[:]), SkipTrue: 1},
 			bpf.RetConstant{Val: 0})
 	}
-	ipv4Block = append(ipv4Block, bpf.RetConstant{Val: snapHeader})
+	ipv4Block = append(ipv4Block, bpf.RetConstant{Val: SnapHeader})
 
 	var ipv6Block []bpf.Instruction
 	for _, a := range v6 {
@@ -240,12 +243,12 @@ func learnFilter(known []netip.Addr) []bpf.Instruction {
 		}
 		ipv6Block = append(ipv6Block, bpf.RetConstant{Val: 0})
 	}
-	ipv6Block = append(ipv6Block, bpf.RetConstant{Val: snapFull})
+	ipv6Block = append(ipv6Block, bpf.RetConstant{Val: SnapFull})
 
 	prog := []bpf.Instruction{
 		bpf.LoadAbsolute{Off: 12, Size: 2}, // EtherType
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(ethernet.EtherTypeARP), SkipTrue: 1},
-		bpf.RetConstant{Val: snapHeader},
+		bpf.RetConstant{Val: SnapHeader},
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(ethernet.EtherTypeIPv4), SkipFalse: 1},
 		bpf.Jump{Skip: 1},
 		bpf.Jump{Skip: uint32(len(ipv4Block))},
@@ -262,9 +265,9 @@ func learnFilter(known []netip.Addr) []bpf.Instruction {
 // packetOutgoing is the kernel's PACKET_OUTGOING packet type.
 const packetOutgoing = 4
 
-// learnProgram is the learner socket's whole BPF program: only frames the
+// Program is the learner socket's whole BPF program: only frames the
 // guest sent (outgoing on its ipvtap link), then learnFilter.
-func learnProgram(known []netip.Addr) ([]bpf.RawInstruction, error) {
+func Program(known []netip.Addr) ([]bpf.RawInstruction, error) {
 	prog := append([]bpf.Instruction{
 		bpf.LoadExtension{Num: bpf.ExtType},
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: packetOutgoing, SkipTrue: 1},
@@ -273,9 +276,9 @@ func learnProgram(known []netip.Addr) ([]bpf.RawInstruction, error) {
 	return bpf.Assemble(prog)
 }
 
-// garpFrame is a gratuitous ARP request announcing ip at mac: it makes
+// GARPFrame is a gratuitous ARP request announcing ip at mac: it makes
 // the LAN's neighbour caches point ip at mac again.
-func garpFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
+func GARPFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 	p, err := arp.NewPacket(arp.OperationRequest, mac, ip, make(net.HardwareAddr, 6), ip)
 	if err != nil {
 		return nil, err
@@ -288,10 +291,10 @@ func garpFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 	return f.MarshalBinary()
 }
 
-// guestDHCPXID returns the transaction ID of a DHCPDISCOVER or DHCPREQUEST
+// GuestDHCPXID returns the transaction ID of a DHCPDISCOVER or DHCPREQUEST
 // the guest (source MAC mac) sent, so that the server's replies to it can
-// be recognised on the parent (see dhcpServerReply).
-func guestDHCPXID(frame []byte, mac net.HardwareAddr) (uint32, bool) {
+// be recognised on the parent (see DHCPServerReply).
+func GuestDHCPXID(frame []byte, mac net.HardwareAddr) (uint32, bool) {
 	m, ok := dhcpIn(frame, dhcpClientPort, dhcpServerPort)
 	if !ok || m.OpCode != dhcpv4.OpcodeBootRequest || !bytes.Equal(m.ClientHWAddr, mac) {
 		return 0, false
@@ -303,37 +306,37 @@ func guestDHCPXID(frame []byte, mac net.HardwareAddr) (uint32, bool) {
 	return 0, false
 }
 
-// dhcpReply is a DHCP server's DHCPOFFER or DHCPACK seen on the parent.
-type dhcpReply struct {
+// DHCPReply is a DHCP server's DHCPOFFER or DHCPACK seen on the parent.
+type DHCPReply struct {
 	XID     uint32
 	Addr    netip.Addr // yiaddr
 	Offer   bool       // DHCPOFFER (else DHCPACK)
 	Unicast bool       // sent to the address itself, not broadcast
 }
 
-// dhcpServerReply reads a frame the parent received: a DHCPOFFER or
+// DHCPServerReply reads a frame the parent received: a DHCPOFFER or
 // DHCPACK for mac (chaddr). A guest whose DHCP client does not ask for
 // broadcast replies gets them unicast to an address not registered yet,
 // which ipvlan cannot hand to it: vmrun registers the address then, so
 // the client's next try gets through.
-func dhcpServerReply(frame []byte, mac net.HardwareAddr) (dhcpReply, bool) {
+func DHCPServerReply(frame []byte, mac net.HardwareAddr) (DHCPReply, bool) {
 	m, ok := dhcpIn(frame, dhcpServerPort, dhcpClientPort)
 	if !ok || m.OpCode != dhcpv4.OpcodeBootReply || !bytes.Equal(m.ClientHWAddr, mac) {
-		return dhcpReply{}, false
+		return DHCPReply{}, false
 	}
 	t := m.MessageType()
 	if t != dhcpv4.MessageTypeOffer && t != dhcpv4.MessageTypeAck {
-		return dhcpReply{}, false
+		return DHCPReply{}, false
 	}
 	a, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
 	if !hostUnicast(a) {
-		return dhcpReply{}, false
+		return DHCPReply{}, false
 	}
 	var f ethernet.Frame
 	_ = f.UnmarshalBinary(frame)
 	h, _ := ipv4.ParseHeader(f.Payload)
 	unicast := !bytes.Equal(f.Destination, ethernet.Broadcast) && h != nil && !h.Dst.Equal(net.IPv4bcast)
-	return dhcpReply{XID: binary.BigEndian.Uint32(m.TransactionID[:]), Addr: a, Offer: t == dhcpv4.MessageTypeOffer, Unicast: unicast}, true
+	return DHCPReply{XID: binary.BigEndian.Uint32(m.TransactionID[:]), Addr: a, Offer: t == dhcpv4.MessageTypeOffer, Unicast: unicast}, true
 }
 
 // dhcpIn parses the DHCP message of an Ethernet/IPv4/UDP frame from port
@@ -360,7 +363,7 @@ func dhcpIn(frame []byte, sport, dport uint16) (*dhcpv4.DHCPv4, bool) {
 }
 
 // replyFilter is the body of the parent socket's BPF program (after the
-// direction check, see replyProgram): whole IPv4 UDP datagrams from port
+// direction check, see ReplyProgram): whole IPv4 UDP datagrams from port
 // 67 to port 68, unfragmented; nothing else.
 func replyFilter() []bpf.Instruction {
 	return []bpf.Instruction{
@@ -373,14 +376,14 @@ func replyFilter() []bpf.Instruction {
 		bpf.LoadMemShift{Off: 14},
 		bpf.LoadIndirect{Off: 14, Size: 4}, // source and destination ports
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: dhcpServerPort<<16 | dhcpClientPort, SkipTrue: 1},
-		bpf.RetConstant{Val: snapFull},
+		bpf.RetConstant{Val: SnapFull},
 		bpf.RetConstant{Val: 0},
 	}
 }
 
-// replyProgram is the parent socket's whole BPF program: frames the parent
+// ReplyProgram is the parent socket's whole BPF program: frames the parent
 // received (not sent), then replyFilter.
-func replyProgram() ([]bpf.RawInstruction, error) {
+func ReplyProgram() ([]bpf.RawInstruction, error) {
 	return bpf.Assemble(append([]bpf.Instruction{
 		bpf.LoadExtension{Num: bpf.ExtType},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: packetOutgoing, SkipTrue: 1},

@@ -1,4 +1,4 @@
-package netsetup
+package learn
 
 import (
 	"encoding/binary"
@@ -148,7 +148,7 @@ func TestGuestAddrEvent(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, ok := guestAddrEvent(tt.frame, guestMAC)
+			ev, ok := GuestAddrEvent(tt.frame, guestMAC)
 			got := ""
 			if ok {
 				sign := "+"
@@ -165,20 +165,20 @@ func TestGuestAddrEvent(t *testing.T) {
 }
 
 func TestAddrPolicy(t *testing.T) {
-	p := addrPolicy{
-		host:     map[netip.Addr]bool{netip.MustParseAddr("192.168.77.100"): true, netip.MustParseAddr("fe80::ff:fe00:100"): true, netip.MustParseAddr("2001:db8::100"): true},
-		gateways: map[netip.Addr]bool{netip.MustParseAddr("192.168.77.1"): true},
+	p := Policy{
+		Host:     map[netip.Addr]bool{netip.MustParseAddr("192.168.77.100"): true, netip.MustParseAddr("fe80::ff:fe00:100"): true, netip.MustParseAddr("2001:db8::100"): true},
+		Gateways: map[netip.Addr]bool{netip.MustParseAddr("192.168.77.1"): true},
 	}
 	for a, want := range map[string]int{
-		"192.168.77.57":           addrOK,
-		"192.168.77.100":          addrHost,
-		"::ffff:192.168.77.100":   addrHost,
-		"2001:db8::100":           addrHost,
-		"fe80::ff:fe00:100":       addrHostLinkLoc,
-		"fe80::5054:ff:fe12:3456": addrOK,
-		"192.168.77.1":            addrGateway,
+		"192.168.77.57":           AddrOK,
+		"192.168.77.100":          AddrHost,
+		"::ffff:192.168.77.100":   AddrHost,
+		"2001:db8::100":           AddrHost,
+		"fe80::ff:fe00:100":       AddrHostLinkLoc,
+		"fe80::5054:ff:fe12:3456": AddrOK,
+		"192.168.77.1":            AddrGateway,
 	} {
-		if got := p.check(netip.MustParseAddr(a)); got != want {
+		if got := p.Check(netip.MustParseAddr(a)); got != want {
 			t.Errorf("%s: verdict %d, want %d", a, got, want)
 		}
 	}
@@ -197,18 +197,18 @@ func TestLearnFilter(t *testing.T) {
 		frame []byte
 		want  int
 	}{
-		{"ARP", arpBytes(t, arp.OperationRequest, "192.168.77.57", "192.168.77.1"), snapHeader},
-		{"DHCP from 0.0.0.0", dhcpFrame(t, dhcpv4.MessageTypeRequest, "", "192.168.77.57"), snapFull},
-		{"DHCP renewal from a known address", dhcpFrame(t, dhcpv4.MessageTypeRequest, "192.168.77.57", ""), snapFull},
-		{"DHCP release from a known address", dhcpFrame(t, dhcpv4.MessageTypeRelease, "192.168.77.57", ""), snapFull},
+		{"ARP", arpBytes(t, arp.OperationRequest, "192.168.77.57", "192.168.77.1"), SnapHeader},
+		{"DHCP from 0.0.0.0", dhcpFrame(t, dhcpv4.MessageTypeRequest, "", "192.168.77.57"), SnapFull},
+		{"DHCP renewal from a known address", dhcpFrame(t, dhcpv4.MessageTypeRequest, "192.168.77.57", ""), SnapFull},
+		{"DHCP release from a known address", dhcpFrame(t, dhcpv4.MessageTypeRelease, "192.168.77.57", ""), SnapFull},
 		{"IPv4 from a registered address", ethBytes(t, guestMAC, ethernet.EtherTypeIPv4, ipv4Bytes(t, "192.168.77.57", "192.168.77.1", 6, tcp)), 0},
 		{"IPv4 from the host's address", ethBytes(t, guestMAC, ethernet.EtherTypeIPv4, ipv4Bytes(t, "192.168.77.100", "192.168.77.1", 6, tcp)), 0},
-		{"IPv4 from a new address", ethBytes(t, guestMAC, ethernet.EtherTypeIPv4, ipv4Bytes(t, "192.168.77.58", "192.168.77.1", 6, tcp)), snapHeader},
+		{"IPv4 from a new address", ethBytes(t, guestMAC, ethernet.EtherTypeIPv4, ipv4Bytes(t, "192.168.77.58", "192.168.77.1", 6, tcp)), SnapHeader},
 		{"UDP from a known address", ethBytes(t, guestMAC, ethernet.EtherTypeIPv4, ipv4Bytes(t, "192.168.77.57", "192.168.77.1", 17, udpBytes(5353, 53, nil))), 0},
 		{"IPv6 from a registered address", ethBytes(t, guestMAC, ethernet.EtherTypeIPv6, ipv6Bytes("2001:db8::57", "2001:db8::1", 6, tcp)), 0},
 		{"IPv6 from a registered link-local", ethBytes(t, guestMAC, ethernet.EtherTypeIPv6, ipv6Bytes("fe80::1", "fe80::2", 6, tcp)), 0},
-		{"IPv6 from an address sharing 3 words", ethBytes(t, guestMAC, ethernet.EtherTypeIPv6, ipv6Bytes("2001:db8::58", "2001:db8::1", 6, tcp)), snapFull},
-		{"IPv6 DAD probe", nsBytes(t, "::", "2001:db8::58"), snapFull},
+		{"IPv6 from an address sharing 3 words", ethBytes(t, guestMAC, ethernet.EtherTypeIPv6, ipv6Bytes("2001:db8::58", "2001:db8::1", 6, tcp)), SnapFull},
+		{"IPv6 DAD probe", nsBytes(t, "::", "2001:db8::58"), SnapFull},
 		{"VLAN tagged", ethBytes(t, guestMAC, ethernet.EtherTypeVLAN, make([]byte, 46)), 0},
 		{"other EtherType", ethBytes(t, guestMAC, 0x88cc, make([]byte, 46)), 0},
 	}
@@ -226,7 +226,7 @@ func TestLearnFilter(t *testing.T) {
 	for i := range 300 {
 		many = append(many, netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), netip.AddrFrom16([16]byte{0xfd, 15: byte(i)}))
 	}
-	raw, err := learnProgram(many)
+	raw, err := Program(many)
 	if err != nil || len(raw) > 4096 {
 		t.Fatalf("program for %d addresses: %d instructions, %v", len(many), len(raw), err)
 	}
@@ -234,7 +234,7 @@ func TestLearnFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for frame, want := range map[string]int{"10.0.1.43": 0, "10.0.2.0": snapHeader} {
+	for frame, want := range map[string]int{"10.0.1.43": 0, "10.0.2.0": SnapHeader} {
 		got, err := vm.Run(ethBytes(t, guestMAC, ethernet.EtherTypeIPv4, ipv4Bytes(t, frame, "10.0.0.1", 6, tcp)))
 		if err != nil || got != want {
 			t.Errorf("with 600 known addresses, IPv4 from %s: %d, %v; want %d", frame, got, err, want)
@@ -243,7 +243,7 @@ func TestLearnFilter(t *testing.T) {
 }
 
 func TestGARPFrame(t *testing.T) {
-	b, err := garpFrame(guestMAC, netip.MustParseAddr("192.168.77.57"))
+	b, err := GARPFrame(guestMAC, netip.MustParseAddr("192.168.77.57"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestGARPFrame(t *testing.T) {
 		p.SenderIP != p.TargetIP || p.SenderIP.String() != "192.168.77.57" || p.SenderHardwareAddr.String() != guestMAC.String() {
 		t.Errorf("gratuitous ARP %+v / %+v", f, p)
 	}
-	if ev, ok := guestAddrEvent(b, guestMAC); !ok || ev.Addr.String() != "192.168.77.57" {
+	if ev, ok := GuestAddrEvent(b, guestMAC); !ok || ev.Addr.String() != "192.168.77.57" {
 		t.Errorf("the learner reads the announcement as %+v, %v", ev, ok)
 	}
 }
@@ -288,14 +288,14 @@ func replyFrame(t *testing.T, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr
 
 func TestDHCPReplies(t *testing.T) {
 	disc := dhcpFrame(t, dhcpv4.MessageTypeDiscover, "", "")
-	xid, ok := guestDHCPXID(disc, guestMAC)
+	xid, ok := GuestDHCPXID(disc, guestMAC)
 	if !ok || xid == 0 {
 		t.Fatalf("DISCOVER: xid %#x, %v", xid, ok)
 	}
-	if _, ok := guestDHCPXID(dhcpFrame(t, dhcpv4.MessageTypeRelease, "192.168.77.57", ""), guestMAC); ok {
+	if _, ok := GuestDHCPXID(dhcpFrame(t, dhcpv4.MessageTypeRelease, "192.168.77.57", ""), guestMAC); ok {
 		t.Error("a RELEASE gave a transaction to watch")
 	}
-	if _, ok := guestDHCPXID(disc, lanMAC); ok {
+	if _, ok := GuestDHCPXID(disc, lanMAC); ok {
 		t.Error("another MAC's DISCOVER gave a transaction to watch")
 	}
 	req, err := dhcpv4.FromBytes(disc[14+20+8:])
@@ -306,21 +306,21 @@ func TestDHCPReplies(t *testing.T) {
 		name   string
 		frame  []byte
 		mac    net.HardwareAddr
-		want   dhcpReply
+		want   DHCPReply
 		wantOK bool
 		filter int
 	}{
 		{"unicast OFFER", replyFrame(t, req, dhcpv4.MessageTypeOffer, "192.168.77.57", true), guestMAC,
-			dhcpReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.57"), Offer: true, Unicast: true}, true, snapFull},
+			DHCPReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.57"), Offer: true, Unicast: true}, true, SnapFull},
 		{"broadcast OFFER", replyFrame(t, req, dhcpv4.MessageTypeOffer, "192.168.77.57", false), guestMAC,
-			dhcpReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.57"), Offer: true}, true, snapFull},
+			DHCPReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.57"), Offer: true}, true, SnapFull},
 		{"unicast ACK (rapid commit)", replyFrame(t, req, dhcpv4.MessageTypeAck, "192.168.77.58", true), guestMAC,
-			dhcpReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.58"), Unicast: true}, true, snapFull},
-		{"NAK", replyFrame(t, req, dhcpv4.MessageTypeNak, "0.0.0.0", false), guestMAC, dhcpReply{}, false, snapFull},
-		{"for another MAC", replyFrame(t, req, dhcpv4.MessageTypeOffer, "192.168.77.57", true), lanMAC, dhcpReply{}, false, snapFull},
-		{"a client message", disc, guestMAC, dhcpReply{}, false, 0},
+			DHCPReply{XID: xid, Addr: netip.MustParseAddr("192.168.77.58"), Unicast: true}, true, SnapFull},
+		{"NAK", replyFrame(t, req, dhcpv4.MessageTypeNak, "0.0.0.0", false), guestMAC, DHCPReply{}, false, SnapFull},
+		{"for another MAC", replyFrame(t, req, dhcpv4.MessageTypeOffer, "192.168.77.57", true), lanMAC, DHCPReply{}, false, SnapFull},
+		{"a client message", disc, guestMAC, DHCPReply{}, false, 0},
 	} {
-		got, ok := dhcpServerReply(tt.frame, tt.mac)
+		got, ok := DHCPServerReply(tt.frame, tt.mac)
 		if ok != tt.wantOK || got != tt.want {
 			t.Errorf("%s: %+v, %v; want %+v, %v", tt.name, got, ok, tt.want, tt.wantOK)
 		}
@@ -332,7 +332,7 @@ func TestDHCPReplies(t *testing.T) {
 			t.Errorf("%s: the parent's filter keeps %d bytes (%v), want %d", tt.name, n, err, tt.filter)
 		}
 	}
-	if _, err := replyProgram(); err != nil {
+	if _, err := ReplyProgram(); err != nil {
 		t.Error(err)
 	}
 }
