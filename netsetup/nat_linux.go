@@ -1,7 +1,6 @@
 package netsetup
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"sync"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -565,25 +563,18 @@ func (n *natRun) join(s *hostnet.Setup) error {
 // serveDHCP runs the guest's DHCP responder on its tap until undone.
 func (n *natRun) serveDHCP(s *hostnet.Setup) error {
 	m := n.m
-	srv, err := dhcpserve.New(dhcpserve.Config{
+	h, err := s.GoReopening(hostnet.ServiceDHCP, hostnet.DHCPPolicy, hostnet.OpenResponder(dhcpserve.Config{
 		Link: s.Cfg.LinkName, ClientMAC: s.Cfg.MAC, ServerMAC: NATBridgeMAC,
 		Lease: dhcpserve.Lease{
 			IP: m.ip.AsSlice(), Mask: net.CIDRMask(m.subnet.Bits(), 32),
 			Router: m.gw.AsSlice(), DNS: []net.IP{m.gw.AsSlice()}, ServerID: m.gw.AsSlice(),
 		},
 		Logf: func(format string, args ...any) { s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
-	})
+	}))
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := srv.Serve(ctx); err != nil {
-			s.Trace.ReportNotice(fmt.Sprintf("NAT: the guest's DHCP responder stopped: %v", err))
-		}
-	})
-	s.OnUndo(func() error { cancel(); wg.Wait(); return srv.Close() })
+	s.OnUndo(func() error { h.Stop(); return nil })
 	return nil
 }
 
@@ -594,15 +585,15 @@ func (n *natRun) serveDNS(s *hostnet.Setup) error {
 	if rc == "" {
 		rc = DefaultResolvConf
 	}
-	f, err := dnsforward.Start(dnsforward.Config{
+	h, err := s.GoReopening(hostnet.ServiceDNS, hostnet.DNSPolicy, hostnet.OpenForwarder(dnsforward.Config{
 		Addr: dnsforward.Addr(n.m.gw.AsSlice()), ResolvConf: rc,
 		Logf: func(format string, args ...any) { s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
-	})
+	}))
 	if err != nil {
 		s.Trace.ReportNotice(fmt.Sprintf("NAT: no DNS for the guest: %v", err))
 		return nil
 	}
-	s.OnUndo(f.Close)
+	s.OnUndo(func() error { h.Stop(); return nil })
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // routedLab is a lab whose host has 10.77.0.2/24 on its uplink up0 and a
@@ -322,6 +323,11 @@ func TestRoutedStatic(t *testing.T) {
 	if lease.Duration != time.Hour {
 		t.Errorf("lease time %s for a static address, want 1h", lease.Duration)
 	}
+	// The responder fails, is restarted, and answers a new DISCOVER.
+	killService(t, a, &c, hostnet.ServiceDHCP)
+	if lease, err := g.DHCP(ctx); err != nil || !lease.IP.Equal(n.IP.To4()) {
+		t.Fatalf("guest DHCP after the responder was restarted: %+v, %v", lease, err)
+	}
 	if err := g.PingVia(ctx, net.ParseIP(netsetup.RoutedGateway), net.ParseIP(lanIP)); err != nil {
 		t.Fatalf("guest → LAN: %v", err)
 	}
@@ -531,6 +537,12 @@ func TestRoutedLeaseKeptAndMoved(t *testing.T) {
 	if _, err := dm.Out.WaitFor(`DHCPACK\(lan0\) `+regexp.QuoteMeta(old.String()), time.Minute); err != nil {
 		t.Fatalf("dnsmasq did not acknowledge a renewal: %v", err)
 	}
+	// The keeper fails and is restarted: it is the keeper that follows
+	// the refusal below.
+	if !a.Services.Fail(hostnet.ServiceKeeper, errors.New("killed by the test")) {
+		t.Fatal("no lease keeper runs")
+	}
+	waitTrace(t, &c, hostnet.ServiceKeeper+" failed (killed by the test); restarting it", time.Minute)
 	// Another server, another range: the next renewal of old is refused.
 	if err := dm.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -3,15 +3,19 @@ package netsetup_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/vmrun/vmrun/internal/service"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // serviceWait bounds the wait for a service's outcome.
@@ -76,5 +80,115 @@ func TestPasstKilledEndsTheRun(t *testing.T) {
 	}
 	if objs := rec.objects(); len(objs) != 0 {
 		t.Errorf("left recorded after undo: %+v", objs)
+	}
+}
+
+// killService ends the current run of the named service as a failure
+// (the test hook: nothing outside vmrun can close a service's socket) and
+// waits until it serves again, reopened by its restart policy.
+func killService(t *testing.T, a *netsetup.Attachment, c *collector, name string) {
+	t.Helper()
+	again := name + " serves again"
+	count := func() int {
+		_, events := c.all()
+		n := 0
+		for _, e := range events {
+			if e == again {
+				n++
+			}
+		}
+		return n
+	}
+	before := count()
+	if !a.Services.Fail(name, errors.New("killed by the test")) {
+		t.Fatalf("no service %q runs", name)
+	}
+	deadline := time.After(serviceWait)
+	for {
+		changed := c.changed()
+		if count() > before {
+			break
+		}
+		select {
+		case <-changed:
+		case <-a.Done():
+			t.Fatalf("%s did not come back: %v", name, a.Err())
+		case <-deadline:
+			t.Fatalf("%s did not serve again within %s", name, serviceWait)
+		}
+	}
+	notices, _ := c.all()
+	restarted := false
+	for _, n := range notices {
+		restarted = restarted || strings.HasPrefix(n, name+" failed (killed by the test); restarting it")
+	}
+	if !restarted {
+		t.Errorf("no restart notice for %s: %q", name, notices)
+	}
+}
+
+// askDNS sends a query to the DNS forwarder at gw:53 from the host
+// namespace; any answer (the LAN has no name server: SERVFAIL) shows it
+// serves.
+func askDNS(t *testing.T, l *lab, gw net.IP) {
+	t.Helper()
+	err := l.host.Do(func() error {
+		m := new(dns.Msg)
+		m.SetQuestion("vmrun.test.", dns.TypeA)
+		_, _, err := (&dns.Client{Net: "udp", Timeout: 10 * time.Second}).Exchange(m, net.JoinHostPort(gw.String(), "53"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("DNS forwarder on %s: %v", gw, err)
+	}
+}
+
+// TestNATServicesRestart: NAT's DHCP responder and DNS forwarder are
+// restarted when they fail, and serve the guest again (a new DISCOVER is
+// answered, a query on the gateway too); the responder failing once more
+// than its policy allows within a minute makes the attachment dead, with
+// the sentence; Undo still removes everything.
+func TestNATServicesRestart(t *testing.T) {
+	l := natLab(t)
+	p := natPlan(t, "svc-nat")
+	var c collector
+	a, err := l.apply(t, c.trace(ctxT(t, 30*time.Second)), p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := fakeguest.New(a.Files[0], p.MAC, true)
+	defer g.Close()
+	lease, err := g.DHCP(ctxT(t, 20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	killService(t, a, &c, hostnet.ServiceDHCP)
+	if _, err := g.DHCP(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatalf("DHCP after the responder was restarted: %v", err)
+	}
+	askDNS(t, l, lease.Router)
+	killService(t, a, &c, hostnet.ServiceDNS)
+	askDNS(t, l, lease.Router)
+	select {
+	case <-a.Done():
+		t.Fatalf("Done after restarts within the policy: %v", a.Err())
+	default:
+	}
+
+	// The first kill counts: DefaultRestarts failures in all are
+	// restarted, one more is not.
+	for range service.DefaultRestarts - 1 {
+		killService(t, a, &c, hostnet.ServiceDHCP)
+	}
+	a.Services.Fail(hostnet.ServiceDHCP, errors.New("killed by the test"))
+	dead := awaitDone(t, a)
+	want := hostnet.ServiceDHCP + " failed 6 times within 1m0s (killed by the test): the guest can no longer get or renew its address by DHCP; vmrun stops the VM; start it again"
+	if dead.Error() != want {
+		t.Errorf("Err =\n %q\nwant\n %q", dead, want)
+	}
+	g.Close()
+	a.CloseFiles()
+	if err := a.Undo(); err != nil {
+		t.Fatalf("undo: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,11 @@ type Forwarder struct {
 	wg   sync.WaitGroup
 	once sync.Once
 
+	closing  atomic.Bool   // Close has begun: a server's end is no failure
+	dead     chan struct{} // closed when a server stopped serving on its own
+	deadOnce sync.Once
+	deadErr  error
+
 	mu       sync.Mutex
 	conf     []byte // the resolv.conf's content upstream was read from
 	upstream []string
@@ -64,7 +70,7 @@ func Start(cfg Config) (*Forwarder, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	f := &Forwarder{cfg: cfg}
+	f := &Forwarder{cfg: cfg, dead: make(chan struct{})}
 	if _, err := f.upstreams(); err != nil {
 		return nil, err
 	}
@@ -96,7 +102,10 @@ func Start(cfg Config) (*Forwarder, error) {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			_ = s.ActivateAndServe()
+			err := s.ActivateAndServe()
+			if !f.closing.Load() {
+				f.died(err)
+			}
 		}()
 		<-started
 	}
@@ -115,9 +124,36 @@ func reusePort(network, address string, c syscall.RawConn) error {
 	return errors.Join(err, serr)
 }
 
+// died records that a server stopped serving on its own, with err.
+func (f *Forwarder) died(err error) {
+	if err == nil {
+		err = errors.New("stopped serving")
+	}
+	f.deadOnce.Do(func() {
+		f.deadErr = fmt.Errorf("dns forwarder on %s: %w", f.cfg.Addr, err)
+		close(f.dead)
+	})
+}
+
+// Done is closed when the forwarder stopped serving on its own (a socket
+// failed): Err says why. Close does not close it.
+func (f *Forwarder) Done() <-chan struct{} { return f.dead }
+
+// Err is why the forwarder stopped serving, once Done is closed; nil
+// before.
+func (f *Forwarder) Err() error {
+	select {
+	case <-f.dead:
+		return f.deadErr
+	default:
+		return nil
+	}
+}
+
 // Close stops serving and waits for the servers to end.
 func (f *Forwarder) Close() error {
 	var err error
+	f.closing.Store(true)
 	f.once.Do(func() {
 		err = errors.Join(f.udp.Shutdown(), f.tcp.Shutdown())
 		f.wg.Wait()

@@ -1,6 +1,7 @@
 package dnsforward
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -143,5 +144,36 @@ func TestStartErrors(t *testing.T) {
 	}
 	if _, err := Start(Config{Addr: "127.0.0.1:0", ResolvConf: rc}); err == nil {
 		t.Error("resolv.conf without name servers accepted")
+	}
+}
+
+// TestDoneWhenSocketFails: a forwarder whose socket is closed under it
+// reports it on Done with the reason; Close does not.
+func TestDoneWhenSocketFails(t *testing.T) {
+	ns := testutil.NewNetns(t, "dnsd")
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(rc, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := start(t, ns, Config{Addr: "127.0.0.1:53", ResolvConf: rc})
+	g := start(t, ns, Config{Addr: "127.0.0.1:53", ResolvConf: rc})
+	if err := f.udp.PacketConn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-f.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done was not closed after the UDP socket failed")
+	}
+	if err := f.Err(); err == nil || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Err = %v, want the closed socket", err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-g.Done():
+		t.Errorf("Close closed Done: %v", g.Err())
+	default:
 	}
 }

@@ -87,6 +87,9 @@ type Group struct {
 	once sync.Once
 	done chan struct{}
 	err  error
+
+	mu     sync.Mutex
+	byName map[string]*Handle // the latest service started under each name
 }
 
 // New returns a group whose services run until ctx ends or Stop is
@@ -96,7 +99,7 @@ func New(ctx context.Context, notice func(msg string)) *Group {
 		notice = func(string) {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	return &Group{ctx: ctx, cancel: cancel, notice: notice, done: make(chan struct{})}
+	return &Group{ctx: ctx, cancel: cancel, notice: notice, done: make(chan struct{}), byName: map[string]*Handle{}}
 }
 
 // Handle is one running service.
@@ -117,6 +120,9 @@ type Handle struct {
 func (g *Group) Go(name string, p Policy, run func(ctx context.Context) error) *Handle {
 	ctx, cancel := context.WithCancel(g.ctx)
 	h := &Handle{name: name, cancel: cancel, done: make(chan struct{})}
+	g.mu.Lock()
+	g.byName[name] = h
+	g.mu.Unlock()
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
@@ -217,6 +223,19 @@ func (g *Group) Err() error {
 func (g *Group) Stop() {
 	g.cancel()
 	g.wg.Wait()
+}
+
+// Fail is Handle.Fail for the service last started as name; it reports
+// whether there is one.
+func (g *Group) Fail(name string, err error) bool {
+	g.mu.Lock()
+	h := g.byName[name]
+	g.mu.Unlock()
+	if h == nil {
+		return false
+	}
+	h.Fail(err)
+	return true
 }
 
 // Cancel asks the service to stop, without waiting (see Wait).

@@ -182,7 +182,12 @@ func TestFailRestarts(t *testing.T) {
 		return ctx.Err()
 	})
 	<-started
-	h.Fail(errBroken)
+	if g.Fail("no such service", errBroken) {
+		t.Error("Fail found a service that was never started")
+	}
+	if !g.Fail("the router advertiser", errBroken) {
+		t.Fatal("Fail did not find the service by its name")
+	}
 	ctx := <-started
 	if ctx.Err() != nil {
 		t.Fatal("the restarted run's context is already done")

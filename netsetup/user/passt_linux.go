@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/vmrun/vmrun/internal/linetail"
-	"github.com/vmrun/vmrun/internal/service"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
@@ -91,7 +90,7 @@ func passtAttachment(ctx context.Context, c Config, rec hostnet.Recorder) (att *
 	}
 	tr.ReportStep("passt")
 	svc := hostnet.NewServices(ctx)
-	svc.Go("passt", passtPolicy, h.watch)
+	svc.Go(hostnet.ServicePasst, hostnet.PasstPolicy, h.watch)
 	return &hostnet.Attachment{
 		Backend:  "stream",
 		Files:    []*os.File{qemuEnd},
@@ -100,13 +99,6 @@ func passtAttachment(ctx context.Context, c Config, rec hostnet.Recorder) (att *
 		Services: svc,
 	}, nil
 }
-
-// passtPolicy: passt dying ends the run. QEMU 7.2's stream netdev holds
-// the socket vmrun passed it and has no way to reconnect, so a new passt
-// could not reach the guest.
-var passtPolicy = service.EndRun(
-	"has lost its network (QEMU's stream netdev cannot be reconnected to a new passt)",
-	"vmrun stops the VM; start it again")
 
 // passtProc is a running passt.
 type passtProc struct {

@@ -83,7 +83,13 @@ func Run(ctx context.Context, cfg LinkConfig, rec Recorder, obj rundir.Object, r
 		}
 		s.Trace.ReportStep(st.Name)
 	}
-	s.Att.Undo = sync.OnceValue(func() error { return Privileged(s.undo.Unwind) })
+	s.Att.Undo = sync.OnceValue(func() error {
+		return Privileged(func() error {
+			err := s.undo.Unwind()
+			s.stopServices()
+			return err
+		})
+	})
 	return s.Att, nil
 }
 
@@ -104,7 +110,9 @@ func (s *Setup) fail(stepName string, err error) error {
 		err = fmt.Errorf("%s: %w", stepName, err)
 	}
 	err = fmt.Errorf("%s %q on %q: %w", s.Noun, s.Cfg.LinkName, s.Cfg.Parent, err)
-	if uerr := s.undo.Unwind(); uerr != nil {
+	uerr := s.undo.Unwind()
+	s.stopServices()
+	if uerr != nil {
 		return errors.Join(err, fmt.Errorf("undoing it: %w", uerr))
 	}
 	return err

@@ -1,4 +1,4 @@
-package routed
+package netsetup
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dhcpupstream"
+	"github.com/vmrun/vmrun/internal/service"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
@@ -50,70 +51,37 @@ func routedSteps(g *routedGuest) []hostnet.Step {
 	}...)
 }
 
-// Config is what routed mode needs of a plan.
-type Config struct {
-	Link hostnet.LinkConfig // Parent is the uplink
-	Caps []int              // the capabilities to raise (internal/caps numbers)
-	// GuestIP is the guest's static address (--guest-ip); nil: vmrun
-	// leases one from the uplink's DHCP server on the guest's behalf.
-	GuestIP net.IP
-}
-
-// Attach carries out the routed set-up (see hostnet.Run).
-func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
-	g := &routedGuest{cfg: c}
+// applyRouted carries out a routed plan.
+func applyRouted(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
+	if err := checkRoutedPlan(p); err != nil {
+		return nil, err
+	}
+	g := &routedGuest{p: p}
 	// The tap's MAC is the kernel's until the "host mac" step.
-	obj := hostnet.LinkObject(c.Link.VM, c.Link.LinkName, "tuntap", nil)
-	return hostnet.Run(ctx, c.Link, rec, obj, c.Caps, routedSteps(g))
+	return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), routedSteps(g))
 }
 
 // routedGuest is the state of one routed attachment: what Apply's steps
 // learn, and the background services that outlive Apply until Undo.
 type routedGuest struct {
-	cfg Config         // what it carries out
-	s   *hostnet.Setup // the Apply that made it (its handle, recorder, trace)
-	ns  netns.NsHandle // the network namespace Apply ran in
+	p  Plan           // the plan it carries out
+	s  *hostnet.Setup // the Apply that made it (its handle, recorder, trace)
+	ns netns.NsHandle // the network namespace Apply ran in
 
 	client  *dhcpupstream.Client // the upstream lease; nil for a static address
 	dns     []net.IP
 	dnsNote string
 
-	keeper *background // renews the upstream lease
+	keeper *service.Handle // renews the upstream lease
 
 	mu   sync.Mutex
-	ip   net.IP      // the guest's address, as routed now
-	resp *background // the DHCP responder on the tap
+	ip   net.IP          // the guest's address, as routed now
+	resp *service.Handle // the DHCP responder on the tap
 
-	stopping []*background // cancelled by Undo, waited for after the tap is gone
+	stopping []*service.Handle // cancelled by Undo, waited for after the tap is gone
 
 	tapV6 bool     // the tap has fe80::1 (IPv6 is enabled)
 	v6    *routed6 // the shared IPv6 prefixes; nil when the guest has IPv4 only
-}
-
-// background is a goroutine that runs until its context is cancelled.
-type background struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// goBackground runs fn in a goroutine with a context that stop cancels.
-func goBackground(fn func(ctx context.Context)) *background {
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &background{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(b.done)
-		fn(ctx)
-	}()
-	return b
-}
-
-// stop cancels the goroutine and waits for it to return.
-func (b *background) stop() {
-	if b == nil {
-		return
-	}
-	b.cancel()
-	<-b.done
 }
 
 // inNS runs fn in the namespace Apply ran in (see hostnet.InNS).
@@ -142,10 +110,10 @@ func (g *routedGuest) lookupUplink(s *hostnet.Setup) error {
 		return err
 	}
 	if len(s.ParentLink.Attrs().HardwareAddr) != 6 {
-		return hostnet.Refuse(hostnet.ErrUnsuitable, "%s has no Ethernet address, and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", s.Cfg.Parent)
+		return hostnet.Refuse(ErrUnsuitable, "%s has no Ethernet address, and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", s.Cfg.Parent)
 	}
 	if !caps.Usable(unix.CAP_NET_RAW) {
-		return hostnet.Refuse(hostnet.ErrNoPrivilege, "--net routed answers the guest's DHCP and leases its address through packet sockets, which need CAP_NET_RAW; run vmrun as root")
+		return hostnet.Refuse(ErrNoPrivilege, "--net routed answers the guest's DHCP and leases its address through packet sockets, which need CAP_NET_RAW; run vmrun as root")
 	}
 	ns, err := netns.Get()
 	if err != nil {
@@ -158,7 +126,7 @@ func (g *routedGuest) lookupUplink(s *hostnet.Setup) error {
 	// them) instead of before it.
 	s.OnUndo(func() error {
 		for _, b := range g.stopping {
-			<-b.done
+			b.Wait()
 		}
 		g.stopping = nil
 		return nil
@@ -170,22 +138,22 @@ func (g *routedGuest) lookupUplink(s *hostnet.Setup) error {
 // taken from the uplink's DHCP server with the VM's own client identifier
 // (released again by the undo).
 func (g *routedGuest) takeAddress(s *hostnet.Setup) error {
-	p := g.cfg.Link
-	if g.cfg.GuestIP != nil {
-		g.ip = g.cfg.GuestIP.To4()
+	p := g.p
+	if p.GuestAddr == GuestAddrStatic {
+		g.ip = p.GuestIP.To4()
 		g.dns, g.dnsNote = routedDNS(nil, readResolvConf())
 		g.notice("routed: the guest gets %s (--guest-ip; no lease is taken for it) on %s's LAN", g.ip, p.Parent)
 		return nil
 	}
 	c, err := dhcpupstream.Acquire(s.Ctx, dhcpupstream.Config{
-		Link: p.Parent, ClientID: dhcpupstream.VMClientID(p.VM), Hostname: p.VM,
+		Link: p.Parent, ClientID: dhcpupstream.VMClientID(p.Name), Hostname: p.Name,
 		Logf: g.event,
 	})
 	if err != nil {
 		if cerr := s.Ctx.Err(); cerr != nil {
 			return cerr
 		}
-		return hostnet.Refuse(hostnet.ErrNoLease, "no DHCP server on %s gave the guest an address (%v); give it one with --guest-ip ADDRESS, or check %s's network", p.Parent, err, p.Parent)
+		return hostnet.Refuse(ErrNoLease, "no DHCP server on %s gave the guest an address (%v); give it one with --guest-ip ADDRESS, or check %s's network", p.Parent, err, p.Parent)
 	}
 	g.client = c
 	s.OnUndo(g.release)
@@ -195,7 +163,7 @@ func (g *routedGuest) takeAddress(s *hostnet.Setup) error {
 	if len(g.dns) == 0 {
 		g.dns, g.dnsNote = routedDNS(nil, readResolvConf())
 	}
-	g.notice("routed: the guest gets %s (leased from %s with client-id vmrun-%s, for %s)", g.ip, l.ServerID, p.VM, l.LeaseTime)
+	g.notice("routed: the guest gets %s (leased from %s with client-id vmrun-%s, for %s)", g.ip, l.ServerID, p.Name, l.LeaseTime)
 	return nil
 }
 
@@ -224,11 +192,11 @@ func readResolvConf() string {
 // and fe80::1/64 without duplicate address detection (skipped when IPv6
 // is disabled on the host).
 func (g *routedGuest) addHostAddrs(s *hostnet.Setup) error {
-	v4 := &net.IPNet{IP: net.ParseIP(Gateway).To4(), Mask: net.CIDRMask(32, 32)}
+	v4 := &net.IPNet{IP: net.ParseIP(RoutedGateway).To4(), Mask: net.CIDRMask(32, 32)}
 	if err := g.addAddr(s, &netlink.Addr{IPNet: v4, Scope: unix.RT_SCOPE_LINK}); err != nil {
 		return err
 	}
-	v6 := &net.IPNet{IP: net.ParseIP(GatewayV6), Mask: net.CIDRMask(64, 128)}
+	v6 := &net.IPNet{IP: net.ParseIP(RoutedGatewayV6), Mask: net.CIDRMask(64, 128)}
 	err := g.addAddr(s, &netlink.Addr{IPNet: v6, Flags: unix.IFA_F_NODAD})
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EPERM) {
 		g.event("routed: no IPv6 on %s (%v)", s.Cfg.LinkName, err)
@@ -240,7 +208,7 @@ func (g *routedGuest) addHostAddrs(s *hostnet.Setup) error {
 
 // addAddr records and adds one address to the tap.
 func (g *routedGuest) addAddr(s *hostnet.Setup, a *netlink.Addr) error {
-	obj, h, rec, tap := hostnet.AddrObject(a.IPNet, s.Cfg.LinkName), s.H, s.Rec, s.Link
+	obj, h, rec, tap := AddrObject(a.IPNet, s.Cfg.LinkName), s.H, s.Rec, s.Link
 	return s.AddRecorded(obj, func() error { return h.AddrAdd(tap, a) }, func() error {
 		return errors.Join(hostnet.DeleteAddr(h, obj), rec.Forget(obj))
 	})
@@ -282,15 +250,15 @@ func (g *routedGuest) addRoute(s *hostnet.Setup) error {
 }
 
 // routeGuest records and adds the /32 route to ip through tap.
-func routeGuest(h *netlink.Handle, rec hostnet.Recorder, tap netlink.Link, ip net.IP) error {
+func routeGuest(h *netlink.Handle, rec Recorder, tap netlink.Link, ip net.IP) error {
 	dst := hostRoute(ip)
-	obj := hostnet.RouteObject(dst, tap.Attrs().Name)
+	obj := RouteObject(dst, tap.Attrs().Name)
 	if err := rec.Record(obj); err != nil {
 		return err
 	}
 	err := h.RouteAdd(&netlink.Route{LinkIndex: tap.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_STATIC})
 	if errors.Is(err, unix.EEXIST) {
-		err = hostnet.Refuse(hostnet.ErrBadRequest, "this host already has a route to %s, so it cannot route that address to the guest; is another VM using it?", ip)
+		err = hostnet.Refuse(ErrBadRequest, "this host already has a route to %s, so it cannot route that address to the guest; is another VM using it?", ip)
 	}
 	if err != nil {
 		return errors.Join(err, rec.Forget(obj))
@@ -299,8 +267,8 @@ func routeGuest(h *netlink.Handle, rec hostnet.Recorder, tap netlink.Link, ip ne
 }
 
 // unrouteGuest deletes the /32 route to ip through link tap and forgets it.
-func unrouteGuest(h *netlink.Handle, rec hostnet.Recorder, tap string, ip net.IP) error {
-	obj := hostnet.RouteObject(hostRoute(ip), tap)
+func unrouteGuest(h *netlink.Handle, rec Recorder, tap string, ip net.IP) error {
+	obj := RouteObject(hostRoute(ip), tap)
 	return errors.Join(hostnet.DeleteRoute(h, obj), rec.Forget(obj))
 }
 
@@ -315,7 +283,7 @@ func (g *routedGuest) addProxyARP(s *hostnet.Setup) error {
 
 // proxyGuest records and adds a proxy ARP entry for ip on uplink. An
 // entry that is already there is someone else's: refused, left alone.
-func proxyGuest(h *netlink.Handle, rec hostnet.Recorder, uplink netlink.Link, ip net.IP) error {
+func proxyGuest(h *netlink.Handle, rec Recorder, uplink netlink.Link, ip net.IP) error {
 	idx, name := uplink.Attrs().Index, uplink.Attrs().Name
 	family, proto, nip := netlink.FAMILY_V4, "ARP", ip.To4()
 	if nip == nil {
@@ -327,10 +295,10 @@ func proxyGuest(h *netlink.Handle, rec hostnet.Recorder, uplink netlink.Link, ip
 	}
 	for _, n := range have {
 		if n.IP.Equal(ip) {
-			return hostnet.Refuse(hostnet.ErrBadRequest, "%s already answers %s for %s (a proxy entry that is not this VM's): another VM or the administrator uses that address; give the guest another one", name, proto, ip)
+			return hostnet.Refuse(ErrBadRequest, "%s already answers %s for %s (a proxy entry that is not this VM's): another VM or the administrator uses that address; give the guest another one", name, proto, ip)
 		}
 	}
-	obj := hostnet.NeighObject(ip, name, true)
+	obj := NeighObject(ip, name, true)
 	if err := rec.Record(obj); err != nil {
 		return err
 	}
@@ -342,8 +310,8 @@ func proxyGuest(h *netlink.Handle, rec hostnet.Recorder, uplink netlink.Link, ip
 }
 
 // unproxyGuest deletes the proxy entry for ip on link uplink and forgets it.
-func unproxyGuest(h *netlink.Handle, rec hostnet.Recorder, uplink string, ip net.IP) error {
-	obj := hostnet.NeighObject(ip, uplink, true)
+func unproxyGuest(h *netlink.Handle, rec Recorder, uplink string, ip net.IP) error {
+	obj := NeighObject(ip, uplink, true)
 	return errors.Join(hostnet.DeleteNeigh(h, obj), rec.Forget(obj))
 }
 
@@ -363,7 +331,7 @@ func (g *routedGuest) startResponder(s *hostnet.Setup) error {
 		g.resp = nil
 		g.mu.Unlock()
 		if b != nil {
-			b.cancel()
+			b.Cancel()
 			g.stopping = append(g.stopping, b)
 		}
 		return nil
@@ -373,27 +341,19 @@ func (g *routedGuest) startResponder(s *hostnet.Setup) error {
 
 // serve opens a DHCP responder on the tap (in the calling thread's
 // namespace) that hands the guest ip, and serves in the background.
-func (g *routedGuest) serve(ip net.IP) (*background, error) {
+func (g *routedGuest) serve(ip net.IP) (*service.Handle, error) {
 	var up *dhcpupstream.Lease
 	if g.client != nil {
 		l := g.client.Lease()
 		up = &l
 	}
-	srv, err := dhcpserve.New(dhcpserve.Config{
+	cfg := dhcpserve.Config{
 		Link: g.s.Cfg.LinkName, ClientMAC: g.s.Cfg.MAC,
 		Lease: routedLease(ip, up, g.dns, g.s.Att.MTU),
 		Logf:  g.event,
 		OnAck: func(ip net.IP) { g.event("routed: the guest took %s from vmrun's DHCP responder", ip) },
-	})
-	if err != nil {
-		return nil, err
 	}
-	return goBackground(func(ctx context.Context) {
-		if err := srv.Serve(ctx); err != nil {
-			g.notice("routed: the DHCP responder for the guest stopped: %v", err)
-		}
-		_ = srv.Close()
-	}), nil
+	return g.s.GoReopening(hostnet.ServiceDHCP, hostnet.DHCPPolicy, hostnet.OpenResponder(cfg))
 }
 
 // startKeeper keeps the upstream lease renewed until Undo.
@@ -401,8 +361,8 @@ func (g *routedGuest) startKeeper(s *hostnet.Setup) error {
 	if g.client == nil {
 		return nil
 	}
-	g.keeper = goBackground(func(ctx context.Context) { _ = g.client.Run(ctx, g.leaseChanged) })
-	s.OnUndo(func() error { g.keeper.stop(); return nil })
+	g.keeper = s.Services().Go(hostnet.ServiceKeeper, hostnet.KeeperPolicy, func(ctx context.Context) error { return g.client.Run(ctx, g.leaseChanged) })
+	s.OnUndo(func() error { g.keeper.Stop(); return nil })
 	return nil
 }
 
@@ -446,7 +406,7 @@ func (g *routedGuest) move(old, ip net.IP) error {
 	prev := g.resp
 	g.resp, g.ip = b, ip
 	g.mu.Unlock()
-	prev.stop()
+	prev.Stop()
 	return errors.Join(unproxyGuest(s.H, s.Rec, s.Cfg.Parent, old), unrouteGuest(s.H, s.Rec, s.Cfg.LinkName, old))
 }
 
@@ -456,7 +416,7 @@ func (g *routedGuest) move(old, ip net.IP) error {
 // default route, option 121 with a host route to it and the default route
 // through it. up is the upstream lease (nil for a static address).
 func routedLease(ip net.IP, up *dhcpupstream.Lease, dns []net.IP, mtu int) dhcpserve.Lease {
-	gw := net.ParseIP(Gateway).To4()
+	gw := net.ParseIP(RoutedGateway).To4()
 	l := dhcpserve.Lease{
 		IP: ip.To4(), Mask: net.CIDRMask(32, 32), Router: gw, ServerID: gw, DNS: dns,
 		Routes: []dhcpserve.Route{

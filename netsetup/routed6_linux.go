@@ -1,4 +1,4 @@
-package routed
+package netsetup
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/internal/service"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"github.com/vmrun/vmrun/netsetup/internal/learn"
 	"golang.org/x/net/bpf"
@@ -122,26 +123,13 @@ func (g *routedGuest) startIPv6(s *hostnet.Setup) error {
 	// same name made again (a restarted VM, another namespace) would be
 	// looked up by its old index (ENODEV). A numeric zone is the index.
 	ifi := &net.Interface{Index: idx, Name: strconv.Itoa(idx), MTU: max(s.Att.MTU, 1280), HardwareAddr: hostnet.HostSideMAC(s.Cfg.MAC)}
-	ra, err := openAdvertiser(ifi, s.Cfg.LinkName)
+	adv, learn, err := g.startIPv6Services(s, ifi)
 	if err != nil {
 		return err
 	}
-	prog, err := bpf.Assemble(icmp6Filter())
-	if err != nil {
-		ra.Close()
-		return err
-	}
-	lc, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeIPv6), &packet.Config{Filter: prog})
-	if err != nil {
-		ra.Close()
-		return fmt.Errorf("packet socket on %s: %w", s.Cfg.LinkName, err)
-	}
-	msg := g.advertisement(ifi.HardwareAddr, s.Att.MTU)
-	adv := goBackground(func(ctx context.Context) { g.advertise(ctx, ra, msg) })
-	learn := goBackground(func(ctx context.Context) { g.learn6(ctx, lc) })
 	s.OnUndo(func() error {
-		adv.cancel()
-		learn.cancel()
+		adv.Cancel()
+		learn.Cancel()
 		g.stopping = append(g.stopping, adv, learn)
 		g.mu.Lock()
 		var addrs []netip.Addr
@@ -163,8 +151,41 @@ func (g *routedGuest) startIPv6(s *hostnet.Setup) error {
 	for i, p := range prefixes {
 		list[i] = p.String()
 	}
-	g.event("routed: advertising %v to the guest (router %s); its IPv6 addresses are routed as it takes them", list, GatewayV6)
+	g.event("routed: advertising %v to the guest (router %s); its IPv6 addresses are routed as it takes them", list, RoutedGatewayV6)
 	return nil
+}
+
+// startIPv6Services starts the router advertiser and the learner of the
+// guest's IPv6 addresses on the tap ifi.
+func (g *routedGuest) startIPv6Services(s *hostnet.Setup, ifi *net.Interface) (adv, learn *service.Handle, err error) {
+	msg := g.advertisement(ifi.HardwareAddr, s.Att.MTU)
+	adv, err = s.GoReopening(hostnet.ServiceRA, hostnet.RAPolicy, func() (func(context.Context) error, error) {
+		ra, err := openAdvertiser(ifi, s.Cfg.LinkName)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return g.advertise(ctx, ra, msg) }, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	prog, err := bpf.Assemble(icmp6Filter())
+	if err != nil {
+		adv.Stop()
+		return nil, nil, err
+	}
+	learn, err = s.GoReopening(hostnet.ServiceLearn6, hostnet.Learn6Policy, func() (func(context.Context) error, error) {
+		lc, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeIPv6), &packet.Config{Filter: prog})
+		if err != nil {
+			return nil, fmt.Errorf("packet socket on %s: %w", s.Cfg.LinkName, err)
+		}
+		return func(ctx context.Context) error { return g.learn6(ctx, lc) }, nil
+	})
+	if err != nil {
+		adv.Stop()
+		return nil, nil, err
+	}
+	return adv, learn, nil
 }
 
 // openAdvertiser opens an ICMPv6 socket on the tap's fe80::1, joined to
@@ -199,20 +220,19 @@ func (g *routedGuest) advertisement(mac net.HardwareAddr, mtu int) *ndp.RouterAd
 
 // advertise sends ra to all nodes at once, every raInterval and in answer
 // to a router solicitation, until ctx ends.
-func (g *routedGuest) advertise(ctx context.Context, c *ndp.Conn, ra *ndp.RouterAdvertisement) {
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
+func (g *routedGuest) advertise(ctx context.Context, c *ndp.Conn, ra *ndp.RouterAdvertisement) error {
+	defer closeWith(ctx, c.Close)()
 	all := netip.IPv6LinkLocalAllNodes()
 	send := func() { _ = c.WriteTo(ra, nil, all) } // fails while the tap has no carrier (QEMU not attached yet)
 	send()
 	next := time.Now().Add(raInterval)
 	for {
 		if err := c.SetReadDeadline(next); err != nil {
-			return
+			return fmt.Errorf("router advertisements: %w", err)
 		}
 		m, _, _, err := c.ReadFrom()
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		var ne net.Error
 		switch {
@@ -220,13 +240,25 @@ func (g *routedGuest) advertise(ctx context.Context, c *ndp.Conn, ra *ndp.Router
 			send()
 			next = time.Now().Add(raInterval)
 		case errors.Is(err, net.ErrClosed):
-			return
+			return fmt.Errorf("router advertisements: %w", err)
 		case err != nil:
 			// A malformed message, or the tap went down for a moment.
 		default:
 			if _, ok := m.(*ndp.RouterSolicitation); ok {
 				send()
 			}
+		}
+	}
+}
+
+// closeWith closes a service's socket when ctx ends (which wakes a read
+// blocked on it) and returns the function that closes it, once, when the
+// service returns.
+func closeWith(ctx context.Context, closeFn func() error) func() {
+	stop := context.AfterFunc(ctx, func() { _ = closeFn() })
+	return func() {
+		if stop() {
+			_ = closeFn()
 		}
 	}
 }
@@ -246,17 +278,17 @@ func icmp6Filter() []bpf.Instruction {
 
 // learn6 reads the guest's ICMPv6 packets on the tap and routes every
 // address of the advertised prefixes it uses, until ctx ends.
-func (g *routedGuest) learn6(ctx context.Context, c *packet.Conn) {
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	err := learn.ReadFrames(c, make([]byte, 512), ctx.Done(), func(frame []byte) {
+func (g *routedGuest) learn6(ctx context.Context, c *packet.Conn) error {
+	defer closeWith(ctx, c.Close)()
+	err := readFrames(c, make([]byte, 512), ctx.Done(), func(frame []byte) {
 		if ev, ok := learn.GuestAddrEvent(frame, g.s.Cfg.MAC); ok && !ev.Drop && ev.Addr.Is6() {
 			g.addGuest6(ev.Addr, ev.Why)
 		}
 	})
 	if err != nil {
-		g.notice("routed: learning the guest's IPv6 addresses stopped: %v", err)
+		return fmt.Errorf("reading the guest's ICMPv6: %w", err)
 	}
+	return nil
 }
 
 // addGuest6 routes a to the guest and proxies it on the uplink, once, if

@@ -1,4 +1,4 @@
-package routed
+package netsetup
 
 import (
 	"net"
