@@ -5,6 +5,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/routed"
 	"github.com/vmrun/vmrun/netsetup/tap"
 	"github.com/vmrun/vmrun/netsetup/user"
 )
@@ -50,7 +51,7 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 		}
 		return tap.Macvtap{Link: linkConfig(p), Caps: capsFor(p.Mode)}, nil
 	case Routed:
-		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) { return applyRouted(ctx, p, rec) }), nil
+		return routedConfig(p)
 	case NAT:
 		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) {
 			return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps(p))
@@ -59,6 +60,21 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) { return applyIPVtap(ctx, p, rec) }), nil
 	}
 	return nil, hostnet.Refuse(ErrUnknownMode, "unknown network mode %q", p.Mode)
+}
+
+// routedConfig checks a routed plan and converts it.
+func routedConfig(p Plan) (routed.Config, error) {
+	if err := checkRoutedPlan(p); err != nil {
+		return routed.Config{}, err
+	}
+	if err := checkLinkPlan(p); err != nil {
+		return routed.Config{}, err
+	}
+	c := routed.Config{Link: linkConfig(p), Caps: capsFor(p.Mode)}
+	if p.GuestAddr == GuestAddrStatic {
+		c.GuestIP = p.GuestIP
+	}
+	return c, nil
 }
 
 // attachFunc is a set-up still in this package as a hostnet.Attacher.

@@ -7,6 +7,7 @@ import (
 	"github.com/vishvananda/netns"
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,7 +50,7 @@ func TestPrivilegeNumbers(t *testing.T) {
 // TestCapsRaisedWhereNeeded runs, on a thread whose effective set lacks
 // CAP_NET_ADMIN and CAP_NET_RAW (what an unprivileged vmrun's threads look
 // like: permitted, not effective), the paths that raise them: routed's
-// lease-change path (inNS, which runs in the keeper's goroutine) gets both
+// lease-change path (hostnet.InNS, which runs in the keeper's goroutine) gets both
 // and lowers them after; a set-up raising capsFor gets exactly what Needs says.
 func TestCapsRaisedWhereNeeded(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -69,16 +70,15 @@ func TestCapsRaisedWhereNeeded(t *testing.T) {
 			return
 		}
 		defer ns.Close()
-		g := &routedGuest{ns: ns}
 		var during uint64
-		if err := g.inNS(func() error { during = effective(t); return nil }); err != nil {
+		if err := hostnet.InNS(ns, func() error { during = effective(t); return nil }); err != nil {
 			t.Error(err)
 		}
 		if during&want != want {
-			t.Errorf("inNS ran fn with effective set %x, without CAP_NET_ADMIN and CAP_NET_RAW", during)
+			t.Errorf("InNS ran fn with effective set %x, without CAP_NET_ADMIN and CAP_NET_RAW", during)
 		}
 		if effective(t)&want != 0 {
-			t.Errorf("inNS left %x effective", effective(t))
+			t.Errorf("InNS left %x effective", effective(t))
 		}
 		for _, m := range []Mode{Bridge, Macvtap, Routed} {
 			lower := caps.Raise(capsFor(m)...)

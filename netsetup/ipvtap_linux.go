@@ -778,7 +778,7 @@ func (x *ipvtapRun) startLearner(s *hostnet.Setup) error {
 // learn reads the guest's frames until stopped.
 func (x *ipvtapRun) learn(conn *packet.Conn) {
 	defer x.learners.Done()
-	err := readFrames(conn, make([]byte, learn.SnapFull), x.stop, func(frame []byte) {
+	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), x.stop, func(frame []byte) {
 		if xid, ok := learn.GuestDHCPXID(frame, x.guestMAC); ok {
 			x.dhcpTransaction(xid)
 		}
@@ -840,7 +840,7 @@ func (x *ipvtapRun) requested(a netip.Addr) {
 // gets through.
 func (x *ipvtapRun) catchReplies(conn *packet.Conn) {
 	defer x.learners.Done()
-	err := readFrames(conn, make([]byte, learn.SnapFull), x.stop, func(frame []byte) {
+	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), x.stop, func(frame []byte) {
 		r, ok := learn.DHCPServerReply(frame, x.guestMAC)
 		if !ok || !r.Unicast {
 			return

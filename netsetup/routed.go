@@ -6,14 +6,15 @@ import (
 	"strings"
 
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/routed"
 )
 
 // RoutedGateway is vmrun's end of a routed guest's tap (169.254.0.1/32 on
 // the tap): the guest's gateway in routed mode, always. RoutedGatewayV6 is
 // its IPv6 link-local twin.
 const (
-	RoutedGateway   = "169.254.0.1"
-	RoutedGatewayV6 = "fe80::1"
+	RoutedGateway   = routed.Gateway
+	RoutedGatewayV6 = routed.GatewayV6
 )
 
 // GuestAddrSource says where a routed guest's address comes from.

@@ -136,3 +136,31 @@ func CloseFiles(fs []*os.File) error {
 	}
 	return errors.Join(errs...)
 }
+
+// InNS runs fn in network namespace ns (the one a set-up ran in): sysctl files and new
+// sockets belong to the namespace of the thread that opens them, and Undo
+// or a lease change may run on any thread. A thread already there (the
+// usual case) runs fn itself, locked; another one hands fn to a throwaway
+// thread (creating it costs more than the sysctl write). Either way fn
+// runs with vmrun's capabilities raised.
+func InNS(ns netns.NsHandle, fn func() error) error {
+	runtime.LockOSThread()
+	if cur, err := netns.Get(); err == nil {
+		same := cur.Equal(ns)
+		cur.Close()
+		if same {
+			defer runtime.UnlockOSThread()
+			// An unprivileged vmrun's capabilities are effective only
+			// while raised (the keeper's thread has none).
+			defer caps.RaiseAll()()
+			return fn()
+		}
+	}
+	runtime.UnlockOSThread()
+	return OnThrowawayThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("enter the network namespace of the VM's links: %w", err)
+		}
+		return fn()
+	})
+}

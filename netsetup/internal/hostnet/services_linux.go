@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 
 	"github.com/vishvananda/netns"
-	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dnsforward"
 	"github.com/vmrun/vmrun/internal/service"
@@ -65,33 +63,6 @@ func (s *Setup) GoReopening(name string, p service.Policy, open func() (serve fu
 		ns.Close()
 	}()
 	return h, nil
-}
-
-// InNS runs fn in network namespace ns with vmrun's capabilities raised:
-// sysctl files and new sockets belong to the namespace of the thread that
-// opens them, and a service or an undo may run on any thread. A thread
-// already there (the usual case) runs fn itself, locked; another one
-// hands fn to a throwaway thread.
-func InNS(ns netns.NsHandle, fn func() error) error {
-	runtime.LockOSThread()
-	if cur, err := netns.Get(); err == nil {
-		same := cur.Equal(ns)
-		cur.Close()
-		if same {
-			defer runtime.UnlockOSThread()
-			// An unprivileged vmrun's capabilities are effective only
-			// while raised (a service's thread has none).
-			defer caps.RaiseAll()()
-			return fn()
-		}
-	}
-	runtime.UnlockOSThread()
-	return OnThrowawayThread(func() error {
-		if err := netns.Set(ns); err != nil {
-			return fmt.Errorf("enter the network namespace of the VM's links: %w", err)
-		}
-		return fn()
-	})
 }
 
 // OpenResponder returns the opener of a DHCP responder on cfg.Link for

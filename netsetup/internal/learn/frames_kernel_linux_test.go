@@ -1,4 +1,4 @@
-package netsetup
+package learn
 
 import (
 	"net"
@@ -52,7 +52,7 @@ func TestReadFrames(t *testing.T) {
 	got := make(chan int, 16)
 	stop := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- readFrames(rx, make([]byte, 1500), stop, func(f []byte) { got <- len(f) }) }()
+	go func() { done <- ReadFrames(rx, make([]byte, 1500), stop, func(f []byte) { got <- len(f) }) }()
 	// A frame sent while the link is not yet (or no longer) running is
 	// lost: send again every 100 ms until one is handled, within a
 	// generous bound.
@@ -65,7 +65,7 @@ func TestReadFrames(t *testing.T) {
 			case <-got:
 				return
 			case err := <-done:
-				t.Fatalf("%s: readFrames ended: %v", what, err)
+				t.Fatalf("%s: ReadFrames ended: %v", what, err)
 			case <-deadline:
 				t.Fatalf("%s: no frame handled within %s", what, bound)
 			case <-time.After(100 * time.Millisecond):
@@ -84,9 +84,9 @@ func TestReadFrames(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("readFrames after stop: %v", err)
+			t.Fatalf("ReadFrames after stop: %v", err)
 		}
 	case <-time.After(bound):
-		t.Fatalf("readFrames did not return within %s after stop", bound)
+		t.Fatalf("ReadFrames did not return within %s after stop", bound)
 	}
 }

@@ -1,4 +1,4 @@
-package netsetup
+package learn
 
 import (
 	"errors"
@@ -8,13 +8,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// readFrames reads frames from conn into buf and hands each to handle,
+// ReadFrames reads frames from conn into buf and hands each to handle,
 // until stop is closed (it returns nil; wake a blocked read with a past
 // read deadline or by closing conn) or a read fails for good (it returns
 // that error). A read deadline, an interrupted read, a full receive queue
 // (ENOBUFS: frames were lost) and a link that went down for a moment
 // (ENETDOWN, reported once) are not failures.
-func readFrames(conn *packet.Conn, buf []byte, stop <-chan struct{}, handle func(frame []byte)) error {
+func ReadFrames(conn *packet.Conn, buf []byte, stop <-chan struct{}, handle func(frame []byte)) error {
 	for {
 		n, _, err := conn.ReadFrom(buf)
 		select {

@@ -1,4 +1,4 @@
-package netsetup
+package routed
 
 import (
 	"context"
@@ -151,7 +151,7 @@ func (g *routedGuest) startIPv6(s *hostnet.Setup) error {
 	for i, p := range prefixes {
 		list[i] = p.String()
 	}
-	g.event("routed: advertising %v to the guest (router %s); its IPv6 addresses are routed as it takes them", list, RoutedGatewayV6)
+	g.event("routed: advertising %v to the guest (router %s); its IPv6 addresses are routed as it takes them", list, GatewayV6)
 	return nil
 }
 
@@ -280,7 +280,7 @@ func icmp6Filter() []bpf.Instruction {
 // address of the advertised prefixes it uses, until ctx ends.
 func (g *routedGuest) learn6(ctx context.Context, c *packet.Conn) error {
 	defer closeWith(ctx, c.Close)()
-	err := readFrames(c, make([]byte, 512), ctx.Done(), func(frame []byte) {
+	err := learn.ReadFrames(c, make([]byte, 512), ctx.Done(), func(frame []byte) {
 		if ev, ok := learn.GuestAddrEvent(frame, g.s.Cfg.MAC); ok && !ev.Drop && ev.Addr.Is6() {
 			g.addGuest6(ev.Addr, ev.Why)
 		}

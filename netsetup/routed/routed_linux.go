@@ -1,4 +1,4 @@
-package netsetup
+package routed
 
 import (
 	"context"
@@ -51,22 +51,29 @@ func routedSteps(g *routedGuest) []hostnet.Step {
 	}...)
 }
 
-// applyRouted carries out a routed plan.
-func applyRouted(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
-	if err := checkRoutedPlan(p); err != nil {
-		return nil, err
-	}
-	g := &routedGuest{p: p}
+// Config is what routed mode needs of a plan.
+type Config struct {
+	Link hostnet.LinkConfig // Parent is the uplink
+	Caps []int              // the capabilities to raise (internal/caps numbers)
+	// GuestIP is the guest's static address (--guest-ip); nil: vmrun
+	// leases one from the uplink's DHCP server on the guest's behalf.
+	GuestIP net.IP
+}
+
+// Attach carries out the routed set-up (see hostnet.Run).
+func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
+	g := &routedGuest{cfg: c}
 	// The tap's MAC is the kernel's until the "host mac" step.
-	return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), routedSteps(g))
+	obj := hostnet.LinkObject(c.Link.VM, c.Link.LinkName, "tuntap", nil)
+	return hostnet.Run(ctx, c.Link, rec, obj, c.Caps, routedSteps(g))
 }
 
 // routedGuest is the state of one routed attachment: what Apply's steps
 // learn, and the background services that outlive Apply until Undo.
 type routedGuest struct {
-	p  Plan           // the plan it carries out
-	s  *hostnet.Setup // the Apply that made it (its handle, recorder, trace)
-	ns netns.NsHandle // the network namespace Apply ran in
+	cfg Config         // what it carries out
+	s   *hostnet.Setup // the Apply that made it (its handle, recorder, trace)
+	ns  netns.NsHandle // the network namespace Apply ran in
 
 	client  *dhcpupstream.Client // the upstream lease; nil for a static address
 	dns     []net.IP
@@ -110,10 +117,10 @@ func (g *routedGuest) lookupUplink(s *hostnet.Setup) error {
 		return err
 	}
 	if len(s.ParentLink.Attrs().HardwareAddr) != 6 {
-		return hostnet.Refuse(ErrUnsuitable, "%s has no Ethernet address, and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", s.Cfg.Parent)
+		return hostnet.Refuse(hostnet.ErrUnsuitable, "%s has no Ethernet address, and routed mode answers ARP for the guest on it; choose an Ethernet or Wi-Fi interface with --net routed:IF", s.Cfg.Parent)
 	}
 	if !caps.Usable(unix.CAP_NET_RAW) {
-		return hostnet.Refuse(ErrNoPrivilege, "--net routed answers the guest's DHCP and leases its address through packet sockets, which need CAP_NET_RAW; run vmrun as root")
+		return hostnet.Refuse(hostnet.ErrNoPrivilege, "--net routed answers the guest's DHCP and leases its address through packet sockets, which need CAP_NET_RAW; run vmrun as root")
 	}
 	ns, err := netns.Get()
 	if err != nil {
@@ -138,22 +145,22 @@ func (g *routedGuest) lookupUplink(s *hostnet.Setup) error {
 // taken from the uplink's DHCP server with the VM's own client identifier
 // (released again by the undo).
 func (g *routedGuest) takeAddress(s *hostnet.Setup) error {
-	p := g.p
-	if p.GuestAddr == GuestAddrStatic {
-		g.ip = p.GuestIP.To4()
+	p := g.cfg.Link
+	if g.cfg.GuestIP != nil {
+		g.ip = g.cfg.GuestIP.To4()
 		g.dns, g.dnsNote = routedDNS(nil, readResolvConf())
 		g.notice("routed: the guest gets %s (--guest-ip; no lease is taken for it) on %s's LAN", g.ip, p.Parent)
 		return nil
 	}
 	c, err := dhcpupstream.Acquire(s.Ctx, dhcpupstream.Config{
-		Link: p.Parent, ClientID: dhcpupstream.VMClientID(p.Name), Hostname: p.Name,
+		Link: p.Parent, ClientID: dhcpupstream.VMClientID(p.VM), Hostname: p.VM,
 		Logf: g.event,
 	})
 	if err != nil {
 		if cerr := s.Ctx.Err(); cerr != nil {
 			return cerr
 		}
-		return hostnet.Refuse(ErrNoLease, "no DHCP server on %s gave the guest an address (%v); give it one with --guest-ip ADDRESS, or check %s's network", p.Parent, err, p.Parent)
+		return hostnet.Refuse(hostnet.ErrNoLease, "no DHCP server on %s gave the guest an address (%v); give it one with --guest-ip ADDRESS, or check %s's network", p.Parent, err, p.Parent)
 	}
 	g.client = c
 	s.OnUndo(g.release)
@@ -163,7 +170,7 @@ func (g *routedGuest) takeAddress(s *hostnet.Setup) error {
 	if len(g.dns) == 0 {
 		g.dns, g.dnsNote = routedDNS(nil, readResolvConf())
 	}
-	g.notice("routed: the guest gets %s (leased from %s with client-id vmrun-%s, for %s)", g.ip, l.ServerID, p.Name, l.LeaseTime)
+	g.notice("routed: the guest gets %s (leased from %s with client-id vmrun-%s, for %s)", g.ip, l.ServerID, p.VM, l.LeaseTime)
 	return nil
 }
 
@@ -192,11 +199,11 @@ func readResolvConf() string {
 // and fe80::1/64 without duplicate address detection (skipped when IPv6
 // is disabled on the host).
 func (g *routedGuest) addHostAddrs(s *hostnet.Setup) error {
-	v4 := &net.IPNet{IP: net.ParseIP(RoutedGateway).To4(), Mask: net.CIDRMask(32, 32)}
+	v4 := &net.IPNet{IP: net.ParseIP(Gateway).To4(), Mask: net.CIDRMask(32, 32)}
 	if err := g.addAddr(s, &netlink.Addr{IPNet: v4, Scope: unix.RT_SCOPE_LINK}); err != nil {
 		return err
 	}
-	v6 := &net.IPNet{IP: net.ParseIP(RoutedGatewayV6), Mask: net.CIDRMask(64, 128)}
+	v6 := &net.IPNet{IP: net.ParseIP(GatewayV6), Mask: net.CIDRMask(64, 128)}
 	err := g.addAddr(s, &netlink.Addr{IPNet: v6, Flags: unix.IFA_F_NODAD})
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EPERM) {
 		g.event("routed: no IPv6 on %s (%v)", s.Cfg.LinkName, err)
@@ -208,7 +215,7 @@ func (g *routedGuest) addHostAddrs(s *hostnet.Setup) error {
 
 // addAddr records and adds one address to the tap.
 func (g *routedGuest) addAddr(s *hostnet.Setup, a *netlink.Addr) error {
-	obj, h, rec, tap := AddrObject(a.IPNet, s.Cfg.LinkName), s.H, s.Rec, s.Link
+	obj, h, rec, tap := hostnet.AddrObject(a.IPNet, s.Cfg.LinkName), s.H, s.Rec, s.Link
 	return s.AddRecorded(obj, func() error { return h.AddrAdd(tap, a) }, func() error {
 		return errors.Join(hostnet.DeleteAddr(h, obj), rec.Forget(obj))
 	})
@@ -250,15 +257,15 @@ func (g *routedGuest) addRoute(s *hostnet.Setup) error {
 }
 
 // routeGuest records and adds the /32 route to ip through tap.
-func routeGuest(h *netlink.Handle, rec Recorder, tap netlink.Link, ip net.IP) error {
+func routeGuest(h *netlink.Handle, rec hostnet.Recorder, tap netlink.Link, ip net.IP) error {
 	dst := hostRoute(ip)
-	obj := RouteObject(dst, tap.Attrs().Name)
+	obj := hostnet.RouteObject(dst, tap.Attrs().Name)
 	if err := rec.Record(obj); err != nil {
 		return err
 	}
 	err := h.RouteAdd(&netlink.Route{LinkIndex: tap.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_STATIC})
 	if errors.Is(err, unix.EEXIST) {
-		err = hostnet.Refuse(ErrBadRequest, "this host already has a route to %s, so it cannot route that address to the guest; is another VM using it?", ip)
+		err = hostnet.Refuse(hostnet.ErrBadRequest, "this host already has a route to %s, so it cannot route that address to the guest; is another VM using it?", ip)
 	}
 	if err != nil {
 		return errors.Join(err, rec.Forget(obj))
@@ -267,8 +274,8 @@ func routeGuest(h *netlink.Handle, rec Recorder, tap netlink.Link, ip net.IP) er
 }
 
 // unrouteGuest deletes the /32 route to ip through link tap and forgets it.
-func unrouteGuest(h *netlink.Handle, rec Recorder, tap string, ip net.IP) error {
-	obj := RouteObject(hostRoute(ip), tap)
+func unrouteGuest(h *netlink.Handle, rec hostnet.Recorder, tap string, ip net.IP) error {
+	obj := hostnet.RouteObject(hostRoute(ip), tap)
 	return errors.Join(hostnet.DeleteRoute(h, obj), rec.Forget(obj))
 }
 
@@ -283,7 +290,7 @@ func (g *routedGuest) addProxyARP(s *hostnet.Setup) error {
 
 // proxyGuest records and adds a proxy ARP entry for ip on uplink. An
 // entry that is already there is someone else's: refused, left alone.
-func proxyGuest(h *netlink.Handle, rec Recorder, uplink netlink.Link, ip net.IP) error {
+func proxyGuest(h *netlink.Handle, rec hostnet.Recorder, uplink netlink.Link, ip net.IP) error {
 	idx, name := uplink.Attrs().Index, uplink.Attrs().Name
 	family, proto, nip := netlink.FAMILY_V4, "ARP", ip.To4()
 	if nip == nil {
@@ -295,10 +302,10 @@ func proxyGuest(h *netlink.Handle, rec Recorder, uplink netlink.Link, ip net.IP)
 	}
 	for _, n := range have {
 		if n.IP.Equal(ip) {
-			return hostnet.Refuse(ErrBadRequest, "%s already answers %s for %s (a proxy entry that is not this VM's): another VM or the administrator uses that address; give the guest another one", name, proto, ip)
+			return hostnet.Refuse(hostnet.ErrBadRequest, "%s already answers %s for %s (a proxy entry that is not this VM's): another VM or the administrator uses that address; give the guest another one", name, proto, ip)
 		}
 	}
-	obj := NeighObject(ip, name, true)
+	obj := hostnet.NeighObject(ip, name, true)
 	if err := rec.Record(obj); err != nil {
 		return err
 	}
@@ -310,8 +317,8 @@ func proxyGuest(h *netlink.Handle, rec Recorder, uplink netlink.Link, ip net.IP)
 }
 
 // unproxyGuest deletes the proxy entry for ip on link uplink and forgets it.
-func unproxyGuest(h *netlink.Handle, rec Recorder, uplink string, ip net.IP) error {
-	obj := NeighObject(ip, uplink, true)
+func unproxyGuest(h *netlink.Handle, rec hostnet.Recorder, uplink string, ip net.IP) error {
+	obj := hostnet.NeighObject(ip, uplink, true)
 	return errors.Join(hostnet.DeleteNeigh(h, obj), rec.Forget(obj))
 }
 
@@ -416,7 +423,7 @@ func (g *routedGuest) move(old, ip net.IP) error {
 // default route, option 121 with a host route to it and the default route
 // through it. up is the upstream lease (nil for a static address).
 func routedLease(ip net.IP, up *dhcpupstream.Lease, dns []net.IP, mtu int) dhcpserve.Lease {
-	gw := net.ParseIP(RoutedGateway).To4()
+	gw := net.ParseIP(Gateway).To4()
 	l := dhcpserve.Lease{
 		IP: ip.To4(), Mask: net.CIDRMask(32, 32), Router: gw, ServerID: gw, DNS: dns,
 		Routes: []dhcpserve.Route{
