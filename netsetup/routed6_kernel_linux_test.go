@@ -41,9 +41,9 @@ func icmp6Frame(t *testing.T, mac net.HardwareAddr, src, dst netip.Addr, m icmp.
 // checkRoutedIPv6 plays a guest's IPv6 start on a routed attachment whose
 // uplink up0 has fd77::/64: a router solicitation must be answered with
 // an advertisement of fd77::/64 (autonomous, not on-link) from fe80::1,
-// and a duplicate address detection probe for fd77::abcd must get that
-// address a /128 route to the tap and a proxy NDP entry on up0.
-func checkRoutedIPv6(t *testing.T, l *lab, c *collector, g *fakeguest.Guest, tap string) {
+// and a duplicate address detection probe for target (in fd77::/64) must
+// get that address a /128 route to the tap and a proxy NDP entry on up0.
+func checkRoutedIPv6(t *testing.T, l *lab, c *collector, g *fakeguest.Guest, tap string, target netip.Addr) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -77,8 +77,9 @@ func checkRoutedIPv6(t *testing.T, l *lab, c *collector, g *fakeguest.Guest, tap
 		t.Errorf("advertisement without fd77::/64 (autonomous, not on-link): %+v", ra.Options)
 	}
 
-	target := netip.MustParseAddr("fd77::abcd")
-	dad := icmp6Frame(t, g.MAC(), netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:abcd"),
+	b := target.As16()
+	solicited := netip.AddrFrom16([16]byte{0: 0xff, 1: 0x02, 11: 0x01, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]})
+	dad := icmp6Frame(t, g.MAC(), netip.IPv6Unspecified(), solicited,
 		icmp.Message{Type: ipv6.ICMPTypeNeighborSolicitation, Body: &icmp.RawBody{Data: append(make([]byte, 4), target.AsSlice()...)}})
 	if err := g.Send(dad); err != nil {
 		t.Fatal(err)
@@ -87,8 +88,8 @@ func checkRoutedIPv6(t *testing.T, l *lab, c *collector, g *fakeguest.Guest, tap
 	// kernel must then show both.
 	waitTrace(t, c, "IPv6 address "+target.String()+" is routed to it", time.Minute)
 	proxy := l.host.MustRun(t, "ip", "-6", "neigh", "show", "proxy", "dev", "up0")
-	route := l.host.MustRun(t, "ip", "-6", "route", "show", "fd77::abcd/128")
-	if !strings.Contains(proxy, "fd77::abcd") || !strings.Contains(route, "dev "+tap) {
+	route := l.host.MustRun(t, "ip", "-6", "route", "show", target.String()+"/128")
+	if !strings.Contains(proxy, target.String()) || !strings.Contains(route, "dev "+tap) {
 		t.Fatalf("the learner routed %s, but there is no proxy entry on up0 and /128 route via %s: proxy entries %q, route %q", target, tap, proxy, route)
 	}
 }

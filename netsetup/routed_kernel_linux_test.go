@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -208,7 +209,12 @@ func TestRoutedApply(t *testing.T) {
 	if err := l.host.Ping(ip.String(), 20*time.Second); err != nil {
 		t.Fatalf("host → guest: %v", err)
 	}
-	checkRoutedIPv6(t, l, &c, g, p.LinkName)
+	checkRoutedIPv6(t, l, &c, g, p.LinkName, netip.MustParseAddr("fd77::abcd"))
+	// The router advertiser and the IPv6 learner fail, are restarted, and
+	// serve again: a solicitation is answered, a new address is routed.
+	killService(t, a, &c, hostnet.ServiceRA)
+	killService(t, a, &c, hostnet.ServiceLearn6)
+	checkRoutedIPv6(t, l, &c, g, p.LinkName, netip.MustParseAddr("fd77::abce"))
 	// (The counter counts after the reply is sent: the last one may not
 	// be counted yet.)
 	if g.EchoReplies.Load() == 0 {
