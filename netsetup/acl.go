@@ -7,14 +7,17 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
-// ACLPath is the file listing the interfaces an unprivileged vmrun (one
-// that has its capabilities from `vmrun setup`, not from root) may attach
-// guests to. It is fixed at build time (-ldflags -X), never taken from
-// the environment: the user of a capability-carrying binary must not be
-// able to point it at a file of their own.
-var ACLPath = "/etc/vmrun/allow.conf"
+// ACLPath is the default of the file listing the interfaces an
+// unprivileged vmrun (one that has its capabilities from `vmrun setup`,
+// not from root) may attach guests to. The CLI fixes the path it uses at
+// build time (-ldflags -X), never from the environment: the user of a
+// capability-carrying binary must not be able to point it at a file of
+// their own.
+const ACLPath = "/etc/vmrun/allow.conf"
 
 // ACL is a parsed allow.conf, in the spirit of qemu-bridge-helper's:
 //
@@ -83,4 +86,54 @@ func ACLInterface(p Plan) string {
 		return p.Parent
 	}
 	return ""
+}
+
+// Limits is what an administrator lets an unprivileged vmrun do: attach
+// guests only to the interfaces of the ACL read from Path. Err is why the
+// ACL could not be read; it refuses only a plan that needs the ACL.
+type Limits struct {
+	ACL  ACL
+	Path string
+	Err  error
+}
+
+// LoadLimits reads the ACL at path into Limits.
+func LoadLimits(path string) *Limits {
+	acl, err := LoadACL(path)
+	return &Limits{ACL: acl, Path: path, Err: err}
+}
+
+// limit applies l to plan p, decided for request r on facts f: a plan
+// attaching to an interface the ACL does not allow is refused — or, for
+// --net auto, replaced by user-mode networking with a notice. NAT is
+// root's only (its DHCP responder, DNS forwarder and sysctls need more
+// than `vmrun setup` grants; docs/security.md).
+func (l *Limits) limit(f Facts, r Request, p Plan) (Plan, error) {
+	iface := ACLInterface(p)
+	switch {
+	case iface == "":
+		return p, nil
+	case p.Mode == NAT:
+		return Plan{}, hostnet.Refuse(ErrNoPrivilege, "--net nat needs root (it changes sysctls and the firewall, and serves DHCP and DNS to the guests); run it with sudo, or use --net user")
+	case l.Err != nil:
+		return Plan{}, fmt.Errorf("%w: ask the administrator to fix it", l.Err)
+	case l.ACL.Allows(iface):
+		return p, nil
+	}
+	why := fmt.Sprintf("%s is not allowed in %s (the interfaces an administrator lets unprivileged vmrun users attach guests to)", iface, l.Path)
+	if r.mode() != Auto {
+		return Plan{}, hostnet.Refuse(ErrNotAllowed, "--net %s: %s; ask the administrator to add \"allow %s\" there, or use --net user", p.Mode, why, iface)
+	}
+	r.Mode, r.Limits = User, nil
+	up, err := Decide(f, r)
+	if err != nil {
+		return Plan{}, err
+	}
+	up.Reason = "user-mode networking: " + why
+	notice := why + "; using user-mode networking"
+	if up.Notice != "" {
+		notice += " (" + up.Notice + ")"
+	}
+	up.Notice = notice
+	return up, nil
 }

@@ -1,6 +1,7 @@
 package netsetup
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -38,5 +39,54 @@ func TestACL(t *testing.T) {
 		if got := ACLInterface(Plan{Mode: mode, Parent: "br0"}); got != want {
 			t.Errorf("%s: %q", mode, got)
 		}
+	}
+}
+
+// TestDecideLimits: Decide applies the ACL of an unprivileged vmrun
+// (Request.Limits): a refusal is the host's (not IsRequestError: the
+// administrator's decision, exit 2), --net auto falls back to user mode
+// instead, and root (no Limits) is not limited.
+func TestDecideLimits(t *testing.T) {
+	acl := func(text string) *Limits {
+		a, err := ParseACL(strings.NewReader(text))
+		return &Limits{ACL: a, Path: "/etc/vmrun/allow.conf", Err: err}
+	}
+	allowEth0 := acl("allow eth0\n")
+	f := ethFacts()
+	f.Uplink = "eth1"
+	cases := []struct {
+		name   string
+		limits *Limits
+		req    Request
+		is     error  // the refusal's sentinel; nil when Decide succeeds
+		want   string // in the error, or in the plan's notice
+		mode   Mode   // the plan's mode
+	}{
+		{"root is not limited", nil, Request{Name: "vm", Mode: Macvtap}, nil, "", Macvtap},
+		{"allowed interface", acl("allow eth1\n"), Request{Name: "vm", Mode: Macvtap}, nil, "", Macvtap},
+		{"allow all", acl("allow all\n"), Request{Name: "vm", Mode: Macvtap}, nil, "", Macvtap},
+		{"mode with no interface", allowEth0, Request{Name: "vm", Mode: User}, nil, "", User},
+		{"nat needs root", allowEth0, Request{Name: "vm", Mode: NAT}, ErrNoPrivilege, "--net nat needs root", ""},
+		{"unreadable allow-list", acl("permit everything\n"), Request{Name: "vm", Mode: Macvtap}, nil, "ask the administrator", ""},
+		{"interface not allowed", allowEth0, Request{Name: "vm", Mode: Macvtap}, ErrNotAllowed, `add "allow eth1"`, ""},
+		{"interface denied", acl("allow all\ndeny eth1\n"), Request{Name: "vm", Mode: Macvtap}, ErrNotAllowed, "eth1 is not allowed in /etc/vmrun/allow.conf", ""},
+		{"auto falls back to user mode", allowEth0, Request{Name: "vm", Queues: 1}, nil, "eth1 is not allowed in /etc/vmrun/allow.conf (the interfaces an administrator lets unprivileged vmrun users attach guests to); using user-mode networking", User},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.req.Limits = c.limits
+			p, err := Decide(f, c.req)
+			refused := c.mode == ""
+			switch {
+			case refused && err == nil:
+				t.Fatalf("Decide = %s plan, want a refusal with %q", p.Mode, c.want)
+			case refused && (!strings.Contains(err.Error(), c.want) || c.is != nil && !errors.Is(err, c.is) || IsRequestError(err)):
+				t.Fatalf("Decide error %q: want %q, classified %v, not a request error", err, c.want, c.is)
+			case !refused && err != nil:
+				t.Fatalf("Decide: %v", err)
+			case !refused && (p.Mode != c.mode || !strings.Contains(p.Notice, c.want)):
+				t.Fatalf("plan %s with notice %q, want %s with %q", p.Mode, p.Notice, c.mode, c.want)
+			}
+		})
 	}
 }

@@ -44,6 +44,9 @@ var (
 	ErrNoAddress = hostnet.ErrNoAddress
 	// ErrNoLease means no DHCP server gave a routed guest an address.
 	ErrNoLease = hostnet.ErrNoLease
+	// ErrNotAllowed means the administrator's ACL does not let an
+	// unprivileged vmrun attach guests to the interface.
+	ErrNotAllowed = hostnet.ErrNotAllowed
 	// ErrUnknownMode is returned by ParseNet for a mode it does not know.
 	ErrUnknownMode = hostnet.ErrUnknownMode
 )

@@ -37,6 +37,7 @@ var requestErrors = map[string]struct {
 	"ErrUnsupported":     {ErrUnsupported, false},
 	"ErrNoAddress":       {ErrNoAddress, false},
 	"ErrNoLease":         {ErrNoLease, false},
+	"ErrNotAllowed":      {ErrNotAllowed, false},
 	"ErrNoSubnet":        {ErrNoSubnet, false},
 	"ErrSubnetFull":      {ErrSubnetFull, false},
 }

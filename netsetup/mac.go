@@ -37,6 +37,23 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 // Forward is one host-port → guest-port forward (--forward).
 type Forward = hostnet.Forward
 
+// CheckForwardMode refuses --forward with mode m when there are forwards:
+// only user-mode networking and NAT forward host ports (auto then picks
+// one of them); with the other modes the guest has its own address. The
+// one check of this rule, for the CLI's options and for Decide.
+func CheckForwardMode(m Mode, fws []Forward) error {
+	if len(fws) == 0 {
+		return nil
+	}
+	switch m {
+	case Auto, User, NAT:
+		return nil
+	case None:
+		return hostnet.Refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward, or use --net user or nat")
+	}
+	return hostnet.Refuse(ErrBadRequest, "--forward works only with --net user, nat or auto: with --net %s the guest has its own address on the network; connect to it directly", m)
+}
+
 // ParseForward parses PROTO:HOSTPORT:GUESTPORT or
 // PROTO:HOSTADDR:HOSTPORT:GUESTPORT; an IPv6 HOSTADDR is bracketed
 // (tcp:[::1]:8080:80).

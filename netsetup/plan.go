@@ -48,6 +48,10 @@ type Request struct {
 	// NoHostLink is --no-host-link: ipvtap makes no host-side link, and
 	// the guest is not reachable from this host.
 	NoHostLink bool
+	// Limits, when set, limit an unprivileged vmrun (capabilities from
+	// `vmrun setup`, not root) to the interfaces of the administrator's
+	// ACL; nil for root, whom nothing limits.
+	Limits *Limits
 }
 
 // Interface returns the interface Detect must look at for this request:
@@ -170,7 +174,9 @@ type choice struct {
 }
 
 // Decide picks the network attachment for request r on a host described by
-// f. It is pure: every row of the decision table is a unit test.
+// f. It is pure: every row of the decision table is a unit test. Who asks
+// is an input too — the privileges in f.Caps, and r.Limits, the ACL of an
+// unprivileged vmrun — so that a caller decides once.
 func Decide(f Facts, r Request) (Plan, error) {
 	if err := r.check(f); err != nil {
 		return Plan{}, err
@@ -181,6 +187,9 @@ func Decide(f Facts, r Request) (Plan, error) {
 	}
 	if err := r.checkGuestAddr(c.mode); err != nil {
 		return Plan{}, err
+	}
+	if r.Limits != nil {
+		return r.Limits.limit(f, r, r.plan(f, c))
 	}
 	return r.plan(f, c), nil
 }
@@ -201,17 +210,17 @@ func (r Request) check(f Facts) error {
 	return nil
 }
 
-// checkForwards refuses forwards the chosen mode cannot honour: only
-// user-mode networking forwards ports, and QEMU 7.2's slirp binds only IPv4
-// host addresses.
+// checkForwards refuses forwards the chosen mode cannot honour (see
+// CheckForwardMode; NAT's own limits, checkNATForwards), and those QEMU
+// 7.2's slirp cannot bind: it binds only IPv4 host addresses.
 func (r Request) checkForwards(f Facts) error {
 	if len(r.Forwards) == 0 {
 		return nil
 	}
-	switch m := r.mode(); m {
-	case Bridge, Macvtap, IPVtap:
-		return hostnet.Refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net %s the guest has its own address on the LAN: connect to it directly, or use --net user", m)
-	case NAT:
+	if err := CheckForwardMode(r.mode(), r.Forwards); err != nil {
+		return err
+	}
+	if r.mode() == NAT {
 		return checkNATForwards(r.Forwards)
 	}
 	if passtUsable(f) {
@@ -246,9 +255,6 @@ func choose(f Facts, r Request) (choice, error) {
 	case User:
 		return userChoice("user-mode networking, as asked (--net user): the guest reaches out through this host (passt, else QEMU) and is reachable only through --forward ports", ""), nil
 	case None:
-		if len(r.Forwards) > 0 {
-			return choice{}, hostnet.Refuse(ErrBadRequest, "--forward needs a network, but --net none gives the guest none; drop --forward or choose another --net")
-		}
 		return choice{mode: None, reason: "no network, as asked (--net none)"}, nil
 	case Routed:
 		return forceRouted(f, r)

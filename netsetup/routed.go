@@ -53,9 +53,6 @@ func forceRouted(f Facts, r Request) (choice, error) {
 	if !f.Caps.Tun {
 		return choice{}, hostnet.Refuse(ErrNoKernelSupport, "--net routed needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
 	}
-	if len(r.Forwards) > 0 {
-		return choice{}, hostnet.Refuse(ErrBadRequest, "--forward works only with user-mode networking; with --net routed the guest has its own address on the LAN: connect to it directly, or use --net user")
-	}
 	if r.Gateway != nil {
 		return choice{}, hostnet.Refuse(ErrBadRequest, "--gateway has no meaning with --net routed: the guest's gateway is always %s, vmrun's end of its tap; drop --gateway", RoutedGateway)
 	}

@@ -148,7 +148,7 @@ func TestDecideRoutedRefusals(t *testing.T) {
 		{name: "gateway", facts: lanFacts(), req: Request{Mode: Routed, GuestIP: cidr(t, "10.77.0.60/24"), Gateway: net.ParseIP("10.77.0.1")}, is: ErrBadRequest,
 			msg: "--gateway has no meaning with --net routed: the guest's gateway is always 169.254.0.1, vmrun's end of its tap; drop --gateway"},
 		{name: "forwards", facts: lanFacts(), req: Request{Mode: Routed, Forwards: []Forward{{Proto: "tcp", HostPort: 2222, GuestPort: 22}}}, is: ErrBadRequest,
-			has: "--forward works only with user-mode networking; with --net routed"},
+			has: "--forward works only with --net user, nat or auto: with --net routed"},
 		{name: "IPv6 guest address", facts: lanFacts(), req: Request{Mode: Routed, GuestIP: cidr(t, "fd77::60/64")}, is: ErrBadRequest, has: "IPv4 address only"},
 		{name: "the host's own address", facts: lanFacts(), req: Request{Mode: Routed, GuestIP: cidr(t, "10.77.0.2/24")}, is: ErrBadRequest,
 			msg: "--guest-ip 10.77.0.2 is eth0's own address; give the guest an unused address of eth0's LAN"},

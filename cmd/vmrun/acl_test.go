@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,12 +12,11 @@ import (
 )
 
 // TestACLExitCodes: the allow-list's refusals are set-up failures (exit
-// 2: the administrator's decision, not a bad request); --net auto falls
-// back to user mode instead; root is not limited.
+// 2: the administrator's decision, not a bad request). Which plans the
+// allow-list refuses, and --net auto's fallback, are netsetup's
+// TestDecideLimits.
 func TestACLExitCodes(t *testing.T) {
 	dir := t.TempDir()
-	old := netsetup.ACLPath
-	t.Cleanup(func() { netsetup.ACLPath = old })
 	write := func(name, text string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
@@ -24,44 +24,27 @@ func TestACLExitCodes(t *testing.T) {
 		}
 		return p
 	}
-	allowEth := write("allow.conf", "allow eth0\n")
-	bad := write("bad.conf", "permit everything\n")
-	f := netsetup.Facts{Uplink: "eth1", Kind: netsetup.UplinkEthernet, CPUs: 1,
-		Caps: netsetup.Caps{NetAdmin: true, Tun: true, Macvtap: true, Mknod: true}}
-	macvtap := netsetup.Plan{Name: "vm", Mode: netsetup.Macvtap, Parent: "eth1"}
+	f := netsetup.Facts{Uplink: "eth1", Exists: true, Index: 2, Kind: netsetup.UplinkEthernet, LinkType: "device", Up: true,
+		OperState: "up", MTU: 1500, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Route: &netsetup.Route{Family: "inet", Gateway: "192.0.2.1"}, CPUs: 1,
+		Caps: netsetup.Caps{NetAdmin: true, NetRaw: true, SysAdmin: true, Tun: true, Macvtap: true, Mknod: true}}
 	cases := []struct {
-		name     string
-		acl      string
-		root     bool
-		req      netsetup.Request
-		plan     netsetup.Plan
-		code     int
-		want     string        // in the error, or in the notice when code is 0
-		wantMode netsetup.Mode // the plan's mode when code is 0
+		name string
+		acl  string
+		mode netsetup.Mode
+		want string
 	}{
-		{"root is not limited", allowEth, true, netsetup.Request{Name: "vm", Mode: netsetup.Macvtap}, macvtap, exitcode.OK, "", netsetup.Macvtap},
-		{"allowed interface", write("eth1.conf", "allow eth1\n"), false, netsetup.Request{Name: "vm", Mode: netsetup.Macvtap}, macvtap, exitcode.OK, "", netsetup.Macvtap},
-		{"mode with no interface", allowEth, false, netsetup.Request{Name: "vm", Mode: netsetup.User}, netsetup.Plan{Name: "vm", Mode: netsetup.User}, exitcode.OK, "", netsetup.User},
-		{"nat needs root", allowEth, false, netsetup.Request{Name: "vm", Mode: netsetup.NAT}, netsetup.Plan{Name: "vm", Mode: netsetup.NAT, Parent: netsetup.NATBridge}, exitcode.Setup, "--net nat needs root", ""},
-		{"unreadable allow-list", bad, false, netsetup.Request{Name: "vm", Mode: netsetup.Macvtap}, macvtap, exitcode.Setup, "ask the administrator", ""},
-		{"interface not allowed", allowEth, false, netsetup.Request{Name: "vm", Mode: netsetup.Macvtap}, macvtap, exitcode.Setup, `add "allow eth1"`, ""},
-		{"auto falls back to user mode", allowEth, false, netsetup.Request{Name: "vm", Queues: 1}, macvtap, exitcode.OK, "using user-mode networking", netsetup.User},
+		{"nat needs root", write("allow.conf", "allow eth0\n"), netsetup.NAT, "--net nat needs root"},
+		{"unreadable allow-list", write("bad.conf", "permit everything\n"), netsetup.Macvtap, "ask the administrator"},
+		{"interface not allowed", write("allow.conf", "allow eth0\n"), netsetup.Macvtap, `add "allow eth1"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			netsetup.ACLPath = c.acl
-			p, err := applyACL(f, c.req, c.plan, c.root)
-			if code := exitcode.Of(err); code != c.code {
-				t.Fatalf("exit code %d, want %d (%v)", code, c.code, err)
+			_, err := netsetup.Decide(f, netsetup.Request{Name: "vm", Mode: c.mode, Limits: netsetup.LoadLimits(c.acl)})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Decide: %v, want an error with %q", err, c.want)
 			}
-			if err != nil {
-				if !strings.Contains(err.Error(), c.want) {
-					t.Fatalf("error %q lacks %q", err, c.want)
-				}
-				return
-			}
-			if p.Mode != c.wantMode || !strings.Contains(p.Notice, c.want) {
-				t.Fatalf("plan %s with notice %q, want %s with %q", p.Mode, p.Notice, c.wantMode, c.want)
+			if code := planCode(err); code != exitcode.Setup {
+				t.Fatalf("exit code %d, want %d (%v)", code, exitcode.Setup, err)
 			}
 		})
 	}

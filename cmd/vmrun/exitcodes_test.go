@@ -19,7 +19,6 @@ import (
 	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
-	"github.com/vmrun/vmrun/netsetup"
 )
 
 // TestMain lets a test run this test binary as vmrun itself (a real
@@ -285,9 +284,9 @@ func TestExitCodesHost(t *testing.T) {
 func TestSetupExitCodes(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	old := netsetup.ACLPath
-	netsetup.ACLPath = filepath.Join(dir, "etc", "allow.conf")
-	t.Cleanup(func() { netsetup.ACLPath = old })
+	old := aclPath
+	aclPath = filepath.Join(dir, "etc", "allow.conf")
+	t.Cleanup(func() { aclPath = old })
 	// Setup creates QEMU's system user: a name of the test's own,
 	// removed at cleanup, never the real vmrun-qemu.
 	oldUser, qemuUser := privdrop.SystemUser, fmt.Sprintf("vmrtq%d", os.Getpid()%100000)
@@ -308,7 +307,7 @@ func TestSetupExitCodes(t *testing.T) {
 	if fi, err := os.Stat(bin); err != nil || fi.Mode().Perm() != 0o750 {
 		t.Fatalf("installed binary: %v, %v", fi, err)
 	}
-	if b, err := os.ReadFile(netsetup.ACLPath); err != nil || !strings.Contains(string(b), "allow lo\n") {
+	if b, err := os.ReadFile(aclPath); err != nil || !strings.Contains(string(b), "allow lo\n") {
 		t.Fatalf("allow-list: %q, %v", b, err)
 	}
 	// Without useradd (a minimal system) setup still succeeds and says

@@ -37,7 +37,7 @@ func setupCommand() *cli.Command {
 capabilities CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD in its permitted set
 only: vmrun raises them around link set-up and clean-up, and QEMU runs as
 the user with no capabilities at all. Creates the group if needed, writes the
-interface ACL (` + netsetup.ACLPath + `; kept if it exists) allowing --allow
+interface ACL (` + aclPath + `; kept if it exists) allowing --allow
 interfaces (default: the default-route interface and its bridge), a
 NetworkManager drop-in that leaves links named vmr* unmanaged, and the
 system user ` + privdrop.SystemUser + ` that QEMU runs as when root runs vmrun
@@ -88,14 +88,14 @@ func setupAction(c *cli.Context) error {
 	if len(allow) == 0 {
 		allow = defaultAllow(c)
 	}
-	wrote, err := writeACL(netsetup.ACLPath, allow)
+	wrote, err := writeACL(aclPath, allow)
 	if err != nil {
 		return exitcode.Setupf("%w", err)
 	}
 	if wrote {
-		fmt.Fprintf(out, "wrote %s allowing: %s\n", netsetup.ACLPath, strings.Join(allow, ", "))
+		fmt.Fprintf(out, "wrote %s allowing: %s\n", aclPath, strings.Join(allow, ", "))
 	} else {
-		fmt.Fprintf(out, "kept the existing %s\n", netsetup.ACLPath)
+		fmt.Fprintf(out, "kept the existing %s\n", aclPath)
 	}
 	if !c.Bool("no-networkmanager") {
 		if p, err := writeNMDropIn("/etc/NetworkManager"); err != nil {

@@ -306,14 +306,8 @@ func (c Config) resolveNet(s *Spec) error {
 		}
 		s.Forwards = append(s.Forwards, fw)
 	}
-	if len(s.Forwards) > 0 {
-		switch mode {
-		case netsetup.Auto, netsetup.User, netsetup.NAT:
-		case netsetup.None:
-			return fmt.Errorf("--forward needs a network, but --net none gives the guest none; drop --forward, or use --net user or nat")
-		default:
-			return fmt.Errorf("--forward works only with --net user, nat or auto: with --net %s the guest has its own address on the network; connect to it directly", mode)
-		}
+	if err := netsetup.CheckForwardMode(mode, s.Forwards); err != nil {
+		return err
 	}
 	if c.GuestIP != "" {
 		ip, ipnet, err := net.ParseCIDR(c.GuestIP)

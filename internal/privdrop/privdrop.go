@@ -15,8 +15,8 @@ import (
 )
 
 // SystemUser is the dedicated user `vmrun setup` creates for QEMU. Like
-// netsetup.ACLPath it is fixed when vmrun is built (-ldflags -X), never
-// read from the environment or the command line.
+// the allow-list's path (cmd/vmrun's aclPath) it is fixed when vmrun is
+// built (-ldflags -X), never read from the environment or the command line.
 var SystemUser = "vmrun-qemu"
 
 // Nobody is the uid and gid QEMU falls back to when vmrun runs as root

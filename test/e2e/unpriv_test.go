@@ -153,7 +153,7 @@ func installForMember(t *testing.T, g testutil.GuestImages) member {
 			}
 		}
 	})
-	ldflags := "-X github.com/vmrun/vmrun/netsetup.ACLPath=" + acl + " -X github.com/vmrun/vmrun/internal/privdrop.SystemUser=" + qemuUser
+	ldflags := "-X main.aclPath=" + acl + " -X github.com/vmrun/vmrun/internal/privdrop.SystemUser=" + qemuUser
 	if out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", build, "github.com/vmrun/vmrun/cmd/vmrun").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

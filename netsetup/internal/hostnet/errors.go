@@ -46,6 +46,9 @@ var (
 	ErrNoAddress = errors.New("interface has no address")
 	// ErrNoLease means no DHCP server gave a routed guest an address.
 	ErrNoLease = errors.New("no address for the guest")
+	// ErrNotAllowed means the administrator's ACL does not let an
+	// unprivileged vmrun attach guests to the interface.
+	ErrNotAllowed = errors.New("interface not allowed")
 	// ErrUnknownMode is returned for a network mode this build does not know.
 	ErrUnknownMode = errors.New("unknown network mode")
 )
