@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/ethernet"
@@ -119,9 +120,6 @@ type ipvtapRun struct {
 	online  bool             // the parent was running when last seen
 	badMode string           // the wrong port mode last reported, "" when L2
 
-	stop     chan struct{}  // closed to stop the learner
-	learners sync.WaitGroup // the learner's goroutines
-	watchers sync.WaitGroup // the watcher's goroutine
 }
 
 // lookupParent finds the parent; the guest's MAC is the parent's, now.
@@ -718,15 +716,38 @@ func (x *ipvtapRun) refilter() {
 // ETH_P_ALL in network byte order is what packet.Listen wants as protocol.
 const ethPAll = 0x0003
 
-// startLearner opens a packet socket on the ipvtap in the private
-// namespace — it sees every frame the guest sends — and registers the
-// addresses they reveal until Undo.
+// startLearner starts the learner — a packet socket on the ipvtap in the
+// private namespace, which sees every frame the guest sends, registering
+// the addresses they reveal — and the watcher of DHCP replies to the
+// guest on the parent, until Undo.
 func (x *ipvtapRun) startLearner(s *hostnet.Setup) error {
+	learner, err := s.GoReopening(hostnet.ServiceLearner, hostnet.LearnerPolicy, x.openLearner)
+	if err != nil {
+		return err
+	}
+	replies, err := s.GoReopening(hostnet.ServiceReplies, hostnet.RepliesPolicy, x.openReplies)
+	if err != nil {
+		learner.Stop()
+		return err
+	}
+	s.OnUndo(func() error {
+		learner.Cancel()
+		replies.Cancel()
+		learner.Wait()
+		replies.Wait()
+		return nil
+	})
+	return nil
+}
+
+// openLearner opens the learner's socket, filtered for what is not known
+// yet, and returns its service.
+func (x *ipvtapRun) openLearner() (func(context.Context) error, error) {
 	x.mu.Lock()
 	prog, err := learn.Program(x.known())
 	x.mu.Unlock()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a := x.link.Attrs()
 	var conn *packet.Conn
@@ -736,49 +757,56 @@ func (x *ipvtapRun) startLearner(s *hostnet.Setup) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("packet socket on %s: %w", a.Name, err)
-	}
-	rprog, err := learn.ReplyProgram()
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	replies, err := packet.Listen(&net.Interface{Index: x.parentIx, Name: x.parent}, packet.Raw, int(ethernet.EtherTypeIPv4), &packet.Config{Filter: rprog})
-	if err != nil {
-		conn.Close()
-		return fmt.Errorf("packet socket on %s: %w", x.parent, err)
+		return nil, fmt.Errorf("packet socket on %s: %w", a.Name, err)
 	}
 	x.mu.Lock()
 	x.conn = conn
 	x.mu.Unlock()
-	x.stop = make(chan struct{})
-	x.learners.Add(2)
-	go x.learn(conn)
-	go x.catchReplies(replies)
-	s.OnUndo(func() error {
-		close(x.stop)
-		_ = conn.SetReadDeadline(time.Now())
-		_ = replies.SetReadDeadline(time.Now())
-		x.learners.Wait()
-		x.mu.Lock()
-		x.conn = nil
-		x.mu.Unlock()
-		// Closing a packet socket waits for an RCU grace period
-		// (packet_release): the sockets are idle now, close them off
-		// the teardown's path.
-		go func() {
-			conn.Close()
-			replies.Close()
+	return func(ctx context.Context) error {
+		defer func() {
+			x.mu.Lock()
+			x.conn = nil
+			x.mu.Unlock()
+			closeIdle(conn)
 		}()
-		return nil
-	})
-	return nil
+		return x.learn(ctx, conn)
+	}, nil
 }
 
-// learn reads the guest's frames until stopped.
-func (x *ipvtapRun) learn(conn *packet.Conn) {
-	defer x.learners.Done()
-	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), x.stop, func(frame []byte) {
+// openReplies opens the socket of the watcher of DHCP replies on the
+// parent and returns its service.
+func (x *ipvtapRun) openReplies() (func(context.Context) error, error) {
+	rprog, err := learn.ReplyProgram()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := packet.Listen(&net.Interface{Index: x.parentIx, Name: x.parent}, packet.Raw, int(ethernet.EtherTypeIPv4), &packet.Config{Filter: rprog})
+	if err != nil {
+		return nil, fmt.Errorf("packet socket on %s: %w", x.parent, err)
+	}
+	return func(ctx context.Context) error {
+		defer closeIdle(conn)
+		return x.catchReplies(ctx, conn)
+	}, nil
+}
+
+// wakeOnDone makes a read blocked on conn return when ctx ends; the
+// returned function undoes that.
+func wakeOnDone(ctx context.Context, conn *packet.Conn) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+}
+
+// closeIdle closes a packet socket no one reads any more, off the
+// caller's path: closing one waits for an RCU grace period
+// (packet_release), and Undo should not wait for it.
+func closeIdle(conn *packet.Conn) {
+	go conn.Close()
+}
+
+// learn reads the guest's frames until ctx ends, or the socket fails.
+func (x *ipvtapRun) learn(ctx context.Context, conn *packet.Conn) error {
+	defer wakeOnDone(ctx, conn)()
+	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), ctx.Done(), func(frame []byte) {
 		if xid, ok := learn.GuestDHCPXID(frame, x.guestMAC); ok {
 			x.dhcpTransaction(xid)
 		}
@@ -795,8 +823,9 @@ func (x *ipvtapRun) learn(conn *packet.Conn) {
 		}
 	})
 	if err != nil {
-		x.s.Trace.ReportNotice(fmt.Sprintf("%s: learning the guest's addresses stopped: %v", x.parent, err))
+		return fmt.Errorf("reading the guest's frames on %s's ipvtap: %w", x.parent, err)
 	}
+	return nil
 }
 
 // dhcpTransactionLife is how long a guest's DHCP transaction is watched
@@ -838,9 +867,9 @@ func (x *ipvtapRun) requested(a netip.Addr) {
 // until it is registered: the guest's DHCP client did not ask for
 // broadcast replies. It registers the address, so the client's next try
 // gets through.
-func (x *ipvtapRun) catchReplies(conn *packet.Conn) {
-	defer x.learners.Done()
-	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), x.stop, func(frame []byte) {
+func (x *ipvtapRun) catchReplies(ctx context.Context, conn *packet.Conn) error {
+	defer wakeOnDone(ctx, conn)()
+	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), ctx.Done(), func(frame []byte) {
 		r, ok := learn.DHCPServerReply(frame, x.guestMAC)
 		if !ok || !r.Unicast {
 			return
@@ -864,37 +893,48 @@ func (x *ipvtapRun) catchReplies(conn *packet.Conn) {
 		}
 	})
 	if err != nil {
-		x.s.Trace.ReportEvent(fmt.Sprintf("%s: watching DHCP replies stopped: %v", x.parent, err))
+		return fmt.Errorf("reading DHCP replies on %s: %w", x.parent, err)
 	}
+	return nil
 }
 
 // startWatcher subscribes to link events in vmrun's namespace and follows
 // the parent until Undo.
 func (x *ipvtapRun) startWatcher(s *hostnet.Setup) error {
+	h, err := s.GoReopening(hostnet.ServiceWatcher, hostnet.WatcherPolicy, x.openWatcher)
+	if err != nil {
+		return err
+	}
+	s.OnUndo(func() error { h.Stop(); return nil })
+	return nil
+}
+
+// errSubscriptionEnded: the kernel's link events stopped coming.
+var errSubscriptionEnded = errors.New("the subscription to link events ended")
+
+// openWatcher subscribes to link events and returns the watcher's
+// service, which ends the subscription when it returns.
+func (x *ipvtapRun) openWatcher() (func(context.Context) error, error) {
 	ch := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	var stopping sync.Once
-	stopped := make(chan struct{})
+	var stopped atomic.Bool
 	err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) {
-			select {
-			case <-stopped:
-			default:
-				s.Trace.ReportEvent(fmt.Sprintf("watching %s: %v", x.parent, err))
+			if !stopped.Load() {
+				x.s.Trace.ReportEvent(fmt.Sprintf("watching %s: %v", x.parent, err))
 			}
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("watch %s: %w", x.parent, err)
+		return nil, fmt.Errorf("watch %s: %w", x.parent, err)
 	}
-	x.watchers.Add(1)
-	go x.watch(ch)
-	s.OnUndo(func() error {
-		stopping.Do(func() { close(stopped); close(done) })
-		x.watchers.Wait()
-		return nil
-	})
-	return nil
+	return func(ctx context.Context) error {
+		defer func() {
+			stopped.Store(true)
+			close(done)
+		}()
+		return x.watch(ctx, ch)
+	}, nil
 }
 
 // reannounceAgain is when the guest is announced a second time after the
@@ -906,9 +946,9 @@ const reannounceAgain = time.Second
 // created straight into another namespace) is still found.
 const modeCheckEvery = 5 * time.Second
 
-// watch handles link events until the subscription ends.
-func (x *ipvtapRun) watch(ch <-chan netlink.LinkUpdate) {
-	defer x.watchers.Done()
+// watch handles link events until ctx ends (nil) or the subscription
+// does.
+func (x *ipvtapRun) watch(ctx context.Context, ch <-chan netlink.LinkUpdate) error {
 	again := time.NewTimer(time.Hour)
 	again.Stop()
 	defer again.Stop()
@@ -920,9 +960,11 @@ func (x *ipvtapRun) watch(ch <-chan netlink.LinkUpdate) {
 			x.mu.Lock()
 			x.watchMode("a periodic check")
 			x.mu.Unlock()
+		case <-ctx.Done():
+			return nil
 		case u, ok := <-ch:
 			if !ok {
-				return
+				return errSubscriptionEnded
 			}
 			var back bool
 			_ = hostnet.Privileged(func() error { back = x.onLinkUpdate(u); return nil })

@@ -3,6 +3,7 @@ package netsetup_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -191,4 +192,48 @@ func TestNATServicesRestart(t *testing.T) {
 	if err := a.Undo(); err != nil {
 		t.Fatalf("undo: %v", err)
 	}
+}
+
+// TestIPVtapServicesRestart: ipvtap's learner, its watcher of DHCP replies
+// and its watcher of link events are killed and restarted before the
+// guest starts; the guest still gets on the LAN — a DHCP client that does
+// not ask for broadcast replies needs the learner (its transaction) and the
+// reply watcher (the unicast offer) — and the parent going down and up is
+// still followed.
+func TestIPVtapServicesRestart(t *testing.T) {
+	t.Parallel()
+	e := vethEnv(t)
+	p := e.planIPVtap(t, netsetup.Request{Name: "ipv-svc", NoHostLink: true})
+	var c collector
+	a, err := e.apply(t, c.trace(ctxT(t, 2*time.Minute)), p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{hostnet.ServiceLearner, hostnet.ServiceReplies, hostnet.ServiceWatcher} {
+		killService(t, a, &c, name)
+	}
+	g := fakeguest.NewQueues(a.Files, a.MAC, true)
+	defer g.Close()
+	g.SetClientID(guestClientID("ipv-svc"))
+	g.SetBroadcastFlag(false)
+	lease, err := g.DHCP(ctxT(t, time.Minute))
+	if err != nil {
+		t.Fatalf("DHCP after the learner and the reply watcher were restarted: %v", err)
+	}
+	waitTrace(t, &c, fmt.Sprintf("guest address %s registered (DHCP offer, sent unicast)", lease.IP), time.Minute)
+	if err := e.lan.Ping(lease.IP.String(), 20*time.Second); err != nil {
+		t.Fatalf("LAN → guest: %v", err)
+	}
+	e.bounce(t, nil)
+	waitTrace(t, &c, e.parent+" is back: ", time.Minute)
+	select {
+	case <-a.Done():
+		t.Fatalf("Done after restarts within the policy: %v", a.Err())
+	default:
+	}
+	g.Close()
+	if err := a.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	e.assertClean(t)
 }

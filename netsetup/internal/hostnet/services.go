@@ -13,6 +13,7 @@ const (
 	ServiceLearn6  = "the learner of the guest's IPv6 addresses"
 	ServiceLearner = "the learner of the guest's addresses"
 	ServiceReplies = "the watcher of DHCP replies to the guest"
+	ServiceWatcher = "the watcher of the uplink's link events"
 	ServicePasst   = "passt"
 )
 
@@ -34,6 +35,7 @@ var (
 	Learn6Policy  = service.Restart("gets no route for the IPv6 addresses it takes from now on", restartRemedy)
 	LearnerPolicy = service.Restart("gets no traffic for the addresses it takes from now on", restartRemedy)
 	RepliesPolicy = service.Restart("loses the DHCP replies its server sends it unicast", restartRemedy)
+	WatcherPolicy = service.Restart("is no longer followed when the uplink's MAC or carrier changes", restartRemedy)
 	PasstPolicy   = service.EndRun("has lost its network (QEMU's stream netdev cannot be reconnected to a new passt)",
 		"vmrun stops the VM; start it again")
 )
