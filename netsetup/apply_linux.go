@@ -54,7 +54,7 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 		return routedConfig(p)
 	case NAT:
 		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) {
-			return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps(p))
+			return applySteps(ctx, p, rec, hostnet.LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps(p))
 		}), nil
 	case IPVtap:
 		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) { return applyIPVtap(ctx, p, rec) }), nil

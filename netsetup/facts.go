@@ -1,8 +1,6 @@
 package netsetup
 
 import (
-	"encoding/json"
-	"fmt"
 	"net"
 )
 
@@ -141,48 +139,18 @@ type Facts struct {
 	Caps Caps `json:"caps"`
 }
 
-// MarshalJSON writes MAC in its usual colon form.
+// MarshalJSON writes MAC in its usual colon form (omitted when unknown).
 func (f Facts) MarshalJSON() ([]byte, error) {
 	type plain Facts
-	return json.Marshal(struct {
-		plain
-		MAC string `json:"mac,omitempty"`
-	}{plain(f), macString(f.MAC)})
+	return marshalWithMAC(plain(f), f.MAC, true)
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
 func (f *Facts) UnmarshalJSON(b []byte) error {
 	type plain Facts
-	var v struct {
-		plain
-		MAC string `json:"mac,omitempty"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	mac, err := parseMACField(v.MAC)
-	if err != nil {
-		return err
-	}
-	*f = Facts(v.plain)
+	var v plain
+	mac, err := unmarshalWithMAC(b, &v)
+	*f = Facts(v)
 	f.MAC = mac
-	return nil
-}
-
-func macString(m net.HardwareAddr) string {
-	if len(m) == 0 {
-		return ""
-	}
-	return m.String()
-}
-
-func parseMACField(s string) (net.HardwareAddr, error) {
-	if s == "" {
-		return nil, nil
-	}
-	m, err := net.ParseMAC(s)
-	if err != nil {
-		return nil, fmt.Errorf("mac %q: %w", s, err)
-	}
-	return m, nil
+	return err
 }

@@ -83,7 +83,7 @@ func applyIPVtap(ctx context.Context, p Plan, rec Recorder) (*Attachment, error)
 	x := &ipvtapRun{ns: -1, addrs: map[netip.Addr]string{}, entries: map[netip.Addr]bool{},
 		warned: map[string]bool{}, online: true, xids: map[uint32]time.Time{}, offered: map[netip.Addr]uint32{},
 		noHostLink: p.NoHostLink, guestIP: p.GuestIP, gateway: p.Gateway}
-	return applySteps(ctx, p, rec, LinkObject(p.Name, p.LinkName, "ipvtap", p.MAC), ipvtapSteps(x))
+	return applySteps(ctx, p, rec, hostnet.LinkObject(p.Name, p.LinkName, "ipvtap", p.MAC), ipvtapSteps(x))
 }
 
 // ipvtapRun is one ipvtap attachment: built by its steps, then served by
@@ -162,7 +162,7 @@ func (x *ipvtapRun) claimShim(s *hostnet.Setup) error {
 }
 
 func (x *ipvtapRun) shimObject() rundir.Object {
-	return LinkObject(x.s.Cfg.VM, x.shimName, "ipvlan", x.guestMAC)
+	return hostnet.LinkObject(x.s.Cfg.VM, x.shimName, "ipvlan", x.guestMAC)
 }
 
 // makeNetns creates the private network namespace, on a throwaway
@@ -415,7 +415,7 @@ func (x *ipvtapRun) loosenRPFilter(s *hostnet.Setup) error {
 		f.Close()
 		return nil // off or loose already: the effective value is the larger one
 	}
-	obj, rec := SysctlObject(path, old), s.Rec
+	obj, rec := hostnet.SysctlObject(path, old), s.Rec
 	if err := rec.Record(obj); err != nil {
 		f.Close()
 		return err
@@ -601,14 +601,14 @@ func hostAddr(a netip.Addr) *netlink.Addr {
 func (x *ipvtapRun) addHostEntry(a netip.Addr) error {
 	dst := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
 	r := &netlink.Route{LinkIndex: x.shimIx, Dst: dst, Scope: netlink.SCOPE_LINK, Src: x.hostIPv4()}
-	if err := x.s.Rec.Record(RouteObject(dst, x.shimName)); err != nil {
+	if err := x.s.Rec.Record(hostnet.RouteObject(dst, x.shimName)); err != nil {
 		return err
 	}
 	x.entries[a] = true
 	if err := x.bh.RouteReplace(r); err != nil {
 		return fmt.Errorf("route to %s via %s: %w", a, x.shimName, err)
 	}
-	if err := x.s.Rec.Record(NeighObject(dst.IP, x.shimName, false)); err != nil {
+	if err := x.s.Rec.Record(hostnet.NeighObject(dst.IP, x.shimName, false)); err != nil {
 		return err
 	}
 	n := &netlink.Neigh{LinkIndex: x.shimIx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: dst.IP, HardwareAddr: x.guestMAC}
@@ -647,7 +647,7 @@ func (x *ipvtapRun) removeHostEntry(a netip.Addr) error {
 		errs = append(errs, err)
 	}
 	delete(x.entries, a)
-	errs = append(errs, x.s.Rec.Forget(NeighObject(dst.IP, x.shimName, false)), x.s.Rec.Forget(RouteObject(dst, x.shimName)))
+	errs = append(errs, x.s.Rec.Forget(hostnet.NeighObject(dst.IP, x.shimName, false)), x.s.Rec.Forget(hostnet.RouteObject(dst, x.shimName)))
 	return errors.Join(errs...)
 }
 
@@ -665,7 +665,7 @@ func (x *ipvtapRun) dropHostEntries() error {
 			continue
 		}
 		delete(x.entries, a)
-		errs = append(errs, x.s.Rec.Forget(NeighObject(dst.IP, x.shimName, false)), x.s.Rec.Forget(RouteObject(dst, x.shimName)))
+		errs = append(errs, x.s.Rec.Forget(hostnet.NeighObject(dst.IP, x.shimName, false)), x.s.Rec.Forget(hostnet.RouteObject(dst, x.shimName)))
 	}
 	return errors.Join(errs...)
 }

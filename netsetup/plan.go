@@ -3,7 +3,6 @@ package netsetup
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 
@@ -112,32 +111,20 @@ type Plan struct {
 	RuntimeRoot string `json:"-"`
 }
 
-// MarshalJSON writes MAC in its usual colon form.
+// MarshalJSON writes MAC in its usual colon form ("" when unknown).
 func (p Plan) MarshalJSON() ([]byte, error) {
 	type plain Plan
-	return json.Marshal(struct {
-		plain
-		MAC string `json:"mac"`
-	}{plain(p), macString(p.MAC)})
+	return marshalWithMAC(plain(p), p.MAC, false)
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
 func (p *Plan) UnmarshalJSON(b []byte) error {
 	type plain Plan
-	var v struct {
-		plain
-		MAC string `json:"mac,omitempty"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	mac, err := parseMACField(v.MAC)
-	if err != nil {
-		return err
-	}
-	*p = Plan(v.plain)
+	var v plain
+	mac, err := unmarshalWithMAC(b, &v)
+	*p = Plan(v)
 	p.MAC = mac
-	return nil
+	return err
 }
 
 // LinkRole is the one-letter suffix of an owned link name.
