@@ -10,12 +10,9 @@ import (
 )
 
 // RoutedGateway is vmrun's end of a routed guest's tap (169.254.0.1/32 on
-// the tap): the guest's gateway in routed mode, always. RoutedGatewayV6 is
-// its IPv6 link-local twin.
-const (
-	RoutedGateway   = routed.Gateway
-	RoutedGatewayV6 = routed.GatewayV6
-)
+// the tap): the guest's gateway in routed mode, always (routed.Gateway;
+// routed.GatewayV6 is its IPv6 link-local twin).
+const RoutedGateway = routed.Gateway
 
 // GuestAddrSource says where a routed guest's address comes from.
 type GuestAddrSource string
