@@ -115,7 +115,7 @@ func (k linuxKernel) uppers(index int) ([]UpperLink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return uppersOf(links, index), nil
+	return hostnet.UppersOf(links, index), nil
 }
 
 func (linuxKernel) cpus() int { return runtime.NumCPU() }

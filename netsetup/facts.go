@@ -2,6 +2,8 @@ package netsetup
 
 import (
 	"net"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // UplinkKind classifies the interface a guest would attach to.
@@ -45,15 +47,7 @@ type Wireless struct {
 }
 
 // UpperLink is a link stacked on the interface (its parent, IFLA_LINK).
-type UpperLink struct {
-	// Name is the link's name.
-	Name string `json:"name"`
-	// Kind is the netlink kind: "macvlan", "macvtap", "ipvlan" or "ipvtap".
-	Kind string `json:"kind"`
-	// IPVlanMode is the mode of the parent's ipvlan port as an ipvlan or
-	// ipvtap link reports it: "l2 bridge", "l3 private", "l3s vepa", ...
-	IPVlanMode string `json:"ipvlan_mode,omitempty"`
-}
+type UpperLink = hostnet.UpperLink
 
 // Route is the route lookup that picked the uplink.
 type Route struct {

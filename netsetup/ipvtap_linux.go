@@ -144,7 +144,7 @@ func (x *ipvtapRun) lookupParent(s *hostnet.Setup) error {
 	if err != nil {
 		return err
 	}
-	if why := ipvtapBlocked(Facts{Uplink: x.parent, Uppers: uppersOf(links, x.parentIx)}); why != "" {
+	if why := hostnet.IPVtapBlocked(x.parent, hostnet.UppersOf(links, x.parentIx)); why != "" {
 		return hostnet.Refuse(ErrUnsuitable, "%s; use --net routed, or remove that link", why)
 	}
 	return nil
@@ -281,8 +281,8 @@ func checkIPVtap(l netlink.Link, mac net.HardwareAddr, alias string) error {
 	switch {
 	case !ok:
 		return fmt.Errorf("%w: it is a %s, not an ipvtap", ErrVerify, l.Type())
-	case ipvlanModeString(iv.Mode, iv.Flag) != ipvtapPortMode:
-		return fmt.Errorf("%w: mode %q, not %q", ErrVerify, ipvlanModeString(iv.Mode, iv.Flag), ipvtapPortMode)
+	case hostnet.IPVlanModeString(iv.Mode, iv.Flag) != hostnet.IPVtapPortMode:
+		return fmt.Errorf("%w: mode %q, not %q", ErrVerify, hostnet.IPVlanModeString(iv.Mode, iv.Flag), hostnet.IPVtapPortMode)
 	case !bytes.Equal(a.HardwareAddr, mac):
 		return fmt.Errorf("%w: MAC %s, not the parent's %s", ErrVerify, a.HardwareAddr, mac)
 	case a.TxQLen <= 0:
@@ -328,7 +328,7 @@ func (x *ipvtapRun) portMode() (string, error) {
 	if !ok {
 		return "", fmt.Errorf("%w: %s is a %s, not an ipvtap", ErrVerify, l.Attrs().Name, l.Type())
 	}
-	return ipvlanModeString(iv.Mode, iv.Flag), nil
+	return hostnet.IPVlanModeString(iv.Mode, iv.Flag), nil
 }
 
 // checkMode refuses a port that is not (any more) in L2 mode: every
@@ -338,8 +338,8 @@ func (x *ipvtapRun) checkMode() error {
 	if err != nil {
 		return err
 	}
-	if m != ipvtapPortMode {
-		return hostnet.Refuse(ErrVerify, "the ipvlan port of %s is in mode %q, not %q: another ipvlan link on %s switched it (the last one created sets the mode for all), and the guest's ARP and DHCP would be dropped; remove that link or recreate it in L2 mode", x.parent, m, ipvtapPortMode, x.parent)
+	if m != hostnet.IPVtapPortMode {
+		return hostnet.Refuse(ErrVerify, "the ipvlan port of %s is in mode %q, not %q: another ipvlan link on %s switched it (the last one created sets the mode for all), and the guest's ARP and DHCP would be dropped; remove that link or recreate it in L2 mode", x.parent, m, hostnet.IPVtapPortMode, x.parent)
 	}
 	return nil
 }
@@ -1032,10 +1032,10 @@ func (x *ipvtapRun) watchMode(cause string) {
 	switch {
 	case err != nil:
 		x.s.Trace.ReportEvent(fmt.Sprintf("ipvlan mode of %s: %v", x.parent, err))
-	case m != ipvtapPortMode && m != x.badMode:
+	case m != hostnet.IPVtapPortMode && m != x.badMode:
 		x.badMode = m
-		x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: the ipvlan port of %s is now in mode %q, not %q (after %s: the last ipvlan link created or changed sets the mode of all): the guest's ARP and DHCP are dropped; delete that link or make it L2 (ip link set LINK type ipvlan mode l2), or restart the VM", x.parent, m, ipvtapPortMode, cause))
-	case m == ipvtapPortMode && x.badMode != "":
+		x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: the ipvlan port of %s is now in mode %q, not %q (after %s: the last ipvlan link created or changed sets the mode of all): the guest's ARP and DHCP are dropped; delete that link or make it L2 (ip link set LINK type ipvlan mode l2), or restart the VM", x.parent, m, hostnet.IPVtapPortMode, cause))
+	case m == hostnet.IPVtapPortMode && x.badMode != "":
 		x.badMode = ""
 		x.s.Trace.ReportNotice(fmt.Sprintf("the ipvlan port of %s is in mode %q again", x.parent, m))
 	}

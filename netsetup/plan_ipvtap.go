@@ -6,13 +6,6 @@ import (
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
-// ipvtapPortMode is the only ipvlan port mode an ipvtap guest works in:
-// L2 (L3 drops broadcasts and every non-IP frame, so ARP and DHCP; L3S
-// hands frames to the slave's own stack, never to the tap) with the
-// bridge flag (slaves reach each other, so the host reaches the guest
-// through the shim).
-const ipvtapPortMode = "l2 bridge"
-
 // stationRow is the auto row of a 3-address Wi-Fi station or ad-hoc
 // interface: ipvtap when the kernel has it and the interface can carry an
 // ipvlan port; routed otherwise.
@@ -22,7 +15,7 @@ func stationRow(f Facts) choice {
 		return routedRow(f, what+": bridging is impossible (the kernel refuses, EOPNOTSUPP) and this kernel has no ipvlan (ipvtap), so the guest is routed through the host (a tap, proxy ARP on "+f.Uplink+")",
 			"this kernel cannot create ipvtap links; load the ipvtap module (modprobe ipvtap) to put the guest on the LAN with its own DHCP lease; using routed mode")
 	}
-	if why := ipvtapBlocked(f); why != "" {
+	if why := hostnet.IPVtapBlocked(f.Uplink, f.Uppers); why != "" {
 		return routedRow(f, what+": bridging is impossible (the kernel refuses, EOPNOTSUPP) and ipvtap cannot be used on it, so the guest is routed through the host (a tap, proxy ARP on "+f.Uplink+")",
 			why+"; using routed mode")
 	}
@@ -45,24 +38,6 @@ func ipvtapRow(f Facts, reason string) choice {
 // routedRow is a routed choice on f.Uplink.
 func routedRow(f Facts, reason, notice string) choice {
 	return choice{mode: Routed, parent: f.Uplink, mtu: f.MTU, reason: reason, notice: notice}
-}
-
-// ipvtapBlocked says why no ipvtap can be added to f.Uplink, or "": a
-// macvlan or macvtap already on it (the kernel refuses with EBUSY), or
-// ipvlan links in another mode (a new slave would switch their mode:
-// the mode is per parent).
-func ipvtapBlocked(f Facts) string {
-	for _, u := range f.Uppers {
-		switch u.Kind {
-		case "macvlan", "macvtap":
-			return fmt.Sprintf("%s already carries %s link %s, and the kernel does not let ipvlan links share a parent with macvlan links (EBUSY)", f.Uplink, u.Kind, u.Name)
-		case "ipvlan", "ipvtap":
-			if u.IPVlanMode != ipvtapPortMode {
-				return fmt.Sprintf("%s already carries %s link %s in mode %q, and all ipvlan links on one parent share one mode: an L2 ipvtap would switch %s to L2", f.Uplink, u.Kind, u.Name, u.IPVlanMode, u.Name)
-			}
-		}
-	}
-	return ""
 }
 
 // macvtapBlocked says why no macvtap can be added to f.Uplink because of
@@ -104,7 +79,7 @@ func forceIPVtap(f Facts, r Request) (choice, error) {
 	if !f.Caps.IPVtap {
 		return choice{}, hostnet.Refuse(ErrNoKernelSupport, "this kernel cannot create ipvtap links: load the ipvtap module (modprobe ipvtap), or use --net routed")
 	}
-	if why := ipvtapBlocked(f); why != "" {
+	if why := hostnet.IPVtapBlocked(f.Uplink, f.Uppers); why != "" {
 		return choice{}, hostnet.Refuse(ErrUnsuitable, "%s; use --net routed, or remove that link", why)
 	}
 	return ipvtapRow(f, fmt.Sprintf("ipvtap (L2, bridge flag) on %s, as asked (--net ipvtap)", dev)), nil

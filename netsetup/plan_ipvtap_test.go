@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // TestIPVtapPlan: an ipvtap plan carries the parent's MAC, its owned link
@@ -70,7 +72,7 @@ func TestIPVlanModeString(t *testing.T) {
 		{[]UpperLink{{Name: "m", Kind: "macvlan"}}, "macvlan link m"},
 	} {
 		f.Uppers = tt.uppers
-		got := ipvtapBlocked(f)
+		got := hostnet.IPVtapBlocked(f.Uplink, f.Uppers)
 		if (tt.blocked == "") != (got == "") || !strings.Contains(got, tt.blocked) {
 			t.Errorf("uppers %+v: %q, want %q", tt.uppers, got, tt.blocked)
 		}

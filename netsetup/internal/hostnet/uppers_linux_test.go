@@ -1,4 +1,4 @@
-package netsetup
+package hostnet
 
 import (
 	"reflect"
@@ -27,10 +27,10 @@ func TestUppersOf(t *testing.T) {
 		{Name: "ivt0", Kind: "ipvtap", IPVlanMode: "l2 bridge"},
 		{Name: "ipv3s", Kind: "ipvlan", IPVlanMode: "l3s vepa"},
 	}
-	if got := uppersOf(links, 2); !reflect.DeepEqual(got, want) {
+	if got := UppersOf(links, 2); !reflect.DeepEqual(got, want) {
 		t.Errorf("uppers\n got %+v\nwant %+v", got, want)
 	}
-	if got := uppersOf(links, 42); got != nil {
+	if got := UppersOf(links, 42); got != nil {
 		t.Errorf("uppers of a link without any: %+v", got)
 	}
 }

@@ -1,12 +1,12 @@
-package netsetup
+package hostnet
 
 import (
 	"github.com/vishvananda/netlink"
 )
 
-// uppersOf picks from links the macvlan, macvtap, ipvlan and ipvtap links
+// UppersOf picks from links the macvlan, macvtap, ipvlan and ipvtap links
 // whose parent is interface index (in the same namespace).
-func uppersOf(links []netlink.Link, index int) []UpperLink {
+func UppersOf(links []netlink.Link, index int) []UpperLink {
 	var out []UpperLink
 	for _, l := range links {
 		a := l.Attrs()
@@ -17,9 +17,9 @@ func uppersOf(links []netlink.Link, index int) []UpperLink {
 		switch l := l.(type) {
 		case *netlink.Macvlan, *netlink.Macvtap:
 		case *netlink.IPVlan:
-			u.IPVlanMode = ipvlanModeString(l.Mode, l.Flag)
+			u.IPVlanMode = IPVlanModeString(l.Mode, l.Flag)
 		case *netlink.IPVtap:
-			u.IPVlanMode = ipvlanModeString(l.Mode, l.Flag)
+			u.IPVlanMode = IPVlanModeString(l.Mode, l.Flag)
 		default:
 			continue
 		}
@@ -28,9 +28,9 @@ func uppersOf(links []netlink.Link, index int) []UpperLink {
 	return out
 }
 
-// ipvlanModeString names an ipvlan port mode the way iproute2 prints it:
+// IPVlanModeString names an ipvlan port mode the way iproute2 prints it:
 // "l2 bridge", "l3 private", "l3s vepa".
-func ipvlanModeString(m netlink.IPVlanMode, f netlink.IPVlanFlag) string {
+func IPVlanModeString(m netlink.IPVlanMode, f netlink.IPVlanFlag) string {
 	mode := map[netlink.IPVlanMode]string{netlink.IPVLAN_MODE_L2: "l2", netlink.IPVLAN_MODE_L3: "l3", netlink.IPVLAN_MODE_L3S: "l3s"}[m]
 	if mode == "" {
 		mode = "mode-unknown"
