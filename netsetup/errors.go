@@ -49,6 +49,10 @@ var (
 	ErrNotAllowed = hostnet.ErrNotAllowed
 	// ErrUnknownMode is returned by ParseNet for a mode it does not know.
 	ErrUnknownMode = hostnet.ErrUnknownMode
+	// ErrNoSubnet means every candidate NAT subnet overlaps a prefix in use.
+	ErrNoSubnet = hostnet.ErrNoSubnet
+	// ErrSubnetFull means every guest address of the NAT subnet is taken.
+	ErrSubnetFull = hostnet.ErrSubnetFull
 )
 
 // IsRequestError reports whether err refuses the request itself, so that

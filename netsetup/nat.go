@@ -3,7 +3,6 @@ package netsetup
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -89,9 +88,6 @@ func NATCandidates() []netip.Prefix {
 	return c
 }
 
-// ErrNoSubnet means every candidate subnet overlaps a prefix in use.
-var ErrNoSubnet = errors.New("no free subnet for the NAT network")
-
 // ChooseSubnet returns the first candidate that overlaps no prefix in
 // used (the host's routes and addresses). Default routes (/0) overlap
 // everything and are ignored.
@@ -143,9 +139,6 @@ func checkSubnet(p netip.Prefix, used []netip.Prefix) error {
 // NATGateway is the host's address on the NAT bridge: the subnet's first
 // address. It is the guests' gateway and DNS server.
 func NATGateway(subnet netip.Prefix) netip.Addr { return subnet.Addr().Next() }
-
-// ErrSubnetFull means every guest address of the NAT subnet is taken.
-var ErrSubnetFull = errors.New("NAT subnet full")
 
 // AllocateIP picks VM vm's address in subnet: a position derived from the
 // name (so a VM usually gets the same address every run), then the next

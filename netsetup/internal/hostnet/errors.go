@@ -51,6 +51,10 @@ var (
 	ErrNotAllowed = errors.New("interface not allowed")
 	// ErrUnknownMode is returned for a network mode this build does not know.
 	ErrUnknownMode = errors.New("unknown network mode")
+	// ErrNoSubnet means every candidate NAT subnet overlaps a prefix in use.
+	ErrNoSubnet = errors.New("no free subnet for the NAT network")
+	// ErrSubnetFull means every guest address of the NAT subnet is taken.
+	ErrSubnetFull = errors.New("NAT subnet full")
 )
 
 // SentenceError is an error whose message is a complete sentence for the
