@@ -5,6 +5,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/nat"
 	"github.com/vmrun/vmrun/netsetup/routed"
 	"github.com/vmrun/vmrun/netsetup/tap"
 	"github.com/vmrun/vmrun/netsetup/user"
@@ -53,9 +54,7 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 	case Routed:
 		return routedConfig(p)
 	case NAT:
-		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) {
-			return applySteps(ctx, p, rec, hostnet.LinkObject(p.Name, p.LinkName, "tuntap", nil), natSteps(p))
-		}), nil
+		return natConfig(p)
 	case IPVtap:
 		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) { return applyIPVtap(ctx, p, rec) }), nil
 	}
@@ -124,4 +123,20 @@ func checkLinkPlan(p Plan) error {
 		return hostnet.Refuse(ErrBadRequest, "the plan asks for %d queues; use 1 to %d", p.Queues, MaxQueues)
 	}
 	return nil
+}
+
+// natConfig converts a NAT plan into package nat's configuration. The NAT
+// network's state lives under the plan's runtime root.
+func natConfig(p Plan) (hostnet.Attacher, error) {
+	if err := checkLinkPlan(p); err != nil {
+		return nil, err
+	}
+	if p.NAT == nil {
+		return nil, hostnet.Refuse(ErrBadRequest, "the nat plan has no NAT options")
+	}
+	if p.RuntimeRoot == "" {
+		return nil, hostnet.Refuse(ErrBadRequest, "the nat plan has no runtime root for the NAT network's state")
+	}
+	return nat.Config{Link: linkConfig(p), Caps: capsFor(p.Mode), Root: p.RuntimeRoot,
+		Subnet: p.NAT.Subnet, ResolvConf: p.NAT.ResolvConf, Forwards: p.Forwards}, nil
 }

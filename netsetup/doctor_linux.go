@@ -10,6 +10,7 @@ import (
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/nat"
 )
 
 // Probe says whether a kernel feature works: Known is false when vmrun
@@ -79,22 +80,7 @@ func ForwardBlockers() (chains []string, notice string, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer caps.RaiseAll()()
-	nc, err := nftables.New()
-	if err != nil {
-		return nil, "", err
-	}
-	cs, err := nc.ListChains()
-	if err != nil {
-		return nil, "", err
-	}
-	bs := forwardBlockers(cs)
-	for _, b := range bs {
-		chains = append(chains, b.String())
-	}
-	if len(bs) > 0 {
-		notice = forwardBlockNotice(bs)
-	}
-	return chains, notice, nil
+	return nat.Blockers()
 }
 
 // Leftovers lists what `vmrun gc` would remove under runtime root root
@@ -114,20 +100,8 @@ func Leftovers(root string) ([]string, error) {
 			out = append(out, fmt.Sprintf("VM %s: its vmrun is gone (runtime directory %s)", e.Name, e.Path))
 		}
 	}
-	if dir, err := NATStateDir(root); err == nil {
-		if d, err := lockNATDir(dir, false); err == nil && d != nil {
-			ms, _ := d.members()
-			live := 0
-			for _, m := range ms {
-				if m.live {
-					live++
-				}
-			}
-			d.unlock()
-			if live == 0 {
-				out = append(out, fmt.Sprintf("the NAT network (%s) has no live VM", dir))
-			}
-		}
+	if dir, idle := nat.Idle(root); idle {
+		out = append(out, fmt.Sprintf("the NAT network (%s) has no live VM", dir))
 	}
 	links, err := hostnet.RetryDump(netlink.LinkList)
 	if err != nil {

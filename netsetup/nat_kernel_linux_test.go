@@ -19,6 +19,7 @@ import (
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
+	"github.com/vmrun/vmrun/netsetup/nat"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +41,7 @@ func natPlan(t *testing.T, name string, fws ...netsetup.Forward) netsetup.Plan {
 		t.Fatal(err)
 	}
 	return netsetup.Plan{Name: name, Mode: netsetup.NAT, Parent: netsetup.NATBridge, MAC: netsetup.DeriveMAC(name),
-		Queues: 1, LinkName: netsetup.LinkName(name, netsetup.RoleTap), Forwards: fws, NAT: &netsetup.NATOptions{ResolvConf: rc}}
+		Queues: 1, LinkName: netsetup.LinkName(name, netsetup.RoleTap), Forwards: fws, NAT: &netsetup.NATOptions{ResolvConf: rc}, RuntimeRoot: rundir.Root()}
 }
 
 // natGuest applies a NAT plan and puts a fake guest with a DHCP lease on it.
@@ -133,7 +134,7 @@ func TestNATKernel(t *testing.T) {
 	var rules []string
 	if err := l.host.Do(func() error {
 		var err error
-		rules, err = netsetup.RenderNATTable()
+		rules, err = nat.RenderTable()
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -149,7 +150,7 @@ func TestNATKernel(t *testing.T) {
 		}
 	}
 	fwd, tables, mac := hostNAT(t, l)
-	if fwd != "1" || !slices.Contains(tables, "vmrun") || mac != netsetup.NATBridgeMAC.String() {
+	if fwd != "1" || !slices.Contains(tables, "vmrun") || mac != nat.BridgeMAC().String() {
 		t.Fatalf("while running: ip_forward %s, tables %v, bridge MAC %s", fwd, tables, mac)
 	}
 	a.stop(t)
@@ -160,7 +161,7 @@ func TestNATKernel(t *testing.T) {
 		t.Fatalf("second guest after the first left: %v", err)
 	}
 	if err := l.host.Do(func() error {
-		r, err := netsetup.RenderNATTable()
+		r, err := nat.RenderTable()
 		for _, s := range r {
 			if strings.Contains(s, "nat-ka") {
 				return fmt.Errorf("rule of the VM that left: %s", s)
@@ -308,7 +309,7 @@ func TestNATGCRemovesLocklessState(t *testing.T) {
 			root := t.TempDir()
 			var removed []string
 			err := ns.Do(func() error {
-				dir, err := netsetup.NATStateDir(root)
+				dir, err := nat.StateDir(root)
 				if err != nil {
 					return err
 				}

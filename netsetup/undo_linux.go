@@ -12,6 +12,7 @@ import (
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/nat"
 )
 
 // Undo removes or restores recorded objects in reverse order, in the
@@ -72,9 +73,9 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 	case ObjAddr:
 		return hostnet.DeleteAddr(h, o)
 	case ObjNftTable:
-		return deleteNftTable(o)
+		return nat.DeleteTable(o)
 	case ObjNATMember:
-		return natLeave(o.Detail["dir"], o.Name, nil)
+		return nat.Leave(o.Detail["dir"], o.Name)
 	}
 	return fmt.Errorf("%w %q", ErrUnknownObject, o.Kind)
 }
@@ -160,7 +161,7 @@ func GC(root string, logf func(string, ...any)) (removed []string, err error) {
 			removed = append(removed, e.Name)
 		}
 	}
-	if err := natSweep(root); err != nil {
+	if err := nat.Sweep(root); err != nil {
 		errs = append(errs, fmt.Errorf("NAT network: %w", err))
 	}
 	reportOrphans(known, logf)

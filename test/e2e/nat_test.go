@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/nat"
 )
 
 // peer is a tiny HTTP server a test runs inside a namespace: it answers
@@ -207,8 +208,8 @@ func TestNATEndToEnd(t *testing.T) {
 		t.Error("the LAN can use the guests' DNS forwarder")
 	}
 	brMAC := linkMAC(t, l.Host, netsetup.NATBridge)
-	if brMAC != netsetup.NATBridgeMAC.String() {
-		t.Errorf("bridge MAC %s, want the fixed %s", brMAC, netsetup.NATBridgeMAC)
+	if brMAC != nat.BridgeMAC().String() {
+		t.Errorf("bridge MAC %s, want the fixed %s", brMAC, nat.BridgeMAC())
 	}
 
 	a.Signal(syscall.SIGTERM)

@@ -1,4 +1,4 @@
-package netsetup
+package nat
 
 import (
 	"errors"
@@ -13,8 +13,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"github.com/vmrun/vmrun/internal/dhcpserve"
-	"github.com/vmrun/vmrun/internal/dnsforward"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
@@ -23,8 +21,8 @@ import (
 // ipForward is the sysctl NAT needs on; it is restored when the last NAT VM leaves.
 const ipForward = "net/ipv4/ip_forward"
 
-// natMember is a VM's membership of the NAT network.
-type natMember struct {
+// membership is a VM's membership of the NAT network.
+type membership struct {
 	ns     netns.NsHandle // the network namespace it joined in
 	dir    string
 	vm     string
@@ -33,10 +31,11 @@ type natMember struct {
 	file   *os.File // members/VM.json, locked while the VM runs
 }
 
-// natJoin makes VM vm (guest MAC mac) a member of the NAT network of the
-// calling thread's namespace, creating the network if it is the first.
-func natJoin(dir string, p Plan, tr *Trace) (m *natMember, err error) {
-	d, err := lockNATDir(dir, true)
+// join makes VM c.Link.VM a member of the NAT network of the calling
+// thread's namespace, creating the network if it is the first.
+func join(dir string, c Config, tr *hostnet.Trace) (m *membership, err error) {
+	vm := c.Link.VM
+	d, err := lockDir(dir, true)
 	if err != nil {
 		return nil, err
 	}
@@ -54,18 +53,18 @@ func natJoin(dir string, p Plan, tr *Trace) (m *natMember, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("NAT state %s: %w", dir, err)
 	}
-	live, err := d.pruneDead(nc, p.Name, tr)
+	live, err := d.pruneDead(nc, vm, tr)
 	if err != nil {
 		tr.ReportEvent(fmt.Sprintf("NAT: cleaning up after dead VMs: %v", err))
 	}
-	subnet, err := ensureNATNetwork(h, nc, d, &st, p.NAT.Subnet, tr)
+	subnet, err := ensureNetwork(h, nc, d, &st, c.Subnet, tr)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkForwardConflicts(live, p.Name, p.Forwards); err != nil {
+	if err := checkForwardConflicts(live, vm, c.Forwards); err != nil {
 		return nil, err
 	}
-	ip, err := d.lease(subnet, p.Name)
+	ip, err := d.lease(subnet, vm)
 	if err != nil {
 		return nil, err
 	}
@@ -73,22 +72,22 @@ func natJoin(dir string, p Plan, tr *Trace) (m *natMember, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("network namespace: %w", err)
 	}
-	m = &natMember{ns: ns, dir: dir, vm: p.Name, subnet: subnet, gw: NATGateway(subnet), ip: ip}
+	m = &membership{ns: ns, dir: dir, vm: vm, subnet: subnet, gw: gateway(subnet), ip: ip}
 	defer func() {
 		if err != nil {
 			m.close()
 			m.ns.Close()
-			err = errors.Join(err, d.forget(nc, p.Name))
+			err = errors.Join(err, d.forget(nc, vm))
 		}
 	}()
-	if m.file, err = d.holdMember(natMemberInfo{VM: p.Name, PID: os.Getpid(), IP: ip.String(), Forwards: p.Forwards}); err != nil {
+	if m.file, err = d.holdMember(memberInfo{VM: vm, PID: os.Getpid(), IP: ip.String(), Forwards: c.Forwards}); err != nil {
 		return m, err
 	}
-	if err := deleteVMRules(nc, p.Name); err != nil {
+	if err := deleteVMRules(nc, vm); err != nil {
 		return m, err
 	}
-	rs := natBaseRuleset(subnet, NATBridge)
-	for _, r := range natForwardRules(rs.Table, rs.chain(chainPrerouting), rs.chain(chainOutput), p.Name, ip, p.Forwards) {
+	rs := baseRuleset(subnet, Bridge)
+	for _, r := range forwardRules(rs.Table, rs.chain(chainPrerouting), rs.chain(chainOutput), vm, ip, c.Forwards) {
 		nc.AddRule(r)
 	}
 	if err := nc.Flush(); err != nil {
@@ -97,7 +96,7 @@ func natJoin(dir string, p Plan, tr *Trace) (m *natMember, err error) {
 	return m, nil
 }
 
-func (m *natMember) close() {
+func (m *membership) close() {
 	if m.file != nil {
 		m.file.Close()
 		m.file = nil
@@ -106,18 +105,18 @@ func (m *natMember) close() {
 
 // leave ends the membership in the namespace it was made in, whichever
 // thread calls it.
-func (m *natMember) leave() error {
+func (m *membership) leave() error {
 	defer m.ns.Close()
 	return hostnet.OnThrowawayThread(func() error {
 		if err := netns.Set(m.ns); err != nil {
 			return fmt.Errorf("enter the NAT network's namespace: %w", err)
 		}
-		return natLeave(m.dir, m.vm, m)
+		return leave(m.dir, m.vm, m)
 	})
 }
 
 // checkForwardConflicts refuses a host port another live NAT VM forwards.
-func checkForwardConflicts(live map[string]member, vm string, fws []Forward) error {
+func checkForwardConflicts(live map[string]member, vm string, fws []hostnet.Forward) error {
 	for _, fw := range fws {
 		for other, m := range live {
 			if other == vm {
@@ -125,7 +124,7 @@ func checkForwardConflicts(live map[string]member, vm string, fws []Forward) err
 			}
 			for _, ofw := range m.info.Forwards {
 				if ofw.Proto == fw.Proto && ofw.HostPort == fw.HostPort {
-					return hostnet.Refuse(ErrBadRequest, "--forward %s: host port %s/%d is already forwarded to NAT VM %s; choose another host port", fw, fw.Proto, fw.HostPort, other)
+					return hostnet.Refuse(hostnet.ErrBadRequest, "--forward %s: host port %s/%d is already forwarded to NAT VM %s; choose another host port", fw, fw.Proto, fw.HostPort, other)
 				}
 			}
 		}
@@ -133,29 +132,29 @@ func checkForwardConflicts(live map[string]member, vm string, fws []Forward) err
 	return nil
 }
 
-// ensureNATNetwork makes sure the bridge (with its address), vmrun's table
+// ensureNetwork makes sure the bridge (with its address), vmrun's table
 // and forwarding exist, creating what is missing and recording it in st
 // first. It returns the network's subnet.
-func ensureNATNetwork(h *netlink.Handle, nc *nftables.Conn, d *natDir, st *natShared, want string, tr *Trace) (netip.Prefix, error) {
+func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *shared, want string, tr *hostnet.Trace) (netip.Prefix, error) {
 	var wantP netip.Prefix
 	if want != "" {
 		var err error
-		if wantP, err = ParseNATSubnet(want); err != nil {
-			return netip.Prefix{}, hostnet.Refuse(ErrBadRequest, "%v", err)
+		if wantP, err = ParseSubnet(want); err != nil {
+			return netip.Prefix{}, hostnet.Refuse(hostnet.ErrBadRequest, "%v", err)
 		}
 	}
-	subnet, exists, err := existingNATBridge(h)
+	subnet, exists, err := existingBridge(h)
 	if err != nil {
 		return netip.Prefix{}, err
 	}
 	if exists {
 		if want != "" && wantP != subnet {
-			return netip.Prefix{}, hostnet.Refuse(ErrBadRequest, "--nat-subnet %s: the NAT network %s already uses %s; leave --nat-subnet out, or stop the other NAT VMs first", want, NATBridge, subnet)
+			return netip.Prefix{}, hostnet.Refuse(hostnet.ErrBadRequest, "--nat-subnet %s: the NAT network %s already uses %s; leave --nat-subnet out, or stop the other NAT VMs first", want, Bridge, subnet)
 		}
-		table, err := nc.ListTableOfFamily(NATTable, nftables.TableFamilyIPv4)
+		table, err := nc.ListTableOfFamily(tableName, nftables.TableFamilyIPv4)
 		if err != nil || table == nil {
 			tr.ReportEvent("NAT: vmrun's nftables table was missing; recreating it")
-			if err := createNATTable(nc, d, st, subnet); err != nil {
+			if err := createTable(nc, d, st, subnet); err != nil {
 				return netip.Prefix{}, err
 			}
 		}
@@ -164,13 +163,13 @@ func ensureNATNetwork(h *netlink.Handle, nc *nftables.Conn, d *natDir, st *natSh
 			return netip.Prefix{}, err
 		}
 		st.Subnet = subnet.String()
-		if err := createNATBridge(h, d, st, subnet); err != nil {
+		if err := createBridge(h, d, st, subnet); err != nil {
 			return netip.Prefix{}, err
 		}
-		if err := createNATTable(nc, d, st, subnet); err != nil {
+		if err := createTable(nc, d, st, subnet); err != nil {
 			return netip.Prefix{}, err
 		}
-		tr.ReportEvent(fmt.Sprintf("NAT: created bridge %s with %s and table ip %s", NATBridge, netip.PrefixFrom(NATGateway(subnet), subnet.Bits()), NATTable))
+		tr.ReportEvent(fmt.Sprintf("NAT: created bridge %s with %s and table ip %s", Bridge, netip.PrefixFrom(gateway(subnet), subnet.Bits()), tableName))
 	}
 	st.Subnet = subnet.String()
 	if err := enableForwarding(d, st, tr); err != nil {
@@ -179,18 +178,18 @@ func ensureNATNetwork(h *netlink.Handle, nc *nftables.Conn, d *natDir, st *natSh
 	return subnet, d.writeShared(*st)
 }
 
-// existingNATBridge returns the subnet of the NAT bridge if it exists.
+// existingBridge returns the subnet of the NAT bridge if it exists.
 // A link of that name without vmrun's alias is refused.
-func existingNATBridge(h *netlink.Handle) (netip.Prefix, bool, error) {
-	l, err := h.LinkByName(NATBridge)
+func existingBridge(h *netlink.Handle) (netip.Prefix, bool, error) {
+	l, err := h.LinkByName(Bridge)
 	if hostnet.IsNotFound(err) {
 		return netip.Prefix{}, false, nil
 	}
 	if err != nil {
 		return netip.Prefix{}, false, err
 	}
-	if l.Attrs().Alias != NATAlias || l.Type() != "bridge" {
-		return netip.Prefix{}, false, hostnet.Refuse(ErrForeignLink, "a link named %s already exists and is not vmrun's NAT bridge (alias %q, type %s); vmrun leaves it alone: delete or rename it to use --net nat", NATBridge, l.Attrs().Alias, l.Type())
+	if l.Attrs().Alias != bridgeAlias || l.Type() != "bridge" {
+		return netip.Prefix{}, false, hostnet.Refuse(hostnet.ErrForeignLink, "a link named %s already exists and is not vmrun's NAT bridge (alias %q, type %s); vmrun leaves it alone: delete or rename it to use --net nat", Bridge, l.Attrs().Alias, l.Type())
 	}
 	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
@@ -202,7 +201,7 @@ func existingNATBridge(h *netlink.Handle) (netip.Prefix, bool, error) {
 			return netip.PrefixFrom(ip, ones).Masked(), true, nil
 		}
 	}
-	return netip.Prefix{}, false, hostnet.Refuse(ErrForeignLink, "vmrun's NAT bridge %s has no IPv4 address (was it changed by hand?); delete it (ip link del %s) and try again", NATBridge, NATBridge)
+	return netip.Prefix{}, false, hostnet.Refuse(hostnet.ErrForeignLink, "vmrun's NAT bridge %s has no IPv4 address (was it changed by hand?); delete it (ip link del %s) and try again", Bridge, Bridge)
 }
 
 // pickSubnet returns want (checked) or the first free candidate.
@@ -214,7 +213,7 @@ func pickSubnet(h *netlink.Handle, want netip.Prefix) (netip.Prefix, error) {
 	if want.IsValid() {
 		return want, checkSubnet(want, used)
 	}
-	return ChooseSubnet(NATCandidates(), used)
+	return chooseSubnet(candidates(), used)
 }
 
 // usedPrefixes returns the IPv4 prefixes this namespace routes (every
@@ -249,59 +248,59 @@ func usedPrefixes(h *netlink.Handle) ([]netip.Prefix, error) {
 	return used, nil
 }
 
-// natBridgeObject is the record of the NAT bridge.
-func natBridgeObject() rundir.Object {
-	return rundir.Object{Kind: ObjLink, Name: NATBridge,
-		Detail: map[string]string{"type": "bridge", "alias": NATAlias, "mac": NATBridgeMAC.String()}}
+// bridgeObject is the record of the NAT bridge.
+func bridgeObject() rundir.Object {
+	return rundir.Object{Kind: hostnet.ObjLink, Name: Bridge,
+		Detail: map[string]string{"type": "bridge", "alias": bridgeAlias, "mac": BridgeMAC().String()}}
 }
 
-// createNATBridge creates the bridge: fixed MAC, alias, no IPv6, the
+// createBridge creates the bridge: fixed MAC, alias, no IPv6, the
 // gateway address, route_localnet (for localhost forwards), up.
-func createNATBridge(h *netlink.Handle, d *natDir, st *natShared, subnet netip.Prefix) error {
-	if err := d.record(st, natBridgeObject()); err != nil {
+func createBridge(h *netlink.Handle, d *lockedDir, st *shared, subnet netip.Prefix) error {
+	if err := d.record(st, bridgeObject()); err != nil {
 		return err
 	}
 	la := netlink.NewLinkAttrs()
-	la.Name = NATBridge
-	la.HardwareAddr = NATBridgeMAC
+	la.Name = Bridge
+	la.HardwareAddr = BridgeMAC()
 	br := &netlink.Bridge{LinkAttrs: la}
 	if err := h.LinkAdd(br); err != nil {
-		return fmt.Errorf("create bridge %s: %w", NATBridge, err)
+		return fmt.Errorf("create bridge %s: %w", Bridge, err)
 	}
-	gw := NATGateway(subnet)
+	gw := gateway(subnet)
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(subnet.Bits(), 32)}}
 	steps := []func() error{
-		func() error { return h.LinkSetAlias(br, NATAlias) },
+		func() error { return h.LinkSetAlias(br, bridgeAlias) },
 		func() error { return hostnet.SilenceIPv6Link(h, br) },
 		func() error { return h.AddrAdd(br, addr) },
 		func() error {
 			_, err := hostnet.SetSysctlRecorded(func(o rundir.Object) error { return d.record(st, o) },
-				path.Join("net/ipv4/conf", NATBridge, "route_localnet"), "1")
+				path.Join("net/ipv4/conf", Bridge, "route_localnet"), "1")
 			return err
 		},
 		func() error { return h.LinkSetUp(br) },
 	}
 	for _, f := range steps {
 		if err := f(); err != nil {
-			return fmt.Errorf("set up bridge %s: %w", NATBridge, err)
+			return fmt.Errorf("set up bridge %s: %w", Bridge, err)
 		}
 	}
 	return nil
 }
 
-// natTableObject is the record of vmrun's nftables table.
-func natTableObject() rundir.Object {
-	return rundir.Object{Kind: ObjNftTable, Name: NATTable, Detail: map[string]string{"family": "ip"}}
+// tableObject is the record of vmrun's nftables table.
+func tableObject() rundir.Object {
+	return rundir.Object{Kind: hostnet.ObjNftTable, Name: tableName, Detail: map[string]string{"family": "ip"}}
 }
 
-// createNATTable (re)creates vmrun's table from scratch, in one
+// createTable (re)creates vmrun's table from scratch, in one
 // transaction.
-func createNATTable(nc *nftables.Conn, d *natDir, st *natShared, subnet netip.Prefix) error {
-	if err := d.record(st, natTableObject()); err != nil {
+func createTable(nc *nftables.Conn, d *lockedDir, st *shared, subnet netip.Prefix) error {
+	if err := d.record(st, tableObject()); err != nil {
 		return err
 	}
-	rs := natBaseRuleset(subnet, NATBridge)
-	if t, err := nc.ListTableOfFamily(NATTable, nftables.TableFamilyIPv4); err == nil && t != nil {
+	rs := baseRuleset(subnet, Bridge)
+	if t, err := nc.ListTableOfFamily(tableName, nftables.TableFamilyIPv4); err == nil && t != nil {
 		nc.DelTable(rs.Table)
 	}
 	nc.AddTable(rs.Table)
@@ -312,14 +311,14 @@ func createNATTable(nc *nftables.Conn, d *natDir, st *natShared, subnet netip.Pr
 		nc.AddRule(r)
 	}
 	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("nftables: create table ip %s: %w", NATTable, err)
+		return fmt.Errorf("nftables: create table ip %s: %w", tableName, err)
 	}
 	return nil
 }
 
 // enableForwarding turns IPv4 forwarding on if it is off, recording the
 // old value so that the last NAT VM restores it.
-func enableForwarding(d *natDir, st *natShared, tr *Trace) error {
+func enableForwarding(d *lockedDir, st *shared, tr *hostnet.Trace) error {
 	changed, err := hostnet.SetSysctlRecorded(func(o rundir.Object) error { return d.record(st, o) }, ipForward, "1")
 	if err != nil {
 		return fmt.Errorf("enable IPv4 forwarding: %w", err)
@@ -332,8 +331,8 @@ func enableForwarding(d *natDir, st *natShared, tr *Trace) error {
 
 // deleteVMRules deletes VM vm's forward rules from vmrun's table.
 func deleteVMRules(nc *nftables.Conn, vm string) error {
-	t := natTable()
-	if tt, err := nc.ListTableOfFamily(NATTable, nftables.TableFamilyIPv4); err != nil || tt == nil {
+	t := vmrunTable()
+	if tt, err := nc.ListTableOfFamily(tableName, nftables.TableFamilyIPv4); err != nil || tt == nil {
 		return nil // no table: no rules
 	}
 	n := 0
@@ -360,17 +359,22 @@ func deleteVMRules(nc *nftables.Conn, vm string) error {
 	return nil
 }
 
-// natLeave ends VM vm's membership (m is nil when gc does it for a dead
+// Leave ends VM vm's membership of the NAT network whose state is dir,
+// as the membership's record (hostnet.NATMemberObject) has them, after its
+// vmrun died; see leave.
+func Leave(dir, vm string) error { return leave(dir, vm, nil) }
+
+// leave ends VM vm's membership (m is nil when gc does it for a dead
 // VM) and, if it was the last member and no tap is left on the bridge,
 // removes the NAT network: table, bridge, sysctls.
-func natLeave(dir, vm string, m *natMember) error {
+func leave(dir, vm string, m *membership) error {
 	if m != nil {
 		defer m.close()
 	}
 	if err := sameNetns(dir); err != nil {
 		return err
 	}
-	d, err := lockNATDir(dir, false)
+	d, err := lockDir(dir, false)
 	if err != nil || d == nil {
 		return err
 	}
@@ -405,20 +409,20 @@ func sameNetns(dir string) error {
 	return nil
 }
 
-// natSweep is gc's pass over the NAT state of the calling thread's
+// Sweep is gc's pass over the NAT state of the calling thread's
 // namespace: it forgets dead members and removes the network when none is
 // left.
-func natSweep(root string) error {
-	dir, err := NATStateDir(root)
+func Sweep(root string) error {
+	dir, err := StateDir(root)
 	if err != nil {
 		return err
 	}
-	d, err := lockNATDir(dir, false)
+	d, err := lockDir(dir, false)
 	if err == nil && d == nil {
 		if _, serr := os.Stat(dir); serr == nil {
 			// No lock file: what a crash while the directory was made or
 			// removed leaves. Take it over, and remove it below.
-			d, err = lockNATDir(dir, true)
+			d, err = lockDir(dir, true)
 		}
 	}
 	// .nat, when empty: a crash may leave it after the last directory.
@@ -440,12 +444,12 @@ func natSweep(root string) error {
 
 // teardown removes the shared objects (reverse order) and the directory,
 // unless a tap is still on the bridge (a VM of another runtime root).
-func (d *natDir) teardown() error {
+func (d *lockedDir) teardown() error {
 	h, err := hostnet.NewHandle()
 	if err != nil {
 		return err
 	}
-	ports, err := bridgePorts(h, NATBridge)
+	ports, err := bridgePorts(h, Bridge)
 	h.Close()
 	if err != nil {
 		return err
@@ -457,12 +461,46 @@ func (d *natDir) teardown() error {
 	if err != nil {
 		return fmt.Errorf("NAT state %s: %w", d.path, err)
 	}
-	left, err := undoObjects(st.Objects)
+	left, err := undoShared(st.Objects)
 	if err != nil {
 		st.Objects = left
 		return errors.Join(err, d.writeShared(st))
 	}
 	return d.remove()
+}
+
+// undoShared undoes the NAT network's shared objects (state.json: the
+// bridge, its sysctls, IPv4 forwarding, the table) in reverse order and
+// returns those that could not be undone, in their original order. A
+// bridge that is no longer vmrun's is left alone, reported and forgotten.
+func undoShared(objs []rundir.Object) (left []rundir.Object, err error) {
+	h, err := hostnet.NewHandle()
+	if err != nil {
+		return objs, err
+	}
+	defer h.Close()
+	var errs []error
+	for i := len(objs) - 1; i >= 0; i-- {
+		o := objs[i]
+		var err error
+		switch o.Kind {
+		case hostnet.ObjLink:
+			err = hostnet.DeleteOwnedLink(h, o)
+		case hostnet.ObjSysctl:
+			err = hostnet.UndoSysctl(h, o)
+		case hostnet.ObjNftTable:
+			err = DeleteTable(o)
+		default:
+			err = fmt.Errorf("%w %q", hostnet.ErrUnknownObject, o.Kind)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", o.Kind, o.Name, err))
+			if !errors.Is(err, hostnet.ErrForeignLink) {
+				left = append([]rundir.Object{o}, left...)
+			}
+		}
+	}
+	return left, errors.Join(errs...)
 }
 
 // bridgePorts returns the names of the links enslaved to bridge name.
@@ -488,8 +526,8 @@ func bridgePorts(h *netlink.Handle, name string) ([]string, error) {
 	return ports, nil
 }
 
-// deleteNftTable deletes the recorded table if it exists.
-func deleteNftTable(o rundir.Object) error {
+// DeleteTable deletes the recorded table if it exists.
+func DeleteTable(o rundir.Object) error {
 	fam := nftables.TableFamilyIPv4
 	if o.Detail["family"] == "inet" {
 		fam = nftables.TableFamilyINet
@@ -508,121 +546,16 @@ func deleteNftTable(o rundir.Object) error {
 	return nil
 }
 
-// natSteps are the steps of --net nat around the tap: join the NAT
-// network first (the tap's bridge), then the tap on it, then the guest's
-// DHCP responder and DNS forwarder.
-func natSteps(p Plan) []hostnet.Step {
-	n := &natRun{p: p}
-	steps := []hostnet.Step{{Name: "nat network", Do: n.join}}
-	steps = append(steps, hostnet.BridgeTapSteps()...)
-	return append(steps,
-		hostnet.Step{Name: "dhcp", Do: n.serveDHCP},
-		hostnet.Step{Name: "dns", Do: n.serveDNS},
-		hostnet.Step{Name: "firewall", Do: n.checkFirewall})
-}
-
-// natRun is the state of one NAT VM's set-up.
-type natRun struct {
-	p Plan // the plan, for its NAT options
-	m *natMember
-}
-
-func (n *natRun) join(s *hostnet.Setup) error {
-	if n.p.NAT == nil {
-		return hostnet.Refuse(ErrBadRequest, "the nat plan has no NAT options")
-	}
-	dir, err := NATStateDir(rundir.Root())
-	if err != nil {
-		return err
-	}
-	obj := hostnet.NATMemberObject(s.Cfg.VM, dir)
-	rec, p := s.Rec, n.p
-	if err := rec.Record(obj); err != nil {
-		return err
-	}
-	var m *natMember
-	s.OnUndo(func() error {
-		leave := func() error { return natLeave(dir, p.Name, nil) }
-		if m != nil {
-			leave = m.leave
-		}
-		if err := leave(); err != nil {
-			return fmt.Errorf("leave the NAT network: %w", err)
-		}
-		return rec.Forget(obj)
-	})
-	m, err = natJoin(dir, n.p, s.Trace)
-	if err != nil {
-		return err
-	}
-	n.m = m
-	s.Trace.ReportNotice(fmt.Sprintf("NAT: the guest gets %s/%d on %s; gateway and DNS %s", m.ip, m.subnet.Bits(), NATBridge, m.gw))
-	return nil
-}
-
-// serveDHCP runs the guest's DHCP responder on its tap until undone.
-func (n *natRun) serveDHCP(s *hostnet.Setup) error {
-	m := n.m
-	h, err := s.GoReopening(hostnet.ServiceDHCP, hostnet.DHCPPolicy, hostnet.OpenResponder(dhcpserve.Config{
-		Link: s.Cfg.LinkName, ClientMAC: s.Cfg.MAC, ServerMAC: NATBridgeMAC,
-		Lease: dhcpserve.Lease{
-			IP: m.ip.AsSlice(), Mask: net.CIDRMask(m.subnet.Bits(), 32),
-			Router: m.gw.AsSlice(), DNS: []net.IP{m.gw.AsSlice()}, ServerID: m.gw.AsSlice(),
-		},
-		Logf: func(format string, args ...any) { s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
-	}))
-	if err != nil {
-		return err
-	}
-	s.OnUndo(func() error { h.Stop(); return nil })
-	return nil
-}
-
-// serveDNS runs a DNS forwarder on the gateway address. It is not fatal
-// when it cannot: the guest then has no DNS, and is told why.
-func (n *natRun) serveDNS(s *hostnet.Setup) error {
-	rc := n.p.NAT.ResolvConf
-	if rc == "" {
-		rc = DefaultResolvConf
-	}
-	h, err := s.GoReopening(hostnet.ServiceDNS, hostnet.DNSPolicy, hostnet.OpenForwarder(dnsforward.Config{
-		Addr: dnsforward.Addr(n.m.gw.AsSlice()), ResolvConf: rc,
-		Logf: func(format string, args ...any) { s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
-	}))
-	if err != nil {
-		s.Trace.ReportNotice(fmt.Sprintf("NAT: no DNS for the guest: %v", err))
-		return nil
-	}
-	s.OnUndo(func() error { h.Stop(); return nil })
-	return nil
-}
-
-// checkFirewall tells the user when another table drops forwarded traffic.
-func (n *natRun) checkFirewall(s *hostnet.Setup) error {
-	nc, err := nftables.New()
-	if err != nil {
-		return nil
-	}
-	chains, err := nc.ListChains()
-	if err != nil {
-		return nil
-	}
-	if b := forwardBlockers(chains); len(b) > 0 {
-		s.Trace.ReportNotice(forwardBlockNotice(b))
-	}
-	return nil
-}
-
-// RenderNATTable returns the rules of vmrun's table in the calling
+// RenderTable returns the rules of vmrun's table in the calling
 // thread's network namespace, one "chain: rule" line each, in nft syntax
 // (nil when there is no table).
-func RenderNATTable() ([]string, error) {
+func RenderTable() ([]string, error) {
 	nc, err := nftables.New()
 	if err != nil {
 		return nil, err
 	}
-	t := natTable()
-	if tt, err := nc.ListTableOfFamily(NATTable, nftables.TableFamilyIPv4); err != nil || tt == nil {
+	t := vmrunTable()
+	if tt, err := nc.ListTableOfFamily(tableName, nftables.TableFamilyIPv4); err != nil || tt == nil {
 		return nil, nil
 	}
 	var out []string

@@ -1,4 +1,4 @@
-package netsetup
+package nat
 
 import (
 	"encoding/json"
@@ -12,12 +12,13 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 
 // The NAT network of a network namespace is shared by every NAT VM in it,
 // whichever vmrun process runs them. Its state lives in a directory of the
-// runtime root named after the namespace (NATStateDir):
+// runtime root named after the namespace (StateDir):
 //
 //	lock            flock'ed around every join and leave
 //	state.json      the subnet and the shared objects (bridge, nft table,
@@ -31,26 +32,26 @@ import (
 // the bridge, which also protects the VMs of a vmrun using another runtime
 // root.
 
-// natShared is the content of state.json.
-type natShared struct {
+// shared is the content of state.json.
+type shared struct {
 	Subnet  string          `json:"subnet"`
 	Objects []rundir.Object `json:"objects,omitempty"`
 }
 
-// natMemberInfo is the content of members/VM.json.
-type natMemberInfo struct {
-	VM       string    `json:"vm"`
-	PID      int       `json:"pid"`
-	IP       string    `json:"ip"`
-	Forwards []Forward `json:"forwards,omitempty"`
+// memberInfo is the content of members/VM.json.
+type memberInfo struct {
+	VM       string            `json:"vm"`
+	PID      int               `json:"pid"`
+	IP       string            `json:"ip"`
+	Forwards []hostnet.Forward `json:"forwards,omitempty"`
 }
 
 // soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14), missing from x/sys/unix.
 const soNetnsCookie = 71
 
-// NATStateDir returns the NAT state directory of the calling thread's
+// StateDir returns the NAT state directory of the calling thread's
 // network namespace under runtime root root.
-func NATStateDir(root string) (string, error) {
+func StateDir(root string) (string, error) {
 	id, err := netnsID()
 	if err != nil {
 		return "", err
@@ -76,21 +77,21 @@ func netnsID() (string, error) {
 	return "i" + strconv.FormatUint(st.Ino, 10), nil
 }
 
-// natDir is a locked NAT state directory.
-type natDir struct {
+// lockedDir is a locked NAT state directory.
+type lockedDir struct {
 	path string
 	lock *os.File
 }
 
-// lockNATDir creates (if create) and locks dir. It returns nil, nil when
+// lockDir creates (if create) and locks dir. It returns nil, nil when
 // dir (or its lock file) does not exist and create is false.
 //
 // A crash may leave the directory without its lock file (a joiner killed
 // before it made the lock; a leaver killed after it removed it): gc takes
-// such a directory over with create (natSweep), so the subdirectories are
+// such a directory over with create (Sweep), so the subdirectories are
 // made only under the lock, and a creator whose directory vanished between
 // its mkdir and its open (gc removed it) simply tries again.
-func lockNATDir(dir string, create bool) (*natDir, error) {
+func lockDir(dir string, create bool) (*lockedDir, error) {
 	for tries := 0; ; tries++ {
 		if create {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -124,7 +125,7 @@ func lockNATDir(dir string, create bool) (*natDir, error) {
 		// locked after that is no longer the directory's lock.
 		var a, b unix.Stat_t
 		if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(filepath.Join(dir, "lock"), &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev {
-			d := &natDir{path: dir, lock: f}
+			d := &lockedDir{path: dir, lock: f}
 			if create {
 				for _, sub := range []string{"members", "leases"} {
 					if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
@@ -145,8 +146,8 @@ func lockNATDir(dir string, create bool) (*natDir, error) {
 // remove deletes the locked directory: everything but the lock file, then
 // the lock file, then the directory (and .nat, when it is empty). A crash
 // on the way leaves either the lock file, and gc finds the directory as
-// usual, or a directory without it, which gc takes over (natSweep).
-func (d *natDir) remove() error {
+// usual, or a directory without it, which gc takes over (Sweep).
+func (d *lockedDir) remove() error {
 	des, err := os.ReadDir(d.path)
 	if err != nil {
 		return err
@@ -180,10 +181,10 @@ func flockRetry(f *os.File, how int) error {
 	}
 }
 
-func (d *natDir) unlock() { d.lock.Close() }
+func (d *lockedDir) unlock() { d.lock.Close() }
 
-func (d *natDir) readShared() (natShared, error) {
-	var st natShared
+func (d *lockedDir) readShared() (shared, error) {
+	var st shared
 	b, err := os.ReadFile(filepath.Join(d.path, "state.json"))
 	if errors.Is(err, os.ErrNotExist) {
 		return st, nil
@@ -194,7 +195,7 @@ func (d *natDir) readShared() (natShared, error) {
 	return st, json.Unmarshal(b, &st)
 }
 
-func (d *natDir) writeShared(st natShared) error {
+func (d *lockedDir) writeShared(st shared) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -223,7 +224,7 @@ func writeFileAtomic(path string, b []byte) error {
 
 // record appends obj to the shared objects (unless recorded already) and
 // writes the state before the object is created.
-func (d *natDir) record(st *natShared, obj rundir.Object) error {
+func (d *lockedDir) record(st *shared, obj rundir.Object) error {
 	for _, o := range st.Objects {
 		if o.Kind == obj.Kind && o.Name == obj.Name {
 			return nil
@@ -235,12 +236,12 @@ func (d *natDir) record(st *natShared, obj rundir.Object) error {
 
 // member is one members/VM.json: its VM and whether a live vmrun holds it.
 type member struct {
-	info natMemberInfo
+	info memberInfo
 	live bool
 }
 
 // members reads every member file; live ones are locked by their vmrun.
-func (d *natDir) members() (map[string]member, error) {
+func (d *lockedDir) members() (map[string]member, error) {
 	des, err := os.ReadDir(filepath.Join(d.path, "members"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -282,7 +283,7 @@ func fileLocked(path string) bool {
 
 // forget removes what VM vm holds in the directory and in the table: its
 // forward rules, its leases and its member file.
-func (d *natDir) forget(nc *nftables.Conn, vm string) error {
+func (d *lockedDir) forget(nc *nftables.Conn, vm string) error {
 	errs := []error{deleteVMRules(nc, vm)}
 	if des, err := os.ReadDir(filepath.Join(d.path, "leases")); err == nil {
 		for _, de := range des {
@@ -304,7 +305,7 @@ func removeIfExists(p string) error {
 }
 
 // pruneDead forgets every member no live vmrun holds, except keep.
-func (d *natDir) pruneDead(nc *nftables.Conn, keep string, tr *Trace) (live map[string]member, err error) {
+func (d *lockedDir) pruneDead(nc *nftables.Conn, keep string, tr *hostnet.Trace) (live map[string]member, err error) {
 	ms, err := d.members()
 	if err != nil {
 		return nil, err
@@ -324,8 +325,8 @@ func (d *natDir) pruneDead(nc *nftables.Conn, keep string, tr *Trace) (live map[
 }
 
 // lease returns VM vm's address: the one it already holds, or a new one
-// (AllocateIP) claimed with an O_EXCL lease file.
-func (d *natDir) lease(subnet netip.Prefix, vm string) (netip.Addr, error) {
+// (allocateIP) claimed with an O_EXCL lease file.
+func (d *lockedDir) lease(subnet netip.Prefix, vm string) (netip.Addr, error) {
 	leases := filepath.Join(d.path, "leases")
 	des, err := os.ReadDir(leases)
 	if err != nil {
@@ -343,7 +344,7 @@ func (d *natDir) lease(subnet netip.Prefix, vm string) (netip.Addr, error) {
 		held[a] = true
 	}
 	for {
-		a, err := AllocateIP(subnet, vm, func(a netip.Addr) bool { return held[a] })
+		a, err := allocateIP(subnet, vm, func(a netip.Addr) bool { return held[a] })
 		if err != nil {
 			return netip.Addr{}, err
 		}
@@ -362,7 +363,7 @@ func (d *natDir) lease(subnet netip.Prefix, vm string) (netip.Addr, error) {
 
 // holdMember writes members/VM.json and locks it for the life of this
 // process (the lock is what tells other vmruns this VM is alive).
-func (d *natDir) holdMember(info natMemberInfo) (*os.File, error) {
+func (d *lockedDir) holdMember(info memberInfo) (*os.File, error) {
 	p := filepath.Join(d.path, "members", info.VM+".json")
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -378,4 +379,26 @@ func (d *natDir) holdMember(info natMemberInfo) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// Idle reports whether the NAT network of the calling thread's namespace
+// under runtime root root has state but no live VM (what `vmrun gc`
+// would remove), and the state's directory. It changes nothing.
+func Idle(root string) (dir string, idle bool) {
+	dir, err := StateDir(root)
+	if err != nil {
+		return "", false
+	}
+	d, err := lockDir(dir, false)
+	if err != nil || d == nil {
+		return dir, false
+	}
+	defer d.unlock()
+	ms, _ := d.members()
+	for _, m := range ms {
+		if m.live {
+			return dir, false
+		}
+	}
+	return dir, true
 }

@@ -1,4 +1,4 @@
-package netsetup
+package nat
 
 import (
 	"net/netip"
@@ -7,12 +7,13 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // TestNATRuleset checks vmrun's table as data: the chains and each rule,
 // rendered in nft syntax.
 func TestNATRuleset(t *testing.T) {
-	rs := natBaseRuleset(netip.MustParsePrefix("10.201.0.0/24"), "vmrnat0")
+	rs := baseRuleset(netip.MustParsePrefix("10.201.0.0/24"), "vmrnat0")
 	if rs.Table.Name != "vmrun" || rs.Table.Family != nftables.TableFamilyIPv4 {
 		t.Errorf("table %+v", rs.Table)
 	}
@@ -48,9 +49,9 @@ func TestNATRuleset(t *testing.T) {
 }
 
 func TestNATForwardRules(t *testing.T) {
-	rs := natBaseRuleset(netip.MustParsePrefix("10.201.0.0/24"), "vmrnat0")
+	rs := baseRuleset(netip.MustParsePrefix("10.201.0.0/24"), "vmrnat0")
 	guest := netip.MustParseAddr("10.201.0.77")
-	rules := natForwardRules(rs.Table, rs.chain(chainPrerouting), rs.chain(chainOutput), "web", guest, []Forward{
+	rules := forwardRules(rs.Table, rs.chain(chainPrerouting), rs.chain(chainOutput), "web", guest, []hostnet.Forward{
 		{Proto: "tcp", HostPort: 8080, GuestPort: 80},
 		{Proto: "udp", HostAddr: "10.77.0.2", HostPort: 5353, GuestPort: 53},
 		{Proto: "tcp", HostAddr: "0.0.0.0", HostPort: 2222, GuestPort: 22},

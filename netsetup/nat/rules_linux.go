@@ -1,4 +1,4 @@
-package netsetup
+package nat
 
 import (
 	"encoding/binary"
@@ -9,6 +9,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,15 +49,15 @@ const (
 	chainInput       = "input"
 )
 
-// natRuleset is vmrun's table as data: what Apply creates.
-type natRuleset struct {
+// ruleset is vmrun's table as data: what Apply creates.
+type ruleset struct {
 	Table  *nftables.Table
 	Chains []*nftables.Chain
 	Rules  []*nftables.Rule
 }
 
 // chain returns the chain of the ruleset named name.
-func (rs natRuleset) chain(name string) *nftables.Chain {
+func (rs ruleset) chain(name string) *nftables.Chain {
 	for _, c := range rs.Chains {
 		if c.Name == name {
 			return c
@@ -65,14 +66,14 @@ func (rs natRuleset) chain(name string) *nftables.Chain {
 	return nil
 }
 
-func natTable() *nftables.Table {
-	return &nftables.Table{Name: NATTable, Family: nftables.TableFamilyIPv4}
+func vmrunTable() *nftables.Table {
+	return &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
 }
 
-// natBaseRuleset returns the shared table for the NAT network subnet on
+// baseRuleset returns the shared table for the NAT network subnet on
 // bridge.
-func natBaseRuleset(subnet netip.Prefix, bridge string) natRuleset {
-	t := natTable()
+func baseRuleset(subnet netip.Prefix, bridge string) ruleset {
+	t := vmrunTable()
 	accept := nftables.ChainPolicyAccept
 	base := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
 		return &nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept}
@@ -91,9 +92,9 @@ func natBaseRuleset(subnet netip.Prefix, bridge string) natRuleset {
 		return &nftables.Rule{Table: t, Chain: c, Exprs: all}
 	}
 	estRel := expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED
-	gw := netip.PrefixFrom(NATGateway(subnet), 32)
+	gw := netip.PrefixFrom(gateway(subnet), 32)
 	notGuests := append(ifname(expr.MetaKeyIIFNAME, bridge, false), ifname(expr.MetaKeyIIFNAME, "lo", false)...)
-	return natRuleset{
+	return ruleset{
 		Table:  t,
 		Chains: []*nftables.Chain{pre, out, post, fwd, in},
 		Rules: []*nftables.Rule{
@@ -110,12 +111,12 @@ func natBaseRuleset(subnet netip.Prefix, bridge string) natRuleset {
 	}
 }
 
-// natForwardRules returns the DNAT rules of VM vm's forwards to guest, in
+// forwardRules returns the DNAT rules of VM vm's forwards to guest, in
 // the prerouting chain (connections from elsewhere) and the output chain
 // (this host's own). A forward without a host address matches every
 // local address (fib daddr type local). Each rule carries the comment
 // "vmrun:VM", by which the VM's rules are found and removed.
-func natForwardRules(t *nftables.Table, pre, out *nftables.Chain, vm string, guest netip.Addr, fws []Forward) []*nftables.Rule {
+func forwardRules(t *nftables.Table, pre, out *nftables.Chain, vm string, guest netip.Addr, fws []hostnet.Forward) []*nftables.Rule {
 	var rules []*nftables.Rule
 	for _, fw := range fws {
 		var dst []expr.Any
@@ -377,12 +378,35 @@ func forwardBlockers(chains []*nftables.Chain) []forwardBlocker {
 			continue
 		}
 		fam := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyINet: "inet"}[c.Table.Family]
-		if fam == "" || fam == "ip" && c.Table.Name == NATTable {
+		if fam == "" || fam == "ip" && c.Table.Name == tableName {
 			continue
 		}
 		out = append(out, forwardBlocker{Family: fam, Table: c.Table.Name, Chain: c.Name})
 	}
 	return out
+}
+
+// Blockers returns, in nft terms, the base chains of other tables that
+// drop forwarded IPv4 packets by policy in the calling thread's namespace
+// (forwardBlockers), and the one-line notice NAT prints about them ("" for
+// none).
+func Blockers() (chains []string, notice string, err error) {
+	nc, err := nftables.New()
+	if err != nil {
+		return nil, "", err
+	}
+	cs, err := nc.ListChains()
+	if err != nil {
+		return nil, "", err
+	}
+	bs := forwardBlockers(cs)
+	for _, b := range bs {
+		chains = append(chains, b.String())
+	}
+	if len(bs) > 0 {
+		notice = forwardBlockNotice(bs)
+	}
+	return chains, notice, nil
 }
 
 // forwardBlockNotice is the one line that tells the user about blockers
@@ -394,13 +418,13 @@ func forwardBlockNotice(bs []forwardBlocker) string {
 	}
 	b := bs[0]
 	fix := fmt.Sprintf("nft insert rule %s %s %s iifname %s accept; nft insert rule %s %s %s oifname %s accept",
-		b.Family, b.Table, b.Chain, NATBridge, b.Family, b.Table, b.Chain, NATBridge)
+		b.Family, b.Table, b.Chain, Bridge, b.Family, b.Table, b.Chain, Bridge)
 	if b.Family == "ip" && b.Table == "filter" {
 		chain := b.Chain
 		if chain == "FORWARD" {
 			chain = "DOCKER-USER" // Docker's chain for rules of one's own; else FORWARD
 		}
-		fix = fmt.Sprintf("iptables -I %s -i %s -j ACCEPT; iptables -I %s -o %s -j ACCEPT (or the same in chain FORWARD without Docker)", chain, NATBridge, chain, NATBridge)
+		fix = fmt.Sprintf("iptables -I %s -i %s -j ACCEPT; iptables -I %s -o %s -j ACCEPT (or the same in chain FORWARD without Docker)", chain, Bridge, chain, Bridge)
 	}
 	return fmt.Sprintf("NAT: this host's firewall drops forwarded packets (%s: policy drop), which vmrun's own table cannot override: NAT guests reach this host but nothing beyond; to let them through: %s",
 		strings.Join(names, "; "), fix)
