@@ -3,8 +3,8 @@ package netsetup
 import (
 	"context"
 
-	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/ipvtap"
 	"github.com/vmrun/vmrun/netsetup/nat"
 	"github.com/vmrun/vmrun/netsetup/routed"
 	"github.com/vmrun/vmrun/netsetup/tap"
@@ -56,7 +56,7 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 	case NAT:
 		return natConfig(p)
 	case IPVtap:
-		return attachFunc(func(ctx context.Context, rec Recorder) (*Attachment, error) { return applyIPVtap(ctx, p, rec) }), nil
+		return ipvtapConfig(p)
 	}
 	return nil, hostnet.Refuse(ErrUnknownMode, "unknown network mode %q", p.Mode)
 }
@@ -76,21 +76,24 @@ func routedConfig(p Plan) (routed.Config, error) {
 	return c, nil
 }
 
+// ipvtapConfig checks an ipvtap plan and converts it.
+func ipvtapConfig(p Plan) (ipvtap.Config, error) {
+	if err := checkLinkPlan(p); err != nil {
+		return ipvtap.Config{}, err
+	}
+	c := ipvtap.Config{Link: linkConfig(p), Caps: capsFor(p.Mode), GuestIP: p.GuestIP, Gateway: p.Gateway}
+	if !p.NoHostLink {
+		c.ShimName = LinkName(p.Name, RoleShim)
+	}
+	return c, nil
+}
+
 // attachFunc is a set-up still in this package as a hostnet.Attacher.
 type attachFunc func(ctx context.Context, rec Recorder) (*Attachment, error)
 
 // Attach calls f.
 func (f attachFunc) Attach(ctx context.Context, rec Recorder) (*Attachment, error) {
 	return f(ctx, rec)
-}
-
-// applySteps checks a link plan and runs steps for it (hostnet.Run) with
-// the capabilities of its mode raised.
-func applySteps(ctx context.Context, p Plan, rec Recorder, obj rundir.Object, steps []hostnet.Step) (*Attachment, error) {
-	if err := checkLinkPlan(p); err != nil {
-		return nil, err
-	}
-	return hostnet.Run(ctx, linkConfig(p), rec, obj, capsFor(p.Mode), steps)
 }
 
 // linkConfig is the part of p that the shared link steps use.

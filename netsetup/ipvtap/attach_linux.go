@@ -1,0 +1,322 @@
+package ipvtap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"github.com/vmrun/vmrun/internal/caps"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"golang.org/x/sys/unix"
+)
+
+// Config is what an ipvtap attachment takes from the plan.
+type Config struct {
+	Link hostnet.LinkConfig // Parent is the lower device; MAC the parent's as planned
+	Caps []int              // the capabilities to raise (internal/caps numbers)
+	// ShimName is the owned name of the host-side shim, "" for none
+	// (--no-host-link: the host cannot reach the guest).
+	ShimName string
+	// GuestIP is --guest-ip, registered at once (nil: learned from the
+	// guest's traffic); Gateway is --gateway, never registered.
+	GuestIP, Gateway net.IP
+}
+
+// ipvtapSteps are the steps of --net ipvtap.
+func ipvtapSteps(x *guest) []hostnet.Step {
+	return []hostnet.Step{
+		{Name: "parent", Do: x.lookupParent},
+		{Name: "claim shim", Do: x.claimShim},
+		{Name: "netns", Do: x.makeNetns},
+		{Name: "create", Do: x.create},
+		{Name: "alias", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAlias(x.link, hostnet.OwnerAlias(s.Cfg.VM)) }},
+		{Name: "ipv6 off", Do: x.silenceIPv6},
+		{Name: "verify", Do: x.verify},
+		{Name: "open queues", Do: x.openQueues},
+		{Name: "reset group", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetGroup(x.link, 0) }},
+		{Name: "allmulticast", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAllmulticastOn(x.link) }},
+		{Name: "up", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetUp(x.link) }},
+		{Name: "check mode", Do: func(s *hostnet.Setup) error { return x.checkMode() }},
+		{Name: "shim", Do: x.makeShim},
+		{Name: "rp_filter", Do: x.loosenRPFilter},
+		{Name: "register", Do: x.registerStatic},
+		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
+		{Name: "learn", Do: x.startLearner},
+		{Name: "watch", Do: x.startWatcher},
+	}
+}
+
+// Attach creates the ipvtap, the host side and the services that follow
+// the guest (see hostnet.Run).
+func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
+	x := &guest{ns: -1, addrs: map[netip.Addr]string{}, entries: map[netip.Addr]bool{},
+		warned: map[string]bool{}, online: true, xids: map[uint32]time.Time{}, offered: map[netip.Addr]uint32{},
+		shimName: c.ShimName, guestIP: c.GuestIP, gateway: c.Gateway}
+	obj := hostnet.LinkObject(c.Link.VM, c.Link.LinkName, "ipvtap", c.Link.MAC)
+	return hostnet.Run(ctx, c.Link, rec, obj, c.Caps, ipvtapSteps(x))
+}
+
+// guest is one ipvtap attachment: built by its steps, then served by
+// the learner and the watcher until Undo.
+type guest struct {
+	s        *hostnet.Setup
+	parent   string // the parent's name
+	parentIx int    // and index, in vmrun's namespace
+	guestMAC net.HardwareAddr
+	nonce    uint32
+
+	guestIP, gateway net.IP // --guest-ip (nil: learned) and --gateway
+
+	ns   netns.NsHandle  // the private namespace
+	nh   *netlink.Handle // netlink in the private namespace
+	bh   *netlink.Handle // netlink in vmrun's namespace, for the services
+	link netlink.Link    // the ipvtap, as seen in the private namespace
+
+	shimName string // "" without a shim (--no-host-link)
+	shimIx   int    // 0 without a shim
+	shimGone bool
+
+	// mu guards what follows and serialises the services' kernel work.
+	mu      sync.Mutex
+	addrs   map[netip.Addr]string // registered guest addresses → why
+	entries map[netip.Addr]bool   // guest IPv4 with a host route and neighbour entry on the shim
+	warned  map[string]bool       // notices given once
+	conn    *packet.Conn          // the learner's socket (nil before "learn")
+	xids    map[uint32]time.Time  // the guest's recent DHCP transactions
+	offered map[netip.Addr]uint32 // registered from a unicast DHCPOFFER (transaction), until the guest requests
+
+	lastMAC net.HardwareAddr // the parent's MAC as last seen
+	online  bool             // the parent was running when last seen
+	badMode string           // the wrong port mode last reported, "" when L2
+
+}
+
+// lookupParent finds the parent; the guest's MAC is the parent's, now.
+func (x *guest) lookupParent(s *hostnet.Setup) error {
+	x.s = s
+	if err := s.LookupParent(); err != nil {
+		return err
+	}
+	a := s.ParentLink.Attrs()
+	x.parent, x.parentIx = a.Name, a.Index
+	x.guestMAC = append(net.HardwareAddr(nil), a.HardwareAddr...)
+	x.lastMAC = x.guestMAC
+	x.online = a.RawFlags&unix.IFF_RUNNING != 0
+	if len(x.guestMAC) != 6 {
+		return hostnet.Refuse(hostnet.ErrUnsuitable, "%s has no Ethernet MAC address, which an ipvtap guest must share", x.parent)
+	}
+	if !bytes.Equal(x.guestMAC, s.Cfg.MAC) {
+		s.Trace.ReportEvent(fmt.Sprintf("%s's MAC is %s now (the plan said %s): the guest uses %s", x.parent, x.guestMAC, s.Cfg.MAC, x.guestMAC))
+	}
+	s.Att.MAC = append(net.HardwareAddr(nil), x.guestMAC...)
+	links, err := hostnet.RetryDump(s.H.LinkList)
+	if err != nil {
+		return err
+	}
+	if why := hostnet.IPVtapBlocked(x.parent, hostnet.UppersOf(links, x.parentIx)); why != "" {
+		return hostnet.Refuse(hostnet.ErrUnsuitable, "%s; use --net routed, or remove that link", why)
+	}
+	return nil
+}
+
+// claimShim frees the shim's owned name: a leftover of a crashed run of
+// the same VM is deleted, anything else refused. (The ipvtap's name is
+// always free: its namespace is new.)
+func (x *guest) claimShim(s *hostnet.Setup) error {
+	if x.shimName == "" {
+		return nil
+	}
+	return s.ClaimLink(x.shimName, x.shimObject())
+}
+
+func (x *guest) shimObject() rundir.Object {
+	return hostnet.LinkObject(x.s.Cfg.VM, x.shimName, "ipvlan", x.guestMAC)
+}
+
+// makeNetns creates the private network namespace, on a throwaway
+// thread, and opens netlink in it.
+func (x *guest) makeNetns(s *hostnet.Setup) error {
+	err := hostnet.OnThrowawayThreadBack(func() error {
+		caps.Raise(unix.CAP_SYS_ADMIN) // the thread dies with it
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare a network namespace: %w", err)
+		}
+		ns, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		x.ns = ns
+		x.nh, err = hostnet.NewHandle()
+		return err
+	})
+	s.OnUndo(func() error {
+		if x.nh != nil {
+			x.nh.Close()
+		}
+		if x.bh != nil {
+			x.bh.Close()
+		}
+		if x.ns.IsOpen() {
+			return x.ns.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	x.bh, err = hostnet.NewHandle()
+	return err
+}
+
+// inPrivate runs fn on a throwaway thread in the private namespace.
+func (x *guest) inPrivate(fn func() error) error {
+	return hostnet.OnThrowawayThreadBack(func() error {
+		if err := netns.Set(x.ns); err != nil {
+			return fmt.Errorf("enter vmrun's private network namespace: %w", err)
+		}
+		return fn()
+	})
+}
+
+// create creates the ipvtap on the parent, in the private namespace, in
+// L2 mode with the bridge flag, from netlink.NewLinkAttrs (a literal
+// LinkAttrs{} would give it a 0-slot queue that drops every frame to the
+// guest). The device group nonce proves which sysfs shows it (hostnet.TapDevNum).
+func (x *guest) create(s *hostnet.Setup) error {
+	nonce, err := hostnet.GroupNonce()
+	if err != nil {
+		return err
+	}
+	x.nonce = nonce
+	la := netlink.NewLinkAttrs()
+	la.Name, la.ParentIndex, la.Group = s.Cfg.LinkName, x.parentIx, nonce
+	la.Namespace = netlink.NsFd(x.ns)
+	iv := &netlink.IPVtap{IPVlan: netlink.IPVlan{LinkAttrs: la, Mode: netlink.IPVLAN_MODE_L2, Flag: netlink.IPVLAN_FLAG_BRIDGE}}
+	if err := s.H.LinkAdd(iv); err != nil {
+		return ipvlanAddError(x.parent, err)
+	}
+	name := s.Cfg.LinkName
+	l, err := x.nh.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("%s in vmrun's private namespace: %w", name, err)
+	}
+	x.link, s.Link = l, l
+	// Nothing else lives in the private namespace: its index is the link.
+	s.OnUndo(func() error {
+		if err := x.nh.LinkDel(l); err != nil && !hostnet.IsNotFound(err) {
+			return fmt.Errorf("delete %s in vmrun's private namespace: %w", name, err)
+		}
+		return nil
+	})
+	return nil
+}
+
+// ipvlanAddError explains the kernel's refusals of an ipvlan link.
+func ipvlanAddError(parent string, err error) error {
+	switch {
+	case errors.Is(err, unix.EBUSY):
+		return hostnet.Refuse(hostnet.ErrUnsuitable, "the kernel refused an ipvlan link on %s (EBUSY): it carries a macvlan or macvtap link (perhaps in another network namespace) or belongs to a bridge or bond, and ipvlan cannot share it; remove that, or use --net routed", parent)
+	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EAFNOSUPPORT):
+		return hostnet.Refuse(hostnet.ErrNoKernelSupport, "this kernel cannot create ipvlan/ipvtap links (%v): load the ipvtap module (modprobe ipvtap), or use --net routed", err)
+	}
+	return err
+}
+
+// silenceIPv6 keeps the private namespace's IPv6 from making addresses of
+// its own on the ipvtap (vmrun adds the guest's, see register).
+func (x *guest) silenceIPv6(*hostnet.Setup) error {
+	return hostnet.SilenceIPv6Link(x.nh, x.link)
+}
+
+// verify re-reads the ipvtap and checks what the kernel made of it.
+func (x *guest) verify(s *hostnet.Setup) error {
+	l, err := x.nh.LinkByName(s.Cfg.LinkName)
+	if err != nil {
+		return err
+	}
+	x.link, s.Link = l, l
+	if err := checkIPVtap(l, x.guestMAC, hostnet.OwnerAlias(s.Cfg.VM)); err != nil {
+		return err
+	}
+	s.Att.MTU = l.Attrs().MTU
+	return nil
+}
+
+// checkIPVtap compares a re-read ipvtap with what was asked.
+func checkIPVtap(l netlink.Link, mac net.HardwareAddr, alias string) error {
+	iv, ok := l.(*netlink.IPVtap)
+	a := l.Attrs()
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: it is a %s, not an ipvtap", hostnet.ErrVerify, l.Type())
+	case hostnet.IPVlanModeString(iv.Mode, iv.Flag) != hostnet.IPVtapPortMode:
+		return fmt.Errorf("%w: mode %q, not %q", hostnet.ErrVerify, hostnet.IPVlanModeString(iv.Mode, iv.Flag), hostnet.IPVtapPortMode)
+	case !bytes.Equal(a.HardwareAddr, mac):
+		return fmt.Errorf("%w: MAC %s, not the parent's %s", hostnet.ErrVerify, a.HardwareAddr, mac)
+	case a.TxQLen <= 0:
+		return fmt.Errorf("%w: queue length %d (every frame to the guest would be dropped)", hostnet.ErrVerify, a.TxQLen)
+	case a.Alias != alias:
+		return fmt.Errorf("%w: alias %q, not %q", hostnet.ErrVerify, a.Alias, alias)
+	}
+	return nil
+}
+
+// openQueues opens the ipvtap's character device once per queue. Its
+// number is read from the private namespace's own sysfs (the move
+// re-registered the device, and /sys shows vmrun's namespace); the node is
+// opened from vmrun's namespace, so QEMU's fds do not keep the private one
+// alive after vmrun.
+func (x *guest) openQueues(s *hostnet.Setup) error {
+	att := s.Att
+	s.OnUndo(func() error { return hostnet.CloseFiles(att.Files) })
+	a := x.link.Attrs()
+	var dev uint64
+	var from string
+	err := x.inPrivate(func() error {
+		caps.Raise(unix.CAP_SYS_ADMIN) // a sysfs of this namespace; the thread dies with it
+		var err error
+		dev, from, err = hostnet.TapDevNum("ipvtap", a.Name, a.Index, x.nonce)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s of vmrun's private namespace)", a.Name, unix.Major(dev), unix.Minor(dev), from))
+	att.Files, err = hostnet.OpenCharDev(dev, s.Cfg.Queues)
+	return err
+}
+
+// portMode reads the parent's ipvlan port mode through the ipvtap.
+func (x *guest) portMode() (string, error) {
+	l, err := x.nh.LinkByIndex(x.link.Attrs().Index)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", x.link.Attrs().Name, err)
+	}
+	iv, ok := l.(*netlink.IPVtap)
+	if !ok {
+		return "", fmt.Errorf("%w: %s is a %s, not an ipvtap", hostnet.ErrVerify, l.Attrs().Name, l.Type())
+	}
+	return hostnet.IPVlanModeString(iv.Mode, iv.Flag), nil
+}
+
+// checkMode refuses a port that is not (any more) in L2 mode: every
+// ipvlan link on a parent shares one mode, and the last one created sets it.
+func (x *guest) checkMode() error {
+	m, err := x.portMode()
+	if err != nil {
+		return err
+	}
+	if m != hostnet.IPVtapPortMode {
+		return hostnet.Refuse(hostnet.ErrVerify, "the ipvlan port of %s is in mode %q, not %q: another ipvlan link on %s switched it (the last one created sets the mode for all), and the guest's ARP and DHCP would be dropped; remove that link or recreate it in L2 mode", x.parent, m, hostnet.IPVtapPortMode, x.parent)
+	}
+	return nil
+}

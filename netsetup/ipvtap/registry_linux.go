@@ -1,0 +1,199 @@
+package ipvtap
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/internal/learn"
+	"golang.org/x/sys/unix"
+)
+
+// registerStatic registers --guest-ip at once.
+func (x *guest) registerStatic(s *hostnet.Setup) error {
+	if x.guestIP == nil {
+		return nil
+	}
+	a, ok := netip.AddrFromSlice(x.guestIP)
+	if !ok {
+		return hostnet.Refuse(hostnet.ErrBadRequest, "--guest-ip %s is not an IP address", x.guestIP)
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	switch x.policy().Check(a.Unmap()) {
+	case learn.AddrHost, learn.AddrHostLinkLoc:
+		return hostnet.Refuse(hostnet.ErrBadRequest, "--guest-ip %s is %s's own address; give the guest an address of its own", a, x.parent)
+	case learn.AddrGateway:
+		return hostnet.Refuse(hostnet.ErrBadRequest, "--guest-ip %s is the gateway's address; give the guest an address of its own", a)
+	}
+	return x.registerLocked(a.Unmap(), "--guest-ip")
+}
+
+// policy collects the addresses never to register: the host's own, and
+// the gateways of the routes through the parent (and --gateway).
+func (x *guest) policy() learn.Policy {
+	p := learn.Policy{Host: map[netip.Addr]bool{}, Gateways: map[netip.Addr]bool{}}
+	add := func(m map[netip.Addr]bool, ip net.IP) {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			m[a.Unmap()] = true
+		}
+	}
+	if addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return x.bh.AddrList(nil, netlink.FAMILY_ALL) }); err == nil {
+		for _, ad := range addrs {
+			add(p.Host, ad.IP)
+		}
+	}
+	if routes, err := hostnet.RetryDump(func() ([]netlink.Route, error) {
+		return x.bh.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: x.parentIx}, netlink.RT_FILTER_OIF)
+	}); err == nil {
+		for _, r := range routes {
+			add(p.Gateways, r.Gw)
+			for _, nh := range r.MultiPath {
+				add(p.Gateways, nh.Gw)
+			}
+		}
+	}
+	add(p.Gateways, x.gateway)
+	return p
+}
+
+// register registers an address learnt from the guest's traffic (why
+// names the evidence) unless it is the host's or a gateway's.
+func (x *guest) register(a netip.Addr, why string) {
+	// The learner's goroutine: vmrun's capabilities are raised only on
+	// the thread doing the work (see internal/caps).
+	_ = hostnet.Privileged(func() error { x.doRegister(a, why); return nil })
+}
+
+func (x *guest) doRegister(a netip.Addr, why string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	a = a.Unmap()
+	if _, ok := x.addrs[a]; ok {
+		return
+	}
+	switch x.policy().Check(a) {
+	case learn.AddrHostLinkLoc:
+		x.noticeOnce("ll:"+a.String(), fmt.Sprintf("%s: the guest uses %s, which is %s's own IPv6 link-local address (both derive it from the shared MAC, EUI-64): it is not registered, so the guest's link-local IPv6 does not work; configure the guest for stable-privacy or random interface identifiers (net.ipv6.conf.all.addr_gen_mode=2 or 3, or an IPv6 token)", x.parent, a, x.parent))
+		x.refilter()
+		return
+	case learn.AddrHost:
+		msg := fmt.Sprintf("%s: the guest sends from %s, which is the host's own address: it is not registered (the guest needs an address of its own)", x.parent, a)
+		if strings.HasPrefix(why, "DHCP") {
+			msg = fmt.Sprintf("%s: the guest asked the DHCP server for %s, the host's own address: its DHCP client identifies itself as the host does (the guest shares the host's MAC); give it a client identifier of its own (see docs/wifi.md)", x.parent, a)
+		}
+		x.noticeOnce("host:"+a.String(), msg)
+		x.refilter()
+		return
+	case learn.AddrGateway:
+		x.noticeOnce("gw:"+a.String(), fmt.Sprintf("%s: the guest sends from %s, the gateway's address: it is not registered", x.parent, a))
+		return
+	}
+	if err := x.registerLocked(a, why); err != nil {
+		x.noticeOnce("err:"+a.String(), fmt.Sprintf("%s: guest address %s could not be registered: %v", x.parent, a, err))
+	}
+}
+
+// registerLocked puts a on the ipvtap (/32 or /128, IPv6 without duplicate
+// address detection), adds the host's route and neighbour entry for it on
+// the shim, updates the learner's filter and tells the user.
+func (x *guest) registerLocked(a netip.Addr, why string) error {
+	if err := x.nh.AddrAdd(x.link, hostAddr(a)); err != nil && !errors.Is(err, unix.EEXIST) {
+		if errors.Is(err, unix.EADDRINUSE) {
+			return fmt.Errorf("another ipvlan link on %s (another VM?) already has it", x.parent)
+		}
+		return err
+	}
+	x.addrs[a] = why
+	if x.shimIx != 0 && a.Is4() {
+		if err := x.addHostEntry(a); err != nil {
+			x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s registered, but the host cannot reach it: %v", x.parent, a, err))
+		}
+	}
+	x.refilter()
+	x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s registered (%s)", x.parent, a, why))
+	return nil
+}
+
+// unregister removes an address the guest gave up.
+func (x *guest) unregister(a netip.Addr, why string) {
+	_ = hostnet.Privileged(func() error { x.doUnregister(a, why); return nil })
+}
+
+func (x *guest) doUnregister(a netip.Addr, why string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	a = a.Unmap()
+	if _, ok := x.addrs[a]; !ok {
+		return
+	}
+	delete(x.addrs, a)
+	err := x.nh.AddrDel(x.link, hostAddr(a))
+	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s could not be unregistered: %v", x.parent, a, err))
+	}
+	if x.entries[a] {
+		if err := x.removeHostEntry(a); err != nil {
+			x.s.Trace.ReportEvent(fmt.Sprintf("host route to %s: %v", a, err))
+		}
+	}
+	x.refilter()
+	x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s unregistered (%s)", x.parent, a, why))
+}
+
+// hostAddr is a as a host address (/32, /128; IPv6 without DAD).
+func hostAddr(a netip.Addr) *netlink.Addr {
+	bits := a.BitLen()
+	ad := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
+	if a.Is6() {
+		ad.Flags = unix.IFA_F_NODAD
+	}
+	return ad
+}
+
+// noticeOnce tells the user msg, once per key.
+func (x *guest) noticeOnce(key, msg string) {
+	if !x.warned[key] {
+		x.warned[key] = true
+		x.s.Trace.ReportNotice(msg)
+	}
+}
+
+// known is every address the learner's filter drops packets from: the
+// registered ones, the gateways', 0.0.0.0, and the host's own once the
+// user was told that the guest uses one (until then the guest's packets
+// from it must reach the learner, which says so).
+func (x *guest) known() []netip.Addr {
+	p := x.policy()
+	out := []netip.Addr{netip.IPv4Unspecified()}
+	for a := range p.Gateways {
+		out = append(out, a)
+	}
+	for a := range p.Host {
+		if x.warned["host:"+a.String()] || x.warned["ll:"+a.String()] {
+			out = append(out, a)
+		}
+	}
+	for a := range x.addrs {
+		out = append(out, a)
+	}
+	return out
+}
+
+// refilter gives the learner's socket a filter that drops what is known.
+func (x *guest) refilter() {
+	if x.conn == nil {
+		return
+	}
+	prog, err := learn.Program(x.known())
+	if err == nil {
+		err = x.conn.SetBPF(prog)
+	}
+	if err != nil {
+		x.s.Trace.ReportEvent(fmt.Sprintf("learner filter: %v", err))
+	}
+}
