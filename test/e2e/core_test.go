@@ -42,7 +42,7 @@ type lan struct {
 
 // newLAN builds host ↔ lan; with bridge, the host's uplink veth is
 // enslaved to a bridge "br0" that carries the host address.
-func newLAN(t *testing.T, bridge bool) *lan {
+func newLAN(t testing.TB, bridge bool) *lan {
 	t.Helper()
 	l := &lan{Host: testutil.NewNetns(t, "h"), LAN: testutil.NewNetns(t, "l"), Uplink: "up0"}
 	testutil.Veth(t, l.Host, "up0", l.LAN, "lan0")
