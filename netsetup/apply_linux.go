@@ -3,6 +3,7 @@ package netsetup
 import (
 	"context"
 
+	"github.com/vmrun/vmrun/netsetup/internal/detect"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"github.com/vmrun/vmrun/netsetup/ipvtap"
 	"github.com/vmrun/vmrun/netsetup/nat"
@@ -25,7 +26,7 @@ func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	if rec == nil {
 		rec = hostnet.NopRecorder{}
 	}
-	if ps := processCaps().Missing(p.Mode); len(ps) > 0 {
+	if ps := missingPrivs(detect.ProcessCaps(), p.Mode); len(ps) > 0 {
 		return nil, hostnet.Refuse(ErrNoPrivilege, "--net %s needs %s, which vmrun lacks; %s", p.Mode, joinPrivs(ps), privilegeHint(p.Mode))
 	}
 	a, err := attacher(p)

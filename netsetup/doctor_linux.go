@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/internal/detect"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"github.com/vmrun/vmrun/netsetup/nat"
 )
@@ -45,7 +46,7 @@ func ProbeKernel() KernelProbes {
 		lb := netlink.NewLinkAttrs()
 		lb.Name = "probebr"
 		k.Bridge = result(h.LinkAdd(&netlink.Bridge{LinkAttrs: lb}))
-		mv, iv := probeInFreshNetns(h)
+		mv, iv := detect.LinkTypesIn(h)
 		k.Macvtap, k.IPVtap = Probe{Known: true, OK: mv}, Probe{Known: true, OK: iv}
 		k.Nftables = result(probeNftables())
 		return nil

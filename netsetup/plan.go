@@ -114,14 +114,14 @@ type Plan struct {
 // MarshalJSON writes MAC in its usual colon form ("" when unknown).
 func (p Plan) MarshalJSON() ([]byte, error) {
 	type plain Plan
-	return marshalWithMAC(plain(p), p.MAC, false)
+	return hostnet.MarshalWithMAC(plain(p), p.MAC, false)
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
 func (p *Plan) UnmarshalJSON(b []byte) error {
 	type plain Plan
 	var v plain
-	mac, err := unmarshalWithMAC(b, &v)
+	mac, err := hostnet.UnmarshalWithMAC(b, &v)
 	*p = Plan(v)
 	p.MAC = mac
 	return err
@@ -315,7 +315,7 @@ func idealRow(f Facts) choice {
 				reason: fmt.Sprintf("%s: NAT behind this host's address, on vmrun's private bridge %s; this host and other NAT guests reach the guest, the LAN only through --forward ports", why, NATBridge),
 				notice: why + "; using NAT (the guest is not reachable from the LAN)"}
 		}
-		if ps := f.Caps.Missing(NAT); len(ps) > 0 && f.Caps.Tun {
+		if ps := missingPrivs(f.Caps, NAT); len(ps) > 0 && f.Caps.Tun {
 			why += fmt.Sprintf(", and NAT behind this host needs %s, which vmrun lacks (%s)", joinPrivs(ps), privilegeHint(NAT))
 		}
 		return userFallback(why)
@@ -328,7 +328,7 @@ func idealRow(f Facts) choice {
 // no layer-2 mode works. A group member's vmrun (CAP_NET_ADMIN only) gets
 // user mode there instead.
 func natPrivileged(c Caps) bool {
-	return c.Tun && len(c.Missing(NAT)) == 0
+	return c.Tun && len(missingPrivs(c, NAT)) == 0
 }
 
 func macvtapRow(f Facts, reason string) choice {
@@ -486,9 +486,9 @@ func wifiNounFor(w *Wireless) string {
 // needCaps refuses a forced mode the host cannot provide: a capability
 // its set-up needs (Needs), or a kernel feature.
 func needCaps(c Caps, mode Mode) error {
-	if ps := c.Missing(mode); len(ps) > 0 {
+	if ps := missingPrivs(c, mode); len(ps) > 0 {
 		instead := "--net user"
-		if mode == IPVtap && len(c.Missing(Routed)) == 0 {
+		if mode == IPVtap && len(missingPrivs(c, Routed)) == 0 {
 			instead = "--net routed"
 		}
 		return hostnet.Refuse(ErrNoPrivilege, "--net %s needs %s, which vmrun lacks; %s, or use %s", mode, joinPrivs(ps), privilegeHint(mode), instead)

@@ -19,7 +19,7 @@ func stationRow(f Facts) choice {
 		return routedRow(f, what+": bridging is impossible (the kernel refuses, EOPNOTSUPP) and ipvtap cannot be used on it, so the guest is routed through the host (a tap, proxy ARP on "+f.Uplink+")",
 			why+"; using routed mode")
 	}
-	if ps := f.Caps.Missing(IPVtap); len(ps) > 0 {
+	if ps := missingPrivs(f.Caps, IPVtap); len(ps) > 0 {
 		// Routed needs less (no CAP_SYS_ADMIN); chooseAuto falls back to
 		// user mode when even that is missing.
 		return routedRow(f, what+": bridging is impossible (the kernel refuses, EOPNOTSUPP) and ipvtap needs root here, so the guest is routed through the host (a tap, proxy ARP on "+f.Uplink+")",
@@ -31,7 +31,7 @@ func stationRow(f Facts) choice {
 // ipvtapRow is an ipvtap choice on f.Uplink; reason says why ipvtap.
 func ipvtapRow(f Facts, reason string) choice {
 	return choice{mode: IPVtap, parent: f.Uplink, mtu: f.MTU,
-		reason: fmt.Sprintf("%s: the guest uses %s's own MAC %s (not its derived one) and gets its own IP address on the LAN", reason, f.Uplink, macString(f.MAC)),
+		reason: fmt.Sprintf("%s: the guest uses %s's own MAC %s (not its derived one) and gets its own IP address on the LAN", reason, f.Uplink, hostnet.MACString(f.MAC)),
 		notice: fmt.Sprintf("the guest shares %s's MAC: its DHCP client must send its own client identifier and the broadcast flag, or give it a static address with --guest-ip (see docs/wifi.md)", f.Uplink)}
 }
 

@@ -70,7 +70,7 @@ func TestPlanPrivileges(t *testing.T) {
 				p, err := Decide(f, Request{Name: "vm1", Mode: m})
 				if err != nil {
 					if errors.Is(err, ErrNoPrivilege) {
-						for _, miss := range f.Caps.Missing(m) {
+						for _, miss := range missingPrivs(f.Caps, m) {
 							if !strings.Contains(err.Error(), string(miss)) {
 								t.Errorf("%s: refused without naming %s: %v", name, miss, err)
 							}
@@ -78,7 +78,7 @@ func TestPlanPrivileges(t *testing.T) {
 					}
 					continue
 				}
-				if miss := f.Caps.Missing(p.Mode); len(miss) > 0 {
+				if miss := missingPrivs(f.Caps, p.Mode); len(miss) > 0 {
 					t.Errorf("%s: chose %s, whose set-up needs %v, which the process lacks", name, p.Mode, miss)
 				}
 				if m != Auto && m != p.Mode {
@@ -109,7 +109,7 @@ func checkAutoFallback(t *testing.T, name string, f Facts, p Plan) {
 	if !strings.Contains(p.Notice, "vmrun lacks") || !strings.Contains(p.Notice, "CAP_") {
 		t.Errorf("%s: user mode (root would get %s) without naming the missing capability: %q", name, best.Mode, p.Notice)
 	}
-	if len(f.Caps.Missing(Routed)) > 0 && grantedBySetup(Needs(best.Mode)) && !strings.Contains(p.Notice, "`vmrun setup` once (it grants CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD)") {
+	if len(missingPrivs(f.Caps, Routed)) > 0 && grantedBySetup(Needs(best.Mode)) && !strings.Contains(p.Notice, "`vmrun setup` once (it grants CAP_NET_ADMIN, CAP_NET_RAW and CAP_MKNOD)") {
 		t.Errorf("%s: user mode without saying what `vmrun setup` would give: %q", name, p.Notice)
 	}
 }

@@ -64,9 +64,9 @@ func Needs(m Mode) []Privilege {
 	return nil
 }
 
-// Has reports whether the process has capability p (effective, or
+// has reports whether the process has capability p (effective, or
 // permitted so that vmrun can raise it).
-func (c Caps) Has(p Privilege) bool {
+func has(c Caps, p Privilege) bool {
 	switch p {
 	case PrivNetAdmin:
 		return c.NetAdmin
@@ -80,12 +80,12 @@ func (c Caps) Has(p Privilege) bool {
 	return false
 }
 
-// Missing returns the capabilities mode's set-up needs that the process
-// does not have, in the order Needs lists them.
-func (c Caps) Missing(m Mode) []Privilege {
+// missingPrivs returns the capabilities mode's set-up needs that the process
+// does not have (c), in the order Needs lists them.
+func missingPrivs(c Caps, m Mode) []Privilege {
 	var out []Privilege
 	for _, p := range Needs(m) {
-		if !c.Has(p) {
+		if !has(c, p) {
 			out = append(out, p)
 		}
 	}
@@ -130,7 +130,7 @@ func privilegeHint(m Mode) string {
 // missingPrivilege says which capabilities mode lacks and how to get
 // them, or "".
 func missingPrivilege(c Caps, m Mode) string {
-	ps := c.Missing(m)
+	ps := missingPrivs(c, m)
 	if len(ps) == 0 {
 		return ""
 	}

@@ -53,7 +53,7 @@ func forceRouted(f Facts, r Request) (choice, error) {
 	if r.Gateway != nil {
 		return choice{}, hostnet.Refuse(ErrBadRequest, "--gateway has no meaning with --net routed: the guest's gateway is always %s, vmrun's end of its tap; drop --gateway", RoutedGateway)
 	}
-	nets := f.ipv4Nets()
+	nets := ipv4Nets(f)
 	if len(nets) == 0 {
 		return choice{}, hostnet.Refuse(ErrNoAddress, "%s has no IPv4 address, so there is no LAN to route the guest into; wait until %s is configured, or choose another interface with --net routed:IF", dev, dev)
 	}
@@ -137,7 +137,7 @@ func maskedString(n *net.IPNet) string {
 }
 
 // ipv4Nets returns the uplink's IPv4 addresses with their prefixes.
-func (f Facts) ipv4Nets() []*net.IPNet {
+func ipv4Nets(f Facts) []*net.IPNet {
 	var nets []*net.IPNet
 	for _, a := range f.Addrs {
 		ip, n, err := net.ParseCIDR(a)

@@ -256,3 +256,10 @@ func TestCheckRoutedPlan(t *testing.T) {
 		}
 	}
 }
+
+func ipString(ip net.IP) string {
+	if ip == nil {
+		return ""
+	}
+	return ip.String()
+}

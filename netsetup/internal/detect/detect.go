@@ -1,9 +1,17 @@
-package netsetup
+// Package detect reads the host once for netsetup.Detect: the interface
+// that matters (named, or the one the default route leaves through), its
+// kind (bridge, bridge port, Wi-Fi, Ethernet, other), its addresses and the
+// links stacked on it, and the capabilities (the process's privileges and
+// the kernel's features). It changes nothing on the host. The Facts it
+// returns are the root's (netsetup.Facts is an alias).
+package detect
 
 import (
 	"errors"
 	"fmt"
 	"net"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // Route lookup targets: public anycast addresses, used only to ask the
@@ -78,7 +86,7 @@ func detect(k kernel, name string) (Facts, error) {
 		l, f.Route, err = defaultUplink(k)
 	}
 	switch {
-	case errors.Is(err, ErrNoInterface) && name != "", errors.Is(err, errNoRoute):
+	case errors.Is(err, hostnet.ErrNoInterface) && name != "", errors.Is(err, errNoRoute):
 		return f, nil
 	case err != nil:
 		return Facts{}, err
@@ -121,7 +129,7 @@ func usableHop(k kernel, routes []routeInfo) (linkInfo, net.IP, bool, error) {
 				continue
 			}
 			l, err := k.linkByIndex(h.LinkIndex)
-			if errors.Is(err, ErrNoInterface) {
+			if errors.Is(err, hostnet.ErrNoInterface) {
 				continue
 			}
 			if err != nil {
@@ -145,7 +153,7 @@ func classify(k kernel, f Facts, l linkInfo) (Facts, error) {
 	}
 	if l.MasterIndex != 0 {
 		m, err := k.linkByIndex(l.MasterIndex)
-		if err != nil && !errors.Is(err, ErrNoInterface) {
+		if err != nil && !errors.Is(err, hostnet.ErrNoInterface) {
 			return Facts{}, fmt.Errorf("master of %s: %w", l.Name, err)
 		}
 		if err == nil && m.Type == "bridge" {

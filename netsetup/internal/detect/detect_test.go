@@ -1,11 +1,12 @@
-package netsetup
+package detect
 
 import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"testing"
+
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // fakeKernel answers detection's queries from tables, and records them.
@@ -41,7 +42,7 @@ func (k *fakeKernel) linkByName(name string) (linkInfo, error) {
 			return l, nil
 		}
 	}
-	return linkInfo{}, fmt.Errorf("link %q: %w", name, ErrNoInterface)
+	return linkInfo{}, fmt.Errorf("link %q: %w", name, hostnet.ErrNoInterface)
 }
 
 func (k *fakeKernel) linkByIndex(index int) (linkInfo, error) {
@@ -50,7 +51,7 @@ func (k *fakeKernel) linkByIndex(index int) (linkInfo, error) {
 			return l, nil
 		}
 	}
-	return linkInfo{}, fmt.Errorf("link #%d: %w", index, ErrNoInterface)
+	return linkInfo{}, fmt.Errorf("link #%d: %w", index, hostnet.ErrNoInterface)
 }
 
 func (k *fakeKernel) wireless(index int) (*Wireless, error) {
@@ -181,9 +182,6 @@ func TestDetectNamed(t *testing.T) {
 	if f.Exists || f.Kind != UplinkNone || f.Uplink != "br9" || !f.Named {
 		t.Errorf("br9: %+v", f)
 	}
-	if _, err := Decide(f, Request{Name: "vm", Mode: Bridge, Parent: "br9"}); !errors.Is(err, ErrNoInterface) {
-		t.Errorf("Decide on a missing bridge: %v", err)
-	}
 }
 
 func TestDetectErrors(t *testing.T) {
@@ -201,43 +199,35 @@ func TestDetectErrors(t *testing.T) {
 	}
 }
 
-// TestDetectThenDecide runs detection and planning together, the way vmrun does.
-func TestDetectThenDecide(t *testing.T) {
+// TestDetectStation: a default route through a Wi-Fi station gives the
+// facts the Wi-Fi station rows of netsetup's TestDecideAuto plan on — the
+// station's MAC, the probed capabilities as they are, and the links stacked
+// on it.
+func TestDetectStation(t *testing.T) {
 	k := fakeHost()
 	k.routes = map[string][]routeInfo{probeV4: {{LinkIndex: 5}}}
 	f, err := detect(k, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Decide(f, Request{Name: "laptop-vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Mode != Routed || p.Parent != "wlan0" || !strings.Contains(p.Notice, "modprobe ipvtap") {
-		t.Errorf("without ipvtap: plan %+v", p)
+	if f.Kind != UplinkWireless || f.Uplink != "wlan0" || f.Wireless == nil || f.Wireless.IfType != WifiStation ||
+		f.MAC.String() != "02:00:00:00:00:05" || f.Caps.IPVtap || len(f.Uppers) != 0 {
+		t.Errorf("without ipvtap: %+v", f)
 	}
 	k.c.IPVtap, k.c.SysAdmin, k.c.NetRaw = true, true, true
 	if f, err = detect(k, ""); err != nil {
 		t.Fatal(err)
 	}
-	p, err = Decide(f, Request{Name: "laptop-vm"})
-	if err != nil {
-		t.Fatal(err)
+	if !f.Caps.IPVtap || !f.Caps.SysAdmin || !f.Caps.NetRaw {
+		t.Errorf("with ipvtap: caps %+v", f.Caps)
 	}
-	if p.Mode != IPVtap || p.Parent != "wlan0" || p.MAC.String() != "02:00:00:00:00:05" || p.LinkName != LinkName("laptop-vm", RoleIPVtap) {
-		t.Errorf("with ipvtap: plan %+v", p)
-	}
-	// A macvtap already on the station: ipvlan cannot join it (EBUSY).
+	// A macvtap already on the station (ipvlan cannot join it: EBUSY).
 	k.upper = map[int][]UpperLink{5: {{Name: "macvtap0", Kind: "macvtap"}}}
 	if f, err = detect(k, ""); err != nil {
 		t.Fatal(err)
 	}
 	if len(f.Uppers) != 1 || f.Uppers[0].Name != "macvtap0" {
 		t.Errorf("uppers %+v", f.Uppers)
-	}
-	p, err = Decide(f, Request{Name: "laptop-vm"})
-	if err != nil || p.Mode != Routed || !strings.Contains(p.Notice, "EBUSY") {
-		t.Errorf("with a macvtap on the station: plan %+v, %v", p, err)
 	}
 }
 
