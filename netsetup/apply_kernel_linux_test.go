@@ -17,6 +17,7 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/gc"
 	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
 	"golang.org/x/sys/unix"
 )
@@ -550,7 +551,7 @@ func TestForeignLinkRefused(t *testing.T) {
 			t.Errorf("alias %q: Apply error %v, want ErrForeignLink", alias, err)
 		}
 		err = l.host.Do(func() error {
-			return netsetup.Undo([]rundir.Object{netsetup.LinkObject("foreign", p.LinkName, "macvtap", p.MAC)})
+			return gc.Undo([]rundir.Object{netsetup.LinkObject("foreign", p.LinkName, "macvtap", p.MAC)})
 		})
 		if !errors.Is(err, netsetup.ErrForeignLink) {
 			t.Errorf("alias %q: Undo error %v, want ErrForeignLink", alias, err)

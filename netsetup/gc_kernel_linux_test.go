@@ -17,6 +17,7 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/gc"
 )
 
 // TestGCAfterKill runs vmrun's set-up in a child process, SIGKILLs it
@@ -68,7 +69,7 @@ func crashAndGC(t *testing.T, l *lab, p netsetup.Plan, k int) string {
 	logf := func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
 	if err := l.host.Do(func() error {
 		var err error
-		removed, err = netsetup.GC(root, logf)
+		removed, err = gc.GC(root, logf)
 		return err
 	}); err != nil {
 		t.Errorf("%s after step %d (%s): GC: %v", p.Mode, k, step, err)
@@ -143,7 +144,7 @@ func TestGCLeavesOthersAlone(t *testing.T) {
 
 	var removed []string
 	if err := l.host.Do(func() error {
-		removed, err = netsetup.GC(root, t.Logf)
+		removed, err = gc.GC(root, t.Logf)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -180,7 +181,7 @@ func TestUndoObjects(t *testing.T) {
 		netsetup.ProcessObject(1, "/nonexistent/vmrun/dir"), // pid 1 never matches
 	}
 	for i := range 2 { // the second round finds everything undone already
-		if err := l.host.Do(func() error { return netsetup.Undo(objs) }); err != nil {
+		if err := l.host.Do(func() error { return gc.Undo(objs) }); err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
 	}
@@ -197,14 +198,14 @@ func TestUndoObjects(t *testing.T) {
 	o.Netns = other.Path
 	gone := netsetup.LinkObject("undo", "x", "veth", nil)
 	gone.Netns = "/run/netns/vmrun-no-such-namespace"
-	if err := netsetup.Undo([]rundir.Object{o, gone}); err != nil {
+	if err := gc.Undo([]rundir.Object{o, gone}); err != nil {
 		t.Fatal(err)
 	}
 	if links := other.Links(t); slices.Contains(links, "vmrns0") {
 		t.Errorf("vmrns0 survived: %v", links)
 	}
 
-	err := netsetup.Undo([]rundir.Object{{Kind: "no-such-kind", Name: "vmrun-x"}})
+	err := gc.Undo([]rundir.Object{{Kind: "no-such-kind", Name: "vmrun-x"}})
 	if !errors.Is(err, netsetup.ErrUnknownObject) {
 		t.Errorf("unknown kind: %v", err)
 	}
@@ -238,7 +239,7 @@ func TestUndoRoutesNeighboursAddresses(t *testing.T) {
 		netsetup.RouteObject(mustCIDR("10.9.9.9/32"), "vmrgone"), // link gone: nothing to do
 	}
 	for i := range 2 {
-		if err := ns.Do(func() error { return netsetup.Undo(objs) }); err != nil {
+		if err := ns.Do(func() error { return gc.Undo(objs) }); err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
 	}

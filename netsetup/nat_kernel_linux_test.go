@@ -18,6 +18,7 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/gc"
 	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
 	"github.com/vmrun/vmrun/netsetup/nat"
 	"golang.org/x/sys/unix"
@@ -327,7 +328,7 @@ func TestNATGCRemovesLocklessState(t *testing.T) {
 						return err
 					}
 				}
-				removed, err = netsetup.GC(root, nil)
+				removed, err = gc.GC(root, nil)
 				return err
 			})
 			if err != nil {

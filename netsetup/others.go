@@ -5,7 +5,6 @@ package netsetup
 import (
 	"context"
 
-	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/user"
 )
 
@@ -22,22 +21,3 @@ func Apply(ctx context.Context, p Plan, rec Recorder) (*Attachment, error) {
 	}
 	return nil, ErrUnsupported
 }
-
-// Undo is only implemented on Linux.
-func Undo(objs []rundir.Object) error {
-	if len(objs) == 0 {
-		return nil
-	}
-	return ErrUnsupported
-}
-
-// GCState is only implemented on Linux.
-func GCState(dir string, st *rundir.State) error {
-	if st == nil || len(st.Objects) == 0 {
-		return nil
-	}
-	return ErrUnsupported
-}
-
-// GC is only implemented on Linux.
-func GC(root string, logf func(string, ...any)) ([]string, error) { return nil, ErrUnsupported }

@@ -19,6 +19,8 @@ import (
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/doctor"
+	"github.com/vmrun/vmrun/netsetup/gc"
 )
 
 // Check statuses: ok; warn (works, but worse than it could); fail (a
@@ -119,8 +121,8 @@ func runDoctor(ctx context.Context) doctorReport {
 		"enable virtualization (VT-x/AMD-V) in the firmware, load kvm_intel or kvm_amd, and add yourself to group kvm"))
 	add(checkDevice("vhost-net", "/dev/vhost-net", "vhost-net", "tap-based modes run without vhost acceleration",
 		"modprobe vhost_net (and add yourself to the group owning /dev/vhost-net)"))
-	p := netsetup.ProbeKernel()
-	probe := func(id, what, fix string, pr netsetup.Probe) check {
+	p := doctor.ProbeKernel()
+	probe := func(id, what, fix string, pr doctor.Probe) check {
 		switch {
 		case !pr.Known:
 			return check{ID: id, Status: statusUnknown, Summary: what + ": cannot probe without root (a throwaway network namespace is needed)", Fix: "run vmrun doctor as root"}
@@ -209,7 +211,7 @@ func checkPasst() check {
 }
 
 func checkForwardFirewall() check {
-	chains, notice, err := netsetup.ForwardBlockers()
+	chains, notice, err := doctor.ForwardBlockers()
 	switch {
 	case err != nil:
 		return check{ID: "forward-firewall", Status: statusUnknown, Summary: fmt.Sprintf("cannot list the nftables ruleset: %v", err), Fix: "run vmrun doctor as root"}
@@ -260,7 +262,7 @@ func checkRuntimeDir(root string) check {
 }
 
 func checkLeftovers(root string) check {
-	l, err := netsetup.Leftovers(root)
+	l, err := gc.Leftovers(root)
 	switch {
 	case err != nil:
 		return check{ID: "leftovers", Status: statusUnknown, Summary: fmt.Sprintf("cannot look for leftovers: %v", err)}

@@ -10,6 +10,7 @@ import (
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/gc"
 )
 
 func gcCommand() *cli.Command {
@@ -25,7 +26,7 @@ vmrun and the forwarding sysctl go too. Running VMs are never touched.`,
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			notify := notifier(c)
-			removed, err := netsetup.GC(rundir.Root(), notify)
+			removed, err := gc.GC(rundir.Root(), notify)
 			for _, name := range removed {
 				fmt.Fprintf(c.App.Writer, "removed the leftovers of VM %q\n", name)
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/vmrun/vmrun/internal/undo"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/gc"
 )
 
 // session is one run of a VM whose configuration and network plan are
@@ -82,7 +83,7 @@ func (s *session) lock() error {
 	}
 	if stale != nil {
 		s.notify("removing what a previous run of %q left behind", s.spec.Name)
-		if err := netsetup.GCState(dir.Path, stale); err != nil {
+		if err := gc.GCState(dir.Path, stale); err != nil {
 			// Keep the directory and its record for `vmrun gc`.
 			_ = dir.Close()
 			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %w; run `vmrun gc` or remove them by hand", s.spec.Name, err)

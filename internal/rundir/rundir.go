@@ -109,7 +109,7 @@ type Dir struct {
 // Create makes (or takes over) the runtime directory of VM name under root
 // and locks it. It returns ErrBusy if a live vmrun holds the lock. If a
 // previous run crashed, the returned stale state is non-nil: the caller must
-// undo its objects (see netsetup.Undo) before creating anything.
+// undo its objects (see netsetup/gc.Undo) before creating anything.
 func Create(root, name string) (d *Dir, stale *State, err error) {
 	if err := ValidateName(name); err != nil {
 		return nil, nil, err

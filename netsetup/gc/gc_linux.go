@@ -1,4 +1,4 @@
-package netsetup
+package gc
 
 import (
 	"errors"
@@ -19,7 +19,7 @@ import (
 // network namespace of the calling thread (or the object's Netns). It is
 // idempotent: what is already gone counts as undone. A link is deleted only
 // while it carries vmrun's alias; a same-named link without it is left
-// alone and reported (ErrForeignLink).
+// alone and reported (hostnet.ErrForeignLink).
 func Undo(objs []rundir.Object) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -41,7 +41,7 @@ func undoObjects(objs []rundir.Object) (left []rundir.Object, err error) {
 		o := objs[i]
 		if err := undoObject(h, o); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", o.Kind, o.Name, err))
-			if !errors.Is(err, ErrForeignLink) {
+			if !errors.Is(err, hostnet.ErrForeignLink) {
 				left = append([]rundir.Object{o}, left...)
 			}
 		}
@@ -55,29 +55,29 @@ func undoObject(h *netlink.Handle, o rundir.Object) error {
 		return undoInNetns(o)
 	}
 	switch o.Kind {
-	case ObjLink:
+	case hostnet.ObjLink:
 		return hostnet.DeleteOwnedLink(h, o)
-	case ObjSysctl:
+	case hostnet.ObjSysctl:
 		return hostnet.UndoSysctl(h, o)
-	case ObjProcess:
+	case hostnet.ObjProcess:
 		pid, err := strconv.Atoi(o.Name)
 		if err != nil {
 			return fmt.Errorf("bad pid: %w", err)
 		}
 		_, err = hostnet.KillIfOurs(pid, o.Detail["match"])
 		return err
-	case ObjRoute:
+	case hostnet.ObjRoute:
 		return hostnet.DeleteRoute(h, o)
-	case ObjNeigh:
+	case hostnet.ObjNeigh:
 		return hostnet.DeleteNeigh(h, o)
-	case ObjAddr:
+	case hostnet.ObjAddr:
 		return hostnet.DeleteAddr(h, o)
-	case ObjNftTable:
+	case hostnet.ObjNftTable:
 		return nat.DeleteTable(o)
-	case ObjNATMember:
+	case hostnet.ObjNATMember:
 		return nat.Leave(o.Detail["dir"], o.Name)
 	}
-	return fmt.Errorf("%w %q", ErrUnknownObject, o.Kind)
+	return fmt.Errorf("%w %q", hostnet.ErrUnknownObject, o.Kind)
 }
 
 // undoInNetns undoes an object that lives in another network namespace;
@@ -180,7 +180,7 @@ func gcDir(root, name string, logf func(string, ...any)) (bool, error) {
 	}
 	left, err := reclaim(d.Path, stale)
 	for _, e := range splitJoined(err) {
-		if errors.Is(e, ErrForeignLink) {
+		if errors.Is(e, hostnet.ErrForeignLink) {
 			logf("VM %s: %v", name, e)
 		}
 	}
@@ -210,15 +210,59 @@ func splitJoined(err error) []error {
 // reportOrphans logs links carrying a vmrun alias whose VM has no
 // directory under the runtime root.
 func reportOrphans(known map[string]bool, logf func(string, ...any)) {
-	links, err := hostnet.RetryDump(netlink.LinkList)
+	links, err := orphanLinks(known)
 	if err != nil {
 		logf("listing links: %v", err)
 		return
 	}
 	for _, l := range links {
-		vm, ok := strings.CutPrefix(l.Attrs().Alias, OwnerAlias(""))
+		logf("link %s carries alias %q but no VM directory records it; if no vmrun with another runtime directory uses it, delete it (ip link del %s)", l.Attrs().Name, l.Attrs().Alias, l.Attrs().Name)
+	}
+}
+
+// orphanLinks returns the links carrying a vmrun alias whose VM is not
+// in known.
+func orphanLinks(known map[string]bool) ([]netlink.Link, error) {
+	links, err := hostnet.RetryDump(netlink.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	var out []netlink.Link
+	for _, l := range links {
+		vm, ok := strings.CutPrefix(l.Attrs().Alias, hostnet.OwnerAlias(""))
 		if ok && !known[vm] {
-			logf("link %s carries alias %q but no VM directory records it; if no vmrun with another runtime directory uses it, delete it (ip link del %s)", l.Attrs().Name, l.Attrs().Alias, l.Attrs().Name)
+			out = append(out, l)
 		}
 	}
+	return out, nil
+}
+
+// Leftovers lists what `vmrun gc` would remove under runtime root root
+// in the calling thread's namespace: VM directories no vmrun holds, a NAT
+// network no live VM uses, and links carrying a vmrun alias that no VM
+// directory records. It changes nothing.
+func Leftovers(root string) ([]string, error) {
+	var out []string
+	entries, err := rundir.List(root)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, e := range entries {
+		known[e.Name] = true
+		if !e.Live {
+			out = append(out, fmt.Sprintf("VM %s: its vmrun is gone (runtime directory %s)", e.Name, e.Path))
+		}
+	}
+	if dir, idle := nat.Idle(root); idle {
+		out = append(out, fmt.Sprintf("the NAT network (%s) has no live VM", dir))
+	}
+	links, err := orphanLinks(known)
+	if err != nil {
+		return out, err
+	}
+	for _, l := range links {
+		out = append(out, fmt.Sprintf("link %s carries alias %q but no VM directory under %s records it", l.Attrs().Name, l.Attrs().Alias, root))
+	}
+	return out, nil
 }

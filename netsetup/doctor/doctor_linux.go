@@ -1,14 +1,11 @@
-package netsetup
+package doctor
 
 import (
-	"fmt"
 	"runtime"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/caps"
-	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/detect"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"github.com/vmrun/vmrun/netsetup/nat"
@@ -82,37 +79,4 @@ func ForwardBlockers() (chains []string, notice string, err error) {
 	defer runtime.UnlockOSThread()
 	defer caps.RaiseAll()()
 	return nat.Blockers()
-}
-
-// Leftovers lists what `vmrun gc` would remove under runtime root root
-// in the calling thread's namespace: VM directories no vmrun holds, a NAT
-// network no live VM uses, and links carrying a vmrun alias that no VM
-// directory records. It changes nothing.
-func Leftovers(root string) ([]string, error) {
-	var out []string
-	entries, err := rundir.List(root)
-	if err != nil {
-		return nil, err
-	}
-	known := map[string]bool{}
-	for _, e := range entries {
-		known[e.Name] = true
-		if !e.Live {
-			out = append(out, fmt.Sprintf("VM %s: its vmrun is gone (runtime directory %s)", e.Name, e.Path))
-		}
-	}
-	if dir, idle := nat.Idle(root); idle {
-		out = append(out, fmt.Sprintf("the NAT network (%s) has no live VM", dir))
-	}
-	links, err := hostnet.RetryDump(netlink.LinkList)
-	if err != nil {
-		return out, err
-	}
-	for _, l := range links {
-		alias := l.Attrs().Alias
-		if vm, ok := strings.CutPrefix(alias, OwnerAlias("")); ok && !known[vm] {
-			out = append(out, fmt.Sprintf("link %s carries alias %q but no VM directory under %s records it", l.Attrs().Name, alias, root))
-		}
-	}
-	return out, nil
 }
