@@ -1,42 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
 )
-
-func TestParseExecArgs(t *testing.T) {
-	a, err := parseExecArgs([]string{"web", "--env", "A=1", "--env=B=x=y", "--cwd", "/src", "--timeout", "30s", "--timestamps", "--", "make", "-C", "/src", "--", "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := execArgs{name: "web", env: []string{"A=1", "B=x=y"}, cwd: "/src", timeout: 30 * time.Second, timestamps: true,
-		argv: []string{"make", "-C", "/src", "--", "test"}}
-	if !reflect.DeepEqual(a, want) {
-		t.Fatalf("got %+v\nwant %+v", a, want)
-	}
-	a, err = parseExecArgs([]string{"web", "uname", "-a"})
-	if err != nil || !reflect.DeepEqual(a.argv, []string{"uname", "-a"}) {
-		t.Fatalf("without --: %+v %v", a, err)
-	}
-	for _, bad := range [][]string{
-		{}, {"web"}, {"web", "--"}, {"--bogus", "web", "--", "true"}, {"web", "--env", "1A=x", "--", "true"},
-		{"web", "--env", "noequals", "--", "true"}, {"web", "--cwd", "rel", "--", "true"}, {"web", "--timeout", "soon", "--", "true"},
-		{"web", "--cwd"},
-	} {
-		if _, err := parseExecArgs(bad); exitcode.Of(err) != exitcode.Usage {
-			t.Errorf("%q: err %v, want a usage error", bad, err)
-		}
-	}
-}
 
 func TestExecBadInput(t *testing.T) {
 	root := t.TempDir()
@@ -104,21 +76,5 @@ func TestExecConfigFile(t *testing.T) {
 	argv := strings.Join(dryArgv(t, "--config", cfg), " ")
 	if !strings.Contains(argv, "path="+filepath.Join(dir, "src")) || !strings.Contains(argv, "mount_tag=src") {
 		t.Fatalf("share from the config file (relative to it) missing: %s", argv)
-	}
-}
-
-func TestStampWriter(t *testing.T) {
-	var out bytes.Buffer
-	w := newStampWriter(&out)
-	w.now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC) }
-	for _, p := range []string{"a", "b\nc\n", "", "d\n\n"} {
-		if _, err := w.Write([]byte(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ts := "2026-01-02T03:04:05.006Z "
-	want := ts + "ab\n" + ts + "c\n" + ts + "d\n" + ts + "\n"
-	if out.String() != want {
-		t.Fatalf("got %q\nwant %q", out.String(), want)
 	}
 }

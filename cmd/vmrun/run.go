@@ -17,9 +17,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/stamp"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
 )
@@ -46,7 +48,7 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	step("configuration checked; QEMU will run as %s", conf.describe())
+	step("configuration checked; QEMU will run as %s", conf.Describe())
 	plan, err := planNetwork(c.Context, spec)
 	if err != nil {
 		return err
@@ -60,10 +62,10 @@ func runAction(c *cli.Context) error {
 	if c.Bool("dry-run") {
 		return dryRun(c, root, spec, vm, plan, conf)
 	}
-	if conf.noSandbox != "" {
-		notify("%s", conf.noSandbox)
+	if conf.NoSandbox != "" {
+		notify("%s", conf.NoSandbox)
 	}
-	closeFiles, err := openFiles(spec, conf, &vm)
+	closeFiles, err := conf.OpenFiles(spec, &vm)
 	if err != nil {
 		return err
 	}
@@ -75,9 +77,9 @@ func runAction(c *cli.Context) error {
 
 // configure resolves the options into the VM to boot and how QEMU is
 // confined.
-func configure(c *cli.Context, notify func(string, ...any)) (config.Spec, launcher.VM, qemuConfinement, error) {
+func configure(c *cli.Context, notify func(string, ...any)) (config.Spec, launcher.VM, confine.QEMU, error) {
 	var vm launcher.VM
-	var conf qemuConfinement
+	var conf confine.QEMU
 	spec, err := resolve(c)
 	if err != nil {
 		return spec, vm, conf, err
@@ -99,35 +101,15 @@ func configure(c *cli.Context, notify func(string, ...any)) (config.Spec, launch
 	if err != nil {
 		return spec, vm, conf, err
 	}
-	if conf, err = confineQEMU(spec, qemu, kvm); err != nil {
+	if conf, err = confine.Choose(spec, qemu, kvm); err != nil {
 		return spec, vm, conf, err
 	}
 	vm = launcher.VM{
 		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
 		Disks: spec.Disks, Snapshot: spec.Snapshot, Kernel: spec.Kernel, Initrd: spec.Initrd,
-		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs, Shares: spec.Shares, Sandbox: conf.sandbox,
+		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs, Shares: spec.Shares, Sandbox: conf.Sandbox,
 	}
 	return spec, vm, conf, nil
-}
-
-// openFiles checks that QEMU's user can reach the shares and opens the
-// disks and boot files for QEMU, before anything is created: one that
-// cannot be opened is a usage error with nothing to undo.
-func openFiles(spec config.Spec, conf qemuConfinement, vm *launcher.VM) (closeAll func(), err error) {
-	if err := conf.checkAccess(spec); err != nil {
-		return nil, err
-	}
-	closeDisks, err := conf.openDisks(spec, vm.Disks)
-	if err != nil {
-		return nil, err
-	}
-	bootFiles, closeBoot, err := conf.openBoot(spec)
-	if err != nil {
-		closeDisks()
-		return nil, err
-	}
-	vm.BootFiles = bootFiles
-	return func() { closeBoot(); closeDisks() }, nil
 }
 
 // announce tells the user what the run will be like: the shares, and the
@@ -295,7 +277,7 @@ func consoleWriter(c *cli.Context, spec config.Spec, console launcher.Console) (
 			return nil, nil, exitcode.Usagef("--serial-log %s cannot be written: %w", spec.SerialLog, errors.Unwrap(err))
 		}
 		if spec.Timestamps {
-			ws = append(ws, newStampWriter(f))
+			ws = append(ws, stamp.NewWriter(f))
 		} else {
 			ws = append(ws, f)
 		}
@@ -305,9 +287,9 @@ func consoleWriter(c *cli.Context, spec config.Spec, console launcher.Console) (
 }
 
 // dryRun prints the plan and the exact QEMU command line, creating nothing.
-func dryRun(c *cli.Context, root string, spec config.Spec, vm launcher.VM, plan netsetup.Plan, conf qemuConfinement) error {
+func dryRun(c *cli.Context, root string, spec config.Spec, vm launcher.VM, plan netsetup.Plan, conf confine.QEMU) error {
 	sock := filepath.Join(root, vm.Name, "qmp.sock")
-	if conf.user == nil {
+	if conf.User == nil {
 		vm.PIDFile = filepath.Join(root, vm.Name, "qemu.pid")
 	} else {
 		// As a real run: disks as fdsets (placeholders; the backing chain
@@ -341,7 +323,7 @@ func dryRun(c *cli.Context, root string, spec config.Spec, vm launcher.VM, plan 
 			Argv      []string      `json:"argv"`
 			QMPSocket string        `json:"qmp_socket"`
 			QEMUUser  string        `json:"qemu_user"`
-		}{plan, argv, sock, conf.describe()})
+		}{plan, argv, sock, conf.Describe()})
 	}
 	fmt.Fprintf(out, "network: %s", plan.Mode)
 	if plan.Parent != "" {
@@ -355,7 +337,7 @@ func dryRun(c *cli.Context, root string, spec config.Spec, vm launcher.VM, plan 
 	}
 	fmt.Fprintf(out, "\n  why: %s\n", plan.Reason)
 	fmt.Fprintf(out, "QMP socket: %s (the listening socket is passed to QEMU as an fd)\n", sock)
-	fmt.Fprintf(out, "QEMU runs as: %s\n", conf.describe())
+	fmt.Fprintf(out, "QEMU runs as: %s\n", conf.Describe())
 	fmt.Fprintf(out, "QEMU command (fds 3 and up are passed by vmrun):\n%s\n", launcher.Quote(argv))
 	return nil
 }

@@ -13,7 +13,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/guestexec"
 	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/undo"
@@ -33,7 +35,7 @@ type session struct {
 	spec   config.Spec
 	vm     launcher.VM
 	plan   netsetup.Plan
-	conf   qemuConfinement
+	conf   confine.QEMU
 	root   string         // the runtime root, holding one directory per VM
 	sigc   chan os.Signal // stop requests, caught before the session began
 	notify func(string, ...any)
@@ -146,18 +148,18 @@ func (s *session) build() error {
 		return err
 	}
 	if s.spec.Agent {
-		ports, closeAgent, err := listenAgent(s.dir)
+		ports, closeAgent, err := guestexec.Listen(s.dir)
 		if err != nil {
 			return exitcode.Setupf("%w", err)
 		}
 		s.undo.Push("guest agent sockets", closeAgent)
 		s.vm.Agent = ports
 	}
-	if s.conf.user == nil {
+	if s.conf.User == nil {
 		s.vm.PIDFile = filepath.Join(s.dir.Path, "qemu.pid")
 	} else {
 		// QEMU's user cannot write into the runtime directory.
-		f, err := openRunDir(s.dir.Path)
+		f, err := confine.OpenRunDir(s.dir.Path)
 		if err != nil {
 			return exitcode.Setupf("%w", err)
 		}
@@ -224,7 +226,7 @@ func (s *session) options(console io.Writer) launcher.Options {
 			_ = s.dir.Update(func(st *rundir.State) { st.QEMUPID = pid; st.QMPSocket = s.sock })
 		},
 		Ready: func(v string) { s.step("QMP ready (QEMU %s)", v) },
-		RunAs: s.conf.user, NoNewPrivs: !s.spec.QEMUPrivileged,
+		RunAs: s.conf.User, NoNewPrivs: !s.spec.QEMUPrivileged,
 	}
 	if s.vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
 		opts.Input = os.Stdin

@@ -1,4 +1,9 @@
-package main
+// Package confine decides who QEMU runs as and whether its seccomp sandbox
+// is on, and opens what a confined QEMU cannot open by path — the disk
+// images and their backing chains, --kernel and --initrd, the runtime
+// directory — with the rights of the user vmrun acts for, to pass them to
+// QEMU as fds.
+package confine
 
 import (
 	"errors"
@@ -19,26 +24,26 @@ import (
 // maxBackingDepth bounds a backing chain (and ends a loop of backing files).
 const maxBackingDepth = 32
 
-// qemuConfinement is how QEMU is confined for one run.
-type qemuConfinement struct {
-	// user is who QEMU runs as; nil: vmrun's own user (not root, or
+// QEMU is how QEMU is confined for one run.
+type QEMU struct {
+	// User is who QEMU runs as; nil: vmrun's own user (not root, or
 	// --qemu-privileged).
-	user *privdrop.User
-	// sandbox: QEMU's seccomp filter is on.
-	sandbox bool
-	// noSandbox is the notice to print when QEMU has no -sandbox.
-	noSandbox string
+	User *privdrop.User
+	// Sandbox: QEMU's seccomp filter is on.
+	Sandbox bool
+	// NoSandbox is the notice to print when QEMU has no -sandbox.
+	NoSandbox string
 }
 
-// confineQEMU decides who QEMU runs as and whether its seccomp sandbox is
+// Choose decides who QEMU runs as and whether its seccomp sandbox is
 // on. As root, QEMU runs as the user who ran sudo, else as `vmrun-qemu`
 // (made by vmrun setup), else as nobody; --qemu-privileged keeps it as
 // vmrun's own user with no sandbox.
-func confineQEMU(spec config.Spec, qemu string, kvm bool) (qemuConfinement, error) {
+func Choose(spec config.Spec, qemu string, kvm bool) (QEMU, error) {
 	if spec.QEMUPrivileged {
-		return qemuConfinement{}, nil
+		return QEMU{}, nil
 	}
-	var c qemuConfinement
+	var c QEMU
 	if os.Geteuid() == 0 {
 		u, err := privdrop.Choose(os.Getenv)
 		if err != nil {
@@ -51,17 +56,17 @@ func confineQEMU(spec config.Spec, qemu string, kvm bool) (qemuConfinement, erro
 				u = u.WithGroup(st.Gid)
 			}
 		}
-		c.user = &u
+		c.User = &u
 	}
-	if c.sandbox = launcher.ProbeSandbox(qemu); !c.sandbox {
-		c.noSandbox = fmt.Sprintf("%s was built without seccomp support (-sandbox): QEMU runs without its system-call filter", qemu)
+	if c.Sandbox = launcher.ProbeSandbox(qemu); !c.Sandbox {
+		c.NoSandbox = fmt.Sprintf("%s was built without seccomp support (-sandbox): QEMU runs without its system-call filter", qemu)
 	}
 	return c, nil
 }
 
-// describe says who QEMU runs as, for -v and --dry-run.
-func (c qemuConfinement) describe() string {
-	if c.user == nil {
+// Describe says who QEMU runs as, for -v and --dry-run.
+func (c QEMU) Describe() string {
+	if c.User == nil {
 		if os.Geteuid() == 0 {
 			return "root, with every capability (--qemu-privileged: unsafe)"
 		}
@@ -71,18 +76,39 @@ func (c qemuConfinement) describe() string {
 		privdrop.FromSudo:   "who ran sudo",
 		privdrop.FromSystem: "made by vmrun setup",
 		privdrop.FromNobody: privdrop.SystemUser + " does not exist: run `vmrun setup` to create it",
-	}[c.user.From]
-	return fmt.Sprintf("%s (%s), with no capabilities", c.user, why)
+	}[c.User.From]
+	return fmt.Sprintf("%s (%s), with no capabilities", c.User, why)
+}
+
+// OpenFiles checks that QEMU's user can reach the shares and opens the
+// disks (setting their Files) and boot files (vm.BootFiles) for QEMU,
+// before anything is created: one that cannot be opened is a usage error
+// with nothing to undo. It returns a function that closes them all.
+func (c QEMU) OpenFiles(spec config.Spec, vm *launcher.VM) (closeAll func(), err error) {
+	if err := c.checkAccess(spec); err != nil {
+		return nil, err
+	}
+	closeDisks, err := c.openDisks(spec, vm.Disks)
+	if err != nil {
+		return nil, err
+	}
+	bootFiles, closeBoot, err := c.openBoot(spec)
+	if err != nil {
+		closeDisks()
+		return nil, err
+	}
+	vm.BootFiles = bootFiles
+	return func() { closeBoot(); closeDisks() }, nil
 }
 
 // checkAccess checks, with the rights of the user QEMU runs as, what QEMU
 // opens by path: --share directories and the directory of the --snapshot
 // overlay. Every problem is a usage error naming the file and the fix.
-func (c qemuConfinement) checkAccess(spec config.Spec) error {
-	if c.user == nil {
+func (c QEMU) checkAccess(spec config.Spec) error {
+	if c.User == nil {
 		return nil
 	}
-	u := *c.user
+	u := *c.User
 	for _, sh := range spec.Shares {
 		// QEMU's 9p server reads (and writes) the share as its user.
 		mode, what := uint32(unix.R_OK|unix.X_OK), "read"
@@ -111,14 +137,14 @@ func (c qemuConfinement) checkAccess(spec config.Spec) error {
 // of the user who ran sudo (sudo vmrun does not let that user boot a file
 // they cannot read); as root otherwise. It returns a function that closes
 // them all.
-func (c qemuConfinement) openDisks(spec config.Spec, disks []launcher.Disk) (closeAll func(), err error) {
+func (c QEMU) openDisks(spec config.Spec, disks []launcher.Disk) (closeAll func(), err error) {
 	var opened []*os.File
 	closeAll = func() {
 		for _, f := range opened {
 			f.Close()
 		}
 	}
-	if c.user == nil {
+	if c.User == nil {
 		return closeAll, nil
 	}
 	defer func() {
@@ -126,7 +152,7 @@ func (c qemuConfinement) openDisks(spec config.Spec, disks []launcher.Disk) (clo
 			closeAll()
 		}
 	}()
-	u := *c.user
+	u := *c.User
 	open := func(p string, flag int) (*os.File, error) {
 		if u.From == privdrop.FromSudo {
 			return u.Open(p, flag)
@@ -170,12 +196,12 @@ func (c qemuConfinement) openDisks(spec config.Spec, disks []launcher.Disk) (clo
 // by QEMU's user, but the files must be readable by it. Under sudo they are
 // opened with the rights of the user who ran sudo. It returns nil without
 // a confined QEMU or a kernel.
-func (c qemuConfinement) openBoot(spec config.Spec) (files *launcher.BootFiles, closeAll func(), err error) {
+func (c QEMU) openBoot(spec config.Spec) (files *launcher.BootFiles, closeAll func(), err error) {
 	closeAll = func() {}
-	if c.user == nil || spec.Kernel == "" {
+	if c.User == nil || spec.Kernel == "" {
 		return nil, closeAll, nil
 	}
-	u := *c.user
+	u := *c.User
 	var opened []*os.File
 	closeAll = func() {
 		for _, f := range opened {
@@ -267,12 +293,12 @@ func sniffFormat(f *os.File) string {
 	return config.FormatRaw
 }
 
-// openRunDir returns an O_PATH fd of the runtime directory: passed to QEMU
+// OpenRunDir returns an O_PATH fd of the runtime directory: passed to QEMU
 // in an fdset labelled with the directory's path, it puts the path into
 // QEMU's command line (what `vmrun gc` recognises QEMU by) in place of a
 // pid file QEMU could not write there. An O_PATH fd lets QEMU neither read
 // nor list the directory.
-func openRunDir(dir string) (*os.File, error) {
+func OpenRunDir(dir string) (*os.File, error) {
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("runtime directory %s: %w", dir, err)

@@ -1,0 +1,143 @@
+package confine
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/privdrop"
+	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/launcher"
+)
+
+// qemuImg runs qemu-img with args in dir.
+func qemuImg(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(testutil.RequireCmd(t, "qemu-img"), args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+	}
+}
+
+// nobody is a confined QEMU user that is not the sudo user: vmrun opens
+// files with its own rights and only checks that QEMU's user can read them.
+var nobody = privdrop.User{Name: "nobody", UID: privdrop.Nobody, GID: privdrop.Nobody, From: privdrop.FromNobody}
+
+// TestOpenFilesBackingChain: a confined QEMU gets the image (read-only and,
+// without --snapshot, read-write) and every file of its backing chain,
+// nearest first, each with its format (recorded, or sniffed when the
+// overlay does not record it).
+func TestOpenFilesBackingChain(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	qemuImg(t, dir, "create", "-f", "raw", "base.img", "1M")
+	qemuImg(t, dir, "create", "-f", "qcow2", "-b", "base.img", "-F", "raw", "mid.qcow2")
+	qemuImg(t, dir, "create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2")
+	for _, snapshot := range []bool{false, true} {
+		spec := config.Spec{Snapshot: snapshot}
+		vm := launcher.VM{Disks: []launcher.Disk{{Path: filepath.Join(dir, "top.qcow2"), Format: config.FormatQcow2}}}
+		closeAll, err := QEMU{User: &nobody}.OpenFiles(spec, &vm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := vm.Disks[0].Files
+		if want := map[bool]int{false: 2, true: 1}[snapshot]; files == nil || len(files.Image) != want {
+			t.Fatalf("snapshot %v: image files %+v, want %d", snapshot, files, want)
+		}
+		var got []string
+		for _, b := range files.Backing {
+			got = append(got, filepath.Base(b.Path)+":"+b.Format)
+		}
+		if strings.Join(got, " ") != "mid.qcow2:qcow2 base.img:raw" {
+			t.Errorf("backing chain %q", got)
+		}
+		closeAll()
+		if _, err := files.Image[0].Stat(); err == nil {
+			t.Error("closeAll left the image open")
+		}
+	}
+}
+
+// TestBackingChainRefused: a loop of backing files ends at the depth bound
+// and a backing file in a format QEMU would have to probe is refused, each
+// as a usage error naming the image and the fix.
+func TestBackingChainRefused(t *testing.T) {
+	dir := t.TempDir()
+	qemuImg(t, dir, "create", "-f", "qcow2", "a.qcow2", "1M")
+	qemuImg(t, dir, "create", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2")
+	qemuImg(t, dir, "rebase", "-u", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2")
+	qemuImg(t, dir, "create", "-f", "vpc", "v.vhd", "1M")
+	qemuImg(t, dir, "create", "-f", "qcow2", "-b", "v.vhd", "-F", "vpc", "c.qcow2")
+	for img, msg := range map[string]string{
+		"a.qcow2": "chain depth 33",
+		"c.qcow2": "is in vpc format",
+	} {
+		p := filepath.Join(dir, img)
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var opened []*os.File
+		open := func(p string, flag int) (*os.File, error) { return os.OpenFile(p, flag, 0) }
+		_, err = backingChain(p, f, open, &opened)
+		if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), msg) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: %v, want a usage error with %q", img, err, msg)
+		}
+		for _, o := range append(opened, f) {
+			o.Close()
+		}
+	}
+}
+
+func TestSniffFormat(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		config.FormatQcow2: "QFI\xfb\x00\x00\x00\x03",
+		config.FormatRaw:   "\x00\x00",
+		"empty":            "",
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := name
+		if name == "empty" {
+			want = config.FormatRaw
+		}
+		if got := sniffFormat(f); got != want {
+			t.Errorf("%s: sniffed %s", name, got)
+		}
+		f.Close()
+	}
+}
+
+// TestUnconfined: --qemu-privileged confines nothing and opens nothing:
+// QEMU opens its files by path.
+func TestUnconfined(t *testing.T) {
+	c, err := Choose(config.Spec{QEMUPrivileged: true}, "/nonexistent/qemu", false)
+	if err != nil || c.User != nil || c.Sandbox {
+		t.Fatalf("--qemu-privileged: %+v, %v", c, err)
+	}
+	vm := launcher.VM{Disks: []launcher.Disk{{Path: "/nonexistent.qcow2", Format: config.FormatQcow2}}}
+	closeAll, err := c.OpenFiles(config.Spec{Kernel: "/nonexistent/vmlinuz"}, &vm)
+	if err != nil || vm.Disks[0].Files != nil || vm.BootFiles != nil {
+		t.Fatalf("unconfined QEMU got files: %+v %+v, %v", vm.Disks[0], vm.BootFiles, err)
+	}
+	closeAll()
+	if !strings.Contains(c.Describe(), "with no capabilities") && !strings.Contains(c.Describe(), "--qemu-privileged: unsafe") {
+		t.Errorf("Describe: %q", c.Describe())
+	}
+	sudo := privdrop.User{Name: "alice", UID: 4242, GID: 4242, From: privdrop.FromSudo}
+	if d := (QEMU{User: &sudo}).Describe(); !strings.Contains(d, "alice") || !strings.Contains(d, "who ran sudo") {
+		t.Errorf("Describe under sudo: %q", d)
+	}
+}

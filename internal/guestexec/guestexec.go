@@ -1,0 +1,138 @@
+// Package guestexec runs commands in a running guest through its QEMU
+// guest agent: `vmrun exec` (Run) and a run's one-shot --exec (OneShot).
+// It owns the agent channel's sockets in a VM's runtime directory (Listen),
+// the lock that serialises exec sessions on one VM, the bounded wait for
+// the agent and the diagnosis when it never answers. The exit codes of its
+// errors are vmrun's (internal/exitcode); a command's own code is passed
+// on with exitcode.Pass.
+package guestexec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/launcher"
+	"github.com/vmrun/vmrun/qga"
+)
+
+// The sockets of the agent channel and exec ports in a VM's runtime dir.
+const (
+	agentSock  = "qga.sock"
+	stdoutSock = "exec-out.sock"
+	stderrSock = "exec-err.sock"
+	execLock   = "exec.lock"
+)
+
+// defaultAgentWait bounds the wait for the guest agent when no --timeout
+// is given.
+const defaultAgentWait = 5 * time.Minute
+
+// ErrAgentNotUp is the cause of every "the guest agent never answered" error.
+var ErrAgentNotUp = errors.New("the guest agent never answered")
+
+// ports returns the VM directory's agent and exec sockets.
+func ports(dir string) qga.Ports {
+	return qga.Ports{
+		Agent:  filepath.Join(dir, agentSock),
+		Stdout: filepath.Join(dir, stdoutSock),
+		Stderr: filepath.Join(dir, stderrSock),
+	}
+}
+
+// Listen makes the listening sockets of the agent channel and the exec
+// ports in the VM's runtime directory; QEMU gets them as fds. The function
+// it returns closes the listeners.
+func Listen(dir *rundir.Dir) (*launcher.AgentPorts, func() error, error) {
+	var lns []*net.UnixListener
+	closeAll := func() error {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil
+	}
+	var files []*os.File
+	for _, name := range []string{agentSock, stdoutSock, stderrSock} {
+		sock, err := dir.Socket(name)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+			closeAll()
+			return nil, nil, fmt.Errorf("stale socket %s: %w", sock, err)
+		}
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("agent socket %s: %w", sock, err)
+		}
+		lns = append(lns, ln)
+		f, err := ln.File()
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("agent socket %s: %w", sock, err)
+		}
+		files = append(files, f)
+	}
+	return &launcher.AgentPorts{QGA: files[0], Stdout: files[1], Stderr: files[2]}, closeAll, nil
+}
+
+// readStdin returns the whole of r (nil for a nil r: the command gets
+// /dev/null).
+func readStdin(r io.Reader) ([]byte, error) {
+	if r == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, qga.MaxStdin+1))
+	if err != nil || len(b) == 0 {
+		return nil, nil // empty, closed or unreadable: the command gets /dev/null
+	}
+	if len(b) > qga.MaxStdin {
+		return nil, exitcode.Usagef("%w: the guest agent takes it in one message; share the file with --share instead", qga.ErrStdinTooLarge)
+	}
+	return b, nil
+}
+
+// lockExec serialises exec sessions on one VM: QEMU serves one connection
+// per port.
+func lockExec(ctx context.Context, dir, name string, notify func(string, ...any)) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, execLock), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, exitcode.Setupf("VM %q: exec lock: %w", name, err)
+	}
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		return func() { f.Close() }, nil
+	}
+	notify("waiting for another vmrun exec in VM %q to finish", name)
+	done := make(chan error, 1)
+	go func() { done <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			f.Close()
+			return nil, exitcode.Setupf("VM %q: exec lock: %w", name, err)
+		}
+		return func() { f.Close() }, nil
+	case <-ctx.Done():
+		// Closing the file drops the lock request with it.
+		f.Close()
+		return nil, exitcode.Wrap(exitcode.Timeout, fmt.Errorf("VM %q: gave up waiting for another vmrun exec to finish", name))
+	}
+}
+
+// reportTruncated says which output streams the guest agent cut.
+func reportTruncated(notify func(string, ...any), res qga.Result) {
+	for _, s := range res.Truncated {
+		notify("the command's %s was truncated by the guest agent at its 16 MiB limit (the exec ports could not be used)", s)
+	}
+}
