@@ -1,15 +1,14 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
-	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/vmrun/vmrun/internal/hostsetup"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 )
@@ -120,7 +119,7 @@ func TestNetworkManagerCheck(t *testing.T) {
 	if c := checkNetworkManager(dir); c.Status != statusWarn || !strings.Contains(c.Fix, "vmrun setup") {
 		t.Errorf("NetworkManager without the drop-in: %+v", c)
 	}
-	p, err := writeNMDropIn(dir)
+	p, err := hostsetup.WriteNMDropIn(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,32 +148,6 @@ func TestRuntimeDirCheck(t *testing.T) {
 		t.Errorf("world-writable: %+v", c)
 	}
 }
-
-// TestFileCapsEncoding: the xattr is what setcap writes for
-// cap_net_admin,cap_net_raw,cap_mknod+p, the capabilities setup grants.
-func TestFileCapsEncoding(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "bin")
-	if err := os.WriteFile(p, nil, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if got := fileCapsText(); got != "cap_net_admin,cap_net_raw,cap_mknod" {
-		t.Errorf("setup grants %s", got)
-	}
-	if err := setFileCaps(p, setupCaps()...); err != nil {
-		testutil.Skipf(t, "no security xattrs here (root and a file system with them are needed): %v", err)
-	}
-	b := make([]byte, 64)
-	n, err := getxattr(p, "security.capability", b)
-	if err != nil || n != 20 {
-		t.Fatalf("xattr: %d bytes, %v", n, err)
-	}
-	if binary.LittleEndian.Uint32(b) != vfsCapRevision2 || binary.LittleEndian.Uint32(b[4:]) != 1<<12|1<<13|1<<27 ||
-		binary.LittleEndian.Uint32(b[8:]) != 0 || binary.LittleEndian.Uint32(b[12:]) != 0 {
-		t.Errorf("xattr % x", b[:n])
-	}
-}
-
-func getxattr(path, name string, b []byte) (int, error) { return unix.Getxattr(path, name, b) }
 
 // kernelCan asks the kernel, through iproute2 in a throwaway namespace (not
 // through netsetup's probe, which doctor uses), which of doctor's link
