@@ -1,9 +1,7 @@
 package netsetup_test
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +13,6 @@ import (
 	"time"
 
 	"github.com/vmrun/vmrun/internal/rundir"
-	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/gc"
 )
@@ -162,99 +159,4 @@ func TestGCLeavesOthersAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.assertClean(t)
-}
-
-// TestUndoObjects: every kind Undo knows, idempotence, other namespaces.
-func TestUndoObjects(t *testing.T) {
-	l := newLab(t)
-	t.Parallel()
-	fwd := "net/ipv4/conf/up0/forwarding"
-	old := strings.TrimSpace(l.host.MustRun(t, "cat", "/proc/sys/"+fwd))
-	l.host.MustRun(t, "sh", "-c", "echo 1 > /proc/sys/"+fwd)
-	l.host.MustRun(t, "ip", "link", "add", "vmrgone0", "link", "up0", "type", "macvtap")
-	l.host.MustRun(t, "ip", "link", "set", "vmrgone0", "alias", "vmrun:undo")
-	objs := []rundir.Object{
-		netsetup.SysctlObject(fwd, old),
-		netsetup.LinkObject("undo", "vmrgone0", "macvtap", nil),
-		netsetup.LinkObject("undo", "vmrnever0", "macvtap", nil), // never created: fine
-		netsetup.SysctlObject("net/ipv4/conf/nosuchif/forwarding", "0"),
-		netsetup.ProcessObject(1, "/nonexistent/vmrun/dir"), // pid 1 never matches
-	}
-	for i := range 2 { // the second round finds everything undone already
-		if err := l.host.Do(func() error { return gc.Undo(objs) }); err != nil {
-			t.Fatalf("round %d: %v", i, err)
-		}
-	}
-	if got := strings.TrimSpace(l.host.MustRun(t, "cat", "/proc/sys/"+fwd)); got != old {
-		t.Errorf("forwarding %s, want %s restored", got, old)
-	}
-	l.assertClean(t)
-
-	// An object in another namespace, named by path; a vanished namespace is fine.
-	other := testutil.NewNetns(t, "o")
-	other.MustRun(t, "ip", "link", "add", "vmrns0", "type", "veth", "peer", "name", "vmrns1")
-	other.MustRun(t, "ip", "link", "set", "vmrns0", "alias", "vmrun:undo")
-	o := netsetup.LinkObject("undo", "vmrns0", "veth", nil)
-	o.Netns = other.Path
-	gone := netsetup.LinkObject("undo", "x", "veth", nil)
-	gone.Netns = "/run/netns/vmrun-no-such-namespace"
-	if err := gc.Undo([]rundir.Object{o, gone}); err != nil {
-		t.Fatal(err)
-	}
-	if links := other.Links(t); slices.Contains(links, "vmrns0") {
-		t.Errorf("vmrns0 survived: %v", links)
-	}
-
-	err := gc.Undo([]rundir.Object{{Kind: "no-such-kind", Name: "vmrun-x"}})
-	if !errors.Is(err, netsetup.ErrUnknownObject) {
-		t.Errorf("unknown kind: %v", err)
-	}
-}
-
-// TestUndoRoutesNeighboursAddresses: the routed/ipvtap kinds, including
-// proxy entries, IPv6, and objects whose link is already gone.
-func TestUndoRoutesNeighboursAddresses(t *testing.T) {
-	ns := testutil.NewNetns(t, "r")
-	ns.MustRun(t, "ip", "link", "add", "vmrr0", "type", "veth", "peer", "name", "vmrr1")
-	ns.MustRun(t, "ip", "link", "set", "vmrr0", "up")
-	ns.MustRun(t, "ip", "addr", "add", "169.254.0.1/32", "dev", "vmrr0")
-	ns.MustRun(t, "ip", "route", "add", "10.9.0.7/32", "dev", "vmrr0")
-	ns.MustRun(t, "ip", "-6", "route", "add", "fd00::7/128", "dev", "vmrr0")
-	ns.MustRun(t, "ip", "neigh", "add", "proxy", "10.9.0.7", "dev", "vmrr1")
-	ns.MustRun(t, "ip", "neigh", "add", "10.9.0.8", "lladdr", "52:54:00:00:00:08", "dev", "vmrr0", "nud", "permanent")
-	mustCIDR := func(s string) *net.IPNet {
-		ip, n, err := net.ParseCIDR(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.IP = ip
-		return n
-	}
-	objs := []rundir.Object{
-		netsetup.AddrObject(mustCIDR("169.254.0.1/32"), "vmrr0"),
-		netsetup.RouteObject(mustCIDR("10.9.0.7/32"), "vmrr0"),
-		netsetup.RouteObject(mustCIDR("fd00::7/128"), "vmrr0"),
-		netsetup.NeighObject(net.ParseIP("10.9.0.7"), "vmrr1", true),
-		netsetup.NeighObject(net.ParseIP("10.9.0.8"), "vmrr0", false),
-		netsetup.RouteObject(mustCIDR("10.9.9.9/32"), "vmrgone"), // link gone: nothing to do
-	}
-	for i := range 2 {
-		if err := ns.Do(func() error { return gc.Undo(objs) }); err != nil {
-			t.Fatalf("round %d: %v", i, err)
-		}
-	}
-	for _, c := range [][]string{
-		{"ip", "-4", "addr", "show", "dev", "vmrr0"},
-		{"ip", "route", "show", "dev", "vmrr0"},
-		{"ip", "-6", "route", "show", "fd00::7/128"},
-		{"ip", "neigh", "show", "proxy"},
-		{"ip", "neigh", "show", "10.9.0.8"},
-	} {
-		out := ns.MustRun(t, c[0], c[1:]...)
-		for _, bad := range []string{"169.254.0.1", "10.9.0.7", "fd00::7", "10.9.0.8"} {
-			if strings.Contains(out, bad) {
-				t.Errorf("%v still shows %s:\n%s", c, bad, out)
-			}
-		}
-	}
 }
