@@ -1,7 +1,8 @@
 // Package netsetup finds the host's uplink, decides how the guest should
-// reach the network (pure planning over detected facts), creates the links
-// that decision needs, and removes them again — also after a crash, from
-// the objects recorded in the VM's state file.
+// reach the network (pure planning over detected facts), and creates what
+// that decision needs through the mode's package (tap, routed, ipvtap,
+// user, nat); the Attachment it returns removes it again. After a crash,
+// package gc removes it from the objects recorded in the VM's state file.
 package netsetup
 
 import (
