@@ -21,8 +21,8 @@ func routedBenchPlan(name string, i int) netsetup.Plan {
 }
 
 // routedRecorders are the recorders the benchmarks run with: none (like
-// the other modes' benchmarks), and a real runtime directory (the state
-// file is rewritten and fsynced for each object).
+// the other modes' benchmarks), and a real runtime directory (each object
+// is appended to the state's journal before it is made).
 func routedRecorders(b *testing.B) map[string]func(name string) (netsetup.Recorder, func()) {
 	root, err := os.MkdirTemp("", "vmrun-bench-")
 	if err != nil {

@@ -3,15 +3,28 @@
 // file. The state file records every kernel object vmrun is about to create,
 // before it is created, so that `vmrun gc` (or the next run of the same VM)
 // can remove what a killed vmrun left behind.
+//
+// A record is appended, as one line of JSON written with one write(2), to
+// the state file's journal (state.journal) before the object exists; the
+// next write of the state file folds the journal in. Neither waits for the
+// disk: once write(2) has returned, the record is in the kernel's page
+// cache and every later reader sees it, whenever and however vmrun dies.
+// Only a crash of the kernel itself could lose it, and that takes every
+// recorded object (links, addresses, routes, neighbour entries, nftables
+// tables, sysctl values, processes) with it. Sync makes the state durable
+// once per run, after its set-up (see docs/architecture.md, "Crash
+// safety").
 package rundir
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -102,9 +115,18 @@ type Dir struct {
 	Path string
 	lock *os.File
 
-	mu    sync.Mutex
-	state State
+	mu      sync.Mutex
+	state   State
+	journal *os.File // open for appending records; nil until the first
+	size    int64    // the journal's length: a failed append is cut off here
 }
+
+// The files of a VM's state: the state file, written whole (temporary
+// file + rename), and the journal of records appended since.
+const (
+	stateFile   = "state.json"
+	journalFile = "state.journal"
+)
 
 // Create makes (or takes over) the runtime directory of VM name under root
 // and locks it. It returns ErrBusy if a live vmrun holds the lock. If a
@@ -143,23 +165,62 @@ func Create(root, name string) (d *Dir, stale *State, err error) {
 		d.state.Objects = append([]Object(nil), st.Objects...)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		// A state file we cannot read: keep it aside so nothing is lost.
-		_ = os.Rename(filepath.Join(path, "state.json"), filepath.Join(path, "state.json.bad"))
+		_ = os.Rename(filepath.Join(path, stateFile), filepath.Join(path, stateFile+".bad"))
 	}
 	return d, stale, nil
 }
 
-// ReadState reads the state file of the VM directory dir.
+// ReadState reads the state of the VM directory dir: its state file, and
+// the objects recorded in its journal since the state file was written.
+// It returns an error satisfying errors.Is(err, os.ErrNotExist) when
+// neither exists.
 func ReadState(dir string) (*State, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
-	if err != nil {
+	var st State
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err == nil {
+		if err := json.Unmarshal(b, &st); err != nil {
+			return nil, fmt.Errorf("state file %s: %w", filepath.Join(dir, stateFile), err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	var st State
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("state file %s: %w", filepath.Join(dir, "state.json"), err)
+	j, jerr := os.ReadFile(filepath.Join(dir, journalFile))
+	if jerr != nil && !errors.Is(jerr, os.ErrNotExist) {
+		return nil, jerr
 	}
+	if err != nil && jerr != nil {
+		return nil, err
+	}
+	st.Objects = mergeJournal(st.Objects, j)
 	return &st, nil
 }
+
+// mergeJournal appends to objs the objects recorded in journal, one JSON
+// line each, that objs does not hold already (a state file written just
+// before vmrun died may already hold the journal's records). A line that
+// does not parse is one a killed vmrun did not finish writing: its object
+// was not created, since Record had not returned.
+func mergeJournal(objs []Object, journal []byte) []Object {
+	for len(journal) > 0 {
+		line := journal
+		if i := bytes.IndexByte(journal, '\n'); i >= 0 {
+			line, journal = journal[:i], journal[i+1:]
+		} else {
+			journal = nil
+		}
+		var o Object
+		if len(line) == 0 || json.Unmarshal(line, &o) != nil {
+			continue
+		}
+		if !slices.ContainsFunc(objs, func(x Object) bool { return sameObject(x, o) }) {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+// sameObject reports whether a and b record the same host object.
+func sameObject(a, b Object) bool { return a.Kind == b.Kind && a.Name == b.Name && a.Netns == b.Netns }
 
 // Socket returns the path of a unix socket named base inside the directory,
 // or an error if it would exceed the 108-byte limit of a socket address.
@@ -172,12 +233,24 @@ func (d *Dir) Socket(base string) (string, error) {
 }
 
 // Update changes the state under the lock and writes it to disk atomically
-// (without waiting for the disk: only Record must be durable).
+// (without waiting for the disk).
 func (d *Dir) Update(f func(*State)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	f(&d.state)
 	return d.writeLocked(false)
+}
+
+// Sync is Update that also waits for the disk: the state file and the
+// directory entry naming it are synced before it returns. A run needs it
+// once, after its set-up: records are written without syncing (see the
+// package's doc), which a killed vmrun cannot lose; Sync keeps the file on
+// disk consistent should the machine itself go down.
+func (d *Dir) Sync(f func(*State)) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(&d.state)
+	return d.writeLocked(true)
 }
 
 // State returns a copy of the current state.
@@ -189,13 +262,50 @@ func (d *Dir) State() State {
 	return st
 }
 
-// Record appends obj to the state file and syncs it to disk. Call it before
-// creating the object: after a crash, the record is what gc undoes.
+// Record appends obj to the state file, atomically, without waiting for
+// the disk. Call it before creating the object: after a crash, the record
+// is what gc undoes. When it returns, every process that reads the file
+// sees the record, also after vmrun was killed (see the package's doc).
 func (d *Dir) Record(obj Object) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	line, err := json.Marshal(&obj)
+	if err != nil {
+		return err
+	}
+	if err := d.appendLocked(append(line, '\n')); err != nil {
+		return fmt.Errorf("state journal: %w", err)
+	}
 	d.state.Objects = append(d.state.Objects, obj)
-	return d.writeLocked(true)
+	return nil
+}
+
+// appendLocked appends line to the journal with one write, opening it
+// first if needed; a write that fails is cut off again, so that the next
+// record starts on a line of its own.
+func (d *Dir) appendLocked(line []byte) error {
+	if d.journal == nil {
+		f, err := os.OpenFile(filepath.Join(d.Path, journalFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		d.journal, d.size = f, fi.Size()
+		if d.size > 0 {
+			// A killed vmrun's journal may end inside a line.
+			line = append([]byte{'\n'}, line...)
+		}
+	}
+	n, err := d.journal.Write(line)
+	if err != nil {
+		return errors.Join(err, d.journal.Truncate(d.size))
+	}
+	d.size += int64(n)
+	return nil
 }
 
 // Forget removes the last recorded object equal in kind, name and netns to
@@ -218,13 +328,13 @@ func (d *Dir) Forget(obj Object) error {
 }
 
 // writeLocked writes the state file atomically (temporary file + rename);
-// durable also fsyncs the file before the rename.
+// durable also fsyncs the file before the rename and the directory after.
 func (d *Dir) writeLocked(durable bool) error {
 	b, err := json.MarshalIndent(&d.state, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(d.Path, ".state.json.tmp")
+	tmp := filepath.Join(d.Path, "."+stateFile+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("state file: %w", err)
@@ -242,8 +352,45 @@ func (d *Dir) writeLocked(durable bool) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(d.Path, "state.json")); err != nil {
+	if err := os.Rename(tmp, filepath.Join(d.Path, stateFile)); err != nil {
 		return fmt.Errorf("state file: %w", err)
+	}
+	// The state file holds every record now: the journal starts again.
+	if err := d.dropJournalLocked(); err != nil {
+		return err
+	}
+	if durable {
+		return syncDir(d.Path)
+	}
+	return nil
+}
+
+// dropJournalLocked removes the journal, whose records the state file
+// holds. Should vmrun die before, readers find each record in both, once.
+func (d *Dir) dropJournalLocked() error {
+	if d.journal == nil {
+		if _, err := os.Lstat(filepath.Join(d.Path, journalFile)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	} else {
+		d.journal.Close()
+		d.journal, d.size = nil, 0
+	}
+	if err := os.Remove(filepath.Join(d.Path, journalFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("state journal: %w", err)
+	}
+	return nil
+}
+
+// syncDir fsyncs directory path, making a rename inside it durable.
+func syncDir(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("state file: sync %s: %w", path, err)
 	}
 	return nil
 }
@@ -251,6 +398,7 @@ func (d *Dir) writeLocked(durable bool) error {
 // Close releases the lock and keeps the directory: for a VM whose
 // leftovers could not all be removed, so that `vmrun gc` can try again.
 func (d *Dir) Close() error {
+	d.closeJournal()
 	if d.lock == nil {
 		return nil
 	}
@@ -259,9 +407,20 @@ func (d *Dir) Close() error {
 	return err
 }
 
+// closeJournal closes the journal's file, keeping the file.
+func (d *Dir) closeJournal() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.journal != nil {
+		d.journal.Close()
+		d.journal, d.size = nil, 0
+	}
+}
+
 // Remove deletes the directory and releases the lock. Call it last, after
 // every recorded object has been undone.
 func (d *Dir) Remove() error {
+	d.closeJournal()
 	err := os.RemoveAll(d.Path)
 	if d.lock != nil {
 		d.lock.Close()

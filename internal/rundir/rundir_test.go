@@ -211,3 +211,26 @@ func TestRootOverride(t *testing.T) {
 		t.Fatal(Root())
 	}
 }
+
+// TestSync: Sync changes the state and writes it like Update, waiting for
+// the disk, and leaves no temporary file behind.
+func TestSync(t *testing.T) {
+	d, _, err := Create(t.TempDir(), "vm5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Remove()
+	if err := d.Record(Object{Kind: "link", Name: "vmrtest"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(func(s *State) { s.QEMUPID = 4242 }); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadState(d.Path)
+	if err != nil || st.QEMUPID != 4242 || len(st.Objects) != 1 {
+		t.Fatalf("state after Sync: %+v, %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(d.Path, ".state.json.tmp")); !os.IsNotExist(err) {
+		t.Fatalf("temporary file left by Sync: %v", err)
+	}
+}
