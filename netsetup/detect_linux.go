@@ -23,6 +23,7 @@ func Detect(ctx context.Context, r Request) (Facts, error) {
 		return Facts{Kind: UplinkNone, CPUs: runtime.NumCPU()}, nil
 	}
 	// user creates no links: skip probing which link types the kernel can
-	// create (a throwaway namespace, a few milliseconds).
-	return detect.Host(r.Interface(), r.Mode != User)
+	// create (a throwaway namespace, a few milliseconds; r.ProbeCache keeps
+	// the answer per boot).
+	return detect.Host(r.Interface(), r.Mode != User, r.ProbeCache)
 }

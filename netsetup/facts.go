@@ -49,3 +49,8 @@ const (
 // for user mode: a path, or "off" for QEMU's slirp even when passt is
 // installed. Unset: passt from PATH.
 const EnvPasst = detect.EnvPasst
+
+// ProbeCacheFile is the name, under vmrun's runtime root, of the file
+// keeping the kernel's answer to which link types it can create for this
+// boot (Request.ProbeCache).
+const ProbeCacheFile = ".kernel-links.json"

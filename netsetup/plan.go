@@ -51,6 +51,10 @@ type Request struct {
 	// `vmrun setup`, not root) to the interfaces of the administrator's
 	// ACL; nil for root, whom nothing limits.
 	Limits *Limits
+	// ProbeCache is the file where Detect keeps the kernel's answer to
+	// which link types it can create, for this boot and these loaded
+	// modules, so that a start does not probe again; "" probes every time.
+	ProbeCache string
 }
 
 // Interface returns the interface Detect must look at for this request:

@@ -173,6 +173,7 @@ func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
 		Mode: spec.NetMode, Parent: spec.NetParent, Uplink: spec.Uplink, Name: spec.Name,
 		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards, NAT: spec.NAT,
 		GuestIP: spec.GuestIP, Gateway: spec.Gateway, NoHostLink: spec.NoHostLink, Limits: limits(),
+		ProbeCache: filepath.Join(rundir.Root(), netsetup.ProbeCacheFile),
 	}
 	facts, err := netsetup.Detect(ctx, req)
 	if err != nil {

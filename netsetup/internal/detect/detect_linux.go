@@ -16,11 +16,14 @@ import (
 
 // Host describes interface name — the interface of the default route when
 // name is "" — and probes the host's capabilities once; probeLinks also
-// probes which link types the kernel can create (Caps.Macvtap,
-// Caps.IPVtap: a throwaway namespace, a few milliseconds). It works in the
-// network namespace of the calling thread and changes nothing there. A
-// named interface that does not exist is not an error: the Facts say so.
-func Host(name string, probeLinks bool) (Facts, error) {
+// finds out which link types the kernel can create (Caps.Macvtap,
+// Caps.IPVtap): from the file cache when it holds the answer for this boot
+// and these loaded modules (see linkcache_linux.go), else by a probe in a
+// throwaway namespace (a few milliseconds), whose answer it keeps there
+// ("" for cache: always probe). It works in the network namespace of the
+// calling thread and changes nothing there. A named interface that does
+// not exist is not an error: the Facts say so.
+func Host(name string, probeLinks bool, cache string) (Facts, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	// Asking whether the kernel knows a link kind (kindKnown) is a link
@@ -31,7 +34,7 @@ func Host(name string, probeLinks bool) (Facts, error) {
 		return Facts{}, err
 	}
 	defer h.Close()
-	f, err := detect(linuxKernel{h: h, probeLinks: probeLinks}, name)
+	f, err := detect(linuxKernel{h: h, probeLinks: probeLinks, cache: cache}, name)
 	if err == nil && f.Exists {
 		f.Addrs, err = globalAddrs(h, f.Index)
 	}
@@ -43,6 +46,8 @@ type linuxKernel struct {
 	h *netlink.Handle
 	// probeLinks: probe macvtap/ipvtap creation (Caps.Macvtap, Caps.IPVtap).
 	probeLinks bool
+	// cache is the file keeping the probe's answer per boot ("": none).
+	cache string
 }
 
 func (k linuxKernel) routeGet(dst net.IP) ([]routeInfo, error) {
@@ -112,7 +117,7 @@ func (k linuxKernel) caps() Caps {
 	c := ProcessCaps()
 	c.Tun, c.VhostNet = canOpen("/dev/net/tun"), canOpen("/dev/vhost-net")
 	if k.probeLinks {
-		c.Macvtap, c.IPVtap = probeLinkTypes()
+		c.Macvtap, c.IPVtap = linkTypes(k.cache)
 	}
 	c.Passt = passtPath()
 	return c
@@ -140,22 +145,40 @@ func canOpen(path string) bool {
 	return true
 }
 
+// linkTypes is whether this kernel can create macvtap and ipvtap links:
+// the answer cache keeps for this boot and these modules, or a probe's,
+// kept in cache when no module was loaded or unloaded while it ran (the
+// probe's own module loads included: the next start keeps it then).
+func linkTypes(cache string) (macvtap, ipvtap bool) {
+	key, keyed := currentLinkCacheKey()
+	if keyed {
+		if mv, iv, ok := readLinkCache(cache, key); ok {
+			return mv, iv
+		}
+	}
+	macvtap, ipvtap, full := probeLinkTypes()
+	if after, ok := currentLinkCacheKey(); cache != "" && full && keyed && ok && after == key {
+		_ = writeLinkCache(cache, key, macvtap, ipvtap) // a cache: a failure costs the next start a probe
+	}
+	return macvtap, ipvtap
+}
+
 // probeLinkTypes finds out whether this kernel can create macvtap and
 // ipvtap links by creating them: in a throwaway network namespace on a
 // thread that goes back to vmrun's namespace and exits afterwards (the
 // namespace, a veth pair as parents and the probes vanish with it).
 // Without CAP_SYS_ADMIN for that namespace it asks the kernel in the
 // current namespace with a request that cannot create anything (see
-// kindKnown).
-func probeLinkTypes() (macvtap, ipvtap bool) {
+// kindKnown); full is false then.
+func probeLinkTypes() (macvtap, ipvtap, full bool) {
 	err := hostnet.InThrowawayNetns(func(h *netlink.Handle) error {
 		macvtap, ipvtap = LinkTypesIn(h)
 		return nil
 	})
 	if err != nil {
-		return kindKnown(&netlink.Macvtap{}), kindKnown(&netlink.IPVtap{})
+		return kindKnown(&netlink.Macvtap{}), kindKnown(&netlink.IPVtap{}), false
 	}
-	return macvtap, ipvtap
+	return macvtap, ipvtap, true
 }
 
 // LinkTypesIn reports whether macvtap and ipvtap links can be created in
