@@ -20,6 +20,7 @@ import (
 	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -111,7 +112,7 @@ func TestExitCodes(t *testing.T) {
 		return append([]string{"--disk", d, "--qemu", "/bin/true", "--console", "none"}, args...)
 	}
 	kvmCode, kvmWant := exitcode.Setup, "--accel kvm"
-	if kvmUsable() {
+	if launcher.KVMUsable() {
 		kvmCode, kvmWant = exitcode.OK, ""
 	}
 	cases := []exitCase{

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -84,11 +83,11 @@ func configure(c *cli.Context, notify func(string, ...any)) (config.Spec, launch
 	if err != nil {
 		return spec, vm, conf, err
 	}
-	qemu, err := findQEMU(spec.QEMU, c.IsSet("qemu"))
+	qemu, err := launcher.FindQEMU(spec.QEMU, c.IsSet("qemu"))
 	if err != nil {
 		return spec, vm, conf, err
 	}
-	kvm, err := chooseAccel(spec.Accel, notify)
+	kvm, err := launcher.ChooseAccel(spec.Accel)
 	if err != nil {
 		return spec, vm, conf, err
 	}
@@ -97,7 +96,7 @@ func configure(c *cli.Context, notify func(string, ...any)) (config.Spec, launch
 		// --serial-log (and its last lines to stderr on a failure).
 		spec.Console = "none"
 	}
-	console, err := chooseConsole(spec.Console, qemu)
+	console, err := launcher.ChooseConsole(spec.Console, qemu)
 	if err != nil {
 		return spec, vm, conf, err
 	}
@@ -194,70 +193,6 @@ func planCode(err error) int {
 		return exitcode.Usage
 	}
 	return exitcode.Setup
-}
-
-// findQEMU resolves the QEMU binary. A missing binary the user named is a
-// usage error; a missing default QEMU is a set-up problem of the host.
-func findQEMU(name string, explicit bool) (string, error) {
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p, nil
-	}
-	if explicit {
-		return "", exitcode.Usagef("--qemu %s: no such executable; give the path of qemu-system-x86_64", name)
-	}
-	return "", exitcode.Setupf("QEMU (%s) is not installed: install it with `apt-get install qemu-system-x86`, or give its path with --qemu", name)
-}
-
-// chooseAccel decides between KVM and TCG.
-func chooseAccel(accel string, notify func(string, ...any)) (bool, error) {
-	usable := kvmUsable()
-	switch accel {
-	case "kvm":
-		if !usable {
-			return false, exitcode.Setupf("--accel kvm: /dev/kvm is missing or not usable by you; enable virtualization (and add yourself to group kvm), or use --accel tcg")
-		}
-		return true, nil
-	case "tcg":
-		return false, nil
-	}
-	return usable, nil
-}
-
-func kvmUsable() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
-
-// chooseConsole resolves --console auto: a window when a display is
-// available and QEMU can draw one, otherwise the serial console.
-func chooseConsole(choice, qemu string) (launcher.Console, error) {
-	switch choice {
-	case "serial":
-		return launcher.ConsoleSerial, nil
-	case "none":
-		return launcher.ConsoleNone, nil
-	case "gui":
-		if !hasDisplay() {
-			return "", exitcode.Usagef("--console gui: no display (DISPLAY and WAYLAND_DISPLAY are unset); use --console serial")
-		}
-		if !launcher.ProbeGUI(qemu) {
-			return "", exitcode.Setupf("--console gui: %s has no GTK or SDL display; install qemu-system-gui, or use --console serial", qemu)
-		}
-		return launcher.ConsoleGUI, nil
-	}
-	if hasDisplay() && launcher.ProbeGUI(qemu) {
-		return launcher.ConsoleGUI, nil
-	}
-	return launcher.ConsoleSerial, nil
-}
-
-func hasDisplay() bool {
-	return os.Getenv("DISPLAY") != "" || os.Getenv("WAYLAND_DISPLAY") != ""
 }
 
 func isTerminal(f *os.File) bool {

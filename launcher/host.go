@@ -1,0 +1,79 @@
+package launcher
+
+import (
+	"os"
+	"os/exec"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+)
+
+// What this host offers QEMU, decided once per run before anything is
+// created: the binary, the accelerator, the console. Their errors carry
+// vmrun's exit codes: a choice the user made that cannot work is a usage
+// error, what the host lacks a set-up failure.
+
+// FindQEMU resolves the QEMU binary. A missing binary the user named is a
+// usage error; a missing default QEMU is a set-up problem of the host.
+func FindQEMU(name string, explicit bool) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p, nil
+	}
+	if explicit {
+		return "", exitcode.Usagef("--qemu %s: no such executable; give the path of qemu-system-x86_64", name)
+	}
+	return "", exitcode.Setupf("QEMU (%s) is not installed: install it with `apt-get install qemu-system-x86`, or give its path with --qemu", name)
+}
+
+// ChooseAccel decides between KVM (true) and TCG for --accel auto, kvm or
+// tcg.
+func ChooseAccel(accel string) (bool, error) {
+	usable := KVMUsable()
+	switch accel {
+	case "kvm":
+		if !usable {
+			return false, exitcode.Setupf("--accel kvm: /dev/kvm is missing or not usable by you; enable virtualization (and add yourself to group kvm), or use --accel tcg")
+		}
+		return true, nil
+	case "tcg":
+		return false, nil
+	}
+	return usable, nil
+}
+
+// KVMUsable reports whether /dev/kvm can be opened for reading and writing.
+func KVMUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// ChooseConsole resolves --console auto: a window when a display is
+// available and QEMU can draw one, otherwise the serial console.
+func ChooseConsole(choice, qemu string) (Console, error) {
+	switch choice {
+	case "serial":
+		return ConsoleSerial, nil
+	case "none":
+		return ConsoleNone, nil
+	case "gui":
+		if !hasDisplay() {
+			return "", exitcode.Usagef("--console gui: no display (DISPLAY and WAYLAND_DISPLAY are unset); use --console serial")
+		}
+		if !ProbeGUI(qemu) {
+			return "", exitcode.Setupf("--console gui: %s has no GTK or SDL display; install qemu-system-gui, or use --console serial", qemu)
+		}
+		return ConsoleGUI, nil
+	}
+	if hasDisplay() && ProbeGUI(qemu) {
+		return ConsoleGUI, nil
+	}
+	return ConsoleSerial, nil
+}
+
+func hasDisplay() bool {
+	return os.Getenv("DISPLAY") != "" || os.Getenv("WAYLAND_DISPLAY") != ""
+}
