@@ -5,16 +5,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmrun/vmrun/internal/config"
-	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/guestexec"
 	"github.com/vmrun/vmrun/internal/linetail"
-	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/launcher"
 )
 
@@ -46,27 +43,14 @@ func execAction(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "NAME:\n   vmrun exec - %s\n\nUSAGE:\n   %s\n\nSee docs/exec.md.\n", c.Command.Usage, c.Command.UsageText)
 		return nil
 	}
-	if err := rundir.ValidateName(a.Name); err != nil {
-		return exitcode.Usagef("%w", err)
-	}
-	root := rundir.Root()
-	entries, err := rundir.List(root)
+	dir, err := liveVMDir(a.Name)
 	if err != nil {
-		return exitcode.Setupf("cannot list %s: %w", root, err)
-	}
-	live := false
-	for _, e := range entries {
-		if e.Name == a.Name && e.Live {
-			live = true
-		}
-	}
-	if !live {
-		return exitcode.Usagef("no VM named %q is running (see `vmrun ls`)", a.Name)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	streams := guestexec.Streams{Stdin: stdinUnlessTerminal(), Stdout: c.App.Writer, Stderr: c.App.ErrWriter}
-	return guestexec.Run(ctx, filepath.Join(root, a.Name), a, streams, notifier(c))
+	return guestexec.Run(ctx, dir, a, streams, notifier(c))
 }
 
 // stdinUnlessTerminal is vmrun's stdin for a guest command: nil (the

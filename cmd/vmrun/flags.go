@@ -67,6 +67,7 @@ func runFlags() []cli.Flag {
 		boolean("exec", "run the command given after -- in the guest through its agent once it is up (waiting at most --timeout), power the guest off and exit with the command's code", runCat),
 		boolean("timestamps", "prefix each line of --serial-log and of --exec's output with the UTC time", runCat),
 		boolean("qemu-privileged", "UNSAFE: run QEMU as vmrun's own user with its privileges (as root: root, every capability) and without QEMU's seccomp sandbox; for the rare device that needs it (see docs/security.md)", runCat),
+		&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "run the VM in the background: print its name once it has started and return (its console: vmrun console NAME, vmrun logs NAME)", EnvVars: env("detach"), Category: runCat},
 		boolean("dry-run", "print the network plan and the exact QEMU command line; create nothing", runCat),
 		boolean("json", "with --dry-run: print JSON", runCat),
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print each start-up step with its timing", EnvVars: env("verbose"), Category: runCat},

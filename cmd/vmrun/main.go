@@ -52,6 +52,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				OnUsageError: usageError,
 			},
 			execCommand(),
+			consoleCommand(),
+			logsCommand(),
 			lsCommand(),
 			stopCommand(),
 			gcCommand(),
@@ -127,6 +129,8 @@ EXAMPLES
    vmrun --disk ci.qcow2 --snapshot --share ./build:src --exec -- /mnt/src/run-tests
                                                       boot, run the command in the guest, power off, exit with its code
    vmrun exec NAME -- uname -a                        run a command in a running VM (its guest agent)
+   vmrun -d --disk vm.qcow2 --name web                start it in the background; then:
+   vmrun console web   vmrun logs -f web              its serial console (Ctrl-] detaches), its console log
    vmrun ls        vmrun stop NAME        vmrun gc        vmrun net plan
    sudo vmrun setup    once: members of group vmrun may use bridge/macvtap/routed without root
    vmrun doctor        what this host offers, and how to fix what is missing
@@ -146,6 +150,15 @@ STOPPING
    --shutdown-grace for it to power off, then tells QEMU to quit, then kills
    it. A second Ctrl-C, SIGQUIT (Ctrl-\) or 'vmrun stop --force' stops QEMU
    at once.
+
+DETACHED VMS
+   vmrun -d ... (--detach) starts the VM in the background: it prints the
+   VM's name once QEMU is up and returns; a start-up failure gives the same
+   message and exit code as in the foreground. The VM's supervisor runs on
+   as a process of its own (its messages go to vmrun.log in the VM's runtime
+   directory) and cleans up when the VM stops, as a foreground run does.
+   'vmrun console NAME' attaches to its serial console (Ctrl-] detaches),
+   'vmrun logs NAME [-f]' prints the console log, 'vmrun stop NAME' stops it.
 
 GUEST AGENT, EXEC AND SHARES
    Every VM gets a QEMU guest agent channel (--agent off removes it): with

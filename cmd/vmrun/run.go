@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/confine"
+	"github.com/vmrun/vmrun/internal/detach"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/rundir"
@@ -29,6 +30,13 @@ import (
 // that creates the runtime directory and links, starts and supervises
 // QEMU, and undoes everything.
 func runAction(c *cli.Context) error {
+	if c.Bool("detach") && !c.Bool("dry-run") && !detach.IsSupervisor() {
+		return startDetached(c)
+	}
+	sup, err := detach.FromEnv()
+	if err != nil {
+		return exitcode.Usagef("%w", err)
+	}
 	t0 := time.Now()
 	verbose := c.Bool("verbose")
 	notify := notifier(c)
@@ -71,6 +79,9 @@ func runAction(c *cli.Context) error {
 	defer closeFiles()
 	announce(notify, spec, vm.KVM, plan)
 	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, notify: notify, step: step}
+	if sup != nil {
+		s.det = &detached{Supervisor: sup}
+	}
 	return s.run()
 }
 
@@ -95,6 +106,14 @@ func configure(c *cli.Context, notify func(string, ...any)) (config.Spec, launch
 		// The command's output owns stdout; the console goes to
 		// --serial-log (and its last lines to stderr on a failure).
 		spec.Console = "none"
+	}
+	if c.Bool("detach") {
+		if spec.Console == "serial" {
+			return spec, vm, conf, exitcode.Usagef("--detach --console serial: a detached VM's serial console is reached with `vmrun console NAME` and `vmrun logs NAME`; leave out --console")
+		}
+		if spec.Console == "auto" {
+			spec.Console = "none"
+		}
 	}
 	console, err := launcher.ChooseConsole(spec.Console, qemu)
 	if err != nil {

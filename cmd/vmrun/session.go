@@ -40,6 +40,7 @@ type session struct {
 	sigc   chan os.Signal // stop requests, caught before the session began
 	notify func(string, ...any)
 	step   func(string, ...any) // a --verbose progress line
+	det    *detached            // a detached supervisor's; nil in the foreground
 
 	undo undo.Stack
 	dir  *rundir.Dir // the VM's runtime directory, held locked
@@ -205,6 +206,13 @@ func (s *session) start() error {
 		return err
 	}
 	s.undo.Push("serial log", closeLog)
+	if s.det != nil {
+		w, err := s.detachedConsole()
+		if err != nil {
+			return err
+		}
+		consoleOut = io.MultiWriter(consoleOut, w)
+	}
 	s.tail = linetail.New(consoleTail)
 	p, err := launcher.Start(s.cl, s.options(io.MultiWriter(consoleOut, s.tail)))
 	if err != nil {
@@ -232,6 +240,9 @@ func (s *session) options(console io.Writer) launcher.Options {
 	}
 	if s.vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
 		opts.Input = os.Stdin
+	}
+	if s.det != nil {
+		s.detachOptions(&opts)
 	}
 	if len(s.spec.Exec) > 0 {
 		oneShotExec(s.c, s.spec, s.dir.Path, s.tail, &opts)

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmrun/vmrun/internal/console"
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
+)
+
+// liveVMDir returns the runtime directory of the running VM name.
+func liveVMDir(name string) (string, error) {
+	if err := rundir.ValidateName(name); err != nil {
+		return "", exitcode.Usagef("%w", err)
+	}
+	root := rundir.Root()
+	entries, err := rundir.List(root)
+	if err != nil {
+		return "", exitcode.Setupf("cannot list %s: %w", root, err)
+	}
+	for _, e := range entries {
+		if e.Name == name && e.Live {
+			return e.Path, nil
+		}
+	}
+	return "", exitcode.Usagef("no VM named %q is running (see `vmrun ls`)", name)
+}
+
+// detachedVMFile returns the file base in the runtime directory of the
+// running, detached VM named by the command's one argument.
+func detachedVMFile(c *cli.Context, base string) (name, dir string, err error) {
+	args := c.Args().Slice()
+	if c.Command.Name == "logs" && len(args) == 2 && (args[1] == "-f" || args[1] == "--follow") {
+		// `vmrun logs NAME -f`: the flag parser stops at NAME.
+		args = args[:1]
+		_ = c.Set("follow", "true")
+	}
+	if len(args) != 1 {
+		return "", "", exitcode.Usagef("vmrun %s takes one VM name (see `vmrun ls`)", c.Command.Name)
+	}
+	name = args[0]
+	if dir, err = liveVMDir(name); err != nil {
+		return "", "", err
+	}
+	if _, err := os.Stat(filepath.Join(dir, base)); err != nil {
+		return "", "", exitcode.Usagef("VM %q was not started with --detach: its console is on the terminal that started it (and in its --serial-log)", name)
+	}
+	return name, dir, nil
+}
+
+func consoleCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "console",
+		Usage:     "attach to the serial console of a VM started with --detach; detach with Ctrl-]",
+		UsageText: "vmrun console NAME",
+		Description: "Copies the terminal to the guest's serial port and its output to the terminal, in raw\n" +
+			"mode (Ctrl-C goes to the guest), until Ctrl-] or the end of the input; one client at a time.",
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			name, dir, err := detachedVMFile(c, console.Socket)
+			if err != nil {
+				return err
+			}
+			notify := notifier(c)
+			notify("connected to the console of VM %q; detach with Ctrl-]", name)
+			left, err := console.Attach(filepath.Join(dir, console.Socket), os.Stdin, c.App.Writer)
+			if errors.Is(err, console.ErrBusy) {
+				return exitcode.Usagef("VM %q: %w (one at a time)", name, err)
+			} else if err != nil {
+				return exitcode.Setupf("VM %q: %w", name, err)
+			}
+			if left {
+				fmt.Fprintf(c.App.ErrWriter, "\r\nvmrun: detached from the console of VM %q\n", name)
+			} else {
+				fmt.Fprintf(c.App.ErrWriter, "\r\nvmrun: the console of VM %q closed: the VM stopped\n", name)
+			}
+			return nil
+		},
+	}
+}
+
+func logsCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "logs",
+		Usage:        "print the serial console log of a VM started with --detach",
+		UsageText:    "vmrun logs NAME [-f|--follow]",
+		Flags:        []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing what the guest writes, until the VM stops or Ctrl-C"}},
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			_, dir, err := detachedVMFile(c, console.Log)
+			if err != nil {
+				return err
+			}
+			if c.Bool("follow") {
+				ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+				defer stop()
+				if err := console.Follow(ctx, dir, c.App.Writer); err != nil {
+					return exitcode.Setupf("%w", err)
+				}
+				return nil
+			}
+			f, err := os.Open(filepath.Join(dir, console.Log))
+			if err != nil {
+				return exitcode.Setupf("%w", err)
+			}
+			defer f.Close()
+			if _, err := io.Copy(c.App.Writer, f); err != nil {
+				return exitcode.Setupf("console log: %w", err)
+			}
+			return nil
+		},
+	}
+}
