@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
@@ -26,7 +30,9 @@ import (
 // same --name again (and stops that run cleanly), and checks the host
 // namespace against its state before the first round: links, addresses,
 // routes, proxy and permanent neighbour entries, nft tables, the sysctls
-// vmrun touches, processes and the runtime directory. Any difference fails
+// vmrun touches, processes and the runtime directory. In the "detached"
+// phase vmrun runs with --detach and its detached supervisor is killed
+// after `vmrun -d` returned. Any difference fails
 // the round, naming what was left (or lost).
 //
 // SOAK_ROUNDS sets the rounds per mode (default soakCIRounds, which fits
@@ -221,7 +227,7 @@ func (s *soak) round(t *testing.T, seed uint64, r int) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, s.index<<32|uint64(r)))
 	args := s.soakArgs(rng)
-	phase := []string{"set-up", "run", "teardown"}[rng.IntN(3)]
+	phase := []string{"set-up", "run", "teardown", "detached"}[rng.IntN(4)]
 	p, what := s.crash(t, rng, args, phase)
 	if p == nil {
 		return
@@ -301,6 +307,10 @@ func (s *soak) crash(t *testing.T, rng *rand.Rand, args []string, phase string) 
 		p, what := s.crashAt(t, rng, args, 1+rng.IntN(s.steps), termFirst, killDelay)
 		return p, how + " " + what
 	}
+	if phase == "detached" {
+		p, d := s.crashDetached(t, rng, args, termFirst, killDelay)
+		return p, fmt.Sprintf("%s the detached supervisor %s after vmrun -d returned", how, d)
+	}
 	d := time.Duration(rng.IntN(1000)) * time.Millisecond
 	p := s.start(t, args, nil)
 	if err := p.waitReady(2 * time.Minute); err != nil {
@@ -311,6 +321,53 @@ func (s *soak) crash(t *testing.T, rng *rand.Rand, args []string, phase string) 
 	p.kill(termFirst, killDelay)
 	p.waitExit(t, 2*time.Minute)
 	return p, fmt.Sprintf("%s %s after QMP ready", how, d)
+}
+
+// crashDetached starts vmrun --detach and, once it has returned (QMP is
+// ready), kills the detached supervisor at a random moment within a
+// second. It returns a process without a verdict (the supervisor is not
+// the test's child: init reaps it), or nil after a failure, and when the
+// kill came.
+func (s *soak) crashDetached(t *testing.T, rng *rand.Rand, args []string, termFirst bool, killDelay time.Duration) (*soakProc, time.Duration) {
+	t.Helper()
+	d := time.Duration(rng.IntN(1000)) * time.Millisecond
+	name := "soak-" + s.mode.name
+	out, errOut, code := RunVMRun(t, s.l.Host, s.runtime, append([]string{"--detach"}, args...)...)
+	if code != 0 || strings.TrimSpace(out) != name {
+		t.Errorf("%s: vmrun --detach: exit %d, stdout %q\n%s", s.mode.name, code, out, errOut)
+		return nil, d
+	}
+	st, err := rundir.ReadState(filepath.Join(s.runtime, name))
+	if err != nil || st.PID <= 0 {
+		t.Errorf("%s: the detached VM's state: %+v, %v", s.mode.name, st, err)
+		return nil, d
+	}
+	fd, err := unix.PidfdOpen(st.PID, 0)
+	if err != nil {
+		t.Errorf("%s: the detached supervisor %d: %v", s.mode.name, st.PID, err)
+		return nil, d
+	}
+	defer unix.Close(fd)
+	exited := func(timeout time.Duration) bool {
+		for {
+			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(timeout.Milliseconds()))
+			if !errors.Is(err, syscall.EINTR) {
+				return n > 0
+			}
+		}
+	}
+	time.Sleep(d) // the random moment of the kill, not synchronisation
+	if termFirst {
+		_ = unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
+		if exited(killDelay) { // the random moment of the kill
+			return &soakProc{stderr: testutil.NewLineBuffer()}, d
+		}
+	}
+	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	if !exited(2 * time.Minute) {
+		t.Fatalf("%s: the detached supervisor %d still runs 2m after SIGKILL", s.mode.name, st.PID)
+	}
+	return &soakProc{stderr: testutil.NewLineBuffer()}, d
 }
 
 // crashAt starts vmrun and kills it after its n-th step line: within a
@@ -498,8 +555,12 @@ func (p *soakProc) wait(t *testing.T, timeout time.Duration) (int, syscall.Signa
 }
 
 // verdict says what is wrong with how a killed run ended ("" if nothing):
-// it must have died of SIGKILL, or have exited with 0 after SIGTERM.
+// it must have died of SIGKILL, or have exited with 0 after SIGTERM. A
+// detached supervisor's end is not known (init reaps it).
 func (p *soakProc) verdict() string {
+	if p.cmd == nil {
+		return "" // a detached supervisor: not the test's child
+	}
 	ws := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	p.mu.Lock()
 	sent := slices.Clone(p.signaled)
