@@ -12,3 +12,17 @@ type Trace = hostnet.Trace
 
 // WithTrace returns a context that makes Apply report to t.
 func WithTrace(ctx context.Context, t *Trace) context.Context { return hostnet.WithTrace(ctx, t) }
+
+// GuestAddr is an address the guest was seen to take or give up, with
+// its evidence; Trace.Addr receives them.
+type GuestAddr = hostnet.GuestAddr
+
+// Sources of a GuestAddr.
+const (
+	SourceDHCP    = hostnet.SourceDHCP
+	SourceARP     = hostnet.SourceARP
+	SourceNDP     = hostnet.SourceNDP
+	SourceTraffic = hostnet.SourceTraffic
+	SourceStatic  = hostnet.SourceStatic
+	SourceUser    = hostnet.SourceUser
+)

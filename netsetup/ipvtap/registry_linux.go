@@ -116,6 +116,7 @@ func (x *guest) registerLocked(a netip.Addr, why string) error {
 	}
 	x.refilter()
 	x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s registered (%s)", x.parent, a, why))
+	x.s.Trace.ReportAddr(hostnet.GuestAddr{Addr: a, Source: learn.SourceOf(why)})
 	return nil
 }
 
@@ -143,6 +144,7 @@ func (x *guest) doUnregister(a netip.Addr, why string) {
 	}
 	x.refilter()
 	x.s.Trace.ReportNotice(fmt.Sprintf("%s: guest address %s unregistered (%s)", x.parent, a, why))
+	x.s.Trace.ReportAddr(hostnet.GuestAddr{Addr: a, Source: learn.SourceOf(why), Drop: true})
 }
 
 // hostAddr is a as a host address (/32, /128; IPv6 without DAD).

@@ -93,7 +93,8 @@ func (n *run) serveDHCP(s *hostnet.Setup) error {
 			IP: m.ip.AsSlice(), Mask: net.CIDRMask(m.subnet.Bits(), 32),
 			Router: m.gw.AsSlice(), DNS: []net.IP{m.gw.AsSlice()}, ServerID: m.gw.AsSlice(),
 		},
-		Logf: func(format string, args ...any) { s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
+		Logf:  func(format string, args ...any) { s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
+		OnAck: func(ip net.IP) { s.Trace.ReportAck(m.gw.AsSlice(), ip) },
 	}))
 	if err != nil {
 		return err

@@ -316,6 +316,7 @@ func (g *routedGuest) addGuest6(a netip.Addr, why string) {
 	}
 	v.known[a] = true
 	g.notice("routed: the guest's IPv6 address %s is routed to it (learnt from %s)", a, why)
+	g.s.Trace.ReportAddr(hostnet.GuestAddr{Addr: a, Source: learn.SourceOf(why)})
 }
 
 func (v *routed6) inPrefixes(a netip.Addr) bool {

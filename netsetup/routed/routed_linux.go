@@ -358,7 +358,10 @@ func (g *routedGuest) serve(ip net.IP) (*service.Handle, error) {
 		Link: g.s.Cfg.LinkName, ClientMAC: g.s.Cfg.MAC,
 		Lease: routedLease(ip, up, g.dns, g.s.Att.MTU),
 		Logf:  g.event,
-		OnAck: func(ip net.IP) { g.event("routed: the guest took %s from vmrun's DHCP responder", ip) },
+	}
+	cfg.OnAck = func(ip net.IP) {
+		g.event("routed: the guest took %s from vmrun's DHCP responder", ip)
+		g.s.Trace.ReportAck(cfg.Lease.ServerID, ip)
 	}
 	return g.s.GoReopening(hostnet.ServiceDHCP, hostnet.DHCPPolicy, hostnet.OpenResponder(cfg))
 }

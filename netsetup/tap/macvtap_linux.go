@@ -38,6 +38,7 @@ func macvtapSteps() []hostnet.Step {
 		{Name: "reset group", Do: func(s *hostnet.Setup) error { return s.H.LinkSetGroup(s.Link, 0) }},
 		{Name: "up", Do: (*hostnet.Setup).SetUp},
 		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
+		{Name: "watch addresses", Do: watchAddrs},
 	}
 }
 

@@ -24,12 +24,17 @@ import (
 // Attach starts passt, or returns QEMU's slirp when c.Passt is "".
 func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
 	if c.Passt == "" {
+		reportAddr(ctx, false)
 		return Slirp(c.MAC, c.Forwards), nil
 	}
 	if c.RuntimeRoot == "" {
 		return nil, hostnet.Refuse(hostnet.ErrBadRequest, "the user-mode plan has no runtime root for passt")
 	}
-	return passtAttachment(ctx, c, rec)
+	att, err := passtAttachment(ctx, c, rec)
+	if err == nil {
+		reportAddr(ctx, true)
+	}
+	return att, err
 }
 
 // passtReadyWait bounds how long Apply waits for passt to finish its

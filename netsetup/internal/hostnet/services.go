@@ -15,6 +15,7 @@ const (
 	ServiceReplies = "the watcher of DHCP replies to the guest"
 	ServiceWatcher = "the watcher of the uplink's link events"
 	ServicePasst   = "passt"
+	ServiceAddrs   = "the watcher of the guest's addresses"
 )
 
 // restartRemedy is what the user does about a service that failed too
@@ -36,6 +37,7 @@ var (
 	LearnerPolicy = service.Restart("gets no traffic for the addresses it takes from now on", restartRemedy)
 	RepliesPolicy = service.Restart("loses the DHCP replies its server sends it unicast", restartRemedy)
 	WatcherPolicy = service.Restart("is no longer followed when the uplink's MAC or carrier changes", restartRemedy)
+	AddrsPolicy   = service.Restart("is no longer watched: the addresses it takes from now on are not shown by vmrun ls and vmrun wait", restartRemedy)
 	PasstPolicy   = service.EndRun("has lost its network (QEMU's stream netdev cannot be reconnected to a new passt)",
 		"vmrun stops the VM; start it again")
 )

@@ -1,6 +1,10 @@
 package hostnet
 
-import "context"
+import (
+	"context"
+	"net"
+	"net/netip"
+)
 
 // Trace observes Apply as it goes, for verbose logs and crash tests.
 // Attach it to Apply's context with WithTrace.
@@ -15,6 +19,11 @@ type Trace struct {
 	// verbose or not ("guest address 192.168.1.57 registered", "wlan0's
 	// MAC changed: ..."). Background services of an attachment report here.
 	Notice func(msg string)
+	// Addr is called when the guest is seen to take or give up an
+	// address: by the learners of an attachment, vmrun's DHCP responder,
+	// or user mode's set-up (its fixed address). It may be called from
+	// several goroutines at once, and must not block.
+	Addr func(GuestAddr)
 }
 
 type traceKey struct{}
@@ -49,4 +58,46 @@ func (t *Trace) ReportEvent(msg string) {
 	if t != nil && t.Event != nil {
 		t.Event(msg)
 	}
+}
+
+// GuestAddr is an address the guest was seen to take (or give up), and
+// the evidence.
+type GuestAddr struct {
+	Addr netip.Addr
+	// Source names the evidence: SourceDHCP, SourceARP, SourceNDP,
+	// SourceUser, SourceStatic, SourceTraffic.
+	Source string
+	// Server is the DHCP server that granted it (SourceDHCP); invalid when
+	// unknown.
+	Server netip.Addr
+	// Drop: the guest gave the address up (a DHCP release or decline).
+	Drop bool
+}
+
+// Sources of a GuestAddr.
+const (
+	SourceDHCP    = "dhcp"    // a DHCP server's ACK to the guest
+	SourceARP     = "arp"     // the guest's ARP
+	SourceNDP     = "ndp"     // the guest's IPv6 duplicate address detection
+	SourceTraffic = "traffic" // the source address of the guest's packets
+	SourceStatic  = "static"  // vmrun gave it (--guest-ip)
+	SourceUser    = "user"    // user mode's fixed address: not on the LAN
+)
+
+// ReportAddr calls Addr, if set.
+func (t *Trace) ReportAddr(a GuestAddr) {
+	if t != nil && t.Addr != nil {
+		t.Addr(a)
+	}
+}
+
+// ReportAck reports that server (vmrun's own DHCP responder) acked ip to
+// the guest: a dhcpserve.Config's OnAck.
+func (t *Trace) ReportAck(server, ip net.IP) {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok {
+		return
+	}
+	srv, _ := netip.AddrFromSlice(server.To4())
+	t.ReportAddr(GuestAddr{Addr: a, Source: SourceDHCP, Server: srv})
 }

@@ -1,0 +1,74 @@
+package tap
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"github.com/vmrun/vmrun/netsetup/internal/learn"
+)
+
+// ethPAll is ETH_P_ALL, in network byte order as packet.Listen wants it.
+const ethPAll = 0x0003
+
+// watchAddrs starts the watcher of the guest's addresses: a packet socket
+// on the guest's tap or macvtap, filtered (learn.LANProgram) so that only
+// the frames that tell an address reach vmrun — a DHCP ACK to the guest,
+// the guest's ARP, its IPv6 neighbour solicitations, its DHCP release.
+// What it learns goes to the set-up's Trace (ReportAddr). It runs until
+// Undo, restarted after a failure (hostnet.AddrsPolicy).
+func watchAddrs(s *hostnet.Setup) error {
+	prog, err := learn.LANProgram(s.Cfg.MAC)
+	if err != nil {
+		return err
+	}
+	a := s.Link.Attrs()
+	ifi := &net.Interface{Index: a.Index, Name: a.Name}
+	mac, tr := s.Cfg.MAC, s.Trace
+	h, err := s.GoReopening(hostnet.ServiceAddrs, hostnet.AddrsPolicy, func() (func(context.Context) error, error) {
+		conn, err := packet.Listen(ifi, packet.Raw, ethPAll, &packet.Config{Filter: prog})
+		if err != nil {
+			return nil, fmt.Errorf("packet socket on %s: %w", ifi.Name, err)
+		}
+		return func(ctx context.Context) error {
+			return watchFrames(ctx, conn, mac, tr)
+		}, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.OnUndo(func() error { h.Stop(); return nil })
+	return nil
+}
+
+// watchFrames reads conn until ctx ends, reporting each sighting to tr,
+// and closes conn.
+func watchFrames(ctx context.Context, conn *packet.Conn, mac net.HardwareAddr, tr *hostnet.Trace) error {
+	// Closing a packet socket waits for an RCU grace period: not on Undo's path.
+	defer func() { go conn.Close() }()
+	defer context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })()
+	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), ctx.Done(), func(frame []byte) {
+		if sg, ok := learn.LANSighting(frame, mac); ok {
+			tr.ReportAddr(GuestAddr(sg))
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("reading the guest's frames on %s: %w", conn.LocalAddr(), err)
+	}
+	return nil
+}
+
+// GuestAddr converts a sighting into what the Trace reports.
+func GuestAddr(sg learn.Sighting) hostnet.GuestAddr {
+	src := hostnet.SourceDHCP
+	switch sg.Source {
+	case learn.SeenARP:
+		src = hostnet.SourceARP
+	case learn.SeenNDP:
+		src = hostnet.SourceNDP
+	}
+	return hostnet.GuestAddr{Addr: sg.Addr, Server: sg.Server, Source: src, Drop: sg.Drop}
+}
