@@ -62,6 +62,7 @@ func runFlags() []cli.Flag {
 		str("serial-log", "", "also write the guest's serial console to `FILE`", runCat),
 		str("timeout", "", "stop the VM after `DURATION` (e.g. 10m) and exit with 124", runCat),
 		str("shutdown-grace", d.ShutdownGrace, "on stop, give the guest `DURATION` to power off before QEMU is told to quit", runCat),
+		str("wait-address", "", "stop the VM and exit with 124 when the guest has no address `DURATION` after QEMU started (the first one is printed when it appears)", runCat),
 		str("qemu", d.QEMU, "QEMU `BINARY` to run", runCat),
 		list("qemu-arg", "pass `ARG` to QEMU unchanged, after vmrun's own; repeatable", runCat),
 		boolean("exec", "run the command given after -- in the guest through its agent once it is up (waiting at most --timeout), power the guest off and exit with the command's code", runCat),
@@ -90,7 +91,7 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		"initrd": &cfg.Initrd, "append": &cfg.Append, "accel": &cfg.Accel, "net": &cfg.Net,
 		"uplink": &cfg.Uplink, "guest-ip": &cfg.GuestIP, "nat-subnet": &cfg.NATSubnet, "resolv-conf": &cfg.ResolvConf, "gateway": &cfg.Gateway,
 		"console": &cfg.Console, "serial-log": &cfg.SerialLog, "timeout": &cfg.Timeout,
-		"shutdown-grace": &cfg.ShutdownGrace, "qemu": &cfg.QEMU, "agent": &cfg.Agent,
+		"shutdown-grace": &cfg.ShutdownGrace, "wait-address": &cfg.WaitAddress, "qemu": &cfg.QEMU, "agent": &cfg.Agent,
 	}
 	for name, p := range strs {
 		if c.IsSet(name) {

@@ -27,12 +27,22 @@ type vmInfo struct {
 	Started *time.Time `json:"started"` // null when unknown
 	Uptime  string     `json:"uptime"`
 	Status  string     `json:"status"` // running, or stale (left by a killed vmrun)
+	// Addresses are the guest's learnt addresses; null when none.
+	Addresses []addrInfo `json:"addresses"`
+}
+
+// addrInfo is one of the guest's addresses in `vmrun ls --json`.
+type addrInfo struct {
+	Addr   string    `json:"addr"`
+	Source string    `json:"source"` // dhcp, arp, ndp, traffic, static, user
+	Server string    `json:"server"` // the DHCP server that granted it; "" when none
+	Learnt time.Time `json:"learnt"`
 }
 
 func lsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "ls",
-		Usage:     "list running VMs (name, pid, network mode, MAC, uptime)",
+		Usage:     "list running VMs (name, pid, network mode, MAC, the guest's addresses, uptime)",
 		UsageText: "vmrun ls [--json]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
@@ -58,13 +68,13 @@ func lsCommand() *cli.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tPID\tNET\tMAC\tUPTIME\tSTATUS")
+			fmt.Fprintln(tw, "NAME\tPID\tNET\tMAC\tADDRESSES\tUPTIME\tSTATUS")
 			for _, i := range infos {
 				net := i.Net
 				if i.Parent != "" {
 					net += ":" + i.Parent
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", i.Name, i.PID, net, i.MAC, i.Uptime, i.Status)
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.PID, net, i.MAC, addrColumn(i.Addresses), i.Uptime, i.Status)
 			}
 			return tw.Flush()
 		},
@@ -79,6 +89,9 @@ func info(e rundir.Entry) vmInfo {
 	if e.State != nil {
 		i.PID, i.QEMUPID, i.Net, i.Parent, i.MAC =
 			e.State.PID, e.State.QEMUPID, e.State.Mode, e.State.Parent, e.State.MAC
+		for _, a := range e.State.Addresses {
+			i.Addresses = append(i.Addresses, addrInfo{Addr: a.Addr, Source: a.Source, Server: a.Server, Learnt: a.Learnt})
+		}
 		if started := e.State.Started; !started.IsZero() {
 			i.Started = &started
 			if e.Live {
@@ -87,6 +100,19 @@ func info(e rundir.Entry) vmInfo {
 		}
 	}
 	return i
+}
+
+// addrColumn is the ADDRESSES column: each address with its source in
+// brackets, "-" when none is known yet.
+func addrColumn(as []addrInfo) string {
+	if len(as) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(as))
+	for k, a := range as {
+		parts[k] = a.Addr + "(" + a.Source + ")"
+	}
+	return strings.Join(parts, ",")
 }
 
 func stopCommand() *cli.Command {

@@ -56,6 +56,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			logsCommand(),
 			lsCommand(),
 			stopCommand(),
+			waitCommand(),
 			gcCommand(),
 			netCommand(),
 			setupCommand(),

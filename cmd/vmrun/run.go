@@ -78,7 +78,8 @@ func runAction(c *cli.Context) error {
 	}
 	defer closeFiles()
 	announce(notify, spec, vm.KVM, plan)
-	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, notify: notify, step: step}
+	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, notify: notify, step: step,
+		gotAddr: make(chan struct{})}
 	if sup != nil {
 		s.det = &detached{Supervisor: sup}
 	}

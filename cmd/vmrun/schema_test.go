@@ -27,7 +27,8 @@ var (
 		"plan.nat":        planSchema["nat"],
 	}
 	lsSchema = map[string][]string{
-		"[]": {"name", "pid", "qemu_pid", "net", "parent", "mac", "started", "uptime", "status"},
+		"[]":             {"name", "pid", "qemu_pid", "net", "parent", "mac", "started", "uptime", "status", "addresses"},
+		"[].addresses[]": {"addr", "source", "server", "learnt"},
 	}
 	doctorSchema = map[string][]string{
 		"":         {"ok", "auto", "checks"},
@@ -87,6 +88,9 @@ func TestLsJSONSchema(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := live.SetAddress(rundir.Address{Addr: "10.0.2.15", Source: "user", Learnt: time.Now()}, false); err != nil {
+		t.Fatal(err)
+	}
 	stale, _, err := rundir.Create(root, "stale")
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +107,9 @@ func TestLsJSONSchema(t *testing.T) {
 		t.Fatalf("ls --json: exit %d: %s%s", code, out, errOut)
 	}
 	testutil.CheckJSONSchema(t, "ls --json", []byte(out), lsSchema)
+	if !strings.Contains(out, `"addresses": null`) || !strings.Contains(out, `"addr": "10.0.2.15"`) {
+		t.Errorf("ls --json: want the live VM's address, and null for the others:\n%s", out)
+	}
 	if !strings.Contains(out, `"started": null`) {
 		t.Errorf("ls --json: an unknown start time is not null:\n%s", out)
 	}

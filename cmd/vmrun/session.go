@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +51,10 @@ type session struct {
 	tail *linetail.Tail // the serial console's last lines
 	qemu *launcher.Process
 	att  *netsetup.Attachment // the network attachment, once attached
+
+	firstAddr    sync.Once     // announces the guest's first address
+	gotAddr      chan struct{} // closed once the guest has an address
+	addrTimedOut atomic.Bool   // --wait-address passed without one
 }
 
 // errStopped ends the set-up on a stop request that came during it: the
@@ -119,6 +125,7 @@ func (s *session) attach() error {
 		Step:   func(name string) { s.step("network: %s", name) },
 		Event:  func(msg string) { s.step("network: %s", msg) },
 		Notice: func(msg string) { s.notify("%s", msg) },
+		Addr:   s.guestAddr,
 	})
 	// A stop request during set-up (e.g. while waiting for a DHCP lease)
 	// cancels it; sigc still sees the signal and the run ends cleanly.
@@ -219,6 +226,7 @@ func (s *session) start() error {
 		return exitcode.Wrap(exitcode.Setup, err)
 	}
 	s.qemu = p
+	s.waitForAddr()
 	return nil
 }
 
@@ -254,6 +262,9 @@ func (s *session) options(console io.Writer) launcher.Options {
 // run's error, showing the console's last lines when it failed unseen.
 func (s *session) supervise() error {
 	res := s.qemu.Supervise(s.c.Context)
+	if s.addrTimedOut.Load() && res.Code == exitcode.OK {
+		return s.addrTimeout()
+	}
 	if res.Command {
 		return exitcode.Pass(res.Code)
 	}

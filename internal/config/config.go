@@ -38,6 +38,7 @@ type Config struct {
 	NoHostLink    bool     `yaml:"no-host-link"`
 	Timeout       string   `yaml:"timeout"`
 	ShutdownGrace string   `yaml:"shutdown-grace"`
+	WaitAddress   string   `yaml:"wait-address"`
 	QEMU          string   `yaml:"qemu"`
 	QEMUArg       []string `yaml:"qemu-arg"`
 	Console       string   `yaml:"console"`

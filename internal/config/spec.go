@@ -37,11 +37,14 @@ type Spec struct {
 	NAT        netsetup.NATOptions
 	Timeout    time.Duration
 	Grace      time.Duration
-	QEMU       string
-	QEMUArgs   []string
-	Console    string // auto, serial, none, gui
-	SerialLog  string
-	Accel      string // auto, kvm, tcg
+	// WaitAddress stops the run (exit code 124) when the guest has no
+	// address this long after QEMU started; 0 means never.
+	WaitAddress time.Duration
+	QEMU        string
+	QEMUArgs    []string
+	Console     string // auto, serial, none, gui
+	SerialLog   string
+	Accel       string // auto, kvm, tcg
 	// Agent adds the guest agent's channel and the exec ports.
 	Agent bool
 	// Exec is the command --exec runs in the guest (nil: none).
@@ -92,6 +95,9 @@ func (c Config) Resolve() (Spec, error) {
 		return Spec{}, err
 	}
 	if s.Grace, err = ParseDuration("shutdown-grace", c.ShutdownGrace); err != nil {
+		return Spec{}, err
+	}
+	if s.WaitAddress, err = ParseDuration("wait-address", c.WaitAddress); err != nil {
 		return Spec{}, err
 	}
 	switch c.Console {

@@ -108,6 +108,21 @@ type State struct {
 	Started   time.Time `json:"started"`
 	Objects   []Object  `json:"objects,omitempty"`
 	QMPSocket string    `json:"qmp_socket,omitempty"`
+	// Addresses are the guest's addresses vmrun learnt, in the order it
+	// learnt them (see Dir.SetAddress).
+	Addresses []Address `json:"addresses,omitempty"`
+}
+
+// Address is an address the guest was seen to take: information for
+// `vmrun ls` and `vmrun wait`, not something to undo.
+type Address struct {
+	Addr string `json:"addr"`
+	// Source names the evidence: "dhcp", "arp", "ndp", "traffic",
+	// "static" (--guest-ip), "user" (user mode's address, not on the LAN).
+	Source string `json:"source"`
+	// Server is the DHCP server that granted it; "" when none or unknown.
+	Server string    `json:"server,omitempty"`
+	Learnt time.Time `json:"learnt"`
 }
 
 // Dir is one VM's runtime directory, locked by the running vmrun.
@@ -259,7 +274,36 @@ func (d *Dir) State() State {
 	defer d.mu.Unlock()
 	st := d.state
 	st.Objects = append([]Object(nil), d.state.Objects...)
+	st.Addresses = append([]Address(nil), d.state.Addresses...)
 	return st
+}
+
+// SetAddress records that the guest took a (learnt keeps the time it
+// was first seen; a DHCP server's word replaces weaker evidence), or,
+// with drop, that it gave a.Addr up. It writes the state file only when
+// something changed, and without an fsync: the addresses are information,
+// not what a crash must not lose. changed says whether it wrote.
+func (d *Dir) SetAddress(a Address, drop bool) (changed bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	addrs := d.state.Addresses
+	i := slices.IndexFunc(addrs, func(b Address) bool { return b.Addr == a.Addr })
+	switch {
+	case drop && i < 0:
+		return false, nil
+	case drop:
+		d.state.Addresses = slices.Delete(slices.Clone(addrs), i, i+1)
+	case i < 0:
+		d.state.Addresses = append(addrs, a)
+	case addrs[i].Source == a.Source && addrs[i].Server == a.Server,
+		a.Source != "dhcp" && addrs[i].Source == "dhcp":
+		return false, nil
+	default:
+		a.Learnt = addrs[i].Learnt
+		d.state.Addresses = slices.Clone(addrs)
+		d.state.Addresses[i] = a
+	}
+	return true, d.writeLocked(false)
 }
 
 // Record appends obj to the state file, atomically, without waiting for

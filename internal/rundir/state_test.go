@@ -4,13 +4,14 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestStateFileKeys pins the state file's keys. Each one is written by
 // vmrun and read by gc, ls or stop; a field nothing writes (as guest_ip
 // was) misleads whoever reads the file, so it has no place here.
 func TestStateFileKeys(t *testing.T) {
-	want := []string{"name", "pid", "qemu_pid", "mode", "parent", "mac", "started", "objects", "qmp_socket"}
+	want := []string{"name", "pid", "qemu_pid", "mode", "parent", "mac", "started", "objects", "qmp_socket", "addresses"}
 	var got []string
 	st := reflect.TypeOf(State{})
 	for i := range st.NumField() {
@@ -19,5 +20,60 @@ func TestStateFileKeys(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("state file keys %q, want %q", got, want)
+	}
+}
+
+// TestSetAddress: an address is added once, keeps when it was first
+// learnt, is upgraded by a DHCP server's word but not downgraded by
+// weaker evidence, is dropped when given up, and every change is in the
+// state file a reader sees.
+func TestSetAddress(t *testing.T) {
+	d, _, err := Create(t.TempDir(), "addr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Remove()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	steps := []struct {
+		a           Address
+		drop        bool
+		wantChanged bool
+		want        []Address
+	}{
+		{Address{Addr: "10.0.0.5", Source: "arp", Learnt: t0}, false, true,
+			[]Address{{Addr: "10.0.0.5", Source: "arp", Learnt: t0}}},
+		{Address{Addr: "10.0.0.5", Source: "arp", Learnt: t0.Add(time.Second)}, false, false,
+			[]Address{{Addr: "10.0.0.5", Source: "arp", Learnt: t0}}},
+		{Address{Addr: "10.0.0.5", Source: "dhcp", Server: "10.0.0.1", Learnt: t0.Add(time.Second)}, false, true,
+			[]Address{{Addr: "10.0.0.5", Source: "dhcp", Server: "10.0.0.1", Learnt: t0}}},
+		{Address{Addr: "10.0.0.5", Source: "arp", Learnt: t0.Add(2 * time.Second)}, false, false,
+			[]Address{{Addr: "10.0.0.5", Source: "dhcp", Server: "10.0.0.1", Learnt: t0}}},
+		{Address{Addr: "fd00::5", Source: "ndp", Learnt: t0.Add(3 * time.Second)}, false, true,
+			[]Address{{Addr: "10.0.0.5", Source: "dhcp", Server: "10.0.0.1", Learnt: t0}, {Addr: "fd00::5", Source: "ndp", Learnt: t0.Add(3 * time.Second)}}},
+		{Address{Addr: "10.0.0.5"}, true, true,
+			[]Address{{Addr: "fd00::5", Source: "ndp", Learnt: t0.Add(3 * time.Second)}}},
+		{Address{Addr: "10.0.0.9"}, true, false,
+			[]Address{{Addr: "fd00::5", Source: "ndp", Learnt: t0.Add(3 * time.Second)}}},
+	}
+	for i, s := range steps {
+		changed, err := d.SetAddress(s.a, s.drop)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if changed != s.wantChanged {
+			t.Errorf("step %d: changed %v, want %v", i, changed, s.wantChanged)
+		}
+		if got := d.State().Addresses; !reflect.DeepEqual(got, s.want) {
+			t.Errorf("step %d: addresses %+v, want %+v", i, got, s.want)
+		}
+		if s.wantChanged {
+			st, err := ReadState(d.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(st.Addresses, s.want) {
+				t.Errorf("step %d: state file has %+v, want %+v", i, st.Addresses, s.want)
+			}
+		}
 	}
 }

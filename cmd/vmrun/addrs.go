@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// guestAddr records an address the attachment saw the guest take (or give
+// up) in the VM's state, for `vmrun ls` and `vmrun wait`, and announces
+// the first one on stderr. The attachment's services call it. IPv6
+// link-local addresses are left out: no script can use one without its
+// zone, and `vmrun wait` must not return one before the guest's real
+// address.
+func (s *session) guestAddr(a netsetup.GuestAddr) {
+	if a.Addr.IsLinkLocalUnicast() {
+		return
+	}
+	ra := rundir.Address{Addr: a.Addr.String(), Source: a.Source, Learnt: time.Now().UTC()}
+	if a.Server.IsValid() {
+		ra.Server = a.Server.String()
+	}
+	changed, err := s.dir.SetAddress(ra, a.Drop)
+	if err != nil {
+		s.step("recording guest address %s: %v", ra.Addr, err)
+		return
+	}
+	if !changed || a.Drop {
+		return
+	}
+	s.step("guest address %s (%s)", ra.Addr, evidence(ra))
+	s.firstAddr.Do(func() {
+		s.notify("guest address %s (%s)", ra.Addr, evidence(ra))
+		close(s.gotAddr)
+	})
+}
+
+// evidence says in words where an address comes from.
+func evidence(a rundir.Address) string {
+	switch a.Source {
+	case netsetup.SourceDHCP:
+		if a.Server != "" {
+			return "DHCP from " + a.Server
+		}
+		return "DHCP"
+	case netsetup.SourceARP:
+		return "ARP"
+	case netsetup.SourceNDP:
+		return "NDP"
+	case netsetup.SourceStatic:
+		return "--guest-ip"
+	case netsetup.SourceUser:
+		return "user mode: the guest's address behind user-mode networking, not one on the LAN; reach it through --forward"
+	}
+	return "seen in its traffic"
+}
+
+// waitForAddr stops the VM when --wait-address passes before the guest
+// has an address; supervise then ends the run with exitcode.Timeout.
+func (s *session) waitForAddr() {
+	d := s.spec.WaitAddress
+	if d <= 0 {
+		return
+	}
+	t, done := time.NewTimer(d), make(chan struct{})
+	s.undo.Push("--wait-address timer", func() error { t.Stop(); close(done); return nil })
+	go func() {
+		select {
+		case <-done:
+		case <-s.gotAddr:
+		case <-t.C:
+			s.addrTimedOut.Store(true)
+			s.notify("no guest address within --wait-address %s: powering the VM off", d)
+			select {
+			case s.sigc <- syscall.SIGTERM:
+			default: // a stop request is already pending
+			}
+		}
+	}()
+}
+
+// addrTimeout is the run's error when --wait-address passed.
+func (s *session) addrTimeout() error {
+	return exitcode.Wrap(exitcode.Timeout, fmt.Errorf("no guest address within --wait-address %s (the guest did not take one, or vmrun cannot see it in --net %s); the VM was stopped", s.spec.WaitAddress, s.plan.Mode))
+}
