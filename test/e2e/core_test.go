@@ -37,7 +37,8 @@ const (
 // running dnsmasq (10.77.0.0/24, the lan side is 10.77.0.1).
 type lan struct {
 	Host, LAN *testutil.Netns
-	Uplink    string // the host side of the veth
+	Uplink    string            // the host side of the veth
+	DHCP      *testutil.Process // the LAN's dnsmasq
 }
 
 // newLAN builds host ↔ lan; with bridge, the host's uplink veth is
@@ -56,7 +57,7 @@ func newLAN(t testing.TB, bridge bool) *lan {
 	}
 	l.Host.MustRun(t, "ip", "addr", "add", "10.77.0.2/24", "dev", hostIf)
 	l.Host.MustRun(t, "ip", "route", "add", "default", "via", "10.77.0.1")
-	testutil.StartDnsmasq(t, l.LAN, "lan0", "10.77.0.100", "10.77.0.150")
+	l.DHCP = testutil.StartDnsmasq(t, l.LAN, "lan0", "10.77.0.100", "10.77.0.150")
 	return l
 }
 

@@ -167,6 +167,9 @@ func TestNATEndToEnd(t *testing.T) {
 	if ipA == ipB {
 		t.Fatalf("both guests got %s", ipA)
 	}
+	// vmrun learns them from its own DHCP responder, whose server is the gateway.
+	checkLearnt(t, l.Host, a, "nat-a", ipA, "dhcp", "10.201.0.1", "DHCP from 10.201.0.1)")
+	checkLearnt(t, l.Host, b, "nat-b", ipB, "dhcp", "10.201.0.1", "DHCP from 10.201.0.1)")
 	a.WaitConsole(`VMRUN-GUEST-DNS=vmrun.test 10\.9\.8\.7`, stepTimeout)
 	a.WaitConsole(`VMRUN-GUEST-FETCH=http://10\.77\.0\.1:8081/ lan-peer-ok`, stepTimeout)
 	b.WaitConsole(`VMRUN-GUEST-FETCH=http://`+strings.ReplaceAll(ipA, ".", `\.`)+`/ vmrun-guest-ok`, stepTimeout)

@@ -81,6 +81,12 @@ func TestRoutedEndToEnd(t *testing.T) {
 			if !strings.Contains(vm.Stderr.String(), tc.notice) {
 				t.Errorf("stderr does not say %q:\n%s", tc.notice, vm.Stderr)
 			}
+			// vmrun learns it from its own DHCP responder; a leased one is
+			// the LAN dnsmasq's lease.
+			checkLearnt(t, l.Host, vm, "e2e-routed-"+tc.name, ip.String(), "dhcp", "169.254.0.1", "DHCP from 169.254.0.1)")
+			if tc.name == "leased" && !leased(t, l.DHCP, ip.String()) {
+				t.Errorf("the LAN's dnsmasq holds no lease of the guest's %s", ip)
+			}
 			vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
 			ping(t, l.LAN, ip.String())
 			if body := httpGet(t, l.LAN, ip.String()+":80"); !strings.Contains(body, "vmrun-guest-ok") {

@@ -55,6 +55,7 @@ func TestUserModePasst(t *testing.T) {
 		if ip := vm.GuestIP(time.Second); ip != "10.77.0.2" {
 			t.Errorf("passt guest address %s, want the host's 10.77.0.2", ip)
 		}
+		checkLearnt(t, l.Host, vm, "e2e-passt", "10.77.0.2", "user", "", "user mode: ")
 		st, err := rundir.ReadState(filepath.Join(vm.Runtime, "e2e-passt"))
 		if err != nil {
 			t.Fatal(err)
@@ -88,6 +89,7 @@ func TestUserModeSlirp(t *testing.T) {
 		if ip := vm.GuestIP(time.Second); ip != "10.0.2.15" {
 			t.Errorf("slirp guest address %s, want 10.0.2.15", ip)
 		}
+		checkLearnt(t, ns, vm, "e2e-slirp", "10.0.2.15", "user", "", "user mode: ")
 	})
 	if !strings.Contains(vm.Stderr.String(), "slirp") {
 		t.Errorf("no notice about slirp:\n%s", vm.Stderr)

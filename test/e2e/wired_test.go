@@ -33,6 +33,11 @@ func bootAuto(t *testing.T, l *lan, wantMode string) {
 	if !strings.HasPrefix(ip, "10.77.0.") {
 		t.Fatalf("guest address %s is not from the LAN's DHCP server", ip)
 	}
+	// What vmrun learnt is what the LAN's DHCP server leased to the guest.
+	if lease := leaseOf(t, l.DHCP, lsVM(t, l.Host, runtime, "e2e-auto").MAC); lease != ip {
+		t.Errorf("the guest reports %s, the LAN's dnsmasq leased it %s", ip, lease)
+	}
+	checkLearnt(t, l.Host, vm, "e2e-auto", ip, "dhcp", "10.77.0.1", "DHCP from 10.77.0.1)")
 	vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
 	ping(t, l.LAN, ip)
 	if body := httpGet(t, l.LAN, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
