@@ -239,9 +239,10 @@ func (s *session) options(console io.Writer) launcher.Options {
 		Lost: s.att.Done(), LostErr: s.att.Err,
 		Started: func(pid int) {
 			s.step("QEMU started (pid %d)", pid)
-			// The run's one write that waits for the disk (see rundir's
-			// doc): here, while QEMU initialises, not in the set-up.
-			_ = s.dir.Sync(func(st *rundir.State) { st.QEMUPID = pid; st.QMPSocket = s.sock })
+			_ = s.dir.Update(func(st *rundir.State) { st.QEMUPID = pid; st.QMPSocket = s.sock })
+			// The run's one wait for the disk (see rundir's doc), off the
+			// path to QMP ready.
+			go func() { _ = s.dir.Flush() }()
 		},
 		Ready: func(v string) { s.step("QMP ready (QEMU %s)", v) },
 		RunAs: s.conf.User, NoNewPrivs: !s.spec.QEMUPrivileged,

@@ -11,7 +11,7 @@
 // cache and every later reader sees it, whenever and however vmrun dies.
 // Only a crash of the kernel itself could lose it, and that takes every
 // recorded object (links, addresses, routes, neighbour entries, nftables
-// tables, sysctl values, processes) with it. Sync makes the state durable
+// tables, sysctl values, processes) with it. Flush makes the state durable
 // once per run, after its set-up (see docs/architecture.md, "Crash
 // safety").
 package rundir
@@ -253,19 +253,33 @@ func (d *Dir) Update(f func(*State)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	f(&d.state)
-	return d.writeLocked(false)
+	return d.writeLocked()
 }
 
-// Sync is Update that also waits for the disk: the state file and the
-// directory entry naming it are synced before it returns. A run needs it
-// once, after its set-up: records are written without syncing (see the
-// package's doc), which a killed vmrun cannot lose; Sync keeps the file on
-// disk consistent should the machine itself go down.
-func (d *Dir) Sync(f func(*State)) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f(&d.state)
-	return d.writeLocked(true)
+// Flush waits for the disk to hold the state file as last written, and
+// the directory entry naming it. A run needs it once, after its set-up:
+// records are written without syncing (see the package's doc), which a
+// killed vmrun cannot lose; Flush keeps the file on disk consistent should
+// the machine itself go down. It takes no lock and creates nothing, so it
+// can run beside the run's later writes, and beside Remove: a file already
+// gone needs nothing.
+func (d *Dir) Flush() error {
+	f, err := os.Open(filepath.Join(d.Path, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("state file: sync: %w", err)
+	}
+	if err := syncDir(d.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // State returns a copy of the current state.
@@ -303,7 +317,7 @@ func (d *Dir) SetAddress(a Address, drop bool) (changed bool, err error) {
 		d.state.Addresses = slices.Clone(addrs)
 		d.state.Addresses[i] = a
 	}
-	return true, d.writeLocked(false)
+	return true, d.writeLocked()
 }
 
 // Record appends obj to the state file, atomically, without waiting for
@@ -371,9 +385,9 @@ func (d *Dir) Forget(obj Object) error {
 	return nil
 }
 
-// writeLocked writes the state file atomically (temporary file + rename);
-// durable also fsyncs the file before the rename and the directory after.
-func (d *Dir) writeLocked(durable bool) error {
+// writeLocked writes the state file atomically (temporary file + rename),
+// without waiting for the disk (see Flush).
+func (d *Dir) writeLocked() error {
 	b, err := json.MarshalIndent(&d.state, "", "  ")
 	if err != nil {
 		return err
@@ -387,12 +401,6 @@ func (d *Dir) writeLocked(durable bool) error {
 		f.Close()
 		return fmt.Errorf("state file: %w", err)
 	}
-	if durable {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return fmt.Errorf("state file: %w", err)
-		}
-	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
@@ -400,13 +408,7 @@ func (d *Dir) writeLocked(durable bool) error {
 		return fmt.Errorf("state file: %w", err)
 	}
 	// The state file holds every record now: the journal starts again.
-	if err := d.dropJournalLocked(); err != nil {
-		return err
-	}
-	if durable {
-		return syncDir(d.Path)
-	}
-	return nil
+	return d.dropJournalLocked()
 }
 
 // dropJournalLocked removes the journal, whose records the state file

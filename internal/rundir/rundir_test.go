@@ -212,25 +212,33 @@ func TestRootOverride(t *testing.T) {
 	}
 }
 
-// TestSync: Sync changes the state and writes it like Update, waiting for
-// the disk, and leaves no temporary file behind.
-func TestSync(t *testing.T) {
+// TestFlush: Flush syncs the state file as last written and changes
+// nothing; after Remove there is nothing to flush.
+func TestFlush(t *testing.T) {
 	d, _, err := Create(t.TempDir(), "vm5")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Remove()
-	if err := d.Record(Object{Kind: "link", Name: "vmrtest"}); err != nil {
+	if err := d.Flush(); err != nil {
+		t.Fatalf("Flush before any write: %v", err)
+	}
+	if err := d.Update(func(s *State) { s.QEMUPID = 4242 }); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Sync(func(s *State) { s.QEMUPID = 4242 }); err != nil {
+	if err := d.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	st, err := ReadState(d.Path)
-	if err != nil || st.QEMUPID != 4242 || len(st.Objects) != 1 {
-		t.Fatalf("state after Sync: %+v, %v", st, err)
+	if err != nil || st.QEMUPID != 4242 {
+		t.Fatalf("state after Flush: %+v, %v", st, err)
 	}
-	if _, err := os.Stat(filepath.Join(d.Path, ".state.json.tmp")); !os.IsNotExist(err) {
-		t.Fatalf("temporary file left by Sync: %v", err)
+	if err := d.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatalf("Flush after Remove: %v", err)
+	}
+	if _, err := os.Stat(d.Path); !os.IsNotExist(err) {
+		t.Fatalf("Flush after Remove left %s: %v", d.Path, err)
 	}
 }
