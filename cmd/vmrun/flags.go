@@ -84,8 +84,9 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 			return cfg, exitcode.Wrap(exitcode.Usage, err)
 		}
 	}
-	// IsSet is true for a flag given on the command line or through its
+	// A flag is set when given on the command line or through its
 	// environment variable; urfave/cli already lets the command line win.
+	isSet := setFlags(c)
 	strs := map[string]*string{
 		"name": &cfg.Name, "mem": &cfg.Mem, "mac": &cfg.MAC, "kernel": &cfg.Kernel,
 		"initrd": &cfg.Initrd, "append": &cfg.Append, "accel": &cfg.Accel, "net": &cfg.Net,
@@ -94,13 +95,13 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		"shutdown-grace": &cfg.ShutdownGrace, "wait-address": &cfg.WaitAddress, "qemu": &cfg.QEMU, "agent": &cfg.Agent,
 	}
 	for name, p := range strs {
-		if c.IsSet(name) {
+		if isSet[name] {
 			*p = c.String(name)
 		}
 	}
 	lists := map[string]*[]string{"disk": &cfg.Disk, "forward": &cfg.Forward, "qemu-arg": &cfg.QEMUArg, "share": &cfg.Share}
 	for name, p := range lists {
-		if c.IsSet(name) { // on the command line
+		if isSet[name] { // on the command line
 			*p = c.StringSlice(name)
 			continue
 		}
@@ -116,11 +117,11 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	}
 	bools := map[string]*bool{"snapshot": &cfg.Snapshot, "no-host-link": &cfg.NoHostLink, "timestamps": &cfg.Timestamps, "qemu-privileged": &cfg.QEMUPrivileged}
 	for name, p := range bools {
-		if c.IsSet(name) {
+		if isSet[name] {
 			*p = c.Bool(name)
 		}
 	}
-	if c.IsSet("cpus") {
+	if isSet["cpus"] {
 		cfg.CPUs = c.Int("cpus")
 	}
 	if c.Bool("exec") {
@@ -132,6 +133,19 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		return cfg, exitcode.Usagef("unexpected argument %q: vmrun takes the disk as --disk %s (see `vmrun --help`)", c.Args().First(), c.Args().First())
 	}
 	return cfg, nil
+}
+
+// setFlags names the flags set on the command line or through their
+// environment variables, what c.IsSet says of each, in one pass: IsSet
+// searches every flag's names (each through a regexp) for each question,
+// which asked for each option was a fifth of vmrun's own instructions at
+// start-up (callgrind: 1.54 M of 7.3 M for a --dry-run).
+func setFlags(c *cli.Context) map[string]bool {
+	set := map[string]bool{}
+	for _, name := range c.FlagNames() {
+		set[name] = true
+	}
+	return set
 }
 
 // resolve loads and validates the configuration: every problem is a usage
