@@ -31,8 +31,7 @@ func stationRow(f Facts) choice {
 // ipvtapRow is an ipvtap choice on f.Uplink; reason says why ipvtap.
 func ipvtapRow(f Facts, reason string) choice {
 	return choice{mode: IPVtap, parent: f.Uplink, mtu: f.MTU,
-		reason: fmt.Sprintf("%s: the guest uses %s's own MAC %s (not its derived one) and gets its own IP address on the LAN", reason, f.Uplink, hostnet.MACString(f.MAC)),
-		notice: fmt.Sprintf("the guest shares %s's MAC: its DHCP client must send its own client identifier and the broadcast flag, or give it a static address with --guest-ip (see docs/wifi.md)", f.Uplink)}
+		reason: fmt.Sprintf("%s: the guest uses %s's own MAC %s (not its derived one) and gets its own IP address on the LAN, leased by vmrun for the VM and handed to the guest's DHCP client by vmrun", reason, f.Uplink, hostnet.MACString(f.MAC))}
 }
 
 // routedRow is a routed choice on f.Uplink.

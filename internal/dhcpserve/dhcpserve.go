@@ -130,6 +130,9 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, srcMAC: src, conn: conn}, nil
 }
 
+// Check checks cfg and fills in its defaults, as New does, for Respond.
+func Check(cfg *Config) error { return normalize(cfg) }
+
 // normalize checks cfg and fills in defaults.
 func normalize(cfg *Config) error {
 	l := &cfg.Lease

@@ -9,9 +9,9 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 )
 
-// reply is the answer to one request: the message (nil: no answer) and
+// Reply is the answer to one request: the message (nil: no answer) and
 // where it goes.
-type reply struct {
+type Reply struct {
 	Msg    *dhcpv4.DHCPv4
 	DstMAC net.HardwareAddr
 	DstIP  net.IP
@@ -19,12 +19,17 @@ type reply struct {
 }
 
 // silence is a reply that sends nothing, for the reason given.
-func silence(format string, args ...any) (*reply, error) {
-	return &reply{Note: fmt.Sprintf(format, args...)}, nil
+func silence(format string, args ...any) (*Reply, error) {
+	return &Reply{Note: fmt.Sprintf(format, args...)}, nil
 }
 
+// Respond decides the answer to req under cfg (checked by Check): an
+// answer for another link than the tap's own (ipvtap's DHCP proxy) uses
+// it without a Server.
+func Respond(cfg *Config, req *dhcpv4.DHCPv4) (*Reply, error) { return respond(cfg, req) }
+
 // respond decides the answer to req under cfg (validated by New).
-func respond(cfg *Config, req *dhcpv4.DHCPv4) (*reply, error) {
+func respond(cfg *Config, req *dhcpv4.DHCPv4) (*Reply, error) {
 	if req.OpCode != dhcpv4.OpcodeBootRequest {
 		return silence("%s is not a request", req.MessageType())
 	}
@@ -53,7 +58,7 @@ func respond(cfg *Config, req *dhcpv4.DHCPv4) (*reply, error) {
 
 // respondRequest answers a DHCPREQUEST in each client state of RFC 2131
 // section 4.3.2.
-func respondRequest(cfg *Config, req *dhcpv4.DHCPv4) (*reply, error) {
+func respondRequest(cfg *Config, req *dhcpv4.DHCPv4) (*Reply, error) {
 	l := &cfg.Lease
 	sid := req.ServerIdentifier()
 	asked := req.RequestedIPAddress()
@@ -81,7 +86,7 @@ func respondRequest(cfg *Config, req *dhcpv4.DHCPv4) (*reply, error) {
 // build makes an OFFER, ACK or NAK for req and chooses its destination.
 // yiaddr is nil for a NAK and for the ACK to an INFORM; a NAK carries note
 // as its message (option 56).
-func build(cfg *Config, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr net.IP, note string) (*reply, error) {
+func build(cfg *Config, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr net.IP, note string) (*Reply, error) {
 	l := &cfg.Lease
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(typ),
@@ -104,7 +109,7 @@ func build(cfg *Config, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr net.I
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", typ, err)
 	}
-	r := &reply{Msg: msg, Note: note}
+	r := &Reply{Msg: msg, Note: note}
 	r.DstMAC, r.DstIP = destination(req, msg)
 	return r, nil
 }

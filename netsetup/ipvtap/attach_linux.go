@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
-	"time"
 
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"github.com/vmrun/vmrun/internal/caps"
+	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
@@ -46,27 +47,32 @@ func ipvtapSteps(x *guest) []hostnet.Step {
 		{Name: "allmulticast", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAllmulticastOn(x.link) }},
 		{Name: "up", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetUp(x.link) }},
 		{Name: "check mode", Do: func(s *hostnet.Setup) error { return x.checkMode() }},
+		{Name: "dhcp port", Do: x.makeDHCPPort},
 		{Name: "shim", Do: x.makeShim},
 		{Name: "rp_filter", Do: x.loosenRPFilter},
 		{Name: "register", Do: x.registerStatic},
 		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
 		{Name: "learn", Do: x.startLearner},
 		{Name: "watch", Do: x.startWatcher},
+		{Name: "dhcp proxy", Do: x.startProxy},
+		{Name: "upstream lease", Do: x.startUpstream},
 	}
 }
 
 // Attach creates the ipvtap, the host side and the services that follow
 // the guest (see hostnet.Run).
 func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
-	x := &guest{ns: -1, addrs: map[netip.Addr]string{}, entries: map[netip.Addr]bool{},
-		warned: map[string]bool{}, online: true, xids: map[uint32]time.Time{}, offered: map[netip.Addr]uint32{},
+	x := &guest{ns: -1, hostNS: -1, addrs: map[netip.Addr]string{}, entries: map[netip.Addr]bool{},
+		warned: map[string]bool{}, online: true,
+		leased:   make(chan struct{}),
 		shimName: c.ShimName, guestIP: c.GuestIP, gateway: c.Gateway}
 	obj := hostnet.LinkObject(c.Link.VM, c.Link.LinkName, "ipvtap", c.Link.MAC)
 	return hostnet.Run(ctx, c.Link, rec, obj, c.Caps, ipvtapSteps(x))
 }
 
 // guest is one ipvtap attachment: built by its steps, then served by
-// the learner and the watcher until Undo.
+// the learner, the watcher, the DHCP proxy and the upstream lease's keeper
+// until Undo.
 type guest struct {
 	s        *hostnet.Setup
 	parent   string // the parent's name
@@ -81,6 +87,9 @@ type guest struct {
 	bh   *netlink.Handle // netlink in vmrun's namespace, for the services
 	link netlink.Link    // the ipvtap, as seen in the private namespace
 
+	port   *os.File       // the guest's DHCP port (dhcpport_linux.go)
+	hostNS netns.NsHandle // vmrun's namespace, for the upstream lease's socket
+
 	shimName string // "" without a shim (--no-host-link)
 	shimIx   int    // 0 without a shim
 	shimGone bool
@@ -91,13 +100,14 @@ type guest struct {
 	entries map[netip.Addr]bool   // guest IPv4 with a host route and neighbour entry on the shim
 	warned  map[string]bool       // notices given once
 	conn    *packet.Conn          // the learner's socket (nil before "learn")
-	xids    map[uint32]time.Time  // the guest's recent DHCP transactions
-	offered map[netip.Addr]uint32 // registered from a unicast DHCPOFFER (transaction), until the guest requests
 
 	lastMAC net.HardwareAddr // the parent's MAC as last seen
 	online  bool             // the parent was running when last seen
 	badMode string           // the wrong port mode last reported, "" when L2
 
+	lease      *dhcpserve.Config // what the guest's DHCP is answered with; nil before the upstream lease
+	leased     chan struct{}     // closed at the first upstream lease
+	leasedDone bool
 }
 
 // lookupParent finds the parent; the guest's MAC is the parent's, now.

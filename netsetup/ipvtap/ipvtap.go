@@ -15,9 +15,15 @@
 //     vmrun's namespace, so QEMU's fds do not keep the private one alive.
 //   - The guest NIC's MAC is the parent's: ipvlan does not rewrite source
 //     MACs, and a Wi-Fi access point drops frames from unknown MACs.
-//   - The guest's addresses are registered on the ipvtap: --guest-ip at
-//     once, the others as a learner sees them in what the guest sends (an
-//     AF_PACKET socket on the ipvtap; see netsetup/internal/learn).
+//   - vmrun owns the guest's DHCP: a tc filter on the ipvtap's egress takes
+//     the guest's DHCP client messages to vmrun's DHCP port (a tap in the
+//     private namespace) before ipvlan could send them out; vmrun answers
+//     them through that port with a lease it holds from the LAN's server
+//     with the VM's own client identifier (docs/wifi.md).
+//   - The guest's addresses are registered on the ipvtap: the leased one
+//     and --guest-ip at once, others as a learner sees them in what the
+//     guest sends (an AF_PACKET socket on the ipvtap; see
+//     netsetup/internal/learn).
 //   - A watcher follows the parent (MAC changes, link down/up, another
 //     ipvlan link switching the port's mode) and tells the user.
 //   - Unless --no-host-link, a host-side ipvlan "shim" on the parent, a /32
@@ -30,7 +36,9 @@
 // sysctl), so this package exports no undo of its own.
 //
 // The files follow the roles: attach_linux.go (the steps and the ipvtap in
-// its private namespace), shim_linux.go (the host side), registry_linux.go
-// (the guest's registered addresses), learner_linux.go (the learner and the
-// watcher of DHCP replies) and watcher_linux.go (the watcher of the parent).
+// its private namespace), dhcpport_linux.go (the DHCP port and its tc
+// filters), dhcpproxy_linux.go (the upstream lease and the answers to the
+// guest), shim_linux.go (the host side), registry_linux.go (the guest's
+// registered addresses), learner_linux.go (the learner) and
+// watcher_linux.go (the watcher of the parent).
 package ipvtap

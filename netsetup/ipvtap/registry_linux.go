@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
@@ -82,11 +81,7 @@ func (x *guest) doRegister(a netip.Addr, why string) {
 		x.refilter()
 		return
 	case learn.AddrHost:
-		msg := fmt.Sprintf("%s: the guest sends from %s, which is the host's own address: it is not registered (the guest needs an address of its own)", x.parent, a)
-		if strings.HasPrefix(why, "DHCP") {
-			msg = fmt.Sprintf("%s: the guest asked the DHCP server for %s, the host's own address: its DHCP client identifies itself as the host does (the guest shares the host's MAC); give it a client identifier of its own (see docs/wifi.md)", x.parent, a)
-		}
-		x.noticeOnce("host:"+a.String(), msg)
+		x.noticeOnce("host:"+a.String(), fmt.Sprintf("%s: the guest sends from %s, which is the host's own address: it is not registered (the guest needs an address of its own)", x.parent, a))
 		x.refilter()
 		return
 	case learn.AddrGateway:

@@ -26,7 +26,7 @@ outputs=(vmlinuz vmlinux rig.cpio)
 # Kernel modules put into the rig (with their dependencies). "?" marks
 # optional ones (skipped when the kernel has neither a module nor a built-in).
 modules=(cfg80211 mac80211 mac80211_hwsim ipvlan ipvtap macvlan macvtap tap tun
-	vhost_net bridge veth virtio_net virtio_pci '?virtio_blk' '?pvpanic_mmio' '?pvpanic_pci')
+	vhost_net bridge veth sch_ingress cls_u32 act_mirred virtio_net virtio_pci '?virtio_blk' '?pvpanic_mmio' '?pvpanic_pci')
 # Loaded by /init at boot. Not ipvlan/ipvtap, vhost_net or the Wi-Fi stack: a
 # test must be able to run without them (and loads them with modprobe).
 boot_modules=(virtio_pci virtio_net virtio_blk tun tap veth bridge macvlan macvtap pvpanic_mmio)

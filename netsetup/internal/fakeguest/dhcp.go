@@ -120,7 +120,7 @@ func (g *Guest) dhcpPacket(xid uint32, typ byte, requested, server net.IP) []byt
 	p[0], p[1], p[2] = 1, 1, 6 // BOOTREQUEST, Ethernet, MAC length
 	binary.BigEndian.PutUint32(p[4:], xid)
 	g.mu.Lock()
-	cid, unicast := g.clientID, g.unicast
+	cid, unicast, noID := g.clientID, g.unicast, g.noID
 	g.mu.Unlock()
 	if !unicast {
 		binary.BigEndian.PutUint16(p[10:], 0x8000) // broadcast flag: we have no address yet
@@ -131,8 +131,10 @@ func (g *Guest) dhcpPacket(xid uint32, typ byte, requested, server net.IP) []byt
 	if cid == nil {
 		cid = append([]byte{1}, g.mac...)
 	}
-	p = append(p, optClientID, byte(len(cid)))
-	p = append(p, cid...)
+	if !noID {
+		p = append(p, optClientID, byte(len(cid)))
+		p = append(p, cid...)
+	}
 	p = append(p, optParamReq, 3, optSubnetMask, optRouter, optLeaseTime)
 	if requested != nil {
 		p = append(p, optRequestedIP, 4)

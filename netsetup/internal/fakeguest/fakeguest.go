@@ -44,6 +44,7 @@ type Guest struct {
 	mu       sync.Mutex
 	ip       net.IP
 	clientID []byte
+	noID     bool // DHCP without a client identifier (ISC dhclient's default)
 	unicast  bool // DHCP without the broadcast flag
 	waiters  []*waiter
 
@@ -108,6 +109,14 @@ func (g *Guest) SetClientID(id []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.clientID = append([]byte(nil), id...)
+}
+
+// SetNoClientID makes DHCP send no client identifier at all, as ISC
+// dhclient does with Debian's default configuration.
+func (g *Guest) SetNoClientID() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.noID = true
 }
 
 // SetBroadcastFlag says whether DHCP asks for broadcast replies (the

@@ -12,7 +12,6 @@ const (
 	ServiceRA      = "vmrun's IPv6 router advertiser for the guest"
 	ServiceLearn6  = "the learner of the guest's IPv6 addresses"
 	ServiceLearner = "the learner of the guest's addresses"
-	ServiceReplies = "the watcher of DHCP replies to the guest"
 	ServiceWatcher = "the watcher of the uplink's link events"
 	ServicePasst   = "passt"
 	ServiceAddrs   = "the watcher of the guest's addresses"
@@ -35,7 +34,6 @@ var (
 	RAPolicy      = service.Restart("gets no IPv6 router advertisements, and its IPv6 addresses expire", restartRemedy)
 	Learn6Policy  = service.Restart("gets no route for the IPv6 addresses it takes from now on", restartRemedy)
 	LearnerPolicy = service.Restart("gets no traffic for the addresses it takes from now on", restartRemedy)
-	RepliesPolicy = service.Restart("loses the DHCP replies its server sends it unicast", restartRemedy)
 	WatcherPolicy = service.Restart("is no longer followed when the uplink's MAC or carrier changes", restartRemedy)
 	AddrsPolicy   = service.Restart("is no longer watched: the addresses it takes from now on are not shown by vmrun ls and vmrun wait", restartRemedy)
 	PasstPolicy   = service.EndRun("has lost its network (QEMU's stream netdev cannot be reconnected to a new passt)",

@@ -150,7 +150,7 @@ func LANProgram(mac net.HardwareAddr) ([]bpf.RawInstruction, error) {
 // source address).
 func SourceOf(why string) string {
 	switch {
-	case strings.HasPrefix(why, "DHCP"):
+	case strings.HasPrefix(why, "DHCP"), strings.HasPrefix(why, "leased from"):
 		return SeenDHCP
 	case why == "ARP":
 		return SeenARP

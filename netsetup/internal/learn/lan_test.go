@@ -118,7 +118,7 @@ func TestLANProgram(t *testing.T) {
 
 func TestSourceOf(t *testing.T) {
 	for why, want := range map[string]string{
-		"DHCP request": SeenDHCP, "DHCP ack, sent unicast": SeenDHCP, "ARP": SeenARP,
+		"DHCP request": SeenDHCP, "leased from 192.168.1.1 with client-id vmrun-vm for 24h0m0s": SeenDHCP, "DHCP ack, sent unicast": SeenDHCP, "ARP": SeenARP,
 		"IPv6 duplicate address detection": SeenNDP, "--guest-ip": "static", "IPv4 source": "traffic",
 	} {
 		if got := SourceOf(why); got != want {

@@ -291,54 +291,6 @@ func GARPFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 	return f.MarshalBinary()
 }
 
-// GuestDHCPXID returns the transaction ID of a DHCPDISCOVER or DHCPREQUEST
-// the guest (source MAC mac) sent, so that the server's replies to it can
-// be recognised on the parent (see DHCPServerReply).
-func GuestDHCPXID(frame []byte, mac net.HardwareAddr) (uint32, bool) {
-	m, ok := dhcpIn(frame, dhcpClientPort, dhcpServerPort)
-	if !ok || m.OpCode != dhcpv4.OpcodeBootRequest || !bytes.Equal(m.ClientHWAddr, mac) {
-		return 0, false
-	}
-	switch m.MessageType() {
-	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
-		return binary.BigEndian.Uint32(m.TransactionID[:]), true
-	}
-	return 0, false
-}
-
-// DHCPReply is a DHCP server's DHCPOFFER or DHCPACK seen on the parent.
-type DHCPReply struct {
-	XID     uint32
-	Addr    netip.Addr // yiaddr
-	Offer   bool       // DHCPOFFER (else DHCPACK)
-	Unicast bool       // sent to the address itself, not broadcast
-}
-
-// DHCPServerReply reads a frame the parent received: a DHCPOFFER or
-// DHCPACK for mac (chaddr). A guest whose DHCP client does not ask for
-// broadcast replies gets them unicast to an address not registered yet,
-// which ipvlan cannot hand to it: vmrun registers the address then, so
-// the client's next try gets through.
-func DHCPServerReply(frame []byte, mac net.HardwareAddr) (DHCPReply, bool) {
-	m, ok := dhcpIn(frame, dhcpServerPort, dhcpClientPort)
-	if !ok || m.OpCode != dhcpv4.OpcodeBootReply || !bytes.Equal(m.ClientHWAddr, mac) {
-		return DHCPReply{}, false
-	}
-	t := m.MessageType()
-	if t != dhcpv4.MessageTypeOffer && t != dhcpv4.MessageTypeAck {
-		return DHCPReply{}, false
-	}
-	a, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
-	if !hostUnicast(a) {
-		return DHCPReply{}, false
-	}
-	var f ethernet.Frame
-	_ = f.UnmarshalBinary(frame)
-	h, _ := ipv4.ParseHeader(f.Payload)
-	unicast := !bytes.Equal(f.Destination, ethernet.Broadcast) && h != nil && !h.Dst.Equal(net.IPv4bcast)
-	return DHCPReply{XID: binary.BigEndian.Uint32(m.TransactionID[:]), Addr: a, Offer: t == dhcpv4.MessageTypeOffer, Unicast: unicast}, true
-}
-
 // dhcpIn parses the DHCP message of an Ethernet/IPv4/UDP frame from port
 // sport to dport.
 func dhcpIn(frame []byte, sport, dport uint16) (*dhcpv4.DHCPv4, bool) {
@@ -360,33 +312,4 @@ func dhcpIn(frame []byte, sport, dport uint16) (*dhcpv4.DHCPv4, bool) {
 	}
 	m, err := dhcpv4.FromBytes(udp[8:])
 	return m, err == nil
-}
-
-// replyFilter is the body of the parent socket's BPF program (after the
-// direction check, see ReplyProgram): whole IPv4 UDP datagrams from port
-// 67 to port 68, unfragmented; nothing else.
-func replyFilter() []bpf.Instruction {
-	return []bpf.Instruction{
-		bpf.LoadAbsolute{Off: 12, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(ethernet.EtherTypeIPv4), SkipTrue: 8},
-		bpf.LoadAbsolute{Off: 14 + 9, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 17, SkipTrue: 6},
-		bpf.LoadAbsolute{Off: 14 + 6, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x3fff, SkipTrue: 4}, // MF or an offset
-		bpf.LoadMemShift{Off: 14},
-		bpf.LoadIndirect{Off: 14, Size: 4}, // source and destination ports
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: dhcpServerPort<<16 | dhcpClientPort, SkipTrue: 1},
-		bpf.RetConstant{Val: SnapFull},
-		bpf.RetConstant{Val: 0},
-	}
-}
-
-// ReplyProgram is the parent socket's whole BPF program: frames the parent
-// received (not sent), then replyFilter.
-func ReplyProgram() ([]bpf.RawInstruction, error) {
-	return bpf.Assemble(append([]bpf.Instruction{
-		bpf.LoadExtension{Num: bpf.ExtType},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: packetOutgoing, SkipTrue: 1},
-		bpf.RetConstant{Val: 0},
-	}, replyFilter()...))
 }

@@ -1,0 +1,153 @@
+package ipvtap
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"golang.org/x/sys/unix"
+)
+
+// The guest's DHCP port (docs/wifi.md, "How vmrun answers the guest's
+// DHCP"): in the private namespace, a tap whose file vmrun holds. A tc
+// filter on the ipvtap's egress — where every frame the guest writes passes
+// (tap_get_user and tap_get_user_xdp end in dev_queue_xmit on the ipvtap),
+// before ipvlan sends it out the parent or hands it to another slave —
+// redirects each DHCP client message to that tap, whose file vmrun reads;
+// a filter on the tap's ingress redirects each frame vmrun writes into the
+// ipvtap's receive path, where tap_handle_frame queues it to the guest. No
+// DHCP message of the guest reaches the LAN, and vmrun's answers reach the
+// guest only.
+
+// dhcpPortName is the tap's name in the private namespace (nothing else
+// lives there).
+const dhcpPortName = "vmrun-dhcp"
+
+// makeDHCPPort creates the tap and the filters. Everything goes with the
+// private namespace; the undo closes the tap's file, which deletes it.
+func (x *guest) makeDHCPPort(s *hostnet.Setup) error {
+	var f *os.File
+	err := x.inPrivate(func() error {
+		var err error
+		f, err = openPortTap(dhcpPortName)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("the guest's DHCP port: %w", err)
+	}
+	x.port = f
+	s.OnUndo(f.Close)
+	port, err := x.nh.LinkByName(dhcpPortName)
+	if err != nil {
+		return fmt.Errorf("the guest's DHCP port: %w", err)
+	}
+	if err := hostnet.SilenceIPv6Link(x.nh, port); err != nil {
+		return fmt.Errorf("the guest's DHCP port: %w", err)
+	}
+	if err := x.nh.LinkSetUp(port); err != nil {
+		return fmt.Errorf("the guest's DHCP port: %w", err)
+	}
+	ivIx, portIx := x.link.Attrs().Index, port.Attrs().Index
+	for _, ix := range []int{ivIx, portIx} {
+		q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ix, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+		if err := x.nh.QdiscAdd(q); err != nil {
+			return tcError("a clsact qdisc", err)
+		}
+	}
+	for _, fl := range append(stealFilters(ivIx, portIx), returnFilter(portIx, ivIx)) {
+		if err := x.nh.FilterAdd(fl); err != nil {
+			return tcError("a u32 filter with a mirred action", err)
+		}
+	}
+	return nil
+}
+
+// tcError explains a tc refusal: without these the guest's DHCP would
+// reach the LAN with the host's MAC, so the attachment is refused.
+func tcError(what string, err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
+		return hostnet.Refuse(hostnet.ErrNoKernelSupport, "the kernel refused %s (%v), which vmrun needs to keep an ipvtap guest's DHCP off the LAN: load sch_ingress, cls_u32 and act_mirred (modprobe -a sch_ingress cls_u32 act_mirred), or use --net routed", what, err)
+	}
+	return fmt.Errorf("%s for the guest's DHCP: %w", what, err)
+}
+
+// openPortTap creates tap name in the calling thread's namespace, without
+// a packet-information or virtio-net header, and returns its file
+// (non-blocking, so reads honour deadlines). Closing it deletes the tap.
+func openPortTap(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create tap %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// The keys of the filters, at offsets from the IPv4 header (u32 reads
+// from the network header, which tap_get_user sets after the Ethernet
+// header, and after the VLAN tags of a tagged frame).
+var (
+	keyUDP       = netlink.TcU32Key{Off: 8, Mask: 0x00ff0000, Val: 0x00110000} // protocol 17
+	keyIHL5      = netlink.TcU32Key{Off: 0, Mask: 0x0f000000, Val: 0x05000000} // no IP options
+	keyFirstFrag = netlink.TcU32Key{Off: 4, Mask: 0x00001fff, Val: 0}          // fragment offset 0
+	keyToServer  = netlink.TcU32Key{Off: 20, Mask: 0x0000ffff, Val: 67}        // UDP destination port 67
+)
+
+// stealFilters are the ipvtap's egress filters, per protocol of the frame
+// (IPv4, and IPv4 under 802.1Q or 802.1ad tags): 1. UDP to port 67 (a
+// whole datagram or its first fragment) goes to the DHCP port; 2. any
+// other UDP without IP options passes; 3. UDP with IP options (where
+// port 67 would be further on) goes to the DHCP port too, and vmrun drops
+// it — no guest needs IP options in UDP, and a guest must not get a DHCP
+// message past the filter with them.
+func stealFilters(ivIx, portIx int) []netlink.Filter {
+	var out []netlink.Filter
+	for i, proto := range []uint16{unix.ETH_P_IP, unix.ETH_P_8021Q, unix.ETH_P_8021AD} {
+		at := func(prio int) netlink.FilterAttrs {
+			return netlink.FilterAttrs{LinkIndex: ivIx, Parent: netlink.HANDLE_MIN_EGRESS, Priority: uint16(10*i + prio), Protocol: proto}
+		}
+		out = append(out,
+			u32(at(1), []netlink.TcU32Key{keyUDP, keyIHL5, keyFirstFrag, keyToServer}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
+			u32(at(2), []netlink.TcU32Key{keyUDP, keyIHL5}, nil),
+			u32(at(3), []netlink.TcU32Key{keyUDP}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
+		)
+	}
+	return out
+}
+
+// returnFilter is the DHCP port's ingress filter: every frame vmrun
+// writes to the port goes into the ipvtap's receive path, to the guest.
+func returnFilter(portIx, ivIx int) netlink.Filter {
+	at := netlink.FilterAttrs{LinkIndex: portIx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: 1, Protocol: unix.ETH_P_ALL}
+	return u32(at, []netlink.TcU32Key{{}}, redirect(ivIx, netlink.TCA_INGRESS_REDIR))
+}
+
+// u32 is a terminal u32 filter matching all keys; with a nil action a
+// match ends the classification and the frame passes.
+func u32(at netlink.FilterAttrs, keys []netlink.TcU32Key, act netlink.Action) *netlink.U32 {
+	f := &netlink.U32{FilterAttrs: at, Sel: &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Nkeys: uint8(len(keys)), Keys: keys}}
+	if act != nil {
+		f.Actions = []netlink.Action{act}
+	} else {
+		f.ClassId = netlink.MakeHandle(1, 1)
+	}
+	return f
+}
+
+// redirect is a mirred redirect to link ix (egress: its transmit; ingress:
+// its receive path).
+func redirect(ix int, how netlink.MirredAct) *netlink.MirredAction {
+	a := netlink.NewMirredAction(ix)
+	a.MirredAction = how
+	return a
+}
