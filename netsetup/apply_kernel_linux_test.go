@@ -88,7 +88,9 @@ func TestMacvtapApply(t *testing.T) {
 		}
 	}
 	assertNoHostIPv6(t, l, p.LinkName)
-	if objs := rec.objects(); len(objs) != 1 || objs[0].Kind != netsetup.ObjLink || objs[0].Name != p.LinkName || objs[0].Detail["alias"] != "vmrun:mv-apply" {
+	// The macvtap, then its host link (netsetup/tap's TestMacvtapHostLink has the rest).
+	if objs := rec.objects(); len(objs) != 2 || objs[0].Kind != netsetup.ObjLink || objs[0].Name != p.LinkName || objs[0].Detail["alias"] != "vmrun:mv-apply" ||
+		objs[1].Kind != netsetup.ObjLink || objs[1].Name != netsetup.LinkName("mv-apply", netsetup.RoleShim) || objs[1].Detail["type"] != "macvlan" {
 		t.Errorf("recorded %+v", objs)
 	}
 	if err := a.Undo(); err != nil {

@@ -51,7 +51,11 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 		if p.Mode == Bridge {
 			return tap.Bridge{Link: linkConfig(p), Caps: capsFor(p.Mode)}, nil
 		}
-		return tap.Macvtap{Link: linkConfig(p), Caps: capsFor(p.Mode)}, nil
+		m := tap.Macvtap{Link: linkConfig(p), Caps: capsFor(p.Mode)}
+		if !p.NoHostLink {
+			m.HostLink = LinkName(p.Name, RoleShim)
+		}
+		return m, nil
 	case Routed:
 		return routedConfig(p)
 	case NAT:

@@ -44,8 +44,8 @@ type Request struct {
 	Gateway net.IP
 	// NAT configures --net nat (subnet, DNS upstreams); zero means defaults.
 	NAT NATOptions
-	// NoHostLink is --no-host-link: ipvtap makes no host-side link, and
-	// the guest is not reachable from this host.
+	// NoHostLink is --no-host-link: ipvtap and macvtap make no host-side
+	// link, and the guest is not reachable from this host.
 	NoHostLink bool
 	// Limits, when set, limit an unprivileged vmrun (capabilities from
 	// `vmrun setup`, not root) to the interfaces of the administrator's
@@ -96,8 +96,8 @@ type Plan struct {
 	// Gateway is the guest's gateway given with --guest-ip; ipvtap never
 	// registers it as a guest address.
 	Gateway net.IP `json:"gateway"`
-	// NoHostLink: ipvtap creates no host-side shim (the host cannot reach
-	// the guest).
+	// NoHostLink: ipvtap and macvtap create no host-side link (the host
+	// cannot reach the guest).
 	NoHostLink bool `json:"no_host_link"`
 	// Reason is one sentence saying why this mode.
 	Reason string `json:"reason"`
@@ -336,8 +336,14 @@ func natPrivileged(c Caps) bool {
 }
 
 func macvtapRow(f Facts, reason string) choice {
-	return choice{mode: Macvtap, parent: f.Uplink, mtu: f.MTU, reason: reason,
-		notice: fmt.Sprintf("the guest is reachable from %s's LAN but not from this host (a macvtap limitation); use --net user with --forward for host access", f.Uplink)}
+	return choice{mode: Macvtap, parent: f.Uplink, mtu: f.MTU, reason: reason, notice: macvtapNoHostNotice(f.Uplink)}
+}
+
+// macvtapNoHostNotice is the notice of a macvtap guest the host cannot
+// reach: with --no-host-link (Request.plan drops it otherwise, since the
+// host link makes the guest reachable from this host).
+func macvtapNoHostNotice(uplink string) string {
+	return fmt.Sprintf("the guest is reachable from %s's LAN but not from this host (a macvtap limitation, kept by --no-host-link); drop --no-host-link, or use --net user with --forward, for host access", uplink)
 }
 
 // wirelessRow decides for a Wi-Fi uplink. The ipvtap and routed rows for a
@@ -532,6 +538,13 @@ func (r Request) plan(f Facts, c choice) Plan {
 		p.LinkName = LinkName(r.Name, roleOf(c.mode))
 		p.Queues = r.queues(f)
 		p.Vhost = f.Caps.VhostNet
+		if c.mode == Macvtap {
+			// The host link (a macvlan beside the macvtap) reaches the guest.
+			p.NoHostLink = r.NoHostLink
+			if !r.NoHostLink && p.Notice == macvtapNoHostNotice(c.parent) {
+				p.Notice = ""
+			}
+		}
 	case IPVtap:
 		// ipvlan does not rewrite source MACs: the guest sends from the parent's.
 		p.MAC = append(net.HardwareAddr(nil), f.MAC...)

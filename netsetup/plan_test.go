@@ -151,6 +151,9 @@ func TestDecideAuto(t *testing.T) {
 			if r.Name == "" {
 				r = req
 			}
+			// A macvtap row's notice is the one of a guest the host cannot
+			// reach: ask for that (TestMacvtapHostLinkNotice has the rest).
+			r.NoHostLink = tt.mode == Macvtap
 			p, err := Decide(tt.facts, r)
 			if err != nil {
 				t.Fatalf("Decide: %v", err)
@@ -466,6 +469,21 @@ func TestModeUsesTap(t *testing.T) {
 		want := m != Auto && m != User && m != None
 		if m.UsesTap() != want {
 			t.Errorf("%s.UsesTap() = %v", m, m.UsesTap())
+		}
+	}
+}
+
+// TestMacvtapHostLinkNotice: a macvtap guest has a host link unless
+// --no-host-link, and only without one is the user told that the host
+// cannot reach it.
+func TestMacvtapHostLinkNotice(t *testing.T) {
+	for _, noHost := range []bool{false, true} {
+		p, err := Decide(ethFacts(), Request{Name: "vm1", NoHostLink: noHost})
+		if err != nil || p.Mode != Macvtap {
+			t.Fatalf("Decide: %s, %v", p.Mode, err)
+		}
+		if p.NoHostLink != noHost || (p.Notice != "") != noHost || (noHost && !strings.Contains(p.Notice, "not from this host")) {
+			t.Errorf("--no-host-link %v: plan's no_host_link %v, notice %q", noHost, p.NoHostLink, p.Notice)
 		}
 	}
 }

@@ -57,7 +57,7 @@ func runFlags() []cli.Flag {
 		str("resolv-conf", "", "nat: the guests' DNS forwarder asks the name servers of this `FILE` (default /etc/resolv.conf)", netCat),
 		str("guest-ip", "", "the guest's `ADDRESS/PREFIX` (ipvtap and routed modes; routed: vmrun's DHCP hands the guest ADDRESS/32 and takes no lease for it)", netCat),
 		str("gateway", "", "the guest's default `GATEWAY` with --guest-ip (not with routed: its gateway is always 169.254.0.1)", netCat),
-		boolean("no-host-link", "ipvtap: do not make the guest reachable from this host", netCat),
+		boolean("no-host-link", "ipvtap, macvtap: do not make the guest reachable from this host (no host-side link)", netCat),
 		str("console", d.Console, "`auto` (serial unless a display is available), serial, none or gui", runCat),
 		str("serial-log", "", "also write the guest's serial console to `FILE`", runCat),
 		str("timeout", "", "stop the VM after `DURATION` (e.g. 10m) and exit with 124", runCat),

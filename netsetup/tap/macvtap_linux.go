@@ -16,16 +16,19 @@ import (
 type Macvtap struct {
 	Link hostnet.LinkConfig // Parent is the lower device
 	Caps []int              // the capabilities to raise (internal/caps numbers)
+	// HostLink is the owned name of the host link (see hostlink_linux.go);
+	// "" with --no-host-link: the host cannot reach the guest.
+	HostLink string
 }
 
 // Attach creates the macvtap (see hostnet.Run).
 func (m Macvtap) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
 	obj := hostnet.LinkObject(m.Link.VM, m.Link.LinkName, "macvtap", m.Link.MAC)
-	return hostnet.Run(ctx, m.Link, rec, obj, m.Caps, macvtapSteps())
+	return hostnet.Run(ctx, m.Link, rec, obj, m.Caps, macvtapSteps(&hostLink{name: m.HostLink}))
 }
 
-// macvtapSteps are the steps of --net macvtap.
-func macvtapSteps() []hostnet.Step {
+// macvtapSteps are the steps of --net macvtap, with host link hl.
+func macvtapSteps(hl *hostLink) []hostnet.Step {
 	return []hostnet.Step{
 		{Name: "parent", Do: (*hostnet.Setup).LookupParent},
 		{Name: "claim name", Do: (*hostnet.Setup).ClaimName},
@@ -38,7 +41,8 @@ func macvtapSteps() []hostnet.Step {
 		{Name: "reset group", Do: func(s *hostnet.Setup) error { return s.H.LinkSetGroup(s.Link, 0) }},
 		{Name: "up", Do: (*hostnet.Setup).SetUp},
 		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
-		{Name: "watch addresses", Do: watchAddrs},
+		{Name: "host link", Do: hl.create},
+		{Name: "watch addresses", Do: func(s *hostnet.Setup) error { return watchAddrs(s, hl.follow) }},
 	}
 }
 

@@ -20,5 +20,5 @@ type Bridge struct {
 // until the "host mac" step, so its record has none.
 func (b Bridge) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
 	obj := hostnet.LinkObject(b.Link.VM, b.Link.LinkName, "tuntap", nil)
-	return hostnet.Run(ctx, b.Link, rec, obj, b.Caps, append(hostnet.BridgeTapSteps(), hostnet.Step{Name: "watch addresses", Do: watchAddrs}))
+	return hostnet.Run(ctx, b.Link, rec, obj, b.Caps, append(hostnet.BridgeTapSteps(), hostnet.Step{Name: "watch addresses", Do: func(s *hostnet.Setup) error { return watchAddrs(s, nil) }}))
 }

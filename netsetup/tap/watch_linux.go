@@ -18,9 +18,11 @@ const ethPAll = 0x0003
 // on the guest's tap or macvtap, filtered (learn.LANProgram) so that only
 // the frames that tell an address reach vmrun — a DHCP ACK to the guest,
 // the guest's ARP, its IPv6 neighbour solicitations, its DHCP release.
-// What it learns goes to the set-up's Trace (ReportAddr). It runs until
-// Undo, restarted after a failure (hostnet.AddrsPolicy).
-func watchAddrs(s *hostnet.Setup) error {
+// What it learns goes to follow (when not nil), then to the set-up's
+// Trace (ReportAddr): on macvtap the host's route to an address is in
+// place when `vmrun wait` sees the address. It runs until Undo, restarted after a failure
+// (hostnet.AddrsPolicy).
+func watchAddrs(s *hostnet.Setup, follow func(hostnet.GuestAddr)) error {
 	prog, err := learn.LANProgram(s.Cfg.MAC)
 	if err != nil {
 		return err
@@ -34,7 +36,12 @@ func watchAddrs(s *hostnet.Setup) error {
 			return nil, fmt.Errorf("packet socket on %s: %w", ifi.Name, err)
 		}
 		return func(ctx context.Context) error {
-			return watchFrames(ctx, conn, mac, tr)
+			return watchFrames(ctx, conn, mac, func(a hostnet.GuestAddr) {
+				if follow != nil {
+					follow(a)
+				}
+				tr.ReportAddr(a)
+			})
 		}, nil
 	})
 	if err != nil {
@@ -44,15 +51,15 @@ func watchAddrs(s *hostnet.Setup) error {
 	return nil
 }
 
-// watchFrames reads conn until ctx ends, reporting each sighting to tr,
-// and closes conn.
-func watchFrames(ctx context.Context, conn *packet.Conn, mac net.HardwareAddr, tr *hostnet.Trace) error {
+// watchFrames reads conn until ctx ends, reporting each sighting, and
+// closes conn.
+func watchFrames(ctx context.Context, conn *packet.Conn, mac net.HardwareAddr, report func(hostnet.GuestAddr)) error {
 	// Closing a packet socket waits for an RCU grace period: not on Undo's path.
 	defer func() { go conn.Close() }()
 	defer context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })()
 	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), ctx.Done(), func(frame []byte) {
 		if sg, ok := learn.LANSighting(frame, mac); ok {
-			tr.ReportAddr(GuestAddr(sg))
+			report(GuestAddr(sg))
 		}
 	})
 	if err != nil {

@@ -43,6 +43,15 @@ func bootAuto(t *testing.T, l *lan, wantMode string) {
 	if body := httpGet(t, l.LAN, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
 		t.Fatalf("guest TCP port answered %q", body)
 	}
+	// The host reaches its guest too: on a bridge through its own address
+	// on the bridge, on macvtap through vmrun's host link.
+	ping(t, l.Host, ip)
+	if body := httpGet(t, l.Host, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
+		t.Fatalf("guest TCP port answered the host %q", body)
+	}
+	if wantMode == "macvtap" && strings.Contains(vm.Stderr.String(), "not from this host") {
+		t.Errorf("vmrun still says the host cannot reach the guest:\n%s", vm.Stderr)
+	}
 	vm.Signal(syscall.SIGTERM)
 	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
@@ -64,7 +73,7 @@ func TestAutoBridge(t *testing.T) {
 }
 
 // TestKilledThenGCAndRestart: SIGKILL vmrun while its macvtap guest runs;
-// QEMU dies with it (Pdeathsig), the macvtap stays; `vmrun ls` reports the
+// QEMU dies with it (Pdeathsig), the macvtap and its host link stay; `vmrun ls` reports the
 // VM as stale; a new run of the same name cleans up first and works; after
 // another SIGKILL, `vmrun gc` removes everything.
 func TestKilledThenGCAndRestart(t *testing.T) {
@@ -80,8 +89,8 @@ func TestKilledThenGCAndRestart(t *testing.T) {
 		vm.WaitConsole(`VMRUN-GUEST: booted`, bootTimeout)
 		vm.Signal(syscall.SIGKILL)
 		vm.Wait(exitTimeout)
-		if after := snapshotLinks(t, l.Host); len(after) != len(before)+1 {
-			t.Fatalf("after SIGKILL want the macvtap left behind: %v", after)
+		if after := snapshotLinks(t, l.Host); len(after) != len(before)+2 {
+			t.Fatalf("after SIGKILL want the macvtap and its host link left behind: %v", after)
 		}
 	}
 	kill()
