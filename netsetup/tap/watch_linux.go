@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"github.com/vmrun/vmrun/netsetup/internal/learn"
 )
@@ -23,6 +24,11 @@ const ethPAll = 0x0003
 // place when `vmrun wait` sees the address. It runs until Undo, restarted after a failure
 // (hostnet.AddrsPolicy).
 func watchAddrs(s *hostnet.Setup, follow func(hostnet.GuestAddr)) error {
+	if !caps.Usable(caps.NetRaw) {
+		// Information only: the guest runs as well without it.
+		s.Trace.ReportNotice(fmt.Sprintf("vmrun lacks CAP_NET_RAW, so it cannot watch %s for the guest's addresses: vmrun ls and vmrun wait will not show them%s", s.Cfg.LinkName, hostLinkLoss(follow)))
+		return nil
+	}
 	prog, err := learn.LANProgram(s.Cfg.MAC)
 	if err != nil {
 		return err
@@ -31,6 +37,9 @@ func watchAddrs(s *hostnet.Setup, follow func(hostnet.GuestAddr)) error {
 	ifi := &net.Interface{Index: a.Index, Name: a.Name}
 	mac, tr := s.Cfg.MAC, s.Trace
 	h, err := s.GoReopening(hostnet.ServiceAddrs, hostnet.AddrsPolicy, func() (func(context.Context) error, error) {
+		// The first open runs on the set-up's locked thread, a restart's on
+		// one locked by GoReopening: raising is per thread.
+		defer caps.Raise(caps.NetRaw)()
 		conn, err := packet.Listen(ifi, packet.Raw, ethPAll, &packet.Config{Filter: prog})
 		if err != nil {
 			return nil, fmt.Errorf("packet socket on %s: %w", ifi.Name, err)
@@ -49,6 +58,15 @@ func watchAddrs(s *hostnet.Setup, follow func(hostnet.GuestAddr)) error {
 	}
 	s.OnUndo(func() error { h.Stop(); return nil })
 	return nil
+}
+
+// hostLinkLoss is what a macvtap guest (follow is not nil) loses without
+// the watcher, for its notice.
+func hostLinkLoss(follow func(hostnet.GuestAddr)) string {
+	if follow == nil {
+		return ""
+	}
+	return ", and this host cannot reach the guest through its host link"
 }
 
 // watchFrames reads conn until ctx ends, reporting each sighting, and
