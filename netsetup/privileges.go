@@ -15,7 +15,9 @@ const (
 	// neighbour entries, nftables and the network sysctls.
 	PrivNetAdmin Privilege = "CAP_NET_ADMIN"
 	// PrivNetRaw opens packet and raw ICMPv6 sockets: routed mode's DHCP
-	// client and responder, its router advertiser, ipvtap's learner.
+	// client and responder, its router advertiser, ipvtap's learner, and
+	// (when permitted; not needed) the watcher of the guest's addresses on
+	// bridge and macvtap.
 	PrivNetRaw Privilege = "CAP_NET_RAW"
 	// PrivMknod makes a macvtap's private character-device node.
 	PrivMknod Privilege = "CAP_MKNOD"
