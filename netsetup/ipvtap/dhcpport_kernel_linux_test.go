@@ -55,7 +55,8 @@ func newPortLab(t *testing.T) *portLab {
 				return err
 			}
 		}
-		for _, f := range append(stealFilters(g0.Attrs().Index, port.Attrs().Index), returnFilter(port.Attrs().Index, g0.Attrs().Index)) {
+		fs := append(stealFilters(g0.Attrs().Index, port.Attrs().Index), ndFilters(g0.Attrs().Index, port.Attrs().Index, labMAC)...)
+		for _, f := range append(fs, returnFilter(port.Attrs().Index, g0.Attrs().Index)) {
 			if err := h.FilterAdd(f); err != nil {
 				return err
 			}
@@ -79,6 +80,18 @@ func newPortLab(t *testing.T) *portLab {
 }
 
 var labMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+
+// ndFrame is an IPv6 neighbour solicitation (135) or advertisement (136)
+// from labMAC for target (the ICMPv6 checksum is not filled in: the
+// filters do not read it).
+func ndFrame(typ byte, src, target string) []byte {
+	f := append([]byte{0x33, 0x33, 0, 0, 0, 1}, labMAC...)
+	f = append(f, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 24, 58, 255)
+	f = append(f, net.ParseIP(src).To16()...)
+	f = append(f, net.ParseIP("ff02::1").To16()...)
+	f = append(f, typ, 0, 0, 0, 0, 0, 0, 0)
+	return append(f, net.ParseIP(target).To16()...)
+}
 
 // udpFrame is a UDP/IPv4 frame from labMAC.
 func udpFrame(t *testing.T, dst net.IP, sport, dport int, payload []byte) []byte {
@@ -179,9 +192,10 @@ func TestDHCPPortFilters(t *testing.T) {
 		}
 	}
 	for name, f := range map[string][]byte{
-		"UDP to port 68":   udpFrame(t, net.IPv4bcast, 67, 68, []byte("x")),
-		"DNS":              udpFrame(t, net.IPv4(192, 0, 2, 1), 40000, 53, []byte("x")),
-		"UDP to port 1067": udpFrame(t, net.IPv4(192, 0, 2, 1), 40000, 1067, []byte("x")),
+		"UDP to port 68":                   udpFrame(t, net.IPv4bcast, 67, 68, []byte("x")),
+		"DNS":                              udpFrame(t, net.IPv4(192, 0, 2, 1), 40000, 53, []byte("x")),
+		"UDP to port 1067":                 udpFrame(t, net.IPv4(192, 0, 2, 1), 40000, 1067, []byte("x")),
+		"DAD for a stable-privacy address": ndFrame(135, "::", "fe80::1234:5678:9abc:def0"),
 	} {
 		if _, err := l.g0.WriteTo(f, &packet.Addr{HardwareAddr: f[:6]}); err != nil {
 			t.Fatal(err)

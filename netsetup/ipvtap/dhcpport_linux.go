@@ -1,8 +1,10 @@
 package ipvtap
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 
 	"github.com/vishvananda/netlink"
@@ -56,7 +58,7 @@ func (x *guest) makeDHCPPort(s *hostnet.Setup) error {
 			return tcError("a clsact qdisc", err)
 		}
 	}
-	for _, fl := range append(stealFilters(ivIx, portIx), returnFilter(portIx, ivIx)) {
+	for _, fl := range append(append(stealFilters(ivIx, portIx), ndFilters(ivIx, portIx, x.guestMAC)...), returnFilter(portIx, ivIx)) {
 		if err := x.nh.FilterAdd(fl); err != nil {
 			return tcError("a u32 filter with a mirred action", err)
 		}
@@ -121,6 +123,31 @@ func stealFilters(ivIx, portIx int) []netlink.Filter {
 			u32(at(2), []netlink.TcU32Key{keyUDP, keyIHL5}, nil),
 			u32(at(3), []netlink.TcU32Key{keyUDP}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
 		)
+	}
+	return out
+}
+
+// ndFilters keep the guest's IPv6 neighbour solicitations and
+// advertisements for an address with the shared MAC's EUI-64 interface
+// identifier — the host's own link-local and SLAAC addresses, which a
+// guest deriving its identifiers from the MAC makes too — from leaving:
+// its duplicate address detection and its answers would claim or contest
+// the host's addresses. They go to the DHCP port, where vmrun drops them.
+// (The offsets assume no extension header before ICMPv6, as NDP sends.)
+func ndFilters(ivIx, portIx int, mac net.HardwareAddr) []netlink.Filter {
+	iid := []byte{mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]}
+	keys := func(icmpType uint32) []netlink.TcU32Key {
+		return []netlink.TcU32Key{
+			{Off: 4, Mask: 0x0000ff00, Val: 58 << 8},         // next header ICMPv6
+			{Off: 40, Mask: 0xff000000, Val: icmpType << 24}, // its type
+			{Off: 56, Mask: 0xffffffff, Val: binary.BigEndian.Uint32(iid[:4])},
+			{Off: 60, Mask: 0xffffffff, Val: binary.BigEndian.Uint32(iid[4:])}, // the target's interface identifier
+		}
+	}
+	var out []netlink.Filter
+	for i, typ := range []uint32{135, 136} { // solicitation, advertisement
+		at := netlink.FilterAttrs{LinkIndex: ivIx, Parent: netlink.HANDLE_MIN_EGRESS, Priority: uint16(31 + i), Protocol: unix.ETH_P_IPV6}
+		out = append(out, u32(at, keys(typ), redirect(portIx, netlink.TCA_EGRESS_REDIR)))
 	}
 	return out
 }

@@ -66,7 +66,14 @@ func (x *guest) serveProxy(ctx context.Context) error {
 func (x *guest) answer(ctx context.Context, frame []byte) {
 	req, ok := guestRequest(frame)
 	if !ok {
-		return // not a DHCP message (UDP with IP options, which the filter takes too): dropped
+		// UDP with IP options, or neighbour discovery for the host's
+		// EUI-64 addresses (ndFilters), which the filters take too: dropped.
+		if len(frame) > 14 && frame[12] == 0x86 && frame[13] == 0xdd {
+			x.mu.Lock()
+			x.noticeOnce("nd-eui64", fmt.Sprintf("%s: the guest makes IPv6 addresses from the shared MAC (EUI-64), which are %s's own: vmrun keeps its neighbour discovery for them from the LAN, and they do not work; configure the guest for stable-privacy or random interface identifiers (net.ipv6.conf.all.addr_gen_mode=2 or 3)", x.parent, x.parent))
+			x.mu.Unlock()
+		}
+		return
 	}
 	cfg := x.proxyLease(ctx)
 	if cfg == nil {
