@@ -3,12 +3,11 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/vmrun/vmrun/internal/hostsetup"
+	"github.com/vmrun/vmrun/internal/hostcheck"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 )
@@ -30,16 +29,16 @@ func TestDoctorJSON(t *testing.T) {
 	for _, c := range r.Checks {
 		ids = append(ids, c.ID)
 		switch c.Status {
-		case statusOK, statusWarn, statusFail, statusUnknown:
+		case hostcheck.StatusOK, hostcheck.StatusWarn, hostcheck.StatusFail, hostcheck.StatusUnknown:
 		default:
 			t.Errorf("check %s: status %q", c.ID, c.Status)
 		}
-		if c.Summary == "" || c.Status != statusOK && c.Status != statusUnknown && c.Fix == "" {
+		if c.Summary == "" || c.Status != hostcheck.StatusOK && c.Status != hostcheck.StatusUnknown && c.Fix == "" {
 			t.Errorf("check %+v lacks a summary or a fix", c)
 		}
 	}
-	if !reflect.DeepEqual(ids, doctorIDs) {
-		t.Errorf("check IDs %q, want %q", ids, doctorIDs)
+	if !reflect.DeepEqual(ids, hostcheck.IDs) {
+		t.Errorf("check IDs %q, want %q", ids, hostcheck.IDs)
 	}
 	// The JSON keys themselves are part of the contract.
 	var raw map[string]any
@@ -58,16 +57,16 @@ func TestDoctorJSON(t *testing.T) {
 		if err == nil {
 			f.Close()
 		}
-		if (err == nil) != (status[id] == statusOK) {
+		if (err == nil) != (status[id] == hostcheck.StatusOK) {
 			t.Errorf("%s: status %s, but opening %s: %v", id, status[id], dev, err)
 		}
 	}
 	if os.Geteuid() == 0 {
 		var missing []string
 		for id, can := range kernelCan(t) {
-			want := statusOK
+			want := hostcheck.StatusOK
 			if !can {
-				want, missing = statusFail, append(missing, id)
+				want, missing = hostcheck.StatusFail, append(missing, id)
 			}
 			if status[id] != want {
 				t.Errorf("%s: status %s, but iproute2 can create one: %v", id, status[id], can)
@@ -76,12 +75,12 @@ func TestDoctorJSON(t *testing.T) {
 		t.Logf("links this kernel cannot create: %q", missing)
 	} else {
 		for _, id := range []string{"tun", "bridge", "macvtap", "ipvtap", "nftables"} {
-			if status[id] != statusUnknown {
-				t.Errorf("%s: status %s without root, want %s", id, status[id], statusUnknown)
+			if status[id] != hostcheck.StatusUnknown {
+				t.Errorf("%s: status %s without root, want %s", id, status[id], hostcheck.StatusUnknown)
 			}
 		}
 	}
-	if status["nftables"] == statusUnknown && os.Geteuid() == 0 {
+	if status["nftables"] == hostcheck.StatusUnknown && os.Geteuid() == 0 {
 		t.Errorf("nftables: status unknown as root")
 	}
 	if (code == 0) != r.OK || code != 0 && code != 1 {
@@ -94,58 +93,6 @@ func TestDoctorJSON(t *testing.T) {
 	text, _, tcode := vmrun(t, "doctor")
 	if tcode != code || !strings.Contains(text, "--net auto uses "+r.Auto.Mode) {
 		t.Errorf("text form (exit %d):\n%s", tcode, text)
-	}
-}
-
-func TestQEMUVersionCheck(t *testing.T) {
-	for out, want := range map[string]string{
-		"QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)\n": statusOK,
-		"QEMU emulator version 8.0.0\n":                        statusOK,
-		"QEMU emulator version 6.2.0\n":                        statusWarn,
-		"QEMU emulator version 7.1.0\n":                        statusWarn,
-		"garbage":                                              statusWarn,
-	} {
-		if c := qemuVersionCheck("/q", out); c.Status != want {
-			t.Errorf("%q: %+v", out, c)
-		}
-	}
-}
-
-func TestNetworkManagerCheck(t *testing.T) {
-	if c := checkNetworkManager(filepath.Join(t.TempDir(), "none")); c.Status != statusOK {
-		t.Errorf("no NetworkManager: %+v", c)
-	}
-	dir := t.TempDir()
-	if c := checkNetworkManager(dir); c.Status != statusWarn || !strings.Contains(c.Fix, "vmrun setup") {
-		t.Errorf("NetworkManager without the drop-in: %+v", c)
-	}
-	p, err := hostsetup.WriteNMDropIn(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := checkNetworkManager(dir); c.Status != statusOK || !strings.Contains(c.Summary, p) {
-		t.Errorf("with the drop-in: %+v", c)
-	}
-}
-
-func TestRuntimeDirCheck(t *testing.T) {
-	d := t.TempDir()
-	if c := checkRuntimeDir(d); c.Status != statusOK {
-		t.Errorf("%+v", c)
-	}
-	if c := checkRuntimeDir(filepath.Join(d, "new")); c.Status != statusOK {
-		t.Errorf("creatable: %+v", c)
-	}
-	f := filepath.Join(d, "file")
-	_ = os.WriteFile(f, nil, 0o644)
-	if c := checkRuntimeDir(f); c.Status != statusFail {
-		t.Errorf("a file: %+v", c)
-	}
-	if err := os.Chmod(d, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if c := checkRuntimeDir(d); c.Status != statusWarn {
-		t.Errorf("world-writable: %+v", c)
 	}
 }
 
