@@ -14,25 +14,8 @@ import (
 	"github.com/vmrun/vmrun/internal/console"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/vmctl"
 )
-
-// liveVMDir returns the runtime directory of the running VM name.
-func liveVMDir(name string) (string, error) {
-	if err := rundir.ValidateName(name); err != nil {
-		return "", exitcode.Usagef("%w", err)
-	}
-	root := rundir.Root()
-	entries, err := rundir.List(root)
-	if err != nil {
-		return "", exitcode.Setupf("cannot list %s: %w", root, err)
-	}
-	for _, e := range entries {
-		if e.Name == name && e.Live {
-			return e.Path, nil
-		}
-	}
-	return "", exitcode.Usagef("no VM named %q is running (see `vmrun ls`)", name)
-}
 
 // detachedVMFile returns the file base in the runtime directory of the
 // running, detached VM named by the command's one argument.
@@ -47,7 +30,7 @@ func detachedVMFile(c *cli.Context, base string) (name, dir string, err error) {
 		return "", "", exitcode.Usagef("vmrun %s takes one VM name (see `vmrun ls`)", c.Command.Name)
 	}
 	name = args[0]
-	if dir, err = liveVMDir(name); err != nil {
+	if dir, err = vmctl.LiveDir(rundir.Root(), name); err != nil {
 		return "", "", err
 	}
 	if _, err := os.Stat(filepath.Join(dir, base)); err != nil {

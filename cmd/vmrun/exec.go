@@ -12,6 +12,8 @@ import (
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/guestexec"
 	"github.com/vmrun/vmrun/internal/linetail"
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/vmctl"
 	"github.com/vmrun/vmrun/launcher"
 )
 
@@ -43,7 +45,7 @@ func execAction(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "NAME:\n   vmrun exec - %s\n\nUSAGE:\n   %s\n\nSee docs/exec.md.\n", c.Command.Usage, c.Command.UsageText)
 		return nil
 	}
-	dir, err := liveVMDir(a.Name)
+	dir, err := vmctl.LiveDir(rundir.Root(), a.Name)
 	if err != nil {
 		return err
 	}

@@ -2,18 +2,16 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/vmctl"
 )
 
 // vmInfo is one line of `vmrun ls`.
@@ -134,61 +132,8 @@ func stopAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := rundir.ValidateName(name); err != nil {
-		return exitcode.Usagef("%w", err)
-	}
-	root := rundir.Root()
-	entries, err := rundir.List(root)
-	if err != nil {
-		return exitcode.Setupf("cannot list %s: %w", root, err)
-	}
-	var st *rundir.State
-	for _, e := range entries {
-		if e.Name == name {
-			if !e.Live {
-				return exitcode.Usagef("VM %q is not running (its vmrun was killed): `vmrun gc` removes what it left", name)
-			}
-			st = e.State
-		}
-	}
-	if st == nil || st.PID <= 0 {
-		return exitcode.Usagef("no VM named %q is running (see `vmrun ls`)", name)
-	}
-	// A pidfd names this very process, even if its pid were reused, and
-	// becomes readable when it exits: no polling.
-	pidfd, err := unix.PidfdOpen(st.PID, 0)
-	if err != nil {
-		return exitcode.Setupf("VM %q (vmrun pid %d): %w", name, st.PID, err)
-	}
-	defer unix.Close(pidfd)
-	// SIGTERM: power the guest off gracefully. SIGQUIT: stop QEMU at once.
-	sig := unix.Signal(syscall.SIGTERM)
-	if force {
-		sig = unix.SIGQUIT
-	}
-	if err := unix.PidfdSendSignal(pidfd, sig, nil, 0); err != nil {
-		if errors.Is(err, unix.EPERM) {
-			return exitcode.Setupf("VM %q belongs to another user (vmrun pid %d): stop it as that user or as root", name, st.PID)
-		}
-		return exitcode.Setupf("VM %q (vmrun pid %d): %w", name, st.PID, err)
-	}
-	timeout := -1
-	if wait > 0 {
-		timeout = int(wait.Milliseconds())
-	}
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, timeout)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return exitcode.Setupf("waiting for VM %q: %w", name, err)
-		}
-		if n == 0 {
-			return exitcode.Setupf("VM %q is still stopping after %s; wait longer, or use --force", name, wait)
-		}
-		break
+	if err := vmctl.Stop(rundir.Root(), name, force, wait); err != nil {
+		return err
 	}
 	fmt.Fprintf(c.App.ErrWriter, "vmrun: VM %q stopped\n", name)
 	return nil

@@ -10,7 +10,6 @@ import (
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/hostsetup"
 	"github.com/vmrun/vmrun/internal/privdrop"
-	"github.com/vmrun/vmrun/netsetup"
 )
 
 func setupCommand() *cli.Command {
@@ -66,13 +65,13 @@ func setupAction(c *cli.Context) error {
 		fmt.Fprintf(out, "created system user %s (QEMU runs as it when root runs vmrun outside sudo)\n", privdrop.SystemUser)
 	}
 	bin := c.String("bin")
-	if err := hostsetup.InstallBinary(bin, gid, setupCaps()); err != nil {
+	if err := hostsetup.InstallBinary(bin, gid, hostsetup.Caps()); err != nil {
 		return exitcode.Setupf("install %s: %w", bin, err)
 	}
-	fmt.Fprintf(out, "installed %s (root:%s 0750, capabilities %s+p)\n", bin, c.String("group"), fileCapsText())
+	fmt.Fprintf(out, "installed %s (root:%s 0750, capabilities %s+p)\n", bin, c.String("group"), hostsetup.CapsText())
 	allow := c.StringSlice("allow")
 	if len(allow) == 0 {
-		allow = defaultAllow(c)
+		allow = hostsetup.DefaultAllow(c.Context)
 	}
 	wrote, err := hostsetup.WriteACL(aclPath, allow)
 	if err != nil {
@@ -92,38 +91,4 @@ func setupAction(c *cli.Context) error {
 	}
 	fmt.Fprintf(out, "now add users to the group: usermod -aG %s USER (they log in again to get it)\n", c.String("group"))
 	return nil
-}
-
-// setupCaps are the capabilities setup gives the binary: what
-// netsetup.SetupGrants says the unprivileged modes need (bridge, macvtap,
-// routed), and nothing else.
-func setupCaps() []int {
-	var cs []int
-	for _, p := range netsetup.SetupGrants() {
-		cs = append(cs, p.Number())
-	}
-	return cs
-}
-
-// fileCapsText is setupCaps in setcap's words: "cap_net_admin,cap_net_raw,cap_mknod".
-func fileCapsText() string {
-	var names []string
-	for _, p := range netsetup.SetupGrants() {
-		names = append(names, strings.ToLower(string(p)))
-	}
-	return strings.Join(names, ",")
-}
-
-// defaultAllow is the default-route interface, and its bridge when it is
-// a bridge port.
-func defaultAllow(c *cli.Context) []string {
-	// Not Mode None: Detect looks at nothing for a VM without a network.
-	f, err := netsetup.Detect(c.Context, netsetup.Request{Mode: netsetup.User})
-	if err != nil || f.Uplink == "" {
-		return nil
-	}
-	if f.Master != "" {
-		return []string{f.Master, f.Uplink}
-	}
-	return []string{f.Uplink}
 }
