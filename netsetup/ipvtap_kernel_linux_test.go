@@ -565,9 +565,11 @@ func TestIPVtapWatchWiFi(t *testing.T) {
 // testIPVtapWatch: the watcher tells the user when the parent's MAC
 // changes (and changes back), when the parent goes down and comes back
 // (and re-announces the guest: the LAN side sees a gratuitous ARP), and
-// when another ipvlan link switches the port out of L2 mode (and back).
+// when another ipvlan link switches the port out of L2 mode (and back,
+// with the host's entry for the guest on the shim, which the switch
+// flushes, put back).
 func testIPVtapWatch(t *testing.T, e *ipvtapEnv) {
-	p := e.planIPVtap(t, netsetup.Request{Name: "ipv-watch", NoHostLink: true})
+	p := e.planIPVtap(t, netsetup.Request{Name: "ipv-watch"})
 	ctx, log := notices(ctxT(t, 4*time.Minute))
 	a, err := e.apply(t, ctx, p, nil)
 	if err != nil {
@@ -615,6 +617,10 @@ func testIPVtapWatch(t *testing.T, e *ipvtapEnv) {
 	// periodic check finds the port in L2 again.
 	e.host.MustRun(t, "ip", "link", "set", "ivl3", "type", "ipvtap", "mode", "l2", "bridge")
 	waitNotice(t, log, regexp.QuoteMeta(fmt.Sprintf(`the ipvlan port of %s is in mode "l2 bridge" again`, e.parent)))
+	shim := netsetup.LinkName("ipv-watch", netsetup.RoleShim)
+	if n := e.host.MustRun(t, "ip", "-4", "neigh", "show", lease.IP.String(), "dev", shim); !strings.Contains(n, "PERMANENT") {
+		t.Errorf("after the port came back to L2, the host's neighbour entry for the guest on %s is %q, want a permanent one", shim, n)
+	}
 	e.host.MustRun(t, "ip", "link", "del", "ivl3")
 	if err := a.Undo(); err != nil {
 		t.Fatal(err)

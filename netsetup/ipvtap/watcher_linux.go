@@ -158,8 +158,28 @@ func (x *guest) watchMode(cause string) {
 		x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: the ipvlan port of %s is now in mode %q, not %q (after %s: the last ipvlan link created or changed sets the mode of all): the guest's ARP and DHCP are dropped; delete that link or make it L2 (ip link set LINK type ipvlan mode l2), or restart the VM", x.parent, m, hostnet.IPVtapPortMode, cause))
 	case m == hostnet.IPVtapPortMode && x.badMode != "":
 		x.badMode = ""
-		x.s.Trace.ReportNotice(fmt.Sprintf("the ipvlan port of %s is in mode %q again", x.parent, m))
+		// Each switch of the port's mode flips IFF_NOARP on every ipvlan
+		// link of the port, the shim included, and the kernel then flushes
+		// the shim's neighbour table, permanent entries too: put the host's
+		// entries for the guest back before saying the guest is reachable.
+		s := ""
+		if failed := x.restoreHostEntries(); len(failed) > 0 {
+			s = " (" + strings.Join(failed, ", ") + ")"
+		}
+		x.s.Trace.ReportNotice(fmt.Sprintf("the ipvlan port of %s is in mode %q again%s", x.parent, m, s))
 	}
+}
+
+// restoreHostEntries puts the host's route and neighbour entry for each
+// registered guest address back on the shim; it returns what failed.
+func (x *guest) restoreHostEntries() []string {
+	var failed []string
+	for a := range x.entries {
+		if err := x.addHostEntryAgain(a); err != nil {
+			failed = append(failed, fmt.Sprintf("host route to %s: %v", a, err))
+		}
+	}
+	return failed
 }
 
 // recheck verifies the ipvtap after the parent came back: up, L2 mode,
@@ -187,11 +207,7 @@ func (x *guest) recheck() string {
 			}
 		}
 	}
-	for a := range x.entries {
-		if err := x.addHostEntryAgain(a); err != nil {
-			fixed = append(fixed, fmt.Sprintf("host route to %s: %v", a, err))
-		}
-	}
+	fixed = append(fixed, x.restoreHostEntries()...)
 	s := fmt.Sprintf("checked the L2 mode and %d registered address(es)", len(x.addrs))
 	if len(fixed) > 0 {
 		s += " (" + strings.Join(fixed, ", ") + ")"
