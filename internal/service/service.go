@@ -108,8 +108,10 @@ type Handle struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu   sync.Mutex
-	fail context.CancelCauseFunc // ends the current run; nil between runs
+	mu      sync.Mutex
+	fail    context.CancelCauseFunc // ends the current run; nil between runs
+	ran     bool                    // a run has started
+	pending error                   // a Fail that came before the first run
 }
 
 // Go runs run in its own goroutine under policy p. run serves until its
@@ -166,6 +168,11 @@ func (h *Handle) runOnce(ctx context.Context, run func(context.Context) error) e
 	defer fail(nil)
 	h.mu.Lock()
 	h.fail = fail
+	h.ran = true
+	if h.pending != nil {
+		fail(h.pending)
+		h.pending = nil
+	}
 	h.mu.Unlock()
 	err := run(rctx)
 	h.mu.Lock()
@@ -253,15 +260,20 @@ func (h *Handle) Stop() {
 // Fail ends the service's current run as a failure with err, as if run
 // had returned it; the policy decides what follows. It is for a watcher
 // that sees the service's resource go from outside, and for tests that
-// have no other way to end a service. A service between runs is left
-// alone.
+// have no other way to end a service. A Fail before the first run has
+// started (Go returns before its goroutine runs) ends that run as soon as
+// it starts; a service between two runs is left alone (the next run opens
+// its resources again).
 func (h *Handle) Fail(err error) {
 	if err == nil {
 		err = errors.New("failed")
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.fail != nil {
+	switch {
+	case h.fail != nil:
 		h.fail(err)
+	case !h.ran:
+		h.pending = err
 	}
 }

@@ -275,3 +275,38 @@ func TestRecent(t *testing.T) {
 		t.Errorf("recent = %v, want the last 2", got)
 	}
 }
+
+// TestFailBeforeFirstRun: a Fail that comes before the service's first run
+// has started (its goroutine not scheduled yet) is not lost: that run ends
+// with it as soon as it starts. A Fail between two runs is left alone.
+func TestFailBeforeFirstRun(t *testing.T) {
+	h := &Handle{name: "early", done: make(chan struct{})}
+	killed := errors.New("killed early")
+	h.Fail(killed)
+	served := false
+	bound, stop := context.WithTimeout(context.Background(), time.Minute) // fails, not hangs, if the Fail is lost
+	defer stop()
+	err := h.runOnce(bound, func(ctx context.Context) error {
+		served = true
+		<-ctx.Done()
+		return nil
+	})
+	if !errors.Is(err, killed) || !served {
+		t.Fatalf("first run after an early Fail: err %v, served %v; want %v", err, served, killed)
+	}
+	// Between runs now: a Fail is dropped, the next run serves until its
+	// context ends.
+	h.Fail(errors.New("between runs"))
+	ctx, cancel := context.WithCancel(context.Background())
+	err = h.runOnce(ctx, func(rctx context.Context) error {
+		if rctx.Err() != nil {
+			return errors.New("the run started cancelled")
+		}
+		cancel()
+		<-rctx.Done()
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+}
