@@ -25,19 +25,14 @@ func (x *guest) makeShim(s *hostnet.Setup) error {
 	// Registered before the shim's own undo, so it runs after the shim is
 	// gone (and its routes and neighbour entries with it).
 	s.OnUndo(x.dropHostEntries)
-	obj, h, rec := x.shimObject(), s.H, s.Rec
-	if err := rec.Record(obj); err != nil {
-		return err
-	}
-	s.OnUndo(func() error {
-		if err := hostnet.DeleteOwnedLink(h, obj); err != nil {
-			return err
-		}
+	err := s.RecordLink(x.shimObject(), func() {
 		x.mu.Lock()
 		x.shimGone = true
 		x.mu.Unlock()
-		return rec.Forget(obj)
 	})
+	if err != nil {
+		return err
+	}
 	la := netlink.NewLinkAttrs()
 	la.Name, la.ParentIndex = x.shimName, x.parentIx
 	shim := &netlink.IPVlan{LinkAttrs: la, Mode: netlink.IPVLAN_MODE_L2, Flag: netlink.IPVLAN_FLAG_BRIDGE}
@@ -149,20 +144,7 @@ func (x *guest) addHostEntry(a netip.Addr) error {
 
 // hostIPv4 is the host's first global IPv4 address on the parent (the
 // source of its packets to the guest), or nil.
-func (x *guest) hostIPv4() net.IP {
-	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) {
-		return x.bh.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: x.parentIx}}, netlink.FAMILY_V4)
-	})
-	if err != nil {
-		return nil
-	}
-	for _, ad := range addrs {
-		if ad.Scope == int(netlink.SCOPE_UNIVERSE) {
-			return ad.IP
-		}
-	}
-	return nil
-}
+func (x *guest) hostIPv4() net.IP { return hostnet.HostIPv4(x.bh, x.parentIx) }
 
 // removeHostEntry deletes the route and neighbour entry of a and forgets them.
 func (x *guest) removeHostEntry(a netip.Addr) error {

@@ -41,19 +41,14 @@ func (hl *hostLink) create(s *hostnet.Setup) error {
 	// Registered before the link's own undo, so it runs after the link
 	// (and its routes with it) is gone.
 	s.OnUndo(hl.forgetRoutes)
-	obj, h, rec := hostnet.LinkObject(s.Cfg.VM, hl.name, "macvlan", nil), s.H, s.Rec
-	if err := rec.Record(obj); err != nil {
-		return err
-	}
-	s.OnUndo(func() error {
-		if err := hostnet.DeleteOwnedLink(h, obj); err != nil {
-			return err
-		}
+	err := s.RecordLink(hostnet.LinkObject(s.Cfg.VM, hl.name, "macvlan", nil), func() {
 		hl.mu.Lock()
 		hl.gone = true
 		hl.mu.Unlock()
-		return rec.Forget(obj)
 	})
+	if err != nil {
+		return err
+	}
 	la := netlink.NewLinkAttrs()
 	la.Name, la.ParentIndex = hl.name, s.ParentLink.Attrs().Index
 	ml := &netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}
@@ -69,7 +64,7 @@ func (hl *hostLink) create(s *hostnet.Setup) error {
 			return fmt.Errorf("host link %s: %w", hl.name, err)
 		}
 	}
-	hl.ix, hl.src = ml.Attrs().Index, hostIPv4(s.H, s.ParentLink.Attrs().Index)
+	hl.ix, hl.src = ml.Attrs().Index, hostnet.HostIPv4(s.H, s.ParentLink.Attrs().Index)
 	if hl.src == nil {
 		s.Trace.ReportNotice(fmt.Sprintf("%s has no IPv4 address: this host cannot reach the guest through %s", s.Cfg.Parent, hl.name))
 	}
@@ -140,20 +135,4 @@ func (hl *hostLink) forgetRoutes() error {
 		errs = append(errs, hl.s.Rec.Forget(hostnet.RouteObject(&net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, hl.name)))
 	}
 	return errors.Join(errs...)
-}
-
-// hostIPv4 is the host's first global IPv4 address on link ix, or nil.
-func hostIPv4(h *netlink.Handle, ix int) net.IP {
-	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) {
-		return h.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ix}}, netlink.FAMILY_V4)
-	})
-	if err != nil {
-		return nil
-	}
-	for _, ad := range addrs {
-		if ad.Scope == int(netlink.SCOPE_UNIVERSE) {
-			return ad.IP
-		}
-	}
-	return nil
 }

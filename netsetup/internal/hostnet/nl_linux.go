@@ -3,6 +3,7 @@ package hostnet
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 
@@ -163,4 +164,21 @@ func InNS(ns netns.NsHandle, fn func() error) error {
 		}
 		return fn()
 	})
+}
+
+// HostIPv4 is the host's first global IPv4 address on link ix (the source
+// of its packets to a guest through a host link or shim), or nil.
+func HostIPv4(h *netlink.Handle, ix int) net.IP {
+	addrs, err := RetryDump(func() ([]netlink.Addr, error) {
+		return h.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ix}}, netlink.FAMILY_V4)
+	})
+	if err != nil {
+		return nil
+	}
+	for _, ad := range addrs {
+		if ad.Scope == int(netlink.SCOPE_UNIVERSE) {
+			return ad.IP
+		}
+	}
+	return nil
 }

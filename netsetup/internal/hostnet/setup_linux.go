@@ -162,14 +162,22 @@ func (s *Setup) ClaimLink(name string, obj rundir.Object) error {
 
 // Record writes the link to the state before it exists and registers its
 // removal: delete it if it is there and ours, then forget it.
-func (s *Setup) Record() error {
-	obj, h, rec := s.Obj, s.H, s.Rec
+func (s *Setup) Record() error { return s.RecordLink(s.Obj, nil) }
+
+// RecordLink records obj, an owned link about to be made, and registers
+// its removal: delete it if it is there and ours, call gone (if not nil:
+// the link's routes and neighbour entries went with it), then forget it.
+func (s *Setup) RecordLink(obj rundir.Object, gone func()) error {
+	h, rec := s.H, s.Rec
 	if err := rec.Record(obj); err != nil {
 		return err
 	}
 	s.OnUndo(func() error {
 		if err := DeleteOwnedLink(h, obj); err != nil {
 			return err
+		}
+		if gone != nil {
+			gone()
 		}
 		return rec.Forget(obj)
 	})
