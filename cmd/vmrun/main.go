@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -16,6 +17,13 @@ import (
 )
 
 func main() {
+	// The main goroutine keeps the process's first thread, the one
+	// /proc/PID/status describes. Capabilities are raised per thread, only
+	// on a thread doing privileged work (a set-up step, or a service's
+	// lease change in hostnet.Privileged); without this lock such a
+	// goroutine could run on the first thread, and vmrun would show an
+	// effective set at that moment while the guest runs.
+	runtime.LockOSThread()
 	os.Exit(realMain(os.Args, os.Stdout, os.Stderr))
 }
 
