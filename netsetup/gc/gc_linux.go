@@ -31,22 +31,7 @@ func Undo(objs []rundir.Object) error {
 // undoObjects undoes objs in reverse order and returns those that could
 // not be undone (and must stay recorded), in their original order.
 func undoObjects(objs []rundir.Object) (left []rundir.Object, err error) {
-	h, err := hostnet.NewHandle()
-	if err != nil {
-		return objs, err
-	}
-	defer h.Close()
-	var errs []error
-	for i := len(objs) - 1; i >= 0; i-- {
-		o := objs[i]
-		if err := undoObject(h, o); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %w", o.Kind, o.Name, err))
-			if !errors.Is(err, hostnet.ErrForeignLink) {
-				left = append([]rundir.Object{o}, left...)
-			}
-		}
-	}
-	return left, errors.Join(errs...)
+	return hostnet.UndoEach(objs, undoObject)
 }
 
 // undoObject undoes one object; later modes add their kinds here.

@@ -474,33 +474,21 @@ func (d *lockedDir) teardown() error {
 // returns those that could not be undone, in their original order. A
 // bridge that is no longer vmrun's is left alone, reported and forgotten.
 func undoShared(objs []rundir.Object) (left []rundir.Object, err error) {
-	h, err := hostnet.NewHandle()
-	if err != nil {
-		return objs, err
+	return hostnet.UndoEach(objs, undoSharedObject)
+}
+
+// undoSharedObject undoes one of the NAT network's shared objects.
+func undoSharedObject(h *netlink.Handle, o rundir.Object) error {
+	switch o.Kind {
+	case hostnet.ObjLink:
+		return hostnet.DeleteOwnedLink(h, o)
+	case hostnet.ObjSysctl:
+		return hostnet.UndoSysctl(h, o)
+	case hostnet.ObjNftTable:
+		return DeleteTable(o)
+	default:
+		return fmt.Errorf("%w %q", hostnet.ErrUnknownObject, o.Kind)
 	}
-	defer h.Close()
-	var errs []error
-	for i := len(objs) - 1; i >= 0; i-- {
-		o := objs[i]
-		var err error
-		switch o.Kind {
-		case hostnet.ObjLink:
-			err = hostnet.DeleteOwnedLink(h, o)
-		case hostnet.ObjSysctl:
-			err = hostnet.UndoSysctl(h, o)
-		case hostnet.ObjNftTable:
-			err = DeleteTable(o)
-		default:
-			err = fmt.Errorf("%w %q", hostnet.ErrUnknownObject, o.Kind)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %w", o.Kind, o.Name, err))
-			if !errors.Is(err, hostnet.ErrForeignLink) {
-				left = append([]rundir.Object{o}, left...)
-			}
-		}
-	}
-	return left, errors.Join(errs...)
 }
 
 // bridgePorts returns the names of the links enslaved to bridge name.
