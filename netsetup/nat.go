@@ -30,7 +30,7 @@ func natChoice(f Facts) (choice, error) {
 		return choice{}, err
 	}
 	if !f.Caps.Tun {
-		return choice{}, hostnet.Refuse(ErrNoKernelSupport, "--net nat needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
+		return choice{}, refuseTun("nat", f.Caps)
 	}
 	c := choice{mode: NAT, parent: NATBridge, mtu: 1500,
 		reason: fmt.Sprintf("NAT, as asked (--net nat): the guest sits on vmrun's private bridge %s behind this host's address; other NAT guests and this host reach it, the LAN only through --forward ports", NATBridge)}

@@ -391,13 +391,13 @@ func missingCap(c Caps, mode Mode) string {
 	}
 	switch {
 	case mode == Bridge && !c.Tun:
-		return "/dev/net/tun cannot be opened"
+		return tunProblem(c)
 	case mode == Macvtap && !c.Macvtap:
 		return "this kernel cannot create macvtap links"
 	case mode == IPVtap && !c.IPVtap:
 		return "this kernel cannot create ipvtap links (modprobe ipvtap)"
 	case mode == Routed && !c.Tun:
-		return "/dev/net/tun cannot be opened"
+		return tunProblem(c)
 	}
 	return ""
 }
@@ -493,6 +493,23 @@ func wifiNounFor(w *Wireless) string {
 	return "a Wi-Fi interface in " + w.IfType + " mode"
 }
 
+// tunProblem says why /dev/net/tun cannot be used.
+func tunProblem(c Caps) string {
+	if c.TunDenied {
+		return "this user may not open /dev/net/tun"
+	}
+	return "/dev/net/tun cannot be opened"
+}
+
+// refuseTun refuses --net mode, which needs /dev/net/tun, with the fix
+// that fits: a permission to give when the device exists, else the module.
+func refuseTun(mode string, c Caps) error {
+	if c.TunDenied {
+		return hostnet.Refuse(ErrNoPrivilege, "--net %s needs /dev/net/tun, which this user may not open read-write; run vmrun as root, or restore the device's usual mode (chmod 0666 /dev/net/tun), or use --net user", mode)
+	}
+	return hostnet.Refuse(ErrNoKernelSupport, "--net %s needs /dev/net/tun, which cannot be opened; load the tun module (modprobe tun) or use --net user", mode)
+}
+
 // needCaps refuses a forced mode the host cannot provide: a capability
 // its set-up needs (Needs), or a kernel feature.
 func needCaps(c Caps, mode Mode) error {
@@ -505,7 +522,7 @@ func needCaps(c Caps, mode Mode) error {
 	}
 	switch {
 	case mode == Bridge && !c.Tun:
-		return hostnet.Refuse(ErrNoKernelSupport, "--net bridge needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
+		return refuseTun("bridge", c)
 	case mode == Macvtap && !c.Macvtap:
 		return hostnet.Refuse(ErrNoKernelSupport, "this kernel cannot create macvtap links (CONFIG_MACVTAP); use --net bridge:NAME or --net user")
 	}

@@ -48,7 +48,7 @@ func forceRouted(f Facts, r Request) (choice, error) {
 		return choice{}, err
 	}
 	if !f.Caps.Tun {
-		return choice{}, hostnet.Refuse(ErrNoKernelSupport, "--net routed needs /dev/net/tun, which cannot be opened; load the tun module or use --net user")
+		return choice{}, refuseTun("routed", f.Caps)
 	}
 	if r.Gateway != nil {
 		return choice{}, hostnet.Refuse(ErrBadRequest, "--gateway has no meaning with --net routed: the guest's gateway is always %s, vmrun's end of its tap; drop --gateway", RoutedGateway)

@@ -3,6 +3,7 @@ package detect
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -116,6 +117,7 @@ func (linuxKernel) cpus() int { return runtime.NumCPU() }
 func (k linuxKernel) caps() Caps {
 	c := ProcessCaps()
 	c.Tun, c.VhostNet = canOpen("/dev/net/tun"), canOpen("/dev/vhost-net")
+	c.TunDenied = !c.Tun && denied("/dev/net/tun")
 	if k.probeLinks {
 		c.Macvtap, c.IPVtap = linkTypes(k.cache)
 	}
@@ -143,6 +145,17 @@ func canOpen(path string) bool {
 	}
 	f.Close()
 	return true
+}
+
+// denied reports whether a device node exists but opening it read-write
+// is refused for permissions.
+func denied(path string) bool {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err == nil {
+		f.Close()
+		return false
+	}
+	return errors.Is(err, fs.ErrPermission)
 }
 
 // linkTypes is whether this kernel can create macvtap and ipvtap links:

@@ -66,6 +66,9 @@ type Caps struct {
 	NetAdmin bool `json:"net_admin"`
 	// Tun: /dev/net/tun opens.
 	Tun bool `json:"tun"`
+	// TunDenied: /dev/net/tun exists but this user may not open it
+	// read-write (a permissions problem, not a missing module).
+	TunDenied bool `json:"tun_denied,omitempty"`
 	// VhostNet: /dev/vhost-net opens.
 	VhostNet bool `json:"vhost_net"`
 	// Macvtap: a macvtap link could be created (in a throwaway namespace).
