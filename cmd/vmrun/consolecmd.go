@@ -73,13 +73,16 @@ func consoleCommand() *cli.Command {
 func logsCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "logs",
-		Usage:        "print the serial console log of a VM started with --detach",
+		Usage:        "print the serial console log of a VM started with --detach (running, or its last run)",
 		UsageText:    "vmrun logs NAME [-f|--follow]",
 		Flags:        []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing what the guest writes, until the VM stops or Ctrl-C"}},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			_, dir, err := detachedVMFile(c, console.Log)
 			if err != nil {
+				if last := lastLog(c.Args().First()); last != "" {
+					return printLastLog(c, last)
+				}
 				return err
 			}
 			if c.Bool("follow") {
@@ -90,15 +93,47 @@ func logsCommand() *cli.Command {
 				}
 				return nil
 			}
-			f, err := os.Open(filepath.Join(dir, console.Log))
-			if err != nil {
-				return exitcode.Setupf("%w", err)
-			}
-			defer f.Close()
-			if _, err := io.Copy(c.App.Writer, f); err != nil {
-				return exitcode.Setupf("console log: %w", err)
-			}
-			return nil
+			return catLog(c.App.Writer, filepath.Join(dir, console.Log))
 		},
 	}
+}
+
+// lastLog returns the console log kept from the last run of the detached
+// VM name, when no VM of that name is running and one was kept; else "".
+func lastLog(name string) string {
+	if rundir.ValidateName(name) != nil {
+		return ""
+	}
+	root := rundir.Root()
+	if _, err := vmctl.LiveDir(root, name); err == nil {
+		return ""
+	}
+	p := filepath.Join(console.LastDir(root, name), console.Log)
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// printLastLog prints the console log of a detached VM's last run, after
+// one line on stderr saying that it is not running and where vmrun's own
+// messages of that run are.
+func printLastLog(c *cli.Context, path string) error {
+	name := c.Args().First()
+	fmt.Fprintf(c.App.ErrWriter, "vmrun: VM %q is not running; its last run's console log follows (vmrun's own messages: %s)\n",
+		name, filepath.Join(filepath.Dir(path), supervisorLog))
+	return catLog(c.App.Writer, path)
+}
+
+// catLog copies the console log at path to w.
+func catLog(w io.Writer, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return exitcode.Setupf("%w", err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(w, f); err != nil {
+		return exitcode.Setupf("console log: %w", err)
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/confine"
+	"github.com/vmrun/vmrun/internal/console"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/guestexec"
 	"github.com/vmrun/vmrun/internal/linetail"
@@ -284,6 +285,13 @@ func (s *session) supervise() error {
 // reported, and is the run's error when the run had none.
 func (s *session) detach(err error) error {
 	errs := []error{s.undo.Unwind()}
+	if s.det != nil {
+		// A detached VM's logs outlive its runtime directory, so that
+		// `vmrun logs NAME` can still say why it stopped.
+		if kerr := console.Keep(s.root, s.spec.Name, s.dir.Path, console.Log, supervisorLog); kerr != nil {
+			s.notify("%v", kerr)
+		}
+	}
 	if errs[0] == nil {
 		errs = append(errs, s.dir.Remove())
 	} else {

@@ -155,3 +155,44 @@ func TestFollow(t *testing.T) {
 		t.Fatal("Follow did not return when cancelled")
 	}
 }
+
+// TestKeep: a stopped VM's logs move out of its runtime directory into
+// LastDir, replacing an earlier run's, and an open log keeps being written.
+func TestKeep(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "vm1")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := LastDir(root, "vm1")
+	if err := os.MkdirAll(old, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(old, "stale.log"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(dir, Log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("boot\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Keep(root, "vm1", dir, Log, "never-written.log"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("halt\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(old, Log))
+	if err != nil || string(got) != "boot\nhalt\n" {
+		t.Fatalf("kept log = %q, %v; want both lines", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(old, "stale.log")); !os.IsNotExist(err) {
+		t.Fatalf("an earlier run's file survived: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, Log)); !os.IsNotExist(err) {
+		t.Fatalf("the log is still in the runtime directory: %v", err)
+	}
+}

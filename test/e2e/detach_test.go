@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/vmrun/vmrun/internal/console"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 )
@@ -66,6 +67,14 @@ func TestDetachConsoleLogsStop(t *testing.T) {
 	}
 	if code := logs.Wait(exitTimeout); code != 0 || !strings.Contains(logs.Console.String(), "power button pressed") {
 		t.Fatalf("logs -f after stop: exit %d, output:\n%s", code, tailLines(logs.Console.String(), 5))
+	}
+	// Once stopped, `vmrun logs` shows the last run's console log.
+	out, errOut, code = RunVMRun(t, l.Host, runtime, "logs", name)
+	if code != 0 || !strings.Contains(out, "power button pressed") || !strings.Contains(errOut, "is not running") {
+		t.Fatalf("logs after stop: exit %d, stderr %q, stdout:\n%s", code, errOut, tailLines(out, 5))
+	}
+	if err := os.RemoveAll(filepath.Join(runtime, console.LastRoot)); err != nil {
+		t.Fatal(err)
 	}
 	assertEmptyDir(t, runtime)
 	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
