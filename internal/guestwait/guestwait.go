@@ -87,22 +87,19 @@ func (w *Waiter) Wait() (netip.Addr, error) {
 
 // state reads the VM's state, and fails when the VM no longer runs.
 func (w *Waiter) state() (*rundir.State, error) {
-	entries, err := rundir.List(w.root)
+	e, ok, err := rundir.Lookup(w.root, w.name)
 	if err != nil {
 		return nil, exitcode.Setupf("cannot list %s: %w", w.root, err)
 	}
-	for _, e := range entries {
-		if e.Name != w.name || !e.Live || e.State == nil {
-			continue
-		}
-		if w.pidfd < 0 && e.State.PID > 0 {
-			if w.pidfd, err = unix.PidfdOpen(e.State.PID, 0); err != nil {
-				w.pidfd = -1
-			}
-		}
-		return e.State, nil
+	if !ok || !e.Live || e.State == nil {
+		return nil, exitcode.Setupf("VM %q is not running (any more)", w.name)
 	}
-	return nil, exitcode.Setupf("VM %q is not running (any more)", w.name)
+	if w.pidfd < 0 && e.State.PID > 0 {
+		if w.pidfd, err = unix.PidfdOpen(e.State.PID, 0); err != nil {
+			w.pidfd = -1
+		}
+	}
+	return e.State, nil
 }
 
 // check returns the address waited for, if st has it; pending says that

@@ -499,16 +499,45 @@ func List(root string) ([]Entry, error) {
 		if !de.IsDir() || ValidateName(de.Name()) != nil {
 			continue
 		}
-		p := filepath.Join(root, de.Name())
-		e := Entry{Name: de.Name(), Path: p, Live: locked(p)}
-		e.State, e.Err = ReadState(p)
-		if errors.Is(e.Err, os.ErrNotExist) {
-			e.Err = nil
-		}
-		out = append(out, e)
+		out = append(out, entry(root, de.Name()))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// Lookup returns the entry of the VM name under root, as List would, and
+// whether its runtime directory exists; it reads only that directory. The
+// error is List's: the root exists but cannot be read as a directory.
+func Lookup(root, name string) (Entry, bool, error) {
+	fi, err := os.Stat(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return Entry{}, false, nil
+	}
+	if err == nil && !fi.IsDir() {
+		err = fmt.Errorf("%s: not a directory", root)
+	}
+	if err != nil {
+		return Entry{}, false, err
+	}
+	if ValidateName(name) != nil {
+		return Entry{}, false, nil
+	}
+	if fi, err := os.Stat(filepath.Join(root, name)); err != nil || !fi.IsDir() {
+		return Entry{}, false, nil
+	}
+	return entry(root, name), true, nil
+}
+
+// entry reads the runtime directory of name under root: whether its vmrun
+// holds the lock, and its state (nil while none was written).
+func entry(root, name string) Entry {
+	p := filepath.Join(root, name)
+	e := Entry{Name: name, Path: p, Live: locked(p)}
+	e.State, e.Err = ReadState(p)
+	if errors.Is(e.Err, os.ErrNotExist) {
+		e.Err = nil
+	}
+	return e
 }
 
 // The VM's lock is an open file description lock (fcntl F_OFD_SETLK) on

@@ -44,11 +44,27 @@ func TestCreateLockAndRemove(t *testing.T) {
 	if err != nil || len(es) != 1 || !es[0].Live {
 		t.Fatalf("List = %+v, %v", es, err)
 	}
+	if e, ok, err := Lookup(root, "vm1"); err != nil || !ok || !e.Live || e.Path != d.Path {
+		t.Fatalf("Lookup(vm1) = %+v, %v, %v", e, ok, err)
+	}
 	if err := d.Remove(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(d.Path); !os.IsNotExist(err) {
 		t.Fatalf("dir left behind: %v", err)
+	}
+	if _, ok, err := Lookup(root, "vm1"); ok || err != nil {
+		t.Fatalf("Lookup after Remove: %v, %v", ok, err)
+	}
+	if _, ok, err := Lookup(filepath.Join(root, "none"), "vm1"); ok || err != nil {
+		t.Fatalf("Lookup under a missing root: %v, %v", ok, err)
+	}
+	file := filepath.Join(root, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Lookup(file, "vm1"); err == nil {
+		t.Fatal("Lookup under a root that is a file: no error")
 	}
 }
 

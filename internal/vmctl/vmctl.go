@@ -20,14 +20,12 @@ func LiveDir(root, name string) (string, error) {
 	if err := rundir.ValidateName(name); err != nil {
 		return "", exitcode.Usagef("%w", err)
 	}
-	entries, err := rundir.List(root)
+	e, ok, err := rundir.Lookup(root, name)
 	if err != nil {
 		return "", exitcode.Setupf("cannot list %s: %w", root, err)
 	}
-	for _, e := range entries {
-		if e.Name == name && e.Live {
-			return e.Path, nil
-		}
+	if ok && e.Live {
+		return e.Path, nil
 	}
 	return "", exitcode.Usagef("no VM named %q is running (see `vmrun ls`)", name)
 }
@@ -39,20 +37,15 @@ func Stop(root, name string, force bool, wait time.Duration) error {
 	if err := rundir.ValidateName(name); err != nil {
 		return exitcode.Usagef("%w", err)
 	}
-	entries, err := rundir.List(root)
+	e, ok, err := rundir.Lookup(root, name)
 	if err != nil {
 		return exitcode.Setupf("cannot list %s: %w", root, err)
 	}
-	var st *rundir.State
-	for _, e := range entries {
-		if e.Name == name {
-			if !e.Live {
-				return exitcode.Usagef("VM %q is not running (its vmrun was killed): `vmrun gc` removes what it left", name)
-			}
-			st = e.State
-		}
+	if ok && !e.Live {
+		return exitcode.Usagef("VM %q is not running (its vmrun was killed): `vmrun gc` removes what it left", name)
 	}
-	if st == nil || st.PID <= 0 {
+	st := e.State
+	if !ok || st == nil || st.PID <= 0 {
 		return exitcode.Usagef("no VM named %q is running (see `vmrun ls`)", name)
 	}
 	// A pidfd names this very process, even if its pid were reused, and
