@@ -224,6 +224,14 @@ func (b *builder) disks(vm VM) {
 		}
 		b.add("-drive", strings.Join(opts, ","))
 	}
+	if s := vm.Seed; s != nil {
+		file := escape(s.Path)
+		if s.Files != nil {
+			file = b.fdset(s.Path, s.Files...)
+		}
+		// A read-only virtio disk: cloud-init finds it by its label.
+		b.add("-drive", "file="+file+",format=raw,if=virtio,readonly=on,id=cidata")
+	}
 }
 
 func (b *builder) nic(n NIC, cpus int) error {

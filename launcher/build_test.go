@@ -51,6 +51,7 @@ func TestBuildGolden(t *testing.T) {
 		},
 		"user-forward": func(vm *VM) {
 			vm.NIC = &NIC{Backend: "user", MAC: mac(t), Options: []string{"hostfwd=tcp::2222-:22"}}
+			vm.Seed = &Seed{Path: "/run/vmrun/web/cidata.iso"}
 		},
 		"stream-fd": func(vm *VM) {
 			vm.NIC = &NIC{Backend: "stream", Files: placeholders(1), MAC: mac(t)}
@@ -71,6 +72,7 @@ func TestBuildGolden(t *testing.T) {
 			}}
 			vm.Disks = append(vm.Disks, Disk{Path: "/vm/data.img", Format: "raw", Files: &DiskFiles{Image: placeholders(2)}})
 			vm.RunDir = "/run/vmrun/web"
+			vm.Seed = &Seed{Path: "/run/vmrun/web/cidata.iso", Files: placeholders(1)}
 		},
 		"snapshot-kernel-extra": func(vm *VM) {
 			vm.Snapshot = true
@@ -117,6 +119,9 @@ func TestBuildGolden(t *testing.T) {
 			}
 			if vm.RunDir != "" {
 				wantFiles++
+			}
+			if vm.Seed != nil {
+				wantFiles += len(vm.Seed.Files)
 			}
 			if len(cl.ExtraFiles) != wantFiles {
 				t.Errorf("ExtraFiles = %d, want %d", len(cl.ExtraFiles), wantFiles)

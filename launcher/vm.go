@@ -48,6 +48,15 @@ type BackingFile struct {
 	File   *os.File
 }
 
+// Seed is a cloud-init seed image (ISO9660 labelled cidata).
+type Seed struct {
+	Path string
+	// Files, when set, hold the image opened read-only, passed to QEMU as
+	// an fdset instead of the path (a confined QEMU cannot open the
+	// runtime directory). A nil entry is a placeholder (--dry-run).
+	Files []*os.File
+}
+
 // NIC is a network attachment as the launcher sees it: whatever the network
 // mode, it is a QEMU netdev backend, optional file descriptors (queues and
 // their vhost-net fds), a guest MAC and extra netdev options.
@@ -82,6 +91,9 @@ type VM struct {
 	Disks  []Disk
 	// Snapshot sends guest writes to a throwaway overlay.
 	Snapshot bool
+	// Seed is the cloud-init NoCloud seed, attached read-only after the
+	// disks; nil: none.
+	Seed *Seed
 	// Kernel, Initrd, Append: direct kernel boot.
 	Kernel, Initrd, Append string
 	Console                Console

@@ -49,6 +49,9 @@ func runFlags() []cli.Flag {
 		str("append", "", "kernel command `LINE` for --kernel", vmCat),
 		str("agent", d.Agent, "`on`: give the guest a QEMU guest agent channel (virtio-serial org.qemu.guest_agent.0) and vmrun's exec ports, for vmrun exec and --exec; off: none", vmCat),
 		list("share", "export a host directory to the guest over virtio-9p, `HOSTDIR[:TAG][:ro]` (tag: the directory's name); the guest mounts it with mount -t 9p -o trans=virtio TAG /mnt; repeatable", vmCat),
+		str("cloud-init", d.CloudInit, "give the guest a cloud-init NoCloud seed (a read-only ISO labelled cidata: hostname = VM name, a user named after you with sudo and your SSH keys, DHCP on its NIC): `auto` (when --ssh-key or --user-data is given, or the disk's file name contains \"cloud\"), on, off, or a DIR holding meta-data and user-data, used as given", vmCat),
+		list("ssh-key", "put this SSH public key `FILE` into the seed's user (default: ~/.ssh/*.pub); repeatable; turns --cloud-init auto on", vmCat),
+		str("user-data", "", "merge this #cloud-config `FILE` into the seed's user-data: your value wins for each top-level key, your users and ssh_authorized_keys are added to vmrun's; turns --cloud-init auto on", vmCat),
 		str("accel", d.Accel, "`auto` (KVM when /dev/kvm is usable, otherwise TCG), kvm or tcg", vmCat),
 		str("net", d.Net, "network `MODE[:INTERFACE]`: auto, bridge, macvtap, ipvtap, routed, nat, user, none", netCat),
 		str("uplink", "", "use this `INTERFACE` as the uplink instead of the default-route one", netCat),
@@ -93,13 +96,14 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		"uplink": &cfg.Uplink, "guest-ip": &cfg.GuestIP, "nat-subnet": &cfg.NATSubnet, "resolv-conf": &cfg.ResolvConf, "gateway": &cfg.Gateway,
 		"console": &cfg.Console, "serial-log": &cfg.SerialLog, "timeout": &cfg.Timeout,
 		"shutdown-grace": &cfg.ShutdownGrace, "wait-address": &cfg.WaitAddress, "qemu": &cfg.QEMU, "agent": &cfg.Agent,
+		"cloud-init": &cfg.CloudInit, "user-data": &cfg.UserData,
 	}
 	for name, p := range strs {
 		if isSet[name] {
 			*p = c.String(name)
 		}
 	}
-	lists := map[string]*[]string{"disk": &cfg.Disk, "forward": &cfg.Forward, "qemu-arg": &cfg.QEMUArg, "share": &cfg.Share}
+	lists := map[string]*[]string{"disk": &cfg.Disk, "forward": &cfg.Forward, "qemu-arg": &cfg.QEMUArg, "share": &cfg.Share, "ssh-key": &cfg.SSHKey}
 	for name, p := range lists {
 		if isSet[name] { // on the command line
 			*p = c.StringSlice(name)
@@ -179,4 +183,5 @@ var envLists = map[string]struct {
 	"forward":  {"comma-separated", config.SplitCommas},
 	"qemu-arg": {"words as a shell splits them", config.SplitWords},
 	"share":    {"comma-separated", config.SplitCommas},
+	"ssh-key":  {"comma-separated", config.SplitCommas},
 }

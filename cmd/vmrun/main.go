@@ -65,6 +65,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			lsCommand(),
 			stopCommand(),
 			waitCommand(),
+			sshCommand(),
 			gcCommand(),
 			netCommand(),
 			setupCommand(),

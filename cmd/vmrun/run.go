@@ -64,6 +64,10 @@ func runAction(c *cli.Context) error {
 		notify("%s", plan.Notice)
 	}
 	step("network plan: %s (%s)", plan.Mode, plan.Reason)
+	fwd, err := sshForward(spec, &plan)
+	if err != nil {
+		return err
+	}
 	root := rundir.Root()
 	plan.RuntimeRoot = root
 	if c.Bool("dry-run") {
@@ -79,7 +83,7 @@ func runAction(c *cli.Context) error {
 	defer closeFiles()
 	announce(notify, spec, vm.KVM, plan)
 	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, notify: notify, step: step,
-		gotAddr: make(chan struct{})}
+		gotAddr: make(chan struct{}), sshForward: fwd}
 	if sup != nil {
 		s.det = &detached{Supervisor: sup}
 	}
@@ -262,6 +266,12 @@ func dryRun(c *cli.Context, root string, spec config.Spec, vm launcher.VM, plan 
 		}
 	}
 	vm.NIC = nicOf(netsetup.Preview(plan))
+	if spec.CloudInit.Seed {
+		vm.Seed = &launcher.Seed{Path: filepath.Join(root, vm.Name, seedFile)}
+		if conf.User != nil {
+			vm.Seed.Files = []*os.File{nil}
+		}
+	}
 	if spec.Agent {
 		vm.Agent = &launcher.AgentPorts{} // placeholders: fds passed by vmrun
 	}

@@ -44,6 +44,9 @@ type session struct {
 	notify func(string, ...any)
 	step   func(string, ...any) // a --verbose progress line
 	det    *detached            // a detached supervisor's; nil in the foreground
+	// sshForward is the host end of user mode's forward to the guest's
+	// port 22 (sshForward), "" when none.
+	sshForward string
 
 	undo undo.Stack
 	dir  *rundir.Dir // the VM's runtime directory, held locked
@@ -69,7 +72,7 @@ func (s *session) run() (err error) {
 		return err
 	}
 	defer func() { err = s.detach(err) }()
-	for _, step := range []func() error{s.record, s.attach, s.build, s.start} {
+	for _, step := range []func() error{s.record, s.seed, s.attach, s.build, s.start} {
 		if err := step(); errors.Is(err, errStopped) {
 			return nil
 		} else if err != nil {

@@ -16,9 +16,10 @@ import (
 func waitCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "wait",
-		Usage: "wait until a running VM's guest has an address (--for address) or answers on TCP port 22 of one (--for ssh), and print that address",
+		Usage: "wait until a running VM's guest has an address (--for address) or an SSH server answers on TCP port 22 of one (--for ssh), and print that address",
 		UsageText: "vmrun wait NAME [--for address|ssh] [--timeout DURATION]\n\n" +
-			"Exits 0 with the address on stdout; 124 when --timeout passed first; 2 when the VM stopped first; 1 when no such VM runs.",
+			"Exits 0 with the address on stdout (--for ssh on a user-mode guest with a cloud-init seed: 127.0.0.1:PORT, vmrun's forward to its port 22); " +
+			"124 when --timeout passed first; 2 when the VM stopped first; 1 when no such VM runs.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "for", Value: "address", Usage: "`WHAT` to wait for: address, or ssh"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after `DURATION` (default: wait as long as the VM runs)"},
@@ -42,14 +43,18 @@ func waitAction(c *cli.Context) error {
 		return err
 	}
 	defer w.Close()
-	a, err := w.Wait()
+	a, err := w.WaitPort()
 	if err != nil {
 		if errors.Is(err, guestwait.ErrTimeout) {
 			return exitcode.Wrap(exitcode.Timeout, fmt.Errorf("VM %q: %w after --timeout %s", name, err, timeout))
 		}
 		return err
 	}
-	fmt.Fprintln(c.App.Writer, a)
+	if a.Port() == 22 {
+		fmt.Fprintln(c.App.Writer, a.Addr())
+	} else {
+		fmt.Fprintln(c.App.Writer, a)
+	}
 	return nil
 }
 

@@ -50,6 +50,9 @@ type Config struct {
 	Exec          []string `yaml:"exec"`
 	Share         []string `yaml:"share"`
 	Timestamps    bool     `yaml:"timestamps"`
+	CloudInit     string   `yaml:"cloud-init"`
+	SSHKey        []string `yaml:"ssh-key"`
+	UserData      string   `yaml:"user-data"`
 	// QEMUPrivileged keeps QEMU as root with every capability (unsafe).
 	QEMUPrivileged bool `yaml:"qemu-privileged"`
 }
@@ -65,6 +68,7 @@ func Defaults() Config {
 		Console:       "auto",
 		Accel:         "auto",
 		Agent:         "on",
+		CloudInit:     "auto",
 	}
 }
 
@@ -114,7 +118,15 @@ func LoadFile(path string, c *Config) (set map[string]bool, err error) {
 			c.Share[i] = rel(dir) + opts
 		}
 	}
-	for k, p := range map[string]*string{"kernel": &c.Kernel, "initrd": &c.Initrd, "serial-log": &c.SerialLog, "resolv-conf": &c.ResolvConf} {
+	if set["ssh-key"] {
+		for i := range c.SSHKey {
+			c.SSHKey[i] = rel(c.SSHKey[i])
+		}
+	}
+	if set["cloud-init"] && !map[string]bool{"auto": true, "on": true, "off": true}[c.CloudInit] {
+		c.CloudInit = rel(c.CloudInit)
+	}
+	for k, p := range map[string]*string{"kernel": &c.Kernel, "initrd": &c.Initrd, "serial-log": &c.SerialLog, "resolv-conf": &c.ResolvConf, "user-data": &c.UserData} {
 		if set[k] {
 			*p = rel(*p)
 		}

@@ -57,6 +57,8 @@ type Spec struct {
 	// QEMUPrivileged: QEMU runs as vmrun's user with its privileges, no
 	// sandbox (--qemu-privileged).
 	QEMUPrivileged bool
+	// CloudInit is the guest's NoCloud seed, if any.
+	CloudInit CloudInit
 }
 
 // MaxCPUs is the largest --cpus accepted.
@@ -124,6 +126,9 @@ func (c Config) Resolve() (Spec, error) {
 	s.QEMU = c.QEMU
 	s.QEMUArgs = append([]string(nil), c.QEMUArg...)
 	if err = c.resolveExec(&s); err != nil {
+		return Spec{}, err
+	}
+	if err = c.resolveCloudInit(&s); err != nil {
 		return Spec{}, err
 	}
 	s.QEMUPrivileged = c.QEMUPrivileged

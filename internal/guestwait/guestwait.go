@@ -6,6 +6,7 @@ package guestwait
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -70,19 +71,37 @@ func (w *Waiter) Close() {
 // Wait returns the address waited for: ErrTimeout when the deadline
 // passed first; an exitcode.Setup error when the VM stopped first.
 func (w *Waiter) Wait() (netip.Addr, error) {
+	ap, err := w.WaitPort()
+	return ap.Addr(), err
+}
+
+// WaitPort is Wait with the port: 22 on the guest's address, or the host
+// end of user mode's SSH forward (the state's SSH.Forward) when ssh is
+// waited for on a user-mode guest vmrun gave a cloud-init seed.
+func (w *Waiter) WaitPort() (netip.AddrPort, error) {
 	for {
 		st, err := w.state()
 		if err != nil {
-			return netip.Addr{}, err
+			return netip.AddrPort{}, err
 		}
 		a, pending, err := w.check(st)
 		if err != nil || a.IsValid() {
 			return a, err
 		}
 		if err := w.sleep(pending); err != nil {
-			return netip.Addr{}, err
+			return netip.AddrPort{}, err
 		}
 	}
+}
+
+// State is the VM's state as last read (for an error that says what was
+// missing); nil when the VM no longer runs.
+func (w *Waiter) State() *rundir.State {
+	st, err := w.state()
+	if err != nil {
+		return nil
+	}
+	return st
 }
 
 // state reads the VM's state, and fails when the VM no longer runs.
@@ -104,8 +123,8 @@ func (w *Waiter) state() (*rundir.State, error) {
 
 // check returns the address waited for, if st has it; pending says that
 // an ssh connection should be tried again after a pause.
-func (w *Waiter) check(st *rundir.State) (a netip.Addr, pending bool, err error) {
-	var cands []netip.Addr
+func (w *Waiter) check(st *rundir.State) (a netip.AddrPort, pending bool, err error) {
+	var cands []netip.AddrPort
 	user := false
 	for _, ad := range st.Addresses {
 		p, perr := netip.ParseAddr(ad.Addr)
@@ -118,24 +137,38 @@ func (w *Waiter) check(st *rundir.State) (a netip.Addr, pending bool, err error)
 				continue // not reachable from the host
 			}
 		}
-		cands = append(cands, p)
+		cands = append(cands, netip.AddrPortFrom(p, 22))
 	}
 	if !w.ssh {
-		return PreferIPv4(cands), false, nil
+		var as []netip.Addr
+		for _, c := range cands {
+			as = append(as, c.Addr())
+		}
+		if a := PreferIPv4(as); a.IsValid() {
+			return netip.AddrPortFrom(a, 22), false, nil
+		}
+		return netip.AddrPort{}, false, nil
 	}
-	if len(cands) == 0 && user {
-		return netip.Addr{}, false, exitcode.Usagef("VM %q is on --net user: its guest address cannot be reached from the host; forward a port to its port 22 (--forward tcp:2222:22) and connect to that", w.name)
+	if st.SSH != nil && st.SSH.Forward != "" {
+		fwd, perr := netip.ParseAddrPort(st.SSH.Forward)
+		if perr == nil {
+			cands = []netip.AddrPort{fwd}
+		}
+	} else if len(cands) == 0 && user {
+		return netip.AddrPort{}, false, exitcode.Usagef("VM %q is on --net user: its guest address cannot be reached from the host; forward a port to its port 22 (--forward tcp:2222:22) and connect to that, or start it with --cloud-init on (or --ssh-key) for vmrun's own forward", w.name)
 	}
 	for _, c := range cands {
 		if w.dial(c) {
 			return c, false, nil
 		}
 	}
-	return netip.Addr{}, len(cands) > 0, nil
+	return netip.AddrPort{}, len(cands) > 0, nil
 }
 
-// dial tries TCP port 22 of a once, within sshDialWait (and the deadline).
-func (w *Waiter) dial(a netip.Addr) bool {
+// dial connects to a once, within sshDialWait (and the deadline), and
+// reports whether an SSH server answers there: its banner starts with
+// "SSH-" (user mode's forward accepts a connection before the guest does).
+func (w *Waiter) dial(a netip.AddrPort) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), sshDialWait)
 	defer cancel()
 	if !w.deadline.IsZero() {
@@ -144,12 +177,17 @@ func (w *Waiter) dial(a netip.Addr) bool {
 		defer c2()
 	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(a, 22).String())
+	conn, err := d.DialContext(ctx, "tcp", a.String())
 	if err != nil {
 		return false
 	}
-	conn.Close()
-	return true
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetReadDeadline(dl)
+	}
+	banner := make([]byte, 4)
+	_, err = io.ReadFull(conn, banner)
+	return err == nil && string(banner) == "SSH-"
 }
 
 // sleep waits for the next state change, the VM's end, the ssh retry

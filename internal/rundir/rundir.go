@@ -111,6 +111,21 @@ type State struct {
 	// Addresses are the guest's addresses vmrun learnt, in the order it
 	// learnt them (see Dir.SetAddress).
 	Addresses []Address `json:"addresses,omitempty"`
+	// SSH says how `vmrun ssh` logs into the guest; nil when vmrun gave
+	// the guest no cloud-init seed.
+	SSH *SSH `json:"ssh,omitempty"`
+}
+
+// SSH is how to log into a guest vmrun gave a cloud-init seed.
+type SSH struct {
+	// User is the account the seed creates.
+	User string `json:"user"`
+	// Key is the private key of one of the seed's public keys; "" when
+	// none is known (ssh then uses its own defaults and agent).
+	Key string `json:"key,omitempty"`
+	// Forward is the host's end (127.0.0.1:PORT) of the forward vmrun
+	// adds to the guest's port 22 in user mode; "" in the other modes.
+	Forward string `json:"forward,omitempty"`
 }
 
 // Address is an address the guest was seen to take: information for
