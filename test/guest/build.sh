@@ -12,7 +12,8 @@
 # No loop devices, no mount: works in a container. See README.md.
 #
 # Needs (Debian packages): apt, dpkg, kmod, busybox-static, cpio, gzip, perl-base,
-# dosfstools, mtools, syslinux, syslinux-common, qemu-utils, util-linux.
+# dosfstools, mtools, syslinux, syslinux-common, qemu-utils, util-linux, dash,
+# iproute2, debianutils; apt-get download fetches isc-dhcp-client (stock-dhcp.sh).
 # VMRUN_GUEST_KERNEL_DEB=/path/linux-image-*.deb uses that package instead of
 # resolving and downloading linux-image-amd64's current dependency.
 set -euo pipefail
@@ -44,7 +45,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 force=0
@@ -102,6 +103,9 @@ need syslinux syslinux
 need qemu-img qemu-utils
 [[ -x $qga ]] || die "$qga not found: install it with 'apt-get install --no-install-recommends qemu-guest-agent'"
 need ldd libc-bin
+# shellcheck source=stock-dhcp.sh
+. "$here/stock-dhcp.sh"
+stock_dhcp_check
 busybox=/bin/busybox
 [[ -x $busybox ]] || die "$busybox not found: install it with 'apt-get install busybox-static'"
 if LC_ALL=C ldd "$busybox" >/dev/null 2>&1; then
@@ -176,6 +180,7 @@ inputs_hash() {
 		printf 'kernel %s %s\n' "$kpkg" "$kver_pkg"
 		printf 'busybox %s\n' "$(sha256sum <"$busybox")"
 		printf 'qemu-ga %s %s\n' "$(pkgver qemu-guest-agent)" "$(sha256sum <"$qga")"
+		printf 'stock-dhcp %s\n' "$(stock_dhcp_key)"
 		printf 'syslinux %s %s\n' "$(pkgver syslinux)" "$(pkgver syslinux-common)"
 		printf 'disk %s %s %s %s\n' "$disk_mib" "$part_start" "$kernel_args" "${modules[*]}"
 		(cd "$here" && find . -type f ! -name '*.md' ! -name '.*' -print0 |
@@ -300,6 +305,8 @@ active=$(cat /sys/class/tty/console/active 2>/dev/null) # as in /init
 case " $active " in
 *" tty0 "*) [ "${active##* }" != tty0 ] && echo "$msg" >/dev/tty0 2>/dev/null ;;
 esac
+# What the guest's shutdown does first (init's stock_dhcp: release the lease).
+[ -x /run/vmrun-poweroff ] && /run/vmrun-poweroff >/dev/console 2>&1
 sync
 poweroff -f
 ACPI_ACTION
@@ -316,6 +323,7 @@ LC_ALL=C ldd "$qga" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { pr
 		[[ -e $ir$lib ]] || install -D -m 0755 "$(realpath "$lib")" "$ir$lib"
 	done
 [[ -e $ir/lib64/ld-linux-x86-64.so.2 ]] || die "ldd $qga listed no dynamic loader"
+stock_dhcp_install "$ir" # the DHCP clients of vmrun.dhcp= (stock-dhcp.sh)
 
 (cd "$ir" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
 	cpio --null --create --format=newc --owner=0:0 --quiet) | gzip -9 -n >"$tmp/initrd.img"
