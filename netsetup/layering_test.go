@@ -19,7 +19,7 @@ const module = "github.com/vmrun/vmrun/"
 var modePackages = []string{"netsetup/tap", "netsetup/routed", "netsetup/ipvtap", "netsetup/user", "netsetup/nat"}
 
 // aboveModes may import the mode packages; no mode package imports them.
-var aboveModes = []string{"netsetup", "netsetup/gc", "netsetup/doctor"}
+var aboveModes = []string{"netsetup", "netsetup/gc", "netsetup/doctor", "netsetup/watch"}
 
 // TestModesImportOnlyDownward walks the module's import graph (every
 // non-test Go file, whatever its build constraint) from each mode package.

@@ -1,0 +1,214 @@
+package watch
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// Replan decides what the guest on attachment cur — decided for request r
+// while the uplink was old — should do now that detection describes the
+// uplink as now. It is pure: every row is a unit test.
+//
+// With --net auto, the plan is decided again: another mode or parent is a
+// Switch; no usable uplink is a Park on the attachment Decide gives then
+// (user mode, which needs none). An explicit mode never moves: it only
+// re-registers (Reattach) or parks where it is. Either way, on the same
+// mode and parent, a new LAN (gateway, SSID or subnets), a new parent MAC
+// under ipvtap, the carrier coming back, or a roam to another access point
+// is a Reattach; what the guest does not see — an address renewal, a route
+// metric, a second default route with a worse metric, another interface —
+// is Nothing.
+func Replan(cur netsetup.Plan, old, now State, r netsetup.Request) Decision {
+	d := Decision{Action: Nothing, From: whereOf(cur), To: whereOf(cur), Uplink: now}
+	if r.Mode == "" || r.Mode == netsetup.Auto {
+		return replanAuto(d, cur, old, now, r)
+	}
+	return replanExplicit(d, cur, old, now)
+}
+
+// replanAuto re-decides the plan of --net auto.
+func replanAuto(d Decision, cur netsetup.Plan, old, now State, r netsetup.Request) Decision {
+	next, err := netsetup.Decide(now.Facts, r)
+	if err != nil {
+		if !usable(old) {
+			return d
+		}
+		return decided(d, Park, nil, fmt.Sprintf("no attachment can be planned now (%v); the guest stays on %s, without an uplink, until one returns", err, d.From))
+	}
+	if !usable(now) {
+		if parked(cur) {
+			return d
+		}
+		return decided(d, Park, &next, fmt.Sprintf("%s; the guest moves to %s networking, which needs no uplink, until one returns", lost(old, now), whereOf(next)))
+	}
+	if next.Mode != cur.Mode || next.Parent != cur.Parent {
+		return decided(d, Switch, &next, fmt.Sprintf("%s: %s", moved(old, now, cur), next.Reason))
+	}
+	return sameAttachment(d, &next, old, now)
+}
+
+// replanExplicit handles an explicit --net MODE: the guest stays on its
+// parent, whatever the default route does.
+func replanExplicit(d Decision, cur netsetup.Plan, old, now State) Decision {
+	if !lanBound(cur.Mode) {
+		return d
+	}
+	switch {
+	case usable(old) && !usable(now):
+		return decided(d, Park, nil, fmt.Sprintf("%s; --net %s stays on %s (an explicit mode does not move), so the guest is cut off until it returns", lost(old, now), cur.Mode, cur.Parent))
+	case !usable(old) && usable(now):
+		return decided(d, Reattach, nil, fmt.Sprintf("%s is back: %s", now.Facts.Uplink, renews(cur.Mode)))
+	case !usable(now):
+		return d
+	}
+	return sameAttachment(d, nil, old, now)
+}
+
+// sameAttachment decides for a guest whose mode and parent stay: next is
+// the re-decided plan when there is one (auto).
+func sameAttachment(d Decision, next *netsetup.Plan, old, now State) Decision {
+	mode, dev := d.From.Mode, now.Facts.Uplink
+	if !lanBound(mode) {
+		return d
+	}
+	switch {
+	case carrier(old) && !carrier(now):
+		return decided(d, Park, nil, fmt.Sprintf("%s lost its carrier (%s); the guest stays on %s, cut off, until it returns", dev, now.Facts.OperState, d.From))
+	case !carrier(now):
+		return d
+	case !carrier(old):
+		return decided(d, Reattach, next, fmt.Sprintf("%s has its carrier back: %s", dev, renews(mode)))
+	case mode == netsetup.IPVtap && !bytes.Equal(old.Facts.MAC, now.Facts.MAC):
+		return decided(d, Reattach, next, fmt.Sprintf("%s's MAC changed from %s to %s: ipvtap re-registers the guest's addresses under it (the guest sends from its parent's MAC)", dev, macString(old.Facts.MAC), macString(now.Facts.MAC)))
+	}
+	if lan := lanChange(old, now); lan != "" {
+		return decided(d, Reattach, next, fmt.Sprintf("%s: %s", lan, renews(mode)))
+	}
+	if old.BSSID != "" && now.BSSID != "" && old.BSSID != now.BSSID {
+		return decided(d, Reattach, next, fmt.Sprintf("%s roamed from access point %s to %s (same SSID %q): the guest's addresses are announced again", dev, old.BSSID, now.BSSID, now.SSID))
+	}
+	return d
+}
+
+// decided fills in the action, the target and why.
+func decided(d Decision, a Action, next *netsetup.Plan, why string) Decision {
+	d.Action, d.Why = a, why
+	if next != nil {
+		p := *next
+		d.Plan, d.To = &p, whereOf(p)
+	}
+	return d
+}
+
+// lanBound: the guest of this mode sits on the uplink's LAN (or is routed
+// onto it), so a new LAN or a lost uplink concerns it. NAT and user guests
+// sit behind this host's own address; the host's new route is enough.
+func lanBound(m netsetup.Mode) bool {
+	switch m {
+	case netsetup.Bridge, netsetup.Macvtap, netsetup.IPVtap, netsetup.Routed:
+		return true
+	}
+	return false
+}
+
+// renews says what a re-registration does for the mode.
+func renews(m netsetup.Mode) string {
+	switch m {
+	case netsetup.Routed:
+		return "routed mode leases the guest's address upstream again, and the guest's carrier is toggled so that it renews"
+	case netsetup.IPVtap:
+		return "ipvtap registers the guest's addresses again, and the guest's carrier is toggled so that it renews"
+	default:
+		return "the guest's carrier is toggled so that its DHCP client asks the LAN again"
+	}
+}
+
+// usable: there is an uplink that exists and is up.
+func usable(s State) bool {
+	return s.Facts.Kind != netsetup.UplinkNone && s.Facts.Exists && s.Facts.Up
+}
+
+// carrier: the uplink passes traffic (operational state up, or a driver
+// that reports none).
+func carrier(s State) bool {
+	switch s.Facts.OperState {
+	case "up", "unknown", "":
+		return usable(s)
+	}
+	return false
+}
+
+// parked: cur was decided without an uplink (auto's user-mode fallback).
+func parked(cur netsetup.Plan) bool {
+	return cur.Uplink == "" || cur.UplinkKind == netsetup.UplinkNone
+}
+
+// lost says how the uplink went away.
+func lost(old, now State) string {
+	o, n := old.Facts, now.Facts
+	switch {
+	case n.Named && !n.Exists:
+		return fmt.Sprintf("%s is gone", n.Uplink)
+	case n.Kind != netsetup.UplinkNone && !n.Up:
+		return fmt.Sprintf("%s is down", n.Uplink)
+	case o.Uplink != "":
+		return fmt.Sprintf("there is no default route any more (it left through %s)", o.Uplink)
+	default:
+		return "there is no default route"
+	}
+}
+
+// moved says what changed between old and now that moves the guest.
+func moved(old, now State, cur netsetup.Plan) string {
+	o, n := old.Facts, now.Facts
+	switch {
+	case parked(cur) || !usable(old):
+		return fmt.Sprintf("an uplink is back (%s, %s)", n.Uplink, n.Kind)
+	case o.Uplink != n.Uplink:
+		return fmt.Sprintf("the default route moved from %s to %s (%s)", o.Uplink, n.Uplink, n.Kind)
+	case o.Kind != n.Kind:
+		return fmt.Sprintf("%s changed from %s to %s", n.Uplink, o.Kind, n.Kind)
+	default:
+		return fmt.Sprintf("%s changed", n.Uplink)
+	}
+}
+
+// lanChange says how the LAN behind the same uplink changed (another
+// gateway, SSID or subnet), or "".
+func lanChange(old, now State) string {
+	og, ng := gateway(old), gateway(now)
+	switch {
+	case og != ng && og != "" && ng != "":
+		return fmt.Sprintf("the gateway changed from %s to %s (a new LAN)", og, ng)
+	case old.SSID != now.SSID && old.SSID != "" && now.SSID != "":
+		return fmt.Sprintf("%s joined SSID %q (was %q)", now.Facts.Uplink, now.SSID, old.SSID)
+	}
+	if os, ns := subnets(old), subnets(now); len(os) > 0 && len(ns) > 0 && !slices.Equal(os, ns) {
+		return fmt.Sprintf("%s's subnets changed from %v to %v (a new LAN)", now.Facts.Uplink, os, ns)
+	}
+	return ""
+}
+
+func gateway(s State) string {
+	if s.Facts.Route == nil {
+		return ""
+	}
+	return s.Facts.Route.Gateway
+}
+
+// subnets are the networks of the uplink's global addresses, sorted: an
+// address renewed or replaced within its subnet leaves them as they are.
+func subnets(s State) []string {
+	var out []string
+	for _, a := range s.Facts.Addrs {
+		if _, n, err := net.ParseCIDR(a); err == nil {
+			out = append(out, n.String())
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -1,0 +1,345 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/internal/detect"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+)
+
+// The debounce of a burst of kernel events: detection runs once the
+// events have been quiet for Quiet, or MaxDelay after the burst's first
+// event if they never are (a route flap sends a dozen messages within a
+// millisecond or two; NetworkManager's switch from one uplink to another
+// a few more, spread over tens of milliseconds).
+const (
+	DefaultQuiet    = 10 * time.Millisecond
+	DefaultMaxDelay = 50 * time.Millisecond
+)
+
+// Config is what a Watcher follows.
+type Config struct {
+	// Request is what the user asked for (its mode decides whether the
+	// guest may move at all; see Replan).
+	Request netsetup.Request
+	// Facts are the facts the current plan was decided on: their
+	// capabilities are reused (Caps are probed once per run).
+	Facts netsetup.Facts
+	// Plan is the guest's current attachment; a zero Plan means "decide it
+	// now" (`vmrun net plan --watch`).
+	Plan netsetup.Plan
+	// Netns is the network namespace to watch; a zero or closed handle
+	// (netns.None()) means the caller's.
+	Netns netns.NsHandle
+	// Quiet and MaxDelay override the debounce (zero: the defaults).
+	Quiet, MaxDelay time.Duration
+	// OnDetect, when set, is called after each detection with its
+	// decision, Nothing included (tests; a trace for bug reports).
+	OnDetect func(Decision)
+}
+
+// Watcher follows the uplink and sends a Decision for each change that
+// matters (Replan's action is not Nothing).
+type Watcher struct {
+	decisions chan Decision
+	done      chan struct{}
+	err       error
+	// First is the plan and uplink the watch started from.
+	First Decision
+}
+
+// Decisions delivers the decisions; it is closed when the watch ends.
+func (w *Watcher) Decisions() <-chan Decision { return w.decisions }
+
+// Err is why the watch ended (nil when its context was cancelled); valid
+// once Decisions is closed.
+func (w *Watcher) Err() error {
+	<-w.done
+	return w.err
+}
+
+// Start subscribes to the kernel's notifications in cfg.Netns, describes
+// the uplink once, and returns once the subscriptions are live: a change
+// made after Start returns is seen. The watch runs until ctx ends. It
+// assumes each decision is carried out (the next one starts from its
+// target).
+func Start(ctx context.Context, cfg Config) (*Watcher, error) {
+	if cfg.Quiet <= 0 {
+		cfg.Quiet = DefaultQuiet
+	}
+	if cfg.MaxDelay < cfg.Quiet {
+		cfg.MaxDelay = max(DefaultMaxDelay, cfg.Quiet)
+	}
+	w := &Watcher{decisions: make(chan Decision, 16), done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		defer close(w.done)
+		defer close(w.decisions)
+		w.err = hostnet.OnThrowawayThreadBack(func() error {
+			if cfg.Netns.IsOpen() {
+				if err := netns.Set(cfg.Netns); err != nil {
+					ready <- fmt.Errorf("enter the network namespace to watch: %w", err)
+					return nil
+				}
+			}
+			return w.run(ctx, cfg, ready)
+		})
+	}()
+	if err := <-ready; err != nil {
+		<-w.done
+		return nil, err
+	}
+	return w, nil
+}
+
+// run is the watch, on a thread in the watched namespace: subscribe,
+// describe the start, then detect and decide after each burst.
+func (w *Watcher) run(ctx context.Context, cfg Config, ready chan<- error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ev, err := subscribe(ctx)
+	if err != nil {
+		ready <- err
+		return nil
+	}
+	defer ev.drain()
+	d := newDecider(cfg)
+	if w.First, err = d.start(); err != nil {
+		ready <- err
+		return nil
+	}
+	ready <- nil
+	return w.loop(ctx, cfg, ev, d)
+}
+
+// loop debounces the events and decides after each burst.
+func (w *Watcher) loop(ctx context.Context, cfg Config, ev *events, d *decider) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var first time.Time // the burst's first event; zero between bursts
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-ev.failed:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case <-ev.kick:
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+			}
+			timer.Reset(min(cfg.Quiet, first.Add(cfg.MaxDelay).Sub(now)))
+		case <-timer.C:
+			dec, err := d.next()
+			if err != nil {
+				return err
+			}
+			dec.Latency = time.Since(first)
+			dec.LatencyMS = float64(dec.Latency.Microseconds()) / 1000
+			first = time.Time{}
+			if cfg.OnDetect != nil {
+				cfg.OnDetect(dec)
+			}
+			if dec.Action == Nothing {
+				continue
+			}
+			select {
+			case w.decisions <- dec:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// decider keeps the state between detections.
+type decider struct {
+	cfg  Config
+	name string // the interface detection looks at ("": the default route's)
+	cur  netsetup.Plan
+	last State
+}
+
+func newDecider(cfg Config) *decider {
+	d := &decider{cfg: cfg, cur: cfg.Plan, name: cfg.Request.Interface()}
+	if m := cfg.Request.Mode; m != "" && m != netsetup.Auto && d.name == "" && cfg.Plan.Parent != "" {
+		d.name = cfg.Plan.Parent // an explicit mode stays on the parent it started on
+	}
+	return d
+}
+
+// start describes the uplink the watch starts from (and decides the
+// current plan when the caller had none).
+func (d *decider) start() (Decision, error) {
+	s, err := d.detect()
+	if err != nil {
+		return Decision{}, err
+	}
+	d.last = s
+	if d.cur.Mode == "" {
+		if d.cur, err = netsetup.Decide(s.Facts, d.cfg.Request); err != nil {
+			return Decision{}, err
+		}
+		if d.name == "" && d.cfg.Request.Mode != "" && d.cfg.Request.Mode != netsetup.Auto {
+			d.name = d.cur.Parent
+		}
+	}
+	p := d.cur
+	return Decision{At: time.Now(), Action: Begin, To: whereOf(p), Why: p.Reason, Plan: &p, Uplink: s}, nil
+}
+
+// next detects again and decides; the decision's target becomes current.
+func (d *decider) next() (Decision, error) {
+	s, err := d.detect()
+	if err != nil {
+		return Decision{}, err
+	}
+	dec := Replan(d.cur, d.last, s, d.cfg.Request)
+	dec.At = time.Now()
+	d.last = s
+	if dec.Plan != nil {
+		d.cur = *dec.Plan
+	}
+	return dec, nil
+}
+
+// detect describes the uplink on this thread's namespace, with the run's
+// capabilities, without the guest's own links among its uppers, and with
+// its Wi-Fi association.
+func (d *decider) detect() (State, error) {
+	// The capabilities are the run's; without them (net plan --watch),
+	// the first detection probes them, as Detect does.
+	probe := d.cfg.Facts.Caps == (netsetup.Caps{})
+	f, err := detect.Host(d.name, probe, d.cfg.Request.ProbeCache)
+	if err != nil {
+		return State{}, fmt.Errorf("describe the uplink: %w", err)
+	}
+	if probe {
+		d.cfg.Facts.Caps = f.Caps
+	}
+	f.Caps = d.cfg.Facts.Caps
+	f.Uppers = notOwn(f.Uppers, d.cfg.Request.Name)
+	s := State{Facts: f}
+	if f.Kind == netsetup.UplinkWireless {
+		s.SSID, s.BSSID = association(f.Index)
+	}
+	return s, nil
+}
+
+// notOwn drops the VM's own links (their names start with the VM's
+// prefix) from the uplink's uppers: they are the guest's attachment, not
+// something that blocks it.
+func notOwn(ups []netsetup.UpperLink, vm string) []netsetup.UpperLink {
+	if vm == "" {
+		return ups
+	}
+	prefix := strings.TrimSuffix(netsetup.LinkName(vm, netsetup.RoleTap), string(rune(netsetup.RoleTap)))
+	var out []netsetup.UpperLink
+	for _, u := range ups {
+		if !strings.HasPrefix(u.Name, prefix) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// events are the kernel's notifications, each one a kick.
+type events struct {
+	kick   chan struct{}
+	failed chan error
+	routes chan netlink.RouteUpdate
+	links  chan netlink.LinkUpdate
+	addrs  chan netlink.AddrUpdate
+	wifi   func()
+}
+
+// subscribe joins the route, link and address groups of this thread's
+// namespace, and nl80211's association events when the kernel has
+// nl80211; each message kicks the debounce.
+func subscribe(ctx context.Context) (*events, error) {
+	ev := &events{
+		kick: make(chan struct{}, 1), failed: make(chan error, 1),
+		routes: make(chan netlink.RouteUpdate, 64), links: make(chan netlink.LinkUpdate, 64), addrs: make(chan netlink.AddrUpdate, 64),
+		wifi: func() {},
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("this thread's network namespace: %w", err)
+	}
+	defer ns.Close()
+	const buf = 1 << 20 // a flap of many routes must not overflow the socket
+	errCB := func(err error) {
+		if ctx.Err() == nil { // closing the sockets at the end fails their reads
+			ev.fail(fmt.Errorf("netlink notifications: %w", err))
+		}
+	}
+	done := ctx.Done()
+	err = errors.Join(
+		netlink.RouteSubscribeWithOptions(ev.routes, done, netlink.RouteSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB}),
+		netlink.LinkSubscribeWithOptions(ev.links, done, netlink.LinkSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB}),
+		netlink.AddrSubscribeWithOptions(ev.addrs, done, netlink.AddrSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to route, link and address changes: %w", err)
+	}
+	go forward(ctx, ev, ev.routes)
+	go forward(ctx, ev, ev.links)
+	go forward(ctx, ev, ev.addrs)
+	if ev.wifi, err = wifiEvents(ev.poke); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// forward turns each update on ch into a kick until ctx ends.
+func forward[T any](ctx context.Context, ev *events, ch <-chan T) {
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			ev.poke()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// poke kicks the debounce (one pending kick is enough).
+func (ev *events) poke() {
+	select {
+	case ev.kick <- struct{}{}:
+	default:
+	}
+}
+
+// fail ends the watch with err (the first one).
+func (ev *events) fail(err error) {
+	select {
+	case ev.failed <- err:
+	default:
+	}
+}
+
+// drain stops nl80211's reader and empties the netlink channels until
+// their readers, whose sockets close with the context, close them.
+func (ev *events) drain() {
+	ev.wifi()
+	for range ev.routes {
+	}
+	for range ev.links {
+	}
+	for range ev.addrs {
+	}
+}

@@ -1,0 +1,84 @@
+package watch
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/wifi"
+	"golang.org/x/sys/unix"
+)
+
+// nl80211 multicast groups whose messages may change the uplink: "mlme"
+// carries CONNECT, ROAM, DISCONNECT, (DE)AUTHENTICATE and
+// (DIS)ASSOCIATE; "config" carries interfaces appearing, going and
+// changing type.
+var wifiGroups = []string{"mlme", "config"}
+
+// wifiEvents joins nl80211's association groups in this thread's network
+// namespace and calls poke for each message, until the returned stop is
+// called. A kernel without nl80211 (no Wi-Fi driver loaded) has nothing to
+// join: the link events still cover an interface that appears later, and
+// its association is read again on each detection.
+func wifiEvents(poke func()) (stop func(), err error) {
+	c, err := genetlink.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("generic netlink: %w", err)
+	}
+	fam, err := c.GetFamily(unix.NL80211_GENL_NAME)
+	if errors.Is(err, os.ErrNotExist) {
+		c.Close()
+		return func() {}, nil
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nl80211: %w", err)
+	}
+	for _, g := range fam.Groups {
+		for _, want := range wifiGroups {
+			if g.Name == want {
+				if err := c.JoinGroup(g.ID); err != nil {
+					c.Close()
+					return nil, fmt.Errorf("join nl80211 group %s: %w", g.Name, err)
+				}
+			}
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, _, err := c.Receive(); err != nil {
+				return // closed by stop (or the socket failed: the link events remain)
+			}
+			poke()
+		}
+	}()
+	return func() { c.Close(); <-done }, nil
+}
+
+// association returns the SSID and BSSID a Wi-Fi station on interface
+// index is associated with; empty when it is not (or nl80211 cannot say).
+func association(index int) (ssid, bssid string) {
+	c, err := wifi.New()
+	if err != nil {
+		return "", ""
+	}
+	defer c.Close()
+	ifis, err := c.Interfaces()
+	if err != nil {
+		return "", ""
+	}
+	for _, ifi := range ifis {
+		if ifi.Index != index {
+			continue
+		}
+		b, err := c.BSS(ifi)
+		if err != nil || b == nil {
+			return "", ""
+		}
+		return b.SSID, b.BSSID.String()
+	}
+	return "", ""
+}
