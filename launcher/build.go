@@ -153,21 +153,26 @@ func (b *builder) monitor(vm VM) {
 	b.add("-mon", "chardev=qmp,mode=control")
 }
 
-// agent adds the virtio-serial controller, the guest agent's port and the
-// exec output ports, each a socket chardev on a listener vmrun made.
+// agent adds the virtio-serial controller, the guest agent's port (a
+// socket chardev on a connection vmrun keeps: see AgentPorts) and the exec
+// output ports (socket chardevs on listeners vmrun made).
 func (b *builder) agent(a AgentPorts) {
 	b.add("-device", "virtio-serial-pci,id=vser0")
 	for _, p := range []struct {
 		f        *os.File
 		chardev  string
 		id, name string
+		listener bool
 	}{
-		{a.QGA, "qga", AgentPortID, AgentPortName},
-		{a.Stdout, "execout", "execout0", StdoutPortName},
-		{a.Stderr, "execerr", "execerr0", StderrPortName},
+		{a.QGA, "qga", AgentPortID, AgentPortName, false},
+		{a.Stdout, "execout", "execout0", StdoutPortName, true},
+		{a.Stderr, "execerr", "execerr0", StderrPortName, true},
 	} {
-		fd := b.file(p.f)
-		b.add("-chardev", fmt.Sprintf("socket,id=%s,fd=%d,server=on,wait=off", p.chardev, fd))
+		chardev := fmt.Sprintf("socket,id=%s,fd=%d", p.chardev, b.file(p.f))
+		if p.listener {
+			chardev += ",server=on,wait=off"
+		}
+		b.add("-chardev", chardev)
 		b.add("-device", fmt.Sprintf("virtserialport,bus=vser0.0,chardev=%s,id=%s,name=%s", p.chardev, p.id, p.name))
 	}
 }

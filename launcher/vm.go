@@ -143,9 +143,11 @@ const (
 	AgentPortID = "qga0"
 )
 
-// AgentPorts are listening unix sockets QEMU accepts on (passed as fds,
-// like the QMP one, so they work whichever user QEMU runs as). A nil
-// file is a placeholder for --dry-run.
+// AgentPorts are the unix sockets of the agent channel, passed to QEMU as
+// fds like the QMP one, so they work whichever user QEMU runs as: for the
+// exec ports, listeners QEMU accepts on; for the guest agent's port, a
+// connected socket (QEMU is the client) whose other end vmrun keeps while
+// the VM runs. A nil file is a placeholder for --dry-run.
 type AgentPorts struct {
 	QGA, Stdout, Stderr *os.File
 }

@@ -135,7 +135,7 @@ func WaitAgent(ctx context.Context, path string) (*Client, error) {
 // first, the command is sent SIGTERM and ctx's error is returned, with the
 // command's Result when it ended within termWait (Code non-zero). The
 // caller makes sure only one Run uses a VM's ports at a time (QEMU serves
-// one connection per port).
+// one connection per port at a time).
 func Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
 	c, err := WaitAgent(ctx, ports.Agent)
 	if err != nil {

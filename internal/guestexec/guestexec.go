@@ -50,11 +50,17 @@ func ports(dir string) qga.Ports {
 }
 
 // Listen makes the listening sockets of the agent channel and the exec
-// ports in the VM's runtime directory; QEMU gets them as fds. The function
-// it returns closes the listeners.
+// ports in the VM's runtime directory. QEMU gets the exec ports'
+// listeners as fds, and for the agent's port one end of a socketpair:
+// vmrun serves qga.sock itself through it (agentProxy). The function it
+// returns stops serving and closes the listeners.
 func Listen(dir *rundir.Dir) (*launcher.AgentPorts, func() error, error) {
 	var lns []*net.UnixListener
+	var proxy *agentProxy
 	closeAll := func() error {
+		if proxy != nil {
+			proxy.Close()
+		}
 		for _, ln := range lns {
 			ln.Close()
 		}
@@ -62,29 +68,48 @@ func Listen(dir *rundir.Dir) (*launcher.AgentPorts, func() error, error) {
 	}
 	var files []*os.File
 	for _, name := range []string{agentSock, stdoutSock, stderrSock} {
-		sock, err := dir.Socket(name)
+		ln, err := listen(dir, name)
 		if err != nil {
 			closeAll()
 			return nil, nil, err
 		}
-		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-			closeAll()
-			return nil, nil, fmt.Errorf("stale socket %s: %w", sock, err)
-		}
-		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-		if err != nil {
-			closeAll()
-			return nil, nil, fmt.Errorf("agent socket %s: %w", sock, err)
+		if name == agentSock {
+			var qemu *os.File
+			if proxy, qemu, err = newAgentProxy(ln); err != nil {
+				ln.Close()
+				closeAll()
+				return nil, nil, err
+			}
+			files = append(files, qemu)
+			continue
 		}
 		lns = append(lns, ln)
 		f, err := ln.File()
 		if err != nil {
 			closeAll()
-			return nil, nil, fmt.Errorf("agent socket %s: %w", sock, err)
+			return nil, nil, fmt.Errorf("agent socket %s: %w", name, err)
 		}
 		files = append(files, f)
 	}
+	proxy.Serve()
 	return &launcher.AgentPorts{QGA: files[0], Stdout: files[1], Stderr: files[2]}, closeAll, nil
+}
+
+// listen listens on the socket name in the VM's runtime directory,
+// replacing a crashed run's leftover (the caller holds the VM's lock).
+func listen(dir *rundir.Dir, name string) (*net.UnixListener, error) {
+	sock, err := dir.Socket(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("stale socket %s: %w", sock, err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("agent socket %s: %w", sock, err)
+	}
+	return ln, nil
 }
 
 // readStdin returns the whole of r (nil for a nil r: the command gets

@@ -19,7 +19,12 @@ import (
 //   - median-run-ms: the same through qga.Run in-process (protocol and guest only);
 //   - median-vmtest-ms: what a vmtest-style client pays for the same command:
 //     guest-exec with captured output, then guest-exec-status polled every
-//     200 ms, doubling (its floor is 200 ms: the first poll).
+//     200 ms, doubling (its floor is 200 ms: the first poll);
+//   - median-sync-ms: one guest-sync-delimited round trip on an open session
+//     (host, QEMU, the guest's virtio-serial and qemu-ga: the protocol's floor);
+//   - median-bare-ms: guest-exec of /bin/true without the wrapper, its
+//     status asked again at once until the agent reports it ended (the
+//     floor of running any process through the agent under TCG).
 //
 // Medians over b.N commands each.
 func BenchmarkExec(b *testing.B) {
@@ -34,7 +39,7 @@ func BenchmarkExec(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	var cli, run, vmtest []time.Duration
+	var cli, run, vmtest, sync, bare []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -56,11 +61,19 @@ func BenchmarkExec(b *testing.B) {
 			b.Fatal(err)
 		}
 		vmtest = append(vmtest, time.Since(t0))
+
+		s, e, err := agentFloor(ctx, dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sync, bare = append(sync, s), append(bare, e)
 	}
 	b.StopTimer()
 	b.ReportMetric(ms(median(cli)), "median-exec-ms")
 	b.ReportMetric(ms(median(run)), "median-run-ms")
 	b.ReportMetric(ms(median(vmtest)), "median-vmtest-ms")
+	b.ReportMetric(ms(median(sync)), "median-sync-ms")
+	b.ReportMetric(ms(median(bare)), "median-bare-ms")
 	vm.Signal(syscall.SIGQUIT)
 	vm.Wait(2 * time.Minute)
 }
@@ -96,6 +109,36 @@ func vmtestStyle(ctx context.Context, dir string) error {
 			return nil
 		}
 		wait = min(wait*2, 3200*time.Millisecond)
+	}
+}
+
+// agentFloor times, on one session, a second guest-sync (the first one
+// waits for the agent) and a bare guest-exec of /bin/true followed by
+// guest-exec-status until it reports the process ended.
+func agentFloor(ctx context.Context, dir string) (sync, bare time.Duration, err error) {
+	c, err := qga.WaitAgent(ctx, filepath.Join(dir, "qga.sock"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	t0 := time.Now()
+	if err := c.Sync(ctx); err != nil {
+		return 0, 0, err
+	}
+	sync = time.Since(t0)
+	t0 = time.Now()
+	pid, err := c.Exec(ctx, qga.ExecRequest{Path: "/bin/true"})
+	if err != nil {
+		return 0, 0, err
+	}
+	for {
+		st, err := c.Status(ctx, pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		if st.Exited {
+			return sync, time.Since(t0), nil
+		}
 	}
 }
 
