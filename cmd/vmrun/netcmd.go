@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os/signal"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/gc"
+	"github.com/vmrun/vmrun/netsetup/watch"
 )
 
 func gcCommand() *cli.Command {
@@ -49,7 +52,15 @@ func netCommand() *cli.Command {
 		Subcommands: []*cli.Command{{
 			Name:      "plan",
 			Usage:     "print the network attachment vmrun would use here, and why; creates nothing",
-			UsageText: "vmrun net plan [--net MODE[:INTERFACE]] [--uplink INTERFACE] [--name NAME] [--json]",
+			UsageText: "vmrun net plan [--net MODE[:INTERFACE]] [--uplink INTERFACE] [--name NAME] [--json] [--watch]",
+			Description: `With --watch, vmrun keeps listening to the host's network (routes, links,
+addresses, Wi-Fi association) and prints one line each time a running VM
+with --follow-uplink would re-plan: the time, what it would do (reattach:
+same mode, re-registered; switch: another attachment; park: no uplink),
+from → to, and why — until Ctrl-C. It creates nothing. The first line is the
+plan it starts from. With --json, each line is one JSON object
+(docs/json.md). Attach its output to a bug report about a VM that lost its
+network when the host's did something.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "net", Value: "auto", Usage: "network `MODE[:INTERFACE]` to plan"},
 				&cli.StringFlag{Name: "uplink", Usage: "plan for this `INTERFACE` instead of the default-route one"},
@@ -57,6 +68,7 @@ func netCommand() *cli.Command {
 				&cli.StringFlag{Name: "mac", Usage: "guest `MAC` instead of the one derived from --name"},
 				&cli.IntFlag{Name: "cpus", Value: 1, Usage: "vCPUs (one queue each)"},
 				&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+				&cli.BoolFlag{Name: "watch", Usage: "keep watching the host's network and print each re-plan a running VM would make, one line each, until Ctrl-C"},
 			},
 			OnUsageError: usageError,
 			Action:       planAction,
@@ -74,6 +86,9 @@ func planAction(c *cli.Context) error {
 	spec, err := cfg.Resolve()
 	if err != nil {
 		return exitcode.Wrap(exitcode.Usage, err)
+	}
+	if c.Bool("watch") {
+		return watchPlan(c, spec)
 	}
 	plan, err := planNetwork(c.Context, spec)
 	if err != nil {
@@ -106,6 +121,45 @@ func planAction(c *cli.Context) error {
 	fmt.Fprintf(out, "\nvhost:   %v\nwhy:     %s\n", plan.Vhost, plan.Reason)
 	if plan.Notice != "" {
 		fmt.Fprintf(out, "note:    %s\n", plan.Notice)
+	}
+	return nil
+}
+
+// watchPlan is `vmrun net plan --watch`: the plan, then each re-plan the
+// watcher decides, one line each, until Ctrl-C.
+func watchPlan(c *cli.Context, spec config.Spec) error {
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	req := planRequest(spec)
+	facts, plan, err := detectAndPlan(ctx, req)
+	if err != nil {
+		return err
+	}
+	w, err := watch.Start(ctx, watch.Config{Request: req, Facts: facts, Plan: plan})
+	if err != nil {
+		return exitcode.Setupf("watch the host's network: %w", err)
+	}
+	print := func(d watch.Decision) error {
+		if !c.Bool("json") {
+			_, err := fmt.Fprintln(c.App.Writer, d.Line())
+			return err
+		}
+		b, err := json.Marshal(d)
+		if err == nil {
+			_, err = fmt.Fprintf(c.App.Writer, "%s\n", b)
+		}
+		return err
+	}
+	if err := print(w.First); err != nil {
+		return err
+	}
+	for d := range w.Decisions() {
+		if err := print(d); err != nil {
+			return err
+		}
+	}
+	if err := w.Err(); err != nil {
+		return exitcode.Setupf("watching the host's network stopped: %w", err)
 	}
 	return nil
 }

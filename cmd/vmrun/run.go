@@ -192,21 +192,31 @@ func nicOf(a *netsetup.Attachment) *launcher.NIC {
 // planNetwork detects the host's facts and decides the attachment, once:
 // for an unprivileged vmrun within the administrator's allow-list.
 func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
-	req := netsetup.Request{
+	_, plan, err := detectAndPlan(ctx, planRequest(spec))
+	return plan, err
+}
+
+// planRequest is the network request of spec.
+func planRequest(spec config.Spec) netsetup.Request {
+	return netsetup.Request{
 		Mode: spec.NetMode, Parent: spec.NetParent, Uplink: spec.Uplink, Name: spec.Name,
 		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards, NAT: spec.NAT,
 		GuestIP: spec.GuestIP, Gateway: spec.Gateway, NoHostLink: spec.NoHostLink, Limits: limits(),
 		ProbeCache: filepath.Join(rundir.Root(), netsetup.ProbeCacheFile),
 	}
+}
+
+// detectAndPlan detects the host for req and decides its plan.
+func detectAndPlan(ctx context.Context, req netsetup.Request) (netsetup.Facts, netsetup.Plan, error) {
 	facts, err := netsetup.Detect(ctx, req)
 	if err != nil {
-		return netsetup.Plan{}, exitcode.Wrap(planCode(err), err)
+		return netsetup.Facts{}, netsetup.Plan{}, exitcode.Wrap(planCode(err), err)
 	}
 	plan, err := netsetup.Decide(facts, req)
 	if err != nil {
-		return netsetup.Plan{}, exitcode.Wrap(planCode(err), err)
+		return netsetup.Facts{}, netsetup.Plan{}, exitcode.Wrap(planCode(err), err)
 	}
-	return plan, nil
+	return facts, plan, nil
 }
 
 // planCode is the exit code of a planning error: a refusal of the request

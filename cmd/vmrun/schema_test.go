@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -30,6 +31,16 @@ var (
 		"[]":             {"name", "pid", "qemu_pid", "net", "parent", "mac", "started", "uptime", "status", "addresses"},
 		"[].addresses[]": {"addr", "source", "server", "learnt"},
 	}
+	whereKeys   = []string{"mode", "parent", "uplink", "mac"}
+	watchSchema = map[string][]string{
+		"":                {"time", "action", "from", "to", "why", "latency_ms", "uplink", "plan"},
+		"from":            whereKeys,
+		"to":              whereKeys,
+		"uplink":          {"name", "kind", "mac", "gateway", "ssid", "bssid", "up", "oper_state"},
+		"plan":            planKeys,
+		"plan.forwards[]": planSchema["forwards[]"],
+		"plan.nat":        planSchema["nat"],
+	}
 	doctorSchema = map[string][]string{
 		"":         {"ok", "auto", "checks"},
 		"auto":     {"mode", "parent", "reason", "notice"},
@@ -42,7 +53,7 @@ func TestJSONSchemasDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []map[string][]string{planSchema, dryRunSchema, lsSchema, doctorSchema} {
+	for _, s := range []map[string][]string{planSchema, dryRunSchema, lsSchema, doctorSchema, watchSchema} {
 		testutil.JSONSchemaDocumented(t, string(b), s)
 	}
 }
@@ -70,6 +81,33 @@ func TestPlanJSONSchema(t *testing.T) {
 			t.Fatalf("--dry-run --json --net %s: exit %d: %s", m, code, errOut)
 		}
 		testutil.CheckJSONSchema(t, "--dry-run --json --net "+m, []byte(out), dryRunSchema)
+	}
+}
+
+// TestPlanWatchJSONSchema: the first line of net plan --watch --json (the
+// plan it starts from) has every key, and the watch ends cleanly when its
+// context does (as on Ctrl-C).
+func TestPlanWatchJSONSchema(t *testing.T) {
+	t.Setenv(rundir.EnvRoot, t.TempDir())
+	out, errb := testutil.NewLineBuffer(), testutil.NewLineBuffer()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- newApp(out, errb).RunContext(ctx, []string{"vmrun", "net", "plan", "--watch", "--json"})
+	}()
+	m, err := out.WaitFor(`(?m)^(\{.*\})$`, 30*time.Second)
+	if err != nil {
+		cancel()
+		t.Fatalf("%v (stderr: %s; ended: %v)", err, errb, <-done)
+	}
+	testutil.CheckJSONSchema(t, "net plan --watch --json", []byte(m[1]), watchSchema)
+	if !strings.Contains(m[1], `"action":"start"`) {
+		t.Errorf("the first line is not the start: %s", m[1])
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("net plan --watch ended with %v", err)
 	}
 }
 

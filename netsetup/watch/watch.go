@@ -9,6 +9,7 @@
 package watch
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"time"
@@ -54,32 +55,61 @@ const (
 // Decision is one re-plan.
 type Decision struct {
 	// At is when it was decided.
-	At time.Time `json:"time"`
+	At time.Time
 	// Action is what to do; From and To summarise the attachment before and
 	// after it.
-	Action Action `json:"action"`
-	From   Where  `json:"from"`
-	To     Where  `json:"to"`
+	Action   Action
+	From, To Where
 	// Why is one sentence: what changed on the host, and why that action.
-	Why string `json:"why"`
+	Why string
 	// Plan is the attachment to move the guest to (Switch; Park when it
-	// moves); nil otherwise.
-	Plan *netsetup.Plan `json:"plan,omitempty"`
+	// moves), or under --net auto the same attachment decided again
+	// (Reattach: ipvtap's plan carries the parent's new MAC); nil
+	// otherwise.
+	Plan *netsetup.Plan
 	// Latency is the time from the burst's first kernel event to this
 	// decision (detection included); zero for Begin.
-	Latency time.Duration `json:"-"`
-	// LatencyMS is Latency in milliseconds, for --json.
-	LatencyMS float64 `json:"latency_ms"`
+	Latency time.Duration
 	// Uplink is the detection the decision was made on.
-	Uplink State `json:"uplink"`
+	Uplink State
+}
+
+// MarshalJSON writes the decision in the fixed shape of
+// `vmrun net plan --watch --json` (docs/json.md): every key present.
+func (d Decision) MarshalJSON() ([]byte, error) {
+	f := d.Uplink.Facts
+	type uplink struct {
+		Name      string              `json:"name"`
+		Kind      netsetup.UplinkKind `json:"kind"`
+		MAC       string              `json:"mac"`
+		Gateway   string              `json:"gateway"`
+		SSID      string              `json:"ssid"`
+		BSSID     string              `json:"bssid"`
+		Up        bool                `json:"up"`
+		OperState string              `json:"oper_state"`
+	}
+	return json.Marshal(struct {
+		At        time.Time      `json:"time"`
+		Action    Action         `json:"action"`
+		From      Where          `json:"from"`
+		To        Where          `json:"to"`
+		Why       string         `json:"why"`
+		LatencyMS float64        `json:"latency_ms"`
+		Uplink    uplink         `json:"uplink"`
+		Plan      *netsetup.Plan `json:"plan"`
+	}{
+		d.At, d.Action, d.From, d.To, d.Why, float64(d.Latency.Microseconds()) / 1000,
+		uplink{f.Uplink, f.Kind, hostnet.MACString(f.MAC), gateway(d.Uplink), d.Uplink.SSID, d.Uplink.BSSID, f.Up, f.OperState},
+		d.Plan,
+	})
 }
 
 // Where summarises an attachment for a decision line.
 type Where struct {
 	Mode   netsetup.Mode `json:"mode"`
-	Parent string        `json:"parent,omitempty"`
-	Uplink string        `json:"uplink,omitempty"`
-	MAC    string        `json:"mac,omitempty"`
+	Parent string        `json:"parent"`
+	Uplink string        `json:"uplink"`
+	MAC    string        `json:"mac"`
 }
 
 // whereOf summarises plan p.
@@ -104,6 +134,9 @@ func (d Decision) Line() string {
 	took := ""
 	if d.Latency > 0 {
 		took = fmt.Sprintf(" (%.1f ms after the event)", float64(d.Latency.Microseconds())/1000)
+	}
+	if d.Action == Begin {
+		return fmt.Sprintf("%s %-8s %s: %s", d.At.Format("15:04:05.000"), d.Action, d.To, d.Why)
 	}
 	return fmt.Sprintf("%s %-8s %s → %s: %s%s", d.At.Format("15:04:05.000"), d.Action, d.From, d.To, d.Why, took)
 }

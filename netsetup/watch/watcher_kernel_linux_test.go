@@ -44,7 +44,8 @@ type watching struct {
 func (r *rig) watch(t testing.TB, cfg Config) *watching {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg.Netns = r.host.Handle(t)
+	ns := r.host.Handle(t)
+	cfg.Netns = &ns
 	det := make(chan Decision, 256)
 	cfg.OnDetect = func(d Decision) { det <- d }
 	w, err := Start(ctx, cfg)

@@ -35,9 +35,8 @@ type Config struct {
 	// Plan is the guest's current attachment; a zero Plan means "decide it
 	// now" (`vmrun net plan --watch`).
 	Plan netsetup.Plan
-	// Netns is the network namespace to watch; a zero or closed handle
-	// (netns.None()) means the caller's.
-	Netns netns.NsHandle
+	// Netns is the network namespace to watch; nil means the caller's.
+	Netns *netns.NsHandle
 	// Quiet and MaxDelay override the debounce (zero: the defaults).
 	Quiet, MaxDelay time.Duration
 	// OnDetect, when set, is called after each detection with its
@@ -83,8 +82,8 @@ func Start(ctx context.Context, cfg Config) (*Watcher, error) {
 		defer close(w.done)
 		defer close(w.decisions)
 		w.err = hostnet.OnThrowawayThreadBack(func() error {
-			if cfg.Netns.IsOpen() {
-				if err := netns.Set(cfg.Netns); err != nil {
+			if cfg.Netns != nil {
+				if err := netns.Set(*cfg.Netns); err != nil {
 					ready <- fmt.Errorf("enter the network namespace to watch: %w", err)
 					return nil
 				}
@@ -145,7 +144,6 @@ func (w *Watcher) loop(ctx context.Context, cfg Config, ev *events, d *decider) 
 				return err
 			}
 			dec.Latency = time.Since(first)
-			dec.LatencyMS = float64(dec.Latency.Microseconds()) / 1000
 			first = time.Time{}
 			if cfg.OnDetect != nil {
 				cfg.OnDetect(dec)
