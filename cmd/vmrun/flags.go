@@ -61,6 +61,7 @@ func runFlags() []cli.Flag {
 		str("guest-ip", "", "the guest's `ADDRESS/PREFIX` (ipvtap and routed modes; routed: vmrun's DHCP hands the guest ADDRESS/32 and takes no lease for it)", netCat),
 		str("gateway", "", "the guest's default `GATEWAY` with --guest-ip (not with routed: its gateway is always 169.254.0.1)", netCat),
 		boolean("no-host-link", "ipvtap, macvtap: do not make the guest reachable from this host (no host-side link)", netCat),
+		str("follow-uplink", d.FollowUplink, followUplinkUsage, netCat),
 		str("console", d.Console, "`auto` (serial unless a display is available), serial, none or gui", runCat),
 		str("serial-log", "", "also write the guest's serial console to `FILE`", runCat),
 		str("timeout", "", "stop the VM after `DURATION` (e.g. 10m) and exit with 124", runCat),
@@ -96,7 +97,7 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		"uplink": &cfg.Uplink, "guest-ip": &cfg.GuestIP, "nat-subnet": &cfg.NATSubnet, "resolv-conf": &cfg.ResolvConf, "gateway": &cfg.Gateway,
 		"console": &cfg.Console, "serial-log": &cfg.SerialLog, "timeout": &cfg.Timeout,
 		"shutdown-grace": &cfg.ShutdownGrace, "wait-address": &cfg.WaitAddress, "qemu": &cfg.QEMU, "agent": &cfg.Agent,
-		"cloud-init": &cfg.CloudInit, "user-data": &cfg.UserData,
+		"cloud-init": &cfg.CloudInit, "user-data": &cfg.UserData, "follow-uplink": &cfg.FollowUplink,
 	}
 	for name, p := range strs {
 		if isSet[name] {

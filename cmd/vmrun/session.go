@@ -266,6 +266,7 @@ func (s *session) options(console io.Writer) launcher.Options {
 // supervise runs the guest until QEMU exits and maps how it ended to the
 // run's error, showing the console's last lines when it failed unseen.
 func (s *session) supervise() error {
+	defer s.followUplink()()
 	res := s.qemu.Supervise(s.c.Context)
 	if s.addrTimedOut.Load() && res.Code == exitcode.OK {
 		return s.addrTimeout()

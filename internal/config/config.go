@@ -36,6 +36,7 @@ type Config struct {
 	GuestIP       string   `yaml:"guest-ip"`
 	Gateway       string   `yaml:"gateway"`
 	NoHostLink    bool     `yaml:"no-host-link"`
+	FollowUplink  string   `yaml:"follow-uplink"`
 	Timeout       string   `yaml:"timeout"`
 	ShutdownGrace string   `yaml:"shutdown-grace"`
 	WaitAddress   string   `yaml:"wait-address"`
@@ -69,6 +70,7 @@ func Defaults() Config {
 		Accel:         "auto",
 		Agent:         "on",
 		CloudInit:     "auto",
+		FollowUplink:  "on",
 	}
 }
 

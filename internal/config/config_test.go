@@ -107,7 +107,7 @@ func TestResolveDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Name != "web" || s.MemMiB != 512 || s.CPUs != 1 || s.NetMode != netsetup.Auto || s.Grace != 60*time.Second {
+	if s.Name != "web" || s.MemMiB != 512 || s.CPUs != 1 || s.NetMode != netsetup.Auto || s.Grace != 60*time.Second || !s.FollowUplink {
 		t.Fatalf("unexpected spec: %+v", s)
 	}
 	if s.MAC.String() != netsetup.DeriveMAC("web").String() || s.MACSet {
@@ -115,6 +115,24 @@ func TestResolveDefaults(t *testing.T) {
 	}
 	if s.Disks[0].Format != FormatQcow2 || !filepath.IsAbs(s.Disks[0].Path) {
 		t.Fatalf("disk %+v", s.Disks[0])
+	}
+}
+
+// TestFollowUplinkOff: --follow-uplink off (also `follow-uplink: off` in
+// a config file) turns the watch off.
+func TestFollowUplinkOff(t *testing.T) {
+	c := Defaults()
+	c.Disk = []string{qcow2(t)}
+	p := writeFile(t, "c.yaml", []byte("follow-uplink: off\n"), 0o644)
+	if _, err := LoadFile(p, &c); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.FollowUplink {
+		t.Error("follow-uplink: off in the config file left FollowUplink on")
 	}
 }
 
@@ -145,6 +163,7 @@ func TestResolveErrors(t *testing.T) {
 		"bad guest ip":       {func(c *Config) { c.GuestIP = "192.168.1.5" }, "--guest-ip"},
 		"empty disk":         {func(c *Config) { c.Disk = []string{""} }, "--disk is empty"},
 		"mode takes no name": {func(c *Config) { c.Net = "user:eth0" }, "takes no interface"},
+		"bad follow-uplink":  {func(c *Config) { c.FollowUplink = "yes" }, "--follow-uplink \"yes\" is not on or off"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -34,9 +34,12 @@ type Spec struct {
 	GuestIP    *net.IPNet
 	Gateway    net.IP
 	NoHostLink bool
-	NAT        netsetup.NATOptions
-	Timeout    time.Duration
-	Grace      time.Duration
+	// FollowUplink: watch the host's network while the VM runs
+	// (--follow-uplink on).
+	FollowUplink bool
+	NAT          netsetup.NATOptions
+	Timeout      time.Duration
+	Grace        time.Duration
 	// WaitAddress stops the run (exit code 124) when the guest has no
 	// address this long after QEMU started; 0 means never.
 	WaitAddress time.Duration
@@ -369,6 +372,13 @@ func (c Config) resolveNet(s *Spec) error {
 		}
 	}
 	s.NoHostLink = c.NoHostLink
+	switch c.FollowUplink {
+	case "on", "":
+		s.FollowUplink = true
+	case "off":
+	default:
+		return fmt.Errorf("--follow-uplink %q is not on or off", c.FollowUplink)
+	}
 	return c.resolveNAT(s)
 }
 
