@@ -303,6 +303,14 @@ func (b *builder) nic(n NIC, cpus int) error {
 		return fmt.Errorf("%w: unknown backend %q", ErrBadNIC, n.Backend)
 	}
 	netdev = append(netdev, n.Options...)
+	if n.Hotplug {
+		// Two root ports: the NIC's, and a free one for its replacement
+		// (see SwapNIC); QEMU 7.2's q35 hot-plugs them through ACPI.
+		for i := range hotplugPorts {
+			b.add("-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d", portID(i), i+1))
+		}
+		device = append(device, "id="+nicID(0), "bus="+portID(0))
+	}
 	b.add("-netdev", strings.Join(netdev, ","), "-device", strings.Join(device, ","))
 	return nil
 }

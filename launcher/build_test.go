@@ -45,6 +45,9 @@ func TestBuildGolden(t *testing.T) {
 			vm.NIC = &NIC{Backend: "tap", Files: placeholders(1), MAC: mac(t), MTU: 1400}
 			vm.PIDFile = "/run/vmrun/web/qemu.pid"
 		},
+		"tap-hotplug": func(vm *VM) {
+			vm.NIC = &NIC{Backend: "tap", Files: placeholders(1), VhostFiles: placeholders(1), MAC: mac(t), Hotplug: true}
+		},
 		"tap-multiqueue": func(vm *VM) {
 			vm.CPUs = 2
 			vm.NIC = &NIC{Backend: "tap", Files: placeholders(2), VhostFiles: placeholders(2), MAC: mac(t)}

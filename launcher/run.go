@@ -128,6 +128,10 @@ type supervisor struct {
 	// execStopped: a stop request (signal, vmrun stop) came before Exec
 	// returned.
 	execStopped bool
+
+	swapc chan swapReq  // SwapNIC's requests
+	over  chan struct{} // closed when supervise returned
+	nics  nicSwapper
 }
 
 // Run starts QEMU as described by cl and supervises it until it exits: it
@@ -143,7 +147,8 @@ func Run(ctx context.Context, cl Cmdline, opts Options) Result {
 // Process is a QEMU that Start launched, paused before the guest runs,
 // until Supervise has seen it exit.
 type Process struct {
-	s *supervisor
+	s      *supervisor
+	swapMu sync.Mutex // one SwapNIC at a time
 }
 
 // Start launches QEMU as described by cl, paused (-S), and calls
@@ -164,7 +169,8 @@ func Start(cl Cmdline, opts Options) (*Process, error) {
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
 	}
-	s := &supervisor{opts: opts, stderr: linetail.NewSkipBlank(8)}
+	s := &supervisor{opts: opts, stderr: linetail.NewSkipBlank(8),
+		swapc: make(chan swapReq), over: make(chan struct{}), nics: nicSwapper{deleted: make(chan string, 8)}}
 	err := s.start(cl)
 	closeFiles(cl.ExtraFiles)
 	if err != nil {
@@ -178,6 +184,7 @@ func Start(cl Cmdline, opts Options) (*Process, error) {
 func (p *Process) Supervise(ctx context.Context) Result {
 	s := p.s
 	res := s.supervise(ctx)
+	close(s.over)
 	s.stopTimers()
 	if s.execCancel != nil {
 		s.execCancel()
@@ -385,6 +392,8 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 				s.opts.Event(ev)
 			}
 			s.event(ev)
+		case r := <-s.swapc:
+			go func() { r.done <- s.nics.swap(r) }()
 		case sig := <-s.opts.Stop:
 			if s.opts.Exec != nil && s.exec == nil {
 				s.execStopped = true
@@ -510,6 +519,7 @@ func (s *supervisor) connect(ctx context.Context) (Result, bool) {
 				return Result{Code: exitcode.Setup, Err: s.startupError(werr, r.err)}, false
 			}
 			s.client = r.c
+			s.nics.c = r.c
 			s.events = r.c.Events()
 			if s.opts.Ready != nil {
 				s.opts.Ready(r.c.Version)
@@ -579,6 +589,13 @@ func (s *supervisor) event(ev qmp.Event) {
 	case qmp.EventStop:
 		if !s.stopped && !s.panic {
 			s.opts.Notify("QEMU paused the guest (see QEMU's messages above); `vmrun stop` ends it")
+		}
+	case qmp.EventDeviceDeleted:
+		if id := ev.String("device"); id != "" {
+			select {
+			case s.nics.deleted <- id:
+			default: // nobody waits for it
+			}
 		}
 	}
 }

@@ -76,6 +76,9 @@ type NIC struct {
 	// MTU, when set and not 1500, is told to the guest (virtio-net host_mtu)
 	// so it matches the link's MTU.
 	MTU int
+	// Hotplug puts the NIC on a PCIe root port and reserves a second,
+	// free one, so Process.SwapNIC can replace it while the guest runs.
+	Hotplug bool
 }
 
 // VM describes one virtual machine.

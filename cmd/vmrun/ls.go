@@ -16,15 +16,18 @@ import (
 
 // vmInfo is one line of `vmrun ls`.
 type vmInfo struct {
-	Name    string     `json:"name"`
-	PID     int        `json:"pid"`
-	QEMUPID int        `json:"qemu_pid"`
-	Net     string     `json:"net"`
-	Parent  string     `json:"parent"`
-	MAC     string     `json:"mac"`
-	Started *time.Time `json:"started"` // null when unknown
-	Uptime  string     `json:"uptime"`
-	Status  string     `json:"status"` // running, or stale (left by a killed vmrun)
+	Name    string `json:"name"`
+	PID     int    `json:"pid"`
+	QEMUPID int    `json:"qemu_pid"`
+	Net     string `json:"net"`
+	Parent  string `json:"parent"`
+	MAC     string `json:"mac"`
+	// Switches counts the moves of the running guest to another
+	// attachment (Net is the current one's mode).
+	Switches int        `json:"switches"`
+	Started  *time.Time `json:"started"` // null when unknown
+	Uptime   string     `json:"uptime"`
+	Status   string     `json:"status"` // running, or stale (left by a killed vmrun)
 	// Addresses are the guest's learnt addresses; null when none.
 	Addresses []addrInfo `json:"addresses"`
 }
@@ -85,8 +88,8 @@ func info(e rundir.Entry) vmInfo {
 		i.Status = "stale (run `vmrun gc`)"
 	}
 	if e.State != nil {
-		i.PID, i.QEMUPID, i.Net, i.Parent, i.MAC =
-			e.State.PID, e.State.QEMUPID, e.State.Mode, e.State.Parent, e.State.MAC
+		i.PID, i.QEMUPID, i.Net, i.Parent, i.MAC, i.Switches =
+			e.State.PID, e.State.QEMUPID, e.State.Mode, e.State.Parent, e.State.MAC, e.State.Switches
 		for _, a := range e.State.Addresses {
 			i.Addresses = append(i.Addresses, addrInfo{Addr: a.Addr, Source: a.Source, Server: a.Server, Learnt: a.Learnt})
 		}

@@ -54,7 +54,7 @@ type session struct {
 	cl   launcher.Cmdline
 	tail *linetail.Tail // the serial console's last lines
 	qemu *launcher.Process
-	att  *netsetup.Attachment // the network attachment, once attached
+	net  netState // the network attachment, once attached
 
 	firstAddr    sync.Once     // announces the guest's first address
 	gotAddr      chan struct{} // closed once the guest has an address
@@ -125,12 +125,7 @@ func (s *session) record() error {
 // attach creates the network attachment the plan decided, and gives its
 // fds and options to the VM.
 func (s *session) attach() error {
-	ctx := netsetup.WithTrace(s.c.Context, &netsetup.Trace{
-		Step:   func(name string) { s.step("network: %s", name) },
-		Event:  func(msg string) { s.step("network: %s", msg) },
-		Notice: func(msg string) { s.notify("%s", msg) },
-		Addr:   s.guestAddr,
-	})
+	ctx := netsetup.WithTrace(s.c.Context, s.trace())
 	// A stop request during set-up (e.g. while waiting for a DHCP lease)
 	// cancels it; sigc still sees the signal and the run ends cleanly.
 	setupCtx, stopSetup := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
@@ -143,14 +138,30 @@ func (s *session) attach() error {
 		}
 		return exitcode.Wrap(exitcode.Setup, err)
 	}
-	s.att = att
-	s.undo.Push("network attachment", att.Undo)
+	s.net.att, s.net.plan = att, s.plan
+	s.net.watch(att)
+	// The entries follow the attachment a switch put the guest on.
+	s.undo.Push("network attachment", func() error { return s.net.current().Undo() })
 	// QEMU holds the fds from its start; vmrun's copies go before the
 	// links are removed.
-	s.undo.Push("network fds", func() error { att.CloseFiles(); return nil })
+	s.undo.Push("network fds", func() error { s.net.current().CloseFiles(); return nil })
 	s.vm.NIC = nicOf(att)
+	if hotplugNIC(s.spec.NetMode, s.vm.NIC) {
+		s.vm.NIC.Hotplug = true
+	}
 	s.step("network attached (%s)", s.plan.Mode)
 	return nil
+}
+
+// trace is how the network set-up reports to the session: --verbose
+// steps, notices, and the guest's addresses.
+func (s *session) trace() *netsetup.Trace {
+	return &netsetup.Trace{
+		Step:   func(name string) { s.step("network: %s", name) },
+		Event:  func(msg string) { s.step("network: %s", msg) },
+		Notice: func(msg string) { s.notify("%s", msg) },
+		Addr:   s.guestAddr,
+	}
 }
 
 // build opens the sockets QEMU inherits (QMP, the guest agent's ports)
@@ -240,7 +251,7 @@ func (s *session) options(console io.Writer) launcher.Options {
 	opts := launcher.Options{
 		QMPPath: s.sock, Timeout: s.spec.Timeout, Grace: s.spec.Grace,
 		Console: console, Stderr: s.c.App.ErrWriter, Stop: s.sigc, Notify: s.notify,
-		Lost: s.att.Done(), LostErr: s.att.Err,
+		Lost: s.net.lost, LostErr: s.net.err,
 		Started: func(pid int) {
 			s.step("QEMU started (pid %d)", pid)
 			_ = s.dir.Update(func(st *rundir.State) { st.QEMUPID = pid; st.QMPSocket = s.sock })

@@ -99,12 +99,15 @@ type Object struct {
 
 // State is the content of a VM's state file.
 type State struct {
-	Name      string    `json:"name"`
-	PID       int       `json:"pid"`
-	QEMUPID   int       `json:"qemu_pid,omitempty"`
-	Mode      string    `json:"mode,omitempty"`
-	Parent    string    `json:"parent,omitempty"`
-	MAC       string    `json:"mac,omitempty"`
+	Name    string `json:"name"`
+	PID     int    `json:"pid"`
+	QEMUPID int    `json:"qemu_pid,omitempty"`
+	Mode    string `json:"mode,omitempty"`
+	Parent  string `json:"parent,omitempty"`
+	MAC     string `json:"mac,omitempty"`
+	// Switches counts the times the running guest was moved to another
+	// attachment (Mode, Parent and MAC are the current one's).
+	Switches  int       `json:"switches,omitempty"`
 	Started   time.Time `json:"started"`
 	Objects   []Object  `json:"objects,omitempty"`
 	QMPSocket string    `json:"qmp_socket,omitempty"`

@@ -12,7 +12,7 @@ import (
 // was) misleads whoever reads the file, so it has no place here. ssh is
 // written by a run with a cloud-init seed and read by `vmrun ssh`.
 func TestStateFileKeys(t *testing.T) {
-	want := []string{"name", "pid", "qemu_pid", "mode", "parent", "mac", "started", "objects", "qmp_socket", "addresses", "ssh"}
+	want := []string{"name", "pid", "qemu_pid", "mode", "parent", "mac", "switches", "started", "objects", "qmp_socket", "addresses", "ssh"}
 	var got []string
 	st := reflect.TypeOf(State{})
 	for i := range st.NumField() {

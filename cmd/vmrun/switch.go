@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/launcher"
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// netState is the session's current attachment while the guest runs:
+// switchAttachment replaces it, the undo stack's entries and the
+// supervisor's Lost channel follow it.
+type netState struct {
+	mu       sync.Mutex // held for a whole switch
+	att      *netsetup.Attachment
+	plan     netsetup.Plan
+	switches int
+	unwatch  chan struct{} // ends the watch of att's Done
+
+	lost     chan struct{} // closed when the current attachment dies
+	lostOnce sync.Once
+	lostErr  error
+}
+
+// current returns the attachment the guest is on.
+func (n *netState) current() *netsetup.Attachment {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.att
+}
+
+// watch makes att's death the run's Lost (until the next watch).
+func (n *netState) watch(att *netsetup.Attachment) {
+	if n.lost == nil {
+		n.lost = make(chan struct{})
+	}
+	if n.unwatch != nil {
+		close(n.unwatch)
+	}
+	stop := make(chan struct{})
+	n.unwatch = stop
+	go func() {
+		select {
+		case <-att.Done():
+			n.lostOnce.Do(func() { n.lostErr = att.Err(); close(n.lost) })
+		case <-stop:
+		}
+	}()
+}
+
+// err explains a closed lost channel.
+func (n *netState) err() error { return n.lostErr }
+
+// switchAttachment moves the running guest onto a new attachment for
+// plan, in the same QEMU process (see docs/live-uplink.md): it applies
+// plan (its objects are recorded in the state file before they are made,
+// beside the old attachment's, so a SIGKILL at any moment leaves only
+// what `vmrun gc` removes), replaces the guest's NIC by one on the new
+// attachment (launcher.Process.SwapNIC; the guest keeps its MAC when the
+// plan does), then removes the old attachment. why is the reason, in
+// words, for the one stderr line each switch prints. On an error the
+// guest stays on the old attachment and the new one is undone.
+//
+//lint:ignore U1000 the entry point of --net auto's DHCP verdict and uplink watcher, which land next
+func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why string) error {
+	n := &s.net
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.att == nil || s.qemu == nil {
+		return errors.New("switch: the guest has no attachment yet")
+	}
+	start := time.Now()
+	from := n.plan.Mode
+	att, err := netsetup.Apply(netsetup.WithTrace(ctx, s.trace()), plan, s.dir)
+	if err != nil {
+		return fmt.Errorf("switch to %s: %w", plan.Mode, err)
+	}
+	nic := nicOf(att)
+	if nic == nil {
+		return errors.Join(fmt.Errorf("switch to %s: no NIC backend", plan.Mode), att.Undo())
+	}
+	if err := s.qemu.SwapNIC(ctx, *nic); err != nil {
+		att.CloseFiles()
+		return errors.Join(fmt.Errorf("switch to %s: %w", plan.Mode, err), att.Undo())
+	}
+	took := time.Since(start)
+	// QEMU holds the new fds; the old attachment's go with their links.
+	att.CloseFiles()
+	old := n.att
+	n.att, n.plan = att, plan
+	n.switches++
+	n.watch(att)
+	_ = s.dir.Update(func(st *rundir.State) {
+		st.Mode, st.Parent, st.MAC, st.Switches = string(plan.Mode), plan.Parent, plan.MAC.String(), n.switches
+		st.Addresses = nil // the guest takes new ones on the new network
+	})
+	s.notify("network: %s → %s (%s); switched in %d ms", from, plan.Mode, why, took.Milliseconds())
+	old.CloseFiles()
+	if err := old.Undo(); err != nil {
+		return fmt.Errorf("switched to %s, but removing the %s attachment failed (run `vmrun gc` after the VM stops): %w", plan.Mode, from, err)
+	}
+	return nil
+}
+
+// hotplugNIC says whether the run's NIC goes on a hot-pluggable port, so
+// switchAttachment can replace it: --net auto, on a tap backend.
+func hotplugNIC(req netsetup.Mode, nic *launcher.NIC) bool {
+	return req == netsetup.Auto && nic != nil && nic.Backend == "tap"
+}

@@ -1,0 +1,203 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vmrun/vmrun/qmp"
+)
+
+// hotplugPorts is how many PCIe root ports a NIC with Hotplug gets: its
+// own and one free for its replacement; replacements alternate.
+const hotplugPorts = 2
+
+// deviceDeletedWait bounds the guest's release of the old NIC (ACPI
+// eject; measured ~110 ms under TCG on a loaded 2-CPU host).
+const deviceDeletedWait = 10 * time.Second
+
+// ErrNoSwap: the NIC cannot be replaced in this run.
+var ErrNoSwap = errors.New("the guest's NIC cannot be replaced")
+
+func portID(n int) string   { return "vmrun-rp" + strconv.Itoa(n%hotplugPorts) }
+func nicID(n int) string    { return "nic" + strconv.Itoa(n) }
+func netdevID(n int) string { return "net" + strconv.Itoa(n) }
+
+// swapReq is one SwapNIC call, handed to the supervisor's loop.
+type swapReq struct {
+	ctx  context.Context
+	nic  NIC
+	done chan error
+}
+
+// SwapNIC replaces the running guest's NIC (started with NIC.Hotplug) by
+// one on nic's backend, in the same QEMU process: it passes nic's fds
+// (getfd), adds the new netdev, asks the guest to release the old NIC
+// (device_del) and waits for QEMU's DEVICE_DELETED, plugs the new NIC
+// into the free root port with the same id scheme (device_add; the guest
+// sees a new virtio-net device with nic.MAC), and removes the old netdev,
+// which closes QEMU's copies of the old fds. It returns once the new NIC
+// is plugged in (live under the guest). The caller keeps owning nic's
+// files and may close them afterwards. Only tap backends can be swapped.
+// On an error before the old NIC is gone, the guest keeps it; after,
+// SwapNIC plugs the old one back. Calls are serialised; one made before
+// QMP is ready waits for it (or for ctx), one after QEMU exited returns
+// ErrNoSwap.
+func (p *Process) SwapNIC(ctx context.Context, nic NIC) error {
+	p.swapMu.Lock()
+	defer p.swapMu.Unlock()
+	if nic.Backend != "tap" || len(nic.Files) == 0 || len(nic.Options) != 0 {
+		return fmt.Errorf("%w: only a tap backend without extra options can be plugged in live", ErrNoSwap)
+	}
+	r := swapReq{ctx: ctx, nic: nic, done: make(chan error, 1)}
+	select {
+	case p.s.swapc <- r:
+	case <-p.s.over:
+		return fmt.Errorf("%w: QEMU has exited", ErrNoSwap)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-p.s.over:
+		return fmt.Errorf("%w: QEMU exited during the swap", ErrNoSwap)
+	}
+}
+
+// nicSwapper runs the QMP side of SwapNIC; the supervisor's loop feeds
+// it QEMU's DEVICE_DELETED events.
+type nicSwapper struct {
+	c       *qmp.Client
+	seq     int         // the current NIC's number (nicID, netdevID, portID)
+	cur     *NIC        // the current NIC's shape, once swapped (nil: the boot's)
+	deleted chan string // ids from DEVICE_DELETED
+}
+
+// swap runs one replacement (in its own goroutine; one at a time).
+func (w *nicSwapper) swap(r swapReq) error {
+	if w.c == nil {
+		return fmt.Errorf("%w: QMP is not ready", ErrNoSwap)
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, deviceDeletedWait+4*commandTimeout)
+	defer cancel()
+	old, n := w.seq, w.seq+1
+	added, err := w.addNetdev(ctx, n, r.nic)
+	if err != nil {
+		return err
+	}
+	if err := w.c.DeviceDel(ctx, nicID(old)); err != nil {
+		return errors.Join(err, w.c.NetdevDel(ctx, added))
+	}
+	if err := w.awaitDeleted(ctx, nicID(old)); err != nil {
+		return err
+	}
+	if err := w.c.DeviceAdd(ctx, nicArgs(n, r.nic)); err != nil {
+		// Plug the old NIC back: its netdev still exists.
+		back := w.c.DeviceAdd(ctx, w.plugBack(old, r.nic))
+		return errors.Join(err, back, w.c.NetdevDel(ctx, added))
+	}
+	w.seq, w.cur = n, &NIC{MAC: r.nic.MAC, MTU: r.nic.MTU, Files: make([]*os.File, len(r.nic.Files))}
+	if err := w.c.NetdevDel(ctx, netdevID(old)); err != nil {
+		return fmt.Errorf("the new NIC is live, but the old backend stays in QEMU: %w", err)
+	}
+	return nil
+}
+
+// plugBack are the device_add arguments that plug NIC number old back
+// (its netdev is still there): as it was, when known.
+func (w *nicSwapper) plugBack(old int, nic NIC) qmp.Args {
+	if w.cur != nil {
+		return nicArgs(old, *w.cur)
+	}
+	return nicArgs(old, NIC{MAC: nic.MAC})
+}
+
+// nicArgs are device_add's arguments for nic as NIC number n.
+func nicArgs(n int, nic NIC) qmp.Args {
+	a := qmp.Args{"driver": "virtio-net-pci", "id": nicID(n), "netdev": netdevID(n),
+		"bus": portID(n), "mac": nic.MAC.String(), "romfile": ""}
+	if nic.MTU > 0 && nic.MTU != 1500 {
+		a["host_mtu"] = nic.MTU
+	}
+	if q := len(nic.Files); q > 1 {
+		a["mq"] = true
+		a["vectors"] = 2*q + 2
+	}
+	return a
+}
+
+// addNetdev passes nic's fds and adds its netdev as number n; on failure
+// it leaves nothing behind in QEMU.
+func (w *nicSwapper) addNetdev(ctx context.Context, n int, nic NIC) (string, error) {
+	id := netdevID(n)
+	var names, vnames []string
+	var err error
+	for i, f := range nic.Files {
+		name := fmt.Sprintf("%s-q%d", id, i)
+		if err = w.c.GetFD(ctx, name, f); err != nil {
+			break
+		}
+		names = append(names, name)
+	}
+	for i, f := range nic.VhostFiles {
+		if err != nil {
+			break
+		}
+		name := fmt.Sprintf("%s-v%d", id, i)
+		if err = w.c.GetFD(ctx, name, f); err == nil {
+			vnames = append(vnames, name)
+		}
+	}
+	if err == nil {
+		err = w.c.NetdevAdd(ctx, netdevArgs(id, names, vnames))
+		if err == nil {
+			return id, nil
+		}
+	}
+	for _, name := range append(names, vnames...) {
+		err = errors.Join(err, w.c.CloseFD(ctx, name))
+	}
+	return "", err
+}
+
+// netdevArgs are netdev_add's arguments for a tap backend on the fds
+// passed as names (and vhost-net fds as vnames).
+func netdevArgs(id string, names, vnames []string) qmp.Args {
+	a := qmp.Args{"type": "tap", "id": id}
+	if len(names) == 1 {
+		a["fd"] = names[0]
+	} else {
+		a["fds"] = strings.Join(names, ":")
+	}
+	a["vhost"] = len(vnames) > 0
+	switch {
+	case len(vnames) == 1:
+		a["vhostfd"] = vnames[0]
+	case len(vnames) > 1:
+		a["vhostfds"] = strings.Join(vnames, ":")
+	}
+	return a
+}
+
+// awaitDeleted waits for the DEVICE_DELETED of device id.
+func (w *nicSwapper) awaitDeleted(ctx context.Context, id string) error {
+	t := time.NewTimer(deviceDeletedWait)
+	defer t.Stop()
+	for {
+		select {
+		case got := <-w.deleted:
+			if got == id {
+				return nil
+			}
+		case <-t.C:
+			return fmt.Errorf("the guest did not release its NIC %s within %s (no ACPI PCI hot-plug in the guest?)", id, deviceDeletedWait)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the guest to release its NIC %s: %w", id, ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmrun/vmrun/internal/testutil"
+)
+
+// openTap creates a non-persistent tap in ns and returns its queue fd:
+// the tap exists as long as an fd on it is open.
+func openTap(t *testing.T, ns *testutil.Netns, name string) *os.File {
+	t.Helper()
+	var f *os.File
+	err := ns.Do(func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		var req [unix.IFNAMSIZ + 64]byte
+		copy(req[:], name)
+		*(*uint16)(unsafe.Pointer(&req[unix.IFNAMSIZ])) = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETIFF, uintptr(unsafe.Pointer(&req[0]))); e != 0 {
+			unix.Close(fd)
+			return e
+		}
+		f = os.NewFile(uintptr(fd), "/dev/net/tun")
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("tap %s: %v", name, err)
+	}
+	return f
+}
+
+// TestSwapNICRealGuest boots the test guest on tap A (in a bridge of a
+// private namespace), swaps its NIC to tap B in the same QEMU, and checks
+// that the guest configured its new NIC and answers through B alone: A
+// is gone (QEMU closed its copy at netdev_del, the test its own).
+func TestSwapNICRealGuest(t *testing.T) {
+	testutil.RequireRoot(t)
+	g := testutil.RequireGuest(t)
+	ns := testutil.NewNetns(t, "swap")
+	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	ns.MustRun(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "br0")
+	ns.MustRun(t, "ip", "link", "set", "br0", "up")
+	tapA, tapB := openTap(t, ns, "tapa"), openTap(t, ns, "tapb")
+	defer tapB.Close()
+	for _, tap := range []string{"tapa", "tapb"} {
+		ns.MustRun(t, "ip", "link", "set", tap, "master", "br0", "up")
+	}
+
+	mac, _ := net.ParseMAC("52:54:00:77:00:02")
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	vm := VM{Name: "swap", QEMU: testutil.RequireQEMU(t), MemMiB: 256, CPUs: 1, Kernel: g.Kernel, Initrd: g.Initrd,
+		Append:  "console=ttyS0 vmrun.role=test vmrun.agent=off vmrun.ip=10.77.0.2/24",
+		Console: ConsoleNone, QMP: qmpFile(t, sock),
+		NIC: &NIC{Backend: "tap", Files: []*os.File{tapA}, MAC: mac, Hotplug: true}}
+	cl, err := Build(vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	console, n, stop := testutil.NewLineBuffer(), &notes{}, make(chan os.Signal, 1)
+	p, err := Start(cl, Options{QMPPath: sock, Console: console, Notify: n.add, Stderr: n, Stop: stop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resc := make(chan Result, 1)
+	go func() { resc <- p.Supervise(context.Background()) }()
+	defer func() {
+		stop <- syscall.SIGQUIT
+		<-resc
+	}()
+	if _, err := console.WaitFor("VMRUN-GUEST: ready", runBound); err != nil {
+		t.Fatalf("guest not ready: %v; notes:\n%s\nconsole:\n%s", err, n, console)
+	}
+	if err := ns.Ping("10.77.0.2", 30*time.Second); err != nil {
+		t.Fatalf("guest on tap A: %v", err)
+	}
+	start := time.Now()
+	if err := p.SwapNIC(context.Background(), NIC{Backend: "tap", Files: []*os.File{tapB}, MAC: mac}); err != nil {
+		t.Fatalf("SwapNIC: %v; notes:\n%s", err, n)
+	}
+	t.Logf("NIC swapped in %s (device_del to device_add, TCG guest)", time.Since(start).Round(time.Millisecond))
+	if _, err := console.WaitFor("VMRUN-GUEST: new NIC eth0", runBound); err != nil {
+		t.Fatalf("the guest did not see its new NIC: %v\nconsole:\n%s", err, console)
+	}
+	tapA.Close()
+	if links := strings.Join(ns.Links(t), " "); strings.Contains(links, "tapa") {
+		t.Fatalf("tap A still exists after the swap (QEMU kept its fd): %s", links)
+	}
+	if err := ns.Ping("10.77.0.2", 30*time.Second); err != nil {
+		t.Fatalf("guest after the swap (only tap B left): %v\nconsole:\n%s", err, console)
+	}
+	// A second swap goes back to the first port, with vhost-net when the
+	// host has it.
+	tapC := openTap(t, ns, "tapc")
+	defer tapC.Close()
+	ns.MustRun(t, "ip", "link", "set", "tapc", "master", "br0", "up")
+	third := NIC{Backend: "tap", Files: []*os.File{tapC}, MAC: mac}
+	if vhost, err := os.OpenFile("/dev/vhost-net", os.O_RDWR, 0); err == nil {
+		defer vhost.Close()
+		third.VhostFiles = []*os.File{vhost}
+	}
+	if err := p.SwapNIC(context.Background(), third); err != nil {
+		t.Fatalf("second SwapNIC: %v; notes:\n%s", err, n)
+	}
+	tapB.Close()
+	if err := ns.Ping("10.77.0.2", 30*time.Second); err != nil {
+		t.Fatalf("guest after the second swap: %v\nconsole:\n%s", err, console)
+	}
+	if err := p.SwapNIC(context.Background(), NIC{Backend: "user", MAC: mac}); !errors.Is(err, ErrNoSwap) {
+		t.Fatalf("SwapNIC to a user backend: %v, want ErrNoSwap", err)
+	}
+}
+
+// qmpFile listens on path and returns the listener's file for VM.QMP.
+func qmpFile(t *testing.T, path string) *os.File {
+	t.Helper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	f, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
