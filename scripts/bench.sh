@@ -16,6 +16,7 @@ runs=(
 	# package            benchmarks                                      -benchtime (samples)
 	"./netsetup          ^Benchmark(Setup|Teardown|Parallel)$            20x"
 	"./netsetup          ^Benchmark(RoutedSetup|RoutedTeardown)$         20x"
+	"./netsetup          ^BenchmarkNATSetup$                             20x"
 	"./netsetup          ^BenchmarkDatapath$                             5x"
 	"./test/e2e          ^BenchmarkQMPReady$                             10x"
 	"./test/e2e          ^BenchmarkSupervisorRSS$                        5x"

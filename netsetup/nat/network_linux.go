@@ -134,8 +134,11 @@ func checkForwardConflicts(live map[string]member, vm string, fws []hostnet.Forw
 
 // ensureNetwork makes sure the bridge (with its address), vmrun's table
 // and forwarding exist, creating what is missing and recording it in st
-// first. It returns the network's subnet.
+// first. It returns the network's subnet. The state is written durably
+// once, at the end, and only when it changed (a VM joining a network whose
+// objects all exist writes nothing).
 func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *shared, want string, tr *hostnet.Trace) (netip.Prefix, error) {
+	objects0, subnet0 := len(st.Objects), st.Subnet
 	var wantP netip.Prefix
 	if want != "" {
 		var err error
@@ -175,7 +178,10 @@ func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *share
 	if err := enableForwarding(d, st, tr); err != nil {
 		return netip.Prefix{}, err
 	}
-	return subnet, d.writeShared(*st)
+	if len(st.Objects) == objects0 && st.Subnet == subnet0 {
+		return subnet, nil // objects are only ever appended
+	}
+	return subnet, d.writeShared(*st, true)
 }
 
 // existingBridge returns the subnet of the NAT bridge if it exists.
@@ -464,7 +470,7 @@ func (d *lockedDir) teardown() error {
 	left, err := undoShared(st.Objects)
 	if err != nil {
 		st.Objects = left
-		return errors.Join(err, d.writeShared(st))
+		return errors.Join(err, d.writeShared(st, true))
 	}
 	return d.remove()
 }

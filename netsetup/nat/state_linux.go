@@ -195,22 +195,30 @@ func (d *lockedDir) readShared() (shared, error) {
 	return st, json.Unmarshal(b, &st)
 }
 
-func (d *lockedDir) writeShared(st shared) error {
+// writeShared replaces state.json with st (a temporary file, then a
+// rename: a reader sees the old state or the new one). Only a durable
+// write waits for the disk (fsync): the records made before each object
+// need none, by the argument of docs/architecture.md's "Crash safety" — a
+// process's death, however abrupt, does not touch the page cache, and a
+// crash of the kernel takes the recorded objects with it. One durable
+// write per set-up, after the last object, leaves a consistent file
+// behind should the machine go down.
+func (d *lockedDir) writeShared(st shared, durable bool) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(d.path, "state.json"), b)
+	return writeFileAtomic(filepath.Join(d.path, "state.json"), b, durable)
 }
 
-func writeFileAtomic(path string, b []byte) error {
+func writeFileAtomic(path string, b []byte, durable bool) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(append(b, '\n'))
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -223,7 +231,8 @@ func writeFileAtomic(path string, b []byte) error {
 }
 
 // record appends obj to the shared objects (unless recorded already) and
-// writes the state before the object is created.
+// writes the state before the object is created (not durably: see
+// writeShared).
 func (d *lockedDir) record(st *shared, obj rundir.Object) error {
 	for _, o := range st.Objects {
 		if o.Kind == obj.Kind && o.Name == obj.Name {
@@ -231,7 +240,7 @@ func (d *lockedDir) record(st *shared, obj rundir.Object) error {
 		}
 	}
 	st.Objects = append(st.Objects, obj)
-	return d.writeShared(*st)
+	return d.writeShared(*st, false)
 }
 
 // member is one members/VM.json: its VM and whether a live vmrun holds it.
