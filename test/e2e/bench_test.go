@@ -147,10 +147,24 @@ func listenerFile(b *testing.B, dir, name string) (string, *os.File) {
 	return sock, f
 }
 
+// socketPairEnd returns one end of a socket pair for QEMU, as vmrun passes
+// the guest agent's chardev; the other end stays open until the benchmark
+// ends.
+func socketPairEnd(b *testing.B) *os.File {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "mine"), os.NewFile(uintptr(fds[1]), "qemu")
+	b.Cleanup(func() { mine.Close(); theirs.Close() })
+	return theirs
+}
+
 // bareQEMUStart starts QEMU (args after the binary) in ns with a listener
-// as fd 3 for its monitor, as vmrun passes it, and listeners for the other
-// fds args name (the guest agent's ports: fd=4, fd=5, ...; without them
-// QEMU exits at once). It returns the wall time until the QMP handshake is
+// as fd 3 for its monitor, as vmrun passes it, and for the other fds args
+// name what vmrun passes (the guest agent's ports: a socket pair's end for
+// the agent's client-mode chardev, listeners for the exec ports; without
+// them QEMU exits at once). It returns the wall time until the QMP handshake is
 // done and, when console is set, until the first byte on QEMU's stdout
 // (the serial port; a paused guest is continued first); then it quits.
 func bareQEMUStart(b *testing.B, ns *testutil.Netns, qemu string, args []string, console bool) (qmpReady, con time.Duration) {
@@ -158,11 +172,20 @@ func bareQEMUStart(b *testing.B, ns *testutil.Netns, qemu string, args []string,
 	sock, f := listenerFile(b, dir, "qmp.sock")
 	cmd := ns.Command(context.Background(), qemu, args...)
 	cmd.ExtraFiles = []*os.File{f}
-	for _, m := range regexp.MustCompile(`\bfd=(\d+)\b`).FindAllStringSubmatch(strings.Join(args, " "), -1) {
+	for _, a := range args {
+		m := regexp.MustCompile(`\bfd=(\d+)\b`).FindStringSubmatch(a)
+		if m == nil {
+			continue
+		}
 		n, _ := strconv.Atoi(m[1])
 		for len(cmd.ExtraFiles) < n-2 {
-			_, lf := listenerFile(b, dir, fmt.Sprintf("fd%d.sock", len(cmd.ExtraFiles)+3))
-			cmd.ExtraFiles = append(cmd.ExtraFiles, lf)
+			if strings.Contains(a, "server=on") || len(cmd.ExtraFiles) < n-3 {
+				_, lf := listenerFile(b, dir, fmt.Sprintf("fd%d.sock", len(cmd.ExtraFiles)+3))
+				cmd.ExtraFiles = append(cmd.ExtraFiles, lf)
+			} else {
+				// A client-mode chardev (the guest agent's): a connected socket.
+				cmd.ExtraFiles = append(cmd.ExtraFiles, socketPairEnd(b))
+			}
 		}
 	}
 	stdout, err := cmd.StdoutPipe()
