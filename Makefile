@@ -12,8 +12,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: to run VMs, to build the test guest, and for the tests'
 # LAN side (DHCP server, Wi-Fi AP and station inside the nested kernel).
 DEPS_RUN := qemu-system-x86 qemu-utils
-DEPS_GUEST := busybox-static cpio kmod syslinux syslinux-common mtools dosfstools xz-utils qemu-guest-agent
-DEPS_TEST := iproute2 dnsmasq-base passt hostapd wpasupplicant iw procps util-linux ipxe-qemu
+DEPS_GUEST := busybox-static cpio kmod syslinux syslinux-common mtools dosfstools xz-utils qemu-guest-agent dropbear-bin
+DEPS_TEST := iproute2 dnsmasq-base passt hostapd wpasupplicant iw procps util-linux ipxe-qemu openssh-client
 
 .PHONY: all build demo test test-unit test-deps demo-deps guest nested lint bench soak stress clean install
 

@@ -17,6 +17,7 @@ import (
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/guestwait"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup"
 )
 
 // sshDefaultTimeout bounds `vmrun ssh`'s wait for the guest's SSH server.
@@ -56,6 +57,9 @@ func sshAction(c *cli.Context) error {
 		return exitcode.Usagef("vmrun ssh runs the system's ssh, which is not installed: install it (Debian: apt-get install openssh-client)")
 	}
 	root := rundir.Root()
+	if ap, st, ok := answeredBefore(root, name); ok {
+		return execSSH(bin, sshArgv(filepath.Join(root, name), name, ap, st, cmd))
+	}
 	w, err := guestwait.New(root, name, true, time.Now().Add(timeout))
 	if err != nil {
 		return err
@@ -77,10 +81,43 @@ func sshAction(c *cli.Context) error {
 	}
 	argv := sshArgv(filepath.Join(root, name), name, ap, w.State(), cmd)
 	w.Close()
+	return execSSH(bin, argv)
+}
+
+// execSSH replaces vmrun with ssh: ssh owns the terminal, and its exit
+// code is vmrun's.
+func execSSH(bin string, argv []string) error {
 	if err := syscall.Exec(bin, argv, os.Environ()); err != nil {
 		return exitcode.Setupf("running %s: %w", bin, err)
 	}
 	return nil
+}
+
+// answeredBefore returns where to reach the guest's SSH server without
+// waiting: once a login of this run succeeded, the VM's known_hosts holds
+// the guest's host key, and ssh runs at once (no check that would wake the
+// guest's SSH server first). ok is false otherwise.
+func answeredBefore(root, name string) (netip.AddrPort, *rundir.State, bool) {
+	fi, err := os.Stat(filepath.Join(root, name, knownHostsFile))
+	if err != nil || fi.Size() == 0 {
+		return netip.AddrPort{}, nil, false
+	}
+	e, found, err := rundir.Lookup(root, name)
+	if err != nil || !found || !e.Live || e.State == nil {
+		return netip.AddrPort{}, nil, false
+	}
+	if s := e.State.SSH; s != nil && s.Forward != "" {
+		ap, err := netip.ParseAddrPort(s.Forward)
+		return ap, e.State, err == nil
+	}
+	var as []netip.Addr
+	for _, a := range e.State.Addresses {
+		if p, err := netip.ParseAddr(a.Addr); err == nil && a.Source != netsetup.SourceUser {
+			as = append(as, p)
+		}
+	}
+	a := guestwait.PreferIPv4(as)
+	return netip.AddrPortFrom(a, 22), e.State, a.IsValid()
 }
 
 // sshMissing says what the guest lacked when the wait ran out.

@@ -149,16 +149,17 @@ func (w *Waiter) check(st *rundir.State) (a netip.AddrPort, pending bool, err er
 		}
 		return netip.AddrPort{}, false, nil
 	}
+	banner := false
 	if st.SSH != nil && st.SSH.Forward != "" {
 		fwd, perr := netip.ParseAddrPort(st.SSH.Forward)
 		if perr == nil {
-			cands = []netip.AddrPort{fwd}
+			cands, banner = []netip.AddrPort{fwd}, true
 		}
 	} else if len(cands) == 0 && user {
 		return netip.AddrPort{}, false, exitcode.Usagef("VM %q is on --net user: its guest address cannot be reached from the host; forward a port to its port 22 (--forward tcp:2222:22) and connect to that, or start it with --cloud-init on (or --ssh-key) for vmrun's own forward", w.name)
 	}
 	for _, c := range cands {
-		if w.dial(c) {
+		if w.dial(c, banner) {
 			return c, false, nil
 		}
 	}
@@ -166,9 +167,11 @@ func (w *Waiter) check(st *rundir.State) (a netip.AddrPort, pending bool, err er
 }
 
 // dial connects to a once, within sshDialWait (and the deadline), and
-// reports whether an SSH server answers there: its banner starts with
-// "SSH-" (user mode's forward accepts a connection before the guest does).
-func (w *Waiter) dial(a netip.AddrPort) bool {
+// reports whether something listens there: the guest's kernel answering
+// the connection is enough on its own address (no SSH server process is
+// woken), but a forward's host end accepts before the guest does, so there
+// (banner) an SSH server must answer an identification string with its own.
+func (w *Waiter) dial(a netip.AddrPort, banner bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), sshDialWait)
 	defer cancel()
 	if !w.deadline.IsZero() {
@@ -182,12 +185,20 @@ func (w *Waiter) dial(a netip.AddrPort) bool {
 		return false
 	}
 	defer conn.Close()
+	if !banner {
+		return true
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetReadDeadline(dl)
 	}
-	banner := make([]byte, 4)
-	_, err = io.ReadFull(conn, banner)
-	return err == nil && string(banner) == "SSH-"
+	// Speak first, as ssh does: passt completes the guest side of a
+	// forwarded connection only once the client has sent something.
+	if _, err := io.WriteString(conn, "SSH-2.0-vmrun_wait\r\n"); err != nil {
+		return false
+	}
+	id := make([]byte, 4)
+	_, err = io.ReadFull(conn, id)
+	return err == nil && string(id) == "SSH-"
 }
 
 // sleep waits for the next state change, the VM's end, the ssh retry

@@ -1,13 +1,19 @@
 package guestwait
 
 import (
+	"bufio"
 	"errors"
+	"net"
 	"net/netip"
+	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup"
 )
 
 func TestPreferIPv4(t *testing.T) {
@@ -58,5 +64,61 @@ func TestWaitEnds(t *testing.T) {
 	}
 	if a, err := w.Wait(); err == nil || exitcode.Of(err) != exitcode.Setup {
 		t.Errorf("VM gone: %v, %v (exit %d); want a setup error", a, err, exitcode.Of(err))
+	}
+}
+
+// TestWaitSSHForward: on a user-mode guest with vmrun's SSH forward, a
+// listener that accepts but never answers (slirp, passt before the guest
+// does) is not an SSH server; one that answers the identification string
+// with its own is, and WaitPort returns the forward's host end.
+func TestWaitSSHForward(t *testing.T) {
+	root := t.TempDir()
+	d, _, err := rundir.Create(root, "fwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Remove() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(speak bool) {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				if speak && strings.HasPrefix(line, "SSH-2.0-") {
+					_, _ = c.Write([]byte("SSH-2.0-test\r\n"))
+					return
+				}
+				time.Sleep(2 * time.Second) // accepted, silent
+			}(accepted.Add(1) > 1)
+		}
+	}()
+	fwd := ln.Addr().String()
+	if err := d.Update(func(s *rundir.State) {
+		*s = rundir.State{Name: "fwd", PID: os.Getpid(), Mode: "user",
+			Addresses: []rundir.Address{{Addr: "10.0.2.15", Source: netsetup.SourceUser}},
+			SSH:       &rundir.SSH{User: "u", Forward: fwd}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(root, "fwd", true, time.Now().Add(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ap, err := w.WaitPort()
+	if err != nil || ap.String() != fwd {
+		t.Fatalf("WaitPort = %v, %v; want %s", ap, err, fwd)
+	}
+	if n := accepted.Load(); n < 2 {
+		t.Errorf("WaitPort took the silent first connection (%d accepted) for an SSH server", n)
 	}
 }

@@ -75,6 +75,7 @@ type GuestImages struct {
 	Test   string // test.qcow2: DHCP, marker, ping, TCP 80, powers off on ACPI button
 	Panic  string // panic.qcow2: panics after boot
 	Demo   string // demo.qcow2: shows address and reachability, then powers off
+	SSH    string // ssh.qcow2: applies a NoCloud seed (stand-in), DHCP, TCP 80, dropbear on TCP 22
 }
 
 // GuestDir returns the directory test/guest/build.sh writes to.
@@ -101,8 +102,9 @@ func RequireGuest(t testing.TB) GuestImages {
 		Test:   filepath.Join(d, "test.qcow2"),
 		Panic:  filepath.Join(d, "panic.qcow2"),
 		Demo:   filepath.Join(d, "demo.qcow2"),
+		SSH:    filepath.Join(d, "ssh.qcow2"),
 	}
-	for _, p := range []string{g.Kernel, g.Initrd, g.Test, g.Panic, g.Demo} {
+	for _, p := range []string{g.Kernel, g.Initrd, g.Test, g.Panic, g.Demo, g.SSH} {
 		if _, err := os.Stat(p); err != nil {
 			Skipf(t, "test guest %s is missing: run `make guest` (%v)", p, err)
 		}

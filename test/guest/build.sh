@@ -7,7 +7,7 @@
 #   test/guest/build.sh --force       rebuild even if up to date
 #
 # Output directory: ${VMRUN_GUEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vmrun/guest}
-#   vmlinuz initrd.img test.qcow2 panic.qcow2 demo.qcow2
+#   vmlinuz initrd.img test.qcow2 panic.qcow2 demo.qcow2 ssh.qcow2
 # Progress goes to stderr; stdout carries only the output paths.
 # No loop devices, no mount: works in a container. See README.md.
 #
@@ -20,8 +20,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 prog=${0##*/}
-outputs=(vmlinuz initrd.img test.qcow2 panic.qcow2 demo.qcow2)
-roles=(test panic demo)
+outputs=(vmlinuz initrd.img test.qcow2 panic.qcow2 demo.qcow2 ssh.qcow2)
+roles=(test panic demo ssh)
 disk_mib=32     # virtual size of each disk image
 part_start=2048 # first sector of the FAT partition (1 MiB)
 # no_timer_check: under TCG on a loaded host the kernel's early check that
@@ -32,11 +32,15 @@ kernel_args="console=tty0 console=ttyS0,115200 quiet loglevel=3 no_timer_check"
 # Modules to load at boot (with their dependencies). "?" marks optional ones:
 # skipped if this kernel has neither a module nor a built-in of that name.
 modules=(virtio_pci virtio_net virtio_blk pvpanic_mmio '?pvpanic_pci' '?evdev' '?button'
-	'?ipv6' '?qemu_fw_cfg' virtio_console '?netfs' '?fscache' 9pnet 9pnet_virtio 9p)
+	'?ipv6' '?qemu_fw_cfg' virtio_console '?netfs' '?fscache' 9pnet 9pnet_virtio 9p
+	'?isofs') # isofs: the ssh role mounts vmrun's NoCloud seed (ISO9660)
 # The real QEMU guest agent (Debian's qemu-guest-agent), copied in with the
 # libraries ldd lists and the dynamic loader; /init starts it on the
 # org.qemu.guest_agent.0 port (vmrun exec, --exec).
 qga=/usr/sbin/qemu-ga
+# Debian's dropbear (package dropbear-bin), the ssh role's SSH server, copied
+# in the same way.
+dropbear=/usr/sbin/dropbear dropbearkey=/usr/bin/dropbearkey
 
 log() { printf '%s: %s\n' "$prog" "$*" >&2; }
 die() {
@@ -102,6 +106,7 @@ need mcopy mtools
 need syslinux syslinux
 need qemu-img qemu-utils
 [[ -x $qga ]] || die "$qga not found: install it with 'apt-get install --no-install-recommends qemu-guest-agent'"
+[[ -x $dropbear && -x $dropbearkey ]] || die "$dropbear not found: install it with 'apt-get install --no-install-recommends dropbear-bin'"
 need ldd libc-bin
 # shellcheck source=stock-dhcp.sh
 . "$here/stock-dhcp.sh"
@@ -181,6 +186,7 @@ inputs_hash() {
 		printf 'busybox %s\n' "$(sha256sum <"$busybox")"
 		printf 'qemu-ga %s %s\n' "$(pkgver qemu-guest-agent)" "$(sha256sum <"$qga")"
 		printf 'stock-dhcp %s\n' "$(stock_dhcp_key)"
+		printf 'dropbear %s %s\n' "$(pkgver dropbear-bin)" "$(sha256sum <"$dropbear")"
 		printf 'syslinux %s %s\n' "$(pkgver syslinux)" "$(pkgver syslinux-common)"
 		printf 'disk %s %s %s %s\n' "$disk_mib" "$part_start" "$kernel_args" "${modules[*]}"
 		(cd "$here" && find . -type f ! -name '*.md' ! -name '.*' -print0 |
@@ -316,14 +322,19 @@ printf 'root:x:0:\n' >"$ir/etc/group"
 printf 'export PS1="\\h:\\w# "\n' >"$ir/etc/profile"
 cp -a "$kp/lib" "$ir/"
 cp "$kp/etc/vmrun-modules" "$ir/etc/vmrun-modules"
-# qemu-ga with its libraries (as ldd resolves them on this host) and loader.
-install -D -m 0755 "$qga" "$ir/usr/sbin/qemu-ga"
-LC_ALL=C ldd "$qga" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
-	while read -r lib; do
-		[[ -e $ir$lib ]] || install -D -m 0755 "$(realpath "$lib")" "$ir$lib"
-	done
+# qemu-ga and dropbear with their libraries (as ldd resolves them on this
+# host) and the loader.
+for bin in "$qga" "$dropbear" "$dropbearkey"; do
+	install -D -m 0755 "$bin" "$ir$bin"
+	LC_ALL=C ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
+		while read -r lib; do
+			[[ -e $ir$lib ]] || install -D -m 0755 "$(realpath "$lib")" "$ir$lib"
+		done
+done
 [[ -e $ir/lib64/ld-linux-x86-64.so.2 ]] || die "ldd $qga listed no dynamic loader"
 stock_dhcp_install "$ir" # the DHCP clients of vmrun.dhcp= (stock-dhcp.sh)
+install -m 0755 "$here/nocloud.sh" "$ir/sbin/vmrun-nocloud"
+printf '/bin/sh\n' >"$ir/etc/shells"
 
 (cd "$ir" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
 	cpio --null --create --format=newc --owner=0:0 --quiet) | gzip -9 -n >"$tmp/initrd.img"
