@@ -53,7 +53,7 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 		}
 		m := tap.Macvtap{Link: linkConfig(p), Caps: capsFor(p.Mode)}
 		if !p.NoHostLink {
-			m.HostLink = LinkName(p.Name, RoleShim)
+			m.HostLink = LinkNameGen(p.Name, RoleShim, p.Gen)
 		}
 		return m, nil
 	case Routed:
@@ -88,7 +88,7 @@ func ipvtapConfig(p Plan) (ipvtap.Config, error) {
 	}
 	c := ipvtap.Config{Link: linkConfig(p), Caps: capsFor(p.Mode), GuestIP: p.GuestIP, Gateway: p.Gateway}
 	if !p.NoHostLink {
-		c.ShimName = LinkName(p.Name, RoleShim)
+		c.ShimName = LinkNameGen(p.Name, RoleShim, p.Gen)
 	}
 	return c, nil
 }

@@ -109,6 +109,11 @@ type Plan struct {
 	// once).
 	GuestAddr GuestAddrSource `json:"guest_addr"`
 	GuestIP   net.IP          `json:"guest_ip"`
+	// Gen is the attachment's generation within its run: 0 for the one the
+	// run started with, one more for each a switch makes while the one
+	// before still exists. Links of an odd generation have names of their
+	// own (LinkNameGen), so the two never collide; WithGen sets it.
+	Gen int `json:"-"`
 	// RuntimeRoot is vmrun's runtime root (see internal/rundir), set by
 	// the caller before Apply, not by Decide: passt's command line names
 	// the VM's directory under it, and NAT keeps its shared state there.
@@ -149,6 +154,39 @@ const (
 func LinkName(vm string, role LinkRole) string {
 	h := sha256.Sum256([]byte(vm))
 	return "vmr" + hex.EncodeToString(h[:4]) + string(rune(role))
+}
+
+// LinkNameGen is LinkName for an attachment of generation gen (Plan.Gen):
+// an odd generation has a "2" before the role letter, 13 bytes, so that a
+// switch's new attachment never takes the name of the one the guest is
+// still on (the role letter stays last).
+func LinkNameGen(vm string, role LinkRole, gen int) string {
+	if gen%2 == 0 {
+		return LinkName(vm, role)
+	}
+	n := LinkName(vm, role)
+	return n[:len(n)-1] + "2" + string(rune(role))
+}
+
+// WithGen returns p as the plan of generation gen: its links (LinkName,
+// and the host link or shim Apply derives) named for that generation.
+func (p Plan) WithGen(gen int) Plan {
+	p.Gen = gen
+	if p.LinkName != "" {
+		p.LinkName = LinkNameGen(p.Name, roleFor(p.Mode), gen)
+	}
+	return p
+}
+
+// roleFor is the role of the link a plan of mode m creates for the guest.
+func roleFor(m Mode) LinkRole {
+	switch m {
+	case Macvtap:
+		return RoleMacvtap
+	case IPVtap:
+		return RoleIPVtap
+	}
+	return RoleTap
 }
 
 // OwnerAlias is the IFLA_IFALIAS vmrun puts on every link it creates for VM

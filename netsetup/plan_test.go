@@ -487,3 +487,21 @@ func TestMacvtapHostLinkNotice(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkNameGen: an odd generation's names differ from an even one's,
+// fit the kernel's 15 bytes, and keep the role letter last.
+func TestLinkNameGen(t *testing.T) {
+	for _, role := range []LinkRole{RoleTap, RoleMacvtap, RoleIPVtap, RoleShim} {
+		g0, g1, g2 := LinkNameGen("vm", role, 0), LinkNameGen("vm", role, 1), LinkNameGen("vm", role, 2)
+		if g0 != LinkName("vm", role) || g2 != g0 || g1 == g0 || len(g1) > 15 || g1[len(g1)-1] != byte(role) {
+			t.Errorf("role %c: generations 0, 1, 2 named %q, %q, %q", role, g0, g1, g2)
+		}
+	}
+	p := Plan{Name: "vm", Mode: Macvtap, LinkName: LinkName("vm", RoleMacvtap)}
+	if q := p.WithGen(1); q.Gen != 1 || q.LinkName != LinkNameGen("vm", RoleMacvtap, 1) {
+		t.Errorf("WithGen(1) = %+v", q)
+	}
+	if q := (Plan{Name: "vm", Mode: User}).WithGen(1); q.LinkName != "" {
+		t.Errorf("a user plan got link name %q", q.LinkName)
+	}
+}
