@@ -162,14 +162,16 @@ func lost(old, now State) string {
 	}
 }
 
-// moved says what changed between old and now that moves the guest.
+// moved says what changed between old and now that moves the guest off
+// cur (decided for cur.Uplink: old's uplink, unless a switch to now's
+// could not be carried out).
 func moved(old, now State, cur netsetup.Plan) string {
 	o, n := old.Facts, now.Facts
 	switch {
-	case parked(cur) || !usable(old):
+	case parked(cur) || !usable(old) && cur.Uplink == o.Uplink:
 		return fmt.Sprintf("an uplink is back (%s, %s)", n.Uplink, n.Kind)
-	case o.Uplink != n.Uplink:
-		return fmt.Sprintf("the default route moved from %s to %s (%s)", o.Uplink, n.Uplink, n.Kind)
+	case cur.Uplink != n.Uplink:
+		return fmt.Sprintf("the default route moved from %s to %s (%s)", cur.Uplink, n.Uplink, n.Kind)
 	case o.Kind != n.Kind:
 		return fmt.Sprintf("%s changed from %s to %s", n.Uplink, o.Kind, n.Kind)
 	default:

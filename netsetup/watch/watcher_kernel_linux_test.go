@@ -3,6 +3,7 @@ package watch
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,4 +145,27 @@ func TestWatchExplicit(t *testing.T) {
 	w.expect(t, r, "ip link set a0 address 02:00:00:00:81:03", Reattach, "ipvtap on a0", "a0's MAC changed from")
 	w.expect(t, r, "ip link set a0 down", Park, "ipvtap on a0", "a0 is down; --net ipvtap stays on a0")
 	w.expect(t, r, "ip link set a0 up", Reattach, "ipvtap on a0", "a0 is back")
+}
+
+// TestWatchApplyRefused: a switch that Apply could not carry out leaves the
+// guest where it was, and the next change (even an address renewal)
+// decides it again from there.
+func TestWatchApplyRefused(t *testing.T) {
+	r := newRig(t)
+	r.host.MustRun(t, "ip", "route", "add", "default", "via", "10.82.0.1", "dev", "b0", "metric", "200")
+	var start atomic.Pointer[netsetup.Plan]
+	var calls atomic.Int32
+	w := r.watch(t, Config{Request: netsetup.Request{Name: "w"}, Apply: func(d Decision) netsetup.Plan {
+		if calls.Add(1) == 1 {
+			return *start.Load() // refused: the guest stays where it was
+		}
+		return *d.Plan
+	}})
+	start.Store(w.First.Plan)
+	w.expect(t, r, "ip route del default via 10.81.0.1 dev a0 metric 100", Switch, "macvtap on b0", "the default route moved from a0 to b0")
+	w.expect(t, r, "ip addr change 10.82.0.2/24 dev b0 valid_lft 300 preferred_lft 300", Switch, "macvtap on b0", "the default route moved from a0 to b0")
+	w.noise(t, r, "ip addr change 10.82.0.2/24 dev b0 valid_lft 200 preferred_lft 200")
+	if n := calls.Load(); n != 2 {
+		t.Errorf("Apply called %d times, want 2", n)
+	}
 }

@@ -42,6 +42,13 @@ type Config struct {
 	// OnDetect, when set, is called after each detection with its
 	// decision, Nothing included (tests; a trace for bug reports).
 	OnDetect func(Decision)
+	// Apply, when set, carries out each decision that is not Nothing
+	// before the watcher looks again, and returns the plan the guest is on
+	// afterwards: the decision's target when it worked, the one before
+	// when not (the next change then decides again from there). It runs
+	// on a goroutine of its own, not on the watcher's thread. Without it,
+	// every decision is taken as carried out.
+	Apply func(Decision) netsetup.Plan
 }
 
 // Watcher follows the uplink and sends a Decision for each change that
@@ -151,6 +158,9 @@ func (w *Watcher) loop(ctx context.Context, cfg Config, ev *events, d *decider) 
 			if dec.Action == Nothing {
 				continue
 			}
+			if cfg.Apply != nil {
+				d.applied(cfg.Apply, dec)
+			}
 			select {
 			case w.decisions <- dec:
 			case <-ctx.Done():
@@ -209,6 +219,15 @@ func (d *decider) next() (Decision, error) {
 		d.cur = *dec.Plan
 	}
 	return dec, nil
+}
+
+// applied has apply carry out dec, on a goroutine of its own (the
+// watcher's thread sits in the watched namespace with its capabilities
+// raised), and makes the plan it returns current.
+func (d *decider) applied(apply func(Decision) netsetup.Plan, dec Decision) {
+	res := make(chan netsetup.Plan, 1)
+	go func() { res <- apply(dec) }()
+	d.cur = <-res
 }
 
 // detect describes the uplink on this thread's namespace, with the run's
