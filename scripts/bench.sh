@@ -19,6 +19,7 @@ runs=(
 	"./netsetup          ^BenchmarkNATSetup$                             20x"
 	"./netsetup          ^BenchmarkDatapath$                             5x"
 	"./test/e2e          ^BenchmarkQMPReady$                             10x"
+	"./test/e2e          ^BenchmarkQEMUArgv$                             20x"
 	"./test/e2e          ^BenchmarkSupervisorRSS$                        5x"
 	"./test/e2e          ^BenchmarkThroughput$                           3x"
 	"./test/e2e          ^BenchmarkExec$                                 20x"

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/qmp"
 )
 
@@ -168,6 +169,13 @@ func socketPairEnd(b *testing.B) *os.File {
 // done and, when console is set, until the first byte on QEMU's stdout
 // (the serial port; a paused guest is continued first); then it quits.
 func bareQEMUStart(b *testing.B, ns *testutil.Netns, qemu string, args []string, console bool) (qmpReady, con time.Duration) {
+	qmpReady, con, _ = bareQEMURun(b, ns, qemu, args, console)
+	return qmpReady, con
+}
+
+// bareQEMURun is bareQEMUStart that also returns the CPU time (user and
+// system) QEMU used from its start until it quit.
+func bareQEMURun(b *testing.B, ns *testutil.Netns, qemu string, args []string, console bool) (qmpReady, con, cpu time.Duration) {
 	dir := runtimeDir(b)
 	sock, f := listenerFile(b, dir, "qmp.sock")
 	cmd := ns.Command(context.Background(), qemu, args...)
@@ -216,7 +224,7 @@ func bareQEMUStart(b *testing.B, ns *testutil.Netns, qemu string, args []string,
 	_ = c.Quit(context.Background())
 	c.Close()
 	_ = cmd.Wait()
-	return qmpReady, con
+	return qmpReady, con, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 // handTyped is the command a user would type by hand to boot disk (plus a
@@ -267,6 +275,61 @@ func BenchmarkQMPReady(b *testing.B) {
 	b.ReportMetric(ms(median(auto)-median(bare)), "median-auto-overhead-ms")
 	b.ReportMetric(ms(median(noneCon)), "median-none-console-ms")
 	b.ReportMetric(ms(median(handCon)), "median-hand-console-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// dropArgs returns argv without the options (flag and value) whose value
+// contains one of the substrings.
+func dropArgs(argv []string, subs ...string) []string {
+	var out []string
+	for i := 0; i < len(argv); i++ {
+		if i+1 < len(argv) && strings.HasPrefix(argv[i], "-") && slices.ContainsFunc(subs, func(s string) bool { return strings.Contains(argv[i+1], s) }) {
+			i++
+			continue
+		}
+		out = append(out, argv[i])
+	}
+	return out
+}
+
+// BenchmarkQEMUArgv measures what vmrun's argv choices cost QEMU's own
+// start: exec to QMP ready (wall, median-*-ms) and the CPU time QEMU used
+// until it quit right after (user+system, median-*-cpu-ms, which the
+// machine's load disturbs much less), for vmrun's argv as an unconfined
+// run has it ("argv"), without the guest agent's devices ("noagent"), and
+// with the seccomp sandbox a confined run adds: vmrun's whole -sandbox set
+// ("sandbox") and its base filter alone ("sandbox-on", -sandbox on). The
+// variants alternate, b.N runs each.
+func BenchmarkQEMUArgv(b *testing.B) {
+	testutil.RequireQEMU(b)
+	g := testutil.RequireGuest(b)
+	ns := testutil.NewNetns(b, "argv")
+	out, _, code := RunVMRun(b, nil, runtimeDir(b), "--disk", g.Test, "--snapshot", "--net", "none", "--console", "none", "--name", "bench", "--qemu-privileged", "--dry-run", "--json")
+	var dr struct{ Argv []string }
+	if err := json.Unmarshal([]byte(out), &dr); err != nil || code != 0 {
+		b.Fatalf("dry-run: %v %s", err, out)
+	}
+	argv := bareArgs(dr.Argv)
+	variants := []struct {
+		name string
+		args []string
+	}{
+		{"argv", argv},
+		{"noagent", dropArgs(argv, "virtio-serial", "id=qga", "id=execout", "id=execerr", "virtserialport")},
+		{"sandbox", append(slices.Clone(argv), "-sandbox", launcher.SandboxArg)},
+		{"sandbox-on", append(slices.Clone(argv), "-sandbox", "on")},
+	}
+	wall, cpu := map[string][]time.Duration{}, map[string][]time.Duration{}
+	for i := 0; i < b.N; i++ {
+		for _, v := range variants {
+			q, _, c := bareQEMURun(b, ns, dr.Argv[0], v.args, false)
+			wall[v.name], cpu[v.name] = append(wall[v.name], q), append(cpu[v.name], c)
+		}
+	}
+	for _, v := range variants {
+		b.ReportMetric(ms(median(wall[v.name])), "median-"+v.name+"-ms")
+		b.ReportMetric(ms(median(cpu[v.name])), "median-"+v.name+"-cpu-ms")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
