@@ -23,6 +23,7 @@ runs=(
 	"./test/e2e          ^BenchmarkSupervisorRSS$                        5x"
 	"./test/e2e          ^BenchmarkThroughput$                           3x"
 	"./test/e2e          ^BenchmarkExec$                                 20x"
+	"./test/e2e          ^BenchmarkSSH$                                  20x"
 	"./test/e2e          ^BenchmarkAgentReady$                           3x"
 )
 
