@@ -9,14 +9,14 @@ import (
 
 // followUplinkUsage is --follow-uplink's help.
 const followUplinkUsage = "`on` (default): while the VM runs, watch the host's network (routes, links, addresses, Wi-Fi association) " +
-	"and say on stderr, in one line, each time it changes in a way that concerns the guest — the default route moving to another " +
-	"interface or a VPN, no uplink left, a new LAN, a new MAC under ipvtap — and what the guest's attachment would need " +
-	"(`vmrun net plan --watch` prints the same without a VM); the guest itself stays on the attachment it started on. " +
-	"off: do not watch. Nothing to watch with --net user, nat or none"
+	"and follow it: with --net auto, move the running guest (same QEMU, its NIC replaced) to the attachment the new uplink calls for — " +
+	"another interface, NAT behind a VPN or while there is no uplink at all, back again when one returns — and re-attach it on a new LAN " +
+	"or MAC, one stderr line each; an explicit mode stays on its interface and only says what changed. " +
+	"`vmrun net plan --watch` shows the decisions without a VM. off: decide once at start. Nothing to follow with --net user, nat or none"
 
 // followsUplink says whether a run with --net mode has an uplink to follow:
 // auto (which may move the guest), and the modes whose guest sits on the
-// uplink's LAN (which re-register on it). NAT and user-mode guests sit
+// uplink's LAN (which say what changed). NAT and user-mode guests sit
 // behind this host's own address.
 func followsUplink(mode netsetup.Mode) bool {
 	switch mode {
@@ -27,13 +27,16 @@ func followsUplink(mode netsetup.Mode) bool {
 }
 
 // followUplink starts watching the host's uplink for the running guest
-// (--follow-uplink) and returns what stops the watch.
+// (--follow-uplink) and returns what stops the watch. Each decision is
+// carried out by follow before the watcher looks again.
 func (s *session) followUplink() (stop func()) {
 	if !s.spec.FollowUplink || !followsUplink(s.spec.NetMode) || s.plan.Mode == netsetup.None {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(s.c.Context)
-	w, err := watch.Start(ctx, watch.Config{Request: planRequest(s.spec), Plan: s.plan})
+	movable := s.vm.NIC != nil && s.vm.NIC.Hotplug
+	w, err := watch.Start(ctx, watch.Config{Request: planRequest(s.spec), Plan: s.plan,
+		Apply: func(d watch.Decision) netsetup.Plan { return s.follow(ctx, d, movable) }})
 	if err != nil {
 		cancel()
 		s.notify("cannot follow the uplink (%v); the guest stays on %s whatever the host's network does", err, s.plan.Mode)
@@ -43,12 +46,48 @@ func (s *session) followUplink() (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for d := range w.Decisions() {
-			s.notify("uplink: %s %s → %s: %s; not applied, the guest stays on %s (moving a running guest is not built yet)", d.Action, d.From, d.To, d.Why, watch.Where{Mode: s.plan.Mode, Parent: s.plan.Parent})
+		for range w.Decisions() { // carried out by follow
 		}
 		if err := w.Err(); err != nil {
 			s.notify("stopped following the uplink: %v", err)
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// follow carries out decision d and returns the plan the guest is on
+// afterwards. A decision with a plan moves the guest onto a new
+// attachment for it (switchAttachment: its one stderr line), the next
+// generation's, so that the new links never take the old ones' names; a
+// re-attachment on the same mode is such a move too (a fresh attachment
+// and NIC: the guest asks the new LAN for an address). Without a plan
+// (the uplink lost its carrier, an explicit mode's interface went), or
+// when the guest's NIC cannot be replaced (explicit modes boot without a
+// hot-pluggable port), the line says what changed and that the guest
+// stays.
+func (s *session) follow(ctx context.Context, d watch.Decision, movable bool) netsetup.Plan {
+	cur := s.net.currentPlan()
+	here := watch.Where{Mode: cur.Mode, Parent: cur.Parent}
+	switch {
+	case d.Plan == nil:
+		s.notify("network: %s: the guest stays on %s", d.Why, here)
+		return cur
+	case !movable:
+		s.notify("network: %s; the guest stays on %s (only a --net auto guest on a tap can be moved live)", d.Why, here)
+		return cur
+	}
+	p := d.Plan.WithGen(cur.Gen + 1)
+	p.RuntimeRoot = cur.RuntimeRoot
+	if err := s.switchAttachment(ctx, p, d.Why); err != nil {
+		s.notify("network: could not move the guest to %s (%v); it stays on %s", d.To, err, here)
+		return cur
+	}
+	return p
+}
+
+// currentPlan is the plan of the attachment the guest is on.
+func (n *netState) currentPlan() netsetup.Plan {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.plan
 }

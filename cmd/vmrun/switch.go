@@ -65,8 +65,6 @@ func (n *netState) err() error { return n.lostErr }
 // plan does), then removes the old attachment. why is the reason, in
 // words, for the one stderr line each switch prints. On an error the
 // guest stays on the old attachment and the new one is undone.
-//
-//lint:ignore U1000 the entry point of --net auto's DHCP verdict and uplink watcher, which land next
 func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why string) error {
 	n := &s.net
 	n.mu.Lock()

@@ -14,8 +14,8 @@ import (
 // uplink as now. It is pure: every row is a unit test.
 //
 // With --net auto, the plan is decided again: another mode or parent is a
-// Switch; no usable uplink is a Park on the attachment Decide gives then
-// (user mode, which needs none). An explicit mode never moves: it only
+// Switch; no usable uplink is a Park on an attachment that needs none (NAT
+// when vmrun may set it up, else user mode). An explicit mode never moves: it only
 // re-registers (Reattach) or parks where it is. Either way, on the same
 // mode and parent, a new LAN (gateway, SSID or subnets), a new parent MAC
 // under ipvtap, the carrier coming back, or a roam to another access point
@@ -43,12 +43,27 @@ func replanAuto(d Decision, cur netsetup.Plan, old, now State, r netsetup.Reques
 		if parked(cur) {
 			return d
 		}
-		return decided(d, Park, &next, fmt.Sprintf("%s; the guest moves to %s networking, which needs no uplink, until one returns", lost(old, now), whereOf(next)))
+		park := parkPlan(next, now, r)
+		return decided(d, Park, &park, fmt.Sprintf("%s; the guest moves to %s, which needs no uplink, until one returns", lost(old, now), whereOf(park)))
 	}
 	if next.Mode != cur.Mode || next.Parent != cur.Parent {
 		return decided(d, Switch, &next, fmt.Sprintf("%s: %s", moved(old, now, cur), next.Reason))
 	}
 	return sameAttachment(d, &next, old, now)
+}
+
+// parkPlan is where an auto guest waits for an uplink: NAT when vmrun may
+// set it up (a tap on its private bridge: it needs no uplink, a running
+// guest can be moved onto it, and it reaches out through whichever uplink
+// comes next), else fallback, what Decide gives without an uplink (user
+// mode).
+func parkPlan(fallback netsetup.Plan, now State, r netsetup.Request) netsetup.Plan {
+	nat := r
+	nat.Mode, nat.Parent = netsetup.NAT, ""
+	if p, err := netsetup.Decide(now.Facts, nat); err == nil {
+		return p
+	}
+	return fallback
 }
 
 // replanExplicit handles an explicit --net MODE: the guest stays on its

@@ -89,9 +89,11 @@ func TestReplan(t *testing.T) {
 		{name: "bridge port to plain Ethernet", r: auto, old: port("a0", "br0"), now: eth("a0", "10.0.0.1", "10.0.0.5/24"), want: Switch, to: "macvtap on a0", why: "a0 changed from bridge-port to ethernet"},
 		{name: "wired to Wi-Fi station", r: auto, old: a0, now: station("wl0", "home", "02:aa:00:00:00:01"), want: Switch, to: "ipvtap on wl0"},
 		// Park and reconnect.
-		{name: "no uplink left", r: auto, old: a0, now: noUplink(), want: Park, to: "user", why: "no default route any more (it left through a0)"},
-		{name: "parked, still no uplink", r: auto, cur: &netsetup.Plan{Mode: netsetup.User, UplinkKind: netsetup.UplinkNone}, old: noUplink(), now: noUplink(), want: Nothing},
-		{name: "parked, an uplink returns", r: auto, cur: &netsetup.Plan{Mode: netsetup.User, UplinkKind: netsetup.UplinkNone}, old: noUplink(), now: a0, want: Switch, to: "macvtap on a0", why: "an uplink is back (a0, ethernet)"},
+		{name: "no uplink left", r: auto, old: a0, now: noUplink(), want: Park, to: "nat on vmrnat0", why: "no default route any more (it left through a0)"},
+		{name: "no uplink left, NAT not possible", r: auto, old: with(a0, func(s *State) { s.Facts.Caps.NetRaw = false }), now: with(noUplink(), func(s *State) { s.Facts.Caps.NetRaw = false }), want: Park, to: "user", why: "moves to user, which needs no uplink"},
+		{name: "parked, still no uplink", r: auto, cur: &netsetup.Plan{Mode: netsetup.NAT, Parent: netsetup.NATBridge, UplinkKind: netsetup.UplinkNone}, old: noUplink(), now: noUplink(), want: Nothing},
+		{name: "parked, an uplink returns", r: auto, cur: &netsetup.Plan{Mode: netsetup.NAT, Parent: netsetup.NATBridge, UplinkKind: netsetup.UplinkNone}, old: noUplink(), now: a0, want: Switch, to: "macvtap on a0", why: "an uplink is back (a0, ethernet)"},
+		{name: "parked in user mode, an uplink returns", r: auto, cur: &netsetup.Plan{Mode: netsetup.User, UplinkKind: netsetup.UplinkNone}, old: noUplink(), now: a0, want: Switch, to: "macvtap on a0", why: "an uplink is back (a0, ethernet)"},
 		{name: "carrier lost", r: auto, old: a0, now: with(a0, func(s *State) { s.Facts.OperState = "lowerlayerdown" }), want: Park, to: "macvtap on a0", why: "a0 lost its carrier"},
 		{name: "carrier back", r: auto, old: with(a0, func(s *State) { s.Facts.OperState = "down" }), now: a0, want: Reattach, to: "macvtap on a0", why: "carrier back"},
 		// Same attachment, re-registered.

@@ -43,7 +43,8 @@ const (
 	// Switch moves the guest to Decision.Plan: another uplink, another mode.
 	Switch Action = "switch"
 	// Park: there is no usable uplink. With Decision.Plan set (auto), the
-	// guest moves to that attachment, which needs none (user mode); without
+	// guest moves to that attachment, which needs none (NAT, else user
+	// mode); without
 	// (an explicit mode, or a link that only lost its carrier), the guest
 	// stays where it is, cut off. A later decision reconnects it.
 	Park Action = "park"

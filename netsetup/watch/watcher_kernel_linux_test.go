@@ -125,7 +125,7 @@ func TestWatchAuto(t *testing.T) {
 	w.expect(t, r, "ip link del tun9", Switch, "macvtap on a0", "the default route moved from tun9 to a0")
 	// The only uplink goes down, comes back up, gets its route back.
 	w.noise(t, r, "ip route del default via 10.82.0.1 dev b0 metric 200")
-	w.expect(t, r, "ip link set a0 down", Park, "user", "no default route any more (it left through a0)")
+	w.expect(t, r, "ip link set a0 down", Park, "nat on "+netsetup.NATBridge, "no default route any more (it left through a0)")
 	w.noise(t, r, "ip link set a0 up")
 	w.expect(t, r, "ip route add default via 10.81.0.1 dev a0", Switch, "macvtap on a0", "an uplink is back (a0, ethernet)")
 	// The LAN side goes away (a cable pulled, a suspend) and returns.

@@ -59,6 +59,8 @@ type lsEntry struct {
 	Name      string
 	MAC       string
 	Addresses []struct{ Addr, Source, Server string }
+	QEMUPID   int `json:"qemu_pid"`
+	Switches  int `json:"switches"`
 }
 
 // lsVM returns VM name's entry in `vmrun ls --json`.

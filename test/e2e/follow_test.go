@@ -1,31 +1,73 @@
 package e2e
 
 import (
+	"reflect"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/internal/testutil"
 )
 
-// TestFollowUplinkReports: a --net auto VM (macvtap on the LAN's veth)
-// follows its uplink: when the default route goes, vmrun says on stderr
-// that the guest would park in user mode, and when it returns, that it
-// would switch back (the guest itself stays on its macvtap for now).
-func TestFollowUplinkReports(t *testing.T) {
+// TestFollowUplinkMovesGuest: a --net auto guest boots on LAN A (macvtap
+// on up0); the host's default route moves to LAN B (up1, its own subnet and
+// dnsmasq): vmrun moves the running guest to a macvtap on up1, the guest
+// gets a lease from B and answers ping and TCP from B's namespace; then the
+// same back to A; then the default route goes (the guest waits on NAT,
+// reachable from the host) and comes back (A again). One QEMU throughout;
+// nothing is left afterwards.
+func TestFollowUplinkMovesGuest(t *testing.T) {
 	g := requireQEMUTests(t)
 	l := newLAN(t, false)
-	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--name", "e2e-follow", "--console", "none", "-v")
-	if _, err := vm.Stderr.WaitFor(`following the uplink \(up0\)`, bootTimeout); err != nil {
+	lanB := testutil.NewNetns(t, "lb")
+	testutil.Veth(t, l.Host, "up1", lanB, "lan0")
+	lanB.MustRun(t, "ip", "addr", "add", "10.78.0.1/24", "dev", "lan0")
+	l.Host.MustRun(t, "ip", "addr", "add", "10.78.0.2/24", "dev", "up1")
+	testutil.StartDnsmasq(t, lanB, "lan0", "10.78.0.100", "10.78.0.150")
+	before := snapshotLinks(t, l.Host)
+	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--name", "e2e-follow", "--console", "serial", "-v")
+	if ip := vm.GuestIP(bootTimeout); !strings.HasPrefix(ip, "10.77.0.") {
+		t.Fatalf("guest address %s is not from LAN A", ip)
+	}
+	if _, err := vm.Stderr.WaitFor(`following the uplink \(up0\)`, stepTimeout); err != nil {
 		t.Fatal(err)
 	}
-	l.Host.MustRun(t, "ip", "route", "del", "default")
-	if _, err := vm.Stderr.WaitFor(`uplink: park +macvtap on up0 → user: there is no default route any more \(it left through up0\)`, stepTimeout); err != nil {
-		t.Fatal(err)
+	qemu := lsVM(t, l.Host, vm.Runtime, "e2e-follow").QEMUPID
+	// change runs a route command, waits for the switch it causes (its
+	// stderr line) and for the guest's nth address marker since boot, an
+	// address matching addr, and checks that the guest answers from ns.
+	change := func(cmd, switched string, nth int, addr string, ns *testutil.Netns) {
+		t.Helper()
+		start := time.Now()
+		l.Host.MustRun(t, "sh", "-c", cmd)
+		m, err := vm.Stderr.WaitFor(`network: `+switched+`[^\n]*; switched in (\d+) ms`, stepTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		re := `(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){` + strconv.Itoa(nth) + `}VMRUN-GUEST-IP=(` + addr + `)/`
+		ip := vm.WaitConsole(re, bootTimeout)[1]
+		t.Logf("%s: switched in %s ms; the guest had %s %v after the route changed", cmd, m[1], ip, time.Since(start).Round(time.Millisecond))
+		ping(t, ns, ip)
+		if body := httpGet(t, ns, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
+			t.Fatalf("after %s the guest's TCP port answered %q", cmd, body)
+		}
 	}
-	l.Host.MustRun(t, "ip", "route", "add", "default", "via", "10.77.0.1")
-	if _, err := vm.Stderr.WaitFor(`uplink: switch +user → macvtap on up0: an uplink is back \(up0, ethernet\)`, stepTimeout); err != nil {
-		t.Fatal(err)
+	change("ip route replace default via 10.78.0.1 dev up1", `macvtap → macvtap \(the default route moved from up0 to up1`, 1, `10\.78\.0\.\d+`, lanB)
+	change("ip route replace default via 10.77.0.1 dev up0", `macvtap → macvtap \(the default route moved from up1 to up0`, 2, `10\.77\.0\.\d+`, l.LAN)
+	// No uplink at all: the guest waits on NAT (this host reaches it),
+	// and goes back to LAN A when the route returns.
+	change("ip route del default", `macvtap → nat \(there is no default route any more \(it left through up0\)`, 3, `(?:10|172)\.\d+\.\d+\.\d+`, l.Host)
+	change("ip route add default via 10.77.0.1 dev up0", `nat → macvtap \(an uplink is back \(up0, ethernet\)`, 4, `10\.77\.0\.\d+`, l.LAN)
+	if e := lsVM(t, l.Host, vm.Runtime, "e2e-follow"); e.QEMUPID != qemu || e.Switches != 4 {
+		t.Errorf("after four moves: QEMU pid %d (was %d), %d switches; want the same QEMU, 4 switches", e.QEMUPID, qemu, e.Switches)
 	}
 	vm.Signal(syscall.SIGTERM)
 	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after exit %v, before %v", after, before)
 	}
 }
