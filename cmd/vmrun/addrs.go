@@ -20,6 +20,9 @@ func (s *session) guestAddr(a netsetup.GuestAddr) {
 	if a.Addr.IsLinkLocalUnicast() {
 		return
 	}
+	if a.Source == netsetup.SourceDHCP && !a.Drop {
+		s.verdict.answered()
+	}
 	ra := rundir.Address{Addr: a.Addr.String(), Source: a.Source, Learnt: time.Now().UTC()}
 	if a.Server.IsValid() {
 		ra.Server = a.Server.String()

@@ -48,13 +48,14 @@ type session struct {
 	// port 22 (sshForward), "" when none.
 	sshForward string
 
-	undo undo.Stack
-	dir  *rundir.Dir // the VM's runtime directory, held locked
-	sock string      // the QMP socket's path
-	cl   launcher.Cmdline
-	tail *linetail.Tail // the serial console's last lines
-	qemu *launcher.Process
-	net  netState // the network attachment, once attached
+	undo    undo.Stack
+	dir     *rundir.Dir // the VM's runtime directory, held locked
+	sock    string      // the QMP socket's path
+	cl      launcher.Cmdline
+	tail    *linetail.Tail // the serial console's last lines
+	qemu    *launcher.Process
+	net     netState // the network attachment, once attached
+	verdict verifier // --net auto's check of a layer-2 choice
 
 	firstAddr    sync.Once     // announces the guest's first address
 	gotAddr      chan struct{} // closed once the guest has an address
@@ -125,6 +126,7 @@ func (s *session) record() error {
 // attach creates the network attachment the plan decided, and gives its
 // fds and options to the VM.
 func (s *session) attach() error {
+	s.armVerdict()
 	ctx := netsetup.WithTrace(s.c.Context, s.trace())
 	// A stop request during set-up (e.g. while waiting for a DHCP lease)
 	// cancels it; sigc still sees the signal and the run ends cleanly.
@@ -157,10 +159,11 @@ func (s *session) attach() error {
 // steps, notices, and the guest's addresses.
 func (s *session) trace() *netsetup.Trace {
 	return &netsetup.Trace{
-		Step:   func(name string) { s.step("network: %s", name) },
-		Event:  func(msg string) { s.step("network: %s", msg) },
-		Notice: func(msg string) { s.notify("%s", msg) },
-		Addr:   s.guestAddr,
+		Step:     func(name string) { s.step("network: %s", name) },
+		Event:    func(msg string) { s.step("network: %s", msg) },
+		Notice:   func(msg string) { s.notify("%s", msg) },
+		Addr:     s.guestAddr,
+		Discover: s.verdict.discover,
 	}
 }
 

@@ -50,7 +50,7 @@ func watchAddrs(s *hostnet.Setup, follow func(hostnet.GuestAddr)) error {
 					follow(a)
 				}
 				tr.ReportAddr(a)
-			})
+			}, tr.ReportDiscover)
 		}, nil
 	})
 	if err != nil {
@@ -69,15 +69,17 @@ func hostLinkLoss(follow func(hostnet.GuestAddr)) string {
 	return ", and this host cannot reach the guest through its host link"
 }
 
-// watchFrames reads conn until ctx ends, reporting each sighting, and
-// closes conn.
-func watchFrames(ctx context.Context, conn *packet.Conn, mac net.HardwareAddr, report func(hostnet.GuestAddr)) error {
+// watchFrames reads conn until ctx ends, reporting each sighting and
+// each of the guest's DHCPDISCOVERs, and closes conn.
+func watchFrames(ctx context.Context, conn *packet.Conn, mac net.HardwareAddr, report func(hostnet.GuestAddr), discover func()) error {
 	// Closing a packet socket waits for an RCU grace period: not on Undo's path.
 	defer func() { go conn.Close() }()
 	defer context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })()
 	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), ctx.Done(), func(frame []byte) {
 		if sg, ok := learn.LANSighting(frame, mac); ok {
 			report(GuestAddr(sg))
+		} else if learn.GuestDiscover(frame, mac) {
+			discover()
 		}
 	})
 	if err != nil {

@@ -58,6 +58,9 @@ func leased(t *testing.T, dnsmasq *testutil.Process, addr string) bool {
 type lsEntry struct {
 	Name      string
 	MAC       string
+	Net       string
+	QEMUPID   int `json:"qemu_pid"`
+	Switches  int
 	Addresses []struct{ Addr, Source, Server string }
 	QEMUPID   int `json:"qemu_pid"`
 	Switches  int `json:"switches"`

@@ -24,6 +24,18 @@ type Trace struct {
 	// or user mode's set-up (its fixed address). It may be called from
 	// several goroutines at once, and must not block.
 	Addr func(GuestAddr)
+	// Discover is called for each DHCPDISCOVER the guest sends on a
+	// bridge or macvtap attachment (the watcher of its addresses sees
+	// them), so --net auto can tell a LAN that never answers. Same rules
+	// as Addr.
+	Discover func()
+}
+
+// ReportDiscover calls Discover, if set.
+func (t *Trace) ReportDiscover() {
+	if t != nil && t.Discover != nil {
+		t.Discover()
+	}
 }
 
 type traceKey struct{}

@@ -76,6 +76,15 @@ func LANSighting(frame []byte, mac net.HardwareAddr) (Sighting, bool) {
 	return Sighting{}, false
 }
 
+// GuestDiscover reports whether frame is the guest's DHCPDISCOVER (from
+// mac, for mac): the guest asks the LAN for an address. --net auto
+// counts them to tell a LAN that does not answer the guest.
+func GuestDiscover(frame []byte, mac net.HardwareAddr) bool {
+	m, ok := dhcpIn(frame, dhcpClientPort, dhcpServerPort)
+	return ok && bytes.Equal(frame[6:12], mac) && bytes.Equal(m.ClientHWAddr, mac) &&
+		m.OpCode == dhcpv4.OpcodeBootRequest && m.MessageType() == dhcpv4.MessageTypeDiscover
+}
+
 // dhcpAck reads a DHCP server's message: a DHCPACK that grants mac an
 // address.
 func dhcpAck(frame []byte, m *dhcpv4.DHCPv4, mac net.HardwareAddr) (Sighting, bool) {

@@ -126,3 +126,24 @@ func TestSourceOf(t *testing.T) {
 		}
 	}
 }
+
+func TestGuestDiscover(t *testing.T) {
+	other := net.HardwareAddr{0x02, 0, 0, 0, 0x02, 0}
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		want  bool
+	}{
+		{"the guest's DISCOVER", dhcpFrame(t, dhcpv4.MessageTypeDiscover, "", ""), true},
+		{"the guest's REQUEST", dhcpFrame(t, dhcpv4.MessageTypeRequest, "", "192.168.77.57"), false},
+		{"a server's ACK", ackFrame(t, dhcpv4.MessageTypeAck, "192.168.77.57", true, guestMAC), false},
+		{"the guest's ARP", ethBytes(t, guestMAC, ethernet.EtherTypeARP, arpBytes(t, arp.OperationRequest, "192.168.77.57", "192.168.77.1")), false},
+	} {
+		if got := GuestDiscover(c.frame, guestMAC); got != c.want {
+			t.Errorf("%s: GuestDiscover = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if GuestDiscover(dhcpFrame(t, dhcpv4.MessageTypeDiscover, "", ""), other) {
+		t.Error("another client's DISCOVER counted as the guest's")
+	}
+}

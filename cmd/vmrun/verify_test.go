@@ -1,0 +1,99 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// newVerifier returns an armed verifier with short bounds and the channel
+// its verdicts arrive on.
+func newVerifier(wait time.Duration, need int) (*verifier, <-chan string) {
+	c := make(chan string, 4)
+	return &verifier{armed: true, wait: wait, need: need, fail: func(why string) { c <- why }}, c
+}
+
+func TestVerdictNoAnswer(t *testing.T) {
+	v, c := newVerifier(50*time.Millisecond, 3)
+	for range 3 {
+		v.discover()
+	}
+	select {
+	case why := <-c:
+		if !strings.Contains(why, "no DHCP answer") || !strings.Contains(why, "3 DISCOVERs") {
+			t.Fatalf("why = %q", why)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no verdict after 3 unanswered DISCOVERs and the wait")
+	}
+	v.discover()
+	select {
+	case why := <-c:
+		t.Fatalf("a second verdict: %q", why)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestVerdictNeedsRetries: the wait alone is no verdict while the guest
+// sent fewer DISCOVERs than needed; its next one past the wait is.
+func TestVerdictNeedsRetries(t *testing.T) {
+	v, c := newVerifier(50*time.Millisecond, 3)
+	v.discover()
+	v.discover()
+	select {
+	case why := <-c:
+		t.Fatalf("verdict after 2 DISCOVERs: %q", why)
+	case <-time.After(150 * time.Millisecond):
+	}
+	v.discover()
+	select {
+	case <-c:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no verdict at the third DISCOVER past the wait")
+	}
+}
+
+func TestVerdictAnswered(t *testing.T) {
+	v, c := newVerifier(50*time.Millisecond, 2)
+	v.discover()
+	v.answered()
+	v.discover()
+	v.discover()
+	select {
+	case why := <-c:
+		t.Fatalf("verdict after the LAN answered: %q", why)
+	case <-time.After(150 * time.Millisecond):
+	}
+}
+
+func TestVerifies(t *testing.T) {
+	mac := netsetup.DeriveMAC("v")
+	for _, c := range []struct {
+		req, mode netsetup.Mode
+		want      bool
+	}{
+		{netsetup.Auto, netsetup.Macvtap, true},
+		{netsetup.Auto, netsetup.Bridge, true},
+		{netsetup.Auto, netsetup.Routed, false},
+		{netsetup.Auto, netsetup.IPVtap, false},
+		{netsetup.Macvtap, netsetup.Macvtap, false},
+	} {
+		if got := verifies(c.req, netsetup.Plan{Mode: c.mode, MAC: mac}); got != c.want {
+			t.Errorf("verifies(%s, %s) = %v, want %v", c.req, c.mode, got, c.want)
+		}
+	}
+}
+
+func TestOtherLinkName(t *testing.T) {
+	p := netsetup.Plan{Name: "vm", LinkName: netsetup.LinkName("vm", netsetup.RoleTap)}
+	second := otherLinkName(p)
+	if second == p.LinkName || len(second) != len(p.LinkName) || second[len(second)-1] != p.LinkName[len(p.LinkName)-1] {
+		t.Fatalf("otherLinkName(%s) = %s", p.LinkName, second)
+	}
+	p.LinkName = second
+	if back := otherLinkName(p); back != netsetup.LinkName("vm", netsetup.RoleTap) {
+		t.Fatalf("otherLinkName(%s) = %s, want the first name back", second, back)
+	}
+}

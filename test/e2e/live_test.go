@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"net"
+	"reflect"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// cloudLAN makes l's LAN side drop every frame whose source MAC is not
+// the host uplink's, as a cloud network (or a switch with port security)
+// does with MACs it did not assign: an nftables ingress filter on the
+// LAN's veth.
+func cloudLAN(t *testing.T, l *lan) {
+	t.Helper()
+	ifi, err := hostIfaceMAC(t, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.LAN.Do(func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyNetdev, Name: "cloud"})
+		policy := nftables.ChainPolicyAccept
+		ch := c.AddChain(&nftables.Chain{Name: "in", Table: tbl, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookIngress, Priority: nftables.ChainPriorityFilter, Device: "lan0", Policy: &policy})
+		// ether saddr != the host's MAC: drop.
+		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifi},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		}})
+		return c.Flush()
+	})
+	if err != nil {
+		t.Fatalf("the LAN's MAC filter: %v", err)
+	}
+}
+
+// hostIfaceMAC is the MAC of the host's uplink veth.
+func hostIfaceMAC(t *testing.T, l *lan) (net.HardwareAddr, error) {
+	out := l.Host.MustRun(t, "cat", "/sys/class/net/"+l.Uplink+"/address")
+	return net.ParseMAC(strings.TrimSpace(out))
+}
+
+// TestAutoLeavesL2WhenLANRefusesGuest: --net auto picks macvtap on a
+// wired uplink whose LAN drops the guest's frames; the guest's DHCP gets
+// no answer, so vmrun moves the running guest to routed — same QEMU, no
+// reboot — where it gets an address from vmrun's DHCP (leased upstream
+// with the host's MAC) and reaches the LAN's gateway.
+func TestAutoLeavesL2WhenLANRefusesGuest(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, false)
+	cloudLAN(t, l)
+	before := snapshotLinks(t, l.Host)
+	runtime := runtimeDir(t)
+	vm := Start(t, l.Host, runtime, "--disk", g.Test, "--snapshot", "--name", "e2e-refused")
+	vm.WaitConsole(`VMRUN-GUEST: booted`, bootTimeout)
+	first := lsVM(t, l.Host, runtime, "e2e-refused")
+	m, err := vm.Stderr.WaitFor(`vmrun: network: macvtap → (\S+) \((no DHCP answer[^)]*)\); switched in (\d+) ms`, stepTimeout)
+	if err != nil {
+		t.Fatalf("no switch: %v\n%s", err, vm.lastLines())
+	}
+	t.Logf("switched to %s (%s) in %s ms", m[1], m[2], m[3])
+	vm.WaitConsole(`VMRUN-GUEST: new NIC eth0`, stepTimeout)
+	ipm := vm.WaitConsole(`VMRUN-GUEST-IP=(\d+\.\d+\.\d+\.\d+)/\d+ GW=(\S+)`, stepTimeout)
+	ip := ipm[1]
+	if !strings.HasPrefix(ip, "10.77.0.") {
+		t.Fatalf("guest address %s after the switch is not on the LAN's subnet", ip)
+	}
+	after := lsVM(t, l.Host, runtime, "e2e-refused")
+	if first.QEMUPID == 0 || after.QEMUPID != first.QEMUPID || after.Switches != 1 || after.Net != m[1] {
+		t.Fatalf("after the switch: QEMU pid %d (was %d), %d switches, net %q; want the same QEMU, 1 switch, %s",
+			after.QEMUPID, first.QEMUPID, after.Switches, after.Net, m[1])
+	}
+	if n := len(regexp.MustCompile(`VMRUN-GUEST: booted`).FindAllString(vm.Console.String(), -1)); n != 1 {
+		t.Fatalf("the guest booted %d times, want once (no restart)", n)
+	}
+	// From the LAN (through the host's MAC) to the guest, and back.
+	ping(t, l.LAN, ip)
+	if body := httpGet(t, l.LAN, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
+		t.Fatalf("guest TCP port answered the LAN %q", body)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(exitTimeout); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
+	}
+	if left := snapshotLinks(t, l.Host); !reflect.DeepEqual(left, before) {
+		t.Fatalf("links after exit %v, before %v", left, before)
+	}
+	assertEmptyDir(t, runtime)
+}
