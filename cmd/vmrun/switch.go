@@ -74,11 +74,9 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	}
 	start := time.Now()
 	from := n.plan.Mode
-	if plan.LinkName == n.plan.LinkName && plan.LinkName != "" {
-		// Same role (bridge's tap → routed's): both links exist during
-		// the switch, so the new one takes the other of two names.
-		plan.LinkName = otherLinkName(plan)
-	}
+	// Both attachments exist during the switch: the new one's links
+	// take the other generation's names.
+	plan = plan.WithGen(n.plan.Gen + 1)
 	att, err := netsetup.Apply(netsetup.WithTrace(ctx, s.trace()), plan, s.dir)
 	if err != nil {
 		return fmt.Errorf("switch to %s: %w", plan.Mode, err)
@@ -108,17 +106,6 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 		return fmt.Errorf("switched to %s, but removing the %s attachment failed (run `vmrun gc` after the VM stops): %w", plan.Mode, from, err)
 	}
 	return nil
-}
-
-// otherLinkName is the second name of plan's link, for a switch between
-// two modes whose links have the same role; it alternates back to the
-// first at the next such switch.
-func otherLinkName(plan netsetup.Plan) string {
-	role := netsetup.LinkRole(plan.LinkName[len(plan.LinkName)-1])
-	if first := netsetup.LinkName(plan.Name, role); plan.LinkName != first {
-		return first
-	}
-	return netsetup.LinkName(plan.Name+"\x00switch", role)
 }
 
 // hotplugNIC says whether the run's NIC goes on a hot-pluggable port, so

@@ -85,15 +85,3 @@ func TestVerifies(t *testing.T) {
 		}
 	}
 }
-
-func TestOtherLinkName(t *testing.T) {
-	p := netsetup.Plan{Name: "vm", LinkName: netsetup.LinkName("vm", netsetup.RoleTap)}
-	second := otherLinkName(p)
-	if second == p.LinkName || len(second) != len(p.LinkName) || second[len(second)-1] != p.LinkName[len(p.LinkName)-1] {
-		t.Fatalf("otherLinkName(%s) = %s", p.LinkName, second)
-	}
-	p.LinkName = second
-	if back := otherLinkName(p); back != netsetup.LinkName("vm", netsetup.RoleTap) {
-		t.Fatalf("otherLinkName(%s) = %s, want the first name back", second, back)
-	}
-}
