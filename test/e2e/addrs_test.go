@@ -59,8 +59,6 @@ type lsEntry struct {
 	Name      string
 	MAC       string
 	Net       string
-	QEMUPID   int `json:"qemu_pid"`
-	Switches  int
 	Addresses []struct{ Addr, Source, Server string }
 	QEMUPID   int `json:"qemu_pid"`
 	Switches  int `json:"switches"`
