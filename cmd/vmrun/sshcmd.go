@@ -34,9 +34,9 @@ func sshCommand() *cli.Command {
 		Name:  "ssh",
 		Usage: "log into a running VM's guest with the system's ssh, or run CMD there, once its SSH server answers",
 		UsageText: "vmrun ssh NAME [--timeout DURATION] [-- CMD...]\n\n" +
-			"Waits (at most --timeout, default 2m) until an SSH server answers on the guest's learnt address, or on the host end of " +
-			"the forward vmrun adds to its port 22 in user mode, then runs ssh as the user of the guest's cloud-init seed " +
-			"(named after you) with its key, checking the host key against the VM's own known_hosts (accept-new). " +
+			"Waits (at most --timeout, default 2m) until port 22 answers on the guest's learnt address, or an SSH server on the host end of " +
+			"the forward vmrun adds to its port 22 in user mode (no wait once a login of this run succeeded), then runs ssh as the user " +
+			"of the guest's cloud-init seed (named after you) with its key, checking the host key against the VM's own known_hosts (accept-new). " +
 			"Exits with ssh's code (255: ssh could not connect or log in); 124 when --timeout passed first; 2 when the VM stopped first; " +
 			"1 when no such VM runs or ssh is not installed.",
 		Flags: []cli.Flag{
