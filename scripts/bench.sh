@@ -18,6 +18,7 @@ runs=(
 	"./netsetup          ^Benchmark(RoutedSetup|RoutedTeardown)$         20x"
 	"./netsetup          ^BenchmarkNATSetup$                             20x"
 	"./netsetup          ^BenchmarkDatapath$                             5x"
+	"./netsetup/watch    ^BenchmarkUplinkEventToDecision$                50x"
 	"./test/e2e          ^BenchmarkQMPReady$                             10x"
 	"./test/e2e          ^BenchmarkQEMUArgv$                             20x"
 	"./test/e2e          ^BenchmarkSupervisorRSS$                        5x"
@@ -25,6 +26,7 @@ runs=(
 	"./test/e2e          ^BenchmarkExec$                                 20x"
 	"./test/e2e          ^BenchmarkSSH$                                  20x"
 	"./test/e2e          ^BenchmarkAgentReady$                           3x"
+	"./test/e2e          ^BenchmarkFollowUplink$                         10x"
 )
 
 out=$(mktemp)

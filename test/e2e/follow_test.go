@@ -11,6 +11,61 @@ import (
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
+// twoLANs is newLAN's host (default route to LAN A, 10.77.0.0/24, through
+// up0) with a second uplink up1 to LAN B (10.78.0.0/24, its own dnsmasq).
+func twoLANs(t testing.TB) (*lan, *testutil.Netns) {
+	t.Helper()
+	l := newLAN(t, false)
+	lanB := testutil.NewNetns(t, "lb")
+	testutil.Veth(t, l.Host, "up1", lanB, "lan0")
+	lanB.MustRun(t, "ip", "addr", "add", "10.78.0.1/24", "dev", "lan0")
+	l.Host.MustRun(t, "ip", "addr", "add", "10.78.0.2/24", "dev", "up1")
+	testutil.StartDnsmasq(t, lanB, "lan0", "10.78.0.100", "10.78.0.150")
+	return l, lanB
+}
+
+// BenchmarkFollowUplink moves a --net auto guest's default route between
+// LAN A and LAN B, b.N times, and reports the medians of: the switch
+// itself (vmrun's "switched in N ms": the new attachment made and the
+// guest's NIC replaced), the route change to that line (the watcher's
+// decision included), and the route change to the guest answering ping on
+// the new LAN (its DHCP included).
+func BenchmarkFollowUplink(b *testing.B) {
+	g := requireQEMUTests(b)
+	l, lanB := twoLANs(b)
+	vm := Start(b, l.Host, "", "--disk", g.Test, "--snapshot", "--name", "e2e-followb", "--console", "serial", "-v")
+	vm.GuestIP(bootTimeout)
+	if _, err := vm.Stderr.WaitFor(`following the uplink \(up0\)`, stepTimeout); err != nil {
+		b.Fatal(err)
+	}
+	var switched, toLine, toAnswer []float64
+	b.ResetTimer()
+	for i := range b.N {
+		gw, dev, ns, addr := "10.78.0.1", "up1", lanB, `10\.78\.0\.\d+`
+		if i%2 == 1 {
+			gw, dev, ns, addr = "10.77.0.1", "up0", l.LAN, `10\.77\.0\.\d+`
+		}
+		start := time.Now()
+		l.Host.MustRun(b, "ip", "route", "replace", "default", "via", gw, "dev", dev)
+		m, err := vm.Stderr.WaitFor(`(?s)(?:switched in \d+ ms.*){`+strconv.Itoa(i)+`}switched in (\d+) ms`, stepTimeout)
+		if err != nil {
+			b.Fatal(err)
+		}
+		toLine = append(toLine, ms(time.Since(start)))
+		n, _ := strconv.Atoi(m[1])
+		switched = append(switched, float64(n))
+		ip := vm.WaitConsole(`(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){`+strconv.Itoa(i+1)+`}VMRUN-GUEST-IP=(`+addr+`)/`, bootTimeout)[1]
+		if err := ns.Ping(ip, stepTimeout); err != nil {
+			b.Fatal(err)
+		}
+		toAnswer = append(toAnswer, ms(time.Since(start)))
+	}
+	b.StopTimer()
+	b.ReportMetric(medianF(switched), "median-switch-ms")
+	b.ReportMetric(medianF(toLine), "median-route-to-switched-ms")
+	b.ReportMetric(medianF(toAnswer), "median-route-to-guest-answers-ms")
+}
+
 // TestFollowUplinkMovesGuest: a --net auto guest boots on LAN A (macvtap
 // on up0); the host's default route moves to LAN B (up1, its own subnet and
 // dnsmasq): vmrun moves the running guest to a macvtap on up1, the guest
@@ -20,12 +75,7 @@ import (
 // nothing is left afterwards.
 func TestFollowUplinkMovesGuest(t *testing.T) {
 	g := requireQEMUTests(t)
-	l := newLAN(t, false)
-	lanB := testutil.NewNetns(t, "lb")
-	testutil.Veth(t, l.Host, "up1", lanB, "lan0")
-	lanB.MustRun(t, "ip", "addr", "add", "10.78.0.1/24", "dev", "lan0")
-	l.Host.MustRun(t, "ip", "addr", "add", "10.78.0.2/24", "dev", "up1")
-	testutil.StartDnsmasq(t, lanB, "lan0", "10.78.0.100", "10.78.0.150")
+	l, lanB := twoLANs(t)
 	before := snapshotLinks(t, l.Host)
 	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--name", "e2e-follow", "--console", "serial", "-v")
 	if ip := vm.GuestIP(bootTimeout); !strings.HasPrefix(ip, "10.77.0.") {
