@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -168,4 +169,30 @@ func TestWatchApplyRefused(t *testing.T) {
 	if n := calls.Load(); n != 2 {
 		t.Errorf("Apply called %d times, want 2", n)
 	}
+}
+
+// TestWatchResubscribes: when a notification socket fails (as on ENOBUFS,
+// events lost), the watcher subscribes again, looks again, and goes on
+// deciding.
+func TestWatchResubscribes(t *testing.T) {
+	r := newRig(t)
+	r.host.MustRun(t, "ip", "route", "add", "default", "via", "10.82.0.1", "dev", "b0", "metric", "200")
+	w := r.watch(t, Config{Request: netsetup.Request{Name: "w"}})
+	for len(w.det) > 0 {
+		<-w.det
+	}
+	old := w.ev.Load()
+	old.fail(errors.New("no buffer space available (injected)"))
+	select {
+	case d := <-w.det: // the look after subscribing again
+		if d.Action != Nothing {
+			t.Fatalf("the look after subscribing again decided %s (%s)", d.Action, d.Why)
+		}
+	case <-time.After(bound):
+		t.Fatal("no detection after the socket failed")
+	}
+	if w.ev.Load() == old {
+		t.Fatal("the watcher did not subscribe again")
+	}
+	w.expect(t, r, "ip route del default via 10.81.0.1 dev a0 metric 100", Switch, "macvtap on b0", "the default route moved from a0 to b0")
 }

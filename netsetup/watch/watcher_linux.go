@@ -2,9 +2,9 @@ package watch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -54,6 +54,7 @@ type Config struct {
 // Watcher follows the uplink and sends a Decision for each change that
 // matters (Replan's action is not Nothing).
 type Watcher struct {
+	ev        atomic.Pointer[events] // the current subscriptions
 	decisions chan Decision
 	done      chan struct{}
 	err       error
@@ -115,30 +116,42 @@ func (w *Watcher) run(ctx context.Context, cfg Config, ready chan<- error) error
 		ready <- err
 		return nil
 	}
-	defer ev.drain()
+	w.ev.Store(ev)
+	defer func() { w.ev.Load().drain() }()
 	d := newDecider(cfg)
 	if w.First, err = d.start(); err != nil {
 		ready <- err
 		return nil
 	}
 	ready <- nil
-	return w.loop(ctx, cfg, ev, d)
+	return w.loop(ctx, cfg, d)
 }
 
 // loop debounces the events and decides after each burst.
-func (w *Watcher) loop(ctx context.Context, cfg Config, ev *events, d *decider) error {
+func (w *Watcher) loop(ctx context.Context, cfg Config, d *decider) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var first time.Time // the burst's first event; zero between bursts
 	for {
+		ev := w.ev.Load()
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-ev.failed:
+			// An overflowed socket (ENOBUFS) lost events: subscribe again
+			// and look, as after an event.
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			ev.drain()
+			again, serr := subscribe(ctx)
+			if serr != nil {
+				w.ev.Store(&events{stop: func() {}, wifi: func() {}})
+				return fmt.Errorf("%w; subscribing again: %w", err, serr)
+			}
+			w.ev.Store(again)
+			first = time.Now()
+			timer.Reset(cfg.Quiet)
 		case <-ev.kick:
 			now := time.Now()
 			if first.IsZero() {
@@ -274,23 +287,21 @@ func notOwn(ups []netsetup.UpperLink, vm string) []netsetup.UpperLink {
 type events struct {
 	kick   chan struct{}
 	failed chan error
-	routes chan netlink.RouteUpdate
-	links  chan netlink.LinkUpdate
-	addrs  chan netlink.AddrUpdate
+	stop   context.CancelFunc // closes the subscriptions' sockets
+	drains []func()           // empty each subscription's channel until closed
 	wifi   func()
 }
 
 // subscribe joins the route, link and address groups of this thread's
 // namespace, and nl80211's association events when the kernel has
-// nl80211; each message kicks the debounce.
-func subscribe(ctx context.Context) (*events, error) {
-	ev := &events{
-		kick: make(chan struct{}, 1), failed: make(chan error, 1),
-		routes: make(chan netlink.RouteUpdate, 64), links: make(chan netlink.LinkUpdate, 64), addrs: make(chan netlink.AddrUpdate, 64),
-		wifi: func() {},
-	}
+// nl80211; each message kicks the debounce. The subscriptions end with
+// ctx, or with drain.
+func subscribe(parent context.Context) (*events, error) {
+	ctx, stop := context.WithCancel(parent)
+	ev := &events{kick: make(chan struct{}, 1), failed: make(chan error, 1), stop: stop, wifi: func() {}}
 	ns, err := netns.Get()
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("this thread's network namespace: %w", err)
 	}
 	defer ns.Close()
@@ -300,37 +311,57 @@ func subscribe(ctx context.Context) (*events, error) {
 			ev.fail(fmt.Errorf("netlink notifications: %w", err))
 		}
 	}
-	done := ctx.Done()
-	err = errors.Join(
-		netlink.RouteSubscribeWithOptions(ev.routes, done, netlink.RouteSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB}),
-		netlink.LinkSubscribeWithOptions(ev.links, done, netlink.LinkSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB}),
-		netlink.AddrSubscribeWithOptions(ev.addrs, done, netlink.AddrSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to route, link and address changes: %w", err)
+	routes, links, addrs := make(chan netlink.RouteUpdate, 64), make(chan netlink.LinkUpdate, 64), make(chan netlink.AddrUpdate, 64)
+	subs := []struct {
+		sub   func() error
+		start func()
+	}{
+		{func() error {
+			return netlink.RouteSubscribeWithOptions(routes, ctx.Done(), netlink.RouteSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB})
+		}, func() { follow(ctx, ev, routes) }},
+		{func() error {
+			return netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB})
+		}, func() { follow(ctx, ev, links) }},
+		{func() error {
+			return netlink.AddrSubscribeWithOptions(addrs, ctx.Done(), netlink.AddrSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB})
+		}, func() { follow(ctx, ev, addrs) }},
 	}
-	go forward(ctx, ev, ev.routes)
-	go forward(ctx, ev, ev.links)
-	go forward(ctx, ev, ev.addrs)
-	if ev.wifi, err = wifiEvents(ev.poke); err != nil {
+	for _, sb := range subs {
+		if err := sb.sub(); err != nil {
+			ev.drain()
+			return nil, fmt.Errorf("subscribe to route, link and address changes: %w", err)
+		}
+		sb.start()
+	}
+	if ev.wifi, err = wifiEvents(ev.poke, ev.fail); err != nil {
+		ev.wifi = func() {}
+		ev.drain()
 		return nil, err
 	}
 	return ev, nil
 }
 
-// forward turns each update on ch into a kick until ctx ends.
-func forward[T any](ctx context.Context, ev *events, ch <-chan T) {
-	for {
-		select {
-		case _, ok := <-ch:
-			if !ok {
+// follow kicks the debounce for each update on ch (in a goroutine of its
+// own) until ctx ends, and has drain empty ch until its subscription,
+// whose socket closes with ctx, closes it.
+func follow[T any](ctx context.Context, ev *events, ch <-chan T) {
+	go func() {
+		for {
+			select {
+			case _, ok := <-ch:
+				if !ok {
+					return
+				}
+				ev.poke()
+			case <-ctx.Done():
 				return
 			}
-			ev.poke()
-		case <-ctx.Done():
-			return
 		}
-	}
+	}()
+	ev.drains = append(ev.drains, func() {
+		for range ch {
+		}
+	})
 }
 
 // poke kicks the debounce (one pending kick is enough).
@@ -349,14 +380,12 @@ func (ev *events) fail(err error) {
 	}
 }
 
-// drain stops nl80211's reader and empties the netlink channels until
-// their readers, whose sockets close with the context, close them.
+// drain ends the subscriptions: nl80211's reader, then the netlink
+// sockets, whose channels it empties until their readers close them.
 func (ev *events) drain() {
 	ev.wifi()
-	for range ev.routes {
-	}
-	for range ev.links {
-	}
-	for range ev.addrs {
+	ev.stop()
+	for _, d := range ev.drains {
+		d()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/wifi"
@@ -21,7 +22,7 @@ var wifiGroups = []string{"mlme", "config"}
 // called. A kernel without nl80211 (no Wi-Fi driver loaded) has nothing to
 // join: the link events still cover an interface that appears later, and
 // its association is read again on each detection.
-func wifiEvents(poke func()) (stop func(), err error) {
+func wifiEvents(poke func(), fail func(error)) (stop func(), err error) {
 	c, err := genetlink.Dial(nil)
 	if err != nil {
 		return nil, fmt.Errorf("generic netlink: %w", err)
@@ -46,16 +47,20 @@ func wifiEvents(poke func()) (stop func(), err error) {
 		}
 	}
 	done := make(chan struct{})
+	var stopped atomic.Bool
 	go func() {
 		defer close(done)
 		for {
 			if _, _, err := c.Receive(); err != nil {
-				return // closed by stop (or the socket failed: the link events remain)
+				if !stopped.Load() {
+					fail(fmt.Errorf("nl80211 events: %w", err))
+				}
+				return
 			}
 			poke()
 		}
 	}()
-	return func() { c.Close(); <-done }, nil
+	return func() { stopped.Store(true); c.Close(); <-done }, nil
 }
 
 // association returns the SSID and BSSID a Wi-Fi station on interface
