@@ -35,7 +35,7 @@ type Config struct {
 	// Plan is the guest's current attachment; a zero Plan means "decide it
 	// now" (`vmrun net plan --watch`).
 	Plan netsetup.Plan
-	// Netns is the network namespace to watch; nil means the caller's.
+	// Netns is the network namespace to watch; nil means the process's own.
 	Netns *netns.NsHandle
 	// Quiet and MaxDelay override the debounce (zero: the defaults).
 	Quiet, MaxDelay time.Duration
@@ -89,12 +89,17 @@ func Start(ctx context.Context, cfg Config) (*Watcher, error) {
 	go func() {
 		defer close(w.done)
 		defer close(w.decisions)
+		if cfg.Netns == nil {
+			// vmrun's own namespace: any thread will do, and none keeps
+			// capabilities raised while it waits (detection raises what it
+			// needs, for as long as it needs it).
+			w.err = w.run(ctx, cfg, ready)
+			return
+		}
 		w.err = hostnet.OnThrowawayThreadBack(func() error {
-			if cfg.Netns != nil {
-				if err := netns.Set(*cfg.Netns); err != nil {
-					ready <- fmt.Errorf("enter the network namespace to watch: %w", err)
-					return nil
-				}
+			if err := netns.Set(*cfg.Netns); err != nil {
+				ready <- fmt.Errorf("enter the network namespace to watch: %w", err)
+				return nil
 			}
 			return w.run(ctx, cfg, ready)
 		})
@@ -235,8 +240,8 @@ func (d *decider) next() (Decision, error) {
 }
 
 // applied has apply carry out dec, on a goroutine of its own (the
-// watcher's thread sits in the watched namespace with its capabilities
-// raised), and makes the plan it returns current.
+// watcher's may sit on a thread in another namespace, with its
+// capabilities raised), and makes the plan it returns current.
 func (d *decider) applied(apply func(Decision) netsetup.Plan, dec Decision) {
 	res := make(chan netsetup.Plan, 1)
 	go func() { res <- apply(dec) }()
