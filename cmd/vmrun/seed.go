@@ -112,9 +112,8 @@ func (s *session) seed() error {
 		s.vm.Seed.Files = []*os.File{f}
 	}
 	s.step("cloud-init seed %s (%s)", path, ci.Why)
-	if ci.Dir != "" {
-		return nil
-	}
+	// A seed directory's user is the user's business (ssh's defaults
+	// pick it); user mode's forward is recorded all the same.
 	if err := s.dir.Update(func(st *rundir.State) {
 		st.SSH = &rundir.SSH{User: login.user, Key: login.private, Forward: s.sshForward}
 	}); err != nil {

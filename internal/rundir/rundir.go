@@ -121,7 +121,8 @@ type State struct {
 
 // SSH is how to log into a guest vmrun gave a cloud-init seed.
 type SSH struct {
-	// User is the account the seed creates.
+	// User is the account the seed creates; "" for a seed directory the
+	// user made (--cloud-init DIR).
 	User string `json:"user"`
 	// Key is the private key of one of the seed's public keys; "" when
 	// none is known (ssh then uses its own defaults and agent).
