@@ -21,7 +21,10 @@ type vmInfo struct {
 	QEMUPID int    `json:"qemu_pid"`
 	Net     string `json:"net"`
 	Parent  string `json:"parent"`
-	MAC     string `json:"mac"`
+	// Uplink is the host interface the current attachment was decided
+	// for; "" when there is none.
+	Uplink string `json:"uplink"`
+	MAC    string `json:"mac"`
 	// Switches counts the moves of the running guest to another
 	// attachment (Net is the current one's mode).
 	Switches int        `json:"switches"`
@@ -88,8 +91,8 @@ func info(e rundir.Entry) vmInfo {
 		i.Status = "stale (run `vmrun gc`)"
 	}
 	if e.State != nil {
-		i.PID, i.QEMUPID, i.Net, i.Parent, i.MAC, i.Switches =
-			e.State.PID, e.State.QEMUPID, e.State.Mode, e.State.Parent, e.State.MAC, e.State.Switches
+		i.PID, i.QEMUPID, i.Net, i.Parent, i.Uplink, i.MAC, i.Switches =
+			e.State.PID, e.State.QEMUPID, e.State.Mode, e.State.Parent, e.State.Uplink, e.State.MAC, e.State.Switches
 		for _, a := range e.State.Addresses {
 			i.Addresses = append(i.Addresses, addrInfo{Addr: a.Addr, Source: a.Source, Server: a.Server, Learnt: a.Learnt})
 		}

@@ -28,7 +28,7 @@ var (
 		"plan.nat":        planSchema["nat"],
 	}
 	lsSchema = map[string][]string{
-		"[]":             {"name", "pid", "qemu_pid", "net", "parent", "mac", "switches", "started", "uptime", "status", "addresses"},
+		"[]":             {"name", "pid", "qemu_pid", "net", "parent", "uplink", "mac", "switches", "started", "uptime", "status", "addresses"},
 		"[].addresses[]": {"addr", "source", "server", "learnt"},
 	}
 	whereKeys   = []string{"mode", "parent", "uplink", "mac"}

@@ -112,7 +112,7 @@ func (s *session) lock() error {
 func (s *session) record() error {
 	p := s.plan
 	if err := s.dir.Update(func(st *rundir.State) {
-		*st = rundir.State{Name: s.spec.Name, PID: os.Getpid(), Mode: string(p.Mode), Parent: p.Parent,
+		*st = rundir.State{Name: s.spec.Name, PID: os.Getpid(), Mode: string(p.Mode), Parent: p.Parent, Uplink: p.Uplink,
 			MAC: p.MAC.String(), Started: time.Now()}
 	}); err != nil {
 		return exitcode.Setupf("%w", err)

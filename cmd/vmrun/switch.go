@@ -97,7 +97,7 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	n.switches++
 	n.watch(att)
 	_ = s.dir.Update(func(st *rundir.State) {
-		st.Mode, st.Parent, st.MAC, st.Switches = string(plan.Mode), plan.Parent, plan.MAC.String(), n.switches
+		st.Mode, st.Parent, st.Uplink, st.MAC, st.Switches = string(plan.Mode), plan.Parent, plan.Uplink, plan.MAC.String(), n.switches
 		st.Addresses = nil // the guest takes new ones on the new network
 	})
 	s.notify("network: %s → %s (%s); switched in %d ms", from, plan.Mode, why, took.Milliseconds())

@@ -104,7 +104,10 @@ type State struct {
 	QEMUPID int    `json:"qemu_pid,omitempty"`
 	Mode    string `json:"mode,omitempty"`
 	Parent  string `json:"parent,omitempty"`
-	MAC     string `json:"mac,omitempty"`
+	// Uplink is the host interface the current attachment was decided
+	// for ("" for none, or when unknown).
+	Uplink string `json:"uplink,omitempty"`
+	MAC    string `json:"mac,omitempty"`
 	// Switches counts the times the running guest was moved to another
 	// attachment (Mode, Parent and MAC are the current one's).
 	Switches  int       `json:"switches,omitempty"`

@@ -10,9 +10,10 @@ import (
 // TestStateFileKeys pins the state file's keys. Each one is written by
 // vmrun and read by gc, ls or stop; a field nothing writes (as guest_ip
 // was) misleads whoever reads the file, so it has no place here. ssh is
-// written by a run with a cloud-init seed and read by `vmrun ssh`.
+// written by a run with a cloud-init seed and read by `vmrun ssh`; uplink
+// by a run (and each switch) and read by ls.
 func TestStateFileKeys(t *testing.T) {
-	want := []string{"name", "pid", "qemu_pid", "mode", "parent", "mac", "switches", "started", "objects", "qmp_socket", "addresses", "ssh"}
+	want := []string{"name", "pid", "qemu_pid", "mode", "parent", "uplink", "mac", "switches", "started", "objects", "qmp_socket", "addresses", "ssh"}
 	var got []string
 	st := reflect.TypeOf(State{})
 	for i := range st.NumField() {

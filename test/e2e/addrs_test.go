@@ -62,6 +62,7 @@ type lsEntry struct {
 	Addresses []struct{ Addr, Source, Server string }
 	QEMUPID   int `json:"qemu_pid"`
 	Switches  int `json:"switches"`
+	Uplink    string
 }
 
 // lsVM returns VM name's entry in `vmrun ls --json`.

@@ -88,7 +88,7 @@ func TestFollowUplinkMovesGuest(t *testing.T) {
 	// change runs a route command, waits for the switch it causes (its
 	// stderr line) and for the guest's nth address marker since boot, an
 	// address matching addr, and checks that the guest answers from ns.
-	change := func(cmd, switched string, nth int, addr string, ns *testutil.Netns) {
+	change := func(cmd, switched string, nth int, addr string, ns *testutil.Netns, uplink string) {
 		t.Helper()
 		start := time.Now()
 		l.Host.MustRun(t, "sh", "-c", cmd)
@@ -99,17 +99,20 @@ func TestFollowUplinkMovesGuest(t *testing.T) {
 		re := `(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){` + strconv.Itoa(nth) + `}VMRUN-GUEST-IP=(` + addr + `)/`
 		ip := vm.WaitConsole(re, bootTimeout)[1]
 		t.Logf("%s: switched in %s ms; the guest had %s %v after the route changed", cmd, m[1], ip, time.Since(start).Round(time.Millisecond))
+		if e := lsVM(t, l.Host, vm.Runtime, "e2e-follow"); e.Uplink != uplink {
+			t.Errorf("after %s, ls --json says uplink %q, want %q", cmd, e.Uplink, uplink)
+		}
 		ping(t, ns, ip)
 		if body := httpGet(t, ns, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
 			t.Fatalf("after %s the guest's TCP port answered %q", cmd, body)
 		}
 	}
-	change("ip route replace default via 10.78.0.1 dev up1", `macvtap → macvtap \(the default route moved from up0 to up1`, 1, `10\.78\.0\.\d+`, lanB)
-	change("ip route replace default via 10.77.0.1 dev up0", `macvtap → macvtap \(the default route moved from up1 to up0`, 2, `10\.77\.0\.\d+`, l.LAN)
+	change("ip route replace default via 10.78.0.1 dev up1", `macvtap → macvtap \(the default route moved from up0 to up1`, 1, `10\.78\.0\.\d+`, lanB, "up1")
+	change("ip route replace default via 10.77.0.1 dev up0", `macvtap → macvtap \(the default route moved from up1 to up0`, 2, `10\.77\.0\.\d+`, l.LAN, "up0")
 	// No uplink at all: the guest waits on NAT (this host reaches it),
 	// and goes back to LAN A when the route returns.
-	change("ip route del default", `macvtap → nat \(there is no default route any more \(it left through up0\)`, 3, `(?:10|172)\.\d+\.\d+\.\d+`, l.Host)
-	change("ip route add default via 10.77.0.1 dev up0", `nat → macvtap \(an uplink is back \(up0, ethernet\)`, 4, `10\.77\.0\.\d+`, l.LAN)
+	change("ip route del default", `macvtap → nat \(there is no default route any more \(it left through up0\)`, 3, `(?:10|172)\.\d+\.\d+\.\d+`, l.Host, "")
+	change("ip route add default via 10.77.0.1 dev up0", `nat → macvtap \(an uplink is back \(up0, ethernet\)`, 4, `10\.77\.0\.\d+`, l.LAN, "up0")
 	if e := lsVM(t, l.Host, vm.Runtime, "e2e-follow"); e.QEMUPID != qemu || e.Switches != 4 {
 		t.Errorf("after four moves: QEMU pid %d (was %d), %d switches; want the same QEMU, 4 switches", e.QEMUPID, qemu, e.Switches)
 	}
