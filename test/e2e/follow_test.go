@@ -71,8 +71,9 @@ func BenchmarkFollowUplink(b *testing.B) {
 // dnsmasq): vmrun moves the running guest to a macvtap on up1, the guest
 // gets a lease from B and answers ping and TCP from B's namespace; then the
 // same back to A; then the default route goes (the guest waits on NAT,
-// reachable from the host) and comes back (A again). One QEMU throughout;
-// nothing is left afterwards.
+// reachable from the host) and comes back (A again); then a VPN-like tun
+// takes the traffic (NAT) and goes (A). One QEMU throughout; nothing is
+// left afterwards.
 func TestFollowUplinkMovesGuest(t *testing.T) {
 	g := requireQEMUTests(t)
 	l, lanB := twoLANs(t)
@@ -113,8 +114,11 @@ func TestFollowUplinkMovesGuest(t *testing.T) {
 	// and goes back to LAN A when the route returns.
 	change("ip route del default", `macvtap → nat \(there is no default route any more \(it left through up0\)`, 3, `(?:10|172)\.\d+\.\d+\.\d+`, l.Host, "")
 	change("ip route add default via 10.77.0.1 dev up0", `nat → macvtap \(an uplink is back \(up0, ethernet\)`, 4, `10\.77\.0\.\d+`, l.LAN, "up0")
-	if e := lsVM(t, l.Host, vm.Runtime, "e2e-follow"); e.QEMUPID != qemu || e.Switches != 4 {
-		t.Errorf("after four moves: QEMU pid %d (was %d), %d switches; want the same QEMU, 4 switches", e.QEMUPID, qemu, e.Switches)
+	// A VPN's tun takes the traffic (no guest can sit on it: NAT), and goes.
+	change("ip tuntap add dev tun9 mode tun && ip link set tun9 up && ip route add 0.0.0.0/1 dev tun9", `macvtap → nat \(the default route moved from up0 to tun9`, 5, `(?:10|172)\.\d+\.\d+\.\d+`, l.Host, "tun9")
+	change("ip link del tun9", `nat → macvtap \(the default route moved from tun9 to up0`, 6, `10\.77\.0\.\d+`, l.LAN, "up0")
+	if e := lsVM(t, l.Host, vm.Runtime, "e2e-follow"); e.QEMUPID != qemu || e.Switches != 6 {
+		t.Errorf("after six moves: QEMU pid %d (was %d), %d switches; want the same QEMU, 6 switches", e.QEMUPID, qemu, e.Switches)
 	}
 	vm.Signal(syscall.SIGTERM)
 	if code := vm.Wait(exitTimeout); code != 0 {
