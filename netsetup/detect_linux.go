@@ -2,9 +2,14 @@ package netsetup
 
 import (
 	"context"
+	"net"
 	"runtime"
+	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/vmrun/vmrun/netsetup/internal/detect"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // Detect describes the interface that matters for request r —
@@ -26,4 +31,58 @@ func Detect(ctx context.Context, r Request) (Facts, error) {
 	// create (a throwaway namespace, a few milliseconds; r.ProbeCache keeps
 	// the answer per boot).
 	return detect.Host(r.Interface(), r.Mode != User, r.ProbeCache)
+}
+
+// NetworkKey names the network behind f's uplink for --net auto's memory
+// of what worked there: "gateway MAC" of the default route's next hop, read
+// from the kernel's neighbour table (an entry the host has, stale or not).
+// "" when there is no gateway or its MAC is not known: nothing is
+// remembered or looked up then.
+func NetworkKey(f Facts) string {
+	if f.Route == nil || f.Route.Gateway == "" || f.Index == 0 {
+		return ""
+	}
+	gw := net.ParseIP(f.Route.Gateway)
+	family := netlink.FAMILY_V4
+	if gw.To4() == nil {
+		family = netlink.FAMILY_V6
+	}
+	neighs, err := hostnet.RetryDump(func() ([]netlink.Neigh, error) { return netlink.NeighList(f.Index, family) })
+	if err != nil {
+		return ""
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(gw) && len(n.HardwareAddr) == 6 && n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 {
+			return "gateway " + n.HardwareAddr.String()
+		}
+	}
+	return ""
+}
+
+// ResolveNetworkKey is NetworkKey, after making the kernel resolve the
+// gateway's MAC when its neighbour table has none: one UDP datagram to the
+// gateway's discard port (9), then the table is read again until ctx ends
+// or 2 s passed. For remembering an outcome, not on a run's start path.
+func ResolveNetworkKey(ctx context.Context, f Facts) string {
+	if k := NetworkKey(f); k != "" || f.Route == nil || f.Route.Gateway == "" {
+		return k
+	}
+	if c, err := net.Dial("udp", net.JoinHostPort(f.Route.Gateway, "9")); err == nil {
+		_, _ = c.Write([]byte{0})
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-tick.C:
+			if k := NetworkKey(f); k != "" {
+				return k
+			}
+		}
+	}
 }

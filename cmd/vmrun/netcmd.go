@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/netmemory"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/gc"
@@ -47,7 +48,7 @@ vmrun and the forwarding sysctl go too. Running VMs are never touched.`,
 func netCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "net",
-		Usage:        "network helpers: `vmrun net plan` shows what --net auto would do, and why",
+		Usage:        "network helpers: `vmrun net plan` shows what --net auto would do, and why; `vmrun net forget` forgets what it remembered",
 		OnUsageError: usageError,
 		Subcommands: []*cli.Command{{
 			Name:      "plan",
@@ -72,8 +73,52 @@ network when the host's did something.`,
 			},
 			OnUsageError: usageError,
 			Action:       planAction,
+		}, {
+			Name:      "forget",
+			Usage:     "forget what --net auto remembered about the network the host is on (or, with --all, every network), so the next run tries its first choice again",
+			UsageText: "vmrun net forget [--all]",
+			Description: `--net auto remembers, per network (its gateway's MAC), when the guest had
+to leave its first choice because the LAN did not answer its DHCP, and the
+next run there starts in the mode that worked (vmrun net plan says
+"remembered: ..."). The file: ` + "$XDG_STATE_HOME/vmrun/networks.json, else /var/lib/vmrun/networks.json for root, ~/.local/state/vmrun/networks.json for others (VMRUN_STATE_DIR overrides the directory)" + `.`,
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "all", Usage: "forget every network"},
+			},
+			OnUsageError: usageError,
+			Action:       forgetAction,
 		}},
 	}
+}
+
+// forgetAction is `vmrun net forget`: one line per network forgotten.
+func forgetAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return exitcode.Usagef("unexpected argument %q (see `vmrun net forget --help`)", c.Args().First())
+	}
+	var keys []string
+	if !c.Bool("all") {
+		facts, err := netsetup.Detect(c.Context, netsetup.Request{Mode: netsetup.Auto})
+		if err != nil {
+			return exitcode.Wrap(exitcode.Setup, err)
+		}
+		key := netsetup.NetworkKey(facts)
+		if key == "" {
+			fmt.Fprintln(c.App.Writer, "nothing to forget: the network's gateway MAC is unknown here")
+			return nil
+		}
+		keys = []string{key}
+	}
+	gone, err := netmemory.Forget(keys...)
+	if err != nil {
+		return exitcode.Wrap(exitcode.Setup, err)
+	}
+	if len(gone) == 0 {
+		fmt.Fprintln(c.App.Writer, "nothing remembered")
+	}
+	for _, k := range gone {
+		fmt.Fprintf(c.App.Writer, "forgot %s\n", k)
+	}
+	return nil
 }
 
 func planAction(c *cli.Context) error {

@@ -192,8 +192,11 @@ func nicOf(a *netsetup.Attachment) *launcher.NIC {
 // planNetwork detects the host's facts and decides the attachment, once:
 // for an unprivileged vmrun within the administrator's allow-list.
 func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
-	_, plan, err := detectAndPlan(ctx, planRequest(spec))
-	return plan, err
+	facts, plan, err := detectAndPlan(ctx, planRequest(spec))
+	if err != nil {
+		return plan, err
+	}
+	return remembered(facts, plan, spec), nil
 }
 
 // planRequest is the network request of spec.

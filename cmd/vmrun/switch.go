@@ -77,6 +77,9 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	// Both attachments exist during the switch: the new one's links
 	// take the other generation's names.
 	plan = plan.WithGen(n.plan.Gen + 1)
+	if plan.RuntimeRoot == "" {
+		plan.RuntimeRoot = n.plan.RuntimeRoot
+	}
 	att, err := netsetup.Apply(netsetup.WithTrace(ctx, s.trace()), plan, s.dir)
 	if err != nil {
 		return fmt.Errorf("switch to %s: %w", plan.Mode, err)

@@ -102,11 +102,12 @@ func (s *session) leaveL2(why string) {
 	ctx := s.c.Context
 	var errs []error
 	for _, mode := range []netsetup.Mode{netsetup.Routed, netsetup.NAT} {
-		plan, err := s.planFor(ctx, mode)
+		facts, plan, err := s.planFor(ctx, mode)
 		if err == nil {
 			err = s.switchAttachment(ctx, plan, why)
 		}
 		if err == nil {
+			s.remember(ctx, facts, s.plan.Mode, mode, why)
 			return
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", mode, err))
@@ -117,10 +118,9 @@ func (s *session) leaveL2(why string) {
 
 // planFor decides the plan of an explicit mode for the running guest:
 // the same VM, MAC and uplink.
-func (s *session) planFor(ctx context.Context, mode netsetup.Mode) (netsetup.Plan, error) {
+func (s *session) planFor(ctx context.Context, mode netsetup.Mode) (netsetup.Facts, netsetup.Plan, error) {
 	spec := s.spec
 	spec.NetMode, spec.NetParent = mode, ""
 	spec.MAC, spec.MACSet = s.plan.MAC, true
-	_, plan, err := detectAndPlan(ctx, planRequest(spec))
-	return plan, err
+	return detectAndPlan(ctx, planRequest(spec))
 }

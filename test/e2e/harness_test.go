@@ -36,6 +36,12 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	vmrunBin = filepath.Join(dir, "vmrun")
+	// What --net auto remembers per network goes to the package's own
+	// directory, never the host's /var/lib/vmrun.
+	if err := os.Setenv("VMRUN_STATE_DIR", filepath.Join(dir, "state")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	build := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-o", vmrunBin, "github.com/vmrun/vmrun/cmd/vmrun")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build` does
 	out, err := build.CombinedOutput()

@@ -96,4 +96,41 @@ func TestAutoLeavesL2WhenLANRefusesGuest(t *testing.T) {
 		t.Fatalf("links after exit %v, before %v", left, before)
 	}
 	assertEmptyDir(t, runtime)
+	secondBootRemembers(t, l, g.Test, m[1])
+}
+
+// secondBootRemembers: on the same network, `vmrun net plan` says what was
+// remembered and the next boot starts in mode at once (no switch); `vmrun
+// net forget` makes auto choose macvtap again.
+func secondBootRemembers(t *testing.T, l *lan, disk, mode string) {
+	t.Helper()
+	runtime := runtimeDir(t)
+	out, errOut, code := RunVMRun(t, l.Host, runtime, "net", "plan", "--name", "e2e-refused")
+	if code != 0 || !strings.Contains(out, "remembered: "+mode+" (macvtap got no DHCP answer on ") {
+		t.Fatalf("net plan (exit %d) does not say what was remembered:\n%s%s", code, out, errOut)
+	}
+	vm := Start(t, l.Host, runtime, "--disk", disk, "--snapshot", "--name", "e2e-refused")
+	ip := vm.GuestIP(bootTimeout)
+	if !strings.HasPrefix(ip, "10.77.0.") {
+		t.Fatalf("second boot: guest address %s is not on the LAN's subnet", ip)
+	}
+	if e := lsVM(t, l.Host, runtime, "e2e-refused"); e.Net != mode || e.Switches != 0 {
+		t.Fatalf("second boot on %q after %d switches, want %s from the start", e.Net, e.Switches, mode)
+	}
+	ping(t, l.LAN, ip)
+	if strings.Contains(vm.Stderr.String(), "switched in") {
+		t.Fatalf("the second boot switched again:\n%s", vm.Stderr)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(exitTimeout); code != 0 {
+		t.Fatalf("second boot: exit code %d after SIGTERM\n%s", code, vm.Stderr)
+	}
+	out, errOut, code = RunVMRun(t, l.Host, runtime, "net", "forget")
+	if code != 0 || !strings.HasPrefix(out, "forgot gateway ") {
+		t.Fatalf("net forget (exit %d): %s%s", code, out, errOut)
+	}
+	out, _, _ = RunVMRun(t, l.Host, runtime, "net", "plan", "--name", "e2e-refused")
+	if !strings.Contains(out, "mode:    macvtap") || strings.Contains(out, "remembered") {
+		t.Fatalf("net plan after forget:\n%s", out)
+	}
 }
