@@ -196,3 +196,29 @@ func TestWatchResubscribes(t *testing.T) {
 	}
 	w.expect(t, r, "ip route del default via 10.81.0.1 dev a0 metric 100", Switch, "macvtap on b0", "the default route moved from a0 to b0")
 }
+
+// TestWatchBridgeToEthernet: the host's uplink was a bridge (a0 its port,
+// the address and default route on br0: the guest on a tap in br0); the
+// bridge goes and a0 carries the address and route itself (undocking from
+// a bridged set-up): the guest moves to a macvtap on a0.
+func TestWatchBridgeToEthernet(t *testing.T) {
+	r := newRig(t)
+	r.host.MustRun(t, "sh", "-c", `ip -batch - <<EOF
+link add br0 type bridge
+link set a0 master br0
+link set br0 up
+addr del 10.81.0.2/24 dev a0
+addr add 10.81.0.2/24 dev br0
+route add default via 10.81.0.1 dev br0 metric 100
+EOF`)
+	w := r.watch(t, Config{Request: netsetup.Request{Name: "w"}})
+	if got := w.First.To.String(); got != "bridge on br0" {
+		t.Fatalf("starts on %s, want bridge on br0", got)
+	}
+	w.expect(t, r, `ip -batch - <<EOF
+link set a0 nomaster
+link del br0
+addr add 10.81.0.2/24 dev a0
+route add default via 10.81.0.1 dev a0 metric 100
+EOF`, Switch, "macvtap on a0", "the default route moved from br0 to a0 (ethernet)")
+}

@@ -22,6 +22,11 @@ import (
 const (
 	DefaultQuiet    = 10 * time.Millisecond
 	DefaultMaxDelay = 50 * time.Millisecond
+	// DefaultParkGrace is how long a move to park (no usable uplink) waits
+	// for an uplink to appear: undocking, or a bridge giving its address
+	// back to its port, goes through a moment without a default route,
+	// and moving the guest to NAT and back for it costs two switches.
+	DefaultParkGrace = time.Second
 )
 
 // Config is what a Watcher follows.
@@ -39,6 +44,9 @@ type Config struct {
 	Netns *netns.NsHandle
 	// Quiet and MaxDelay override the debounce (zero: the defaults).
 	Quiet, MaxDelay time.Duration
+	// ParkGrace overrides DefaultParkGrace (zero: the default; negative:
+	// park at once).
+	ParkGrace time.Duration
 	// OnDetect, when set, is called after each detection with its
 	// decision, Nothing included (tests; a trace for bug reports).
 	OnDetect func(Decision)
@@ -83,6 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Watcher, error) {
 	}
 	if cfg.MaxDelay < cfg.Quiet {
 		cfg.MaxDelay = max(DefaultMaxDelay, cfg.Quiet)
+	}
+	if cfg.ParkGrace == 0 {
+		cfg.ParkGrace = DefaultParkGrace
 	}
 	w := &Watcher{decisions: make(chan Decision, 16), done: make(chan struct{})}
 	ready := make(chan error, 1)
@@ -137,6 +148,7 @@ func (w *Watcher) loop(ctx context.Context, cfg Config, d *decider) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var first time.Time // the burst's first event; zero between bursts
+	var held time.Time  // when a move to park was first decided and held back
 	for {
 		ev := w.ev.Load()
 		select {
@@ -164,12 +176,30 @@ func (w *Watcher) loop(ctx context.Context, cfg Config, d *decider) error {
 			}
 			timer.Reset(min(cfg.Quiet, first.Add(cfg.MaxDelay).Sub(now)))
 		case <-timer.C:
-			dec, err := d.next()
+			dec, err := d.decide()
 			if err != nil {
 				return err
 			}
-			dec.Latency = time.Since(first)
-			first = time.Time{}
+			now := time.Now()
+			if dec.Action == Park && dec.Plan != nil && cfg.ParkGrace > 0 {
+				// Give an uplink ParkGrace to appear; an event before
+				// then has the watcher look again.
+				if held.IsZero() {
+					held = first
+				}
+				if wait := held.Add(cfg.ParkGrace).Sub(now); wait > 0 {
+					first = time.Time{}
+					timer.Reset(wait)
+					continue
+				}
+			}
+			since := first
+			if !held.IsZero() {
+				since = held
+			}
+			first, held = time.Time{}, time.Time{}
+			d.commit(dec)
+			dec.Latency = now.Sub(since)
 			if cfg.OnDetect != nil {
 				cfg.OnDetect(dec)
 			}
@@ -224,19 +254,24 @@ func (d *decider) start() (Decision, error) {
 	return Decision{At: time.Now(), Action: Begin, To: whereOf(p), Why: p.Reason, Plan: &p, Uplink: s}, nil
 }
 
-// next detects again and decides; the decision's target becomes current.
-func (d *decider) next() (Decision, error) {
+// decide detects again and decides from the current state, changing nothing
+// (commit does).
+func (d *decider) decide() (Decision, error) {
 	s, err := d.detect()
 	if err != nil {
 		return Decision{}, err
 	}
 	dec := Replan(d.cur, d.last, s, d.cfg.Request)
 	dec.At = time.Now()
-	d.last = s
+	return dec, nil
+}
+
+// commit makes dec's detection the last one and its target current.
+func (d *decider) commit(dec Decision) {
+	d.last = dec.Uplink
 	if dec.Plan != nil {
 		d.cur = *dec.Plan
 	}
-	return dec, nil
 }
 
 // applied has apply carry out dec, on a goroutine of its own (the
