@@ -21,6 +21,7 @@ runs=(
 	"./netsetup/watch    ^BenchmarkUplinkEventToDecision$                50x"
 	"./test/e2e          ^BenchmarkQMPReady$                             10x"
 	"./test/e2e          ^BenchmarkQEMUArgv$                             20x"
+	"./test/e2e          ^BenchmarkCLIStart$                             50x"
 	"./test/e2e          ^BenchmarkSupervisorRSS$                        5x"
 	"./test/e2e          ^BenchmarkThroughput$                           3x"
 	"./test/e2e          ^BenchmarkExec$                                 20x"
