@@ -74,6 +74,7 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	}
 	start := time.Now()
 	from := n.plan.Mode
+	s.step("network: switching %s → %s (%s)", from, plan.Mode, why)
 	// Both attachments exist during the switch: the new one's links
 	// take the other generation's names.
 	plan = plan.WithGen(n.plan.Gen + 1)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -132,5 +133,41 @@ func secondBootRemembers(t *testing.T, l *lan, disk, mode string) {
 	out, _, _ = RunVMRun(t, l.Host, runtime, "net", "plan", "--name", "e2e-refused")
 	if !strings.Contains(out, "mode:    macvtap") || strings.Contains(out, "remembered") {
 		t.Fatalf("net plan after forget:\n%s", out)
+	}
+}
+
+// TestSwitchKilledThenGC: vmrun is SIGKILLed at moments spread over a
+// switch (macvtap → routed on a LAN that refuses the guest: the new
+// attachment being made, the NIC being swapped, the old one being
+// removed); `vmrun gc` must then leave the host namespace as it was —
+// links, addresses, routes, neighbour entries, sysctls, processes and the
+// runtime directory (the soak's snapshot).
+func TestSwitchKilledThenGC(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, false)
+	cloudLAN(t, l)
+	waitNoTentative(t, l) // the link-local addresses and their routes settled
+	runtime := runtimeDir(t)
+	before := takeSnapshot(t, l.Host, runtime)
+	// The switch takes 150-300 ms here (routed's set-up with its upstream
+	// lease, then the NIC swap): kills at its start, inside, and after.
+	for _, delay := range []time.Duration{0, 40 * time.Millisecond, 120 * time.Millisecond, 400 * time.Millisecond} {
+		vm := Start(t, l.Host, runtime, "--disk", g.Test, "--snapshot", "--name", "e2e-kill-switch", "-v")
+		if _, err := vm.Stderr.WaitFor(`network: switching macvtap → routed`, bootTimeout); err != nil {
+			t.Fatalf("no switch: %v\n%s", err, vm.lastLines())
+		}
+		time.Sleep(delay) // the moment of the kill within the switch, not synchronisation
+		vm.Signal(syscall.SIGKILL)
+		vm.Wait(exitTimeout)
+		if left := waitNoProcesses(l.Host, time.Minute); len(left) > 0 {
+			t.Fatalf("kill %s into the switch: processes left:\n  %s", delay, strings.Join(left, "\n  "))
+		}
+		if out, errOut, code := RunVMRun(t, l.Host, runtime, "gc"); code != 0 {
+			t.Fatalf("kill %s into the switch: gc exit %d\n%s%s", delay, code, out, errOut)
+		}
+		if d := before.diff(takeSnapshot(t, l.Host, runtime)); d != "" {
+			t.Fatalf("kill %s into the switch, then gc: the host namespace differs from before:\n%s\n--- vmrun's stderr:\n%s", delay, d, vm.Stderr)
+		}
+		_, _, _ = RunVMRun(t, l.Host, runtime, "net", "forget", "--all")
 	}
 }
