@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 
@@ -20,63 +19,6 @@ import (
 // seedFile is the seed image's name in the VM's runtime directory.
 const seedFile = "cidata.iso"
 
-// rootGuestUser is the seed's user when vmrun runs as root without sudo:
-// cloud images refuse SSH logins as root.
-const rootGuestUser = "vmrun"
-
-// seedLogin is who the seed lets in: the user and keys that go into it
-// and the private key `vmrun ssh` passes to ssh.
-type seedLogin struct {
-	user    string
-	keys    []string
-	private string
-}
-
-// hostUser returns the user vmrun acts for (the one who ran sudo, when
-// vmrun runs as root through it) and their home directory.
-func hostUser() (name, home string, err error) {
-	if os.Geteuid() == 0 {
-		if su := os.Getenv("SUDO_USER"); su != "" && su != "root" {
-			if u, err := user.Lookup(su); err == nil {
-				return u.Username, u.HomeDir, nil
-			}
-		}
-	}
-	u, err := user.Current()
-	if err != nil {
-		return "", "", fmt.Errorf("cloud-init seed: who are you: %w", err)
-	}
-	return u.Username, u.HomeDir, nil
-}
-
-// loginOf decides the seed's user and keys: --ssh-key's files, else the
-// host user's ~/.ssh/*.pub.
-func loginOf(ci config.CloudInit) (seedLogin, error) {
-	name, home, err := hostUser()
-	if err != nil {
-		return seedLogin{}, err
-	}
-	l := seedLogin{user: name}
-	if name == "root" {
-		l.user = rootGuestUser
-	}
-	if len(ci.Keys) == 0 {
-		l.keys, l.private, err = cloudinit.PublicKeys(filepath.Join(home, ".ssh"))
-		return l, err
-	}
-	for _, k := range ci.Keys {
-		key, err := cloudinit.ReadKey(k)
-		if err != nil {
-			return seedLogin{}, err
-		}
-		l.keys = append(l.keys, key)
-		if l.private == "" {
-			l.private = cloudinit.PrivateKeyOf(k)
-		}
-	}
-	return l, nil
-}
-
 // seed writes the guest's NoCloud seed into the runtime directory (its
 // removal on the undo stack), attaches it to the VM read-only, and
 // records the login for `vmrun ssh`.
@@ -85,12 +27,13 @@ func (s *session) seed() error {
 	if !ci.Seed {
 		return nil
 	}
-	files, login, err := seedFiles(ci, s.spec.Name, s.plan.MAC)
+	files, login, err := cloudinit.Prepare(cloudinit.Request{
+		Dir: ci.Dir, Keys: ci.Keys, UserData: ci.UserData, Hostname: s.spec.Name, MAC: s.plan.MAC})
 	if err != nil {
-		return err
+		return exitcode.Usagef("%w", err)
 	}
-	if ci.Dir == "" && len(login.keys) == 0 {
-		s.notify("cloud-init: no SSH public key in ~/.ssh (create one with ssh-keygen, or give --ssh-key FILE): the guest's user %s has none", login.user)
+	if ci.Dir == "" && len(login.Keys) == 0 {
+		s.notify("cloud-init: no SSH public key in ~/.ssh (create one with ssh-keygen, or give --ssh-key FILE): the guest's user %s has none", login.User)
 	}
 	path := filepath.Join(s.dir.Path, seedFile)
 	if err := cloudinit.WriteISO(path, files); err != nil {
@@ -115,37 +58,11 @@ func (s *session) seed() error {
 	// A seed directory's user is the user's business (ssh's defaults
 	// pick it); user mode's forward is recorded all the same.
 	if err := s.dir.Update(func(st *rundir.State) {
-		st.SSH = &rundir.SSH{User: login.user, Key: login.private, Forward: s.sshForward}
+		st.SSH = &rundir.SSH{User: login.User, Key: login.Private, Forward: s.sshForward}
 	}); err != nil {
 		return exitcode.Setupf("%w", err)
 	}
 	return nil
-}
-
-// seedFiles are the seed's files: the directory's as given, or vmrun's.
-func seedFiles(ci config.CloudInit, name string, mac net.HardwareAddr) (map[string][]byte, seedLogin, error) {
-	if ci.Dir != "" {
-		files, err := cloudinit.ReadDir(ci.Dir)
-		if err != nil {
-			return nil, seedLogin{}, exitcode.Usagef("%w", err)
-		}
-		return files, seedLogin{}, nil
-	}
-	login, err := loginOf(ci)
-	if err != nil {
-		return nil, seedLogin{}, exitcode.Usagef("%w", err)
-	}
-	sd := cloudinit.Seed{Hostname: name, User: login.user, Keys: login.keys, MAC: mac}
-	if ci.UserData != "" {
-		if sd.Extra, err = os.ReadFile(ci.UserData); err != nil {
-			return nil, seedLogin{}, exitcode.Usagef("--user-data: %w", err)
-		}
-	}
-	files, err := sd.Files()
-	if err != nil {
-		return nil, seedLogin{}, exitcode.Usagef("%w", err)
-	}
-	return files, login, nil
 }
 
 // sshForward adds, in user mode with a seed, a forward from a free port
