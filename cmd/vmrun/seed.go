@@ -3,14 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/vmrun/vmrun/internal/cloudinit"
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/guestssh"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
@@ -65,25 +64,7 @@ func (s *session) seed() error {
 	return nil
 }
 
-// sshForward adds, in user mode with a seed, a forward from a free port
-// on 127.0.0.1 to the guest's port 22 (unless --forward already has one
-// there) and returns its host end, for `vmrun ssh`; "" otherwise.
+// sshForward is guestssh.Forward for the run's spec and plan.
 func sshForward(spec config.Spec, plan *netsetup.Plan) (string, error) {
-	if !spec.CloudInit.Seed || plan.Mode != netsetup.User {
-		return "", nil
-	}
-	for _, f := range plan.Forwards {
-		if f.Proto == "tcp" && f.GuestPort == 22 && (f.HostAddr == "" || f.HostAddr == "127.0.0.1") {
-			return net.JoinHostPort("127.0.0.1", strconv.Itoa(f.HostPort)), nil
-		}
-	}
-	// A free port now; QEMU (or passt) binds it a moment later.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", exitcode.Setupf("a free port for the guest's SSH forward: %w", err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	plan.Forwards = append(plan.Forwards, netsetup.Forward{Proto: "tcp", HostAddr: "127.0.0.1", HostPort: port, GuestPort: 22})
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
+	return guestssh.Forward(spec.CloudInit.Seed, plan)
 }
