@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 
 	"github.com/urfave/cli/v2"
 
@@ -13,21 +11,6 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
 )
-
-// doctorReport is `vmrun doctor --json`.
-type doctorReport struct {
-	// OK: --net auto can use a layer-2 mode (bridge, macvtap, ipvtap) here.
-	OK     bool              `json:"ok"`
-	Auto   doctorAuto        `json:"auto"`
-	Checks []hostcheck.Check `json:"checks"`
-}
-
-type doctorAuto struct {
-	Mode   string `json:"mode"`
-	Parent string `json:"parent"`
-	Reason string `json:"reason"`
-	Notice string `json:"notice"`
-}
 
 func doctorCommand() *cli.Command {
 	return &cli.Command{
@@ -50,31 +33,10 @@ func doctorAction(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return exitcode.Usagef("unexpected argument %q (see `vmrun doctor --help`)", c.Args().First())
 	}
-	r := doctorReport{Checks: hostcheck.Run(rundir.Root())}
+	r := hostcheck.Report{Checks: hostcheck.Run(rundir.Root())}
 	r.Auto, r.OK = autoVerdict(c.Context)
-	out := c.App.Writer
-	if c.Bool("json") {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-	} else {
-		for _, ch := range r.Checks {
-			if ch.Status == hostcheck.StatusOK {
-				continue
-			}
-			line := fmt.Sprintf("%s: %s", ch.Status, ch.Summary)
-			if ch.Fix != "" {
-				line += "; fix: " + ch.Fix
-			}
-			fmt.Fprintln(out, line)
-		}
-		verdict := "--net auto uses " + r.Auto.Mode
-		if r.Auto.Parent != "" {
-			verdict += " on " + r.Auto.Parent
-		}
-		fmt.Fprintf(out, "%s (%s)\n", verdict, r.Auto.Reason)
+	if err := r.Write(c.App.Writer, c.Bool("json")); err != nil {
+		return err
 	}
 	if !r.OK {
 		return exitcode.Wrap(exitcode.Usage, exitcode.ErrSilent)
@@ -83,14 +45,14 @@ func doctorAction(c *cli.Context) error {
 }
 
 // autoVerdict plans --net auto here: ok when it is a layer-2 mode.
-func autoVerdict(ctx context.Context) (doctorAuto, bool) {
+func autoVerdict(ctx context.Context) (hostcheck.Auto, bool) {
 	cfg := config.Defaults()
 	cfg.Kernel, cfg.Name = "/dev/null", "doctor"
 	spec, err := cfg.Resolve()
 	if err == nil {
 		var p netsetup.Plan
 		if p, err = planNetwork(ctx, spec); err == nil {
-			a := doctorAuto{Mode: string(p.Mode), Parent: p.Parent, Reason: p.Reason, Notice: p.Notice}
+			a := hostcheck.Auto{Mode: string(p.Mode), Parent: p.Parent, Reason: p.Reason, Notice: p.Notice}
 			switch p.Mode {
 			case netsetup.Bridge, netsetup.Macvtap, netsetup.IPVtap:
 				return a, true
@@ -98,5 +60,5 @@ func autoVerdict(ctx context.Context) (doctorAuto, bool) {
 			return a, false
 		}
 	}
-	return doctorAuto{Mode: "none", Reason: oneLine(err.Error())}, false
+	return hostcheck.Auto{Mode: "none", Reason: oneLine(err.Error())}, false
 }

@@ -21,7 +21,7 @@ import (
 func TestDoctorJSON(t *testing.T) {
 	t.Setenv(rundir.EnvRoot, t.TempDir())
 	out, errOut, code := vmrun(t, "doctor", "--json")
-	var r doctorReport
+	var r hostcheck.Report
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("doctor --json (exit %d): %v\n%s%s", code, err, out, errOut)
 	}

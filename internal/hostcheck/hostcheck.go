@@ -1,8 +1,8 @@
 // Package hostcheck holds `vmrun doctor`'s checks of the host: QEMU, the
 // devices, the kernel's link kinds and nftables (through netsetup/doctor),
 // passt, the forward firewall, NetworkManager, the runtime root and
-// leftovers. The command, its text form and its --json report stay in
-// cmd/vmrun.
+// leftovers, and the report (Report: its text form and its --json). The
+// command and the plan of --net auto stay in cmd/vmrun.
 package hostcheck
 
 import (
