@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -47,48 +45,8 @@ func setupAction(c *cli.Context) error {
 	if os.Geteuid() != 0 {
 		return exitcode.Usagef("vmrun setup changes the system and must run as root: sudo vmrun setup")
 	}
-	out := c.App.Writer
-	gid, created, err := hostsetup.EnsureGroup(c.String("group"))
-	if err != nil {
-		return exitcode.Setupf("group %s: %w", c.String("group"), err)
-	}
-	if created {
-		fmt.Fprintf(out, "created group %s\n", c.String("group"))
-	}
-	// Not fatal: without it, root's QEMU runs as nobody (docs/security.md);
-	// a minimal system (the Wi-Fi rig) may have no useradd.
-	created, err = hostsetup.EnsureQEMUUser(privdrop.SystemUser)
-	if err != nil {
-		fmt.Fprintf(c.App.ErrWriter, "vmrun: the system user %s could not be created (%v): until it exists, QEMU runs as nobody when root runs vmrun outside sudo; create it with `useradd --system --user-group --no-create-home --shell /usr/sbin/nologin %s`\n", privdrop.SystemUser, oneLine(err.Error()), privdrop.SystemUser)
-	}
-	if created {
-		fmt.Fprintf(out, "created system user %s (QEMU runs as it when root runs vmrun outside sudo)\n", privdrop.SystemUser)
-	}
-	bin := c.String("bin")
-	if err := hostsetup.InstallBinary(bin, gid, hostsetup.Caps()); err != nil {
-		return exitcode.Setupf("install %s: %w", bin, err)
-	}
-	fmt.Fprintf(out, "installed %s (root:%s 0750, capabilities %s+p)\n", bin, c.String("group"), hostsetup.CapsText())
-	allow := c.StringSlice("allow")
-	if len(allow) == 0 {
-		allow = hostsetup.DefaultAllow(c.Context)
-	}
-	wrote, err := hostsetup.WriteACL(aclPath, allow)
-	if err != nil {
-		return exitcode.Setupf("%w", err)
-	}
-	if wrote {
-		fmt.Fprintf(out, "wrote %s allowing: %s\n", aclPath, strings.Join(allow, ", "))
-	} else {
-		fmt.Fprintf(out, "kept the existing %s\n", aclPath)
-	}
-	if !c.Bool("no-networkmanager") {
-		if p, err := hostsetup.WriteNMDropIn("/etc/NetworkManager"); err != nil {
-			return exitcode.Setupf("%w", err)
-		} else if p != "" {
-			fmt.Fprintf(out, "wrote %s (NetworkManager leaves vmr* links alone; takes effect on its next reload)\n", p)
-		}
-	}
-	fmt.Fprintf(out, "now add users to the group: usermod -aG %s USER (they log in again to get it)\n", c.String("group"))
-	return nil
+	return hostsetup.Setup(c.Context, hostsetup.Options{
+		Bin: c.String("bin"), Group: c.String("group"), Allow: c.StringSlice("allow"),
+		NoNetworkManager: c.Bool("no-networkmanager"), ACLPath: aclPath, QEMUUser: privdrop.SystemUser,
+	}, c.App.Writer, c.App.ErrWriter)
 }
