@@ -30,6 +30,9 @@ func main() {
 // realMain runs the CLI and returns the process exit code.
 func realMain(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
+	if !helpMayShow(args) {
+		dropFlagCategories(app)
+	}
 	err := app.Run(args)
 	if err != nil && !errors.Is(err, exitcode.ErrSilent) {
 		fmt.Fprintf(stderr, "vmrun: %s\n", oneLine(err.Error()))
