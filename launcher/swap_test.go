@@ -3,9 +3,11 @@ package launcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,7 +21,7 @@ import (
 
 // openTap creates a non-persistent tap in ns and returns its queue fd:
 // the tap exists as long as an fd on it is open.
-func openTap(t *testing.T, ns *testutil.Netns, name string) *os.File {
+func openTap(t testing.TB, ns *testutil.Netns, name string) *os.File {
 	t.Helper()
 	var f *os.File
 	err := ns.Do(func() error {
@@ -48,42 +50,10 @@ func openTap(t *testing.T, ns *testutil.Netns, name string) *os.File {
 // that the guest configured its new NIC and answers through B alone: A
 // is gone (QEMU closed its copy at netdev_del, the test its own).
 func TestSwapNICRealGuest(t *testing.T) {
-	testutil.RequireRoot(t)
-	g := testutil.RequireGuest(t)
-	ns := testutil.NewNetns(t, "swap")
-	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
-	ns.MustRun(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "br0")
-	ns.MustRun(t, "ip", "link", "set", "br0", "up")
-	tapA, tapB := openTap(t, ns, "tapa"), openTap(t, ns, "tapb")
+	ns, p, console, n, mac, tapA := bootSwapGuest(t)
+	tapB := openTap(t, ns, "tapb")
 	defer tapB.Close()
-	for _, tap := range []string{"tapa", "tapb"} {
-		ns.MustRun(t, "ip", "link", "set", tap, "master", "br0", "up")
-	}
-
-	mac, _ := net.ParseMAC("52:54:00:77:00:02")
-	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	vm := VM{Name: "swap", QEMU: testutil.RequireQEMU(t), MemMiB: 256, CPUs: 1, Kernel: g.Kernel, Initrd: g.Initrd,
-		Append:  "console=ttyS0 vmrun.role=test vmrun.agent=off vmrun.ip=10.77.0.2/24",
-		Console: ConsoleNone, QMP: qmpFile(t, sock),
-		NIC: &NIC{Backend: "tap", Files: []*os.File{tapA}, MAC: mac, Hotplug: true}}
-	cl, err := Build(vm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	console, n, stop := testutil.NewLineBuffer(), &notes{}, make(chan os.Signal, 1)
-	p, err := Start(cl, Options{QMPPath: sock, Console: console, Notify: n.add, Stderr: n, Stop: stop})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resc := make(chan Result, 1)
-	go func() { resc <- p.Supervise(context.Background()) }()
-	defer func() {
-		stop <- syscall.SIGQUIT
-		<-resc
-	}()
-	if _, err := console.WaitFor("VMRUN-GUEST: ready", runBound); err != nil {
-		t.Fatalf("guest not ready: %v; notes:\n%s\nconsole:\n%s", err, n, console)
-	}
+	ns.MustRun(t, "ip", "link", "set", "tapb", "master", "br0", "up")
 	if err := ns.Ping("10.77.0.2", 30*time.Second); err != nil {
 		t.Fatalf("guest on tap A: %v", err)
 	}
@@ -124,8 +94,74 @@ func TestSwapNICRealGuest(t *testing.T) {
 	}
 }
 
+// bootSwapGuest boots the test guest (static 10.77.0.2/24) with a
+// hot-pluggable NIC on tap "tapa" in a bridge br0 (10.77.0.1/24) of a
+// private namespace, and returns once it is ready; QEMU is stopped at the
+// test's end.
+func bootSwapGuest(t testing.TB) (*testutil.Netns, *Process, *testutil.LineBuffer, *notes, net.HardwareAddr, *os.File) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	g := testutil.RequireGuest(t)
+	ns := testutil.NewNetns(t, "swap")
+	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	ns.MustRun(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "br0")
+	ns.MustRun(t, "ip", "link", "set", "br0", "up")
+	tapA := openTap(t, ns, "tapa")
+	t.Cleanup(func() { tapA.Close() })
+	ns.MustRun(t, "ip", "link", "set", "tapa", "master", "br0", "up")
+	mac, _ := net.ParseMAC("52:54:00:77:00:02")
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	vm := VM{Name: "swap", QEMU: testutil.RequireQEMU(t), MemMiB: 256, CPUs: 1, Kernel: g.Kernel, Initrd: g.Initrd,
+		Append:  "console=ttyS0 vmrun.role=test vmrun.agent=off vmrun.ip=10.77.0.2/24",
+		Console: ConsoleNone, QMP: qmpFile(t, sock),
+		NIC: &NIC{Backend: "tap", Files: []*os.File{tapA}, MAC: mac, Hotplug: true}}
+	cl, err := Build(vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	console, n, stop := testutil.NewLineBuffer(), &notes{}, make(chan os.Signal, 1)
+	p, err := Start(cl, Options{QMPPath: sock, Console: console, Notify: n.add, Stderr: n, Stop: stop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resc := make(chan Result, 1)
+	go func() { resc <- p.Supervise(context.Background()) }()
+	t.Cleanup(func() {
+		stop <- syscall.SIGQUIT
+		<-resc
+	})
+	if _, err := console.WaitFor("VMRUN-GUEST: ready", runBound); err != nil {
+		t.Fatalf("guest not ready: %v; notes:\n%s\nconsole:\n%s", err, n, console)
+	}
+	return ns, p, console, n, mac, tapA
+}
+
+// BenchmarkSwapNIC measures SwapNIC on a running test guest (TCG): from
+// the call to the new NIC plugged in (getfd, netdev_add, device_del, the
+// guest's ACPI eject, DEVICE_DELETED, device_add, netdev_del), alternating
+// between two taps; median-swap-ms, max-swap-ms.
+func BenchmarkSwapNIC(b *testing.B) {
+	ns, p, _, n, mac, _ := bootSwapGuest(b)
+	var took []time.Duration
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("tb%d", i)
+		tap := openTap(b, ns, name)
+		ns.MustRun(b, "ip", "link", "set", name, "master", "br0", "up")
+		start := time.Now()
+		if err := p.SwapNIC(context.Background(), NIC{Backend: "tap", Files: []*os.File{tap}, MAC: mac}); err != nil {
+			b.Fatalf("SwapNIC %d: %v; notes:\n%s", i, err, n)
+		}
+		took = append(took, time.Since(start))
+		tap.Close() // QEMU holds it now
+	}
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "median-swap-ms")
+	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-swap-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
 // qmpFile listens on path and returns the listener's file for VM.QMP.
-func qmpFile(t *testing.T, path string) *os.File {
+func qmpFile(t testing.TB, path string) *os.File {
 	t.Helper()
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {

@@ -19,6 +19,7 @@ runs=(
 	"./netsetup          ^BenchmarkNATSetup$                             20x"
 	"./netsetup          ^BenchmarkDatapath$                             5x"
 	"./netsetup/watch    ^BenchmarkUplinkEventToDecision$                50x"
+	"./launcher          ^BenchmarkSwapNIC$                              20x"
 	"./test/e2e          ^BenchmarkQMPReady$                             10x"
 	"./test/e2e          ^BenchmarkQEMUArgv$                             20x"
 	"./test/e2e          ^BenchmarkCLIStart$                             50x"
