@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmrun/vmrun/internal/config"
@@ -28,7 +29,9 @@ type Args struct {
 	Help       bool
 }
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+// envName is compiled when first used (vmrun exec --env), not at the start
+// of every command.
+var envName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
 // ParseArgs parses NAME, the flags (before or after NAME) and the command
 // after "--" (or after NAME and the flags).
@@ -60,7 +63,7 @@ func ParseArgs(args []string) (Args, error) {
 				return a, err
 			}
 			k, _, ok := strings.Cut(v, "=")
-			if !ok || !envName.MatchString(k) {
+			if !ok || !envName().MatchString(k) {
 				return a, exitcode.Usagef("--env %q is not NAME=VALUE", v)
 			}
 			a.Env = append(a.Env, v)

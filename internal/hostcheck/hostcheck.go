@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -82,7 +83,9 @@ func Run(root string) []Check {
 	return r
 }
 
-var qemuVersionRE = regexp.MustCompile(`version (\d+)\.(\d+)`)
+// qemuVersionRE is compiled when first used (vmrun doctor), not at the
+// start of every command.
+var qemuVersionRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`version (\d+)\.(\d+)`) })
 
 func checkQEMU() Check {
 	const fix = "apt-get install qemu-system-x86 (QEMU 7.2 or newer)"
@@ -102,7 +105,7 @@ func checkQEMU() Check {
 // qemuVersionCheck judges `qemu --version` output: 7.2 has the stream
 // netdev passt needs.
 func qemuVersionCheck(path, out string) Check {
-	m := qemuVersionRE.FindStringSubmatch(out)
+	m := qemuVersionRE().FindStringSubmatch(out)
 	if m == nil {
 		return Check{ID: "qemu", Status: StatusWarn, Summary: fmt.Sprintf("%s: cannot read its version from %q", path, strings.TrimSpace(out))}
 	}

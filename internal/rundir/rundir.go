@@ -49,7 +49,8 @@ var (
 	ErrBadName = errors.New("invalid VM name")
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+// nameRE is compiled when first used, not at the start of every command.
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`) })
 
 // ValidateName checks a VM name: letters, digits, '.', '_' and '-', starting
 // with a letter or digit, at most MaxNameLen bytes.
@@ -59,7 +60,7 @@ func ValidateName(name string) error {
 		return fmt.Errorf("%w: the name is empty", ErrBadName)
 	case len(name) > MaxNameLen:
 		return fmt.Errorf("%w: %q is %d characters long; use at most %d", ErrBadName, name, len(name), MaxNameLen)
-	case !nameRE.MatchString(name):
+	case !nameRE().MatchString(name):
 		return fmt.Errorf("%w: %q may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit", ErrBadName, name)
 	}
 	return nil
