@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -29,14 +28,8 @@ func detachedVMFile(c *cli.Context, base string) (name, dir string, err error) {
 	if len(args) != 1 {
 		return "", "", exitcode.Usagef("vmrun %s takes one VM name (see `vmrun ls`)", c.Command.Name)
 	}
-	name = args[0]
-	if dir, err = vmctl.LiveDir(rundir.Root(), name); err != nil {
-		return "", "", err
-	}
-	if _, err := os.Stat(filepath.Join(dir, base)); err != nil {
-		return "", "", exitcode.Usagef("VM %q was not started with --detach: its console is on the terminal that started it (and in its --serial-log)", name)
-	}
-	return name, dir, nil
+	dir, err = vmctl.DetachedDir(rundir.Root(), args[0], base)
+	return args[0], dir, err
 }
 
 func consoleCommand() *cli.Command {
@@ -80,10 +73,7 @@ func logsCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			_, dir, err := detachedVMFile(c, console.Log)
 			if err != nil {
-				if last := lastLog(c.Args().First()); last != "" {
-					return printLastLog(c, last)
-				}
-				return err
+				return vmctl.PrintLastLog(rundir.Root(), c.Args().First(), supervisorLog, c.App.Writer, c.App.ErrWriter, err)
 			}
 			if c.Bool("follow") {
 				ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -93,47 +83,7 @@ func logsCommand() *cli.Command {
 				}
 				return nil
 			}
-			return catLog(c.App.Writer, filepath.Join(dir, console.Log))
+			return vmctl.CatLog(c.App.Writer, filepath.Join(dir, console.Log))
 		},
 	}
-}
-
-// lastLog returns the console log kept from the last run of the detached
-// VM name, when no VM of that name is running and one was kept; else "".
-func lastLog(name string) string {
-	if rundir.ValidateName(name) != nil {
-		return ""
-	}
-	root := rundir.Root()
-	if _, err := vmctl.LiveDir(root, name); err == nil {
-		return ""
-	}
-	p := filepath.Join(console.LastDir(root, name), console.Log)
-	if _, err := os.Stat(p); err != nil {
-		return ""
-	}
-	return p
-}
-
-// printLastLog prints the console log of a detached VM's last run, after
-// one line on stderr saying that it is not running and where vmrun's own
-// messages of that run are.
-func printLastLog(c *cli.Context, path string) error {
-	name := c.Args().First()
-	fmt.Fprintf(c.App.ErrWriter, "vmrun: VM %q is not running; its last run's console log follows (vmrun's own messages: %s)\n",
-		name, filepath.Join(filepath.Dir(path), supervisorLog))
-	return catLog(c.App.Writer, path)
-}
-
-// catLog copies the console log at path to w.
-func catLog(w io.Writer, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return exitcode.Setupf("%w", err)
-	}
-	defer f.Close()
-	if _, err := io.Copy(w, f); err != nil {
-		return exitcode.Setupf("console log: %w", err)
-	}
-	return nil
 }

@@ -1,6 +1,7 @@
 // Package vmctl acts on a running VM, by name, from another process:
-// finds its runtime directory (`vmrun exec`, console, logs) and stops it
-// (`vmrun stop`). Its errors carry vmrun's exit codes.
+// finds its runtime directory (`vmrun exec`, console, logs), prints its
+// console log or its last run's (`vmrun logs`), lists the VMs (`vmrun
+// ls`) and stops one (`vmrun stop`). Its errors carry vmrun's exit codes.
 package vmctl
 
 import (
