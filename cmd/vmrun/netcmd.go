@@ -139,35 +139,7 @@ func planAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out := c.App.Writer
-	if c.Bool("json") {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(plan)
-	}
-	switch {
-	case plan.Mode == netsetup.None:
-		fmt.Fprintf(out, "uplink:  not looked at (no network)\n")
-	case plan.Uplink == "":
-		fmt.Fprintf(out, "uplink:  none (%s)\n", plan.UplinkKind)
-	default:
-		fmt.Fprintf(out, "uplink:  %s (%s)\n", plan.Uplink, plan.UplinkKind)
-	}
-	fmt.Fprintf(out, "mode:    %s", plan.Mode)
-	if plan.Parent != "" {
-		fmt.Fprintf(out, " on %s", plan.Parent)
-	}
-	if plan.Passt != "" {
-		fmt.Fprintf(out, " through passt (%s)", plan.Passt)
-	}
-	if plan.MAC != nil {
-		fmt.Fprintf(out, "\nmac:     %s", plan.MAC)
-	}
-	fmt.Fprintf(out, "\nvhost:   %v\nwhy:     %s\n", plan.Vhost, plan.Reason)
-	if plan.Notice != "" {
-		fmt.Fprintf(out, "note:    %s\n", plan.Notice)
-	}
-	return nil
+	return plan.Write(c.App.Writer, c.Bool("json"))
 }
 
 // watchPlan is `vmrun net plan --watch`: the plan, then each re-plan the
