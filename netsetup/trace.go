@@ -26,3 +26,24 @@ const (
 	SourceStatic  = hostnet.SourceStatic
 	SourceUser    = hostnet.SourceUser
 )
+
+// Evidence says in words where an address of the guest comes from: its
+// source, and the DHCP server that granted it ("" when none).
+func Evidence(source, server string) string {
+	switch source {
+	case SourceDHCP:
+		if server != "" {
+			return "DHCP from " + server
+		}
+		return "DHCP"
+	case SourceARP:
+		return "ARP"
+	case SourceNDP:
+		return "NDP"
+	case SourceStatic:
+		return "--guest-ip"
+	case SourceUser:
+		return "user mode: the guest's address behind user-mode networking, not one on the LAN; reach it through --forward"
+	}
+	return "seen in its traffic"
+}

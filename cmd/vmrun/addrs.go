@@ -35,31 +35,11 @@ func (s *session) guestAddr(a netsetup.GuestAddr) {
 	if !changed || a.Drop {
 		return
 	}
-	s.step("guest address %s (%s)", ra.Addr, evidence(ra))
+	s.step("guest address %s (%s)", ra.Addr, netsetup.Evidence(ra.Source, ra.Server))
 	s.firstAddr.Do(func() {
-		s.notify("guest address %s (%s)", ra.Addr, evidence(ra))
+		s.notify("guest address %s (%s)", ra.Addr, netsetup.Evidence(ra.Source, ra.Server))
 		close(s.gotAddr)
 	})
-}
-
-// evidence says in words where an address comes from.
-func evidence(a rundir.Address) string {
-	switch a.Source {
-	case netsetup.SourceDHCP:
-		if a.Server != "" {
-			return "DHCP from " + a.Server
-		}
-		return "DHCP"
-	case netsetup.SourceARP:
-		return "ARP"
-	case netsetup.SourceNDP:
-		return "NDP"
-	case netsetup.SourceStatic:
-		return "--guest-ip"
-	case netsetup.SourceUser:
-		return "user mode: the guest's address behind user-mode networking, not one on the LAN; reach it through --forward"
-	}
-	return "seen in its traffic"
 }
 
 // waitForAddr stops the VM when --wait-address passes before the guest
