@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/signal"
 	"syscall"
@@ -156,22 +155,11 @@ func watchPlan(c *cli.Context, spec config.Spec) error {
 	if err != nil {
 		return exitcode.Setupf("watch the host's network: %w", err)
 	}
-	print := func(d watch.Decision) error {
-		if !c.Bool("json") {
-			_, err := fmt.Fprintln(c.App.Writer, d.Line())
-			return err
-		}
-		b, err := json.Marshal(d)
-		if err == nil {
-			_, err = fmt.Fprintf(c.App.Writer, "%s\n", b)
-		}
-		return err
-	}
-	if err := print(w.First); err != nil {
+	if err := w.First.Write(c.App.Writer, c.Bool("json")); err != nil {
 		return err
 	}
 	for d := range w.Decisions() {
-		if err := print(d); err != nil {
+		if err := d.Write(c.App.Writer, c.Bool("json")); err != nil {
 			return err
 		}
 	}
