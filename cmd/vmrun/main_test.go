@@ -163,3 +163,14 @@ func TestHelpTeaches(t *testing.T) {
 		}
 	}
 }
+
+// TestVersion: --version prints the build and exits 0; -v stays --verbose.
+func TestVersion(t *testing.T) {
+	out, errOut, code := vmrun(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "vmrun version ") || errOut != "" {
+		t.Fatalf("--version: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if out, _, _ := vmrun(t, "-v", "net", "plan", "--net", "none"); strings.HasPrefix(out, "vmrun version") {
+		t.Fatalf("-v printed the version: %q", out)
+	}
+}
