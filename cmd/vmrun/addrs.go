@@ -21,7 +21,7 @@ func (s *session) guestAddr(a netsetup.GuestAddr) {
 		return
 	}
 	if a.Source == netsetup.SourceDHCP && !a.Drop {
-		s.verdict.answered()
+		s.verdict.Answered()
 	}
 	ra := rundir.Address{Addr: a.Addr.String(), Source: a.Source, Learnt: time.Now().UTC()}
 	if a.Server.IsValid() {

@@ -17,6 +17,7 @@ import (
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/console"
+	"github.com/vmrun/vmrun/internal/dhcpverdict"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/guestexec"
 	"github.com/vmrun/vmrun/internal/linetail"
@@ -54,8 +55,8 @@ type session struct {
 	cl      launcher.Cmdline
 	tail    *linetail.Tail // the serial console's last lines
 	qemu    *launcher.Process
-	net     netState // the network attachment, once attached
-	verdict verifier // --net auto's check of a layer-2 choice
+	net     netState             // the network attachment, once attached
+	verdict dhcpverdict.Verifier // --net auto's check of a layer-2 choice
 
 	firstAddr    sync.Once     // announces the guest's first address
 	gotAddr      chan struct{} // closed once the guest has an address
@@ -163,7 +164,7 @@ func (s *session) trace() *netsetup.Trace {
 		Event:    func(msg string) { s.step("network: %s", msg) },
 		Notice:   func(msg string) { s.notify("%s", msg) },
 		Addr:     s.guestAddr,
-		Discover: s.verdict.discover,
+		Discover: s.verdict.Discover,
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package dhcpverdict
 
 import (
 	"strings"
@@ -10,15 +10,17 @@ import (
 
 // newVerifier returns an armed verifier with short bounds and the channel
 // its verdicts arrive on.
-func newVerifier(wait time.Duration, need int) (*verifier, <-chan string) {
+func newVerifier(wait time.Duration, need int) (*Verifier, <-chan string) {
 	c := make(chan string, 4)
-	return &verifier{armed: true, wait: wait, need: need, fail: func(why string) { c <- why }}, c
+	v := &Verifier{}
+	v.arm(true, wait, need, func(why string) { c <- why })
+	return v, c
 }
 
 func TestVerdictNoAnswer(t *testing.T) {
 	v, c := newVerifier(50*time.Millisecond, 3)
 	for range 3 {
-		v.discover()
+		v.Discover()
 	}
 	select {
 	case why := <-c:
@@ -28,7 +30,7 @@ func TestVerdictNoAnswer(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no verdict after 3 unanswered DISCOVERs and the wait")
 	}
-	v.discover()
+	v.Discover()
 	select {
 	case why := <-c:
 		t.Fatalf("a second verdict: %q", why)
@@ -40,14 +42,14 @@ func TestVerdictNoAnswer(t *testing.T) {
 // sent fewer DISCOVERs than needed; its next one past the wait is.
 func TestVerdictNeedsRetries(t *testing.T) {
 	v, c := newVerifier(50*time.Millisecond, 3)
-	v.discover()
-	v.discover()
+	v.Discover()
+	v.Discover()
 	select {
 	case why := <-c:
 		t.Fatalf("verdict after 2 DISCOVERs: %q", why)
 	case <-time.After(150 * time.Millisecond):
 	}
-	v.discover()
+	v.Discover()
 	select {
 	case <-c:
 	case <-time.After(10 * time.Second):
@@ -57,10 +59,10 @@ func TestVerdictNeedsRetries(t *testing.T) {
 
 func TestVerdictAnswered(t *testing.T) {
 	v, c := newVerifier(50*time.Millisecond, 2)
-	v.discover()
-	v.answered()
-	v.discover()
-	v.discover()
+	v.Discover()
+	v.Answered()
+	v.Discover()
+	v.Discover()
 	select {
 	case why := <-c:
 		t.Fatalf("verdict after the LAN answered: %q", why)
@@ -80,8 +82,8 @@ func TestVerifies(t *testing.T) {
 		{netsetup.Auto, netsetup.IPVtap, false},
 		{netsetup.Macvtap, netsetup.Macvtap, false},
 	} {
-		if got := verifies(c.req, netsetup.Plan{Mode: c.mode, MAC: mac}); got != c.want {
-			t.Errorf("verifies(%s, %s) = %v, want %v", c.req, c.mode, got, c.want)
+		if got := Verifies(c.req, netsetup.Plan{Mode: c.mode, MAC: mac}); got != c.want {
+			t.Errorf("Verifies(%s, %s) = %v, want %v", c.req, c.mode, got, c.want)
 		}
 	}
 }

@@ -1,0 +1,102 @@
+// Package dhcpverdict is --net auto's check of a layer-2 choice (bridge,
+// macvtap): the LAN must answer the guest's DHCP. The guest's DISCOVERs
+// are seen by the watcher of its addresses (Trace.Discover), the LAN's ACK
+// to it as an address (Trace.Addr, source dhcp). The verdict "no answer"
+// needs both: at least Discovers DISCOVERs and Wait since the first one
+// without an ACK — several of the guest's retries (udhcpc sends one every
+// 3 s, dhclient and systemd-networkd back off from 1-4 s), so one lost
+// frame does not move the guest. A guest with a static address or without
+// a DHCP client sends no DISCOVER and gets no verdict.
+package dhcpverdict
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// The verdict's bounds.
+const (
+	Wait      = 10 * time.Second
+	Discovers = 3
+)
+
+// Verifier holds the DHCP verdict of one attachment. Its zero value is
+// disarmed: it counts nothing until Arm.
+type Verifier struct {
+	mu        sync.Mutex
+	armed     bool
+	discovers int
+	first     time.Time
+	timer     *time.Timer
+	wait      time.Duration // Wait
+	need      int           // Discovers
+	fail      func(why string)
+}
+
+// Arm starts the verdict with the usual bounds when on is true: fail runs
+// (in its own goroutine, once) when the LAN did not answer.
+func (v *Verifier) Arm(on bool, fail func(why string)) {
+	v.arm(on, Wait, Discovers, fail)
+}
+
+func (v *Verifier) arm(on bool, wait time.Duration, need int, fail func(why string)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.fail, v.wait, v.need = fail, wait, need
+	v.armed = on
+}
+
+// Discover counts one of the guest's DISCOVERs.
+func (v *Verifier) Discover() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.armed {
+		return
+	}
+	v.discovers++
+	if v.discovers == 1 {
+		v.first = time.Now()
+		v.timer = time.AfterFunc(v.wait, v.expire)
+		return
+	}
+	if v.discovers >= v.need && time.Since(v.first) >= v.wait {
+		v.failLocked()
+	}
+}
+
+// Answered: the LAN gave the guest an address; no verdict is needed.
+func (v *Verifier) Answered() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.disarmLocked()
+}
+
+func (v *Verifier) expire() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.armed && v.discovers >= v.need {
+		v.failLocked()
+	}
+}
+
+func (v *Verifier) failLocked() {
+	why := fmt.Sprintf("no DHCP answer for the guest in %d s, %d DISCOVERs", int(time.Since(v.first).Round(time.Second).Seconds()), v.discovers)
+	v.disarmLocked()
+	go v.fail(why)
+}
+
+func (v *Verifier) disarmLocked() {
+	v.armed = false
+	if v.timer != nil {
+		v.timer.Stop()
+	}
+}
+
+// Verifies says whether --net auto checks the LAN's DHCP answer for plan:
+// its layer-2 modes whose attachment watches the guest's frames.
+func Verifies(req netsetup.Mode, plan netsetup.Plan) bool {
+	return req == netsetup.Auto && (plan.Mode == netsetup.Macvtap || plan.Mode == netsetup.Bridge) && len(plan.MAC) == 6
+}
