@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -22,4 +24,9 @@ func limits() *netsetup.Limits {
 		return nil
 	}
 	return netsetup.LoadLimits(aclPath)
+}
+
+// planRequest is the network request of spec, within limits().
+func planRequest(spec config.Spec) netsetup.Request {
+	return netplan.Request(spec, limits())
 }

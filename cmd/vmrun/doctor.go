@@ -8,6 +8,7 @@ import (
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/hostcheck"
+	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
 )
@@ -51,7 +52,7 @@ func autoVerdict(ctx context.Context) (hostcheck.Auto, bool) {
 	spec, err := cfg.Resolve()
 	if err == nil {
 		var p netsetup.Plan
-		if p, err = planNetwork(ctx, spec); err == nil {
+		if p, err = netplan.Plan(ctx, planRequest(spec)); err == nil {
 			a := hostcheck.Auto{Mode: string(p.Mode), Parent: p.Parent, Reason: p.Reason, Notice: p.Notice}
 			switch p.Mode {
 			case netsetup.Bridge, netsetup.Macvtap, netsetup.IPVtap:

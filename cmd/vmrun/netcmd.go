@@ -9,9 +9,8 @@ import (
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
-	"github.com/vmrun/vmrun/internal/netmemory"
+	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
-	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/gc"
 	"github.com/vmrun/vmrun/netsetup/watch"
 )
@@ -94,30 +93,7 @@ func forgetAction(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return exitcode.Usagef("unexpected argument %q (see `vmrun net forget --help`)", c.Args().First())
 	}
-	var keys []string
-	if !c.Bool("all") {
-		facts, err := netsetup.Detect(c.Context, netsetup.Request{Mode: netsetup.Auto})
-		if err != nil {
-			return exitcode.Wrap(exitcode.Setup, err)
-		}
-		key := netsetup.NetworkKey(facts)
-		if key == "" {
-			fmt.Fprintln(c.App.Writer, "nothing to forget: the network's gateway MAC is unknown here")
-			return nil
-		}
-		keys = []string{key}
-	}
-	gone, err := netmemory.Forget(keys...)
-	if err != nil {
-		return exitcode.Wrap(exitcode.Setup, err)
-	}
-	if len(gone) == 0 {
-		fmt.Fprintln(c.App.Writer, "nothing remembered")
-	}
-	for _, k := range gone {
-		fmt.Fprintf(c.App.Writer, "forgot %s\n", k)
-	}
-	return nil
+	return netplan.Forget(c.Context, c.App.Writer, c.Bool("all"))
 }
 
 func planAction(c *cli.Context) error {
@@ -134,7 +110,7 @@ func planAction(c *cli.Context) error {
 	if c.Bool("watch") {
 		return watchPlan(c, spec)
 	}
-	plan, err := planNetwork(c.Context, spec)
+	plan, err := netplan.Plan(c.Context, planRequest(spec))
 	if err != nil {
 		return err
 	}
@@ -147,7 +123,7 @@ func watchPlan(c *cli.Context, spec config.Spec) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	req := planRequest(spec)
-	facts, plan, err := detectAndPlan(ctx, req)
+	facts, plan, err := netplan.DetectAndPlan(ctx, req)
 	if err != nil {
 		return err
 	}

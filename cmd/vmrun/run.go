@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/vmrun/vmrun/internal/detach"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/linetail"
+	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/stamp"
 	"github.com/vmrun/vmrun/launcher"
@@ -56,7 +56,7 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	step("configuration checked; QEMU will run as %s", conf.Describe())
-	plan, err := planNetwork(c.Context, spec)
+	plan, err := netplan.Plan(c.Context, planRequest(spec))
 	if err != nil {
 		return err
 	}
@@ -177,61 +177,6 @@ func interrupted(sigc chan os.Signal) bool {
 	}
 }
 
-// nicOf converts a netsetup attachment into the launcher's NIC.
-func nicOf(a *netsetup.Attachment) *launcher.NIC {
-	if a == nil || a.Backend == "" {
-		return nil
-	}
-	n := &launcher.NIC{Backend: a.Backend, Files: a.Files, VhostFiles: a.VhostFiles, MAC: a.MAC, Options: a.Options}
-	if a.Backend == "tap" {
-		n.MTU = a.MTU
-	}
-	return n
-}
-
-// planNetwork detects the host's facts and decides the attachment, once:
-// for an unprivileged vmrun within the administrator's allow-list.
-func planNetwork(ctx context.Context, spec config.Spec) (netsetup.Plan, error) {
-	facts, plan, err := detectAndPlan(ctx, planRequest(spec))
-	if err != nil {
-		return plan, err
-	}
-	return remembered(facts, plan, spec), nil
-}
-
-// planRequest is the network request of spec.
-func planRequest(spec config.Spec) netsetup.Request {
-	return netsetup.Request{
-		Mode: spec.NetMode, Parent: spec.NetParent, Uplink: spec.Uplink, Name: spec.Name,
-		MAC: spec.MAC, MACSet: spec.MACSet, Queues: spec.CPUs, Forwards: spec.Forwards, NAT: spec.NAT,
-		GuestIP: spec.GuestIP, Gateway: spec.Gateway, NoHostLink: spec.NoHostLink, Limits: limits(),
-		ProbeCache: filepath.Join(rundir.Root(), netsetup.ProbeCacheFile),
-	}
-}
-
-// detectAndPlan detects the host for req and decides its plan.
-func detectAndPlan(ctx context.Context, req netsetup.Request) (netsetup.Facts, netsetup.Plan, error) {
-	facts, err := netsetup.Detect(ctx, req)
-	if err != nil {
-		return netsetup.Facts{}, netsetup.Plan{}, exitcode.Wrap(planCode(err), err)
-	}
-	plan, err := netsetup.Decide(facts, req)
-	if err != nil {
-		return netsetup.Facts{}, netsetup.Plan{}, exitcode.Wrap(planCode(err), err)
-	}
-	return facts, plan, nil
-}
-
-// planCode is the exit code of a planning error: a refusal of the request
-// itself (--net user --guest-ip ..., a named interface that does not
-// exist) is a usage error; what the host lacks is a set-up failure.
-func planCode(err error) int {
-	if netsetup.IsRequestError(err) {
-		return exitcode.Usage
-	}
-	return exitcode.Setup
-}
-
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
@@ -278,7 +223,7 @@ func dryRun(c *cli.Context, root string, spec config.Spec, vm launcher.VM, plan 
 			}
 		}
 	}
-	vm.NIC = nicOf(netsetup.Preview(plan))
+	vm.NIC = netplan.NIC(netsetup.Preview(plan))
 	if spec.CloudInit.Seed {
 		vm.Seed = &launcher.Seed{Path: filepath.Join(root, vm.Name, seedFile)}
 		if conf.User != nil {

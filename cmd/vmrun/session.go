@@ -21,6 +21,7 @@ import (
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/guestexec"
 	"github.com/vmrun/vmrun/internal/linetail"
+	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/undo"
 	"github.com/vmrun/vmrun/launcher"
@@ -148,8 +149,8 @@ func (s *session) attach() error {
 	// QEMU holds the fds from its start; vmrun's copies go before the
 	// links are removed.
 	s.undo.Push("network fds", func() error { s.net.current().CloseFiles(); return nil })
-	s.vm.NIC = nicOf(att)
-	if hotplugNIC(s.spec.NetMode, s.vm.NIC) {
+	s.vm.NIC = netplan.NIC(att)
+	if netplan.Hotplug(s.spec.NetMode, s.vm.NIC) {
 		s.vm.NIC.Hotplug = true
 	}
 	s.step("network attached (%s)", s.plan.Mode)

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
-	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -85,7 +85,7 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	if err != nil {
 		return fmt.Errorf("switch to %s: %w", plan.Mode, err)
 	}
-	nic := nicOf(att)
+	nic := netplan.NIC(att)
 	if nic == nil {
 		return errors.Join(fmt.Errorf("switch to %s: no NIC backend", plan.Mode), att.Undo())
 	}
@@ -110,10 +110,4 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 		return fmt.Errorf("switched to %s, but removing the %s attachment failed (run `vmrun gc` after the VM stops): %w", plan.Mode, from, err)
 	}
 	return nil
-}
-
-// hotplugNIC says whether the run's NIC goes on a hot-pluggable port, so
-// switchAttachment can replace it: --net auto, on a tap backend.
-func hotplugNIC(req netsetup.Mode, nic *launcher.NIC) bool {
-	return req == netsetup.Auto && nic != nil && nic.Backend == "tap"
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/vmrun/vmrun/internal/dhcpverdict"
+	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -39,5 +40,5 @@ func (s *session) planFor(ctx context.Context, mode netsetup.Mode) (netsetup.Fac
 	spec := s.spec
 	spec.NetMode, spec.NetParent = mode, ""
 	spec.MAC, spec.MACSet = s.plan.MAC, true
-	return detectAndPlan(ctx, planRequest(spec))
+	return netplan.DetectAndPlan(ctx, planRequest(spec))
 }

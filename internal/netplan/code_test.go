@@ -1,4 +1,4 @@
-package main
+package netplan
 
 import (
 	"net"
@@ -43,7 +43,7 @@ func TestACLExitCodes(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Decide: %v, want an error with %q", err, c.want)
 			}
-			if code := planCode(err); code != exitcode.Setup {
+			if code := Code(err); code != exitcode.Setup {
 				t.Fatalf("exit code %d, want %d (%v)", code, exitcode.Setup, err)
 			}
 		})
