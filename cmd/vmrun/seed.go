@@ -15,9 +15,6 @@ import (
 	"github.com/vmrun/vmrun/netsetup"
 )
 
-// seedFile is the seed image's name in the VM's runtime directory.
-const seedFile = "cidata.iso"
-
 // seed writes the guest's NoCloud seed into the runtime directory (its
 // removal on the undo stack), attaches it to the VM read-only, and
 // records the login for `vmrun ssh`.
@@ -34,7 +31,7 @@ func (s *session) seed() error {
 	if ci.Dir == "" && len(login.Keys) == 0 {
 		s.notify("cloud-init: no SSH public key in ~/.ssh (create one with ssh-keygen, or give --ssh-key FILE): the guest's user %s has none", login.User)
 	}
-	path := filepath.Join(s.dir.Path, seedFile)
+	path := filepath.Join(s.dir.Path, cloudinit.SeedFile)
 	if err := cloudinit.WriteISO(path, files); err != nil {
 		return exitcode.Setupf("%w", err)
 	}

@@ -23,6 +23,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// SeedFile is the seed image's name in the VM's runtime directory.
+const SeedFile = "cidata.iso"
+
 // The seed's files, as NoCloud names them.
 const (
 	MetaData      = "meta-data"
