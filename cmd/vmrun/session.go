@@ -24,6 +24,7 @@ import (
 	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/undo"
+	"github.com/vmrun/vmrun/internal/vmbuild"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/gc"
@@ -228,7 +229,7 @@ func (s *session) listenQMP() error {
 
 // start opens the console's destinations and starts QEMU, paused.
 func (s *session) start() error {
-	consoleOut, closeLog, err := consoleWriter(s.c, s.spec, s.vm.Console)
+	consoleOut, closeLog, err := vmbuild.ConsoleWriter(s.c.App.Writer, s.spec, s.vm.Console)
 	if err != nil {
 		return err
 	}
@@ -240,7 +241,7 @@ func (s *session) start() error {
 		}
 		consoleOut = io.MultiWriter(consoleOut, w)
 	}
-	s.tail = linetail.New(consoleTail)
+	s.tail = linetail.New(vmbuild.ConsoleTail)
 	p, err := launcher.Start(s.cl, s.options(io.MultiWriter(consoleOut, s.tail)))
 	if err != nil {
 		return exitcode.Wrap(exitcode.Setup, err)
@@ -292,7 +293,7 @@ func (s *session) supervise() error {
 	}
 	if res.Code != exitcode.OK {
 		if s.vm.Console != launcher.ConsoleSerial && s.tail.Any() {
-			printTail(s.c.App.ErrWriter, s.tail)
+			vmbuild.PrintTail(s.c.App.ErrWriter, s.tail)
 		}
 		return exitcode.Wrap(res.Code, res.Err)
 	}

@@ -1,0 +1,117 @@
+// Package vmbuild turns a run's resolved options into the VM vmrun boots:
+// the QEMU binary, the accelerator, the console and QEMU's confinement
+// (Configure), the notices the run starts with (Announce), where the
+// serial console goes (ConsoleWriter) and the console's last lines in a
+// failure report (PrintTail).
+package vmbuild
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/confine"
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/linetail"
+	"github.com/vmrun/vmrun/internal/stamp"
+	"github.com/vmrun/vmrun/launcher"
+	"github.com/vmrun/vmrun/netsetup"
+)
+
+// Configure turns a resolved spec into the VM to boot and how QEMU is
+// confined: qemuSet says --qemu was given, detach --detach (whose console
+// is none unless one was asked for, and never serial).
+func Configure(spec config.Spec, qemuSet, detach bool) (config.Spec, launcher.VM, confine.QEMU, error) {
+	var vm launcher.VM
+	var conf confine.QEMU
+	qemu, err := launcher.FindQEMU(spec.QEMU, qemuSet)
+	if err != nil {
+		return spec, vm, conf, err
+	}
+	kvm, err := launcher.ChooseAccel(spec.Accel)
+	if err != nil {
+		return spec, vm, conf, err
+	}
+	if len(spec.Exec) > 0 && spec.Console == "auto" {
+		// The command's output owns stdout; the console goes to
+		// --serial-log (and its last lines to stderr on a failure).
+		spec.Console = "none"
+	}
+	if detach {
+		if spec.Console == "serial" {
+			return spec, vm, conf, exitcode.Usagef("--detach --console serial: a detached VM's serial console is reached with `vmrun console NAME` and `vmrun logs NAME`; leave out --console")
+		}
+		if spec.Console == "auto" {
+			spec.Console = "none"
+		}
+	}
+	console, err := launcher.ChooseConsole(spec.Console, qemu)
+	if err != nil {
+		return spec, vm, conf, err
+	}
+	if conf, err = confine.Choose(spec, qemu, kvm); err != nil {
+		return spec, vm, conf, err
+	}
+	vm = launcher.VM{
+		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
+		Disks: spec.Disks, Snapshot: spec.Snapshot, Kernel: spec.Kernel, Initrd: spec.Initrd,
+		Append: spec.Append, Console: console, ExtraArgs: spec.QEMUArgs, Shares: spec.Shares, Sandbox: conf.Sandbox,
+	}
+	return spec, vm, conf, nil
+}
+
+// Announce tells the user what the run will be like: the shares, and the
+// accelerations it runs without.
+func Announce(notify func(string, ...any), spec config.Spec, kvm bool, plan netsetup.Plan) {
+	for _, sh := range spec.Shares {
+		ro := ""
+		if sh.ReadOnly {
+			ro = ", read-only"
+		}
+		notify("--share %s: virtio-9p, tag %s%s (in the guest: mount -t 9p -o trans=virtio,version=9p2000.L %s /mnt/%s)", sh.Path, sh.Tag, ro, sh.Tag, sh.Tag)
+	}
+	if !kvm {
+		notify("KVM is not available (/dev/kvm missing or not usable): using TCG software emulation, which is much slower")
+	}
+	if !plan.Vhost && plan.Mode.UsesTap() {
+		notify("/dev/vhost-net is missing: the guest's network runs without vhost acceleration (vhost=off)")
+	}
+}
+
+// ConsoleTail is how many console lines a failure report shows.
+const ConsoleTail = 20
+
+// PrintTail writes the console's last lines to w (a failure report for a
+// console that was not shown).
+func PrintTail(w io.Writer, tail *linetail.Tail) {
+	lines := tail.Lines()
+	fmt.Fprintf(w, "vmrun: the last %d lines of the guest's serial console:\n", len(lines))
+	for _, l := range lines {
+		fmt.Fprintf(w, "  | %s\n", l)
+	}
+}
+
+// ConsoleWriter returns where the serial console goes (w when it is the
+// serial console, --serial-log) and how to close it.
+func ConsoleWriter(w io.Writer, spec config.Spec, console launcher.Console) (io.Writer, func() error, error) {
+	var ws []io.Writer
+	if console == launcher.ConsoleSerial {
+		ws = append(ws, w)
+	}
+	closeLog := func() error { return nil }
+	if spec.SerialLog != "" {
+		f, err := os.OpenFile(spec.SerialLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, nil, exitcode.Usagef("--serial-log %s cannot be written: %w", spec.SerialLog, errors.Unwrap(err))
+		}
+		if spec.Timestamps {
+			ws = append(ws, stamp.NewWriter(f))
+		} else {
+			ws = append(ws, f)
+		}
+		closeLog = f.Close
+	}
+	return io.MultiWriter(ws...), closeLog, nil
+}
