@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -45,20 +43,7 @@ func consoleCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			notify := notifier(c)
-			notify("connected to the console of VM %q; detach with Ctrl-]", name)
-			left, err := console.Attach(filepath.Join(dir, console.Socket), os.Stdin, c.App.Writer)
-			if errors.Is(err, console.ErrBusy) {
-				return exitcode.Usagef("VM %q: %w (one at a time)", name, err)
-			} else if err != nil {
-				return exitcode.Setupf("VM %q: %w", name, err)
-			}
-			if left {
-				fmt.Fprintf(c.App.ErrWriter, "\r\nvmrun: detached from the console of VM %q\n", name)
-			} else {
-				fmt.Fprintf(c.App.ErrWriter, "\r\nvmrun: the console of VM %q closed: the VM stopped\n", name)
-			}
-			return nil
+			return vmctl.AttachConsole(name, dir, os.Stdin, c.App.Writer, c.App.ErrWriter, notifier(c))
 		},
 	}
 }

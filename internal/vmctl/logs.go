@@ -1,6 +1,7 @@
 package vmctl
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -65,6 +66,25 @@ func CatLog(w io.Writer, path string) error {
 	defer f.Close()
 	if _, err := io.Copy(w, f); err != nil {
 		return exitcode.Setupf("console log: %w", err)
+	}
+	return nil
+}
+
+// AttachConsole is `vmrun console NAME`: it connects the terminal (in,
+// out) to the serial console of the detached VM name whose runtime
+// directory is dir until Ctrl-] or the VM stops, and says which on errOut.
+func AttachConsole(name, dir string, in *os.File, out, errOut io.Writer, notify func(string, ...any)) error {
+	notify("connected to the console of VM %q; detach with Ctrl-]", name)
+	left, err := console.Attach(filepath.Join(dir, console.Socket), in, out)
+	if errors.Is(err, console.ErrBusy) {
+		return exitcode.Usagef("VM %q: %w (one at a time)", name, err)
+	} else if err != nil {
+		return exitcode.Setupf("VM %q: %w", name, err)
+	}
+	if left {
+		fmt.Fprintf(errOut, "\r\nvmrun: detached from the console of VM %q\n", name)
+	} else {
+		fmt.Fprintf(errOut, "\r\nvmrun: the console of VM %q closed: the VM stopped\n", name)
 	}
 	return nil
 }
