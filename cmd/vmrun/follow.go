@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 
+	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/watch"
 )
@@ -14,23 +15,11 @@ const followUplinkUsage = "`on` (default): while the VM runs, watch the host's n
 	"or MAC, one stderr line each; an explicit mode stays on its interface and only says what changed. " +
 	"`vmrun net plan --watch` shows the decisions without a VM. off: decide once at start. Nothing to follow with --net user, nat or none"
 
-// followsUplink says whether a run with --net mode has an uplink to follow:
-// auto (which may move the guest), and the modes whose guest sits on the
-// uplink's LAN (which say what changed). NAT and user-mode guests sit
-// behind this host's own address.
-func followsUplink(mode netsetup.Mode) bool {
-	switch mode {
-	case netsetup.Auto, "", netsetup.Bridge, netsetup.Macvtap, netsetup.IPVtap, netsetup.Routed:
-		return true
-	}
-	return false
-}
-
 // followUplink starts watching the host's uplink for the running guest
 // (--follow-uplink) and returns what stops the watch. Each decision is
 // carried out by follow before the watcher looks again.
 func (s *session) followUplink() (stop func()) {
-	if !s.spec.FollowUplink || !followsUplink(s.spec.NetMode) || s.plan.Mode == netsetup.None {
+	if !s.spec.FollowUplink || !netplan.FollowsUplink(s.spec.NetMode) || s.plan.Mode == netsetup.None {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(s.c.Context)

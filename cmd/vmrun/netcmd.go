@@ -12,7 +12,6 @@ import (
 	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/gc"
-	"github.com/vmrun/vmrun/netsetup/watch"
 )
 
 func gcCommand() *cli.Command {
@@ -108,39 +107,13 @@ func planAction(c *cli.Context) error {
 		return exitcode.Wrap(exitcode.Usage, err)
 	}
 	if c.Bool("watch") {
-		return watchPlan(c, spec)
+		ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		defer stop()
+		return netplan.Watch(ctx, c.App.Writer, planRequest(spec), c.Bool("json"))
 	}
 	plan, err := netplan.Plan(c.Context, planRequest(spec))
 	if err != nil {
 		return err
 	}
 	return plan.Write(c.App.Writer, c.Bool("json"))
-}
-
-// watchPlan is `vmrun net plan --watch`: the plan, then each re-plan the
-// watcher decides, one line each, until Ctrl-C.
-func watchPlan(c *cli.Context, spec config.Spec) error {
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	req := planRequest(spec)
-	facts, plan, err := netplan.DetectAndPlan(ctx, req)
-	if err != nil {
-		return err
-	}
-	w, err := watch.Start(ctx, watch.Config{Request: req, Facts: facts, Plan: plan})
-	if err != nil {
-		return exitcode.Setupf("watch the host's network: %w", err)
-	}
-	if err := w.First.Write(c.App.Writer, c.Bool("json")); err != nil {
-		return err
-	}
-	for d := range w.Decisions() {
-		if err := d.Write(c.App.Writer, c.Bool("json")); err != nil {
-			return err
-		}
-	}
-	if err := w.Err(); err != nil {
-		return exitcode.Setupf("watching the host's network stopped: %w", err)
-	}
-	return nil
 }

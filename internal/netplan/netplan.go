@@ -2,7 +2,9 @@
 // request of a resolved spec, the host's facts detected and the plan
 // decided (with the exit code of a refusal), what --net auto remembered
 // about the network applied, and the launcher's NIC of an attachment. It
-// also forgets what was remembered (`vmrun net forget`).
+// also forgets what was remembered (`vmrun net forget`), says which modes
+// have an uplink to follow, and prints the re-plans of `vmrun net plan
+// --watch`.
 package netplan
 
 import (
@@ -17,6 +19,7 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/watch"
 )
 
 // Request is the network request of spec, within limits (the
@@ -132,4 +135,42 @@ func NIC(a *netsetup.Attachment) *launcher.NIC {
 // on a tap backend.
 func Hotplug(req netsetup.Mode, nic *launcher.NIC) bool {
 	return req == netsetup.Auto && nic != nil && nic.Backend == "tap"
+}
+
+// FollowsUplink says whether a run with --net mode has an uplink to follow:
+// auto (which may move the guest), and the modes whose guest sits on the
+// uplink's LAN (which say what changed). NAT and user-mode guests sit
+// behind this host's own address.
+func FollowsUplink(mode netsetup.Mode) bool {
+	switch mode {
+	case netsetup.Auto, "", netsetup.Bridge, netsetup.Macvtap, netsetup.IPVtap, netsetup.Routed:
+		return true
+	}
+	return false
+}
+
+// Watch is `vmrun net plan --watch`'s body: the plan of req, then each
+// re-plan the watcher decides, one line each (JSON with asJSON) on w,
+// until ctx ends.
+func Watch(ctx context.Context, w io.Writer, req netsetup.Request, asJSON bool) error {
+	facts, plan, err := DetectAndPlan(ctx, req)
+	if err != nil {
+		return err
+	}
+	wt, err := watch.Start(ctx, watch.Config{Request: req, Facts: facts, Plan: plan})
+	if err != nil {
+		return exitcode.Setupf("watch the host's network: %w", err)
+	}
+	if err := wt.First.Write(w, asJSON); err != nil {
+		return err
+	}
+	for d := range wt.Decisions() {
+		if err := d.Write(w, asJSON); err != nil {
+			return err
+		}
+	}
+	if err := wt.Err(); err != nil {
+		return exitcode.Setupf("watching the host's network stopped: %w", err)
+	}
+	return nil
 }
