@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
@@ -467,7 +468,9 @@ func testIPVtapDatapath(t *testing.T, e *ipvtapEnv) {
 }
 
 // TestIPVtapStatic: --guest-ip is registered at once, with the host route;
-// the host's own address and the gateway's are refused.
+// the guest's DHCP (a DISCOVER) is kept from the LAN and not answered (vmrun
+// says so once), and the guest keeps working; the host's own address and
+// the gateway's are refused.
 func TestIPVtapStatic(t *testing.T) {
 	t.Parallel()
 	e := vethEnv(t)
@@ -485,12 +488,20 @@ func TestIPVtapStatic(t *testing.T) {
 	waitNotice(t, log, regexp.QuoteMeta("up0: guest address 10.77.0.42 registered (--guest-ip)"))
 	g := fakeguest.NewQueues(a.Files, a.MAC, true)
 	defer g.Close()
+	capt := e.captureBootRequests(t)
+	if err := g.Send(dhcpFrame(t, a.MAC, dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))); err != nil {
+		t.Fatal(err)
+	}
+	waitNotice(t, log, regexp.QuoteMeta("up0: the guest sends DHCP (DISCOVER), but its address is 10.77.0.42 (--guest-ip): vmrun keeps its DHCP from the LAN and answers none"))
 	g.SetIP(net.ParseIP("10.77.0.42"))
 	if err := e.lan.Ping("10.77.0.42", 20*time.Second); err != nil {
 		t.Fatalf("LAN → static guest: %v", err)
 	}
 	if err := e.host.Ping("10.77.0.42", 20*time.Second); err != nil {
 		t.Fatalf("host → static guest: %v", err)
+	}
+	if got := capt.all(); len(got) != 0 {
+		t.Errorf("the static guest's DHCP reached the LAN: %+v", got)
 	}
 	if err := a.Undo(); err != nil {
 		t.Fatal(err)

@@ -75,6 +75,14 @@ func (x *guest) answer(ctx context.Context, frame []byte) {
 		}
 		return
 	}
+	if x.guestIP != nil {
+		// vmrun holds no lease for a static guest: an answer would hand
+		// out an address the LAN's server never granted, on its behalf.
+		x.mu.Lock()
+		x.noticeOnce("static-dhcp", fmt.Sprintf("%s: the guest sends DHCP (%s), but its address is %s (--guest-ip): vmrun keeps its DHCP from the LAN and answers none; configure %s in the guest", x.parent, req.MessageType(), x.guestIP, x.guestIP))
+		x.mu.Unlock()
+		return
+	}
 	cfg := x.proxyLease(ctx)
 	if cfg == nil {
 		x.s.Trace.ReportEvent(fmt.Sprintf("%s: the guest's %s is not answered: vmrun holds no lease for it (yet)", x.parent, req.MessageType()))
