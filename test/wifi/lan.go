@@ -9,8 +9,7 @@ import "github.com/vmrun/vmrun/internal/nested"
 // lanScript is the start of every payload script: helpers, then a Wi-Fi LAN
 // inside the rig, as internal/nested's TestWiFiRig proved it works. Two
 // mac80211_hwsim radios: wlan0 is an open access point (hostapd, dnsmasq:
-// 192.168.77.1/24, leases .100-.150 for 10 minutes, lease times by client
-// identifier in /tmp/ap-hosts) in namespace "ap"; wlan1 is a station
+// 192.168.77.1/24, leases .100-.150) in namespace "ap"; wlan1 is a station
 // (wpa_supplicant, udhcpc) in the rig's own namespace, its default route
 // via the access point. The rig's namespace is also named "rigmain" (ip
 // netns attach), for Go tests that want it as a named namespace.
@@ -27,20 +26,9 @@ $IP -n ap addr add 192.168.77.1/24 dev wlan0
 printf 'interface=wlan0\ndriver=nl80211\nssid=vmrun-test\nhw_mode=g\nchannel=1\n' >/tmp/hostapd.conf
 $IP netns exec ap hostapd -t /tmp/hostapd.conf >/tmp/hostapd.log 2>&1 &
 wait_for 20 grep -q AP-ENABLED /tmp/hostapd.log || { bad "hostapd"; dump /tmp/hostapd.log; exit 1; }
-# Lease times by client identifier (dnsmasq's id:, hex): the station's own
-# (busybox udhcpc sends 01 and its MAC) lasts the whole run, so that it is
-# still the same lease at the end; those vmrun takes for stockScript's VMs
-# (0 + "vmrun-NAME") last 2 minutes, dnsmasq's shortest, so that vmrun
-# renews them, and the guests theirs with vmrun, within the test.
-hexid() { printf '00%s' "$(printf %s "$1" | od -An -tx1 | tr -d ' \n')" | sed 's/../&:/g; s/:$//'; }
-{
-	echo "id:01:$(cat /sys/class/net/wlan1/address),1h"
-	echo "id:$(hexid vmrun-stockvm),2m"
-	echo "id:$(hexid vmrun-dhclvm),2m"
-} >/tmp/ap-hosts
 $IP netns exec ap dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
 	--port=0 --bind-interfaces --interface=wlan0 --except-interface=lo \
-	--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m --dhcp-hostsfile=/tmp/ap-hosts \
+	--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m \
 	--dhcp-leasefile=/tmp/leases --dhcp-authoritative --no-ping --log-dhcp \
 	--log-facility=/tmp/dnsmasq.log --user=root &
 printf 'ctrl_interface=/run/wpa_supplicant\nnetwork={\n\tssid="vmrun-test"\n\tkey_mgmt=NONE\n}\n' >/tmp/wpa.conf
