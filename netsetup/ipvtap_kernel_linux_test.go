@@ -636,7 +636,14 @@ func testIPVtapWatch(t *testing.T, e *ipvtapEnv) {
 	if err := a.Undo(); err != nil {
 		t.Fatal(err)
 	}
-	e.assertClean(t)
+	// This VM's links are gone. (The rig's namespace is shared with the
+	// ipvtap tests before this one, whose leftovers are theirs to check.)
+	own := shim[:len(shim)-1]
+	for _, n := range e.host.Links(t) {
+		if strings.HasPrefix(n, own) {
+			t.Errorf("link %s of this VM left after clean-up", n)
+		}
+	}
 	t.Logf("notices:\n%s", log)
 }
 
