@@ -3,6 +3,7 @@ package guestwait
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -92,12 +93,14 @@ func TestWaitSSHForward(t *testing.T) {
 			}
 			go func(speak bool) {
 				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
+				r := bufio.NewReader(c)
+				line, _ := r.ReadString('\n')
 				if speak && strings.HasPrefix(line, "SSH-2.0-") {
 					_, _ = c.Write([]byte("SSH-2.0-test\r\n"))
 					return
 				}
-				time.Sleep(2 * time.Second) // accepted, silent
+				// Accepted, silent: hold the connection until the client gives up.
+				_, _ = io.Copy(io.Discard, r)
 			}(accepted.Add(1) > 1)
 		}
 	}()
