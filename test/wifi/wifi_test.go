@@ -216,7 +216,10 @@ $IP netns del lan
 const benchScript = `
 # --- benchmarks in the nested kernel ------------------------------------------
 /payload/netsetup.test -test.run '^$' -test.bench '^Benchmark(IPVtapSetup|IPVtapTeardown|IPVtapDHCP|RoutedSetup|RoutedTeardown|Setup)$' -test.benchtime 30x -test.v -test.timeout 4m 2>&1 | tee /tmp/bench.log
-grep -q '^PASS' /tmp/bench.log && pass "benchmarks" || bad "benchmarks"
+if grep -q '^PASS' /tmp/bench.log; then pass "benchmarks"; else
+	bad "benchmarks; their failure lines:"
+	grep -E -e '--- FAIL|_test\.go:[0-9]+:|^panic|timed out' /tmp/bench.log | head -n 20 | sed 's/^[[:space:]]*/FAIL:   /'
+fi
 `
 
 // endScript checks that nothing is left and ends the run.
