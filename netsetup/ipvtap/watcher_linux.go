@@ -108,7 +108,7 @@ func (x *guest) onLinkUpdate(u netlink.LinkUpdate) bool {
 	defer x.mu.Unlock()
 	if a.Index != x.parentIx {
 		if (u.Type() == "ipvlan" || u.Type() == "ipvtap") && a.ParentIndex == x.parentIx && a.Name != x.shimName {
-			x.watchMode(fmt.Sprintf("%s link %s", u.Type(), a.Name))
+			x.watchMode(fmt.Sprintf("a change of %s link %s", u.Type(), a.Name))
 		}
 		return false
 	}
@@ -155,7 +155,7 @@ func (x *guest) watchMode(cause string) {
 		x.s.Trace.ReportEvent(fmt.Sprintf("ipvlan mode of %s: %v", x.parent, err))
 	case m != hostnet.IPVtapPortMode && m != x.badMode:
 		x.badMode = m
-		x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: the ipvlan port of %s is now in mode %q, not %q (after %s: the last ipvlan link created or changed sets the mode of all): the guest's ARP and DHCP are dropped; delete that link or make it L2 (ip link set LINK type ipvlan mode l2), or restart the VM", x.parent, m, hostnet.IPVtapPortMode, cause))
+		x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: the ipvlan port of %s is now in mode %q, not %q (found on %s; the last ipvlan link created or changed on %s sets the mode of all%s): the guest's ARP and DHCP are dropped; delete that link or make it L2 (ip link set LINK type ipvlan mode l2), or restart the VM", x.parent, m, hostnet.IPVtapPortMode, cause, x.parent, x.otherPortLinks()))
 	case m == hostnet.IPVtapPortMode && x.badMode != "":
 		x.badMode = ""
 		// Each switch of the port's mode flips IFF_NOARP on every ipvlan
@@ -168,6 +168,29 @@ func (x *guest) watchMode(cause string) {
 		}
 		x.s.Trace.ReportNotice(fmt.Sprintf("the ipvlan port of %s is in mode %q again%s", x.parent, m, s))
 	}
+}
+
+// otherPortLinks names the ipvlan links on the parent in vmrun's namespace
+// other than this VM's shim, as ", its ipvlan links here besides this VM's:
+// A, B" ("" when there are none or they cannot be listed). The kernel
+// reports the port's mode on every link, so the one that changed it cannot
+// be told apart: the user sees the candidates.
+func (x *guest) otherPortLinks() string {
+	links, err := hostnet.RetryDump(netlink.LinkList)
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, l := range links {
+		a := l.Attrs()
+		if a.ParentIndex == x.parentIx && a.Index != x.parentIx && a.Name != x.shimName && (l.Type() == "ipvlan" || l.Type() == "ipvtap") {
+			names = append(names, a.Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return ", its ipvlan links here besides this VM's: " + strings.Join(names, ", ")
 }
 
 // restoreHostEntries puts the host's route and neighbour entry for each
