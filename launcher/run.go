@@ -393,7 +393,7 @@ func (s *supervisor) supervise(ctx context.Context) Result {
 			}
 			s.event(ev)
 		case r := <-s.swapc:
-			go func() { r.done <- s.nics.swap(r) }()
+			go func() { r.done <- s.nics.run(r) }()
 		case sig := <-s.opts.Stop:
 			if s.opts.Exec != nil && s.exec == nil {
 				s.execStopped = true

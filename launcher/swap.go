@@ -27,11 +27,19 @@ func portID(n int) string   { return "vmrun-rp" + strconv.Itoa(n%hotplugPorts) }
 func nicID(n int) string    { return "nic" + strconv.Itoa(n) }
 func netdevID(n int) string { return "net" + strconv.Itoa(n) }
 
-// swapReq is one SwapNIC call, handed to the supervisor's loop.
+// carrierHold is how long RenewLink keeps the guest's carrier down: long
+// enough for the guest's kernel to read the link status while it is down
+// (a virtio config interrupt, then a work item; tens of ms under TCG on
+// a loaded host), else it sees no change and its DHCP client nothing.
+const carrierHold = 200 * time.Millisecond
+
+// swapReq is one SwapNIC (or RenewLink) call, handed to the supervisor's
+// loop.
 type swapReq struct {
-	ctx  context.Context
-	nic  NIC
-	done chan error
+	ctx   context.Context
+	nic   NIC
+	renew bool // RenewLink: toggle the current NIC's link, swap nothing
+	done  chan error
 }
 
 // SwapNIC replaces the running guest's NIC (started with NIC.Hotplug) by
@@ -53,19 +61,39 @@ func (p *Process) SwapNIC(ctx context.Context, nic NIC) error {
 	if nic.Backend != "tap" || len(nic.Files) == 0 || len(nic.Options) != 0 {
 		return fmt.Errorf("%w: only a tap backend without extra options can be plugged in live", ErrNoSwap)
 	}
-	r := swapReq{ctx: ctx, nic: nic, done: make(chan error, 1)}
+	return p.request(swapReq{ctx: ctx, nic: nic, done: make(chan error, 1)})
+}
+
+// RenewLink has the running guest renew on the NIC it has, in place of a
+// swap when its attachment is still valid (the uplink's carrier is back,
+// a new LAN behind the same macvtap): it sets the current NIC's link down
+// (QMP set_link on its netdev, which QEMU passes on to the NIC: the guest
+// sees its carrier go), holds it down for carrierHold, sets it up again,
+// and has QEMU announce the guest's MAC (announce-self). A guest's DHCP
+// client that follows the carrier (systemd-networkd, dhcpcd,
+// NetworkManager, udhcpc with a carrier hook) renews its lease. The NIC,
+// its netdev and the guest's interface stay; it works on any NIC, hot-
+// pluggable or not. Calls are serialised with SwapNIC's.
+func (p *Process) RenewLink(ctx context.Context) error {
+	p.swapMu.Lock()
+	defer p.swapMu.Unlock()
+	return p.request(swapReq{ctx: ctx, renew: true, done: make(chan error, 1)})
+}
+
+// request hands r to the supervisor's loop and waits for its result.
+func (p *Process) request(r swapReq) error {
 	select {
 	case p.s.swapc <- r:
 	case <-p.s.over:
 		return fmt.Errorf("%w: QEMU has exited", ErrNoSwap)
-	case <-ctx.Done():
-		return ctx.Err()
+	case <-r.ctx.Done():
+		return r.ctx.Err()
 	}
 	select {
 	case err := <-r.done:
 		return err
 	case <-p.s.over:
-		return fmt.Errorf("%w: QEMU exited during the swap", ErrNoSwap)
+		return fmt.Errorf("%w: QEMU exited during the change", ErrNoSwap)
 	}
 }
 
@@ -78,11 +106,43 @@ type nicSwapper struct {
 	deleted chan string // ids from DEVICE_DELETED
 }
 
-// swap runs one replacement (in its own goroutine; one at a time).
-func (w *nicSwapper) swap(r swapReq) error {
+// run carries out one request (in its own goroutine; one at a time).
+func (w *nicSwapper) run(r swapReq) error {
 	if w.c == nil {
 		return fmt.Errorf("%w: QMP is not ready", ErrNoSwap)
 	}
+	if r.renew {
+		return w.renew(r.ctx)
+	}
+	return w.swap(r)
+}
+
+// renew toggles the current NIC's link (RenewLink). The link is set up
+// again even when ctx ends during the hold.
+func (w *nicSwapper) renew(ctx context.Context) error {
+	id := netdevID(w.seq)
+	if err := w.c.SetLink(ctx, id, false); err != nil {
+		return fmt.Errorf("set_link %s down: %w", id, err)
+	}
+	hold := time.NewTimer(carrierHold)
+	select {
+	case <-hold.C:
+	case <-ctx.Done():
+		hold.Stop()
+	}
+	up, cancel := context.WithTimeout(context.WithoutCancel(ctx), commandTimeout)
+	defer cancel()
+	if err := w.c.SetLink(up, id, true); err != nil {
+		return fmt.Errorf("set_link %s up: %w", id, err)
+	}
+	if err := w.c.AnnounceSelf(up); err != nil {
+		return fmt.Errorf("the guest's link is up again, but announce-self failed: %w", err)
+	}
+	return ctx.Err()
+}
+
+// swap runs one replacement.
+func (w *nicSwapper) swap(r swapReq) error {
 	ctx, cancel := context.WithTimeout(r.ctx, deviceDeletedWait+4*commandTimeout)
 	defer cancel()
 	old, n := w.seq, w.seq+1

@@ -94,6 +94,52 @@ func TestSwapNICRealGuest(t *testing.T) {
 	}
 }
 
+// TestRenewLinkRealGuest: RenewLink toggles the running guest's carrier on
+// the NIC it has — the guest sees eth0's carrier go and come back, under
+// the same ifindex — and the guest answers through the same tap after it;
+// a second call works on a NIC that SwapNIC replaced (the netdev's number
+// follows).
+func TestRenewLinkRealGuest(t *testing.T) {
+	ns, p, console, n, mac, _ := bootSwapGuest(t)
+	if err := ns.Ping("10.77.0.2", 30*time.Second); err != nil {
+		t.Fatalf("guest before: %v", err)
+	}
+	start := time.Now()
+	if err := p.RenewLink(context.Background()); err != nil {
+		t.Fatalf("RenewLink: %v; notes:\n%s", err, n)
+	}
+	t.Logf("RenewLink took %s (hold %s)", time.Since(start).Round(time.Millisecond), carrierHold)
+	m, err := console.WaitFor(`VMRUN-GUEST: carrier back on eth0 ifindex=(\d+)`, runBound)
+	if err != nil {
+		t.Fatalf("the guest did not see its carrier toggled: %v\nconsole:\n%s", err, console)
+	}
+	t.Logf("the guest saw its carrier back %s after the call", time.Since(start).Round(time.Millisecond))
+	if strings.Contains(console.String(), "new NIC") {
+		t.Fatalf("RenewLink replaced the guest's NIC:\n%s", console)
+	}
+	if err := ns.Ping("10.77.0.2", 30*time.Second); err != nil {
+		t.Fatalf("guest after RenewLink: %v\nconsole:\n%s", err, console)
+	}
+	tapB := openTap(t, ns, "tapb")
+	defer tapB.Close()
+	ns.MustRun(t, "ip", "link", "set", "tapb", "master", "br0", "up")
+	if err := p.SwapNIC(context.Background(), NIC{Backend: "tap", Files: []*os.File{tapB}, MAC: mac}); err != nil {
+		t.Fatalf("SwapNIC: %v; notes:\n%s", err, n)
+	}
+	if _, err := console.WaitFor(`VMRUN-GUEST: new NIC eth0`, runBound); err != nil {
+		t.Fatalf("no new NIC: %v", err)
+	}
+	if err := p.RenewLink(context.Background()); err != nil {
+		t.Fatalf("RenewLink after a swap: %v; notes:\n%s", err, n)
+	}
+	again := `(?s)carrier back on eth0 ifindex=` + m[1] + `.*carrier back on eth0 ifindex=(\d+)`
+	if m2, err := console.WaitFor(again, runBound); err != nil {
+		t.Fatalf("the swapped NIC's carrier was not toggled: %v\nconsole:\n%s", err, console)
+	} else if m2[1] == m[1] {
+		t.Errorf("the second toggle was seen on ifindex %s, the first NIC's", m2[1])
+	}
+}
+
 // bootSwapGuest boots the test guest (static 10.77.0.2/24) with a
 // hot-pluggable NIC on tap "tapa" in a bridge br0 (10.77.0.1/24) of a
 // private namespace, and returns once it is ready; QEMU is stopped at the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/netsetup"
@@ -45,7 +46,9 @@ func (s *session) followUplink() (stop func()) {
 }
 
 // follow carries out decision d and returns the plan the guest is on
-// afterwards. A decision with a plan moves the guest onto a new
+// afterwards. A renewal (the attachment is still valid: the carrier is
+// back, a new LAN behind the same macvtap) toggles the guest's carrier on
+// the NIC it has (renewLink). A decision with a plan moves the guest onto a new
 // attachment for it (switchAttachment: its one stderr line), the next
 // generation's, so that the new links never take the old ones' names; a
 // re-attachment on the same mode is such a move too (a fresh attachment
@@ -58,6 +61,9 @@ func (s *session) follow(ctx context.Context, d watch.Decision, movable bool) ne
 	cur := s.net.currentPlan()
 	here := watch.Where{Mode: cur.Mode, Parent: cur.Parent}
 	switch {
+	case d.Action == watch.Renew:
+		s.renewLink(ctx, d.Why)
+		return cur
 	case d.Plan == nil:
 		s.notify("network: %s: the guest stays on %s", d.Why, here)
 		return cur
@@ -79,4 +85,20 @@ func (n *netState) currentPlan() netsetup.Plan {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.plan
+}
+
+// renewLink has the running guest renew on its current attachment: its
+// carrier toggled and its MAC announced (launcher.Process.RenewLink),
+// nothing rebuilt, no NIC replaced. why is the decision's reason; the
+// one stderr line adds how long the toggle took.
+func (s *session) renewLink(ctx context.Context, why string) {
+	n := &s.net
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	start := time.Now()
+	if err := s.qemu.RenewLink(ctx); err != nil {
+		s.notify("network: %s; toggling the guest's carrier failed (%v): it stays on %s and renews when its DHCP client does", why, err, n.plan.Mode)
+		return
+	}
+	s.notify("network: %s; carrier toggled in %d ms", why, time.Since(start).Milliseconds())
 }

@@ -53,8 +53,9 @@ func netCommand() *cli.Command {
 			UsageText: "vmrun net plan [--net MODE[:INTERFACE]] [--uplink INTERFACE] [--name NAME] [--json] [--watch]",
 			Description: `With --watch, vmrun keeps listening to the host's network (routes, links,
 addresses, Wi-Fi association) and prints one line each time a running VM
-with --follow-uplink would re-plan: the time, what it would do (reattach:
-same mode, re-registered; switch: another attachment; park: no uplink),
+with --follow-uplink would re-plan: the time, what it would do (renew:
+the same attachment, the guest's carrier toggled; reattach: same mode,
+rebuilt and re-registered; switch: another attachment; park: no uplink),
 from → to, and why — until Ctrl-C. It creates nothing. The first line is the
 plan it starts from. With --json, each line is one JSON object
 (docs/json.md). Attach its output to a bug report about a VM that lost its

@@ -16,10 +16,14 @@ import (
 // With --net auto, the plan is decided again: another mode or parent is a
 // Switch; no usable uplink is a Park on an attachment that needs none (NAT
 // when vmrun may set it up, else user mode). An explicit mode never moves: it only
-// re-registers (Reattach) or parks where it is. Either way, on the same
-// mode and parent, a new LAN (gateway, SSID or subnets), a new parent MAC
-// under ipvtap, the carrier coming back, or a roam to another access point
-// is a Reattach; what the guest does not see — an address renewal, a route
+// re-registers (Reattach, Renew) or parks where it is. Either way, on the
+// same mode and parent, what leaves the attachment valid — the carrier
+// coming back (bridge, macvtap, ipvtap on an unchanged MAC), a new LAN
+// behind a bridge or macvtap, a roam to another access point — is a Renew
+// (the guest's carrier toggled, nothing rebuilt); what does not — a new
+// parent MAC under ipvtap, a new LAN under ipvtap or routed, routed's
+// carrier back (it leases upstream again) — is a Reattach; what the guest
+// does not see — an address renewal, a route
 // metric, a second default route with a worse metric, another interface —
 // is Nothing.
 func Replan(cur netsetup.Plan, old, now State, r netsetup.Request) Decision {
@@ -75,6 +79,8 @@ func replanExplicit(d Decision, cur netsetup.Plan, old, now State) Decision {
 	switch {
 	case usable(old) && !usable(now):
 		return decided(d, Park, nil, fmt.Sprintf("%s; --net %s stays on %s (an explicit mode does not move), so the guest is cut off until it returns", lost(old, now), cur.Mode, cur.Parent))
+	case !usable(old) && usable(now) && cur.Mode != netsetup.Routed && bytes.Equal(old.Facts.MAC, now.Facts.MAC):
+		return decided(d, Renew, nil, fmt.Sprintf("%s is back: %s", now.Facts.Uplink, toggles(cur.Mode)))
 	case !usable(old) && usable(now):
 		return decided(d, Reattach, nil, fmt.Sprintf("%s is back: %s", now.Facts.Uplink, renews(cur.Mode)))
 	case !usable(now):
@@ -95,18 +101,32 @@ func sameAttachment(d Decision, next *netsetup.Plan, old, now State) Decision {
 		return decided(d, Park, nil, fmt.Sprintf("%s lost its carrier (%s); the guest stays on %s, cut off, until it returns", dev, now.Facts.OperState, d.From))
 	case !carrier(now):
 		return d
-	case !carrier(old):
-		return decided(d, Reattach, next, fmt.Sprintf("%s has its carrier back: %s", dev, renews(mode)))
 	case mode == netsetup.IPVtap && !bytes.Equal(old.Facts.MAC, now.Facts.MAC):
 		return decided(d, Reattach, next, fmt.Sprintf("%s's MAC changed from %s to %s: ipvtap re-registers the guest's addresses under it (the guest sends from its parent's MAC)", dev, macString(old.Facts.MAC), macString(now.Facts.MAC)))
+	case !carrier(old) && mode == netsetup.Routed:
+		return decided(d, Reattach, next, fmt.Sprintf("%s has its carrier back: %s", dev, renews(mode)))
+	case !carrier(old):
+		return decided(d, Renew, nil, fmt.Sprintf("%s has its carrier back, the attachment is still valid: %s", dev, toggles(mode)))
 	}
 	if lan := lanChange(old, now); lan != "" {
+		if mode == netsetup.Bridge || mode == netsetup.Macvtap {
+			return decided(d, Renew, nil, fmt.Sprintf("%s: %s", lan, toggles(mode)))
+		}
 		return decided(d, Reattach, next, fmt.Sprintf("%s: %s", lan, renews(mode)))
 	}
 	if old.BSSID != "" && now.BSSID != "" && old.BSSID != now.BSSID {
-		return decided(d, Reattach, next, fmt.Sprintf("%s roamed from access point %s to %s (same SSID %q): the guest's addresses are announced again", dev, old.BSSID, now.BSSID, now.SSID))
+		return decided(d, Renew, nil, fmt.Sprintf("%s roamed from access point %s to %s (same SSID %q): the guest's carrier is toggled and its MAC announced again", dev, old.BSSID, now.BSSID, now.SSID))
 	}
 	return d
+}
+
+// toggles says what a Renew does for the mode: the attachment stays, the
+// guest's carrier is toggled.
+func toggles(m netsetup.Mode) string {
+	if m == netsetup.IPVtap {
+		return "the guest's carrier is toggled so that it renews (ipvtap registers its addresses again itself); no switch"
+	}
+	return "the guest's carrier is toggled so that its DHCP client asks the LAN again; no switch"
 }
 
 // decided fills in the action, the target and why.

@@ -95,18 +95,22 @@ func TestReplan(t *testing.T) {
 		{name: "parked, an uplink returns", r: auto, cur: &netsetup.Plan{Mode: netsetup.NAT, Parent: netsetup.NATBridge, UplinkKind: netsetup.UplinkNone}, old: noUplink(), now: a0, want: Switch, to: "macvtap on a0", why: "an uplink is back (a0, ethernet)"},
 		{name: "parked in user mode, an uplink returns", r: auto, cur: &netsetup.Plan{Mode: netsetup.User, UplinkKind: netsetup.UplinkNone}, old: noUplink(), now: a0, want: Switch, to: "macvtap on a0", why: "an uplink is back (a0, ethernet)"},
 		{name: "carrier lost", r: auto, old: a0, now: with(a0, func(s *State) { s.Facts.OperState = "lowerlayerdown" }), want: Park, to: "macvtap on a0", why: "a0 lost its carrier"},
-		{name: "carrier back", r: auto, old: with(a0, func(s *State) { s.Facts.OperState = "down" }), now: a0, want: Reattach, to: "macvtap on a0", why: "carrier back"},
+		{name: "carrier back", r: auto, old: with(a0, func(s *State) { s.Facts.OperState = "down" }), now: a0, want: Renew, to: "macvtap on a0", why: "carrier back, the attachment is still valid"},
+		{name: "ipvtap: carrier back, same MAC", r: auto, old: with(station("wl0", "home", "02:aa:00:00:00:01"), func(s *State) { s.Facts.OperState = "dormant" }), now: station("wl0", "home", "02:aa:00:00:00:01"), want: Renew, to: "ipvtap on wl0", why: "ipvtap registers its addresses again itself"},
+		{name: "ipvtap: carrier back under another MAC", r: auto, old: with(station("wl0", "home", "02:aa:00:00:00:01"), func(s *State) { s.Facts.OperState = "dormant" }), now: with(station("wl0", "home", "02:aa:00:00:00:01"), func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }), want: Reattach, to: "ipvtap on wl0", why: "MAC changed from 02:00:00:00:00:0a to 02:00:00:00:00:0c"},
+		{name: "explicit routed: carrier back", r: explicit(netsetup.Routed, "a0"), cur: &netsetup.Plan{Mode: netsetup.Routed, Parent: "a0", Uplink: "a0"}, old: with(named(a0), func(s *State) { s.Facts.OperState = "lowerlayerdown" }), now: named(a0), want: Reattach, to: "routed on a0", why: "leases the guest's address upstream again"},
 		// Same attachment, re-registered.
-		{name: "new gateway on the same uplink", r: auto, old: a0, now: with(a0, func(s *State) { s.Facts.Route = &netsetup.Route{Family: "inet", Gateway: "10.0.0.254"} }), want: Reattach, to: "macvtap on a0", why: "gateway changed from 10.0.0.1 to 10.0.0.254"},
-		{name: "new subnet on the same uplink", r: auto, old: a0, now: with(a0, func(s *State) { s.Facts.Addrs = []string{"10.9.0.5/24", "fd00::5/64"} }), want: Reattach, to: "macvtap on a0", why: "subnets changed"},
+		{name: "new gateway on the same uplink", r: auto, old: a0, now: with(a0, func(s *State) { s.Facts.Route = &netsetup.Route{Family: "inet", Gateway: "10.0.0.254"} }), want: Renew, to: "macvtap on a0", why: "gateway changed from 10.0.0.1 to 10.0.0.254"},
+		{name: "new subnet on the same uplink", r: auto, old: a0, now: with(a0, func(s *State) { s.Facts.Addrs = []string{"10.9.0.5/24", "fd00::5/64"} }), want: Renew, to: "macvtap on a0", why: "subnets changed"},
 		{name: "station joins another SSID", r: auto, old: station("wl0", "home", "02:aa:00:00:00:01"), now: station("wl0", "cafe", "02:bb:00:00:00:01"), want: Reattach, to: "ipvtap on wl0", why: `joined SSID "cafe"`},
-		{name: "station roams within its SSID", r: auto, old: station("wl0", "home", "02:aa:00:00:00:01"), now: station("wl0", "home", "02:aa:00:00:00:02"), want: Reattach, to: "ipvtap on wl0", why: "roamed from access point 02:aa:00:00:00:01 to 02:aa:00:00:00:02"},
+		{name: "station roams within its SSID", r: auto, old: station("wl0", "home", "02:aa:00:00:00:01"), now: station("wl0", "home", "02:aa:00:00:00:02"), want: Renew, to: "ipvtap on wl0", why: "roamed from access point 02:aa:00:00:00:01 to 02:aa:00:00:00:02"},
 		{name: "station's MAC changes (ipvtap)", r: auto, old: station("wl0", "home", "02:aa:00:00:00:01"), now: with(station("wl0", "home", "02:aa:00:00:00:01"), func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }), want: Reattach, to: "ipvtap on wl0", why: "MAC changed from 02:00:00:00:00:0a to 02:00:00:00:00:0c"},
 		// Explicit modes stay put.
 		{name: "explicit macvtap: its parent unchanged", r: explicit(netsetup.Macvtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.Macvtap, Parent: "a0", Uplink: "a0"}, old: named(a0), now: named(a0), want: Nothing},
 		{name: "explicit ipvtap: parent's MAC changes", r: explicit(netsetup.IPVtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.IPVtap, Parent: "a0", Uplink: "a0"}, old: named(a0), now: with(named(a0), func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }), want: Reattach, to: "ipvtap on a0", why: "ipvtap re-registers"},
 		{name: "explicit routed: a new LAN", r: explicit(netsetup.Routed, "a0"), cur: &netsetup.Plan{Mode: netsetup.Routed, Parent: "a0", Uplink: "a0"}, old: a0, now: with(a0, func(s *State) { s.Facts.Addrs = []string{"10.9.0.5/24"} }), want: Reattach, to: "routed on a0", why: "leases the guest's address upstream again"},
 		{name: "explicit routed: parent gone", r: explicit(netsetup.Routed, "a0"), cur: &netsetup.Plan{Mode: netsetup.Routed, Parent: "a0", Uplink: "a0"}, old: named(a0), now: State{Facts: netsetup.Facts{Uplink: "a0", Named: true, Kind: netsetup.UplinkNone}}, want: Park, to: "routed on a0", why: "a0 is gone; --net routed stays on a0"},
+		{name: "explicit macvtap: parent down and up", r: explicit(netsetup.Macvtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.Macvtap, Parent: "a0", Uplink: "a0"}, old: with(named(a0), func(s *State) { s.Facts.Up = false }), now: named(a0), want: Renew, to: "macvtap on a0", why: "a0 is back: the guest's carrier is toggled"},
 		{name: "explicit routed: parent back", r: explicit(netsetup.Routed, "a0"), cur: &netsetup.Plan{Mode: netsetup.Routed, Parent: "a0", Uplink: "a0"}, old: State{Facts: netsetup.Facts{Uplink: "a0", Named: true, Kind: netsetup.UplinkNone}}, now: named(a0), want: Reattach, to: "routed on a0", why: "a0 is back"},
 		{name: "explicit nat: the route moves", r: explicit(netsetup.NAT, ""), cur: &netsetup.Plan{Mode: netsetup.NAT, Parent: "vmrnat0", Uplink: "a0"}, old: a0, now: eth("b0", "10.1.0.1"), want: Nothing},
 	}
@@ -139,6 +143,9 @@ func TestReplan(t *testing.T) {
 			moves := d.Plan != nil && (d.Plan.Mode != cur.Mode || d.Plan.Parent != cur.Parent)
 			if d.Action == Switch && !moves || d.Action == Reattach && moves {
 				t.Errorf("a %s whose plan moves the guest: %v (%+v)", d.Action, moves, d.Plan)
+			}
+			if d.Action == Renew && (d.Plan != nil || d.To != d.From) {
+				t.Errorf("a renewal that rebuilds or moves the guest: %+v", d)
 			}
 		})
 	}

@@ -40,6 +40,13 @@ const (
 	// guest's lease on a new LAN, the guest's carrier toggled so that its
 	// DHCP client renews on a new LAN or after a roam.
 	Reattach Action = "reattach"
+	// Renew keeps the attachment as it is, valid on the same parent, MAC
+	// and mode: only the guest's carrier is toggled (QMP set_link down,
+	// up) so that its DHCP client renews, and its MAC announced again.
+	// Nothing is rebuilt and the guest keeps its NIC; what the attachment
+	// re-registers itself (ipvtap's watcher, when its parent is back) it
+	// does on its own. Decision.Plan is nil.
+	Renew Action = "renew"
 	// Switch moves the guest to Decision.Plan: another uplink, another mode.
 	Switch Action = "switch"
 	// Park: there is no usable uplink. With Decision.Plan set (auto), the

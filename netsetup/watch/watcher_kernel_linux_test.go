@@ -120,7 +120,7 @@ func TestWatchAuto(t *testing.T) {
 	// The default route moves to B and back.
 	w.expect(t, r, "ip route del default via 10.81.0.1 dev a0 metric 50", Switch, "macvtap on b0", "the default route moved from a0 to b0")
 	w.expect(t, r, "ip route add default via 10.81.0.1 dev a0 metric 100", Switch, "macvtap on a0", "the default route moved from b0 to a0")
-	w.expect(t, r, "ip route replace default via 10.81.0.3 dev a0 metric 100", Reattach, "macvtap on a0", "the gateway changed from 10.81.0.1 to 10.81.0.3")
+	w.expect(t, r, "ip route replace default via 10.81.0.3 dev a0 metric 100", Renew, "macvtap on a0", "the gateway changed from 10.81.0.1 to 10.81.0.3")
 	// A VPN's tun takes the traffic, and goes.
 	w.expect(t, r, "ip tuntap add dev tun9 mode tun && ip link set tun9 up && ip route add 0.0.0.0/1 dev tun9", Switch, "nat on "+netsetup.NATBridge, "tun9 is not an Ethernet device")
 	w.expect(t, r, "ip link del tun9", Switch, "macvtap on a0", "the default route moved from tun9 to a0")
@@ -131,12 +131,12 @@ func TestWatchAuto(t *testing.T) {
 	w.expect(t, r, "ip route add default via 10.81.0.1 dev a0", Switch, "macvtap on a0", "an uplink is back (a0, ethernet)")
 	// The LAN side goes away (a cable pulled, a suspend) and returns.
 	w.expect(t, r, "ip -n "+r.lanA.Name+" link set lan0 down", Park, "macvtap on a0", "a0 lost its carrier")
-	w.expect(t, r, "ip -n "+r.lanA.Name+" link set lan0 up", Reattach, "macvtap on a0", "a0 has its carrier back")
+	w.expect(t, r, "ip -n "+r.lanA.Name+" link set lan0 up", Renew, "macvtap on a0", "a0 has its carrier back, the attachment is still valid")
 }
 
 // TestWatchExplicit: an explicit --net ipvtap:a0 stays on a0 when the
 // default route leaves it, re-registers on a MAC change, parks while a0 is
-// down and re-registers when it is back.
+// down and has the guest renew (its carrier toggled) when it is back.
 func TestWatchExplicit(t *testing.T) {
 	r := newRig(t)
 	r.host.MustRun(t, "ip", "route", "add", "default", "via", "10.82.0.1", "dev", "b0", "metric", "200")
@@ -145,7 +145,7 @@ func TestWatchExplicit(t *testing.T) {
 	w.noise(t, r, "ip route del default via 10.81.0.1 dev a0 metric 100")
 	w.expect(t, r, "ip link set a0 address 02:00:00:00:81:03", Reattach, "ipvtap on a0", "a0's MAC changed from")
 	w.expect(t, r, "ip link set a0 down", Park, "ipvtap on a0", "a0 is down; --net ipvtap stays on a0")
-	w.expect(t, r, "ip link set a0 up", Reattach, "ipvtap on a0", "a0 is back")
+	w.expect(t, r, "ip link set a0 up", Renew, "ipvtap on a0", "a0 is back: the guest's carrier is toggled")
 }
 
 // TestWatchApplyRefused: a switch that Apply could not carry out leaves the

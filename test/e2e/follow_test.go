@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -126,5 +127,61 @@ func TestFollowUplinkMovesGuest(t *testing.T) {
 	}
 	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
 		t.Fatalf("links after exit %v, before %v", after, before)
+	}
+}
+
+// TestFollowUplinkRenewsOnCarrier: the LAN side of a --net auto guest's
+// uplink (macvtap on up0) loses its carrier (a cable pulled, a suspend)
+// and gets it back. The attachment is still valid, so vmrun does not
+// replace the guest's NIC: it toggles the guest's carrier (QMP set_link)
+// and the guest's DHCP client renews — a DHCPREQUEST from the guest's MAC
+// reaches LAN A's server — on the same NIC (the same ifindex in the
+// guest, no "new NIC" marker, no switch in `vmrun ls --json`).
+func TestFollowUplinkRenewsOnCarrier(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, false)
+	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--name", "e2e-carrier", "--console", "serial", "-v")
+	ip := vm.GuestIP(bootTimeout)
+	if _, err := vm.Stderr.WaitFor(`following the uplink \(up0\)`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
+	first := lsVM(t, l.Host, vm.Runtime, "e2e-carrier")
+	if first.Net != "macvtap" {
+		t.Fatalf("the guest is on %q, want macvtap", first.Net)
+	}
+	request := `DHCPREQUEST\(lan0\) \S+ ` + regexp.QuoteMeta(first.MAC)
+	before := len(regexp.MustCompile(request).FindAllString(l.DHCP.Out.String(), -1))
+
+	l.LAN.MustRun(t, "ip", "link", "set", "lan0", "down")
+	if _, err := vm.Stderr.WaitFor(`network: up0 lost its carrier`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	l.LAN.MustRun(t, "ip", "link", "set", "lan0", "up")
+	m, err := vm.Stderr.WaitFor(`network: up0 has its carrier back, the attachment is still valid: [^\n]*; carrier toggled in (\d+) ms`, stepTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toLine := time.Since(start)
+	vm.WaitConsole(`VMRUN-GUEST: carrier back on eth0 ifindex=\d+ \(renewing\)`, stepTimeout)
+	if _, err := l.DHCP.Out.WaitFor(`(?s)(?:`+request+`.*){`+strconv.Itoa(before+1)+`}`, stepTimeout); err != nil {
+		t.Fatalf("no DHCPREQUEST from the guest after its carrier came back: %v\n%s", err, l.DHCP.Out)
+	}
+	t.Logf("carrier back → vmrun's line %v (toggle %s ms) → the guest's DHCPREQUEST on the LAN %v",
+		toLine.Round(time.Millisecond), m[1], time.Since(start).Round(time.Millisecond))
+	if out := vm.Stderr.String(); strings.Contains(out, "switching") {
+		t.Errorf("vmrun switched the guest for a carrier bounce:\n%s", out)
+	}
+	if strings.Contains(vm.Console.String(), "VMRUN-GUEST: new NIC") {
+		t.Errorf("the guest's NIC was replaced for a carrier bounce")
+	}
+	if e := lsVM(t, l.Host, vm.Runtime, "e2e-carrier"); e.QEMUPID != first.QEMUPID || e.Switches != 0 || e.Net != "macvtap" {
+		t.Errorf("after the bounce: QEMU pid %d (was %d), %d switches, on %s; want the same QEMU, no switch, macvtap", e.QEMUPID, first.QEMUPID, e.Switches, e.Net)
+	}
+	ping(t, l.LAN, ip)
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(exitTimeout); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 }
