@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -129,3 +130,29 @@ func TestSyncNoAgent(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestForget: an earlier command's pid stays pending only while the agent
+// says it still runs (or cannot be asked); an agent error means the agent
+// no longer knows it; the running command's own pid is never asked.
+func TestForget(t *testing.T) {
+	for _, tc := range []struct {
+		status string
+		want   []int
+	}{
+		{`{"return": {"exited": true, "exitcode": 0}}`, nil},
+		{`{"return": {"exited": false}}`, []int{11, 12}},
+		{`{"error": {"class": "GenericError", "desc": "Invalid parameter 'pid'"}}`, nil},
+	} {
+		path := fakeAgent(t, map[string]string{"guest-exec-status": tc.status})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := WaitAgent(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.forget(ctx, []int{11, 99, 12}, 99); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("status %s: pending %v, want %v", tc.status, got, tc.want)
+		}
+		c.Close()
+		cancel()
+	}
+}

@@ -30,6 +30,14 @@ type Command struct {
 	Stdin []byte
 	// Stdout and Stderr receive the output as it comes.
 	Stdout, Stderr io.Writer
+	// NoReap: once the output has ended, return without waiting for the
+	// agent to see the wrapper exit (a few ms under TCG); Result.Pending
+	// then carries the wrapper's pid for a later command's Forget.
+	NoReap bool
+	// Forget are pids of earlier commands the agent may still hold (an
+	// earlier Result.Pending): their status is asked once this command
+	// has started, while the guest starts it, so the agent forgets them.
+	Forget []int
 }
 
 // Result is how a command ended.
@@ -44,6 +52,9 @@ type Result struct {
 	// Truncated names the streams the agent cut at its size limit
 	// ("stdout", "stderr"); only without streaming.
 	Truncated []string
+	// Pending are the pids the agent may still hold: this command's
+	// wrapper with NoReap, and those of Forget it did not forget yet.
+	Pending []int
 }
 
 // Limits.
@@ -148,21 +159,23 @@ func Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
 // Run is Run on a session that has already synchronised (WaitAgent): it
 // saves the second round trip.
 func (c *Client) Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
+	// Until the command has started, Forget's pids are all still pending.
+	unstarted := Result{Pending: cmd.Forget}
 	if len(cmd.Argv) == 0 {
-		return Result{}, errors.New("no command to run")
+		return unstarted, errors.New("no command to run")
 	}
 	if len(cmd.Stdin) > MaxStdin {
-		return Result{}, ErrStdinTooLarge
+		return unstarted, ErrStdinTooLarge
 	}
 	var d net.Dialer
 	outConn, err := d.DialContext(ctx, "unix", ports.Stdout)
 	if err != nil {
-		return Result{}, fmt.Errorf("exec stdout port %s: %w", ports.Stdout, err)
+		return unstarted, fmt.Errorf("exec stdout port %s: %w", ports.Stdout, err)
 	}
 	defer outConn.Close()
 	errConn, err := d.DialContext(ctx, "unix", ports.Stderr)
 	if err != nil {
-		return Result{}, fmt.Errorf("exec stderr port %s: %w", ports.Stderr, err)
+		return unstarted, fmt.Errorf("exec stderr port %s: %w", ports.Stderr, err)
 	}
 	defer errConn.Close()
 	return c.run(ctx, cmd, outConn, errConn)
@@ -187,7 +200,7 @@ func wrapperArgs(cmd Command) (args []string, nonce string, err error) {
 func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn) (Result, error) {
 	args, nonce, err := wrapperArgs(cmd)
 	if err != nil {
-		return Result{}, err
+		return Result{Pending: cmd.Forget}, err
 	}
 	outS, errS := newStream(cmd.Stdout, nonce), newStream(cmd.Stderr, nonce)
 	outDone, errDone := make(chan error, 1), make(chan error, 1)
@@ -204,9 +217,30 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 
 	pid, err := c.Exec(ctx, ExecRequest{Path: "/bin/sh", Args: args, Input: cmd.Stdin, Capture: true})
 	if err != nil {
-		return Result{}, err
+		return Result{Pending: cmd.Forget}, err
 	}
-	return c.await(ctx, pid, cmd, outS, errS, outDone, errDone)
+	pending := c.forget(ctx, cmd.Forget, pid)
+	res, err := c.await(ctx, pid, cmd, outS, errS, outDone, errDone)
+	res.Pending = append(pending, res.Pending...)
+	return res, err
+}
+
+// forget asks the status of earlier commands' pids (not running's, the
+// command just started) so that the agent forgets those that ended, and
+// returns the others. An agent error means the agent holds no such pid
+// (forgotten already, or the guest rebooted).
+func (c *Client) forget(ctx context.Context, pids []int, running int) []int {
+	var pending []int
+	for _, p := range pids {
+		if p == running {
+			continue // the guest reused the pid: it is forgotten
+		}
+		st, err := c.Status(ctx, p)
+		if err != nil && !errors.Is(err, ErrAgent) || err == nil && !st.Exited {
+			pending = append(pending, p)
+		}
+	}
+	return pending
 }
 
 // await follows the command run as pid until both its streams ended (their
@@ -264,11 +298,17 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 			endTimer = time.After(endWait)
 		}
 	}
-	// Done by the markers: let the agent forget the process.
-	if !exited {
+	// Done by the markers: let the agent forget the process, or leave
+	// that to a later command (NoReap).
+	res := Result{Code: outS.code, Ended: true, Streamed: true}
+	switch {
+	case exited:
+	case cmd.NoReap:
+		res.Pending = []int{pid}
+	default:
 		c.reap(pctx, pid)
 	}
-	return Result{Code: outS.code, Ended: true, Streamed: true}, ctx.Err()
+	return res, ctx.Err()
 }
 
 // captured is the result of a command whose output came back in the

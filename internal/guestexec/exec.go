@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -132,11 +133,11 @@ func Run(ctx context.Context, dir string, a Args, s Streams, notify func(string,
 		ctx, cancel = context.WithTimeout(ctx, a.Timeout)
 		defer cancel()
 	}
-	unlock, err := lockExec(ctx, dir, a.Name, notify)
+	lock, err := lockExec(ctx, dir, a.Name, notify)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lock.Close()
 
 	stdin, err := readStdin(s.Stdin)
 	if err != nil {
@@ -151,7 +152,17 @@ func Run(ctx context.Context, dir string, a Args, s Streams, notify func(string,
 	if a.Timestamps {
 		out, errw = stamp.NewWriter(out), stamp.NewWriter(errw)
 	}
-	res, err := agent.Run(ctx, ports(dir), qga.Command{Argv: a.Argv, Env: a.Env, Dir: a.Cwd, Stdin: stdin, Stdout: out, Stderr: errw})
+	// The agent forgets a command's process once asked for its status
+	// after it ended: rather than wait for that at the end (a few ms under
+	// TCG), the next session asks while its own command starts.
+	forget := pendingPIDs(lock)
+	res, err := agent.Run(ctx, ports(dir), qga.Command{
+		Argv: a.Argv, Env: a.Env, Dir: a.Cwd, Stdin: stdin, Stdout: out, Stderr: errw,
+		NoReap: true, Forget: forget,
+	})
+	if !slices.Equal(forget, res.Pending) {
+		savePending(lock, res.Pending)
+	}
 	if err != nil && !(res.Ended && errors.Is(ctx.Err(), context.Canceled)) {
 		return execError(ctx, a, err)
 	}

@@ -1,6 +1,9 @@
 package guestexec
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -30,5 +33,35 @@ func TestParseExecArgs(t *testing.T) {
 		if _, err := ParseArgs(bad); exitcode.Of(err) != exitcode.Usage {
 			t.Errorf("%q: err %v, want a usage error", bad, err)
 		}
+	}
+}
+
+// TestPendingPIDs: the pids a session leaves for the next one in the exec
+// lock's file, replaced each time (a shorter list leaves no old digits).
+func TestPendingPIDs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	f, err := lockExec(ctx, dir, "vm", func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := pendingPIDs(f); got != nil {
+		t.Fatalf("new lock file: %v", got)
+	}
+	savePending(f, []int{12345, 7})
+	if got := pendingPIDs(f); !reflect.DeepEqual(got, []int{12345, 7}) {
+		t.Fatalf("got %v", got)
+	}
+	savePending(f, []int{9})
+	if got := pendingPIDs(f); !reflect.DeepEqual(got, []int{9}) {
+		t.Fatalf("after a shorter list: %v", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, execLock), []byte("x\n-3\n42\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := pendingPIDs(f); !reflect.DeepEqual(got, []int{42}) {
+		t.Fatalf("with bad lines: %v", got)
 	}
 }

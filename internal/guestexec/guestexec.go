@@ -15,6 +15,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -129,14 +131,15 @@ func readStdin(r io.Reader) ([]byte, error) {
 }
 
 // lockExec serialises exec sessions on one VM: QEMU serves one connection
-// per port.
-func lockExec(ctx context.Context, dir, name string, notify func(string, ...any)) (func(), error) {
+// per port. The locked file (closing it unlocks) also holds the pids the
+// guest agent may still hold for earlier sessions (pendingPIDs).
+func lockExec(ctx context.Context, dir, name string, notify func(string, ...any)) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, execLock), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, exitcode.Setupf("VM %q: exec lock: %w", name, err)
 	}
 	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
-		return func() { f.Close() }, nil
+		return f, nil
 	}
 	notify("waiting for another vmrun exec in VM %q to finish", name)
 	done := make(chan error, 1)
@@ -147,11 +150,40 @@ func lockExec(ctx context.Context, dir, name string, notify func(string, ...any)
 			f.Close()
 			return nil, exitcode.Setupf("VM %q: exec lock: %w", name, err)
 		}
-		return func() { f.Close() }, nil
+		return f, nil
 	case <-ctx.Done():
 		// Closing the file drops the lock request with it.
 		f.Close()
 		return nil, exitcode.Wrap(exitcode.Timeout, fmt.Errorf("VM %q: gave up waiting for another vmrun exec to finish", name))
+	}
+}
+
+// pendingPIDs reads the pids of earlier sessions' commands that the guest
+// agent may still hold (savePending), one per line, from the exec lock's
+// file. Unreadable lines are skipped: at worst the agent keeps an entry.
+func pendingPIDs(f *os.File) []int {
+	b, err := io.ReadAll(io.NewSectionReader(f, 0, 4096))
+	if err != nil && len(b) == 0 {
+		return nil
+	}
+	var pids []int
+	for _, l := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(l); err == nil && p > 0 {
+			pids = append(pids, p)
+		}
+	}
+	return pids
+}
+
+// savePending replaces the pids in the exec lock's file (best effort: the
+// cost of a lost pid is one entry the agent keeps until the guest stops).
+func savePending(f *os.File, pids []int) {
+	var b strings.Builder
+	for _, p := range pids {
+		fmt.Fprintf(&b, "%d\n", p)
+	}
+	if f.Truncate(0) == nil {
+		_, _ = f.WriteAt([]byte(b.String()), 0)
 	}
 }
 

@@ -3,17 +3,20 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/qga"
 )
 
 // Bounds for the guest agent tests (TCG on a loaded machine).
@@ -74,6 +77,42 @@ func TestExecInRunningVM(t *testing.T) {
 		out, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
 		if out != "out\n" || errs != "err\n" || code != 7 {
 			t.Fatalf("got stdout %q stderr %q code %d, want out, err, 7", out, errs, code)
+		}
+	})
+	t.Run("agent-forgets", func(t *testing.T) {
+		// vmrun exec does not wait for the agent to see its command's
+		// wrapper exit: it leaves the pid in exec.lock, and the next
+		// session asks its status, after which the real qemu-ga no longer
+		// knows it.
+		lock := filepath.Join(rt, "e2e-exec", "exec.lock")
+		pids := func() []string {
+			b, err := os.ReadFile(lock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.Fields(string(b))
+		}
+		if _, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "true"); code != 0 {
+			t.Fatalf("code %d, stderr %q", code, errs)
+		}
+		first := pids()
+		if _, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "true"); code != 0 {
+			t.Fatalf("code %d, stderr %q", code, errs)
+		}
+		second := pids()
+		if len(first) != 1 || len(second) != 1 || first[0] == second[0] {
+			t.Fatalf("pids left for the next session: %q, then %q; want one each, different", first, second)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), execWait)
+		defer cancel()
+		c, err := qga.WaitAgent(ctx, filepath.Join(rt, "e2e-exec", "qga.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		pid, _ := strconv.Atoi(first[0])
+		if st, err := c.Status(ctx, pid); !errors.Is(err, qga.ErrAgent) {
+			t.Fatalf("the agent still knows the first command's pid %d: %+v, %v", pid, st, err)
 		}
 	})
 	t.Run("stdin", func(t *testing.T) {
