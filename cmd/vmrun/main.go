@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -30,11 +31,19 @@ func main() {
 
 // realMain runs the CLI and returns the process exit code.
 func realMain(args []string, stdout, stderr io.Writer) int {
-	app := newApp(stdout, stderr)
-	if !helpMayShow(args) {
-		dropFlagCategories(app)
+	var err error
+	if len(args) > 1 && args[1] == "exec" {
+		// `vmrun exec` parses its own arguments: it skips building the
+		// command tree (its flags, defaults and help), which every run of
+		// a CI job's commands would pay for.
+		err = execMain(context.Background(), args[2:], stdout, stderr)
+	} else {
+		app := newApp(stdout, stderr)
+		if !helpMayShow(args) {
+			dropFlagCategories(app)
+		}
+		err = app.Run(args)
 	}
-	err := app.Run(args)
 	if err != nil && !errors.Is(err, exitcode.ErrSilent) {
 		fmt.Fprintf(stderr, "vmrun: %s\n", oneLine(err.Error()))
 	}

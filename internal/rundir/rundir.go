@@ -532,23 +532,45 @@ func List(root string) ([]Entry, error) {
 // whether its runtime directory exists; it reads only that directory. The
 // error is List's: the root exists but cannot be read as a directory.
 func Lookup(root, name string) (Entry, bool, error) {
+	ok, err := exists(root, name)
+	if !ok {
+		return Entry{}, false, err
+	}
+	return entry(root, name), true, nil
+}
+
+// Live returns the runtime directory of the VM name under root and whether
+// its vmrun runs (holds the lock), with Lookup's error; unlike Lookup it
+// does not read the VM's state (`vmrun exec` needs only the directory).
+func Live(root, name string) (string, bool, error) {
+	ok, err := exists(root, name)
+	if !ok {
+		return "", false, err
+	}
+	p := filepath.Join(root, name)
+	return p, locked(p), nil
+}
+
+// exists says whether name is a VM's runtime directory under root; the
+// error is List's.
+func exists(root, name string) (bool, error) {
 	fi, err := os.Stat(root)
 	if errors.Is(err, os.ErrNotExist) {
-		return Entry{}, false, nil
+		return false, nil
 	}
 	if err == nil && !fi.IsDir() {
 		err = fmt.Errorf("%s: not a directory", root)
 	}
 	if err != nil {
-		return Entry{}, false, err
+		return false, err
 	}
 	if ValidateName(name) != nil {
-		return Entry{}, false, nil
+		return false, nil
 	}
 	if fi, err := os.Stat(filepath.Join(root, name)); err != nil || !fi.IsDir() {
-		return Entry{}, false, nil
+		return false, nil
 	}
-	return entry(root, name), true, nil
+	return true, nil
 }
 
 // entry reads the runtime directory of name under root: whether its vmrun

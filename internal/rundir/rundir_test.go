@@ -47,6 +47,9 @@ func TestCreateLockAndRemove(t *testing.T) {
 	if e, ok, err := Lookup(root, "vm1"); err != nil || !ok || !e.Live || e.Path != d.Path {
 		t.Fatalf("Lookup(vm1) = %+v, %v, %v", e, ok, err)
 	}
+	if p, live, err := Live(root, "vm1"); err != nil || !live || p != d.Path {
+		t.Fatalf("Live(vm1) = %q, %v, %v", p, live, err)
+	}
 	if err := d.Remove(); err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +58,9 @@ func TestCreateLockAndRemove(t *testing.T) {
 	}
 	if _, ok, err := Lookup(root, "vm1"); ok || err != nil {
 		t.Fatalf("Lookup after Remove: %v, %v", ok, err)
+	}
+	if _, live, err := Live(root, "vm1"); live || err != nil {
+		t.Fatalf("Live after Remove: %v, %v", live, err)
 	}
 	if _, ok, err := Lookup(filepath.Join(root, "none"), "vm1"); ok || err != nil {
 		t.Fatalf("Lookup under a missing root: %v, %v", ok, err)

@@ -21,12 +21,12 @@ func LiveDir(root, name string) (string, error) {
 	if err := rundir.ValidateName(name); err != nil {
 		return "", exitcode.Usagef("%w", err)
 	}
-	e, ok, err := rundir.Lookup(root, name)
+	dir, live, err := rundir.Live(root, name)
 	if err != nil {
 		return "", exitcode.Setupf("cannot list %s: %w", root, err)
 	}
-	if ok && e.Live {
-		return e.Path, nil
+	if live {
+		return dir, nil
 	}
 	return "", exitcode.Usagef("no VM named %q is running (see `vmrun ls`)", name)
 }
