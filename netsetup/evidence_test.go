@@ -10,6 +10,7 @@ func TestEvidence(t *testing.T) {
 		{SourceARP, "", "ARP"},
 		{SourceNDP, "", "NDP"},
 		{SourceStatic, "", "--guest-ip"},
+		{SourceAgent, "", "the guest agent"},
 		{SourceTraffic, "", "seen in its traffic"},
 	} {
 		if got := Evidence(tc.source, tc.server); got != tc.want {

@@ -25,6 +25,7 @@ const (
 	SourceTraffic = hostnet.SourceTraffic
 	SourceStatic  = hostnet.SourceStatic
 	SourceUser    = hostnet.SourceUser
+	SourceAgent   = hostnet.SourceAgent
 )
 
 // Evidence says in words where an address of the guest comes from: its
@@ -42,6 +43,8 @@ func Evidence(source, server string) string {
 		return "NDP"
 	case SourceStatic:
 		return "--guest-ip"
+	case SourceAgent:
+		return "the guest agent"
 	case SourceUser:
 		return "user mode: the guest's address behind user-mode networking, not one on the LAN; reach it through --forward"
 	}

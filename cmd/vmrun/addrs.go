@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
@@ -31,6 +34,9 @@ func (s *session) guestAddr(a netsetup.GuestAddr) {
 	if err != nil {
 		s.step("recording guest address %s: %v", ra.Addr, err)
 		return
+	}
+	if changed && a.Source != netsetup.SourceAgent && s.agent != nil {
+		s.agent.Kick() // the agent may know more (e.g. the guest's IPv6 too)
 	}
 	if !changed || a.Drop {
 		return
@@ -69,4 +75,31 @@ func (s *session) waitForAddr() {
 // addrTimeout is the run's error when --wait-address passed.
 func (s *session) addrTimeout() error {
 	return exitcode.Wrap(exitcode.Timeout, fmt.Errorf("no guest address within --wait-address %s (the guest did not take one, or vmrun cannot see it in --net %s); the VM was stopped", s.spec.WaitAddress, s.plan.Mode))
+}
+
+// watchAgent asks the guest agent, when the guest has one, for the
+// guest's addresses while QEMU runs, and records them (guestAddr, source
+// "agent"), through the supervisor's own connection to the agent.
+func (s *session) watchAgent() {
+	if s.agent == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.agent.WatchAddresses(ctx, s.fromAgent) }()
+	s.undo.Push("guest agent's addresses", func() error { cancel(); <-done; return nil })
+}
+
+// fromAgent records the agent's answer: the addresses it reports, and
+// that those it reported before and no longer does are gone.
+func (s *session) fromAgent(addrs []netip.Addr) {
+	for _, a := range s.agentAddrs {
+		if !slices.Contains(addrs, a) {
+			s.guestAddr(netsetup.GuestAddr{Addr: a, Source: netsetup.SourceAgent, Drop: true})
+		}
+	}
+	for _, a := range addrs {
+		s.guestAddr(netsetup.GuestAddr{Addr: a, Source: netsetup.SourceAgent})
+	}
+	s.agentAddrs = addrs
 }

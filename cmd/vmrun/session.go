@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -60,9 +61,11 @@ type session struct {
 	net     netState             // the network attachment, once attached
 	verdict dhcpverdict.Verifier // --net auto's check of a layer-2 choice
 
-	firstAddr    sync.Once     // announces the guest's first address
-	gotAddr      chan struct{} // closed once the guest has an address
-	addrTimedOut atomic.Bool   // --wait-address passed without one
+	agent        *guestexec.Channel // the guest agent's channel; nil with --agent off
+	agentAddrs   []netip.Addr       // what the agent last reported (its watcher's)
+	firstAddr    sync.Once          // announces the guest's first address
+	gotAddr      chan struct{}      // closed once the guest has an address
+	addrTimedOut atomic.Bool        // --wait-address passed without one
 }
 
 // errStopped ends the set-up on a stop request that came during it: the
@@ -177,12 +180,12 @@ func (s *session) build() error {
 		return err
 	}
 	if s.spec.Agent {
-		ports, closeAgent, err := guestexec.Listen(s.dir)
+		ports, ch, err := guestexec.Listen(s.dir)
 		if err != nil {
 			return exitcode.Setupf("%w", err)
 		}
-		s.undo.Push("guest agent sockets", closeAgent)
-		s.vm.Agent = ports
+		s.undo.Push("guest agent sockets", ch.Close)
+		s.vm.Agent, s.agent = ports, ch
 	}
 	if s.conf.User == nil {
 		s.vm.PIDFile = filepath.Join(s.dir.Path, "qemu.pid")
@@ -248,6 +251,7 @@ func (s *session) start() error {
 	}
 	s.qemu = p
 	s.waitForAddr()
+	s.watchAgent()
 	return nil
 }
 

@@ -54,9 +54,10 @@ func ports(dir string) qga.Ports {
 // Listen makes the listening sockets of the agent channel and the exec
 // ports in the VM's runtime directory. QEMU gets the exec ports'
 // listeners as fds, and for the agent's port one end of a socketpair:
-// vmrun serves qga.sock itself through it (agentProxy). The function it
-// returns stops serving and closes the listeners.
-func Listen(dir *rundir.Dir) (*launcher.AgentPorts, func() error, error) {
+// vmrun serves qga.sock itself through it (agentProxy). The Channel it
+// returns asks the agent for the guest's addresses (WatchAddresses); its
+// Close stops serving and closes the listeners.
+func Listen(dir *rundir.Dir) (*launcher.AgentPorts, *Channel, error) {
 	var lns []*net.UnixListener
 	var proxy *agentProxy
 	closeAll := func() error {
@@ -93,8 +94,10 @@ func Listen(dir *rundir.Dir) (*launcher.AgentPorts, func() error, error) {
 		}
 		files = append(files, f)
 	}
+	ch := &Channel{proxy: proxy, closeAll: closeAll, kick: make(chan struct{}, 1)}
+	proxy.ended = ch.Kick
 	proxy.Serve()
-	return &launcher.AgentPorts{QGA: files[0], Stdout: files[1], Stderr: files[2]}, closeAll, nil
+	return &launcher.AgentPorts{QGA: files[0], Stdout: files[1], Stderr: files[2]}, ch, nil
 }
 
 // listen listens on the socket name in the VM's runtime directory,

@@ -34,6 +34,9 @@ type agentProxy struct {
 	client net.Conn // the client being served; nil: answers are dropped
 	closed bool
 	done   sync.WaitGroup
+
+	serving sync.Mutex // held while a client (or Session) is served
+	ended   func()     // called after each qga.sock client's session; may be nil
 }
 
 // newAgentProxy makes the socketpair and returns the proxy and QEMU's end
@@ -93,22 +96,69 @@ func (p *agentProxy) accept() {
 		if err != nil {
 			return // Close
 		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			c.Close()
+		if !p.serve(c) {
 			return
 		}
-		p.client = c
-		p.mu.Unlock()
-		// Until the client disconnects, or a write to QEMU's end fails
-		// (QEMU is gone: later clients see their connection end).
-		_, _ = io.Copy(p.qemu, c)
-		p.mu.Lock()
-		p.client = nil
+		if p.ended != nil {
+			p.ended()
+		}
+	}
+}
+
+// serve serves one client, the only one until it disconnects, or a write
+// to QEMU's end fails (QEMU is gone: later clients see their connection
+// end). It returns false, closing c, when the proxy is closed.
+func (p *agentProxy) serve(c net.Conn) bool {
+	p.serving.Lock()
+	defer p.serving.Unlock()
+	p.mu.Lock()
+	if p.closed {
 		p.mu.Unlock()
 		c.Close()
+		return false
 	}
+	p.client = c
+	p.mu.Unlock()
+	_, _ = io.Copy(p.qemu, c)
+	p.mu.Lock()
+	p.client = nil
+	p.mu.Unlock()
+	c.Close()
+	return true
+}
+
+// Session is the supervisor's own session with the agent, served like a
+// qga.sock client (in turn with them): the connection it returns ends
+// the session when closed.
+func (p *agentProxy) Session() (net.Conn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("guest agent session: %w", err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "qga-session")
+		conns[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			} else {
+				unix.Close(fds[1])
+			}
+			return nil, fmt.Errorf("guest agent session: %w", err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		conns[0].Close()
+		conns[1].Close()
+		return nil, net.ErrClosed
+	}
+	p.done.Add(1)
+	go func() { defer p.done.Done(); p.serve(conns[1]) }()
+	return conns[0], nil
 }
 
 // current returns the client being served, or nil.

@@ -141,7 +141,8 @@ type SSH struct {
 type Address struct {
 	Addr string `json:"addr"`
 	// Source names the evidence: "dhcp", "arp", "ndp", "traffic",
-	// "static" (--guest-ip), "user" (user mode's address, not on the LAN).
+	// "static" (--guest-ip), "user" (user mode's address, not on the LAN),
+	// "agent" (the guest's QEMU guest agent reported it).
 	Source string `json:"source"`
 	// Server is the DHCP server that granted it; "" when none or unknown.
 	Server string    `json:"server,omitempty"`
@@ -316,7 +317,8 @@ func (d *Dir) State() State {
 }
 
 // SetAddress records that the guest took a (learnt keeps the time it
-// was first seen; a DHCP server's word replaces weaker evidence), or,
+// was first seen; a DHCP server's word replaces weaker evidence; the guest
+// agent's word adds addresses but keeps another source's), or,
 // with drop, that it gave a.Addr up. It writes the state file only when
 // something changed, and without an fsync: the addresses are information,
 // not what a crash must not lose. changed says whether it wrote.
@@ -333,7 +335,8 @@ func (d *Dir) SetAddress(a Address, drop bool) (changed bool, err error) {
 	case i < 0:
 		d.state.Addresses = append(addrs, a)
 	case addrs[i].Source == a.Source && addrs[i].Server == a.Server,
-		a.Source != "dhcp" && addrs[i].Source == "dhcp":
+		a.Source != "dhcp" && addrs[i].Source == "dhcp",
+		a.Source == "agent": // the guest's confirmation keeps how it got it
 		return false, nil
 	default:
 		a.Learnt = addrs[i].Learnt

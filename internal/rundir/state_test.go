@@ -27,7 +27,7 @@ func TestStateFileKeys(t *testing.T) {
 
 // TestSetAddress: an address is added once, keeps when it was first
 // learnt, is upgraded by a DHCP server's word but not downgraded by
-// weaker evidence, is dropped when given up, and every change is in the
+// weaker evidence (nor replaced by the guest agent's), is dropped when given up, and every change is in the
 // state file a reader sees.
 func TestSetAddress(t *testing.T) {
 	d, _, err := Create(t.TempDir(), "addr")
@@ -56,6 +56,12 @@ func TestSetAddress(t *testing.T) {
 			[]Address{{Addr: "fd00::5", Source: "ndp", Learnt: t0.Add(3 * time.Second)}}},
 		{Address{Addr: "10.0.0.9"}, true, false,
 			[]Address{{Addr: "fd00::5", Source: "ndp", Learnt: t0.Add(3 * time.Second)}}},
+		// The guest agent's word adds an address, and keeps another
+		// source's evidence for one already known.
+		{Address{Addr: "fd00::5", Source: "agent", Learnt: t0.Add(4 * time.Second)}, false, false,
+			[]Address{{Addr: "fd00::5", Source: "ndp", Learnt: t0.Add(3 * time.Second)}}},
+		{Address{Addr: "192.0.2.7", Source: "agent", Learnt: t0.Add(5 * time.Second)}, false, true,
+			[]Address{{Addr: "fd00::5", Source: "ndp", Learnt: t0.Add(3 * time.Second)}, {Addr: "192.0.2.7", Source: "agent", Learnt: t0.Add(5 * time.Second)}}},
 	}
 	for i, s := range steps {
 		changed, err := d.SetAddress(s.a, s.drop)

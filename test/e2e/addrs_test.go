@@ -3,8 +3,12 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmrun/vmrun/internal/testutil"
 )
@@ -107,4 +111,91 @@ func checkLearnt(t *testing.T, ns *testutil.Netns, vm *VM, name, want, source, s
 	if line := "vmrun: guest address " + want + " (" + evidence; !strings.Contains(vm.Stderr.String(), line) {
 		t.Errorf("stderr does not say %q:\n%s", line, vm.Stderr)
 	}
+}
+
+// guestAddrs is the guest's own list of its global addresses: `ip -o
+// addr` run in it through its agent (vmrun exec).
+func guestAddrs(t *testing.T, runtime, name string) []string {
+	t.Helper()
+	out, errOut, code := runExec(t, runtime, nil, name, "--", "ip", "-o", "addr")
+	if code != 0 {
+		t.Fatalf("vmrun exec %s -- ip -o addr: exit %d\n%s", name, code, errOut)
+	}
+	var addrs []string
+	for _, m := range regexp.MustCompile(`(?m)\binet6? ([0-9a-f.:]+)/\d+ .*?scope (\w+)`).FindAllStringSubmatch(out, -1) {
+		if m[2] == "global" {
+			addrs = append(addrs, m[1])
+		}
+	}
+	sort.Strings(addrs)
+	return addrs
+}
+
+// lsAddrs waits until `vmrun ls --json` lists exactly want for VM name
+// (in any order) and returns its entries; it fails the test after
+// stepTimeout.
+func lsAddrs(t *testing.T, ns *testutil.Netns, runtime, name string, want []string) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		got := map[string]string{}
+		var list []string
+		for _, a := range lsVM(t, ns, runtime, name).Addresses {
+			got[a.Addr] = a.Source
+			list = append(list, a.Addr)
+		}
+		sort.Strings(list)
+		if slices.Equal(list, want) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ls --json lists %v after %s, the guest has %v", list, stepTimeout, want)
+		}
+		time.Sleep(200 * time.Millisecond) // polling vmrun's state file, which has no change notice
+	}
+}
+
+// checkAgentAddrs: the addresses vmrun shows are the guest's own (what
+// `ip -o addr` says in it), and the guest agent's word reaches `vmrun ls
+// --json` (source "agent") for addresses the guest's traffic does not
+// show: ones a command adds (with no traffic on the LAN), and their
+// removal, each after the `vmrun exec` that made the change.
+func checkAgentAddrs(t *testing.T, ns *testutil.Netns, runtime, name string) {
+	t.Helper()
+	lsAddrs(t, ns, runtime, name, guestAddrs(t, runtime, name))
+	const v4, v6 = "192.0.2.77", "2001:db8:77::77"
+	if _, errOut, code := runExec(t, runtime, nil, name, "--", "sh", "-c",
+		"ip addr add "+v4+"/24 dev eth0 && ip -6 addr add "+v6+"/64 dev eth0"); code != 0 {
+		t.Fatalf("adding addresses in the guest: exit %d\n%s", code, errOut)
+	}
+	have := guestAddrs(t, runtime, name)
+	if !slices.Contains(have, v4) || !slices.Contains(have, v6) {
+		t.Fatalf("the guest lists %v after adding %s and %s", have, v4, v6)
+	}
+	sources := lsAddrs(t, ns, runtime, name, have)
+	if sources[v4] != "agent" {
+		t.Errorf("ls --json: %s from %q, want \"agent\"", v4, sources[v4])
+	}
+	if _, errOut, code := runExec(t, runtime, nil, name, "--", "sh", "-c",
+		"ip addr del "+v4+"/24 dev eth0 && ip -6 addr del "+v6+"/64 dev eth0"); code != 0 {
+		t.Fatalf("removing the addresses in the guest: exit %d\n%s", code, errOut)
+	}
+	lsAddrs(t, ns, runtime, name, guestAddrs(t, runtime, name))
+}
+
+// TestWaitAddressExpires: a guest with no address when --wait-address
+// passes (here, with no network at all) is powered off, vmrun exits with
+// 124 and says why, and nothing is left. sshRoundTrip covers the other
+// way: the address comes in time and the VM runs on.
+func TestWaitAddressExpires(t *testing.T) {
+	g := requireQEMUTests(t)
+	vm := Start(t, nil, "", "--disk", g.Test, "--snapshot", "--net", "none", "--wait-address", "2s",
+		"--shutdown-grace", "3s", "--name", "e2e-waitaddr")
+	if code := vm.Wait(exitTimeout); code != 124 {
+		t.Fatalf("exit code %d, want 124\n%s", code, vm.Stderr)
+	}
+	if !strings.Contains(vm.Stderr.String(), "no guest address within --wait-address 2s") {
+		t.Errorf("stderr does not say why:\n%s", vm.Stderr)
+	}
+	assertEmptyDir(t, vm.Runtime)
 }

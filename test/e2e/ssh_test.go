@@ -30,7 +30,9 @@ func sshKey(t testing.TB) string {
 // sshRoundTrip boots the ssh test guest with vmrun's NoCloud seed (args
 // choose the network), and checks what issue 13 promises: the guest's
 // kernel reads the seed (hostname, user, key), `vmrun wait --for ssh`
-// returns against its real sshd, `vmrun ssh NAME -- cat /etc/hostname`
+// returns against its real sshd (within --wait-address, which announced
+// the address), the addresses vmrun shows are the guest's own and take
+// in the agent's word (checkAgentAddrs), `vmrun ssh NAME -- cat /etc/hostname`
 // prints the VM's name, ssh's exit code is vmrun's, and nothing is left
 // once the VM stops (the seed neither).
 func sshRoundTrip(t *testing.T, ns *testutil.Netns, name string, args ...string) {
@@ -43,7 +45,7 @@ func sshRoundTrip(t *testing.T, ns *testutil.Netns, name string, args ...string)
 		before = snapshotLinks(t, ns)
 	}
 	vm := Start(t, ns, runtime, append([]string{"--disk", g.SSH, "--snapshot", "--console", "serial",
-		"--name", name, "--ssh-key", pub}, args...)...)
+		"--name", name, "--ssh-key", pub, "--wait-address", bootTimeout.String()}, args...)...)
 	seed := filepath.Join(runtime, name, "cidata.iso")
 	lines := vm.WaitConsole(`VMRUN-GUEST: nocloud seed (\S+) hostname=(\S+) user=(\S+) keys=(\d+)`, bootTimeout)
 	if lines[2] != name || lines[4] != "1" {
@@ -57,6 +59,12 @@ func sshRoundTrip(t *testing.T, ns *testutil.Netns, name string, args ...string)
 	if code != 0 || strings.TrimSpace(out) == "" {
 		t.Fatalf("vmrun wait --for ssh: exit %d, %q\n%s", code, out, errOut)
 	}
+	// --wait-address: the address came in time, was announced, and the
+	// VM runs on.
+	if !strings.Contains(vm.Stderr.String(), "vmrun: guest address ") {
+		t.Errorf("stderr does not announce the guest's address:\n%s", vm.Stderr)
+	}
+	checkAgentAddrs(t, ns, runtime, name)
 	out, errOut, code = RunVMRun(t, ns, runtime, "ssh", name, "--timeout", stepTimeout.String(), "--", "cat", "/etc/hostname")
 	if code != 0 || out != name+"\n" {
 		t.Fatalf("vmrun ssh %s -- cat /etc/hostname: exit %d, printed %q, want %q\n%s", name, code, out, name+"\n", errOut)

@@ -94,6 +94,7 @@ const (
 	SourceTraffic = "traffic" // the source address of the guest's packets
 	SourceStatic  = "static"  // vmrun gave it (--guest-ip)
 	SourceUser    = "user"    // user mode's fixed address: not on the LAN
+	SourceAgent   = "agent"   // the guest's own word, through its QEMU guest agent
 )
 
 // ReportAddr calls Addr, if set.
