@@ -19,6 +19,19 @@ import (
 // which the macvtap (also in bridge mode) reaches directly, and a /32 route
 // through it, from the host's address on the parent, to each IPv4 address
 // the guest is seen to take (the watcher of its addresses says which).
+//
+// IPv6 the same way, with a /128 route to each global address of the
+// guest, from the host's global IPv6 address on the parent, and two more
+// things ARP gives IPv4 for free: the macvlan has no IPv6 address (it
+// must not send router solicitations or take part in the LAN's IPv6), so
+// the host cannot solicit the guest's link-layer address — a permanent
+// neighbour entry (the guest's MAC is known) replaces it; and Linux
+// answers neighbour solicitations only for the receiving link's own
+// addresses, so the guest's for the host's address would go unanswered —
+// the macvlan proxies NDP for that one address (a proxy entry, which Linux
+// serves only on a link with forwarding on: per link, it forwards nothing
+// unless the host's all/forwarding is on). The entries and the link's
+// settings go with the macvlan; the routes are recorded like the /32s.
 
 // hostLink is the host link of one macvtap guest.
 type hostLink struct {
@@ -28,6 +41,8 @@ type hostLink struct {
 	s      *hostnet.Setup
 	ix     int                 // the macvlan's index, once up
 	src    net.IP              // the host's address on the parent, or nil
+	src6   net.IP              // the host's global IPv6 address on the parent, or nil
+	mac    net.HardwareAddr    // the guest's
 	routes map[netip.Addr]bool // guest addresses routed (and recorded)
 	gone   bool                // the macvlan was deleted, and its routes with it
 }
@@ -64,9 +79,46 @@ func (hl *hostLink) create(s *hostnet.Setup) error {
 			return fmt.Errorf("host link %s: %w", hl.name, err)
 		}
 	}
-	hl.ix, hl.src = ml.Attrs().Index, hostnet.HostIPv4(s.H, s.ParentLink.Attrs().Index)
+	hl.ix, hl.src, hl.mac = ml.Attrs().Index, hostnet.HostIPv4(s.H, s.ParentLink.Attrs().Index), s.Cfg.MAC
 	if hl.src == nil {
 		s.Trace.ReportNotice(fmt.Sprintf("%s has no IPv4 address: this host cannot reach the guest through %s", s.Cfg.Parent, hl.name))
+	}
+	if src6 := hostIPv6(s.H, s.ParentLink.Attrs().Index); src6 != nil {
+		if err := hl.proxyNDP(src6); err != nil {
+			return fmt.Errorf("host link %s: %w", hl.name, err)
+		}
+		hl.src6 = src6
+	}
+	return nil
+}
+
+// proxyNDP makes the macvlan answer the guest's neighbour solicitations
+// for the host's address src6 (see above), at once (proxy_delay 0).
+func (hl *hostLink) proxyNDP(src6 net.IP) error {
+	for _, sc := range [][2]string{
+		{"net/ipv6/conf/" + hl.name + "/forwarding", "1"},
+		{"net/ipv6/conf/" + hl.name + "/proxy_ndp", "1"},
+		{"net/ipv6/neigh/" + hl.name + "/proxy_delay", "0"},
+	} {
+		if err := hostnet.WriteSysctl(sc[0], sc[1]); err != nil {
+			return err
+		}
+	}
+	return hl.s.H.NeighAdd(&netlink.Neigh{LinkIndex: hl.ix, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: src6})
+}
+
+// hostIPv6 is the host's first global IPv6 address on link ix, or nil.
+func hostIPv6(h *netlink.Handle, ix int) net.IP {
+	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) {
+		return h.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ix}}, netlink.FAMILY_V6)
+	})
+	if err != nil {
+		return nil
+	}
+	for _, ad := range addrs {
+		if ad.Scope == int(netlink.SCOPE_UNIVERSE) && ad.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED|unix.IFA_F_DEPRECATED) == 0 {
+			return ad.IP
+		}
 	}
 	return nil
 }
@@ -75,12 +127,12 @@ func (hl *hostLink) create(s *hostnet.Setup) error {
 // the route of one it gave up. It runs in the watcher's goroutine, which
 // Undo stops before it removes the link.
 func (hl *hostLink) follow(a hostnet.GuestAddr) {
-	if hl.name == "" || !a.Addr.Is4() {
+	if hl.name == "" || a.Addr.IsLinkLocalUnicast() {
 		return
 	}
 	hl.mu.Lock()
 	defer hl.mu.Unlock()
-	if hl.gone || hl.src == nil || hl.routes[a.Addr] == !a.Drop {
+	if hl.gone || hl.source(a.Addr) == nil || hl.routes[a.Addr] == !a.Drop {
 		return
 	}
 	var err error
@@ -94,23 +146,52 @@ func (hl *hostLink) follow(a hostnet.GuestAddr) {
 	}
 }
 
-// route adds the /32 route to a through the macvlan, recorded first.
+// source is the host's address the route to guest address a starts
+// from, nil when the host has none of a's family on the parent.
+func (hl *hostLink) source(a netip.Addr) net.IP {
+	if a.Is4() {
+		return hl.src
+	}
+	return hl.src6
+}
+
+// hostRoute is the destination of the route to a: a /32 or a /128.
+func hostRoute(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
+}
+
+// route adds the route to a through the macvlan, recorded first (and for
+// IPv6, the guest's neighbour entry: see above).
 func (hl *hostLink) route(a netip.Addr) error {
-	dst := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	dst := hostRoute(a)
 	if err := hl.s.Rec.Record(hostnet.RouteObject(dst, hl.name)); err != nil {
 		return err
 	}
 	hl.routes[a] = true
 	return hostnet.Privileged(func() error {
-		return hl.s.H.RouteReplace(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK, Src: hl.src})
+		if a.Is6() {
+			n := &netlink.Neigh{LinkIndex: hl.ix, Family: netlink.FAMILY_V6, State: netlink.NUD_PERMANENT, IP: dst.IP, HardwareAddr: hl.mac}
+			if err := hl.s.H.NeighSet(n); err != nil {
+				return err
+			}
+		}
+		return hl.s.H.RouteReplace(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK, Src: hl.source(a)})
 	})
 }
 
-// unroute removes the route to a and forgets its record.
+// unroute removes the route to a (and its neighbour entry) and forgets
+// its record.
 func (hl *hostLink) unroute(a netip.Addr) error {
-	dst := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	dst := hostRoute(a)
 	err := hostnet.Privileged(func() error {
-		return hl.s.H.RouteDel(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK})
+		err := hl.s.H.RouteDel(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK})
+		if a.Is6() {
+			nerr := hl.s.H.NeighDel(&netlink.Neigh{LinkIndex: hl.ix, Family: netlink.FAMILY_V6, IP: dst.IP})
+			if nerr != nil && !errors.Is(nerr, unix.ENOENT) {
+				err = errors.Join(err, nerr)
+			}
+		}
+		return err
 	})
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		return err
@@ -132,7 +213,7 @@ func (hl *hostLink) forgetRoutes() error {
 			continue
 		}
 		delete(hl.routes, a)
-		errs = append(errs, hl.s.Rec.Forget(hostnet.RouteObject(&net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, hl.name)))
+		errs = append(errs, hl.s.Rec.Forget(hostnet.RouteObject(hostRoute(a), hl.name)))
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,228 @@
+package tap
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+)
+
+// ICMPv6 types the fake guest reads and writes.
+const (
+	icmp6EchoRequest = 128
+	icmp6EchoReply   = 129
+	icmp6NS          = 135
+	icmp6NA          = 136
+)
+
+// icmp6Frame is an Ethernet frame holding an IPv6 packet from src to dst
+// with the ICMPv6 message msg, whose checksum it fills in.
+func icmp6Frame(t testing.TB, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, msg []byte) []byte {
+	t.Helper()
+	msg = append([]byte(nil), msg...)
+	msg[2], msg[3] = 0, 0
+	ip := make([]byte, 40, 40+len(msg))
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(msg)))
+	ip[6], ip[7] = 58, 255
+	s16, d16 := src.As16(), dst.As16()
+	copy(ip[8:], s16[:])
+	copy(ip[24:], d16[:])
+	// The checksum over the pseudo-header (addresses, length, next header) and msg.
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(ip[8:40])
+	add([]byte{0, 0, byte(len(msg) >> 8), byte(len(msg)), 0, 0, 0, 58})
+	add(msg)
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(msg[2:], ^uint16(sum))
+	f := ethernet.Frame{Destination: dstMAC, Source: srcMAC, EtherType: ethernet.EtherTypeIPv6, Payload: append(ip, msg...)}
+	b, err := f.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// ndpMsg marshals an NDP message (its checksum is left to icmp6Frame).
+func ndpMsg(t testing.TB, m ndp.Message) []byte {
+	t.Helper()
+	b, err := ndp.MarshalMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// solicitedNode is the solicited-node multicast address of a, and its MAC.
+func solicitedNode(a netip.Addr) (netip.Addr, net.HardwareAddr) {
+	b := a.As16()
+	m := netip.AddrFrom16([16]byte{0xff, 0x02, 11: 1, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]})
+	mb := m.As16()
+	return m, net.HardwareAddr{0x33, 0x33, mb[12], mb[13], mb[14], mb[15]}
+}
+
+// icmp6In is an ICMPv6 message the fake guest received.
+type icmp6In struct {
+	srcMAC   net.HardwareAddr
+	src, dst netip.Addr
+	msg      []byte
+}
+
+// readICMP6 returns the ICMPv6 messages written to the guest's queue fd
+// (after the virtio-net header) until the fd is closed.
+func readICMP6(q interface{ Read([]byte) (int, error) }) <-chan icmp6In {
+	c := make(chan icmp6In, 64)
+	go func() {
+		defer close(c)
+		buf := make([]byte, 65536)
+		for {
+			n, err := q.Read(buf)
+			if err != nil {
+				return
+			}
+			var f ethernet.Frame
+			if n < len(vnetHdr) || f.UnmarshalBinary(buf[len(vnetHdr):n]) != nil || f.EtherType != ethernet.EtherTypeIPv6 {
+				continue
+			}
+			p := f.Payload
+			if len(p) < 44 || p[6] != 58 {
+				continue
+			}
+			c <- icmp6In{srcMAC: f.Source, src: netip.AddrFrom16([16]byte(p[8:24])), dst: netip.AddrFrom16([16]byte(p[24:40])), msg: append([]byte(nil), p[40:]...)}
+		}
+	}()
+	return c
+}
+
+// awaitICMP6 waits for a message of type typ in c.
+func awaitICMP6(t testing.TB, c <-chan icmp6In, typ byte, what string) icmp6In {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case m, ok := <-c:
+			if !ok {
+				t.Fatalf("the guest's queue closed before %s", what)
+			}
+			if m.msg[0] == typ {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s reached the guest within 30 s", what)
+		}
+	}
+}
+
+// TestMacvtapHostLinkIPv6: once a macvtap guest announces a global IPv6
+// address (duplicate address detection), the host link gets a recorded
+// /128 route to it from the host's address on the parent, and the host
+// reaches it: a real ping from the host arrives at the guest's queue from
+// the host link, the guest's neighbour solicitation for the host's
+// address is answered (proxy NDP on the host link), and the guest's echo
+// reply gets ping its answer. Undo removes the link and the records.
+func TestMacvtapHostLinkIPv6(t *testing.T) {
+	testutil.RequireCmd(t, "busybox")
+	ns := testutil.NewNetns(t, "hl6")
+	ns.MustRun(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "lan0")
+	ns.MustRun(t, "ip", "-6", "addr", "add", "2001:db8:77::2/64", "dev", "up0", "nodad")
+	ns.MustRun(t, "ip", "link", "set", "up0", "up")
+	ns.MustRun(t, "ip", "link", "set", "lan0", "up")
+	dir, _, err := rundir.Create(t.TempDir(), "hl6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Remove()
+	got := make(chan hostnet.GuestAddr, 16)
+	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	m := Macvtap{Link: hostnet.LinkConfig{VM: "hl6", LinkName: "vmrh6m", Parent: "up0", MAC: watchGuestMAC, Queues: 1}, HostLink: "vmrh6s"}
+	var att *hostnet.Attachment
+	if err := ns.Do(func() error { att, err = m.Attach(ctx, recorder{dir}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	q := att.Files[0]
+	in := readICMP6(q)
+	toLAN := func(frame []byte) {
+		t.Helper()
+		if _, err := q.Write(append(append([]byte(nil), vnetHdr...), frame...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The guest's duplicate address detection of its address.
+	guest, host := netip.MustParseAddr("2001:db8:77::57"), netip.MustParseAddr("2001:db8:77::2")
+	snm, snmMAC := solicitedNode(guest)
+	toLAN(icmp6Frame(t, watchGuestMAC, snmMAC, netip.IPv6Unspecified(), snm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: guest})))
+	select {
+	case a := <-got:
+		if a.Addr != guest || a.Source != hostnet.SourceNDP {
+			t.Fatalf("watcher reported %+v, want %s by NDP", a, guest)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no address reported within a minute")
+	}
+	if !hasObject(dir, hostnet.ObjRoute, "2001:db8:77::57/128") {
+		t.Errorf("the route to the guest is not recorded: %+v", dir.State().Objects)
+	}
+	if r := ns.MustRun(t, "ip", "-6", "route", "get", guest.String()); !strings.Contains(r, "dev vmrh6s") || !strings.Contains(r, "src "+host.String()) {
+		t.Errorf("route to the guest: %s; want it through the host link from %s", r, host)
+	}
+
+	// The host pings the guest; the fake guest answers as a stack would.
+	ping := ns.Start(t, "busybox", "ping", "-6", "-c", "1", "-W", "30", guest.String())
+	req := awaitICMP6(t, in, icmp6EchoRequest, "the host's echo request")
+	if req.src != host || req.dst != guest {
+		t.Fatalf("echo request %s -> %s, want %s -> %s", req.src, req.dst, host, guest)
+	}
+	hsnm, hsnmMAC := solicitedNode(host)
+	toLAN(icmp6Frame(t, watchGuestMAC, hsnmMAC, guest, hsnm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: host,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: watchGuestMAC}}})))
+	na := awaitICMP6(t, in, icmp6NA, "answer to the guest's neighbour solicitation for the host's address")
+	nm, err := ndp.ParseMessage(na.msg)
+	if a, ok := nm.(*ndp.NeighborAdvertisement); err != nil || !ok || a.TargetAddress != host {
+		t.Fatalf("neighbour advertisement %+v, %v; want one for %s", nm, err, host)
+	}
+	if na.srcMAC.String() != req.srcMAC.String() {
+		t.Errorf("the host's address is advertised at %s, its echo request came from %s", na.srcMAC, req.srcMAC)
+	}
+	reply := append([]byte{icmp6EchoReply}, req.msg[1:]...)
+	toLAN(icmp6Frame(t, watchGuestMAC, na.srcMAC, guest, host, reply))
+	select {
+	case <-ping.Exited:
+		if code := ping.Cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("ping %s from the host: exit %d\n%s", guest, code, ping.Out)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("ping %s still running after a minute\n%s", guest, ping.Out)
+	}
+
+	att.CloseFiles()
+	if err := ns.Do(att.Undo); err != nil {
+		t.Fatalf("undo: %v", err)
+	}
+	if links := strings.Join(ns.Links(t), " "); strings.Contains(links, "vmrh6") {
+		t.Errorf("links after undo: %s", links)
+	}
+	if objs := dir.State().Objects; len(objs) != 0 {
+		t.Errorf("records after undo: %+v", objs)
+	}
+}
