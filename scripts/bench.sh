@@ -25,7 +25,7 @@ runs=(
 	"./test/e2e          ^BenchmarkCLIStart$                             50x"
 	"./test/e2e          ^BenchmarkSupervisorRSS$                        5x"
 	"./test/e2e          ^BenchmarkThroughput$                           3x"
-	"./test/e2e          ^BenchmarkExec$                                 20x"
+	"./test/e2e          ^BenchmarkExec$                                 30x"
 	"./test/e2e          ^BenchmarkSSH$                                  20x"
 	"./test/e2e          ^BenchmarkAgentReady$                           3x"
 	"./test/e2e          ^BenchmarkFollowUplink$                         10x"

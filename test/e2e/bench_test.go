@@ -29,6 +29,13 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// p90 is the 90th percentile of ds (nearest rank).
+func p90(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[(len(s)*9+9)/10-1]
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // medianF is the median of xs (the upper middle one for an even count).
