@@ -49,7 +49,7 @@ func attacher(p Plan) (hostnet.Attacher, error) {
 			return nil, err
 		}
 		if p.Mode == Bridge {
-			return tap.Bridge{Link: linkConfig(p), Caps: capsFor(p.Mode)}, nil
+			return tap.Bridge{Link: linkConfig(p), Caps: capsFor(p.Mode), HostRoutes: !p.NoHostLink}, nil
 		}
 		m := tap.Macvtap{Link: linkConfig(p), Caps: capsFor(p.Mode)}
 		if !p.NoHostLink {

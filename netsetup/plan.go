@@ -45,7 +45,9 @@ type Request struct {
 	// NAT configures --net nat (subnet, DNS upstreams); zero means defaults.
 	NAT NATOptions
 	// NoHostLink is --no-host-link: ipvtap and macvtap make no host-side
-	// link, and the guest is not reachable from this host.
+	// link, bridge no routes through the bridge, and the guest is not
+	// reachable from this host (on a bridge: unless the host has an
+	// address there).
 	NoHostLink bool
 	// Limits, when set, limit an unprivileged vmrun (capabilities from
 	// `vmrun setup`, not root) to the interfaces of the administrator's
@@ -96,8 +98,8 @@ type Plan struct {
 	// Gateway is the guest's gateway given with --guest-ip; ipvtap never
 	// registers it as a guest address.
 	Gateway net.IP `json:"gateway"`
-	// NoHostLink: ipvtap and macvtap create no host-side link (the host
-	// cannot reach the guest).
+	// NoHostLink: ipvtap and macvtap create no host-side link, bridge no
+	// routes through the bridge (the host cannot reach the guest).
 	NoHostLink bool `json:"no_host_link"`
 	// Reason is one sentence saying why this mode.
 	Reason string `json:"reason"`
@@ -593,9 +595,10 @@ func (r Request) plan(f Facts, c choice) Plan {
 		p.LinkName = LinkName(r.Name, roleOf(c.mode))
 		p.Queues = r.queues(f)
 		p.Vhost = f.Caps.VhostNet
+		// The host link (a macvlan beside the macvtap, or routes through
+		// a bridge that has no address of the host's) reaches the guest.
+		p.NoHostLink = r.NoHostLink
 		if c.mode == Macvtap {
-			// The host link (a macvlan beside the macvtap) reaches the guest.
-			p.NoHostLink = r.NoHostLink
 			if !r.NoHostLink && p.Notice == macvtapNoHostNotice(c.parent) {
 				p.Notice = ""
 			}

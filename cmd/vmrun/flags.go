@@ -60,7 +60,7 @@ func runFlags() []cli.Flag {
 		str("resolv-conf", "", "nat: the guests' DNS forwarder asks the name servers of this `FILE` (default /etc/resolv.conf)", netCat),
 		str("guest-ip", "", "the guest's `ADDRESS/PREFIX` (ipvtap and routed modes; routed: vmrun's DHCP hands the guest ADDRESS/32 and takes no lease for it)", netCat),
 		str("gateway", "", "the guest's default `GATEWAY` with --guest-ip (not with routed: its gateway is always 169.254.0.1)", netCat),
-		boolean("no-host-link", "ipvtap, macvtap: do not make the guest reachable from this host (no host-side link)", netCat),
+		boolean("no-host-link", "ipvtap, macvtap, bridge: do not make the guest reachable from this host (no host-side link; on a bridge without an address of this host's, no routes through it)", netCat),
 		str("follow-uplink", d.FollowUplink, followUplinkUsage, netCat),
 		str("console", d.Console, "`auto` (serial unless a display is available), serial, none or gui", runCat),
 		str("serial-log", "", "also write the guest's serial console to `FILE`", runCat),

@@ -33,9 +33,25 @@ import (
 // unless the host's all/forwarding is on). The entries and the link's
 // settings go with the macvlan; the routes are recorded like the /32s.
 
-// hostLink is the host link of one macvtap guest.
+// On a bridge (--net bridge), the host reaches its guest through the
+// bridge's own interface when it has an address there (the usual br0 that
+// holds the host's address). When the bridge has no IPv4 address of the
+// host's (a bridge kept for guests, the host's address on another link),
+// the host would send to the guest's address by its other routes, if any:
+// bridgeRoutes adds, unless --no-host-link, a /32 route through the bridge
+// itself (no new link: the bridge is one) to each IPv4 address the guest
+// takes, recorded and undone the same way; the guest's ARP for the host's
+// address is answered by the bridge (Linux answers ARP for any of its
+// addresses). IPv6 is left out on a bridge: answering the guest's
+// solicitations would need proxy NDP and forwarding on the user's bridge.
+
+// hostLink is the host link of one macvtap guest, or the host routes
+// through the bridge of a bridge guest (onBridge).
 type hostLink struct {
-	name string // the macvlan's owned name; "" with --no-host-link
+	name string // the macvlan's owned name; "" with --no-host-link; the bridge's on a bridge
+	// onBridge: the routes go through the bridge, from whichever of the
+	// host's addresses the kernel chooses; nothing else is made.
+	bridge bool
 
 	mu     sync.Mutex
 	s      *hostnet.Setup
@@ -89,6 +105,19 @@ func (hl *hostLink) create(s *hostnet.Setup) error {
 		}
 		hl.src6 = src6
 	}
+	return nil
+}
+
+// onBridge sets up the host routes of a bridge guest: none when the host
+// has an IPv4 address on the bridge (it reaches the guest there).
+func (hl *hostLink) onBridge(s *hostnet.Setup) error {
+	ix := s.ParentLink.Attrs().Index
+	if hostnet.HostIPv4(s.H, ix) != nil {
+		return nil
+	}
+	hl.s, hl.routes, hl.bridge = s, map[netip.Addr]bool{}, true
+	hl.name, hl.ix = s.Cfg.Parent, ix
+	s.OnUndo(hl.forgetRoutes)
 	return nil
 }
 
@@ -149,6 +178,12 @@ func (hl *hostLink) follow(a hostnet.GuestAddr) {
 // source is the host's address the route to guest address a starts
 // from, nil when the host has none of a's family on the parent.
 func (hl *hostLink) source(a netip.Addr) net.IP {
+	if hl.bridge {
+		if a.Is4() {
+			return net.IPv4zero // the kernel's choice (see above)
+		}
+		return nil
+	}
 	if a.Is4() {
 		return hl.src
 	}
@@ -175,7 +210,11 @@ func (hl *hostLink) route(a netip.Addr) error {
 				return err
 			}
 		}
-		return hl.s.H.RouteReplace(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK, Src: hl.source(a)})
+		src := hl.source(a)
+		if src.IsUnspecified() {
+			src = nil
+		}
+		return hl.s.H.RouteReplace(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK, Src: src})
 	})
 }
 

@@ -14,11 +14,21 @@ import (
 type Bridge struct {
 	Link hostnet.LinkConfig // Parent is the bridge
 	Caps []int              // the capabilities to raise (internal/caps numbers)
+	// HostRoutes: when the bridge has no IPv4 address of the host's, route
+	// the guest's IPv4 addresses through it (bridgeRoutes).
+	HostRoutes bool
 }
 
 // Attach creates the tap (see hostnet.Run). The tap's MAC is the kernel's
 // until the "host mac" step, so its record has none.
 func (b Bridge) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
 	obj := hostnet.LinkObject(b.Link.VM, b.Link.LinkName, "tuntap", nil)
-	return hostnet.Run(ctx, b.Link, rec, obj, b.Caps, append(hostnet.BridgeTapSteps(), hostnet.Step{Name: "watch addresses", Do: func(s *hostnet.Setup) error { return watchAddrs(s, nil) }}))
+	var follow func(hostnet.GuestAddr)
+	steps := hostnet.BridgeTapSteps()
+	if b.HostRoutes {
+		hl := &hostLink{}
+		steps = append(steps, hostnet.Step{Name: "host routes", Do: hl.onBridge})
+		follow = hl.follow
+	}
+	return hostnet.Run(ctx, b.Link, rec, obj, b.Caps, append(steps, hostnet.Step{Name: "watch addresses", Do: func(s *hostnet.Setup) error { return watchAddrs(s, follow) }}))
 }

@@ -1,0 +1,248 @@
+package tap
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+)
+
+// checksum is the Internet checksum of b.
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// guestFrames returns the frames written to the guest's queue fd q
+// (after the virtio-net header) until it is closed.
+func guestFrames(q interface{ Read([]byte) (int, error) }) <-chan ethernet.Frame {
+	c := make(chan ethernet.Frame, 64)
+	go func() {
+		defer close(c)
+		buf := make([]byte, 65536)
+		for {
+			n, err := q.Read(buf)
+			if err != nil {
+				return
+			}
+			var f ethernet.Frame
+			if n > len(vnetHdr) && f.UnmarshalBinary(append([]byte(nil), buf[len(vnetHdr):n]...)) == nil {
+				c <- f
+			}
+		}
+	}()
+	return c
+}
+
+// awaitFrame waits for a frame in c that match accepts.
+func awaitFrame(t testing.TB, c <-chan ethernet.Frame, what string, match func(ethernet.Frame) bool) ethernet.Frame {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case f, ok := <-c:
+			if !ok {
+				t.Fatalf("the guest's queue closed before %s", what)
+			}
+			if match(f) {
+				return f
+			}
+		case <-deadline:
+			t.Fatalf("no %s reached the guest within 30 s", what)
+		}
+	}
+}
+
+// TestBridgeHostRoutes: a bridge that holds no address of the host's (the
+// host's is on another link) gets, once the guest is acked an address, a
+// recorded /32 route to it through the bridge, and the host reaches the
+// guest: a real ping's ARP and echo request reach the guest's tap, and the
+// fake guest's answers complete it. Undo removes the route and its record.
+func TestBridgeHostRoutes(t *testing.T) {
+	testutil.RequireCmd(t, "busybox")
+	ns := testutil.NewNetns(t, "hb")
+	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	ns.MustRun(t, "ip", "link", "set", "br0", "up")
+	ns.MustRun(t, "ip", "link", "add", "other0", "type", "veth", "peer", "name", "other1")
+	ns.MustRun(t, "ip", "link", "set", "other1", "up")
+	ns.MustRun(t, "ip", "addr", "add", "10.78.0.2/24", "dev", "other0")
+	ns.MustRun(t, "ip", "link", "set", "other0", "up")
+	dir, _, err := rundir.Create(t.TempDir(), "hb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Remove()
+	got := make(chan hostnet.GuestAddr, 16)
+	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	b := Bridge{Link: hostnet.LinkConfig{VM: "hb", LinkName: "vmrhbt", Parent: "br0", MAC: watchGuestMAC, Queues: 1}, HostRoutes: true}
+	var att *hostnet.Attachment
+	var lan *packet.Conn
+	if err := ns.Do(func() error {
+		if att, err = b.Attach(ctx, recorder{dir}); err != nil {
+			return err
+		}
+		br, err := net.InterfaceByName("br0")
+		if err != nil {
+			return err
+		}
+		lan, err = packet.Listen(br, packet.Raw, int(ethernet.EtherTypeIPv4), nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer lan.Close()
+	q := att.Files[0]
+	in := guestFrames(q)
+	guest, host := netip.MustParseAddr("10.78.1.57"), netip.MustParseAddr("10.78.0.2")
+	if _, err := lan.WriteTo(ackBytes(t, guest), &packet.Addr{HardwareAddr: ethernet.Broadcast}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.Addr != guest {
+			t.Fatalf("watcher reported %+v, want %s", a, guest)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no address reported within a minute")
+	}
+	if !hasObject(dir, hostnet.ObjRoute, "10.78.1.57/32") {
+		t.Errorf("the route to the guest is not recorded: %+v", dir.State().Objects)
+	}
+	if r := ns.MustRun(t, "ip", "route", "get", guest.String()); !strings.Contains(r, "dev br0") {
+		t.Errorf("route to the guest: %s; want it through br0", r)
+	}
+
+	ping := ns.Start(t, "busybox", "ping", "-c", "1", "-W", "30", guest.String())
+	toBridge := func(f *ethernet.Frame) {
+		t.Helper()
+		fb, err := f.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Write(append(append([]byte(nil), vnetHdr...), fb...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ap arp.Packet
+	req := awaitFrame(t, in, "the host's ARP request for the guest", func(f ethernet.Frame) bool {
+		return f.EtherType == ethernet.EtherTypeARP && ap.UnmarshalBinary(f.Payload) == nil && ap.Operation == arp.OperationRequest && ap.TargetIP == guest
+	})
+	if ap.SenderIP != host {
+		t.Errorf("ARP request from %s, want the host's %s", ap.SenderIP, host)
+	}
+	reply, err := arp.NewPacket(arp.OperationReply, watchGuestMAC, guest, ap.SenderHardwareAddr, ap.SenderIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := reply.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	toBridge(&ethernet.Frame{Destination: req.Source, Source: watchGuestMAC, EtherType: ethernet.EtherTypeARP, Payload: rb})
+	echo := awaitFrame(t, in, "the host's echo request", func(f ethernet.Frame) bool {
+		p := f.Payload
+		return f.EtherType == ethernet.EtherTypeIPv4 && len(p) >= 28 && p[9] == 1 && p[20] == 8 && netip.AddrFrom4([4]byte(p[16:20])) == guest
+	})
+	// The echo reply: addresses swapped, ICMP type 0, checksums redone.
+	p := append([]byte(nil), echo.Payload...)
+	hl := int(p[0]&0x0f) * 4
+	copy(p[12:16], echo.Payload[16:20])
+	copy(p[16:20], echo.Payload[12:16])
+	p[10], p[11] = 0, 0
+	binary.BigEndian.PutUint16(p[10:], checksum(p[:hl]))
+	p[hl], p[hl+2], p[hl+3] = 0, 0, 0
+	binary.BigEndian.PutUint16(p[hl+2:], checksum(p[hl:]))
+	toBridge(&ethernet.Frame{Destination: echo.Source, Source: watchGuestMAC, EtherType: ethernet.EtherTypeIPv4, Payload: p})
+	select {
+	case <-ping.Exited:
+		if code := ping.Cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("ping %s from the host: exit %d\n%s", guest, code, ping.Out)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("ping %s still running after a minute\n%s", guest, ping.Out)
+	}
+
+	att.CloseFiles()
+	if err := ns.Do(att.Undo); err != nil {
+		t.Fatalf("undo: %v", err)
+	}
+	if r := ns.MustRun(t, "ip", "route", "show", guest.String()); strings.TrimSpace(r) != "" {
+		t.Errorf("route after undo: %s", r)
+	}
+	if objs := dir.State().Objects; len(objs) != 0 {
+		t.Errorf("records after undo: %+v", objs)
+	}
+}
+
+// TestBridgeHostOnBridge: when the host has an address on the bridge, it
+// reaches the guest there: no route is made for the guest's address.
+func TestBridgeHostOnBridge(t *testing.T) {
+	ns := testutil.NewNetns(t, "hbo")
+	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	ns.MustRun(t, "ip", "addr", "add", "10.78.1.2/24", "dev", "br0")
+	ns.MustRun(t, "ip", "link", "set", "br0", "up")
+	dir, _, err := rundir.Create(t.TempDir(), "hbo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Remove()
+	got := make(chan hostnet.GuestAddr, 16)
+	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	b := Bridge{Link: hostnet.LinkConfig{VM: "hbo", LinkName: "vmrhbot", Parent: "br0", MAC: watchGuestMAC, Queues: 1}, HostRoutes: true}
+	var att *hostnet.Attachment
+	var lan *packet.Conn
+	if err := ns.Do(func() error {
+		if att, err = b.Attach(ctx, recorder{dir}); err != nil {
+			return err
+		}
+		br, err := net.InterfaceByName("br0")
+		if err != nil {
+			return err
+		}
+		lan, err = packet.Listen(br, packet.Raw, int(ethernet.EtherTypeIPv4), nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer lan.Close()
+	defer func() {
+		att.CloseFiles()
+		if err := ns.Do(att.Undo); err != nil {
+			t.Errorf("undo: %v", err)
+		}
+	}()
+	if _, err := lan.WriteTo(ackBytes(t, netip.MustParseAddr("10.78.1.57")), &packet.Addr{HardwareAddr: ethernet.Broadcast}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got: // reported after the route would have been made
+	case <-time.After(time.Minute):
+		t.Fatal("no address reported within a minute")
+	}
+	if objs := dir.State().Objects; len(objs) != 1 || objs[0].Kind != hostnet.ObjLink {
+		t.Errorf("records: %+v, want the tap's only", objs)
+	}
+	if r := ns.MustRun(t, "ip", "route", "show", "10.78.1.57"); strings.TrimSpace(r) != "" {
+		t.Errorf("a route to the guest on a bridge that holds the host's address: %s", r)
+	}
+}
