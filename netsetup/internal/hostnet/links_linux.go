@@ -17,7 +17,10 @@ import (
 const KillWait = 5 * time.Second
 
 // recordedLink returns the link named by o's "dev", or nil when it is gone
-// (and with it every route, neighbour and address on it).
+// (and with it every route, neighbour and address on it). It can also go
+// between this look-up and the deletion that follows (a tap goes once
+// QEMU's last fd on it closes, which a kill just before may still be
+// doing): the callers take ENODEV then as gone too.
 func recordedLink(h *netlink.Handle, o rundir.Object) (netlink.Link, error) {
 	l, err := h.LinkByName(o.Detail["dev"])
 	if IsNotFound(err) {
@@ -45,11 +48,14 @@ func DeleteRoute(h *netlink.Handle, o rundir.Object) error {
 		return h.RouteListFiltered(family, &netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst},
 			netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
 	})
+	if IsNotFound(err) {
+		return nil // the link went in the meantime, and its routes with it
+	}
 	if err != nil {
 		return err
 	}
 	for i := range routes {
-		if err := h.RouteDel(&routes[i]); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := h.RouteDel(&routes[i]); err != nil && !errors.Is(err, unix.ESRCH) && !IsNotFound(err) {
 			return err
 		}
 	}
@@ -74,7 +80,7 @@ func DeleteNeigh(h *netlink.Handle, o rundir.Object) error {
 		n.Flags = netlink.NTF_PROXY
 	}
 	err = h.NeighDel(n)
-	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) && !IsNotFound(err) {
 		return err
 	}
 	return nil
@@ -91,7 +97,7 @@ func DeleteAddr(h *netlink.Handle, o rundir.Object) error {
 		return err
 	}
 	err = h.AddrDel(l, addr)
-	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) && !IsNotFound(err) {
 		return err
 	}
 	return nil
