@@ -72,7 +72,7 @@ test-unit:
 # Every layer: pure, kernel (namespaces), QEMU end to end, nested kernel.
 # Root tests need root; under CI=true a test that cannot run fails.
 test: test-deps build guest nested lint
-	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=$(VMRUN_STRICT) $(GO) test -race -count=1 -timeout 60m ./...
+	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=$(VMRUN_STRICT) $(GO) test -race -count=1 -timeout 75m ./...
 
 # The crash-injection soak (test/e2e/soak_test.go): SOAK_ROUNDS rounds per
 # network mode (make test runs 20). SOAK_SEED replays a run; SOAK_MODES

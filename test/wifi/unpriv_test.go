@@ -114,7 +114,7 @@ func TestWiFiUnprivileged(t *testing.T) {
 		{Src: g.Test, Dst: "/payload/guest/test.qcow2"},
 	}
 	script := lanScript + memberScript + memberVMScript
-	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 25 * time.Minute})
+	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 35 * time.Minute})
 	report(t, r)
 	t.Logf("whole test %.1fs (rig boot %.1fs, run %.1fs)", time.Since(start).Seconds(), r.Boot.Seconds(), r.Elapsed.Seconds())
 }

@@ -273,7 +273,7 @@ func TestWiFi(t *testing.T) {
 	script += benchScript + endScript
 	t.Logf("builds: %.1fs", time.Since(start).Seconds())
 	want := listTests(t, testBin, goTestPattern())
-	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 20 * time.Minute})
+	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 35 * time.Minute})
 	report(t, r)
 	ipvtapTestsRun(t, r.Output, want)
 	for _, l := range strings.Split(r.Output, "\n") {
