@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/dhcpverdict"
 	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/watch"
@@ -26,7 +27,8 @@ func (s *session) followUplink() (stop func()) {
 	ctx, cancel := context.WithCancel(s.c.Context)
 	movable := s.vm.NIC != nil && s.vm.NIC.Hotplug
 	w, err := watch.Start(ctx, watch.Config{Request: planRequest(s.spec), Plan: s.plan,
-		Apply: func(d watch.Decision) netsetup.Plan { return s.follow(ctx, d, movable) }})
+		Apply:   func(d watch.Decision) netsetup.Plan { return s.follow(ctx, d, movable) },
+		Current: s.net.currentPlan})
 	if err != nil {
 		cancel()
 		s.notify("cannot follow the uplink (%v); the guest stays on %s whatever the host's network does", err, s.plan.Mode)
@@ -96,6 +98,9 @@ func (s *session) renewLink(ctx context.Context, why string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	start := time.Now()
+	// A new LAN behind the same attachment may refuse the guest: check
+	// its DHCP again (a renewal that is answered sends no DISCOVER).
+	s.verdict.Arm(dhcpverdict.Verifies(s.spec.NetMode, n.plan), s.leaveL2)
 	if err := s.qemu.RenewLink(ctx); err != nil {
 		s.notify("network: %s; toggling the guest's carrier failed (%v): it stays on %s and renews when its DHCP client does", why, err, n.plan.Mode)
 		return

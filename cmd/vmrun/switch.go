@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/dhcpverdict"
 	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
@@ -94,6 +95,10 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 		return errors.Join(fmt.Errorf("switch to %s: %w", plan.Mode, err), att.Undo())
 	}
 	took := time.Since(start)
+	// The new LAN may refuse the guest too: --net auto checks a new
+	// layer-2 attachment as it checked the first (and any other ends the
+	// check of the old one).
+	s.verdict.Arm(dhcpverdict.Verifies(s.spec.NetMode, plan), s.leaveL2)
 	// QEMU holds the new fds; the old attachment's go with their links.
 	att.CloseFiles()
 	old := n.att

@@ -37,7 +37,10 @@ type Verifier struct {
 }
 
 // Arm starts the verdict with the usual bounds when on is true: fail runs
-// (in its own goroutine, once) when the LAN did not answer.
+// (in its own goroutine, once) when the LAN did not answer. Each Arm
+// starts afresh — the count of DISCOVERs, the wait — for the attachment
+// the guest is on now (a new LAN after a switch), and with on false ends
+// the verdict of the one before.
 func (v *Verifier) Arm(on bool, fail func(why string)) {
 	v.arm(on, Wait, Discovers, fail)
 }
@@ -45,7 +48,9 @@ func (v *Verifier) Arm(on bool, fail func(why string)) {
 func (v *Verifier) arm(on bool, wait time.Duration, need int, fail func(why string)) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.disarmLocked()
 	v.fail, v.wait, v.need = fail, wait, need
+	v.discovers, v.first, v.timer = 0, time.Time{}, nil
 	v.armed = on
 }
 
@@ -77,7 +82,7 @@ func (v *Verifier) Answered() {
 func (v *Verifier) expire() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.armed && v.discovers >= v.need {
+	if v.armed && v.discovers >= v.need && time.Since(v.first) >= v.wait {
 		v.failLocked()
 	}
 }

@@ -87,3 +87,43 @@ func TestVerifies(t *testing.T) {
 		}
 	}
 }
+
+// TestVerdictRearmed: arming again (the guest moved to a new LAN) starts
+// afresh: the DISCOVERs sent on the attachment before do not count, a
+// verdict needs the full count again, and arming with on false ends a
+// pending one.
+func TestVerdictRearmed(t *testing.T) {
+	c := make(chan string, 4)
+	fail := func(why string) { c <- why }
+	v := &Verifier{}
+	v.arm(true, 50*time.Millisecond, 3, fail)
+	v.Discover()
+	v.Discover()
+	v.arm(true, 50*time.Millisecond, 3, fail)
+	v.Discover()
+	select {
+	case why := <-c:
+		t.Fatalf("verdict counting the DISCOVERs of the attachment before: %q", why)
+	case <-time.After(150 * time.Millisecond):
+	}
+	v.Discover()
+	v.Discover()
+	select {
+	case why := <-c:
+		if !strings.Contains(why, "3 DISCOVERs") {
+			t.Fatalf("why = %q, want 3 DISCOVERs since the new arm", why)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no verdict after 3 DISCOVERs on the new attachment")
+	}
+	v.arm(true, 50*time.Millisecond, 3, fail)
+	for range 3 {
+		v.Discover()
+	}
+	v.arm(false, 50*time.Millisecond, 3, fail)
+	select {
+	case why := <-c:
+		t.Fatalf("a verdict after it was disarmed: %q", why)
+	case <-time.After(150 * time.Millisecond):
+	}
+}

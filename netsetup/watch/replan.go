@@ -50,10 +50,33 @@ func replanAuto(d Decision, cur netsetup.Plan, old, now State, r netsetup.Reques
 		park := parkPlan(next, now, r)
 		return decided(d, Park, &park, fmt.Sprintf("%s; the guest moves to %s, which needs no uplink, until one returns", lost(old, now), whereOf(park)))
 	}
+	if leftL2(cur, next, old, now) {
+		// The run moved the guest off layer 2 on this LAN (its DHCP got no
+		// answer there): it stays off while the LAN stays; a re-attachment
+		// is a fresh one of the mode it is in.
+		same := cur
+		return sameAttachment(d, &same, old, now)
+	}
 	if next.Mode != cur.Mode || next.Parent != cur.Parent {
-		return decided(d, Switch, &next, fmt.Sprintf("%s: %s", moved(old, now, cur), next.Reason))
+		why := moved(old, now, cur)
+		if lan := lanChange(old, now); lan != "" && cur.Uplink == now.Facts.Uplink {
+			why = lan
+		}
+		return decided(d, Switch, &next, fmt.Sprintf("%s: %s", why, next.Reason))
 	}
 	return sameAttachment(d, &next, old, now)
+}
+
+// leftL2: cur is routed or NAT where Decide gives bridge or macvtap on the
+// same uplink, whose LAN did not change: the guest was moved off layer 2
+// there (--net auto's DHCP verdict), and going back would meet the same
+// refusal.
+func leftL2(cur, next netsetup.Plan, old, now State) bool {
+	if cur.Mode != netsetup.Routed && cur.Mode != netsetup.NAT || next.Mode != netsetup.Macvtap && next.Mode != netsetup.Bridge {
+		return false
+	}
+	return !parked(cur) && cur.Uplink == now.Facts.Uplink && old.Facts.Uplink == now.Facts.Uplink &&
+		old.Facts.Kind == now.Facts.Kind && usable(old) && lanChange(old, now) == ""
 }
 
 // parkPlan is where an auto guest waits for an uplink: NAT when vmrun may

@@ -171,6 +171,26 @@ func TestWatchApplyRefused(t *testing.T) {
 	}
 }
 
+// TestWatchCurrent: the run moved the guest without the watcher (--net
+// auto's DHCP verdict: macvtap → routed on the same uplink); the next
+// changes are decided from where Current says the guest is: an address
+// renewal and the carrier lost and back keep it routed (a carrier back is
+// routed's reattach, a fresh routed attachment, not a move back to the
+// macvtap the LAN refused); a new gateway is a new LAN, where macvtap is
+// tried again.
+func TestWatchCurrent(t *testing.T) {
+	r := newRig(t)
+	var cur atomic.Pointer[netsetup.Plan]
+	w := r.watch(t, Config{Request: netsetup.Request{Name: "w"}, Current: func() netsetup.Plan { return *cur.Load() }})
+	routed := *w.First.Plan
+	routed.Mode = netsetup.Routed
+	cur.Store(&routed)
+	w.noise(t, r, "ip addr change 10.81.0.2/24 dev a0 valid_lft 300 preferred_lft 300")
+	w.expect(t, r, "ip -n "+r.lanA.Name+" link set lan0 down", Park, "routed on a0", "a0 lost its carrier")
+	w.expect(t, r, "ip -n "+r.lanA.Name+" link set lan0 up", Reattach, "routed on a0", "routed mode leases the guest's address upstream again")
+	w.expect(t, r, "ip route replace default via 10.81.0.3 dev a0", Switch, "macvtap on a0", "the gateway changed from 10.81.0.1 to 10.81.0.3")
+}
+
 // TestWatchResubscribes: when a notification socket fails (as on ENOBUFS,
 // events lost), the watcher subscribes again, looks again, and goes on
 // deciding.

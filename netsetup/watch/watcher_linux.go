@@ -57,6 +57,11 @@ type Config struct {
 	// on a goroutine of its own, not on the watcher's thread. Without it,
 	// every decision is taken as carried out.
 	Apply func(Decision) netsetup.Plan
+	// Current, when set, is the plan the guest is on, asked before each
+	// decision: the run may move the guest without the watcher (--net
+	// auto's DHCP verdict moves it to routed), and the next decision must
+	// start from there.
+	Current func() netsetup.Plan
 }
 
 // Watcher follows the uplink and sends a Decision for each change that
@@ -260,6 +265,11 @@ func (d *decider) decide() (Decision, error) {
 	s, err := d.detect()
 	if err != nil {
 		return Decision{}, err
+	}
+	if d.cfg.Current != nil {
+		if p := d.cfg.Current(); p.Mode != "" {
+			d.cur = p
+		}
 	}
 	dec := Replan(d.cur, d.last, s, d.cfg.Request)
 	dec.At = time.Now()

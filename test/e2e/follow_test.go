@@ -185,3 +185,55 @@ func TestFollowUplinkRenewsOnCarrier(t *testing.T) {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 }
+
+// TestFollowUplinkChecksNewLAN: a --net auto guest follows the default
+// route from LAN A (which answers it) to LAN B, whose network drops every
+// frame not from the host's MAC (cloudLAN). On B the guest's DHCP gets no
+// answer, so vmrun checks the new macvtap as it checked the first one and
+// moves the guest on to routed (leased upstream through the host's MAC),
+// where it gets a B address and answers from B; B's outcome is remembered
+// (`vmrun net plan` says so) and A's is not: the route back to A moves
+// the guest back to a macvtap there. One QEMU throughout.
+func TestFollowUplinkChecksNewLAN(t *testing.T) {
+	g := requireQEMUTests(t)
+	l, lanB := twoLANs(t)
+	cloudLAN(t, &lan{Host: l.Host, LAN: lanB, Uplink: "up1"})
+	vm := Start(t, l.Host, "", "--disk", g.Test, "--snapshot", "--name", "e2e-newlan", "--console", "serial", "-v")
+	if ip := vm.GuestIP(bootTimeout); !strings.HasPrefix(ip, "10.77.0.") {
+		t.Fatalf("guest address %s is not from LAN A", ip)
+	}
+	if _, err := vm.Stderr.WaitFor(`following the uplink \(up0\)`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	qemu := lsVM(t, l.Host, vm.Runtime, "e2e-newlan").QEMUPID
+	start := time.Now()
+	l.Host.MustRun(t, "ip", "route", "replace", "default", "via", "10.78.0.1", "dev", "up1")
+	if _, err := vm.Stderr.WaitFor(`network: macvtap → macvtap \(the default route moved from up0 to up1[^\n]*; switched in \d+ ms`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	m, err := vm.Stderr.WaitFor(`network: macvtap → (routed|nat) \((no DHCP answer for the guest[^)]*)\); switched in (\d+) ms`, stepTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := vm.WaitConsole(`(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){2}VMRUN-GUEST-IP=(10\.78\.0\.\d+)/`, bootTimeout)[1]
+	t.Logf("route to B → left macvtap for %s (%s, switched in %s ms); the guest had %s %v after the route change",
+		m[1], m[2], m[3], ip, time.Since(start).Round(time.Millisecond))
+	if e := lsVM(t, l.Host, vm.Runtime, "e2e-newlan"); e.Net != m[1] || e.Uplink != "up1" || e.Switches != 2 || e.QEMUPID != qemu {
+		t.Errorf("on B: ls says %s on %q, %d switches, QEMU %d; want %s on up1, 2 switches, QEMU %d", e.Net, e.Uplink, e.Switches, e.QEMUPID, m[1], qemu)
+	}
+	ping(t, lanB, ip)
+	if out, errOut, code := RunVMRun(t, l.Host, runtimeDir(t), "net", "plan", "--name", "e2e-newlan"); code != 0 || !strings.Contains(out, "remembered: "+m[1]+" (macvtap got no DHCP answer on ") {
+		t.Errorf("net plan on B (exit %d) does not say what was remembered:\n%s%s", code, out, errOut)
+	}
+	// Back to A, which answered the guest: macvtap again.
+	l.Host.MustRun(t, "ip", "route", "replace", "default", "via", "10.77.0.1", "dev", "up0")
+	if _, err := vm.Stderr.WaitFor(`network: `+m[1]+` → macvtap \(the default route moved from up1 to up0[^\n]*; switched in \d+ ms`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	ip = vm.WaitConsole(`(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){3}VMRUN-GUEST-IP=(10\.77\.0\.\d+)/`, bootTimeout)[1]
+	ping(t, l.LAN, ip)
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(exitTimeout); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+}
