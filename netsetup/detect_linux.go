@@ -2,6 +2,7 @@ package netsetup
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"runtime"
 	"time"
@@ -35,10 +36,36 @@ func Detect(ctx context.Context, r Request) (Facts, error) {
 
 // NetworkKey names the network behind f's uplink for --net auto's memory
 // of what worked there: "gateway MAC" of the default route's next hop, read
-// from the kernel's neighbour table (an entry the host has, stale or not).
-// "" when there is no gateway or its MAC is not known: nothing is
-// remembered or looked up then.
+// from the kernel's neighbour table (an entry the host has, stale or not),
+// and on a Wi-Fi uplink the SSID the station is associated with first
+// (`ssid "home" gateway MAC`: two Wi-Fi networks behind gateways with one
+// MAC — an ISP's default router, one box with several SSIDs — do not
+// share an outcome). "" when there is no gateway or its MAC is not known:
+// nothing is remembered or looked up then.
 func NetworkKey(f Facts) string {
+	gw := gatewayMAC(f)
+	if gw == "" {
+		return ""
+	}
+	var ssid string
+	if f.Kind == UplinkWireless {
+		ssid, _ = detect.Association(f.Index)
+	}
+	return networkKey(gw, ssid)
+}
+
+// networkKey is the key of the network behind a gateway with MAC gw,
+// reached through Wi-Fi network ssid ("" on a wired uplink).
+func networkKey(gw, ssid string) string {
+	if ssid == "" {
+		return "gateway " + gw
+	}
+	return fmt.Sprintf("ssid %q gateway %s", ssid, gw)
+}
+
+// gatewayMAC is the MAC of f's default gateway from the kernel's neighbour
+// table, "" when unknown.
+func gatewayMAC(f Facts) string {
 	if f.Route == nil || f.Route.Gateway == "" || f.Index == 0 {
 		return ""
 	}
@@ -53,7 +80,7 @@ func NetworkKey(f Facts) string {
 	}
 	for _, n := range neighs {
 		if n.IP.Equal(gw) && len(n.HardwareAddr) == 6 && n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 {
-			return "gateway " + n.HardwareAddr.String()
+			return n.HardwareAddr.String()
 		}
 	}
 	return ""

@@ -79,6 +79,12 @@ type Plan struct {
 	// Uplink and UplinkKind describe the interface detection looked at.
 	Uplink     string     `json:"uplink"`
 	UplinkKind UplinkKind `json:"uplink_kind"`
+	// Network is the key under which --net auto remembers what worked on
+	// the uplink's network (NetworkKey: `gateway MAC`, on Wi-Fi
+	// `ssid "NAME" gateway MAC`); "" for other modes, or when the
+	// gateway's MAC is unknown. Set by the caller that detected the host
+	// (internal/netplan), not by Decide.
+	Network string `json:"network"`
 	// MAC is the guest NIC's MAC.
 	MAC net.HardwareAddr `json:"-"`
 	// MTU is the parent's MTU: the guest NIC should use it (virtio-net host_mtu).

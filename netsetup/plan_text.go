@@ -7,7 +7,8 @@ import (
 )
 
 // Write writes the plan to w as `vmrun net plan` prints it: as indented
-// JSON, or as labelled lines (uplink, mode, mac, vhost, why, note).
+// JSON, or as labelled lines (uplink, network, mode, mac, vhost, why,
+// note).
 func (p Plan) Write(w io.Writer, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
@@ -21,6 +22,9 @@ func (p Plan) Write(w io.Writer, asJSON bool) error {
 		fmt.Fprintf(w, "uplink:  none (%s)\n", p.UplinkKind)
 	default:
 		fmt.Fprintf(w, "uplink:  %s (%s)\n", p.Uplink, p.UplinkKind)
+	}
+	if p.Network != "" {
+		fmt.Fprintf(w, "network: %s\n", p.Network)
 	}
 	fmt.Fprintf(w, "mode:    %s", p.Mode)
 	if p.Parent != "" {

@@ -11,7 +11,7 @@ import (
 // TestPlanJSONKeys: the plan's JSON (docs/json.md) has every key in every
 // mode, on every kind of uplink, also where a key does not apply.
 func TestPlanJSONKeys(t *testing.T) {
-	keys := []string{"name", "mode", "parent", "uplink", "uplink_kind", "mac", "mtu", "vhost", "queues",
+	keys := []string{"name", "mode", "parent", "uplink", "uplink_kind", "network", "mac", "mtu", "vhost", "queues",
 		"link_name", "forwards", "passt", "nat", "gateway", "no_host_link", "reason", "notice", "guest_addr", "guest_ip"}
 	schema := map[string][]string{
 		"":           keys,

@@ -75,7 +75,7 @@ network when the host's did something.`,
 			Name:      "forget",
 			Usage:     "forget what --net auto remembered about the network the host is on (or, with --all, every network), so the next run tries its first choice again",
 			UsageText: "vmrun net forget [--all]",
-			Description: `--net auto remembers, per network (its gateway's MAC), when the guest had
+			Description: `--net auto remembers, per network (its gateway's MAC, and the SSID on Wi-Fi), when the guest had
 to leave its first choice because the LAN did not answer its DHCP, and the
 next run there starts in the mode that worked (vmrun net plan says
 "remembered: ..."). The file: ` + "$XDG_STATE_HOME/vmrun/networks.json, else /var/lib/vmrun/networks.json for root, ~/.local/state/vmrun/networks.json for others (VMRUN_STATE_DIR overrides the directory)" + `.`,

@@ -14,7 +14,7 @@ import (
 // The JSON shapes documented in docs/json.md: every key of every object,
 // by path. Keys are never left out (omitempty) when they do not apply.
 var (
-	planKeys = []string{"name", "mode", "parent", "uplink", "uplink_kind", "mac", "mtu", "vhost", "queues",
+	planKeys = []string{"name", "mode", "parent", "uplink", "uplink_kind", "network", "mac", "mtu", "vhost", "queues",
 		"link_name", "forwards", "passt", "nat", "gateway", "no_host_link", "reason", "notice", "guest_addr", "guest_ip"}
 	planSchema = map[string][]string{
 		"":           planKeys,

@@ -1,7 +1,7 @@
 // Package netmemory keeps what --net auto learnt about the networks the
-// host was on: per uplink network (its gateway's MAC), the mode a guest
-// ended up in after its first choice did not work, so the next run on
-// that network starts there. It is a small JSON file that survives
+// host was on: per uplink network (its gateway's MAC, with the SSID on
+// Wi-Fi), the mode a guest ended up in after its first choice did not
+// work, so the next run on that network starts there. It is a small JSON file that survives
 // reboots: $XDG_STATE_HOME/vmrun/networks.json, else /var/lib/vmrun for
 // root and ~/.local/state/vmrun for anyone else.
 package netmemory

@@ -34,13 +34,17 @@ func Request(spec config.Spec, limits *netsetup.Limits) netsetup.Request {
 }
 
 // Plan detects the host's facts and decides the attachment of req, once,
-// with what --net auto remembered about the network (Remembered).
+// with what --net auto remembered about the network (Remembered); a
+// --net auto plan carries the network's key (Plan.Network).
 func Plan(ctx context.Context, req netsetup.Request) (netsetup.Plan, error) {
 	facts, plan, err := DetectAndPlan(ctx, req)
-	if err != nil {
+	if err != nil || req.Mode != netsetup.Auto {
 		return plan, err
 	}
-	return Remembered(facts, plan, req), nil
+	key := netsetup.NetworkKey(facts)
+	plan = Remembered(key, facts, plan, req)
+	plan.Network = key
+	return plan, nil
 }
 
 // DetectAndPlan detects the host for req and decides its plan.
@@ -66,16 +70,16 @@ func Code(err error) int {
 	return exitcode.Setup
 }
 
-// Remembered returns the plan of a --net auto run on a network where a
-// layer-2 choice was seen to fail (the LAN did not answer the guest): the
-// mode the guest ended up in then, decided for the same request, with a
-// Reason that says so. Otherwise, or when that mode cannot be decided
+// Remembered returns the plan of a --net auto run on the network named key
+// (netsetup.NetworkKey) where a layer-2 choice was seen to fail (the LAN
+// did not answer the guest): the mode the guest ended up in then, decided
+// for the same request, with a Reason that says so. Otherwise, or when that mode cannot be decided
 // here, plan unchanged.
-func Remembered(facts netsetup.Facts, plan netsetup.Plan, req netsetup.Request) netsetup.Plan {
+func Remembered(key string, facts netsetup.Facts, plan netsetup.Plan, req netsetup.Request) netsetup.Plan {
 	if req.Mode != netsetup.Auto || plan.Mode != netsetup.Macvtap && plan.Mode != netsetup.Bridge {
 		return plan
 	}
-	o, ok, err := netmemory.Lookup(netsetup.NetworkKey(facts))
+	o, ok, err := netmemory.Lookup(key)
 	if err != nil || !ok {
 		return plan
 	}

@@ -311,7 +311,7 @@ func (d *decider) detect() (State, error) {
 	f.Uppers = notOwn(f.Uppers, d.cfg.Request.Name)
 	s := State{Facts: f}
 	if f.Kind == netsetup.UplinkWireless {
-		s.SSID, s.BSSID = association(f.Index)
+		s.SSID, s.BSSID = detect.Association(f.Index)
 	}
 	return s, nil
 }

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/mdlayher/genetlink"
-	"github.com/mdlayher/wifi"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,29 +60,4 @@ func wifiEvents(poke func(), fail func(error)) (stop func(), err error) {
 		}
 	}()
 	return func() { stopped.Store(true); c.Close(); <-done }, nil
-}
-
-// association returns the SSID and BSSID a Wi-Fi station on interface
-// index is associated with; empty when it is not (or nl80211 cannot say).
-func association(index int) (ssid, bssid string) {
-	c, err := wifi.New()
-	if err != nil {
-		return "", ""
-	}
-	defer c.Close()
-	ifis, err := c.Interfaces()
-	if err != nil {
-		return "", ""
-	}
-	for _, ifi := range ifis {
-		if ifi.Index != index {
-			continue
-		}
-		b, err := c.BSS(ifi)
-		if err != nil || b == nil {
-			return "", ""
-		}
-		return b.SSID, b.BSSID.String()
-	}
-	return "", ""
 }

@@ -222,7 +222,7 @@ func TestFollowUplinkChecksNewLAN(t *testing.T) {
 		t.Errorf("on B: ls says %s on %q, %d switches, QEMU %d; want %s on up1, 2 switches, QEMU %d", e.Net, e.Uplink, e.Switches, e.QEMUPID, m[1], qemu)
 	}
 	ping(t, lanB, ip)
-	if out, errOut, code := RunVMRun(t, l.Host, runtimeDir(t), "net", "plan", "--name", "e2e-newlan"); code != 0 || !strings.Contains(out, "remembered: "+m[1]+" (macvtap got no DHCP answer on ") {
+	if out, errOut, code := RunVMRun(t, l.Host, runtimeDir(t), "net", "plan", "--name", "e2e-newlan"); code != 0 || !strings.Contains(out, "remembered: "+m[1]+" (macvtap got no DHCP answer on ") || !strings.Contains(out, "network: gateway ") {
 		t.Errorf("net plan on B (exit %d) does not say what was remembered:\n%s%s", code, out, errOut)
 	}
 	// Back to A, which answered the guest: macvtap again.

@@ -105,3 +105,29 @@ func parseFourAddr(msgs []genetlink.Message) (bool, error) {
 	}
 	return false, nil
 }
+
+// Association returns the SSID and BSSID a Wi-Fi station on interface
+// index is associated with (NL80211_CMD_GET_SCAN: the BSS it is
+// associated with); empty when it is not, or nl80211 cannot say.
+func Association(index int) (ssid, bssid string) {
+	c, err := wifi.New()
+	if err != nil {
+		return "", ""
+	}
+	defer c.Close()
+	ifis, err := c.Interfaces()
+	if err != nil {
+		return "", ""
+	}
+	for _, ifi := range ifis {
+		if ifi.Index != index {
+			continue
+		}
+		b, err := c.BSS(ifi)
+		if err != nil || b == nil {
+			return "", ""
+		}
+		return b.SSID, b.BSSID.String()
+	}
+	return "", ""
+}
