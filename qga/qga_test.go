@@ -2,6 +2,7 @@ package qga
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -149,10 +150,73 @@ func TestForget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := c.forget(ctx, []int{11, 99, 12}, 99); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("status %s: pending %v, want %v", tc.status, got, tc.want)
+		if got, err := c.forget(ctx, []int{11, 99, 12}, 99); err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("status %s: pending %v (%v), want %v", tc.status, got, err, tc.want)
 		}
 		c.Close()
 		cancel()
+	}
+}
+
+// TestForgetNotCutShort: Ctrl-C while an earlier pid's status is asked
+// does not leave its answer to be read as the next question's.
+func TestForgetNotCutShort(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qga.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		var req struct {
+			Arguments struct{ ID, PID int64 } `json:"arguments"`
+		}
+		for i := 0; ; i++ {
+			b, err := r.ReadBytes('}')
+			if err != nil {
+				return
+			}
+			more, err := r.ReadBytes('}') // the arguments' object ends first
+			if err != nil {
+				return
+			}
+			if err := json.Unmarshal(bytes.TrimLeft(append(b, more...), "\xff"), &req); err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			switch i {
+			case 0: // guest-sync-delimited
+				fmt.Fprintf(conn, "\xff{\"return\": %d}\n", req.Arguments.ID)
+			case 1: // the earlier pid's status: answered after Ctrl-C
+				cancel()
+				fmt.Fprint(conn, `{"return": {"exited": false}}`+"\n")
+			default: // the next question: its own answer
+				fmt.Fprintf(conn, "{\"return\": {\"exited\": true, \"exitcode\": %d}}\n", req.Arguments.PID)
+			}
+		}
+	}()
+	c, err := WaitAgent(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pending, err := c.forget(ctx, []int{11}, 99)
+	if err != nil || !reflect.DeepEqual(pending, []int{11}) {
+		t.Fatalf("forget: %v, %v; want [11] still pending", pending, err)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("the fake agent did not cancel")
+	}
+	st, err := c.Status(context.Background(), 42)
+	if err != nil || !st.Exited || st.ExitCode != 42 {
+		t.Fatalf("the next question got %+v, %v; want its own answer", st, err)
 	}
 }

@@ -219,7 +219,10 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 	if err != nil {
 		return Result{Pending: cmd.Forget}, err
 	}
-	pending := c.forget(ctx, cmd.Forget, pid)
+	pending, err := c.forget(ctx, cmd.Forget, pid)
+	if err != nil {
+		return Result{Pending: pending}, err
+	}
 	res, err := c.await(ctx, pid, cmd, outS, errS, outDone, errDone)
 	res.Pending = append(pending, res.Pending...)
 	return res, err
@@ -228,19 +231,27 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 // forget asks the status of earlier commands' pids (not running's, the
 // command just started) so that the agent forgets those that ended, and
 // returns the others. An agent error means the agent holds no such pid
-// (forgotten already, or the guest rebooted).
-func (c *Client) forget(ctx context.Context, pids []int, running int) []int {
+// (forgotten already, or the guest rebooted). Ctrl-C (ctx) does not cut
+// a question short: its answer would be read as the next one's (await
+// sends SIGTERM as soon as it starts); an agent that does not answer
+// within termWait ends the session.
+func (c *Client) forget(ctx context.Context, pids []int, running int) ([]int, error) {
 	var pending []int
-	for _, p := range pids {
+	for i, p := range pids {
 		if p == running {
 			continue // the guest reused the pid: it is forgotten
 		}
-		st, err := c.Status(ctx, p)
-		if err != nil && !errors.Is(err, ErrAgent) || err == nil && !st.Exited {
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), termWait)
+		st, err := c.Status(qctx, p)
+		cancel()
+		if err != nil && !errors.Is(err, ErrAgent) {
+			return append(pending, pids[i:]...), err
+		}
+		if err == nil && !st.Exited {
 			pending = append(pending, p)
 		}
 	}
-	return pending
+	return pending, nil
 }
 
 // await follows the command run as pid until both its streams ended (their
