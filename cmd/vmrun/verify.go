@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/vmrun/vmrun/internal/dhcpverdict"
@@ -16,22 +17,42 @@ func (s *session) armVerdict() {
 
 // leaveL2 moves the guest whose LAN did not answer to routed, or to NAT
 // when routed cannot be set up (no upstream lease for the guest either).
+// The switch's line says which of the two the LAN is: one that answers
+// the host but not the guest (routed's upstream lease, through the host's
+// MAC, was answered), or one whose DHCP answers neither.
 func (s *session) leaveL2(why string) {
 	ctx := s.c.Context
+	from := s.net.currentPlan().Mode
 	var errs []error
 	for _, mode := range []netsetup.Mode{netsetup.Routed, netsetup.NAT} {
 		facts, plan, err := s.planFor(ctx, mode)
 		if err == nil {
-			err = s.switchAttachment(ctx, plan, why)
+			err = s.switchAttachment(ctx, plan, leftBecause(why, plan, errs))
 		}
 		if err == nil {
-			s.remember(ctx, facts, s.plan.Mode, mode, why)
+			s.remember(ctx, facts, from, mode, why)
 			return
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", mode, err))
 		why += "; " + string(mode) + " failed"
 	}
-	s.notify("network: the LAN does not answer the guest's DHCP on %s (%s), and moving it failed: %v", s.plan.Mode, why, errs)
+	s.notify("network: the LAN does not answer the guest's DHCP on %s (%s), and moving it failed: %v", from, why, errs)
+}
+
+// leftBecause is the switch's reason for leaving layer 2 for plan: the
+// verdict (why), and what a successful set-up of plan shows about the LAN
+// — routed's set-up takes a lease upstream through the host's MAC, so
+// once it worked the LAN answers the host and only the guest's MAC is
+// refused; on NAT after routed found no lease (before: the earlier
+// modes' errors), its DHCP answers neither.
+func leftBecause(why string, plan netsetup.Plan, before []error) string {
+	switch {
+	case plan.Mode == netsetup.Routed && plan.GuestAddr == netsetup.GuestAddrUpstream:
+		return why + "; the LAN answers the host but not the guest: it gave routed's upstream lease through the host's MAC, so it drops MACs it did not assign"
+	case plan.Mode == netsetup.NAT && errors.Is(errors.Join(before...), netsetup.ErrNoLease):
+		return why + "; the LAN's DHCP answers neither the guest nor the host"
+	}
+	return why
 }
 
 // planFor decides the plan of an explicit mode for the running guest:

@@ -215,6 +215,9 @@ func TestFollowUplinkChecksNewLAN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if m[1] == "routed" && !strings.Contains(m[2], "the LAN answers the host but not the guest") {
+		t.Errorf("the move to routed does not say that B answers the host but not the guest: %q", m[2])
+	}
 	ip := vm.WaitConsole(`(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){2}VMRUN-GUEST-IP=(10\.78\.0\.\d+)/`, bootTimeout)[1]
 	t.Logf("route to B → left macvtap for %s (%s, switched in %s ms); the guest had %s %v after the route change",
 		m[1], m[2], m[3], ip, time.Since(start).Round(time.Millisecond))
