@@ -26,9 +26,13 @@ func (s *session) followUplink() (stop func()) {
 	}
 	ctx, cancel := context.WithCancel(s.c.Context)
 	movable := s.vm.NIC != nil && s.vm.NIC.Hotplug
-	w, err := watch.Start(ctx, watch.Config{Request: planRequest(s.spec), Plan: s.plan,
+	req := planRequest(s.spec)
+	w, err := watch.Start(ctx, watch.Config{Request: req, Plan: s.plan,
 		Apply:   func(d watch.Decision) netsetup.Plan { return s.follow(ctx, d, movable) },
-		Current: s.net.currentPlan})
+		Current: s.net.currentPlan,
+		Remembered: func(f netsetup.Facts, p netsetup.Plan) netsetup.Plan {
+			return netplan.Remembered(netsetup.NetworkKey(f), f, p, req)
+		}})
 	if err != nil {
 		cancel()
 		s.notify("cannot follow the uplink (%v); the guest stays on %s whatever the host's network does", err, s.plan.Mode)

@@ -272,3 +272,23 @@ func subnets(s State) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// remembered applies what --net auto remembered for the network (hook)
+// to a switch onto bridge or macvtap: the switch goes to the remembered
+// mode instead, and says so; a switch whose remembered target is where
+// the guest is already is no switch.
+func remembered(dec Decision, cur netsetup.Plan, hook func(netsetup.Facts, netsetup.Plan) netsetup.Plan) Decision {
+	if hook == nil || dec.Action != Switch || dec.Plan == nil || dec.Plan.Mode != netsetup.Macvtap && dec.Plan.Mode != netsetup.Bridge {
+		return dec
+	}
+	p := hook(dec.Uplink.Facts, *dec.Plan)
+	switch {
+	case p.Mode == dec.Plan.Mode:
+		return dec
+	case p.Mode == cur.Mode && p.Parent == cur.Parent:
+		return Decision{At: dec.At, Action: Nothing, From: dec.From, To: dec.From, Uplink: dec.Uplink}
+	}
+	dec.Why += "; " + p.Reason
+	dec.Plan, dec.To = &p, whereOf(p)
+	return dec
+}

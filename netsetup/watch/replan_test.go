@@ -178,3 +178,37 @@ func TestDecisionLine(t *testing.T) {
 		t.Errorf("Line() = %q, want %q", got, want)
 	}
 }
+
+// TestReplanRemembered: a switch onto macvtap goes to what --net auto
+// remembered for the network it detected (routed), saying so; a switch
+// whose remembered target is where the guest is already is nothing; other
+// switches and other actions are left alone.
+func TestReplanRemembered(t *testing.T) {
+	a0, b0 := eth("a0", "10.0.0.1", "10.0.0.5/24"), eth("b0", "10.1.0.1", "10.1.0.5/24")
+	r := netsetup.Request{Name: "vm"}
+	onB := func(f netsetup.Facts, p netsetup.Plan) netsetup.Plan {
+		if f.Uplink != "b0" {
+			return p
+		}
+		q := netsetup.Plan{Mode: netsetup.Routed, Parent: "b0", Uplink: "b0", Reason: "remembered: routed"}
+		return q
+	}
+	cur, err := netsetup.Decide(a0.Facts, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := remembered(Replan(cur, a0, b0, r), cur, onB)
+	if d.Action != Switch || d.To.String() != "routed on b0" || !strings.Contains(d.Why, "the default route moved from a0 to b0") || !strings.HasSuffix(d.Why, "; remembered: routed") {
+		t.Errorf("route to a remembered network: %s to %s (%s), want a switch to routed on b0 that says it was remembered", d.Action, d.To, d.Why)
+	}
+	if d := remembered(Replan(cur, a0, a0, r), cur, onB); d.Action != Nothing {
+		t.Errorf("a renewal on a network not remembered: %s (%s)", d.Action, d.Why)
+	}
+	routedB := netsetup.Plan{Mode: netsetup.Routed, Parent: "b0", Uplink: "b0", UplinkKind: netsetup.UplinkEthernet}
+	if d := remembered(Decision{Action: Switch, Plan: &netsetup.Plan{Mode: netsetup.Macvtap, Parent: "b0"}, Uplink: b0}, routedB, onB); d.Action != Nothing {
+		t.Errorf("a switch to where the guest is already: %s to %s", d.Action, d.To)
+	}
+	if d := remembered(Decision{Action: Switch, Plan: &netsetup.Plan{Mode: netsetup.NAT}, Uplink: b0}, cur, onB); d.Plan.Mode != netsetup.NAT {
+		t.Errorf("a switch to NAT was changed to %s", d.Plan.Mode)
+	}
+}

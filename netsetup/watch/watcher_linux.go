@@ -62,6 +62,13 @@ type Config struct {
 	// auto's DHCP verdict moves it to routed), and the next decision must
 	// start from there.
 	Current func() netsetup.Plan
+	// Remembered, when set, turns a switch's plan into what --net auto
+	// remembered for the network it detected (internal/netplan's
+	// Remembered: routed where bridge or macvtap got no DHCP answer
+	// before), so that a guest following the uplink onto such a network
+	// goes there at once. It runs on the watcher's thread, in the watched
+	// namespace.
+	Remembered func(netsetup.Facts, netsetup.Plan) netsetup.Plan
 }
 
 // Watcher follows the uplink and sends a Decision for each change that
@@ -273,7 +280,7 @@ func (d *decider) decide() (Decision, error) {
 	}
 	dec := Replan(d.cur, d.last, s, d.cfg.Request)
 	dec.At = time.Now()
-	return dec, nil
+	return remembered(dec, d.cur, d.cfg.Remembered), nil
 }
 
 // commit makes dec's detection the last one and its target current.

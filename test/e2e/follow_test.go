@@ -193,7 +193,9 @@ func TestFollowUplinkRenewsOnCarrier(t *testing.T) {
 // moves the guest on to routed (leased upstream through the host's MAC),
 // where it gets a B address and answers from B; B's outcome is remembered
 // (`vmrun net plan` says so) and A's is not: the route back to A moves
-// the guest back to a macvtap there. One QEMU throughout.
+// the guest back to a macvtap there, and the route to B again moves it to
+// routed at once (remembered), without another verdict. One QEMU
+// throughout.
 func TestFollowUplinkChecksNewLAN(t *testing.T) {
 	g := requireQEMUTests(t)
 	l, lanB := twoLANs(t)
@@ -235,6 +237,16 @@ func TestFollowUplinkChecksNewLAN(t *testing.T) {
 	}
 	ip = vm.WaitConsole(`(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){3}VMRUN-GUEST-IP=(10\.77\.0\.\d+)/`, bootTimeout)[1]
 	ping(t, l.LAN, ip)
+	// To B again: remembered, so routed at once, without the verdict.
+	l.Host.MustRun(t, "ip", "route", "replace", "default", "via", "10.78.0.1", "dev", "up1")
+	if _, err := vm.Stderr.WaitFor(`network: macvtap → `+m[1]+` \(the default route moved from up0 to up1[^\n]*remembered: `+m[1]+`[^\n]*; switched in \d+ ms`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	ip = vm.WaitConsole(`(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){4}VMRUN-GUEST-IP=(10\.78\.0\.\d+)/`, bootTimeout)[1]
+	ping(t, lanB, ip)
+	if e := lsVM(t, l.Host, vm.Runtime, "e2e-newlan"); e.Switches != 4 {
+		t.Errorf("%d switches, want 4 (to B, off L2, to A, to B remembered)", e.Switches)
+	}
 	vm.Signal(syscall.SIGTERM)
 	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
