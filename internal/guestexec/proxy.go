@@ -25,7 +25,12 @@ import (
 //
 // Answers that arrive while no client is connected (a session interrupted
 // before its answer) are dropped; a new session's guest-sync-delimited
-// skips whatever reaches it from an earlier one, as before.
+// skips whatever reaches it from an earlier one, as before. That is enough
+// for a late answer too (a question whose asker gave up, then the agent
+// answered): qemu-ga handles one request at a time and writes each answer
+// before it reads the next request, so the late answer always comes before
+// the answer to the next session's sync, never after it; the proxy keeps
+// that order (TestLateAnswerBeforeNextSync). No resync or id check here.
 type agentProxy struct {
 	ln   *net.UnixListener
 	qemu net.Conn
