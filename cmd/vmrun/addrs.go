@@ -3,48 +3,26 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/netip"
-	"slices"
 	"syscall"
-	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/guestaddr"
 	"github.com/vmrun/vmrun/internal/rundir"
-	"github.com/vmrun/vmrun/netsetup"
 )
 
-// guestAddr records an address the attachment saw the guest take (or give
-// up) in the VM's state, for `vmrun ls` and `vmrun wait`, and announces
-// the first one on stderr. The attachment's services call it. IPv6
-// link-local addresses are left out: no script can use one without its
-// zone, and `vmrun wait` must not return one before the guest's real
-// address.
-func (s *session) guestAddr(a netsetup.GuestAddr) {
-	if a.Addr.IsLinkLocalUnicast() {
-		return
-	}
-	if a.Source == netsetup.SourceDHCP && !a.Drop {
-		s.verdict.Answered()
-	}
-	ra := rundir.Address{Addr: a.Addr.String(), Source: a.Source, Learnt: time.Now().UTC()}
-	if a.Server.IsValid() {
-		ra.Server = a.Server.String()
-	}
-	changed, err := s.dir.SetAddress(ra, a.Drop)
-	if err != nil {
-		s.step("recording guest address %s: %v", ra.Addr, err)
-		return
-	}
-	if changed && a.Source != netsetup.SourceAgent && s.agent != nil {
-		s.agent.Kick() // the agent may know more (e.g. the guest's IPv6 too)
-	}
-	if !changed || a.Drop {
-		return
-	}
-	s.step("guest address %s (%s)", ra.Addr, netsetup.Evidence(ra.Source, ra.Server))
-	s.firstAddr.Do(func() {
-		s.notify("guest address %s (%s)", ra.Addr, netsetup.Evidence(ra.Source, ra.Server))
-		close(s.gotAddr)
+// newAddrBook is the session's book of guest addresses (guestaddr): kept
+// in the VM's state, DHCP answers counted by --net auto's check, and the
+// agent asked again when the guest's traffic shows a new one.
+func (s *session) newAddrBook() *guestaddr.Book {
+	return guestaddr.New(guestaddr.Hooks{
+		Record:   func(a rundir.Address, drop bool) (bool, error) { return s.dir.SetAddress(a, drop) },
+		Answered: func() { s.verdict.Answered() },
+		Kick: func() {
+			if s.agent != nil {
+				s.agent.Kick()
+			}
+		},
+		Step: s.step, Notify: s.notify,
 	})
 }
 
@@ -55,21 +33,14 @@ func (s *session) waitForAddr() {
 	if d <= 0 {
 		return
 	}
-	t, done := time.NewTimer(d), make(chan struct{})
-	s.undo.Push("--wait-address timer", func() error { t.Stop(); close(done); return nil })
-	go func() {
+	cancel := s.addrs.Deadline(d, func() {
+		s.notify("no guest address within --wait-address %s: powering the VM off", d)
 		select {
-		case <-done:
-		case <-s.gotAddr:
-		case <-t.C:
-			s.addrTimedOut.Store(true)
-			s.notify("no guest address within --wait-address %s: powering the VM off", d)
-			select {
-			case s.sigc <- syscall.SIGTERM:
-			default: // a stop request is already pending
-			}
+		case s.sigc <- syscall.SIGTERM:
+		default: // a stop request is already pending
 		}
-	}()
+	})
+	s.undo.Push("--wait-address timer", func() error { cancel(); return nil })
 }
 
 // addrTimeout is the run's error when --wait-address passed.
@@ -78,28 +49,14 @@ func (s *session) addrTimeout() error {
 }
 
 // watchAgent asks the guest agent, when the guest has one, for the
-// guest's addresses while QEMU runs, and records them (guestAddr, source
-// "agent"), through the supervisor's own connection to the agent.
+// guest's addresses while QEMU runs, and records them (source "agent"),
+// through the supervisor's own connection to the agent.
 func (s *session) watchAgent() {
 	if s.agent == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); s.agent.WatchAddresses(ctx, s.fromAgent) }()
+	go func() { defer close(done); s.agent.WatchAddresses(ctx, s.addrs.FromAgent) }()
 	s.undo.Push("guest agent's addresses", func() error { cancel(); <-done; return nil })
-}
-
-// fromAgent records the agent's answer: the addresses it reports, and
-// that those it reported before and no longer does are gone.
-func (s *session) fromAgent(addrs []netip.Addr) {
-	for _, a := range s.agentAddrs {
-		if !slices.Contains(addrs, a) {
-			s.guestAddr(netsetup.GuestAddr{Addr: a, Source: netsetup.SourceAgent, Drop: true})
-		}
-	}
-	for _, a := range addrs {
-		s.guestAddr(netsetup.GuestAddr{Addr: a, Source: netsetup.SourceAgent})
-	}
-	s.agentAddrs = addrs
 }

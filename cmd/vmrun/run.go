@@ -77,7 +77,8 @@ func runAction(c *cli.Context) error {
 	defer closeFiles()
 	vmbuild.Announce(notify, spec, vm.KVM, plan)
 	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, notify: notify, step: step,
-		gotAddr: make(chan struct{}), sshForward: fwd}
+		sshForward: fwd}
+	s.addrs = s.newAddrBook()
 	if sup != nil {
 		s.det = &detached{Supervisor: sup}
 	}

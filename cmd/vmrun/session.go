@@ -4,12 +4,9 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/vmrun/vmrun/internal/console"
 	"github.com/vmrun/vmrun/internal/dhcpverdict"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/guestaddr"
 	"github.com/vmrun/vmrun/internal/guestexec"
 	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/netplan"
@@ -61,11 +59,8 @@ type session struct {
 	net     netState             // the network attachment, once attached
 	verdict dhcpverdict.Verifier // --net auto's check of a layer-2 choice
 
-	agent        *guestexec.Channel // the guest agent's channel; nil with --agent off
-	agentAddrs   []netip.Addr       // what the agent last reported (its watcher's)
-	firstAddr    sync.Once          // announces the guest's first address
-	gotAddr      chan struct{}      // closed once the guest has an address
-	addrTimedOut atomic.Bool        // --wait-address passed without one
+	agent *guestexec.Channel // the guest agent's channel; nil with --agent off
+	addrs *guestaddr.Book    // the guest's addresses
 }
 
 // errStopped ends the set-up on a stop request that came during it: the
@@ -168,7 +163,7 @@ func (s *session) trace() *netsetup.Trace {
 		Step:     func(name string) { s.step("network: %s", name) },
 		Event:    func(msg string) { s.step("network: %s", msg) },
 		Notice:   func(msg string) { s.notify("%s", msg) },
-		Addr:     s.guestAddr,
+		Addr:     s.addrs.Add,
 		Discover: s.verdict.Discover,
 	}
 }
@@ -289,7 +284,7 @@ func (s *session) options(console io.Writer) launcher.Options {
 func (s *session) supervise() error {
 	defer s.followUplink()()
 	res := s.qemu.Supervise(s.c.Context)
-	if s.addrTimedOut.Load() && res.Code == exitcode.OK {
+	if s.addrs.TimedOut() && res.Code == exitcode.OK {
 		return s.addrTimeout()
 	}
 	if res.Command {
