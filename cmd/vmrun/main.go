@@ -10,11 +10,11 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmrun/vmrun/internal/buildinfo"
 	"github.com/vmrun/vmrun/internal/exitcode"
 )
 
@@ -60,7 +60,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print vmrun's version (the commit it was built from) and exit", DisableDefaultText: true}
 	app := &cli.App{
 		Name:        "vmrun",
-		Version:     version(),
+		Version:     buildinfo.Version(commit),
 		Usage:       "boot a QEMU VM with the right network for this host, and leave nothing behind",
 		UsageText:   "vmrun [options] --disk IMAGE\n   vmrun COMMAND [options]",
 		Description: helpDescription,
@@ -210,28 +210,3 @@ EXIT CODES
 // (-ldflags -X main.commit=...); a plain `go build` leaves it to the VCS
 // stamp the Go toolchain records, when it records one.
 var commit string
-
-// version is the commit vmrun was built from ("-dirty" when the checkout
-// had changes), with the Go version.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return commit
-	}
-	rev, dirty := commit, false
-	for _, s := range bi.Settings {
-		switch {
-		case commit == "" && s.Key == "vcs.revision" && len(s.Value) >= 12:
-			rev = s.Value[:12]
-		case commit == "" && s.Key == "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		rev = "unknown commit"
-	}
-	if dirty {
-		rev += "-dirty"
-	}
-	return rev + " (" + bi.GoVersion + ")"
-}
