@@ -1,4 +1,4 @@
-package netsetup
+package detect
 
 import "testing"
 
