@@ -638,10 +638,10 @@ func testIPVtapWatch(t *testing.T, e *ipvtapEnv) {
 	}
 	// This VM's links are gone. The namespace as a whole is not compared
 	// with its state before: in the rig a real vmrun (test/wifi's wifivm,
-	// --net auto) runs on the same station beside these tests, follows
-	// the bounces above and re-attaches its guest under generation-1
-	// names (vmr<hash>2s), so its links change while this test runs; the
-	// rig checks them itself once that VM has stopped.
+	// --net auto) runs on the same station beside these tests and follows
+	// the changes above (the MAC change makes it re-attach its guest
+	// under generation-1 names, vmr<hash>2s), so its links change while
+	// this test runs; the rig checks them itself once that VM has stopped.
 	own := shim[:len(shim)-1]
 	for _, n := range e.host.Links(t) {
 		if strings.HasPrefix(n, own) {
