@@ -9,7 +9,8 @@ import "github.com/vmrun/vmrun/internal/nested"
 // lanScript is the start of every payload script: helpers, then a Wi-Fi LAN
 // inside the rig, as internal/nested's TestWiFiRig proved it works. Two
 // mac80211_hwsim radios: wlan0 is an open access point (hostapd, dnsmasq:
-// 192.168.77.1/24, leases .100-.150) in namespace "ap"; wlan1 is a station
+// 192.168.77.1/24, leases .100-.150 for 10 minutes, the station's for an
+// hour) in namespace "ap"; wlan1 is a station
 // (wpa_supplicant, udhcpc) in the rig's own namespace, its default route
 // via the access point. The rig's namespace is also named "rigmain" (ip
 // netns attach), for Go tests that want it as a named namespace.
@@ -26,9 +27,17 @@ $IP -n ap addr add 192.168.77.1/24 dev wlan0
 printf 'interface=wlan0\ndriver=nl80211\nssid=vmrun-test\nhw_mode=g\nchannel=1\n' >/tmp/hostapd.conf
 $IP netns exec ap hostapd -t /tmp/hostapd.conf >/tmp/hostapd.log 2>&1 &
 wait_for 20 grep -q AP-ENABLED /tmp/hostapd.log || { bad "hostapd"; dump /tmp/hostapd.log; exit 1; }
+# The station's lease (busybox udhcpc sends 01 and its MAC as client
+# identifier, dnsmasq's id:) lasts the whole run: its udhcpc -q does not
+# renew, and once a 10-minute lease ran out (a rig beside e2e takes longer)
+# dnsmasq offered the station's own address to the next new client — to
+# vmrun's lease for BenchmarkIPVtapDHCP's VM, which vmrun then rightly
+# would not hand to the guest, and the benchmark failed (stop 21's and 22's
+# CI). Everyone else's lease lasts 10 minutes.
+echo "id:01:$(cat /sys/class/net/wlan1/address),1h" >/tmp/ap-hosts
 $IP netns exec ap dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
 	--port=0 --bind-interfaces --interface=wlan0 --except-interface=lo \
-	--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m \
+	--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m --dhcp-hostsfile=/tmp/ap-hosts \
 	--dhcp-leasefile=/tmp/leases --dhcp-authoritative --no-ping --log-dhcp \
 	--log-facility=/tmp/dnsmasq.log --user=root &
 printf 'ctrl_interface=/run/wpa_supplicant\nnetwork={\n\tssid="vmrun-test"\n\tkey_mgmt=NONE\n}\n' >/tmp/wpa.conf
