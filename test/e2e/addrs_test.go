@@ -2,13 +2,13 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vmrun/vmrun/internal/testutil"
 )
@@ -136,23 +136,21 @@ func guestAddrs(t *testing.T, runtime, name string) []string {
 // stepTimeout.
 func lsAddrs(t *testing.T, ns *testutil.Netns, runtime, name string, want []string) map[string]string {
 	t.Helper()
-	deadline := time.Now().Add(stepTimeout)
-	for {
-		got := map[string]string{}
-		var list []string
+	var got map[string]string
+	var list []string
+	// vmrun's state file has no change notice: waitFor polls it.
+	waitFor(t, stepTimeout, func() bool {
+		got, list = map[string]string{}, nil
 		for _, a := range lsVM(t, ns, runtime, name).Addresses {
 			got[a.Addr] = a.Source
 			list = append(list, a.Addr)
 		}
 		sort.Strings(list)
-		if slices.Equal(list, want) {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ls --json lists %v after %s, the guest has %v", list, stepTimeout, want)
-		}
-		time.Sleep(200 * time.Millisecond) // polling vmrun's state file, which has no change notice
-	}
+		return slices.Equal(list, want)
+	}, func() string {
+		return fmt.Sprintf("ls --json lists %v after %s, the guest has %v", list, stepTimeout, want)
+	})
+	return got
 }
 
 // checkAgentAddrs: the addresses vmrun shows are the guest's own (what
