@@ -15,23 +15,9 @@ import (
 
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
-
-// checksum is the Internet checksum of b.
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
-}
 
 // guestFrames returns the frames written to the guest's queue fd q
 // (after the virtio-net header) until it is closed.
@@ -169,9 +155,9 @@ func TestBridgeHostRoutes(t *testing.T) {
 	copy(p[12:16], echo.Payload[16:20])
 	copy(p[16:20], echo.Payload[12:16])
 	p[10], p[11] = 0, 0
-	binary.BigEndian.PutUint16(p[10:], checksum(p[:hl]))
+	binary.BigEndian.PutUint16(p[10:], fakeguest.Checksum(p[:hl]))
 	p[hl], p[hl+2], p[hl+3] = 0, 0, 0
-	binary.BigEndian.PutUint16(p[hl+2:], checksum(p[hl:]))
+	binary.BigEndian.PutUint16(p[hl+2:], fakeguest.Checksum(p[hl:]))
 	toBridge(&ethernet.Frame{Destination: echo.Source, Source: watchGuestMAC, EtherType: ethernet.EtherTypeIPv4, Payload: p})
 	select {
 	case <-ping.Exited:

@@ -359,7 +359,7 @@ func (g *Guest) answerEcho(frame []byte, ip net.IP) {
 	reply := append([]byte(nil), p.payload...)
 	reply[0] = 0
 	reply[2], reply[3] = 0, 0
-	binary.BigEndian.PutUint16(reply[2:], checksum(reply))
+	binary.BigEndian.PutUint16(reply[2:], Checksum(reply))
 	g.EchoReplies.Add(1)
 	if g.Send(ipv4Frame(frame[6:12], g.mac, ip, p.src, 1, reply)) != nil {
 		g.EchoReplies.Add(-1)

@@ -78,7 +78,7 @@ func TestAnswersARPAndEcho(t *testing.T) {
 	if !ok || ip.proto != 1 || ip.payload[0] != 0 || !ip.src.Equal(guestIP) || !ip.dst.Equal(peerIP) {
 		t.Fatalf("echo reply %x", r)
 	}
-	if checksum(ip.payload) != 0 || checksum(r[14:34]) != 0 {
+	if Checksum(ip.payload) != 0 || Checksum(r[14:34]) != 0 {
 		t.Error("bad checksums in the echo reply")
 	}
 	if g.ARPReplies.Load() != 1 || g.EchoReplies.Load() != 1 {
@@ -109,7 +109,7 @@ func TestPing(t *testing.T) {
 	}
 	reply := append([]byte(nil), req.payload...)
 	reply[0], reply[2], reply[3] = 0, 0, 0
-	binary.BigEndian.PutUint16(reply[2:], checksum(reply))
+	binary.BigEndian.PutUint16(reply[2:], Checksum(reply))
 	p.write(ipv4Frame(guestMAC, peerMAC, peerIP, guestIP, 1, reply))
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func bootReply(xid uint32, typ byte) []byte {
 
 func TestChecksum(t *testing.T) {
 	// RFC 1071's example: 0x0001 f203 f4f5 f6f7 sums to 0xddf2; its complement is 0x220d.
-	if got := checksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); got != 0x220d {
+	if got := Checksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); got != 0x220d {
 		t.Errorf("checksum %#x", got)
 	}
 }

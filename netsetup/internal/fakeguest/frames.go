@@ -65,7 +65,7 @@ func ipv4Frame(dstMAC, srcMAC net.HardwareAddr, src, dst net.IP, proto byte, pay
 	h[9] = proto
 	copy(h[12:16], src.To4())
 	copy(h[16:20], dst.To4())
-	binary.BigEndian.PutUint16(h[10:], checksum(h))
+	binary.BigEndian.PutUint16(h[10:], Checksum(h))
 	return ethFrame(dstMAC, srcMAC, etherIPv4, append(h, payload...))
 }
 
@@ -89,7 +89,7 @@ func icmpEcho(typ byte, id, seq uint16, data []byte) []byte {
 	binary.BigEndian.PutUint16(m[4:], id)
 	binary.BigEndian.PutUint16(m[6:], seq)
 	m = append(m, data...)
-	binary.BigEndian.PutUint16(m[2:], checksum(m))
+	binary.BigEndian.PutUint16(m[2:], Checksum(m))
 	return m
 }
 
@@ -102,8 +102,9 @@ func udp(srcPort, dstPort uint16, data []byte) []byte {
 	return append(u, data...)
 }
 
-// checksum is the Internet checksum (RFC 1071).
-func checksum(b []byte) uint16 {
+// Checksum is the Internet checksum (RFC 1071), for tests that build
+// their own IP packets.
+func Checksum(b []byte) uint16 {
 	var sum uint32
 	for i := 0; i+1 < len(b); i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(b[i:]))
