@@ -26,11 +26,15 @@ func FindQEMU(name string, explicit bool) (string, error) {
 }
 
 // ChooseAccel decides between KVM (true) and TCG for --accel auto, kvm or
-// tcg.
-func ChooseAccel(accel string) (bool, error) {
-	usable := KVMUsable()
+// tcg. denied, when not "", says why QEMU could not open /dev/kvm although
+// vmrun can (it runs QEMU as another user: confine.KVMDenied).
+func ChooseAccel(accel, denied string) (bool, error) {
+	usable := KVMUsable() && denied == ""
 	switch accel {
 	case "kvm":
+		if denied != "" && KVMUsable() {
+			return false, exitcode.Setupf("--accel kvm: %s; give /dev/kvm to a group with read-write access (Debian's udev rule: root:kvm, mode 0660), or use --accel tcg", denied)
+		}
 		if !usable {
 			return false, exitcode.Setupf("--accel kvm: /dev/kvm is missing or not usable by you; enable virtualization (and add yourself to group kvm), or use --accel tcg")
 		}

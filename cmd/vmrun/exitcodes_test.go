@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/internal/rundir"
@@ -112,7 +114,7 @@ func TestExitCodes(t *testing.T) {
 		return append([]string{"--disk", d, "--qemu", "/bin/true", "--console", "none"}, args...)
 	}
 	kvmCode, kvmWant := exitcode.Setup, "--accel kvm"
-	if launcher.KVMUsable() {
+	if launcher.KVMUsable() && confine.KVMDenied(config.Spec{}) == "" {
 		kvmCode, kvmWant = exitcode.OK, ""
 	}
 	cases := []exitCase{

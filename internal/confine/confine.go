@@ -33,6 +33,9 @@ type QEMU struct {
 	Sandbox bool
 	// NoSandbox is the notice to print when QEMU has no -sandbox.
 	NoSandbox string
+	// KVMDenied, when not "", is why QEMU runs under TCG although vmrun
+	// can open /dev/kvm (KVMDenied).
+	KVMDenied string
 }
 
 // Choose decides who QEMU runs as and whether its seccomp sandbox is
@@ -62,6 +65,30 @@ func Choose(spec config.Spec, qemu string, kvm bool) (QEMU, error) {
 		c.NoSandbox = fmt.Sprintf("%s was built without seccomp support (-sandbox): QEMU runs without its system-call filter", qemu)
 	}
 	return c, nil
+}
+
+// KVMDenied says why QEMU, run as the user Choose picks, could not open
+// /dev/kvm although vmrun (root) can: "" when it could, when QEMU runs as
+// vmrun's own user, or when there is no /dev/kvm (launcher.KVMUsable
+// tells). Choose adds the device's group to that user's groups, so
+// read-write access for the group (udev's usual root:kvm 0660) is enough.
+func KVMDenied(spec config.Spec) string {
+	var st unix.Stat_t
+	if spec.QEMUPrivileged || os.Geteuid() != 0 || unix.Stat("/dev/kvm", &st) != nil {
+		return ""
+	}
+	u, err := privdrop.Choose(os.Getenv)
+	if err != nil || kvmOpenable(st.Mode, st.Uid, u.UID) {
+		return "" // Choose reports a bad SUDO_UID
+	}
+	return fmt.Sprintf("/dev/kvm (mode %04o, uid %d, gid %d) cannot be opened by %s, the user QEMU runs as", st.Mode&0o7777, st.Uid, st.Gid, u)
+}
+
+// kvmOpenable reports whether a device of mode owned by uid owner can be
+// opened read-write by uid, given the device's group (see KVMDenied).
+func kvmOpenable(mode, owner, uid uint32) bool {
+	const rw = 0o6
+	return mode&rw == rw || (mode>>3)&rw == rw || uid == owner && (mode>>6)&rw == rw
 }
 
 // Describe says who QEMU runs as, for -v and --dry-run.

@@ -141,3 +141,23 @@ func TestUnconfined(t *testing.T) {
 		t.Errorf("Describe under sudo: %q", d)
 	}
 }
+
+// TestKVMOpenable: QEMU's user opens /dev/kvm through the other bits, the
+// group's (Choose adds the device's group), or as its owner.
+func TestKVMOpenable(t *testing.T) {
+	for _, c := range []struct {
+		mode, owner, uid uint32
+		want             bool
+	}{
+		{0o20660, 0, 64055, true},  // udev's root:kvm 0660
+		{0o20666, 0, 64055, true},  // open to all
+		{0o20600, 0, 64055, false}, // root only
+		{0o20640, 0, 64055, false}, // the group may only read
+		{0o20600, 64055, 64055, true},
+		{0o20606, 0, 64055, true},
+	} {
+		if got := kvmOpenable(c.mode, c.owner, c.uid); got != c.want {
+			t.Errorf("mode %o owner %d uid %d: %v, want %v", c.mode, c.owner, c.uid, got, c.want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/doctor"
 	"github.com/vmrun/vmrun/netsetup/gc"
@@ -52,8 +53,7 @@ func Run(root string) []Check {
 	var r []Check
 	add := func(ch Check) { r = append(r, ch) }
 	add(checkQEMU())
-	add(checkDevice("kvm", "/dev/kvm", "KVM", "guests run under TCG emulation, many times slower",
-		"enable virtualization (VT-x/AMD-V) in the firmware, load kvm_intel or kvm_amd, and add yourself to group kvm"))
+	add(checkKVM())
 	add(checkDevice("vhost-net", "/dev/vhost-net", "vhost-net", "tap-based modes run without vhost acceleration",
 		"modprobe vhost_net (and add yourself to the group owning /dev/vhost-net)"))
 	p := doctor.ProbeKernel()
@@ -116,6 +116,18 @@ func qemuVersionCheck(path, out string) Check {
 		return Check{ID: "qemu", Status: StatusWarn, Summary: fmt.Sprintf("QEMU %s at %s is older than 7.2: user mode cannot use passt (no stream netdev)", v, path), Fix: "upgrade QEMU to 7.2 or newer"}
 	}
 	return Check{ID: "qemu", Status: StatusOK, Summary: fmt.Sprintf("QEMU %s at %s", v, path)}
+}
+
+// checkKVM checks /dev/kvm, as vmrun and as the user QEMU runs as.
+func checkKVM() Check {
+	without := "guests run under TCG emulation, many times slower"
+	ch := checkDevice("kvm", "/dev/kvm", "KVM", without,
+		"enable virtualization (VT-x/AMD-V) in the firmware, load kvm_intel or kvm_amd, and add yourself to group kvm")
+	if denied := confine.KVMDenied(config.Spec{}); ch.Status == StatusOK && denied != "" {
+		return Check{ID: "kvm", Status: StatusWarn, Summary: "KVM: " + denied + ": " + without,
+			Fix: "give /dev/kvm to a group with read-write access (Debian's udev rule: root:kvm, mode 0660)"}
+	}
+	return ch
 }
 
 func checkDevice(id, path, name, without, fix string) Check {

@@ -30,7 +30,8 @@ func Configure(spec config.Spec, qemuSet, detach bool) (config.Spec, launcher.VM
 	if err != nil {
 		return spec, vm, conf, err
 	}
-	kvm, err := launcher.ChooseAccel(spec.Accel)
+	denied := confine.KVMDenied(spec)
+	kvm, err := launcher.ChooseAccel(spec.Accel, denied)
 	if err != nil {
 		return spec, vm, conf, err
 	}
@@ -54,6 +55,9 @@ func Configure(spec config.Spec, qemuSet, detach bool) (config.Spec, launcher.VM
 	if conf, err = confine.Choose(spec, qemu, kvm); err != nil {
 		return spec, vm, conf, err
 	}
+	if !kvm && launcher.KVMUsable() {
+		conf.KVMDenied = denied
+	}
 	vm = launcher.VM{
 		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
 		Disks: spec.Disks, Snapshot: spec.Snapshot, Kernel: spec.Kernel, Initrd: spec.Initrd,
@@ -64,7 +68,8 @@ func Configure(spec config.Spec, qemuSet, detach bool) (config.Spec, launcher.VM
 
 // Announce tells the user what the run will be like: the shares, and the
 // accelerations it runs without.
-func Announce(notify func(string, ...any), spec config.Spec, kvm bool, plan netsetup.Plan) {
+// kvmDenied, when not "", is why QEMU's user cannot use /dev/kvm.
+func Announce(notify func(string, ...any), spec config.Spec, kvm bool, kvmDenied string, plan netsetup.Plan) {
 	for _, sh := range spec.Shares {
 		ro := ""
 		if sh.ReadOnly {
@@ -72,7 +77,9 @@ func Announce(notify func(string, ...any), spec config.Spec, kvm bool, plan nets
 		}
 		notify("--share %s: virtio-9p, tag %s%s (in the guest: mount -t 9p -o trans=virtio,version=9p2000.L %s /mnt/%s)", sh.Path, sh.Tag, ro, sh.Tag, sh.Tag)
 	}
-	if !kvm {
+	if !kvm && kvmDenied != "" {
+		notify("KVM is not used: %s (give /dev/kvm to a group with read-write access, as Debian's udev rule does with root:kvm 0660): using TCG software emulation, which is much slower", kvmDenied)
+	} else if !kvm {
 		notify("KVM is not available (/dev/kvm missing or not usable): using TCG software emulation, which is much slower")
 	}
 	if !plan.Vhost && plan.Mode.UsesTap() {

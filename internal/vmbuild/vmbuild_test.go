@@ -16,7 +16,7 @@ func TestAnnounce(t *testing.T) {
 	var lines []string
 	notify := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 	spec := config.Spec{Shares: []launcher.Share{{Path: "/srv/data", Tag: "data", ReadOnly: true}}}
-	Announce(notify, spec, false, netsetup.Plan{Mode: netsetup.Macvtap})
+	Announce(notify, spec, false, "", netsetup.Plan{Mode: netsetup.Macvtap})
 	got := strings.Join(lines, "\n")
 	for _, want := range []string{
 		"--share /srv/data: virtio-9p, tag data, read-only (in the guest: mount -t 9p -o trans=virtio,version=9p2000.L data /mnt/data)",
@@ -28,7 +28,7 @@ func TestAnnounce(t *testing.T) {
 		}
 	}
 	lines = nil
-	Announce(notify, config.Spec{}, true, netsetup.Plan{Mode: netsetup.Macvtap, Vhost: true})
+	Announce(notify, config.Spec{}, true, "", netsetup.Plan{Mode: netsetup.Macvtap, Vhost: true})
 	if len(lines) != 0 {
 		t.Errorf("notices for a run with KVM, vhost and no shares: %q", lines)
 	}
