@@ -39,6 +39,11 @@ func join(dir string, c Config, tr *hostnet.Trace) (m *membership, err error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if d.unsynced {
+			go flushShared(d.path) // the set-up's one durable write (see writeShared), not waited for
+		}
+	}()
 	defer d.unlock()
 	nc, err := nftables.New()
 	if err != nil {
@@ -134,9 +139,9 @@ func checkForwardConflicts(live map[string]member, vm string, fws []hostnet.Forw
 
 // ensureNetwork makes sure the bridge (with its address), vmrun's table
 // and forwarding exist, creating what is missing and recording it in st
-// first. It returns the network's subnet. The state is written durably
-// once, at the end, and only when it changed (a VM joining a network whose
-// objects all exist writes nothing).
+// first. It returns the network's subnet. The state is written once more
+// at the end, and only when it changed (a VM joining a network whose
+// objects all exist writes nothing); join then has it made durable.
 func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *shared, want string, tr *hostnet.Trace) (netip.Prefix, error) {
 	objects0, subnet0 := len(st.Objects), st.Subnet
 	var wantP netip.Prefix
@@ -181,7 +186,8 @@ func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *share
 	if len(st.Objects) == objects0 && st.Subnet == subnet0 {
 		return subnet, nil // objects are only ever appended
 	}
-	return subnet, d.writeShared(*st, true)
+	d.unsynced = true
+	return subnet, d.writeShared(*st, false)
 }
 
 // existingBridge returns the subnet of the NAT bridge if it exists.

@@ -81,6 +81,9 @@ func netnsID() (string, error) {
 type lockedDir struct {
 	path string
 	lock *os.File
+	// unsynced: the state file was written and not yet made durable
+	// (flushShared).
+	unsynced bool
 }
 
 // lockDir creates (if create) and locks dir. It returns nil, nil when
@@ -202,13 +205,28 @@ func (d *lockedDir) readShared() (shared, error) {
 // process's death, however abrupt, does not touch the page cache, and a
 // crash of the kernel takes the recorded objects with it. One durable
 // write per set-up, after the last object, leaves a consistent file
-// behind should the machine go down.
+// behind should the machine go down: flushShared, which the set-up starts
+// once it has released the lock and does not wait for (only the
+// machine's own crash needs it; the wait was on the first NAT VM's path).
 func (d *lockedDir) writeShared(st shared, durable bool) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(d.path, "state.json"), b, durable)
+}
+
+// flushShared waits for the disk to hold NAT directory dir's state file
+// as last written, and the directory entry naming it. It takes no lock:
+// a later writer's file is as good, and a directory removed meanwhile
+// (the last VM left) needs nothing.
+func flushShared(dir string) {
+	for _, p := range []string{filepath.Join(dir, "state.json"), dir} {
+		if f, err := os.Open(p); err == nil {
+			_ = f.Sync()
+			f.Close()
+		}
+	}
 }
 
 func writeFileAtomic(path string, b []byte, durable bool) error {
