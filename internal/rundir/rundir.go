@@ -635,3 +635,52 @@ func locked(dir string) bool {
 	}
 	return lk.Type != unix.F_UNLCK
 }
+
+// SharedLock runs fn holding an exclusive flock of the runtime root
+// directory itself (no file is made for it): it serializes the VMs under
+// one root that set up, or undo, an object they share with their look at
+// each other's records (OthersRecorded).
+func (d *Dir) SharedLock(fn func() error) error {
+	f, err := os.Open(filepath.Dir(d.Path))
+	if err != nil {
+		return err
+	}
+	defer f.Close() // releases the lock
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("lock of %s: %w", f.Name(), err)
+	}
+	return fn()
+}
+
+// ForgetNow is Forget, and writes the state file at once: for an object
+// other VMs look for in this one's records (OthersRecorded).
+func (d *Dir) ForgetNow(obj Object) error {
+	if err := d.Forget(obj); err != nil {
+		return err
+	}
+	return d.Update(func(*State) {})
+}
+
+// OthersRecorded reports whether a live VM under root, other than the
+// one in directory self, has a record that match accepts.
+func OthersRecorded(root, self string, match func(Object) bool) bool {
+	entries, err := List(root)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Path == self || !e.Live || e.State == nil {
+			continue
+		}
+		if slices.ContainsFunc(e.State.Objects, match) {
+			return true
+		}
+	}
+	return false
+}

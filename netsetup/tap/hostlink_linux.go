@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
@@ -38,20 +39,40 @@ import (
 // holds the host's address). When the bridge has no IPv4 address of the
 // host's (a bridge kept for guests, the host's address on another link),
 // the host would send to the guest's address by its other routes, if any:
-// bridgeRoutes adds, unless --no-host-link, a /32 route through the bridge
+// onBridge adds, unless --no-host-link, a /32 route through the bridge
 // itself (no new link: the bridge is one) to each IPv4 address the guest
 // takes, recorded and undone the same way; the guest's ARP for the host's
 // address is answered by the bridge (Linux answers ARP for any of its
-// addresses). IPv6 is left out on a bridge: answering the guest's
-// solicitations would need proxy NDP and forwarding on the user's bridge.
+// addresses).
+//
+// IPv6 likewise when the bridge has no global IPv6 address of the host's
+// and the host has one elsewhere: a /128 route through the bridge to each
+// global address the guest takes, source chosen by the kernel; the host
+// solicits the guest from the bridge's link-local address. Linux answers
+// solicitations only for the receiving link's own addresses, so the
+// guest's for the host's source address is answered by proxy NDP on the
+// bridge: a proxy entry for that address (recorded, one per source however
+// many guest addresses use it), and the bridge's proxy_ndp 1, proxy_delay 0
+// and forwarding 1 (recorded, restored when the last VM that set them on
+// this bridge stops: see hostnet.Sysctl's Bridge). forwarding 1 on one
+// link forwards nothing (all/forwarding decides that), but the bridge then
+// acts as a router's link: it ignores router advertisements, and its
+// neighbour advertisements carry the router flag. That is a change of the
+// user's bridge, for the VM's lifetime; README's table of modes says so, and
+// --no-host-link leaves the bridge alone.
 
 // hostLink is the host link of one macvtap guest, or the host routes
 // through the bridge of a bridge guest (onBridge).
 type hostLink struct {
 	name string // the macvlan's owned name; "" with --no-host-link; the bridge's on a bridge
 	// onBridge: the routes go through the bridge, from whichever of the
-	// host's addresses the kernel chooses; nothing else is made.
+	// host's addresses the kernel chooses; no link is made.
 	bridge bool
+	// bridge4, bridge6: on a bridge, the host routes to the guest's IPv4,
+	// IPv6 addresses (the bridge has none of the host's of that family).
+	bridge4, bridge6 bool
+	proxies          map[netip.Addr]int        // on a bridge: proxy NDP entries (host sources), by use
+	srcOf            map[netip.Addr]netip.Addr // on a bridge: each routed IPv6 guest address's source
 
 	mu     sync.Mutex
 	s      *hostnet.Setup
@@ -108,17 +129,51 @@ func (hl *hostLink) create(s *hostnet.Setup) error {
 	return nil
 }
 
-// onBridge sets up the host routes of a bridge guest: none when the host
-// has an IPv4 address on the bridge (it reaches the guest there).
+// onBridge sets up the host routes of a bridge guest: none for a family
+// of which the host has an address on the bridge (it reaches the guest
+// there), none for IPv6 when the host has no global IPv6 address at all.
 func (hl *hostLink) onBridge(s *hostnet.Setup) error {
 	ix := s.ParentLink.Attrs().Index
-	if hostnet.HostIPv4(s.H, ix) != nil {
+	hl.bridge4 = hostnet.HostIPv4(s.H, ix) == nil
+	hl.bridge6 = hostIPv6(s.H, ix) == nil && hostHasIPv6(s.H)
+	if !hl.bridge4 && !hl.bridge6 {
 		return nil
 	}
 	hl.s, hl.routes, hl.bridge = s, map[netip.Addr]bool{}, true
 	hl.name, hl.ix = s.Cfg.Parent, ix
+	hl.proxies, hl.srcOf = map[netip.Addr]int{}, map[netip.Addr]netip.Addr{}
 	s.OnUndo(hl.forgetRoutes)
-	return nil
+	if !hl.bridge6 {
+		return nil
+	}
+	// The sysctls are restored in this namespace, from whichever thread
+	// undoes them; the handle is closed after them.
+	ns, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	s.OnUndo(ns.Close)
+	br := s.Cfg.Parent
+	return s.SetSysctls([]hostnet.Sysctl{
+		{Path: "net/ipv6/conf/" + br + "/forwarding", Value: "1", Bridge: true},
+		{Path: "net/ipv6/conf/" + br + "/proxy_ndp", Value: "1", Bridge: true},
+		{Path: "net/ipv6/neigh/" + br + "/proxy_delay", Value: "0", Bridge: true},
+	}, ns.UniqueId(), func(fn func() error) error { return hostnet.InNS(ns, fn) })
+}
+
+// hostHasIPv6 reports whether the host has a global IPv6 address on any
+// link.
+func hostHasIPv6(h *netlink.Handle) bool {
+	addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V6) })
+	if err != nil {
+		return false
+	}
+	for _, ad := range addrs {
+		if ad.Scope == int(netlink.SCOPE_UNIVERSE) && ad.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // proxyNDP makes the macvlan answer the guest's neighbour solicitations
@@ -179,8 +234,11 @@ func (hl *hostLink) follow(a hostnet.GuestAddr) {
 // from, nil when the host has none of a's family on the parent.
 func (hl *hostLink) source(a netip.Addr) net.IP {
 	if hl.bridge {
-		if a.Is4() {
+		switch {
+		case a.Is4() && hl.bridge4:
 			return net.IPv4zero // the kernel's choice (see above)
+		case a.Is6() && hl.bridge6:
+			return net.IPv6zero
 		}
 		return nil
 	}
@@ -204,7 +262,7 @@ func (hl *hostLink) route(a netip.Addr) error {
 	}
 	hl.routes[a] = true
 	return hostnet.Privileged(func() error {
-		if a.Is6() {
+		if a.Is6() && !hl.bridge {
 			n := &netlink.Neigh{LinkIndex: hl.ix, Family: netlink.FAMILY_V6, State: netlink.NUD_PERMANENT, IP: dst.IP, HardwareAddr: hl.mac}
 			if err := hl.s.H.NeighSet(n); err != nil {
 				return err
@@ -214,7 +272,66 @@ func (hl *hostLink) route(a netip.Addr) error {
 		if src.IsUnspecified() {
 			src = nil
 		}
-		return hl.s.H.RouteReplace(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK, Src: src})
+		err := hl.s.H.RouteReplace(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK, Src: src})
+		if err != nil || !a.Is6() || !hl.bridge {
+			return err
+		}
+		return hl.proxySource(a)
+	})
+}
+
+// proxySource makes the bridge answer the guest's solicitations for the
+// host's address that the route to guest address a starts from (the
+// kernel's choice), with a recorded proxy entry unless another guest
+// address already needs it.
+func (hl *hostLink) proxySource(a netip.Addr) error {
+	rs, err := hl.s.H.RouteGet(a.AsSlice())
+	if err != nil {
+		return err
+	}
+	var src netip.Addr
+	if len(rs) > 0 {
+		src, _ = netip.AddrFromSlice(rs[0].Src)
+	}
+	if !src.IsValid() {
+		return fmt.Errorf("no source address of the host's for %s", a)
+	}
+	src = src.Unmap()
+	hl.srcOf[a] = src
+	if hl.proxies[src]++; hl.proxies[src] > 1 {
+		return nil
+	}
+	obj := hostnet.NeighObject(src.AsSlice(), hl.name, true)
+	// Set, not add: another VM on the bridge may proxy for the same
+	// address (unproxySource leaves it to that one; the runtime root's
+	// lock keeps the two from crossing).
+	return hostnet.SharedLock(hl.s.Rec, func() error {
+		if err := hl.s.Rec.Record(obj); err != nil {
+			return err
+		}
+		return hl.s.H.NeighSet(&netlink.Neigh{LinkIndex: hl.ix, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: src.AsSlice()})
+	})
+}
+
+// unproxySource drops guest address a's use of its source's proxy entry,
+// and the entry (and its record) with the last use.
+func (hl *hostLink) unproxySource(a netip.Addr) error {
+	src, ok := hl.srcOf[a]
+	if !ok {
+		return nil
+	}
+	delete(hl.srcOf, a)
+	if hl.proxies[src]--; hl.proxies[src] > 0 {
+		return nil
+	}
+	delete(hl.proxies, src)
+	obj := hostnet.NeighObject(src.AsSlice(), hl.name, true)
+	return hostnet.SharedLock(hl.s.Rec, func() error {
+		if hostnet.RecordedByOther(hl.s.Rec, obj) {
+			return hostnet.ForgetNow(hl.s.Rec, obj)
+		}
+		err := hostnet.Privileged(func() error { return hostnet.DeleteNeigh(hl.s.H, obj) })
+		return errors.Join(err, hostnet.ForgetNow(hl.s.Rec, obj))
 	})
 }
 
@@ -224,7 +341,7 @@ func (hl *hostLink) unroute(a netip.Addr) error {
 	dst := hostRoute(a)
 	err := hostnet.Privileged(func() error {
 		err := hl.s.H.RouteDel(&netlink.Route{LinkIndex: hl.ix, Dst: dst, Scope: netlink.SCOPE_LINK})
-		if a.Is6() {
+		if a.Is6() && !hl.bridge {
 			nerr := hl.s.H.NeighDel(&netlink.Neigh{LinkIndex: hl.ix, Family: netlink.FAMILY_V6, IP: dst.IP})
 			if nerr != nil && !errors.Is(nerr, unix.ENOENT) {
 				err = errors.Join(err, nerr)
@@ -236,7 +353,7 @@ func (hl *hostLink) unroute(a netip.Addr) error {
 		return err
 	}
 	delete(hl.routes, a)
-	return hl.s.Rec.Forget(hostnet.RouteObject(dst, hl.name))
+	return errors.Join(hl.unproxySource(a), hl.s.Rec.Forget(hostnet.RouteObject(dst, hl.name)))
 }
 
 // forgetRoutes is the undo of the routes: they went with the macvlan; only

@@ -11,10 +11,12 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
 
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/netsetup/gc"
 	"github.com/vmrun/vmrun/netsetup/internal/fakeguest"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
@@ -230,5 +232,216 @@ func TestBridgeHostOnBridge(t *testing.T) {
 	}
 	if r := ns.MustRun(t, "ip", "route", "show", "10.78.1.57"); strings.TrimSpace(r) != "" {
 		t.Errorf("a route to the guest on a bridge that holds the host's address: %s", r)
+	}
+}
+
+// TestBridgeHostRoutesIPv6: a bridge that holds no IPv6 address of the
+// host's (the host's is on another link) gets, once the guest announces a
+// global IPv6 address, a recorded /128 route to it through the bridge, a
+// recorded proxy entry for the host's source address, and the bridge's
+// proxy NDP sysctls; the host reaches the guest: a real ping's neighbour
+// solicitation (from the bridge's link-local address) and echo request
+// reach the guest's tap, the guest's solicitation for the host's address
+// is answered by the bridge, and its echo reply completes the ping. Undo
+// removes the route and the proxy entry, restores the sysctls and leaves
+// no record; so does gc from the records alone (a vmrun that died).
+func TestBridgeHostRoutesIPv6(t *testing.T) {
+	testutil.RequireCmd(t, "busybox")
+	t.Run("undo", func(t *testing.T) { bridgeHostRoutesIPv6(t, false) })
+	t.Run("gc", func(t *testing.T) { bridgeHostRoutesIPv6(t, true) })
+}
+
+func bridgeHostRoutesIPv6(t *testing.T, crash bool) {
+	ns := testutil.NewNetns(t, "hb6")
+	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	// The bridge's link-local address at once (no duplicate detection):
+	// the host solicits the guest from it.
+	ns.MustRun(t, "sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/br0/accept_dad")
+	ns.MustRun(t, "ip", "link", "set", "br0", "up")
+	ns.MustRun(t, "ip", "link", "add", "other0", "type", "veth", "peer", "name", "other1")
+	ns.MustRun(t, "ip", "link", "set", "other1", "up")
+	ns.MustRun(t, "ip", "-6", "addr", "add", "2001:db8:78::2/64", "dev", "other0", "nodad")
+	ns.MustRun(t, "ip", "link", "set", "other0", "up")
+	sysctls := []string{"net/ipv6/conf/br0/forwarding", "net/ipv6/conf/br0/proxy_ndp", "net/ipv6/neigh/br0/proxy_delay"}
+	readSysctls := func() string {
+		t.Helper()
+		return ns.MustRun(t, "sh", "-c", "cd /proc/sys && cat "+strings.Join(sysctls, " "))
+	}
+	before := readSysctls()
+	dir, _, err := rundir.Create(t.TempDir(), "hb6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Remove()
+	got := make(chan hostnet.GuestAddr, 16)
+	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	b := Bridge{Link: hostnet.LinkConfig{VM: "hb6", LinkName: "vmrhb6t", Parent: "br0", MAC: watchGuestMAC, Queues: 1}, HostRoutes: true}
+	var att *hostnet.Attachment
+	if err := ns.Do(func() error { att, err = b.Attach(ctx, recorder{dir}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if s := strings.Fields(readSysctls()); strings.Join(s, " ") != "1 1 0" {
+		t.Errorf("the bridge's forwarding, proxy_ndp, proxy_delay: %q, want 1 1 0", s)
+	}
+	for _, p := range sysctls {
+		if !hasObject(dir, hostnet.ObjSysctl, p) {
+			t.Errorf("sysctl %s not recorded: %+v", p, dir.State().Objects)
+		}
+	}
+	q := att.Files[0]
+	in := readICMP6(q)
+	toBridge := func(frame []byte) {
+		t.Helper()
+		if _, err := q.Write(append(append([]byte(nil), vnetHdr...), frame...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The guest's duplicate address detection of its address.
+	guest, host := netip.MustParseAddr("2001:db8:78::57"), netip.MustParseAddr("2001:db8:78::2")
+	snm, snmMAC := solicitedNode(guest)
+	toBridge(icmp6Frame(t, watchGuestMAC, snmMAC, netip.IPv6Unspecified(), snm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: guest})))
+	select {
+	case a := <-got:
+		if a.Addr != guest {
+			t.Fatalf("watcher reported %+v, want %s", a, guest)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no address reported within a minute")
+	}
+	if !hasObject(dir, hostnet.ObjRoute, "2001:db8:78::57/128") || !hasObject(dir, hostnet.ObjNeigh, host.String()) {
+		t.Errorf("the route to the guest or the proxy entry for the host's address is not recorded: %+v", dir.State().Objects)
+	}
+	if r := ns.MustRun(t, "ip", "-6", "route", "get", guest.String()); !strings.Contains(r, "dev br0") || !strings.Contains(r, "src "+host.String()) {
+		t.Errorf("route to the guest: %s; want it through br0 from %s", r, host)
+	}
+
+	// The host pings the guest; the fake guest answers as a stack would.
+	ping := ns.Start(t, "busybox", "ping", "-6", "-c", "1", "-W", "30", guest.String())
+	sol := awaitICMP6(t, in, icmp6NS, "the host's neighbour solicitation for the guest")
+	toBridge(icmp6Frame(t, watchGuestMAC, sol.srcMAC, guest, sol.src, ndpMsg(t, &ndp.NeighborAdvertisement{Solicited: true, Override: true, TargetAddress: guest,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: watchGuestMAC}}})))
+	req := awaitICMP6(t, in, icmp6EchoRequest, "the host's echo request")
+	if req.src != host || req.dst != guest {
+		t.Fatalf("echo request %s -> %s, want %s -> %s", req.src, req.dst, host, guest)
+	}
+	hsnm, hsnmMAC := solicitedNode(host)
+	toBridge(icmp6Frame(t, watchGuestMAC, hsnmMAC, guest, hsnm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: host,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: watchGuestMAC}}})))
+	na := awaitICMP6(t, in, icmp6NA, "answer to the guest's neighbour solicitation for the host's address")
+	nm, err := ndp.ParseMessage(na.msg)
+	if a, ok := nm.(*ndp.NeighborAdvertisement); err != nil || !ok || a.TargetAddress != host {
+		t.Fatalf("neighbour advertisement %+v, %v; want one for %s", nm, err, host)
+	}
+	reply := append([]byte{icmp6EchoReply}, req.msg[1:]...)
+	toBridge(icmp6Frame(t, watchGuestMAC, na.srcMAC, guest, host, reply))
+	select {
+	case <-ping.Exited:
+		if code := ping.Cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("ping %s from the host: exit %d\n%s", guest, code, ping.Out)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("ping %s still running after a minute\n%s", guest, ping.Out)
+	}
+
+	att.CloseFiles()
+	undo := att.Undo
+	if crash {
+		objs := dir.State().Objects
+		undo = func() error { return gc.Undo(objs) }
+		defer func() { _ = ns.Do(att.Undo) }() // the watcher's goroutine
+	}
+	if err := ns.Do(undo); err != nil {
+		t.Fatalf("undo (gc: %v): %v", crash, err)
+	}
+	if r := ns.MustRun(t, "ip", "-6", "route", "show", guest.String()); strings.TrimSpace(r) != "" {
+		t.Errorf("route after undo: %s", r)
+	}
+	if r := ns.MustRun(t, "ip", "-6", "neigh", "show", "proxy", "dev", "br0"); strings.TrimSpace(r) != "" {
+		t.Errorf("proxy entries after undo: %s", r)
+	}
+	if after := readSysctls(); after != before {
+		t.Errorf("sysctls after undo: %q, before: %q", after, before)
+	}
+	if objs := dir.State().Objects; len(objs) != 0 && !crash {
+		t.Errorf("records after undo: %+v", objs)
+	}
+}
+
+// TestBridgeHostRoutesIPv6Shared: two VMs with host routes on the same
+// bridge share its proxy NDP sysctls and the proxy entry for the host's
+// address: the first to stop leaves them to the other, the last one
+// restores the sysctls and removes the entry.
+func TestBridgeHostRoutesIPv6Shared(t *testing.T) {
+	ns := testutil.NewNetns(t, "hb6s")
+	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	ns.MustRun(t, "ip", "link", "set", "br0", "up")
+	ns.MustRun(t, "ip", "link", "add", "other0", "type", "veth", "peer", "name", "other1")
+	ns.MustRun(t, "ip", "link", "set", "other1", "up")
+	ns.MustRun(t, "ip", "-6", "addr", "add", "2001:db8:79::2/64", "dev", "other0", "nodad")
+	ns.MustRun(t, "ip", "link", "set", "other0", "up")
+	readSysctls := func() string {
+		t.Helper()
+		return strings.Join(strings.Fields(ns.MustRun(t, "sh", "-c",
+			"cd /proc/sys && cat net/ipv6/conf/br0/forwarding net/ipv6/conf/br0/proxy_ndp net/ipv6/neigh/br0/proxy_delay")), " ")
+	}
+	proxies := func() string {
+		t.Helper()
+		return strings.TrimSpace(ns.MustRun(t, "ip", "-6", "neigh", "show", "proxy", "dev", "br0"))
+	}
+	before := readSysctls()
+	root := t.TempDir()
+	type vm struct {
+		dir *rundir.Dir
+		att *hostnet.Attachment
+	}
+	var vms []vm
+	for i, name := range []string{"hb6a", "hb6b"} {
+		dir, _, err := rundir.Create(root, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dir.Remove()
+		got := make(chan hostnet.GuestAddr, 16)
+		ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+		mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x79, 0x00, byte(0x57 + i)}
+		b := Bridge{Link: hostnet.LinkConfig{VM: name, LinkName: "vmr" + name + "t", Parent: "br0", MAC: mac, Queues: 1}, HostRoutes: true}
+		var att *hostnet.Attachment
+		if err := ns.Do(func() error { att, err = b.Attach(ctx, dir); return err }); err != nil {
+			t.Fatal(err)
+		}
+		vms = append(vms, vm{dir, att})
+		guest := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x79, 15: byte(0x57 + i)})
+		snm, snmMAC := solicitedNode(guest)
+		frame := icmp6Frame(t, mac, snmMAC, netip.IPv6Unspecified(), snm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: guest}))
+		if _, err := att.Files[0].Write(append(append([]byte(nil), vnetHdr...), frame...)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+		case <-time.After(time.Minute):
+			t.Fatalf("%s: no address reported within a minute", name)
+		}
+		if !hasObject(dir, hostnet.ObjNeigh, "2001:db8:79::2") {
+			t.Fatalf("%s: no proxy entry recorded: %+v", name, dir.State().Objects)
+		}
+	}
+	if s := readSysctls(); s != "1 1 0" || proxies() == "" {
+		t.Fatalf("with both VMs: sysctls %q, proxy entries %q", s, proxies())
+	}
+	for i, v := range vms {
+		v.att.CloseFiles()
+		if err := ns.Do(v.att.Undo); err != nil {
+			t.Fatalf("undo %d: %v", i, err)
+		}
+		if objs := v.dir.State().Objects; len(objs) != 0 {
+			t.Errorf("records of VM %d after its undo: %+v", i, objs)
+		}
+		if i == 0 && (readSysctls() != "1 1 0" || proxies() == "") {
+			t.Errorf("the first VM's undo took the other's: sysctls %q, proxy entries %q", readSysctls(), proxies())
+		}
+	}
+	if s := readSysctls(); s != before || proxies() != "" {
+		t.Errorf("after both: sysctls %q (before: %q), proxy entries %q", s, before, proxies())
 	}
 }

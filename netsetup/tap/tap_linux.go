@@ -14,8 +14,9 @@ import (
 type Bridge struct {
 	Link hostnet.LinkConfig // Parent is the bridge
 	Caps []int              // the capabilities to raise (internal/caps numbers)
-	// HostRoutes: when the bridge has no IPv4 address of the host's, route
-	// the guest's IPv4 addresses through it (bridgeRoutes).
+	// HostRoutes: when the bridge has no IPv4 (IPv6) address of the
+	// host's, route the guest's IPv4 (IPv6) addresses through it (see
+	// hostLink.onBridge).
 	HostRoutes bool
 }
 

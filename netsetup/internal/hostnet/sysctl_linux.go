@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path"
@@ -25,17 +26,27 @@ import (
 // count as another. netnsKey identifies the network namespace, so that a VM
 // that finds the sysctl already set by a running one takes over the value
 // that one will not restore (see InheritSysctl).
+//
+// bridgeKey names the bridge of a bridge guest whose host routes need the
+// sysctl (proxy NDP on the user's bridge): it is restored only when no
+// other live VM under the runtime root (rootKey) recorded it for the same
+// bridge and namespace, so that the first of two such VMs to stop does not
+// cut the other one off.
 const (
 	sharedDevKey = "shared-dev"
 	tapKey       = "tap"
 	netnsKey     = "netns-id"
+	bridgeKey    = "bridge"
+	rootKey      = "runtime-root"
 )
 
 // Sysctl is one sysctl a mode sets: path under /proc/sys, the value, and
-// whether every routed guest of the uplink needs it (Shared).
+// whether every routed guest of the uplink needs it (Shared), or every
+// guest with host routes through the bridge (Bridge; see bridgeKey).
 type Sysctl struct {
 	Path, Value string
 	Shared      bool
+	Bridge      bool
 }
 
 // SetSysctls sets each sysctl, recorded with its old value before it is
@@ -46,26 +57,69 @@ type Sysctl struct {
 // namespace the set-up ran in (undo may run on any thread).
 func (s *Setup) SetSysctls(list []Sysctl, netnsID string, inNS func(func() error) error) error {
 	for _, sc := range list {
-		old, err := ReadSysctl(sc.Path)
-		if err != nil {
-			return err
-		}
-		obj := SysctlObject(sc.Path, old)
-		if sc.Shared {
-			obj.Detail = map[string]string{sharedDevKey: s.Cfg.Parent, tapKey: s.Cfg.LinkName, netnsKey: netnsID}
-			if old == sc.Value {
-				InheritSysctl(s.Rec, &obj)
+		if !sc.Bridge {
+			if err := s.setSysctl(sc, netnsID, inNS); err != nil {
+				return err
 			}
+			continue
 		}
-		h, rec := s.H, s.Rec
-		err = s.AddRecorded(obj, func() error { return WriteSysctl(sc.Path, sc.Value) }, func() error {
-			return errors.Join(inNS(func() error { return UndoSysctl(h, obj) }), rec.Forget(obj))
-		})
-		if err != nil {
+		// Under the runtime root's lock: another VM on the bridge may be
+		// deciding whether to restore it (see bridgeKey).
+		if err := SharedLock(s.Rec, func() error { return s.setSysctl(sc, netnsID, inNS) }); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// setSysctl is SetSysctls for one sysctl.
+func (s *Setup) setSysctl(sc Sysctl, netnsID string, inNS func(func() error) error) error {
+	old, err := ReadSysctl(sc.Path)
+	if err != nil {
+		return err
+	}
+	obj := SysctlObject(sc.Path, old)
+	switch {
+	case sc.Shared:
+		obj.Detail = map[string]string{sharedDevKey: s.Cfg.Parent, tapKey: s.Cfg.LinkName, netnsKey: netnsID}
+	case sc.Bridge:
+		obj.Detail = map[string]string{bridgeKey: s.Cfg.Parent, tapKey: s.Cfg.LinkName, netnsKey: netnsID}
+		if d, ok := s.Rec.(*rundir.Dir); ok {
+			obj.Detail[rootKey] = filepath.Dir(d.Path)
+		}
+	}
+	if (sc.Shared || sc.Bridge) && old == sc.Value {
+		InheritSysctl(s.Rec, &obj)
+	}
+	h, rec := s.H, s.Rec
+	undo := func() error {
+		return errors.Join(inNS(func() error { return UndoSysctl(h, obj) }), rec.Forget(obj))
+	}
+	if sc.Bridge {
+		undo = func() error {
+			return SharedLock(rec, func() error {
+				return errors.Join(inNS(func() error { return UndoSysctl(h, obj) }), ForgetNow(rec, obj))
+			})
+		}
+	}
+	return s.AddRecorded(obj, func() error { return WriteSysctl(sc.Path, sc.Value) }, undo)
+}
+
+// SharedLock runs fn under rec's runtime root's lock (rundir's
+// SharedLock) when rec is a *rundir.Dir; fn runs alone otherwise.
+func SharedLock(rec Recorder, fn func() error) error {
+	if d, ok := rec.(*rundir.Dir); ok {
+		return d.SharedLock(fn)
+	}
+	return fn()
+}
+
+// ForgetNow forgets obj, at once on disk when rec is a *rundir.Dir.
+func ForgetNow(rec Recorder, obj rundir.Object) error {
+	if d, ok := rec.(*rundir.Dir); ok {
+		return d.ForgetNow(obj)
+	}
+	return rec.Forget(obj)
 }
 
 // ReadSysctl reads /proc/sys/path of the calling thread's namespace.
@@ -106,7 +160,7 @@ func InheritSysctl(rec Recorder, obj *rundir.Object) {
 		}
 		for _, o := range e.State.Objects {
 			if o.Kind == ObjSysctl && o.Name == obj.Name && o.Detail[sharedDevKey] == obj.Detail[sharedDevKey] &&
-				o.Detail[netnsKey] == obj.Detail[netnsKey] {
+				o.Detail[bridgeKey] == obj.Detail[bridgeKey] && o.Detail[netnsKey] == obj.Detail[netnsKey] {
 				obj.Old = o.Old
 				return
 			}
@@ -115,9 +169,13 @@ func InheritSysctl(rec Recorder, obj *rundir.Object) {
 }
 
 // UndoSysctl restores a recorded sysctl, unless it is shared by the
-// routed guests of a link (sharedDevKey) and another VM's is still there:
+// routed guests of a link (sharedDevKey), or by the guests with host
+// routes through a bridge (bridgeKey), and another VM's is still there:
 // then it is left as it is, for that guest.
 func UndoSysctl(h *netlink.Handle, o rundir.Object) error {
+	if o.Detail[bridgeKey] != "" && bridgeSysctlKept(o) {
+		return nil
+	}
 	if dev := o.Detail[sharedDevKey]; dev != "" {
 		family := netlink.FAMILY_V4
 		if strings.HasPrefix(o.Name, "net/ipv6/") {
@@ -132,6 +190,27 @@ func UndoSysctl(h *netlink.Handle, o rundir.Object) error {
 		}
 	}
 	return RestoreSysctl(o.Name, o.Old)
+}
+
+// bridgeSysctlKept reports whether another live VM under the runtime
+// root of bridge sysctl record o recorded the same sysctl for the same
+// bridge and namespace: it still needs the value.
+func bridgeSysctlKept(o rundir.Object) bool {
+	return o.Detail[rootKey] != "" && rundir.OthersRecorded(o.Detail[rootKey], "", func(other rundir.Object) bool {
+		return other.Kind == ObjSysctl && other.Name == o.Name && other.Detail[bridgeKey] == o.Detail[bridgeKey] &&
+			other.Detail[netnsKey] == o.Detail[netnsKey] && other.Detail[tapKey] != o.Detail[tapKey]
+	})
+}
+
+// RecordedByOther reports whether another live VM under the runtime root
+// of rec (a *rundir.Dir; false otherwise) recorded obj too (same kind,
+// name and details): a shared object, such as a proxy entry on a bridge
+// for the host's address, that VM still needs.
+func RecordedByOther(rec Recorder, obj rundir.Object) bool {
+	d, ok := rec.(*rundir.Dir)
+	return ok && rundir.OthersRecorded(filepath.Dir(d.Path), d.Path, func(o rundir.Object) bool {
+		return o.Kind == obj.Kind && o.Name == obj.Name && maps.Equal(o.Detail, obj.Detail)
+	})
 }
 
 // routedGuestsOn reports whether link dev still answers for a routed
