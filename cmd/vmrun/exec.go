@@ -18,29 +18,14 @@ import (
 	"github.com/vmrun/vmrun/launcher"
 )
 
-// vmrun exec's help: `vmrun --help` lists it, `vmrun exec --help` prints it.
-const (
-	execUsage     = "run a command in a running VM through its guest agent; exit with the command's code"
-	execUsageText = "vmrun exec NAME [--env K=V]... [--cwd DIR] [--timeout DURATION] [--timestamps] -- CMD [ARGS...]\n\n" +
-		"   --env K=V        add to the command's environment (repeatable)\n" +
-		"   --cwd DIR        working directory in the guest\n" +
-		"   --timeout DUR    give up after DUR: the command gets SIGTERM, exit 124\n" +
-		"   --timestamps     prefix each output line with the UTC time\n\n" +
-		"   stdout and stderr stream as they come; stdin is passed when it is not a terminal\n" +
-		"   (read to its end first, at most 16 MiB). Ctrl-C sends SIGTERM to the command.\n" +
-		"   Exit code: the command's (128+N for signal N, 127 when it does not exist in the\n" +
-		"   guest, 126 when --cwd does not); vmrun's own failures: 1 usage (VM not running,\n" +
-		"   no agent channel, bad flag), 2 no answer from the guest agent, 124 --timeout."
-)
-
 // execCommand is `vmrun exec` in the command tree: for `vmrun --help`, and
 // when global flags come first (`vmrun -v exec ...`); realMain runs
 // `vmrun exec ...` through execMain directly.
 func execCommand() *cli.Command {
 	return &cli.Command{
 		Name:            "exec",
-		Usage:           execUsage,
-		UsageText:       execUsageText,
+		Usage:           guestexec.Usage,
+		UsageText:       guestexec.UsageText,
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
 			return execMain(c.Context, c.Args().Slice(), c.App.Writer, c.App.ErrWriter)
@@ -55,7 +40,7 @@ func execMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if a.Help {
-		fmt.Fprintf(stdout, "NAME:\n   vmrun exec - %s\n\nUSAGE:\n   %s\n\nSee docs/exec.md.\n", execUsage, execUsageText)
+		fmt.Fprintf(stdout, "NAME:\n   vmrun exec - %s\n\nUSAGE:\n   %s\n\nSee docs/exec.md.\n", guestexec.Usage, guestexec.UsageText)
 		return nil
 	}
 	dir, err := vmctl.LiveDir(rundir.Root(), a.Name)

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/guestssh"
 	"github.com/vmrun/vmrun/internal/rundir"
 )
@@ -39,19 +36,5 @@ func sshAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	bin, err := exec.LookPath("ssh")
-	if err != nil {
-		return exitcode.Usagef("vmrun ssh runs the system's ssh, which is not installed: install it (Debian: apt-get install openssh-client)")
-	}
-	var waiting func()
-	if isTerminal(os.Stderr) {
-		waiting = func() {
-			fmt.Fprintf(c.App.ErrWriter, "vmrun: waiting for %s's SSH server (at most %s)...\n", name, timeout)
-		}
-	}
-	argv, err := guestssh.Target(rundir.Root(), name, timeout, cmd, waiting)
-	if err != nil {
-		return err
-	}
-	return guestssh.Exec(bin, argv)
+	return guestssh.Run(rundir.Root(), name, timeout, cmd, c.App.ErrWriter, isTerminal(os.Stderr))
 }

@@ -34,6 +34,22 @@ type Args struct {
 // of every command.
 var envName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
+// `vmrun exec`'s help: `vmrun --help` lists Usage, `vmrun exec --help`
+// prints both.
+const (
+	Usage     = "run a command in a running VM through its guest agent; exit with the command's code"
+	UsageText = "vmrun exec NAME [--env K=V]... [--cwd DIR] [--timeout DURATION] [--timestamps] -- CMD [ARGS...]\n\n" +
+		"   --env K=V        add to the command's environment (repeatable)\n" +
+		"   --cwd DIR        working directory in the guest\n" +
+		"   --timeout DUR    give up after DUR: the command gets SIGTERM, exit 124\n" +
+		"   --timestamps     prefix each output line with the UTC time\n\n" +
+		"   stdout and stderr stream as they come; stdin is passed when it is not a terminal\n" +
+		"   (read to its end first, at most 16 MiB). Ctrl-C sends SIGTERM to the command.\n" +
+		"   Exit code: the command's (128+N for signal N, 127 when it does not exist in the\n" +
+		"   guest, 126 when --cwd does not); vmrun's own failures: 1 usage (VM not running,\n" +
+		"   no agent channel, bad flag), 2 no answer from the guest agent, 124 --timeout."
+)
+
 // ParseArgs parses NAME, the flags (before or after NAME) and the command
 // after "--" (or after NAME and the flags).
 func ParseArgs(args []string) (Args, error) {

@@ -6,9 +6,11 @@ package guestssh
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,6 +28,27 @@ import (
 // to for the rest of the run (a new run, a new key: test and cloud
 // images make theirs at first boot).
 const KnownHostsFile = "known_hosts"
+
+// Run is `vmrun ssh` for the VM name under root: it waits for the
+// guest's SSH server (saying so on stderr once the wait has lasted 300ms,
+// when terminal: stderr is one) and replaces vmrun with the system's ssh.
+func Run(root, name string, timeout time.Duration, cmd []string, stderr io.Writer, terminal bool) error {
+	bin, err := exec.LookPath("ssh")
+	if err != nil {
+		return exitcode.Usagef("vmrun ssh runs the system's ssh, which is not installed: install it (Debian: apt-get install openssh-client)")
+	}
+	var waiting func()
+	if terminal {
+		waiting = func() {
+			fmt.Fprintf(stderr, "vmrun: waiting for %s's SSH server (at most %s)...\n", name, timeout)
+		}
+	}
+	argv, err := Target(root, name, timeout, cmd, waiting)
+	if err != nil {
+		return err
+	}
+	return Exec(bin, argv)
+}
 
 // Target returns ssh's command line for the VM name under root: at once
 // when a login of this run succeeded, else once the guest's SSH server
