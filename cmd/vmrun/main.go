@@ -37,6 +37,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		// command tree (its flags, defaults and help), which every run of
 		// a CI job's commands would pay for.
 		err = execMain(context.Background(), args[2:], stdout, stderr)
+	} else if sshFast(args) {
+		err = sshMain(args[2:], stderr) // the same, for `vmrun ssh NAME ...`
 	} else {
 		app := newApp(stdout, stderr)
 		if !helpMayShow(args) {

@@ -174,3 +174,41 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("-v printed the version: %q", out)
 	}
 }
+
+// TestSSHFastPath: `vmrun ssh NAME ...` runs without the command tree
+// (sshFast), and says and exits exactly what the tree's `vmrun ssh` does
+// (-v first sends it through the tree) for the same arguments.
+func TestSSHFastPath(t *testing.T) {
+	t.Setenv("VMRUN_RUNTIME_DIR", t.TempDir())
+	for _, c := range []struct {
+		args []string
+		fast bool
+	}{
+		{[]string{"ssh", "web", "--", "true"}, true},
+		{[]string{"ssh", "web", "--timeout", "5s"}, true},
+		{[]string{"ssh", "--timeout", "5s", "web"}, false},
+		{[]string{"ssh", "--help"}, false},
+		{[]string{"ssh", "help"}, false},
+		{[]string{"ssh", "h"}, false},
+		{[]string{"ssh", "web", "-h"}, false},
+		{[]string{"ssh"}, false},
+		{[]string{"-v", "ssh", "web"}, false},
+	} {
+		if got := sshFast(append([]string{"vmrun"}, c.args...)); got != c.fast {
+			t.Errorf("sshFast(%q) = %v, want %v", c.args, got, c.fast)
+		}
+	}
+	for _, args := range [][]string{
+		{"nosuch", "--", "true"},
+		{"web", "--timeout"},
+		{"web", "--timeout=0s"},
+		{"web", "-x"},
+		{"Bad/Name"},
+	} {
+		fOut, fErr, fCode := vmrun(t, append([]string{"ssh"}, args...)...)
+		tOut, tErr, tCode := vmrun(t, append([]string{"-v", "ssh"}, args...)...)
+		if fOut != tOut || fErr != tErr || fCode != tCode || fCode == 0 {
+			t.Errorf("vmrun ssh %q: fast path %d %q %q, command tree %d %q %q", args, fCode, fOut, fErr, tCode, tOut, tErr)
+		}
+	}
+}

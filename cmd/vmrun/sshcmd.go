@@ -1,7 +1,9 @@
 package main
 
 import (
+	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -37,4 +39,23 @@ func sshAction(c *cli.Context) error {
 		return err
 	}
 	return guestssh.Run(rundir.Root(), name, timeout, cmd, c.App.ErrWriter, isTerminal(os.Stderr))
+}
+
+// sshFast reports whether realMain may run `vmrun ssh` (args are vmrun's
+// own) through sshMain, without the command tree: when the VM's name comes
+// first. Help, and --timeout before the name, go through the tree.
+func sshFast(args []string) bool {
+	return len(args) > 2 && args[1] == "ssh" && !strings.HasPrefix(args[2], "-") && args[2] != "h" && !helpMayShow(args)
+}
+
+// sshMain is `vmrun ssh NAME [--timeout DUR] [-- CMD...]` straight from
+// realMain: building the command tree (every command's flags, defaults
+// and help) would add to every login's start (BenchmarkSSH); what the tree
+// would parse for it, ParseArgs does.
+func sshMain(args []string, stderr io.Writer) error {
+	name, timeout, cmd, err := guestssh.ParseArgs(args, sshDefaultTimeout)
+	if err != nil {
+		return err
+	}
+	return guestssh.Run(rundir.Root(), name, timeout, cmd, stderr, isTerminal(os.Stderr))
 }
