@@ -104,6 +104,25 @@ func TestSSHUser(t *testing.T) {
 	sshRoundTrip(t, nil, "e2e-sshu", "--net", "user")
 }
 
+// TestSSHBridge: on a bridge that holds the host's address.
+func TestSSHBridge(t *testing.T) {
+	requireQEMUTests(t)
+	l := newLAN(t, true)
+	sshRoundTrip(t, l.Host, "e2e-sshb", "--net", "bridge:br0")
+}
+
+// TestSSHNAT: behind this host, on the NAT network (vmrun's DHCP server
+// leases the address vmrun ssh reaches).
+func TestSSHNAT(t *testing.T) {
+	requireQEMUTests(t)
+	l := newLAN(t, false)
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 10.77.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sshRoundTrip(t, l.Host, "e2e-sshn", "--net", "nat", "--resolv-conf", resolv)
+}
+
 // TestSSHErrors: no such VM, and a VM without a seed on user mode.
 func TestSSHErrors(t *testing.T) {
 	g := requireQEMUTests(t)
