@@ -20,6 +20,7 @@ runs=(
 	"./netsetup          ^BenchmarkDatapath$                             5x"
 	"./netsetup/watch    ^BenchmarkUplinkEventToDecision$                50x"
 	"./launcher          ^BenchmarkSwapNIC$                              20x"
+	"./launcher          ^BenchmarkWarmUp$                               100x"
 	"./test/e2e          ^BenchmarkQMPReady$                             10x"
 	"./test/e2e          ^BenchmarkQEMUArgv$                             20x"
 	"./test/e2e          ^BenchmarkCLIStart$                             50x"

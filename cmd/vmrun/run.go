@@ -67,6 +67,7 @@ func runAction(c *cli.Context) error {
 	if c.Bool("dry-run") {
 		return dryrun.Print(c.App.Writer, c.Bool("json"), root, spec, vm, plan, conf)
 	}
+	launcher.WarmUp() // beside the set-up, off the way to QEMU's exec
 	if conf.NoSandbox != "" {
 		notify("%s", conf.NoSandbox)
 	}
