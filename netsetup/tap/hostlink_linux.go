@@ -301,10 +301,10 @@ func (hl *hostLink) proxySource(a netip.Addr) error {
 	if hl.proxies[src]++; hl.proxies[src] > 1 {
 		return nil
 	}
-	obj := hostnet.NeighObject(src.AsSlice(), hl.name, true)
+	obj := hostnet.SharedProxyObject(hl.s.Rec, src.AsSlice(), hl.name, hl.s.Cfg.LinkName)
 	// Set, not add: another VM on the bridge may proxy for the same
-	// address (unproxySource leaves it to that one; the runtime root's
-	// lock keeps the two from crossing).
+	// address (DeleteNeigh leaves it to that one, also in gc; the runtime
+	// root's lock keeps two VMs' undos from crossing).
 	return hostnet.SharedLock(hl.s.Rec, func() error {
 		if err := hl.s.Rec.Record(obj); err != nil {
 			return err
@@ -325,11 +325,9 @@ func (hl *hostLink) unproxySource(a netip.Addr) error {
 		return nil
 	}
 	delete(hl.proxies, src)
-	obj := hostnet.NeighObject(src.AsSlice(), hl.name, true)
+	obj := hostnet.SharedProxyObject(hl.s.Rec, src.AsSlice(), hl.name, hl.s.Cfg.LinkName)
 	return hostnet.SharedLock(hl.s.Rec, func() error {
-		if hostnet.RecordedByOther(hl.s.Rec, obj) {
-			return hostnet.ForgetNow(hl.s.Rec, obj)
-		}
+		// DeleteNeigh leaves it to another VM that recorded it.
 		err := hostnet.Privileged(func() error { return hostnet.DeleteNeigh(hl.s.H, obj) })
 		return errors.Join(err, hostnet.ForgetNow(hl.s.Rec, obj))
 	})

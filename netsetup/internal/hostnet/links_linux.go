@@ -68,6 +68,9 @@ func DeleteNeigh(h *netlink.Handle, o rundir.Object) error {
 	if ip == nil {
 		return fmt.Errorf("bad neighbour address %q", o.Name)
 	}
+	if o.Detail["proxy"] == "1" && proxyKept(o) {
+		return nil // another VM's too (SharedProxyObject)
+	}
 	l, err := recordedLink(h, o)
 	if l == nil || err != nil {
 		return err

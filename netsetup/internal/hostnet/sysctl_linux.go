@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"os"
 	"path"
@@ -202,14 +201,24 @@ func bridgeSysctlKept(o rundir.Object) bool {
 	})
 }
 
-// RecordedByOther reports whether another live VM under the runtime root
-// of rec (a *rundir.Dir; false otherwise) recorded obj too (same kind,
-// name and details): a shared object, such as a proxy entry on a bridge
-// for the host's address, that VM still needs.
-func RecordedByOther(rec Recorder, obj rundir.Object) bool {
-	d, ok := rec.(*rundir.Dir)
-	return ok && rundir.OthersRecorded(filepath.Dir(d.Path), d.Path, func(o rundir.Object) bool {
-		return o.Kind == obj.Kind && o.Name == obj.Name && maps.Equal(o.Detail, obj.Detail)
+// SharedProxyObject is the record of a proxy entry for ip on link dev that
+// other VMs under rec's runtime root may need too (the host's address on a
+// bridge, behind the VM of tap): DeleteNeigh leaves the entry while
+// another live VM recorded it (proxyKept).
+func SharedProxyObject(rec Recorder, ip net.IP, dev, tap string) rundir.Object {
+	o := NeighObject(ip, dev, true)
+	if d, ok := rec.(*rundir.Dir); ok {
+		o.Detail[rootKey], o.Detail[tapKey] = filepath.Dir(d.Path), tap
+	}
+	return o
+}
+
+// proxyKept reports whether a live VM other than the one of shared proxy
+// record o (SharedProxyObject) recorded the same entry.
+func proxyKept(o rundir.Object) bool {
+	return o.Detail[rootKey] != "" && rundir.OthersRecorded(o.Detail[rootKey], "", func(other rundir.Object) bool {
+		return other.Kind == ObjNeigh && other.Name == o.Name && other.Detail["dev"] == o.Detail["dev"] &&
+			other.Detail["proxy"] == "1" && other.Detail[tapKey] != o.Detail[tapKey]
 	})
 }
 
