@@ -32,6 +32,14 @@ type Config struct {
 	Hostname string        // option 12, optional
 	Timeout  time.Duration // for Acquire's exchange; default 30s
 	Logf     func(format string, args ...any)
+	// BroadcastRenew has Run renew and rebind as a rebooting client asks
+	// (no ciaddr, the address in option 50, the broadcast flag), so that
+	// the server's answer is broadcast, instead of with ciaddr, which the
+	// server answers unicast to the leased address. For an address that
+	// the host does not answer ARP for (ipvtap: the guest's, which only
+	// the guest answers for, and only while it has it configured — not
+	// while it boots, nor after it released it).
+	BroadcastRenew bool
 }
 
 // Lease is a lease the LAN's server granted.
@@ -337,7 +345,8 @@ func (c *Client) extend(ctx context.Context, cur *nclient4.Lease, what string, d
 // ciaddr, the address in option 50, the broadcast flag), so that the
 // answer is broadcast. Run falls back to it when a rebinding request got
 // no answer, which happens when the LAN does not deliver the leased
-// address to this host.
+// address to this host; with Config.BroadcastRenew it renews and rebinds
+// this way.
 func (c *Client) reboot(ctx context.Context) (Lease, error) {
 	cur, err := c.current()
 	if err != nil {
@@ -374,7 +383,8 @@ func (c *Client) drop() {
 // Run keeps the lease until ctx is done, then returns nil (it does not
 // release the lease: call Release for that). At T1 it renews, at T2 it
 // rebinds (and if that gets no answer, asks as a rebooting client, whose
-// answer is broadcast), and once the lease has expired or been refused it
+// answer is broadcast; with Config.BroadcastRenew it asks so at T1 and T2
+// straight away), and once the lease has expired or been refused it
 // acquires a new one, asking for the same address. onChange (optional)
 // is called with the lease after every successful renewal, rebinding or
 // new acquisition; the address may differ after a new acquisition. Run
@@ -425,10 +435,16 @@ func (c *Client) step(ctx context.Context, st state, l Lease) (Lease, error) {
 	case stateRenewing:
 		actx, cancel := context.WithDeadline(ctx, earliest(time.Now().Add(attemptTimeout), l.Acquired.Add(l.T2)))
 		defer cancel()
+		if c.cfg.BroadcastRenew {
+			return c.reboot(actx)
+		}
 		return c.Renew(actx)
 	case stateRebinding:
 		actx, cancel := context.WithDeadline(ctx, earliest(time.Now().Add(attemptTimeout), l.Expires()))
 		defer cancel()
+		if c.cfg.BroadcastRenew {
+			return c.reboot(actx)
+		}
 		next, err := c.Rebind(actx)
 		if err == nil || errors.Is(err, ErrNak) || ctx.Err() != nil {
 			return next, err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -487,4 +488,82 @@ func TestRebootWhenUnicastIsLost(t *testing.T) {
 	if n := strings.Count(l.dnsmasq.Out.String(), "DHCPACK(lan0) "+first.IP.String()); n < 2 {
 		t.Errorf("dnsmasq sent %d ACKs for %s, want 2 or more", n, first.IP)
 	}
+}
+
+// TestBroadcastRenew: with BroadcastRenew, Run renews at T1 as a
+// rebooting client asks (no ciaddr, no server identifier, the broadcast
+// flag), and the server's broadcast answer arrives although the LAN has no
+// neighbour entry for the leased address (as on ipvtap while the guest does
+// not answer ARP for it): the first message after the lease is that
+// request (not a unicast renewal that gets lost), no attempt fails, and
+// dnsmasq's lease file shows the later expiry.
+func TestBroadcastRenew(t *testing.T) {
+	l := newLAN(t, "--dhcp-option=option:T1,2", "--dhcp-option=option:T2,4")
+	var logMu sync.Mutex
+	var logged []string
+	cfg := Config{Link: "up0", ClientID: VMClientID("alpha"), Hostname: "alpha", BroadcastRenew: true,
+		Logf: func(f string, a ...any) {
+			logMu.Lock()
+			defer logMu.Unlock()
+			logged = append(logged, fmt.Sprintf(f, a...))
+			t.Logf(f, a...)
+		}}
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+	defer cancel()
+	var c *Client
+	if err := l.host.Do(func() (err error) { c, err = Acquire(ctx, cfg); return err }); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	defer c.Close()
+	first := c.Lease()
+	if first.T1 > 5*time.Second || first.T2 > 5*time.Second {
+		t.Fatalf("T1 %s T2 %s; want dnsmasq's configured few seconds", first.T1, first.T2)
+	}
+	// expiry is the lease's expiry in lease file lf, 0 when it has none.
+	expiry := func(lf string) int64 {
+		for _, line := range strings.Split(lf, "\n") {
+			if f := strings.Fields(line); len(f) > 2 && f[2] == first.IP.String() {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+		return 0
+	}
+	before := expiry(leasesWhen(t, l.dnsmasq, "has no lease of "+first.IP.String(), func(lf string) bool { return expiry(lf) != 0 }))
+	requests := capture(t, l.lan, "lan0", serverPort)
+
+	changes := make(chan Lease, 4)
+	runCtx, stopRun := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx, func(l Lease) { changes <- l }) }()
+	var r Lease
+	select {
+	case r = <-changes:
+	case <-time.After(waitBound):
+		t.Fatalf("no renewal within %s (T1 %s)", waitBound, first.T1)
+	}
+	stopRun()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if !r.IP.Equal(first.IP) {
+		t.Errorf("renewed lease %+v; want %s renewed", r, first.IP)
+	}
+	logMu.Lock()
+	for _, m := range logged {
+		if strings.Contains(m, " for "+first.IP.String()+": ") {
+			t.Errorf("a failed attempt: %s", m)
+		}
+	}
+	logMu.Unlock()
+	got := requests(1)
+	if len(got) == 0 {
+		t.Fatal("no renewal captured at the server")
+	}
+	if g := got[0]; g.Type != dhcpv4.MessageTypeRequest || g.CIAddr != "0.0.0.0" || g.HasServerIDOpt ||
+		!bytes.Equal(g.DstMAC, bcastMAC) || !strings.Contains(g.Flags, "Broadcast") {
+		t.Errorf("renewal %s ciaddr %s flags %s server-id %v; want a broadcast REQUEST with no ciaddr, the broadcast flag, no server identifier",
+			g, g.CIAddr, g.Flags, g.HasServerIDOpt)
+	}
+	leasesWhen(t, l.dnsmasq, fmt.Sprintf("shows no later expiry of %s than %d", first.IP, before), func(lf string) bool { return expiry(lf) > before })
 }

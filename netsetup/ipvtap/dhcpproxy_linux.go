@@ -183,7 +183,12 @@ func (x *guest) keepLease(ctx context.Context) error {
 			var err error
 			c, err = dhcpupstream.Acquire(ctx, dhcpupstream.Config{
 				Link: x.parent, ClientID: dhcpupstream.VMClientID(x.s.Cfg.VM), Hostname: x.s.Cfg.VM,
-				Logf: func(format string, args ...any) { x.s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
+				// The server's unicast answer to a renewal with ciaddr
+				// reaches vmrun only if the guest answers the LAN's ARP
+				// for the address, which it does not while it boots or
+				// once it released the address.
+				BroadcastRenew: true,
+				Logf:           func(format string, args ...any) { x.s.Trace.ReportEvent(fmt.Sprintf(format, args...)) },
 			})
 			return err
 		})
