@@ -5,11 +5,13 @@ import (
 	"net/netip"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -99,4 +101,52 @@ func TestSSHForward(t *testing.T) {
 			t.Errorf("%s, seed %v: %q %v, forwards %+v", tc.mode, tc.seed, got, err, plan.Forwards)
 		}
 	}
+}
+
+// TestRunWaits: on a terminal, a wait that lasts says so once, naming the
+// VM and the bound, and a guest that never gets an address ends it with
+// exit 124 and the reason; without a terminal nothing is said.
+func TestRunWaits(t *testing.T) {
+	testutil.RequireCmd(t, "ssh")
+	root := t.TempDir()
+	d, _, err := rundir.Create(root, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Remove() })
+	if err := d.Update(func(s *rundir.State) { s.Name = "web" }); err != nil {
+		t.Fatal(err)
+	}
+	for _, terminal := range []bool{true, false} {
+		var stderr lockedBuffer // written from the wait's timer
+		err := Run(root, "web", time.Second, []string{"true"}, &stderr, terminal)
+		if exitcode.Of(err) != exitcode.Timeout || !strings.Contains(err.Error(), "no address yet") {
+			t.Errorf("terminal %v: %v (exit %d); want exit 124, no address yet", terminal, err, exitcode.Of(err))
+		}
+		want := ""
+		if terminal {
+			want = "vmrun: waiting for web's SSH server (at most 1s)...\n"
+		}
+		if stderr.String() != want {
+			t.Errorf("terminal %v: stderr %q, want %q", terminal, stderr.String(), want)
+		}
+	}
+}
+
+// lockedBuffer is a strings.Builder safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
