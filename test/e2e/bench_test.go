@@ -252,6 +252,34 @@ func handTyped(disk string) []string {
 		"-chardev", "socket,id=qmp,fd=3,server=on,wait=off", "-mon", "chardev=qmp,mode=control"}
 }
 
+// dryRun is the part of `vmrun --dry-run --json`'s output the benchmarks
+// use.
+type dryRun struct{ Argv []string }
+
+// benchArgv returns the dry run of vmrun with --net none on disk for bare
+// QEMU to run: with --qemu-privileged, so that QEMU opens the disk by path
+// as a user runs it by hand (a confined vmrun argv names fdsets this run
+// would lack), and with the accelerator a confined run picks, which the
+// benchmarks' vmrun runs use (as root, QEMU would get /dev/kvm where only
+// root can open it: KVM for bare QEMU beside TCG for vmrun's).
+func benchArgv(b *testing.B, disk string) dryRun {
+	args := []string{"--disk", disk, "--snapshot", "--net", "none", "--console", "none", "--name", "bench", "--dry-run", "--json"}
+	var confined, dr dryRun
+	out, _, code := RunVMRun(b, nil, runtimeDir(b), args...)
+	if err := json.Unmarshal([]byte(out), &confined); err != nil || code != 0 {
+		b.Fatalf("dry-run: %v %s", err, out)
+	}
+	accel := regexp.MustCompile(`\baccel=(\w+)`).FindStringSubmatch(strings.Join(confined.Argv, " "))
+	if accel == nil {
+		b.Fatalf("dry-run: no accel= in %q", confined.Argv)
+	}
+	out, _, code = RunVMRun(b, nil, runtimeDir(b), append(args, "--qemu-privileged", "--accel", accel[1])...)
+	if err := json.Unmarshal([]byte(out), &dr); err != nil || code != 0 {
+		b.Fatalf("dry-run --qemu-privileged: %v %s", err, out)
+	}
+	return dr
+}
+
 // BenchmarkQMPReady compares the wall time from exec to a ready QMP
 // session and to the guest's first console byte, side by side in one run
 // (each figure the median of b.N runs; the rows alternate to share machine
@@ -270,13 +298,7 @@ func BenchmarkQMPReady(b *testing.B) {
 	testutil.RequireQEMU(b)
 	g := testutil.RequireGuest(b)
 	l := newLAN(b, false)
-	// --qemu-privileged: bare QEMU opens the disk by path, as a user runs
-	// it by hand (a confined vmrun argv names fdsets this run would lack).
-	out, _, code := RunVMRun(b, nil, runtimeDir(b), "--disk", g.Test, "--snapshot", "--net", "none", "--console", "none", "--name", "bench", "--qemu-privileged", "--dry-run", "--json")
-	var dr struct{ Argv []string }
-	if err := json.Unmarshal([]byte(out), &dr); err != nil || code != 0 {
-		b.Fatalf("dry-run: %v %s", err, out)
-	}
+	dr := benchArgv(b, g.Test)
 	noneRoot, autoRoot := runtimeDir(b), runtimeDir(b)
 	vmrunStart(b, l.Host, autoRoot, g.Test, "auto", "macvtap")
 	var none, auto, cold, bare, hand, noneCon, handCon []time.Duration
@@ -331,11 +353,7 @@ func BenchmarkQEMUArgv(b *testing.B) {
 	testutil.RequireQEMU(b)
 	g := testutil.RequireGuest(b)
 	ns := testutil.NewNetns(b, "argv")
-	out, _, code := RunVMRun(b, nil, runtimeDir(b), "--disk", g.Test, "--snapshot", "--net", "none", "--console", "none", "--name", "bench", "--qemu-privileged", "--dry-run", "--json")
-	var dr struct{ Argv []string }
-	if err := json.Unmarshal([]byte(out), &dr); err != nil || code != 0 {
-		b.Fatalf("dry-run: %v %s", err, out)
-	}
+	dr := benchArgv(b, g.Test)
 	argv := bareArgs(dr.Argv)
 	variants := []struct {
 		name string
