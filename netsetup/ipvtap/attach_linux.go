@@ -16,6 +16,7 @@ import (
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/internal/chardev"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
@@ -200,9 +201,9 @@ func (x *guest) inPrivate(fn func() error) error {
 // create creates the ipvtap on the parent, in the private namespace, in
 // L2 mode with the bridge flag, from netlink.NewLinkAttrs (a literal
 // LinkAttrs{} would give it a 0-slot queue that drops every frame to the
-// guest). The device group nonce proves which sysfs shows it (hostnet.TapDevNum).
+// guest). The device group nonce proves which sysfs shows it (chardev.TapDevNum).
 func (x *guest) create(s *hostnet.Setup) error {
-	nonce, err := hostnet.GroupNonce()
+	nonce, err := chardev.GroupNonce()
 	if err != nil {
 		return err
 	}
@@ -294,14 +295,14 @@ func (x *guest) openQueues(s *hostnet.Setup) error {
 	err := x.inPrivate(func() error {
 		caps.Raise(unix.CAP_SYS_ADMIN) // a sysfs of this namespace; the thread dies with it
 		var err error
-		dev, from, err = hostnet.TapDevNum("ipvtap", a.Name, a.Index, x.nonce)
+		dev, from, err = chardev.TapDevNum("ipvtap", a.Name, a.Index, x.nonce)
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s of vmrun's private namespace)", a.Name, unix.Major(dev), unix.Minor(dev), from))
-	att.Files, err = hostnet.OpenCharDev(dev, s.Cfg.Queues)
+	att.Files, err = chardev.OpenCharDev(dev, s.Cfg.Queues)
 	return err
 }
 

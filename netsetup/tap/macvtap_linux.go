@@ -7,6 +7,7 @@ import (
 	"net"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vmrun/vmrun/netsetup/internal/chardev"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
@@ -51,9 +52,9 @@ func macvtapSteps(hl *hostLink) []hostnet.Step {
 // TxQLen 0, and a macvtap with a 0-slot queue drops every frame to the
 // guest. The alias cannot be given here: the kernel ignores IFLA_IFALIAS
 // when it creates a link. The device group is a random nonce until the
-// queues are open: it proves which sysfs shows this very link (hostnet.TapDevNum).
+// queues are open: it proves which sysfs shows this very link (chardev.TapDevNum).
 func createMacvtap(s *hostnet.Setup) error {
-	nonce, err := hostnet.GroupNonce()
+	nonce, err := chardev.GroupNonce()
 	if err != nil {
 		return err
 	}
@@ -112,11 +113,11 @@ func openMacvtapQueues(s *hostnet.Setup) error {
 	att := s.Att
 	s.OnUndo(func() error { return hostnet.CloseFiles(att.Files) })
 	a := s.Link.Attrs()
-	dev, from, err := hostnet.TapDevNum("macvtap", a.Name, a.Index, s.Nonce)
+	dev, from, err := chardev.TapDevNum("macvtap", a.Name, a.Index, s.Nonce)
 	if err != nil {
 		return err
 	}
 	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s)", a.Name, unix.Major(dev), unix.Minor(dev), from))
-	att.Files, err = hostnet.OpenCharDev(dev, s.Cfg.Queues)
+	att.Files, err = chardev.OpenCharDev(dev, s.Cfg.Queues)
 	return err
 }

@@ -1,4 +1,7 @@
-package hostnet
+// Package chardev opens the character device of a macvtap or ipvtap link:
+// its device number read from the sysfs of the link's own network
+// namespace, and a private node made, opened and removed at once.
+package chardev
 
 import (
 	"crypto/rand"
@@ -128,7 +131,11 @@ func OpenCharDev(dev uint64, n int) ([]*os.File, error) {
 	for i := 0; i < n; i++ {
 		f, err := os.OpenFile(node, os.O_RDWR, 0)
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("open queue %d of device %d:%d: %w", i, unix.Major(dev), unix.Minor(dev), err), CloseFiles(files))
+			errs := []error{fmt.Errorf("open queue %d of device %d:%d: %w", i, unix.Major(dev), unix.Minor(dev), err)}
+			for _, f := range files {
+				errs = append(errs, f.Close())
+			}
+			return nil, errors.Join(errs...)
 		}
 		files = append(files, f)
 	}
