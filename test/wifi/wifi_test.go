@@ -215,7 +215,7 @@ $IP netns del lan
 // DHCP through vmrun against the LAN server's own (BenchmarkIPVtapDHCP).
 const benchScript = `
 # --- benchmarks in the nested kernel ------------------------------------------
-/payload/netsetup.test -test.run '^$' -test.bench '^Benchmark(IPVtapSetup|IPVtapTeardown|IPVtapDHCP|RoutedSetup|RoutedTeardown|Setup)$' -test.benchtime 30x -test.v -test.timeout 4m 2>&1 | tee /tmp/bench.log
+/payload/netsetup.test -test.run '^$' -test.bench "${GOBENCH:-^Benchmark(IPVtapSetup|IPVtapTeardown|IPVtapDHCP|RoutedSetup|RoutedTeardown|Setup)\$}" -test.benchtime 30x -test.v -test.timeout 4m 2>&1 | tee /tmp/bench.log
 if grep -q '^PASS' /tmp/bench.log; then pass "benchmarks"; else
 	bad "benchmarks; their failure lines:"
 	grep -E -e '--- FAIL|_test\.go:[0-9]+:|^panic|timed out' /tmp/bench.log | head -n 20 | sed 's/^[[:space:]]*/FAIL:   /'
@@ -244,12 +244,15 @@ exit $failed
 // VMRUN_WIFI_RUN narrows the netsetup tests (a -test.run pattern);
 // VMRUN_WIFI_NOVM=1 skips the inner VMs (about 2 minutes instead of 5);
 // VMRUN_WIFI_RACE=1 runs the netsetup tests with the race detector (a
-// cgo binary: the rig has glibc, for its own tools).
+// cgo binary: the rig has glibc, for its own tools); VMRUN_WIFI_BENCH (a
+// -test.bench pattern) runs only (a) and the benchmarks it matches — no
+// netsetup tests, no inner VMs — for working on one benchmark.
 func TestWiFi(t *testing.T) {
 	nested.Require(t)
 	noVM := os.Getenv("VMRUN_WIFI_NOVM") == "1"
+	bench := os.Getenv("VMRUN_WIFI_BENCH")
 	var g testutil.GuestImages
-	if !noVM {
+	if !noVM && bench == "" {
 		g = testutil.RequireGuest(t)
 	}
 	start := time.Now()
@@ -264,18 +267,26 @@ func TestWiFi(t *testing.T) {
 		{Src: nested.BuildCommand(t, "github.com/vmrun/vmrun/cmd/vmrun"), Dst: "/payload/vmrun"},
 	}
 	script := runFilter() + lanScript + "start_links=$(links)\n" + planScript
-	if noVM {
+	switch {
+	case bench != "":
+		script += "GOBENCH='" + strings.ReplaceAll(bench, "'", "") + "'\n"
+	case noVM:
 		script += goTestScript
-	} else {
+	default:
 		files = append(files, nested.File{Src: g.Test, Dst: "/payload/guest/test.qcow2"})
 		script += vmStartScript + goTestScript + vmCheckScript
 	}
 	script += benchScript + endScript
 	t.Logf("builds: %.1fs", time.Since(start).Seconds())
-	want := listTests(t, testBin, goTestPattern())
+	var want []string
+	if bench == "" {
+		want = listTests(t, testBin, goTestPattern())
+	}
 	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 35 * time.Minute})
 	report(t, r)
-	ipvtapTestsRun(t, r.Output, want)
+	if bench == "" {
+		ipvtapTestsRun(t, r.Output, want)
+	}
 	for _, l := range strings.Split(r.Output, "\n") {
 		if strings.HasPrefix(strings.TrimSpace(l), "Benchmark") && strings.Contains(l, "ns/op") {
 			t.Log(strings.TrimSpace(l))
