@@ -39,13 +39,18 @@ func (e *ipvtapEnv) benchIP(i int) net.IP {
 }
 
 // BenchmarkIPVtapSetup times Apply of an ipvtap attachment per VM: the
-// private namespace, the ipvtap (create, move, verify, up), its queue fd,
-// the shim, the guest's address, host route and neighbour entry, the
-// learner and the watcher.
+// private namespace, the ipvtap (create, verify, up), its queue fd, the
+// DHCP port and its filters, the shim, the guest's address, host route
+// and neighbour entry, the learner and the watcher. Each iteration also
+// times a macvtap's Apply (BenchmarkSetup's, on a bridge of a lab of its
+// own), so that the two compare side by side whatever the load does
+// meanwhile (setup/macvtap, the ratio of the medians; the rig's load
+// swings within a run).
 func BenchmarkIPVtapSetup(b *testing.B) {
 	e := benchEnv(b)
 	mac := e.parentMAC(b)
-	var ds []time.Duration
+	l, plans := benchLab(b)
+	var ds, mds []time.Duration
 	steps := map[string][]time.Duration{}
 	for i := 0; i < b.N; i++ {
 		p := ipvtapBenchPlan(e, mac, i)
@@ -70,9 +75,22 @@ func BenchmarkIPVtapSetup(b *testing.B) {
 		if err := a.Undo(); err != nil {
 			b.Fatal(err)
 		}
+		if err := l.host.Do(func() error {
+			start := time.Now()
+			a, err := netsetup.Apply(context.Background(), plans["macvtap"](fmt.Sprintf("bm-%d", i%64)), nil)
+			mds = append(mds, time.Since(start))
+			if err != nil {
+				return err
+			}
+			return a.Undo()
+		}); err != nil {
+			b.Fatal(err)
+		}
 		b.StartTimer()
 	}
 	b.ReportMetric(ms(median(ds)), "median-ms/setup")
+	b.ReportMetric(ms(median(mds)), "median-ms/macvtap")
+	b.ReportMetric(float64(median(ds))/float64(median(mds)), "setup/macvtap")
 	for name, d := range steps {
 		b.Logf("step %-13s median %6.2f ms", name, ms(median(d)))
 	}
