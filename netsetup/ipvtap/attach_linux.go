@@ -13,7 +13,6 @@ import (
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup/internal/chardev"
@@ -63,7 +62,7 @@ func ipvtapSteps(x *guest) []hostnet.Step {
 // Attach creates the ipvtap, the host side and the services that follow
 // the guest (see hostnet.Run).
 func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Attachment, error) {
-	x := &guest{ns: -1, hostNS: -1, addrs: map[netip.Addr]string{}, entries: map[netip.Addr]bool{},
+	x := &guest{ns: -1, home: -1, hostNS: -1, addrs: map[netip.Addr]string{}, entries: map[netip.Addr]bool{},
 		warned: map[string]bool{}, online: true,
 		leased:   make(chan struct{}),
 		shimName: c.ShimName, guestIP: c.GuestIP, gateway: c.Gateway}
@@ -84,6 +83,7 @@ type guest struct {
 	guestIP, gateway net.IP // --guest-ip (nil: learned) and --gateway
 
 	ns   netns.NsHandle  // the private namespace
+	home netns.NsHandle  // vmrun's, where a visit to the private one returns
 	nh   *netlink.Handle // netlink in the private namespace
 	bh   *netlink.Handle // netlink in vmrun's namespace, for the services
 	link netlink.Link    // the ipvtap, as seen in the private namespace
@@ -153,14 +153,36 @@ func (x *guest) shimObject() rundir.Object {
 	return hostnet.LinkObject(x.s.Cfg.VM, x.shimName, "ipvlan", x.guestMAC)
 }
 
-// makeNetns creates the private network namespace, on a throwaway
-// thread, and opens netlink in it.
+// makeNetns creates the private network namespace and opens netlink in
+// it, on the set-up's own thread, which unshares and returns (see
+// hostnet.Away).
 func (x *guest) makeNetns(s *hostnet.Setup) error {
-	err := hostnet.OnThrowawayThreadBack(func() error {
-		caps.Raise(unix.CAP_SYS_ADMIN) // the thread dies with it
+	s.OnUndo(func() error {
+		if x.nh != nil {
+			x.nh.Close()
+		}
+		if x.bh != nil {
+			x.bh.Close()
+		}
+		var errs []error
+		for _, ns := range []netns.NsHandle{x.ns, x.home} {
+			if ns.IsOpen() {
+				errs = append(errs, ns.Close())
+			}
+		}
+		return errors.Join(errs...)
+	})
+	home, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("vmrun's network namespace: %w", err)
+	}
+	x.home = home
+	err = hostnet.Away(home, func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare a network namespace: %w", err)
 		}
+		return nil
+	}, func() error {
 		ns, err := netns.Get()
 		if err != nil {
 			return err
@@ -169,18 +191,6 @@ func (x *guest) makeNetns(s *hostnet.Setup) error {
 		x.nh, err = hostnet.NewHandle()
 		return err
 	})
-	s.OnUndo(func() error {
-		if x.nh != nil {
-			x.nh.Close()
-		}
-		if x.bh != nil {
-			x.bh.Close()
-		}
-		if x.ns.IsOpen() {
-			return x.ns.Close()
-		}
-		return nil
-	})
 	if err != nil {
 		return err
 	}
@@ -188,14 +198,16 @@ func (x *guest) makeNetns(s *hostnet.Setup) error {
 	return err
 }
 
-// inPrivate runs fn on a throwaway thread in the private namespace.
+// inPrivate runs fn in the private namespace on the calling goroutine's
+// thread, which is in vmrun's (the set-up's, or a service's in InNS), and
+// returns it there (hostnet.Away).
 func (x *guest) inPrivate(fn func() error) error {
-	return hostnet.OnThrowawayThreadBack(func() error {
+	return hostnet.Away(x.home, func() error {
 		if err := netns.Set(x.ns); err != nil {
 			return fmt.Errorf("enter vmrun's private network namespace: %w", err)
 		}
-		return fn()
-	})
+		return nil
+	}, fn)
 }
 
 // create creates the ipvtap on the parent, in the private namespace, in
@@ -293,7 +305,6 @@ func (x *guest) openQueues(s *hostnet.Setup) error {
 	var dev uint64
 	var from string
 	err := x.inPrivate(func() error {
-		caps.Raise(unix.CAP_SYS_ADMIN) // a sysfs of this namespace; the thread dies with it
 		var err error
 		dev, from, err = chardev.TapDevNum("ipvtap", a.Name, a.Index, x.nonce)
 		return err

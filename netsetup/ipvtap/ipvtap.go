@@ -1,10 +1,10 @@
 // Package ipvtap is --net ipvtap (DESIGN.md, "ipvtap on Wi-Fi", points 1-10):
 //
 //   - The guest's ipvtap (L2, bridge flag) lives in a private network
-//     namespace that vmrun creates (unshare on a throwaway thread) and
-//     holds by an fd for the VM's life. There the guest's addresses can be
-//     put on the ipvtap — which is what fills ipvlan's receive demux —
-//     without the host treating them as its own. The ipvtap is created
+//     namespace that vmrun creates (its set-up thread unshares, then
+//     returns: hostnet.Away) and holds by an fd for the VM's life. There
+//     the guest's addresses can be put on the ipvtap — which is what fills
+//     ipvlan's receive demux — without the host treating them as its own. The ipvtap is created
 //     right there: one RTM_NEWLINK from vmrun's namespace names the parent
 //     there and the private namespace as the new link's (IFLA_NET_NS_FD),
 //     so it never exists in vmrun's namespace and its character device is
