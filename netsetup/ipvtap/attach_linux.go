@@ -50,9 +50,19 @@ func ipvtapSteps(x *guest) []hostnet.Step {
 		{Name: "dhcp port", Do: x.makeDHCPPort},
 		{Name: "shim", Do: x.makeShim},
 		{Name: "rp_filter", Do: x.loosenRPFilter},
-		{Name: "register", Do: x.registerStatic},
+		{Name: "register", Do: func(s *hostnet.Setup) error {
+			f := x.hostFacts()
+			x.setupFacts = &f
+			return x.registerStatic(s)
+		}},
 		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
-		{Name: "learn", Do: x.startLearner},
+		{Name: "learn", Do: func(s *hostnet.Setup) error {
+			err := x.startLearner(s)
+			x.mu.Lock()
+			x.setupFacts = nil
+			x.mu.Unlock()
+			return err
+		}},
 		{Name: "watch", Do: x.startWatcher},
 		{Name: "dhcp proxy", Do: x.startProxy},
 		{Name: "upstream lease", Do: x.startUpstream},
@@ -101,6 +111,10 @@ type guest struct {
 	entries map[netip.Addr]bool   // guest IPv4 with a host route and neighbour entry on the shim
 	warned  map[string]bool       // notices given once
 	conn    *packet.Conn          // the learner's socket (nil before "learn")
+
+	// setupFacts are the facts read once for the set-up's own steps
+	// (register, learn), nil before and after them (see policy).
+	setupFacts *facts
 
 	lastMAC net.HardwareAddr // the parent's MAC as last seen
 	online  bool             // the parent was running when last seen

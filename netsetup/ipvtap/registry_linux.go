@@ -33,9 +33,28 @@ func (x *guest) registerStatic(s *hostnet.Setup) error {
 }
 
 // policy collects the addresses never to register: the host's own, and
-// the gateways of the routes through the parent (and --gateway).
+// the gateways of the routes through the parent (and --gateway). During
+// the set-up the first answer is kept (setupFacts): nothing the set-up
+// does changes them, and each is two netlink dumps.
 func (x *guest) policy() learn.Policy {
-	p := learn.Policy{Host: map[netip.Addr]bool{}, Gateways: map[netip.Addr]bool{}}
+	if x.setupFacts != nil {
+		return x.setupFacts.pol
+	}
+	return x.hostFacts().pol
+}
+
+// facts are what vmrun's namespace says about the parent: the policy,
+// and the host's first global IPv4 address on the parent (the source of
+// its packets to the guest; nil for none).
+type facts struct {
+	pol    learn.Policy
+	hostV4 net.IP
+}
+
+// hostFacts reads the facts: a dump of the addresses and one of the routes.
+func (x *guest) hostFacts() facts {
+	f := facts{pol: learn.Policy{Host: map[netip.Addr]bool{}, Gateways: map[netip.Addr]bool{}}}
+	p := f.pol
 	add := func(m map[netip.Addr]bool, ip net.IP) {
 		if a, ok := netip.AddrFromSlice(ip); ok {
 			m[a.Unmap()] = true
@@ -44,6 +63,9 @@ func (x *guest) policy() learn.Policy {
 	if addrs, err := hostnet.RetryDump(func() ([]netlink.Addr, error) { return x.bh.AddrList(nil, netlink.FAMILY_ALL) }); err == nil {
 		for _, ad := range addrs {
 			add(p.Host, ad.IP)
+			if f.hostV4 == nil && ad.LinkIndex == x.parentIx && ad.IP.To4() != nil && ad.Scope == int(netlink.SCOPE_UNIVERSE) {
+				f.hostV4 = ad.IP
+			}
 		}
 	}
 	if routes, err := hostnet.RetryDump(func() ([]netlink.Route, error) {
@@ -57,7 +79,7 @@ func (x *guest) policy() learn.Policy {
 		}
 	}
 	add(p.Gateways, x.gateway)
-	return p
+	return f
 }
 
 // register registers an address learnt from the guest's traffic (why

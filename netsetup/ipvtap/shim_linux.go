@@ -144,7 +144,12 @@ func (x *guest) addHostEntry(a netip.Addr) error {
 
 // hostIPv4 is the host's first global IPv4 address on the parent (the
 // source of its packets to the guest), or nil.
-func (x *guest) hostIPv4() net.IP { return hostnet.HostIPv4(x.bh, x.parentIx) }
+func (x *guest) hostIPv4() net.IP {
+	if x.setupFacts != nil {
+		return x.setupFacts.hostV4
+	}
+	return hostnet.HostIPv4(x.bh, x.parentIx)
+}
 
 // removeHostEntry deletes the route and neighbour entry of a and forgets them.
 func (x *guest) removeHostEntry(a netip.Addr) error {
