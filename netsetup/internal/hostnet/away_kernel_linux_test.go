@@ -1,0 +1,83 @@
+package hostnet
+
+import (
+	"errors"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netns"
+	"github.com/vmrun/vmrun/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+// TestAway, on a thread in a namespace of the test's own: fn runs in a new
+// namespace (unshare) and then in it again (netns.Set), each time with
+// sockets there, and the thread is back home after each visit; a visit
+// whose enter fails runs nothing and stays home.
+func TestAway(t *testing.T) {
+	testutil.RequireRoot(t)
+	ns := testutil.NewNetns(t, "aw")
+	err := ns.Do(func() error {
+		home, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer home.Close()
+		var private netns.NsHandle
+		err = Away(home, func() error { return unix.Unshare(unix.CLONE_NEWNET) }, func() error {
+			var err error
+			private, err = netns.Get()
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		defer private.Close()
+		if private.Equal(home) {
+			return errors.New("fn ran at home, not in the new namespace")
+		}
+		if err := atHome(home); err != nil {
+			return err
+		}
+		seen := false
+		err = Away(home, func() error { return netns.Set(private) }, func() error {
+			cur, err := netns.Get()
+			if err != nil {
+				return err
+			}
+			defer cur.Close()
+			seen = cur.Equal(private)
+			return nil
+		})
+		if err != nil || !seen {
+			return errors.Join(err, errors.New("the second visit did not run in the private namespace"))
+		}
+		if err := atHome(home); err != nil {
+			return err
+		}
+		ran := false
+		refused := errors.New("refused")
+		if err := Away(home, func() error { return refused }, func() error { ran = true; return nil }); !errors.Is(err, refused) || ran {
+			return errors.Join(err, errors.New("a visit whose enter failed ran fn or hid the error"))
+		}
+		return atHome(home)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// atHome says whether the calling thread is in home.
+func atHome(home netns.NsHandle) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer cur.Close()
+	if !cur.Equal(home) {
+		return errors.New("the thread did not return home")
+	}
+	return nil
+}
