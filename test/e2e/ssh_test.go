@@ -123,6 +123,26 @@ func TestSSHNAT(t *testing.T) {
 	sshRoundTrip(t, l.Host, "e2e-sshn", "--net", "nat", "--resolv-conf", resolv)
 }
 
+// TestSSHRouted: routed behind this host's uplink (the LAN's dnsmasq
+// leases the guest's address upstream, vmrun's responder gives it to the
+// guest as a /32), through the host route to the guest; after exit the
+// host is as before (routedHostState: sysctls, addresses, routes, proxy
+// entries, links).
+func TestSSHRouted(t *testing.T) {
+	requireQEMUTests(t)
+	l := newLAN(t, false)
+	waitNoTentative(t, l)
+	before := routedHostState(t, l)
+	sshRoundTrip(t, l.Host, "e2e-sshr", "--net", "routed")
+	if after := routedHostState(t, l); !reflect.DeepEqual(after, before) {
+		for k := range before {
+			if after[k] != before[k] {
+				t.Errorf("after exit %s is\n%s\nwas\n%s", k, after[k], before[k])
+			}
+		}
+	}
+}
+
 // TestSSHErrors: no such VM, and a VM without a seed on user mode.
 func TestSSHErrors(t *testing.T) {
 	g := requireQEMUTests(t)
