@@ -1,18 +1,15 @@
 package tap
 
 import (
-	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 
-	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
@@ -117,20 +114,7 @@ func readICMP6(q interface{ Read([]byte) (int, error) }) <-chan icmp6In {
 // awaitICMP6 waits for a message of type typ in c.
 func awaitICMP6(t testing.TB, c <-chan icmp6In, typ byte, what string) icmp6In {
 	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		select {
-		case m, ok := <-c:
-			if !ok {
-				t.Fatalf("the guest's queue closed before %s", what)
-			}
-			if m.msg[0] == typ {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no %s reached the guest within 30 s", what)
-		}
-	}
+	return await(t, c, what, func(m icmp6In) bool { return m.msg[0] == typ })
 }
 
 // TestMacvtapHostLinkIPv6: once a macvtap guest announces a global IPv6
@@ -147,38 +131,22 @@ func TestMacvtapHostLinkIPv6(t *testing.T) {
 	ns.MustRun(t, "ip", "-6", "addr", "add", "2001:db8:77::2/64", "dev", "up0", "nodad")
 	ns.MustRun(t, "ip", "link", "set", "up0", "up")
 	ns.MustRun(t, "ip", "link", "set", "lan0", "up")
-	dir, _, err := rundir.Create(t.TempDir(), "hl6")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Remove()
-	got := make(chan hostnet.GuestAddr, 16)
-	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	dir := vmDir(t, "hl6")
+	ctx, got := addrTrace()
 	m := Macvtap{Link: hostnet.LinkConfig{VM: "hl6", LinkName: "vmrh6m", Parent: "up0", MAC: watchGuestMAC, Queues: 1}, HostLink: "vmrh6s"}
 	var att *hostnet.Attachment
-	if err := ns.Do(func() error { att, err = m.Attach(ctx, recorder{dir}); return err }); err != nil {
+	if err := ns.Do(func() (err error) { att, err = m.Attach(ctx, recorder{dir}); return err }); err != nil {
 		t.Fatal(err)
 	}
-	q := att.Files[0]
-	in := readICMP6(q)
-	toLAN := func(frame []byte) {
-		t.Helper()
-		if _, err := q.Write(append(append([]byte(nil), vnetHdr...), frame...)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	in := readICMP6(att.Files[0])
+	toLAN := queueWriter(t, att.Files[0])
 
 	// The guest's duplicate address detection of its address.
 	guest, host := netip.MustParseAddr("2001:db8:77::57"), netip.MustParseAddr("2001:db8:77::2")
 	snm, snmMAC := solicitedNode(guest)
 	toLAN(icmp6Frame(t, watchGuestMAC, snmMAC, netip.IPv6Unspecified(), snm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: guest})))
-	select {
-	case a := <-got:
-		if a.Addr != guest || a.Source != hostnet.SourceNDP {
-			t.Fatalf("watcher reported %+v, want %s by NDP", a, guest)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("no address reported within a minute")
+	if a := awaitAddr(t, got); a.Addr != guest || a.Source != hostnet.SourceNDP {
+		t.Fatalf("watcher reported %+v, want %s by NDP", a, guest)
 	}
 	if !hasObject(dir, hostnet.ObjRoute, "2001:db8:77::57/128") {
 		t.Errorf("the route to the guest is not recorded: %+v", dir.State().Objects)
@@ -188,41 +156,9 @@ func TestMacvtapHostLinkIPv6(t *testing.T) {
 	}
 
 	// The host pings the guest; the fake guest answers as a stack would.
-	ping := ns.Start(t, "busybox", "ping", "-6", "-c", "1", "-W", "30", guest.String())
-	req := awaitICMP6(t, in, icmp6EchoRequest, "the host's echo request")
-	if req.src != host || req.dst != guest {
-		t.Fatalf("echo request %s -> %s, want %s -> %s", req.src, req.dst, host, guest)
-	}
-	hsnm, hsnmMAC := solicitedNode(host)
-	toLAN(icmp6Frame(t, watchGuestMAC, hsnmMAC, guest, hsnm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: host,
-		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: watchGuestMAC}}})))
-	na := awaitICMP6(t, in, icmp6NA, "answer to the guest's neighbour solicitation for the host's address")
-	nm, err := ndp.ParseMessage(na.msg)
-	if a, ok := nm.(*ndp.NeighborAdvertisement); err != nil || !ok || a.TargetAddress != host {
-		t.Fatalf("neighbour advertisement %+v, %v; want one for %s", nm, err, host)
-	}
+	req, na := pingFromHost6(t, ns, in, toLAN, watchGuestMAC, guest, host, false)
 	if na.srcMAC.String() != req.srcMAC.String() {
 		t.Errorf("the host's address is advertised at %s, its echo request came from %s", na.srcMAC, req.srcMAC)
 	}
-	reply := append([]byte{icmp6EchoReply}, req.msg[1:]...)
-	toLAN(icmp6Frame(t, watchGuestMAC, na.srcMAC, guest, host, reply))
-	select {
-	case <-ping.Exited:
-		if code := ping.Cmd.ProcessState.ExitCode(); code != 0 {
-			t.Fatalf("ping %s from the host: exit %d\n%s", guest, code, ping.Out)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("ping %s still running after a minute\n%s", guest, ping.Out)
-	}
-
-	att.CloseFiles()
-	if err := ns.Do(att.Undo); err != nil {
-		t.Fatalf("undo: %v", err)
-	}
-	if links := strings.Join(ns.Links(t), " "); strings.Contains(links, "vmrh6") {
-		t.Errorf("links after undo: %s", links)
-	}
-	if objs := dir.State().Objects; len(objs) != 0 {
-		t.Errorf("records after undo: %+v", objs)
-	}
+	undoLeavesNothing(t, ns, att, dir, "vmrh6")
 }

@@ -1,15 +1,10 @@
 package tap
 
 import (
-	"context"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/mdlayher/ethernet"
-	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vmrun/vmrun/internal/rundir"
@@ -34,30 +29,10 @@ func TestMacvtapHostLink(t *testing.T) {
 	ns.MustRun(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "up0")
 	ns.MustRun(t, "ip", "link", "set", "up0", "up")
 	ns.MustRun(t, "ip", "link", "set", "lan0", "up")
-	dir, _, err := rundir.Create(t.TempDir(), "hl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Remove()
-	got := make(chan hostnet.GuestAddr, 16)
-	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	dir := vmDir(t, "hl")
+	ctx, got := addrTrace()
 	m := Macvtap{Link: hostnet.LinkConfig{VM: "hl", LinkName: "vmrhlm", Parent: "up0", MAC: watchGuestMAC, Queues: 1}, HostLink: "vmrhls"}
-	var att *hostnet.Attachment
-	var lan *packet.Conn
-	if err := ns.Do(func() error {
-		if att, err = m.Attach(ctx, recorder{dir}); err != nil {
-			return err
-		}
-		ifi, err := net.InterfaceByName("lan0")
-		if err != nil {
-			return err
-		}
-		lan, err = packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeIPv4), nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer lan.Close()
+	att, lan := attachWithLAN(t, ns, func() (*hostnet.Attachment, error) { return m.Attach(ctx, recorder{dir}) }, "lan0")
 	var ml *netlink.Macvlan
 	if err := ns.Do(func() error {
 		l, err := netlink.LinkByName("vmrhls")
@@ -71,16 +46,9 @@ func TestMacvtapHostLink(t *testing.T) {
 	}
 	// The ACK reaches the macvtap from the LAN (it is broadcast).
 	guest := netip.MustParseAddr("10.77.0.57")
-	if _, err := lan.WriteTo(ackBytes(t, guest), &packet.Addr{HardwareAddr: ethernet.Broadcast}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case a := <-got:
-		if a.Addr != guest {
-			t.Fatalf("watcher reported %+v, want %s", a, guest)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("no address reported within a minute")
+	broadcastACK(t, lan, guest)
+	if a := awaitAddr(t, got); a.Addr != guest {
+		t.Fatalf("watcher reported %+v, want %s", a, guest)
 	}
 	// The route is made (and recorded) before the address is reported.
 	if !hasObject(dir, hostnet.ObjRoute, "10.77.0.57/32") {
@@ -89,16 +57,7 @@ func TestMacvtapHostLink(t *testing.T) {
 	if r := ns.MustRun(t, "ip", "route", "get", "10.77.0.57"); !strings.Contains(r, "dev vmrhls") || !strings.Contains(r, "src 10.77.0.2") {
 		t.Errorf("route to the guest: %s; want it through the host link from 10.77.0.2", r)
 	}
-	att.CloseFiles()
-	if err := ns.Do(att.Undo); err != nil {
-		t.Fatalf("undo: %v", err)
-	}
-	if links := strings.Join(ns.Links(t), " "); strings.Contains(links, "vmrhl") {
-		t.Errorf("links after undo: %s", links)
-	}
-	if objs := dir.State().Objects; len(objs) != 0 {
-		t.Errorf("records after undo: %+v", objs)
-	}
+	undoLeavesNothing(t, ns, att, dir, "vmrhl")
 }
 
 // hasObject reports whether dir holds a record of kind and name.

@@ -1,18 +1,15 @@
 package tap
 
 import (
-	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
-	"github.com/mdlayher/packet"
 
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
@@ -42,25 +39,6 @@ func guestFrames(q interface{ Read([]byte) (int, error) }) <-chan ethernet.Frame
 	return c
 }
 
-// awaitFrame waits for a frame in c that match accepts.
-func awaitFrame(t testing.TB, c <-chan ethernet.Frame, what string, match func(ethernet.Frame) bool) ethernet.Frame {
-	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		select {
-		case f, ok := <-c:
-			if !ok {
-				t.Fatalf("the guest's queue closed before %s", what)
-			}
-			if match(f) {
-				return f
-			}
-		case <-deadline:
-			t.Fatalf("no %s reached the guest within 30 s", what)
-		}
-	}
-}
-
 // TestBridgeHostRoutes: a bridge that holds no address of the host's (the
 // host's is on another link) gets, once the guest is acked an address, a
 // recorded /32 route to it through the bridge, and the host reaches the
@@ -75,43 +53,16 @@ func TestBridgeHostRoutes(t *testing.T) {
 	ns.MustRun(t, "ip", "link", "set", "other1", "up")
 	ns.MustRun(t, "ip", "addr", "add", "10.78.0.2/24", "dev", "other0")
 	ns.MustRun(t, "ip", "link", "set", "other0", "up")
-	dir, _, err := rundir.Create(t.TempDir(), "hb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Remove()
-	got := make(chan hostnet.GuestAddr, 16)
-	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	dir := vmDir(t, "hb")
+	ctx, got := addrTrace()
 	b := Bridge{Link: hostnet.LinkConfig{VM: "hb", LinkName: "vmrhbt", Parent: "br0", MAC: watchGuestMAC, Queues: 1}, HostRoutes: true}
-	var att *hostnet.Attachment
-	var lan *packet.Conn
-	if err := ns.Do(func() error {
-		if att, err = b.Attach(ctx, recorder{dir}); err != nil {
-			return err
-		}
-		br, err := net.InterfaceByName("br0")
-		if err != nil {
-			return err
-		}
-		lan, err = packet.Listen(br, packet.Raw, int(ethernet.EtherTypeIPv4), nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer lan.Close()
+	att, lan := attachWithLAN(t, ns, func() (*hostnet.Attachment, error) { return b.Attach(ctx, recorder{dir}) }, "br0")
 	q := att.Files[0]
 	in := guestFrames(q)
 	guest, host := netip.MustParseAddr("10.78.1.57"), netip.MustParseAddr("10.78.0.2")
-	if _, err := lan.WriteTo(ackBytes(t, guest), &packet.Addr{HardwareAddr: ethernet.Broadcast}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case a := <-got:
-		if a.Addr != guest {
-			t.Fatalf("watcher reported %+v, want %s", a, guest)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("no address reported within a minute")
+	broadcastACK(t, lan, guest)
+	if a := awaitAddr(t, got); a.Addr != guest {
+		t.Fatalf("watcher reported %+v, want %s", a, guest)
 	}
 	if !hasObject(dir, hostnet.ObjRoute, "10.78.1.57/32") {
 		t.Errorf("the route to the guest is not recorded: %+v", dir.State().Objects)
@@ -121,18 +72,17 @@ func TestBridgeHostRoutes(t *testing.T) {
 	}
 
 	ping := ns.Start(t, "busybox", "ping", "-c", "1", "-W", "30", guest.String())
+	write := queueWriter(t, q)
 	toBridge := func(f *ethernet.Frame) {
 		t.Helper()
 		fb, err := f.MarshalBinary()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := q.Write(append(append([]byte(nil), vnetHdr...), fb...)); err != nil {
-			t.Fatal(err)
-		}
+		write(fb)
 	}
 	var ap arp.Packet
-	req := awaitFrame(t, in, "the host's ARP request for the guest", func(f ethernet.Frame) bool {
+	req := await(t, in, "the host's ARP request for the guest", func(f ethernet.Frame) bool {
 		return f.EtherType == ethernet.EtherTypeARP && ap.UnmarshalBinary(f.Payload) == nil && ap.Operation == arp.OperationRequest && ap.TargetIP == guest
 	})
 	if ap.SenderIP != host {
@@ -147,7 +97,7 @@ func TestBridgeHostRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	toBridge(&ethernet.Frame{Destination: req.Source, Source: watchGuestMAC, EtherType: ethernet.EtherTypeARP, Payload: rb})
-	echo := awaitFrame(t, in, "the host's echo request", func(f ethernet.Frame) bool {
+	echo := await(t, in, "the host's echo request", func(f ethernet.Frame) bool {
 		p := f.Payload
 		return f.EtherType == ethernet.EtherTypeIPv4 && len(p) >= 28 && p[9] == 1 && p[20] == 8 && netip.AddrFrom4([4]byte(p[16:20])) == guest
 	})
@@ -161,14 +111,7 @@ func TestBridgeHostRoutes(t *testing.T) {
 	p[hl], p[hl+2], p[hl+3] = 0, 0, 0
 	binary.BigEndian.PutUint16(p[hl+2:], fakeguest.Checksum(p[hl:]))
 	toBridge(&ethernet.Frame{Destination: echo.Source, Source: watchGuestMAC, EtherType: ethernet.EtherTypeIPv4, Payload: p})
-	select {
-	case <-ping.Exited:
-		if code := ping.Cmd.ProcessState.ExitCode(); code != 0 {
-			t.Fatalf("ping %s from the host: exit %d\n%s", guest, code, ping.Out)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("ping %s still running after a minute\n%s", guest, ping.Out)
-	}
+	awaitPing(t, ping, guest)
 
 	att.CloseFiles()
 	if err := ns.Do(att.Undo); err != nil {
@@ -189,44 +132,18 @@ func TestBridgeHostOnBridge(t *testing.T) {
 	ns.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
 	ns.MustRun(t, "ip", "addr", "add", "10.78.1.2/24", "dev", "br0")
 	ns.MustRun(t, "ip", "link", "set", "br0", "up")
-	dir, _, err := rundir.Create(t.TempDir(), "hbo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Remove()
-	got := make(chan hostnet.GuestAddr, 16)
-	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	dir := vmDir(t, "hbo")
+	ctx, got := addrTrace()
 	b := Bridge{Link: hostnet.LinkConfig{VM: "hbo", LinkName: "vmrhbot", Parent: "br0", MAC: watchGuestMAC, Queues: 1}, HostRoutes: true}
-	var att *hostnet.Attachment
-	var lan *packet.Conn
-	if err := ns.Do(func() error {
-		if att, err = b.Attach(ctx, recorder{dir}); err != nil {
-			return err
-		}
-		br, err := net.InterfaceByName("br0")
-		if err != nil {
-			return err
-		}
-		lan, err = packet.Listen(br, packet.Raw, int(ethernet.EtherTypeIPv4), nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer lan.Close()
+	att, lan := attachWithLAN(t, ns, func() (*hostnet.Attachment, error) { return b.Attach(ctx, recorder{dir}) }, "br0")
 	defer func() {
 		att.CloseFiles()
 		if err := ns.Do(att.Undo); err != nil {
 			t.Errorf("undo: %v", err)
 		}
 	}()
-	if _, err := lan.WriteTo(ackBytes(t, netip.MustParseAddr("10.78.1.57")), &packet.Addr{HardwareAddr: ethernet.Broadcast}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-got: // reported after the route would have been made
-	case <-time.After(time.Minute):
-		t.Fatal("no address reported within a minute")
-	}
+	broadcastACK(t, lan, netip.MustParseAddr("10.78.1.57"))
+	awaitAddr(t, got) // reported after the route would have been made
 	if objs := dir.State().Objects; len(objs) != 1 || objs[0].Kind != hostnet.ObjLink {
 		t.Errorf("records: %+v, want the tap's only", objs)
 	}
@@ -268,16 +185,11 @@ func bridgeHostRoutesIPv6(t *testing.T, crash bool) {
 		return ns.MustRun(t, "sh", "-c", "cd /proc/sys && cat "+strings.Join(sysctls, " "))
 	}
 	before := readSysctls()
-	dir, _, err := rundir.Create(t.TempDir(), "hb6")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Remove()
-	got := make(chan hostnet.GuestAddr, 16)
-	ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+	dir := vmDir(t, "hb6")
+	ctx, got := addrTrace()
 	b := Bridge{Link: hostnet.LinkConfig{VM: "hb6", LinkName: "vmrhb6t", Parent: "br0", MAC: watchGuestMAC, Queues: 1}, HostRoutes: true}
 	var att *hostnet.Attachment
-	if err := ns.Do(func() error { att, err = b.Attach(ctx, recorder{dir}); return err }); err != nil {
+	if err := ns.Do(func() (err error) { att, err = b.Attach(ctx, recorder{dir}); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if s := strings.Fields(readSysctls()); strings.Join(s, " ") != "1 1 0" {
@@ -288,26 +200,15 @@ func bridgeHostRoutesIPv6(t *testing.T, crash bool) {
 			t.Errorf("sysctl %s not recorded: %+v", p, dir.State().Objects)
 		}
 	}
-	q := att.Files[0]
-	in := readICMP6(q)
-	toBridge := func(frame []byte) {
-		t.Helper()
-		if _, err := q.Write(append(append([]byte(nil), vnetHdr...), frame...)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	in := readICMP6(att.Files[0])
+	toBridge := queueWriter(t, att.Files[0])
 
 	// The guest's duplicate address detection of its address.
 	guest, host := netip.MustParseAddr("2001:db8:78::57"), netip.MustParseAddr("2001:db8:78::2")
 	snm, snmMAC := solicitedNode(guest)
 	toBridge(icmp6Frame(t, watchGuestMAC, snmMAC, netip.IPv6Unspecified(), snm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: guest})))
-	select {
-	case a := <-got:
-		if a.Addr != guest {
-			t.Fatalf("watcher reported %+v, want %s", a, guest)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("no address reported within a minute")
+	if a := awaitAddr(t, got); a.Addr != guest {
+		t.Fatalf("watcher reported %+v, want %s", a, guest)
 	}
 	if !hasObject(dir, hostnet.ObjRoute, "2001:db8:78::57/128") || !hasObject(dir, hostnet.ObjNeigh, host.String()) {
 		t.Errorf("the route to the guest or the proxy entry for the host's address is not recorded: %+v", dir.State().Objects)
@@ -316,33 +217,9 @@ func bridgeHostRoutesIPv6(t *testing.T, crash bool) {
 		t.Errorf("route to the guest: %s; want it through br0 from %s", r, host)
 	}
 
-	// The host pings the guest; the fake guest answers as a stack would.
-	ping := ns.Start(t, "busybox", "ping", "-6", "-c", "1", "-W", "30", guest.String())
-	sol := awaitICMP6(t, in, icmp6NS, "the host's neighbour solicitation for the guest")
-	toBridge(icmp6Frame(t, watchGuestMAC, sol.srcMAC, guest, sol.src, ndpMsg(t, &ndp.NeighborAdvertisement{Solicited: true, Override: true, TargetAddress: guest,
-		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: watchGuestMAC}}})))
-	req := awaitICMP6(t, in, icmp6EchoRequest, "the host's echo request")
-	if req.src != host || req.dst != guest {
-		t.Fatalf("echo request %s -> %s, want %s -> %s", req.src, req.dst, host, guest)
-	}
-	hsnm, hsnmMAC := solicitedNode(host)
-	toBridge(icmp6Frame(t, watchGuestMAC, hsnmMAC, guest, hsnm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: host,
-		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: watchGuestMAC}}})))
-	na := awaitICMP6(t, in, icmp6NA, "answer to the guest's neighbour solicitation for the host's address")
-	nm, err := ndp.ParseMessage(na.msg)
-	if a, ok := nm.(*ndp.NeighborAdvertisement); err != nil || !ok || a.TargetAddress != host {
-		t.Fatalf("neighbour advertisement %+v, %v; want one for %s", nm, err, host)
-	}
-	reply := append([]byte{icmp6EchoReply}, req.msg[1:]...)
-	toBridge(icmp6Frame(t, watchGuestMAC, na.srcMAC, guest, host, reply))
-	select {
-	case <-ping.Exited:
-		if code := ping.Cmd.ProcessState.ExitCode(); code != 0 {
-			t.Fatalf("ping %s from the host: exit %d\n%s", guest, code, ping.Out)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("ping %s still running after a minute\n%s", guest, ping.Out)
-	}
+	// The host pings the guest (soliciting it from the bridge's link-local
+	// address first); the fake guest answers as a stack would.
+	pingFromHost6(t, ns, in, toBridge, watchGuestMAC, guest, host, true)
 
 	att.CloseFiles()
 	undo := att.Undo
@@ -408,8 +285,7 @@ func bridgeHostRoutesIPv6Shared(t *testing.T, crash bool) {
 			t.Fatal(err)
 		}
 		defer dir.Remove()
-		got := make(chan hostnet.GuestAddr, 16)
-		ctx := hostnet.WithTrace(context.Background(), &hostnet.Trace{Addr: func(a hostnet.GuestAddr) { got <- a }})
+		ctx, got := addrTrace()
 		mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x79, 0x00, byte(0x57 + i)}
 		b := Bridge{Link: hostnet.LinkConfig{VM: name, LinkName: "vmr" + name + "t", Parent: "br0", MAC: mac, Queues: 1}, HostRoutes: true}
 		var att *hostnet.Attachment
@@ -420,14 +296,8 @@ func bridgeHostRoutesIPv6Shared(t *testing.T, crash bool) {
 		guest := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x79, 15: byte(0x57 + i)})
 		snm, snmMAC := solicitedNode(guest)
 		frame := icmp6Frame(t, mac, snmMAC, netip.IPv6Unspecified(), snm, ndpMsg(t, &ndp.NeighborSolicitation{TargetAddress: guest}))
-		if _, err := att.Files[0].Write(append(append([]byte(nil), vnetHdr...), frame...)); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-got:
-		case <-time.After(time.Minute):
-			t.Fatalf("%s: no address reported within a minute", name)
-		}
+		queueWriter(t, att.Files[0])(frame)
+		awaitAddr(t, got)
 		if !hasObject(dir, hostnet.ObjNeigh, "2001:db8:79::2") {
 			t.Fatalf("%s: no proxy entry recorded: %+v", name, dir.State().Objects)
 		}
