@@ -106,6 +106,23 @@ func (b *builder) addFDs() {
 	}
 }
 
+// machineArgs returns -machine (and under KVM -cpu) as vmrun boots a VM:
+// q35 without the parts no vmrun guest uses, each of which the firmware
+// would otherwise probe at every boot (measured: the first console byte
+// comes tens of ms sooner under TCG): the SMBus and VMware's I/O port
+// always; the AHCI (SATA) controller when noSATA (no --qemu-arg, which may
+// attach a -cdrom or SATA/IDE drive). ProbeKVM starts QEMU with the same.
+func machineArgs(kvm, noSATA bool) []string {
+	machine := "q35,smbus=off,vmport=off"
+	if noSATA {
+		machine += ",sata=off"
+	}
+	if kvm {
+		return []string{"-machine", machine + ",accel=kvm", "-cpu", "host"}
+	}
+	return []string{"-machine", machine + ",accel=tcg"}
+}
+
 func (b *builder) add(a ...string) { b.args = append(b.args, a...) }
 
 // file registers f as an inherited fd and returns its number in QEMU.
@@ -116,20 +133,7 @@ func (b *builder) file(f *os.File) int {
 
 func (b *builder) machine(vm VM) {
 	b.add("-name", vm.Name)
-	// q35 without the parts no vmrun guest uses, each of which the
-	// firmware would otherwise probe at every boot (measured: the first
-	// console byte comes tens of ms sooner under TCG): the SMBus and
-	// VMware's I/O port always; the AHCI (SATA) controller unless
-	// --qemu-arg is given, which may attach a -cdrom or SATA/IDE drive.
-	machine := "q35,smbus=off,vmport=off"
-	if len(vm.ExtraArgs) == 0 {
-		machine += ",sata=off"
-	}
-	if vm.KVM {
-		b.add("-machine", machine+",accel=kvm", "-cpu", "host")
-	} else {
-		b.add("-machine", machine+",accel=tcg")
-	}
+	b.add(machineArgs(vm.KVM, len(vm.ExtraArgs) == 0)...)
 	cpus := vm.CPUs
 	if cpus < 1 {
 		cpus = 1
