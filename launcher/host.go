@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 
@@ -27,13 +28,18 @@ func FindQEMU(name string, explicit bool) (string, error) {
 
 // ChooseAccel decides between KVM (true) and TCG for --accel auto, kvm or
 // tcg. denied, when not "", says why QEMU could not open /dev/kvm although
-// vmrun can (it runs QEMU as another user: confine.KVMDenied).
-func ChooseAccel(accel, denied string) (bool, error) {
-	usable := KVMUsable() && denied == ""
+// vmrun can (it runs QEMU as another user: confine.KVMDenied); broken,
+// when not "", why KVM does not work although /dev/kvm opens (QEMU's
+// words from ProbeKVM).
+func ChooseAccel(accel, denied, broken string) (bool, error) {
+	usable := KVMUsable() && denied == "" && broken == ""
 	switch accel {
 	case "kvm":
 		if denied != "" && KVMUsable() {
 			return false, exitcode.Setupf("--accel kvm: %s; give /dev/kvm to a group with read-write access (Debian's udev rule: root:kvm, mode 0660), or use --accel tcg", denied)
+		}
+		if broken != "" && KVMUsable() {
+			return false, exitcode.Setupf("--accel kvm: %s; %s, or use --accel tcg", KVMBroken(broken), KVMBrokenFix)
 		}
 		if !usable {
 			return false, exitcode.Setupf("--accel kvm: /dev/kvm is missing or not usable by you; enable virtualization (and add yourself to group kvm), or use --accel tcg")
@@ -43,6 +49,11 @@ func ChooseAccel(accel, denied string) (bool, error) {
 		return false, nil
 	}
 	return usable, nil
+}
+
+// KVMBroken says that KVM does not work, and QEMU's reason (ProbeKVM).
+func KVMBroken(why string) string {
+	return fmt.Sprintf("/dev/kvm is present but KVM does not work here (QEMU: %s)", why)
 }
 
 // KVMUsable reports whether /dev/kvm can be opened for reading and writing.

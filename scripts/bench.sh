@@ -21,6 +21,7 @@ runs=(
 	"./netsetup/watch    ^BenchmarkUplinkEventToDecision$                50x"
 	"./launcher          ^BenchmarkSwapNIC$                              20x"
 	"./launcher          ^BenchmarkWarmUp$                               100x"
+	"./internal/kvmcheck ^BenchmarkKVMCheck$                             20x"
 	"./test/e2e          ^BenchmarkQMPReady$                             10x"
 	"./test/e2e          ^BenchmarkQEMUArgv$                             20x"
 	"./test/e2e          ^BenchmarkCLIStart$                             50x"

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -10,8 +11,10 @@ import (
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/hostcheck"
+	"github.com/vmrun/vmrun/internal/kvmcheck"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/launcher"
 )
 
 // TestDoctorJSON: the report is stable (every check, in order, with a
@@ -60,11 +63,15 @@ func TestDoctorJSON(t *testing.T) {
 			f.Close()
 		}
 		usable := err == nil
-		if id == "kvm" && usable && confine.KVMDenied(config.Spec{}) != "" {
-			usable = false // not by the user QEMU runs as
+		broken := ""
+		if id == "kvm" && usable {
+			// KVM must work (QEMU's own answer, probed afresh) and QEMU's
+			// user must be able to open it.
+			broken = kvmWorks(t)
+			usable = broken == "" && confine.KVMDenied(config.Spec{}) == ""
 		}
 		if usable != (status[id] == hostcheck.StatusOK) {
-			t.Errorf("%s: status %s, but opening %s: %v (QEMU's user: %q)", id, status[id], dev, err, confine.KVMDenied(config.Spec{}))
+			t.Errorf("%s: status %s, but opening %s: %v (QEMU's user: %q, KVM: %q)", id, status[id], dev, err, confine.KVMDenied(config.Spec{}), broken)
 		}
 	}
 	if os.Geteuid() == 0 {
@@ -120,4 +127,18 @@ func kernelCan(t *testing.T) map[string]bool {
 		"macvtap": try("link", "add", "dm0", "link", "dv0", "type", "macvtap", "mode", "bridge"),
 		"ipvtap":  try("link", "add", "di0", "link", "dv1", "type", "ipvtap", "mode", "l2", "bridge"),
 	}
+}
+
+// kvmWorks probes KVM as vmrun doctor does, without its cache: "" when it
+// works or there is no QEMU to ask (doctor's qemu check fails then).
+func kvmWorks(t *testing.T) string {
+	qemu, err := exec.LookPath(config.Defaults().QEMU)
+	if err != nil {
+		return ""
+	}
+	why, final := launcher.ProbeKVM(qemu, kvmcheck.Timeout)
+	if !final {
+		t.Fatalf("probing KVM with %s: %s", qemu, why)
+	}
+	return why
 }

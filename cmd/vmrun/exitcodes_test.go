@@ -19,6 +19,7 @@ import (
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/kvmcheck"
 	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
@@ -277,9 +278,9 @@ func TestExitCodesHost(t *testing.T) {
 	if links := strings.Join(ns.Links(t), " "); !strings.Contains(" "+links+" ", " "+plan.LinkName+" ") {
 		t.Errorf("the foreign link %s is gone (links: %s)", plan.LinkName, links)
 	}
-	// Only the kernel's answer about link types (kept per boot) may stay.
+	// Only the kernel's answers about link types and KVM (kept per boot) may stay.
 	es, err := os.ReadDir(rt)
-	es = slices.DeleteFunc(es, func(e os.DirEntry) bool { return e.Name() == netsetup.ProbeCacheFile })
+	es = slices.DeleteFunc(es, func(e os.DirEntry) bool { return e.Name() == netsetup.ProbeCacheFile || e.Name() == kvmcheck.CacheFile })
 	if err != nil || len(es) != 0 {
 		t.Errorf("runtime root %s: %d entries left, %v", rt, len(es), err)
 	}

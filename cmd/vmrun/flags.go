@@ -52,7 +52,7 @@ func runFlags() []cli.Flag {
 		str("cloud-init", d.CloudInit, "give the guest a cloud-init NoCloud seed (a read-only ISO labelled cidata: hostname = VM name, a user named after you with sudo and your SSH keys, DHCP on its NIC): `auto` (when --ssh-key or --user-data is given, or the disk's file name contains \"cloud\"), on, off, or a DIR holding meta-data and user-data, used as given", vmCat),
 		list("ssh-key", "put this SSH public key `FILE` into the seed's user (default: ~/.ssh/*.pub); repeatable; turns --cloud-init auto on", vmCat),
 		str("user-data", "", "merge this #cloud-config `FILE` into the seed's user-data: your value wins for each top-level key, your users and ssh_authorized_keys are added to vmrun's; turns --cloud-init auto on", vmCat),
-		str("accel", d.Accel, "`auto` (KVM when /dev/kvm is usable, otherwise TCG), kvm or tcg", vmCat),
+		str("accel", d.Accel, "`auto` (KVM when /dev/kvm is usable and KVM works with -cpu host, otherwise TCG), kvm or tcg", vmCat),
 		str("net", d.Net, "network `MODE[:INTERFACE]`: auto, bridge, macvtap, ipvtap, routed, nat, user, none", netCat),
 		str("uplink", "", "use this `INTERFACE` as the uplink instead of the default-route one", netCat),
 		list("forward", "forward a host port to the guest, `tcp:HOSTPORT:GUESTPORT` (user and nat modes); repeatable", netCat),

@@ -76,7 +76,7 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	defer closeFiles()
-	vmbuild.Announce(notify, spec, vm.KVM, conf.KVMDenied, plan)
+	vmbuild.Announce(notify, spec, vm.KVM, conf.KVMDenied, conf.KVMBroken, plan)
 	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, notify: notify, step: step,
 		sshForward: fwd}
 	s.addrs = s.newAddrBook()

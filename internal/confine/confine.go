@@ -36,6 +36,10 @@ type QEMU struct {
 	// KVMDenied, when not "", is why QEMU runs under TCG although vmrun
 	// can open /dev/kvm (KVMDenied).
 	KVMDenied string
+	// KVMBroken, when not "", is why QEMU runs under TCG although /dev/kvm
+	// opens: KVM does not work with vmrun's CPU model (QEMU's words, from
+	// launcher.ProbeKVM).
+	KVMBroken string
 }
 
 // Choose decides who QEMU runs as and whether its seccomp sandbox is

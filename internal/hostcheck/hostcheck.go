@@ -21,7 +21,9 @@ import (
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/confine"
+	"github.com/vmrun/vmrun/internal/kvmcheck"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup/doctor"
 	"github.com/vmrun/vmrun/netsetup/gc"
 )
@@ -53,7 +55,7 @@ func Run(root string) []Check {
 	var r []Check
 	add := func(ch Check) { r = append(r, ch) }
 	add(checkQEMU())
-	add(checkKVM())
+	add(checkKVM(root))
 	add(checkDevice("vhost-net", "/dev/vhost-net", "vhost-net", "tap-based modes run without vhost acceleration",
 		"modprobe vhost_net (and add yourself to the group owning /dev/vhost-net)"))
 	p := doctor.ProbeKernel()
@@ -118,12 +120,24 @@ func qemuVersionCheck(path, out string) Check {
 	return Check{ID: "qemu", Status: StatusOK, Summary: fmt.Sprintf("QEMU %s at %s", v, path)}
 }
 
-// checkKVM checks /dev/kvm, as vmrun and as the user QEMU runs as.
-func checkKVM() Check {
+// checkKVM checks /dev/kvm: that KVM works with vmrun's CPU model
+// (kvmcheck, whose answer for this boot root keeps), and that the user
+// QEMU runs as may open it.
+func checkKVM(root string) Check {
 	without := "guests run under TCG emulation, many times slower"
 	ch := checkDevice("kvm", "/dev/kvm", "KVM", without,
 		"enable virtualization (VT-x/AMD-V) in the firmware, load kvm_intel or kvm_amd, and add yourself to group kvm")
-	if denied := confine.KVMDenied(config.Spec{}); ch.Status == StatusOK && denied != "" {
+	if ch.Status != StatusOK {
+		return ch
+	}
+	if qemu, err := exec.LookPath(config.Defaults().QEMU); err == nil { // else the qemu check reports it
+		if why := kvmcheck.Works(root, qemu); why != "" {
+			return Check{ID: "kvm", Status: StatusWarn, Summary: launcher.KVMBroken(why) + ": " + without,
+				Fix: launcher.KVMBrokenFix}
+		}
+		ch.Summary += " and KVM works with -cpu host"
+	}
+	if denied := confine.KVMDenied(config.Spec{}); denied != "" {
 		return Check{ID: "kvm", Status: StatusWarn, Summary: "KVM: " + denied + ": " + without,
 			Fix: "give /dev/kvm to a group with read-write access (Debian's udev rule: root:kvm, mode 0660)"}
 	}

@@ -14,7 +14,9 @@ import (
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/kvmcheck"
 	"github.com/vmrun/vmrun/internal/linetail"
+	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/stamp"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
@@ -30,8 +32,8 @@ func Configure(spec config.Spec, qemuSet, detach bool) (config.Spec, launcher.VM
 	if err != nil {
 		return spec, vm, conf, err
 	}
-	denied := confine.KVMDenied(spec)
-	kvm, err := launcher.ChooseAccel(spec.Accel, denied)
+	denied, broken := kvmState(spec, qemu)
+	kvm, err := launcher.ChooseAccel(spec.Accel, denied, broken)
 	if err != nil {
 		return spec, vm, conf, err
 	}
@@ -56,7 +58,7 @@ func Configure(spec config.Spec, qemuSet, detach bool) (config.Spec, launcher.VM
 		return spec, vm, conf, err
 	}
 	if !kvm && launcher.KVMUsable() {
-		conf.KVMDenied = denied
+		conf.KVMDenied, conf.KVMBroken = denied, broken
 	}
 	vm = launcher.VM{
 		Name: spec.Name, QEMU: qemu, KVM: kvm, MemMiB: spec.MemMiB, CPUs: spec.CPUs,
@@ -66,10 +68,23 @@ func Configure(spec config.Spec, qemuSet, detach bool) (config.Spec, launcher.VM
 	return spec, vm, conf, nil
 }
 
+// kvmState says why QEMU could not use KVM although vmrun can open
+// /dev/kvm: denied, QEMU's user may not open it (confine.KVMDenied);
+// broken, KVM does not work with vmrun's CPU model (kvmcheck.Works, asked
+// only when KVM would be chosen otherwise: it may start QEMU once per
+// boot).
+func kvmState(spec config.Spec, qemu string) (denied, broken string) {
+	if denied = confine.KVMDenied(spec); denied != "" || spec.Accel == "tcg" || !launcher.KVMUsable() {
+		return denied, ""
+	}
+	return "", kvmcheck.Works(rundir.Root(), qemu)
+}
+
 // Announce tells the user what the run will be like: the shares, and the
 // accelerations it runs without.
-// kvmDenied, when not "", is why QEMU's user cannot use /dev/kvm.
-func Announce(notify func(string, ...any), spec config.Spec, kvm bool, kvmDenied string, plan netsetup.Plan) {
+// kvmDenied, when not "", is why QEMU's user cannot use /dev/kvm;
+// kvmBroken why KVM does not work here.
+func Announce(notify func(string, ...any), spec config.Spec, kvm bool, kvmDenied, kvmBroken string, plan netsetup.Plan) {
 	for _, sh := range spec.Shares {
 		ro := ""
 		if sh.ReadOnly {
@@ -79,6 +94,8 @@ func Announce(notify func(string, ...any), spec config.Spec, kvm bool, kvmDenied
 	}
 	if !kvm && kvmDenied != "" {
 		notify("KVM is not used: %s (give /dev/kvm to a group with read-write access, as Debian's udev rule does with root:kvm 0660): using TCG software emulation, which is much slower", kvmDenied)
+	} else if !kvm && kvmBroken != "" {
+		notify("%s; using TCG software emulation, which is much slower (fix: %s)", launcher.KVMBroken(kvmBroken), launcher.KVMBrokenFix)
 	} else if !kvm {
 		notify("KVM is not available (/dev/kvm missing or not usable): using TCG software emulation, which is much slower")
 	}

@@ -16,7 +16,7 @@ func TestAnnounce(t *testing.T) {
 	var lines []string
 	notify := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 	spec := config.Spec{Shares: []launcher.Share{{Path: "/srv/data", Tag: "data", ReadOnly: true}}}
-	Announce(notify, spec, false, "", netsetup.Plan{Mode: netsetup.Macvtap})
+	Announce(notify, spec, false, "", "", netsetup.Plan{Mode: netsetup.Macvtap})
 	got := strings.Join(lines, "\n")
 	for _, want := range []string{
 		"--share /srv/data: virtio-9p, tag data, read-only (in the guest: mount -t 9p -o trans=virtio,version=9p2000.L data /mnt/data)",
@@ -28,7 +28,12 @@ func TestAnnounce(t *testing.T) {
 		}
 	}
 	lines = nil
-	Announce(notify, config.Spec{}, true, "", netsetup.Plan{Mode: netsetup.Macvtap, Vhost: true})
+	Announce(notify, config.Spec{}, false, "", "error: failed to set MSR 0x10a to 0x69", netsetup.Plan{Mode: netsetup.Macvtap, Vhost: true})
+	if want := "/dev/kvm is present but KVM does not work here (QEMU: error: failed to set MSR 0x10a to 0x69); using TCG"; len(lines) != 1 || !strings.HasPrefix(lines[0], want) {
+		t.Errorf("notices for a run whose KVM does not work: %q, want one starting %q", lines, want)
+	}
+	lines = nil
+	Announce(notify, config.Spec{}, true, "", "", netsetup.Plan{Mode: netsetup.Macvtap, Vhost: true})
 	if len(lines) != 0 {
 		t.Errorf("notices for a run with KVM, vhost and no shares: %q", lines)
 	}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
@@ -11,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/kvmcheck"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/launcher"
 )
 
 // The uid and gid the tests give vmrun as the user who "ran sudo".
@@ -202,11 +206,83 @@ func TestQEMUPrivileged(t *testing.T) {
 	if strings.Contains(cmdline, "-sandbox") || !strings.Contains(cmdline, "-pidfile") {
 		t.Errorf("--qemu-privileged command line: %s", cmdline)
 	}
+	// QEMU stays root, so it may open /dev/kvm: KVM when it works, else
+	// TCG and the notice naming QEMU's reason.
+	accel := "accel=tcg"
+	why := kvmTruth(t)
+	if launcher.KVMUsable() && why == "" {
+		accel = "accel=kvm"
+	}
+	if !strings.Contains(cmdline, accel) {
+		t.Errorf("--qemu-privileged command line without %s (KVM usable: %v, its probe: %q): %s", accel, launcher.KVMUsable(), why, cmdline)
+	}
+	if notice := launcher.KVMBroken(why) + "; using TCG"; launcher.KVMUsable() && why != "" && !strings.Contains(vm.Stderr.String(), notice) {
+		t.Errorf("no notice %q in:\n%s", notice, vm.Stderr)
+	}
 	vm.Signal(syscall.SIGTERM)
 	if code := vm.Wait(60 * time.Second); code != 0 {
 		t.Fatalf("exit code %d\n%s", code, vm.Stderr)
 	}
 	assertEmptyDir(t, vm.Runtime)
+}
+
+// kvmTruth asks QEMU directly whether KVM works with vmrun's CPU model, as
+// vmrun's probe does but without its cache: "" when it works or there is
+// no /dev/kvm to try.
+func kvmTruth(t *testing.T) string {
+	t.Helper()
+	if !launcher.KVMUsable() {
+		return ""
+	}
+	why, final := launcher.ProbeKVM(testutil.RequireQEMU(t), kvmcheck.Timeout)
+	if !final {
+		t.Fatalf("probing KVM: %s", why)
+	}
+	return why
+}
+
+// TestAccelKVMProbe: with QEMU allowed to open /dev/kvm (--qemu-privileged),
+// --accel auto picks KVM only when it works, and --accel kvm on a host
+// whose KVM does not work (this project's CI machine: nested KVM without
+// the features -cpu host needs) fails with exit 2 and one line naming
+// QEMU's reason and the fix, leaving only the answer it keeps for this
+// boot, which the next run reads.
+func TestAccelKVMProbe(t *testing.T) {
+	g := requireQEMUTests(t)
+	why := kvmTruth(t)
+	runtime := runtimeDir(t)
+	args := []string{"--disk", g.Test, "--snapshot", "--net", "none", "--qemu-privileged", "--dry-run"}
+	out, err := command(nil, runtime, append(args, "--accel", "auto")...).CombinedOutput()
+	want := "accel=tcg"
+	if launcher.KVMUsable() && why == "" {
+		want = "accel=kvm"
+	}
+	if err != nil || !strings.Contains(string(out), want) {
+		t.Fatalf("--accel auto: %v, want %s (KVM usable: %v, its probe: %q):\n%s", err, want, launcher.KVMUsable(), why, out)
+	}
+	kept, err := os.ReadFile(filepath.Join(runtime, kvmcheck.CacheFile))
+	if launcher.KVMUsable() && (err != nil || !strings.Contains(string(kept), fmt.Sprintf(`"why":%q`, why))) {
+		t.Errorf("the probe's answer %q is not kept: %v %s", why, err, kept)
+	}
+	out, err = command(nil, runtime, append(args, "--accel", "kvm")...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case !launcher.KVMUsable():
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "/dev/kvm is missing or not usable") {
+			t.Errorf("--accel kvm without /dev/kvm: %v, want exit 2:\n%s", err, out)
+		}
+	case why == "":
+		if err != nil || !strings.Contains(string(out), "accel=kvm") {
+			t.Errorf("--accel kvm with a working KVM: %v:\n%s", err, out)
+		}
+	default:
+		line := strings.TrimSpace(string(out))
+		wantLine := "vmrun: --accel kvm: " + launcher.KVMBroken(why) + "; " + launcher.KVMBrokenFix + ", or use --accel tcg"
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || line != wantLine {
+			t.Errorf("--accel kvm with a KVM that does not work: %v, want exit 2 and %q, got:\n%s", err, wantLine, out)
+		}
+	}
+	assertEmptyDir(t, runtime)
 }
 
 // sharedDir returns a directory for --share that QEMU's unprivileged user

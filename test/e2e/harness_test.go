@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/kvmcheck"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 )
@@ -289,8 +290,9 @@ func snapshotLinks(t testing.TB, ns *testutil.Netns) []string {
 }
 
 // assertEmptyDir fails if dir has any entries (a runtime root after a
-// run) but the kernel's answer about link types, which vmrun keeps there
-// per boot (netsetup.ProbeCacheFile).
+// run) but the kernel's answer about link types and whether KVM works,
+// which vmrun keeps there per boot (netsetup.ProbeCacheFile,
+// kvmcheck.CacheFile).
 func assertEmptyDir(t testing.TB, dir string) {
 	t.Helper()
 	es, err := os.ReadDir(dir)
@@ -299,7 +301,7 @@ func assertEmptyDir(t testing.TB, dir string) {
 	}
 	var names []string
 	for _, e := range es {
-		if e.Name() != netsetup.ProbeCacheFile {
+		if e.Name() != netsetup.ProbeCacheFile && e.Name() != kvmcheck.CacheFile {
 			names = append(names, e.Name())
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmrun/vmrun/internal/console"
+	"github.com/vmrun/vmrun/internal/kvmcheck"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 )
@@ -57,12 +58,12 @@ func takeSnapshot(t *testing.T, ns *testutil.Netns, runtime string) hostSnapshot
 		if err != nil {
 			return err
 		}
-		// The kernel's answer about link types is kept per boot, not per VM;
+		// The kernel's answer about link types and KVM's are kept per boot, not per VM;
 		// a detached VM's logs are kept after a clean stop, by design.
 		if p == filepath.Join(runtime, console.LastRoot) {
 			return filepath.SkipDir
 		}
-		if p != runtime && p != filepath.Join(runtime, netsetup.ProbeCacheFile) {
+		if p != runtime && p != filepath.Join(runtime, netsetup.ProbeCacheFile) && p != filepath.Join(runtime, kvmcheck.CacheFile) {
 			s.add("runtime files", p)
 		}
 		return nil
