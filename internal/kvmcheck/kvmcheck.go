@@ -12,9 +12,6 @@
 package kvmcheck
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/bootcache"
 	"github.com/vmrun/vmrun/launcher"
 )
 
@@ -75,11 +73,7 @@ func works(path string, k key, keyed bool, probe func() (why string, final bool)
 // currentKey returns the key for qemu now; ok is false when the boot, the
 // binary or /dev/kvm cannot be told apart: nothing may be cached then.
 func currentKey(qemu string) (k key, ok bool) {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return k, false
-	}
-	k.BootID = string(bytes.TrimSpace(b))
+	k.BootID = bootcache.BootID()
 	abs, err := filepath.Abs(qemu)
 	if err != nil {
 		return k, false
@@ -110,60 +104,15 @@ func fileID(path string) (string, bool) {
 // read returns the answer kept in path for k; ok is false when there is
 // none, it is for another key, or the file is not trusted.
 func read(path string, k key) (why string, ok bool) {
-	if !trusted(filepath.Dir(path), true) || !trusted(path, false) {
-		return "", false
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", false
-	}
 	var c cache
-	if json.Unmarshal(b, &c) != nil || c.key != k {
+	if !bootcache.Read(path, &c) || c.key != k {
 		return "", false
 	}
 	return c.Why, true
 }
 
-// write keeps the answer for k in path (a temporary file renamed over it),
-// when path's directory exists and is trusted.
+// write keeps the answer for k in path, when path's directory exists and
+// is trusted.
 func write(path string, k key, why string) error {
-	dir := filepath.Dir(path)
-	if !trusted(dir, true) {
-		return errors.New("untrusted directory")
-	}
-	b, err := json.Marshal(cache{key: k, Why: why})
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".kvm-probe-*.tmp") // mode 0600
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
-}
-
-// trusted reports whether path (a directory when dir, else a regular
-// file, not a symlink) belongs to this process's user — or, for a
-// directory, to root — and only its owner may write it.
-func trusted(path string, dir bool) bool {
-	fi, err := os.Lstat(path)
-	if err != nil || fi.IsDir() != dir || (!dir && !fi.Mode().IsRegular()) {
-		return false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || fi.Mode().Perm()&0o022 != 0 {
-		return false
-	}
-	euid := uint32(os.Geteuid())
-	return st.Uid == euid || (dir && st.Uid == 0)
+	return bootcache.Write(path, cache{key: k, Why: why})
 }

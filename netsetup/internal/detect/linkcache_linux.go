@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"os"
-	"path/filepath"
-	"syscall"
+
+	"github.com/vmrun/vmrun/internal/bootcache"
 )
 
 // The kernel's answer to which link types it can create (Caps.Macvtap,
@@ -38,11 +37,7 @@ type linkCache struct {
 // currentLinkCacheKey reads the key of the running kernel; ok is false when
 // the boot cannot be told apart (no boot_id): nothing may be cached then.
 func currentLinkCacheKey() (k linkCacheKey, ok bool) {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return k, false
-	}
-	k.BootID = string(bytes.TrimSpace(b))
+	k.BootID = bootcache.BootID()
 	mods, err := os.ReadFile("/proc/modules")
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return k, false
@@ -68,60 +63,15 @@ func moduleFingerprint(procModules []byte) string {
 // readLinkCache returns the answer kept in path for key; ok is false when
 // there is none, it is for another key, or the file is not trusted.
 func readLinkCache(path string, key linkCacheKey) (macvtap, ipvtap, ok bool) {
-	if path == "" || !trusted(filepath.Dir(path), true) || !trusted(path, false) {
-		return false, false, false
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false, false, false
-	}
 	var c linkCache
-	if json.Unmarshal(b, &c) != nil || c.linkCacheKey != key {
+	if !bootcache.Read(path, &c) || c.linkCacheKey != key {
 		return false, false, false
 	}
 	return c.Macvtap, c.IPVtap, true
 }
 
-// writeLinkCache keeps the answer for key in path (a temporary file
-// renamed over it), when path's directory exists and is trusted.
+// writeLinkCache keeps the answer for key in path, when path's directory
+// exists and is trusted.
 func writeLinkCache(path string, key linkCacheKey, macvtap, ipvtap bool) error {
-	dir := filepath.Dir(path)
-	if !trusted(dir, true) {
-		return errors.New("untrusted directory")
-	}
-	b, err := json.Marshal(linkCache{linkCacheKey: key, Macvtap: macvtap, IPVtap: ipvtap})
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".kernel-links-*.tmp") // mode 0600
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
-}
-
-// trusted reports whether path (a directory when dir, else a regular
-// file, not a symlink) belongs to this process's user — or, for a
-// directory, to root — and only its owner may write it.
-func trusted(path string, dir bool) bool {
-	fi, err := os.Lstat(path)
-	if err != nil || fi.IsDir() != dir || (!dir && !fi.Mode().IsRegular()) {
-		return false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || fi.Mode().Perm()&0o022 != 0 {
-		return false
-	}
-	euid := uint32(os.Geteuid())
-	return st.Uid == euid || (dir && st.Uid == 0)
+	return bootcache.Write(path, linkCache{linkCacheKey: key, Macvtap: macvtap, IPVtap: ipvtap})
 }
