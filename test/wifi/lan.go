@@ -40,6 +40,8 @@ $IP netns exec ap dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv
 	--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m --dhcp-hostsfile=/tmp/ap-hosts \
 	--dhcp-leasefile=/tmp/leases --dhcp-authoritative --no-ping --log-dhcp \
 	--log-facility=/tmp/dnsmasq.log --user=root &
+# dnsmasq logs its DHCP range once its sockets are bound.
+wait_for 60 grep -q 'DHCP, IP range' /tmp/dnsmasq.log || { bad "the AP's dnsmasq did not start"; dump /tmp/dnsmasq.log; exit 1; }
 printf 'ctrl_interface=/run/wpa_supplicant\nnetwork={\n\tssid="vmrun-test"\n\tkey_mgmt=NONE\n}\n' >/tmp/wpa.conf
 t_sta=$(now)
 wpa_supplicant -i wlan1 -D nl80211 -c /tmp/wpa.conf -t >/tmp/wpa.log 2>&1 &

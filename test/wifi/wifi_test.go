@@ -94,7 +94,8 @@ $IP netns exec lan dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resol
 	--dhcp-range=192.168.88.100,192.168.88.150,255.255.255.0,10m \
 	--dhcp-leasefile=/tmp/leases-lan --dhcp-authoritative --no-ping --log-dhcp \
 	--log-facility=/tmp/dnsmasq-lan.log --user=root &
-sleep 1
+# dnsmasq logs its DHCP range once its sockets are bound.
+wait_for 60 grep -q 'DHCP, IP range' /tmp/dnsmasq-lan.log || bad "the wired LAN's dnsmasq did not start"
 vm_before=$(links)
 routes_before=$($IP route show; $IP neigh show nud permanent)
 rpf_before=$(cat /proc/sys/net/ipv4/conf/wlan1/rp_filter)
