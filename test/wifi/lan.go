@@ -6,11 +6,15 @@ package wifi
 
 import "github.com/vmrun/vmrun/internal/nested"
 
+// stockVMs are the names of TestWiFiStockGuests' VMs, whose upstream
+// leases at the AP are short (lanScript's /tmp/ap-hosts).
+const stockVMs = "stockvm dhclvm"
+
 // lanScript is the start of every payload script: helpers, then a Wi-Fi LAN
 // inside the rig, as internal/nested's TestWiFiRig proved it works. Two
 // mac80211_hwsim radios: wlan0 is an open access point (hostapd, dnsmasq:
 // 192.168.77.1/24, leases .100-.150 for 10 minutes, the station's for an
-// hour) in namespace "ap"; wlan1 is a station
+// hour, those of stockVMs for 8 minutes, renewed at 1) in namespace "ap"; wlan1 is a station
 // (wpa_supplicant, udhcpc) in the rig's own namespace, its default route
 // via the access point. The rig's namespace is also named "rigmain" (ip
 // netns attach), for Go tests that want it as a named namespace.
@@ -33,11 +37,21 @@ wait_for 20 grep -q AP-ENABLED /tmp/hostapd.log || { bad "hostapd"; dump /tmp/ho
 # dnsmasq offered the station's own address to the next new client — to
 # vmrun's lease for BenchmarkIPVtapDHCP's VM, which vmrun then rightly
 # would not hand to the guest, and the benchmark failed (stop 21's and 22's
-# CI). Everyone else's lease lasts 10 minutes.
-echo "id:01:$(cat /sys/class/net/wlan1/address),1h" >/tmp/ap-hosts
+# CI). The leases vmrun takes for stockScript's VMs (client identifier 0 +
+# "vmrun-NAME", tag "stock") last 8 minutes with T1 at 1 minute, so that
+# vmrun renews them within the test, and the guests get 4 minutes from
+# vmrun (half), which they renew at 2 (dhclient's script alone took 2.5
+# minutes under TCG inside TCG on a loaded machine: a 1-minute lease had
+# run out before it was bound). Everyone else's lease lasts 10 minutes.
+hexid() { printf '00%s' "$(printf %s "$1" | od -An -tx1 | tr -d ' \n')" | sed 's/../&:/g; s/:$//'; }
+{
+	echo "id:01:$(cat /sys/class/net/wlan1/address),1h"
+	for vm in ` + stockVMs + `; do echo "id:$(hexid "vmrun-$vm"),set:stock,8m"; done
+} >/tmp/ap-hosts
 $IP netns exec ap dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
 	--port=0 --bind-interfaces --interface=wlan0 --except-interface=lo \
 	--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m --dhcp-hostsfile=/tmp/ap-hosts \
+	--dhcp-option=tag:stock,option:T1,60 --dhcp-option=tag:stock,option:T2,90 \
 	--dhcp-leasefile=/tmp/leases --dhcp-authoritative --no-ping --log-dhcp \
 	--log-facility=/tmp/dnsmasq.log --user=root &
 # dnsmasq logs its DHCP range once its sockets are bound.

@@ -74,15 +74,93 @@ case $doc in
 esac
 `
 
+// vmHelpers are the shell functions of the parts that boot inner VMs
+// (TCG inside TCG): start_vm boots the test guest — its disk image, or its
+// kernel and initramfs (/payload/guest/kernel, initrd.img) with given kernel
+// arguments — with vmrun, its output
+// timestamped (rig uptime) in /tmp/NAME.log; reach waits for a guest's
+// lease, the first ping from its LAN side it answers (the TIMING line) and
+// its web page; stop_vm sends SIGTERM and expects vmrun to exit 0.
+const vmHelpers = `
+mkdir -p -m 1777 /var/tmp # QEMU's -snapshot overlay (QEMU 7.2 will not use /tmp); QEMU runs as nobody here
+stamp() { while IFS= read -r l; do echo "$(now) $l"; done; }
+start_vm() { # start_vm NAME NET [KERNEL-ARGS [VMRUN-FLAGS...]]: the disk image, or the kernel with KERNEL-ARGS
+	name=$1 net=$2
+	mkfifo /tmp/$name.fifo
+	stamp </tmp/$name.fifo >/tmp/$name.log &
+	if [ $# -gt 2 ]; then
+		args=$3
+		shift 3
+		set -- --kernel /payload/guest/kernel --initrd /payload/guest/initrd.img \
+			--append "console=ttyS0,115200 quiet loglevel=3 no_timer_check $args" "$@"
+	else
+		set -- --disk /payload/guest/test.qcow2 --snapshot
+	fi
+	/payload/vmrun "$@" --name "$name" --net "$net" \
+		--console serial --mem 256M --shutdown-grace 60s -v >/tmp/$name.fifo 2>&1 </dev/null &
+	eval "pid_$name=$!"
+}
+# reach NAME NETNS LABEL: the guest's lease, the LAN side's first answered
+# ping (the timings), the web page. $reach_max bounds the wait for the
+# lease marker (in tries, 0.2 s apart; default 6000).
+reach() {
+	name=$1 ns=$2 label=$3
+	eval "p=\$pid_$name"
+	n=0
+	until grep -q 'VMRUN-GUEST-IP=[0-9]' /tmp/$name.log; do
+		n=$((n + 1))
+		if [ $n -gt "${reach_max:-6000}" ] || ! kill -0 "$p" 2>/dev/null || grep -q 'VMRUN-GUEST-IP=none' /tmp/$name.log; then
+			bad "$label: no lease marker"; tail -40 /tmp/$name.log; return
+		fi
+		sleep 0.2
+	done
+	gip=$(sed -n 's/.*VMRUN-GUEST-IP=\([0-9.]*\)\/.*/\1/p' /tmp/$name.log | head -n 1)
+	# Pings every 0.2 s from the LAN side; the first answer's arrival is
+	# when the guest became reachable.
+	$IP netns exec $ns ping -i 0.2 -w 60 "$gip" 2>&1 | while IFS= read -r l; do
+		echo "$(now) $l"
+		case $l in *"bytes from"*) break ;; esac
+	done >/tmp/$name.ping
+	t_reach=$(grep -m1 'bytes from' /tmp/$name.ping | cut -d' ' -f1)
+	[ -n "$t_reach" ] || { bad "$label: $gip does not answer the LAN side"; cat /tmp/$name.ping; return; }
+	t_qemu=$(grep -m1 'QEMU started' /tmp/$name.log | cut -d' ' -f1)
+	t_disc=$(grep -m1 'udhcpc: broadcasting discover\|udhcpc: sending discover\|DHCPDISCOVER on eth0' /tmp/$name.log | cut -d' ' -f1)
+	t_lease=$(grep -m1 'VMRUN-GUEST-IP=' /tmp/$name.log | cut -d' ' -f1)
+	echo "TIMING $label guest=$gip qemu_start=$t_qemu discover=$t_disc lease=$t_lease reachable=$t_reach" \
+		"$(awk -v q="$t_qemu" -v d="$t_disc" -v l="$t_lease" -v r="$t_reach" 'BEGIN { printf "qemu->reachable=%.1fs discover->lease=%.1fs discover->reachable=%.1fs lease->reachable=%.1fs", r-q, l-d, r-d, r-l }')"
+	wait_for 60 grep -q 'VMRUN-GUEST: ready' /tmp/$name.log || bad "$label: the guest never said ready"
+	# busybox wget crashes in the rig (static glibc): HTTP by hand with nc.
+	page=$(fetch_page "$ns" "$gip")
+	case $page in *vmrun-guest-ok*) pass "$label: the LAN side fetched the guest's web page ($gip: $(echo "$page" | tail -n 1))" ;; *) bad "$label: web page: '$page'" ;; esac
+}
+# fetch_page NETNS ADDR: the guest's web page over TCP port 80 (NETNS "-":
+# the rig's own namespace), up to 10 tries.
+fetch_page() {
+	n=0
+	run=""
+	[ "$1" = - ] || run="$IP netns exec $1"
+	until page=$(printf 'GET / HTTP/1.0\r\n\r\n' | $run nc -w 5 "$2" 80 2>&1) && case $page in *vmrun-guest-ok*) true ;; *) false ;; esac; do
+		n=$((n + 1)); [ $n -lt 10 ] || break
+		sleep 1
+	done
+	echo "$page"
+}
+stop_vm() { # stop_vm NAME LABEL: SIGTERM, expect exit 0
+	eval "p=\$pid_$1"
+	kill -TERM "$p"
+	wait "$p"
+	code=$?
+	[ $code = 0 ] && pass "$2: SIGTERM -> vmrun exited 0" || { bad "$2: vmrun exited $code"; tail -30 /tmp/$1.log; }
+}
+`
+
 // vmStartScript boots the test guest's disk image with vmrun twice at the
-// same time, TCG inside TCG: on --net auto over the Wi-Fi station (ipvtap)
-// and on --net macvtap over a wired veth LAN (namespace "lan",
-// 192.168.88.1/24, dnsmasq). Booted side by side, the two share the rig's
-// load, so their timings compare fairly. Each vmrun's output is
-// timestamped (rig uptime) in /tmp/NAME.log.
+// same time: on --net auto over the Wi-Fi station (ipvtap) and on --net
+// macvtap over a wired veth LAN (namespace "lan", 192.168.88.1/24,
+// dnsmasq). Booted side by side, the two share the rig's load, so their
+// timings compare fairly.
 const vmStartScript = `
 # --- (c) two inner VMs: ipvtap over Wi-Fi, macvtap over a veth ----------------
-mkdir -p -m 1777 /var/tmp # QEMU's -snapshot overlay (QEMU 7.2 will not use /tmp); QEMU runs as nobody here
 $IP netns add lan
 $IP -n lan link set lo up
 $IP link add vethw0 type veth peer name lan0 netns lan
@@ -99,14 +177,6 @@ wait_for 60 grep -q 'DHCP, IP range' /tmp/dnsmasq-lan.log || bad "the wired LAN'
 vm_before=$(links)
 routes_before=$($IP route show; $IP neigh show nud permanent)
 rpf_before=$(cat /proc/sys/net/ipv4/conf/wlan1/rp_filter)
-stamp() { while IFS= read -r l; do echo "$(now) $l"; done; }
-start_vm() { # start_vm NAME NET
-	mkfifo /tmp/$1.fifo
-	stamp </tmp/$1.fifo >/tmp/$1.log &
-	/payload/vmrun --disk /payload/guest/test.qcow2 --snapshot --name "$1" --net "$2" \
-		--console serial --mem 256M --shutdown-grace 60s -v >/tmp/$1.fifo 2>&1 </dev/null &
-	eval "pid_$1=$!"
-}
 start_vm wifivm auto
 start_vm wiredvm macvtap:vethw0
 # Their links exist before the Go tests snapshot the rig's links.
@@ -134,49 +204,6 @@ set +o pipefail
 // ping from its LAN side it answers, its web page; then SIGTERM (vmrun
 // exits 0) and the rig's links, routes and rp_filter as before.
 const vmCheckScript = `
-# reach NAME NETNS LABEL: the guest's lease, the LAN side's first answered
-# ping (the timings), the web page.
-reach() {
-	name=$1 ns=$2 label=$3
-	eval "p=\$pid_$name"
-	n=0
-	until grep -q 'VMRUN-GUEST-IP=[0-9]' /tmp/$name.log; do
-		n=$((n + 1))
-		if [ $n -gt 6000 ] || ! kill -0 "$p" 2>/dev/null; then
-			bad "$label: no lease marker"; tail -40 /tmp/$name.log; return
-		fi
-		sleep 0.2
-	done
-	gip=$(sed -n 's/.*VMRUN-GUEST-IP=\([0-9.]*\)\/.*/\1/p' /tmp/$name.log | head -n 1)
-	# Pings every 0.2 s from the LAN side; the first answer's arrival is
-	# when the guest became reachable.
-	$IP netns exec $ns ping -i 0.2 -w 60 "$gip" 2>&1 | while IFS= read -r l; do
-		echo "$(now) $l"
-		case $l in *"bytes from"*) break ;; esac
-	done >/tmp/$name.ping
-	t_reach=$(grep -m1 'bytes from' /tmp/$name.ping | cut -d' ' -f1)
-	[ -n "$t_reach" ] || { bad "$label: $gip does not answer the LAN side"; cat /tmp/$name.ping; return; }
-	t_qemu=$(grep -m1 'QEMU started' /tmp/$name.log | cut -d' ' -f1)
-	t_disc=$(grep -m1 'udhcpc: broadcasting discover\|udhcpc: sending discover' /tmp/$name.log | cut -d' ' -f1)
-	t_lease=$(grep -m1 'VMRUN-GUEST-IP=' /tmp/$name.log | cut -d' ' -f1)
-	echo "TIMING $label guest=$gip qemu_start=$t_qemu discover=$t_disc lease=$t_lease reachable=$t_reach" \
-		"$(awk -v q="$t_qemu" -v d="$t_disc" -v l="$t_lease" -v r="$t_reach" 'BEGIN { printf "qemu->reachable=%.1fs discover->lease=%.1fs discover->reachable=%.1fs lease->reachable=%.1fs", r-q, l-d, r-d, r-l }')"
-	wait_for 60 grep -q 'VMRUN-GUEST: ready' /tmp/$name.log || bad "$label: the guest never said ready"
-	# busybox wget crashes in the rig (static glibc): HTTP by hand with nc.
-	n=0
-	until page=$(printf 'GET / HTTP/1.0\r\n\r\n' | $IP netns exec $ns nc -w 5 "$gip" 80 2>&1) && case $page in *vmrun-guest-ok*) true ;; *) false ;; esac; do
-		n=$((n + 1)); [ $n -lt 10 ] || break
-		sleep 1
-	done
-	case $page in *vmrun-guest-ok*) pass "$label: the LAN side fetched the guest's web page ($gip: $(echo "$page" | tail -n 1))" ;; *) bad "$label: web page: '$page'" ;; esac
-}
-stop_vm() { # stop_vm NAME LABEL: SIGTERM, expect exit 0
-	eval "p=\$pid_$1"
-	kill -TERM "$p"
-	wait "$p"
-	code=$?
-	[ $code = 0 ] && pass "$2: SIGTERM -> vmrun exited 0" || { bad "$2: vmrun exited $code"; tail -30 /tmp/$1.log; }
-}
 # Both watched at once, so that neither is timed late.
 reach wifivm ap "ipvtap over Wi-Fi" >/tmp/reach-wifivm.out 2>&1 &
 r1=$!
@@ -275,7 +302,7 @@ func TestWiFi(t *testing.T) {
 		script += goTestScript
 	default:
 		files = append(files, nested.File{Src: g.Test, Dst: "/payload/guest/test.qcow2"})
-		script += vmStartScript + goTestScript + vmCheckScript
+		script += vmHelpers + vmStartScript + goTestScript + vmCheckScript
 	}
 	script += benchScript + endScript
 	t.Logf("builds: %.1fs", time.Since(start).Seconds())
