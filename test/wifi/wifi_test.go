@@ -80,7 +80,8 @@ esac
 // arguments — with vmrun, its output
 // timestamped (rig uptime) in /tmp/NAME.log; reach waits for a guest's
 // lease, the first ping from its LAN side it answers (the TIMING line) and
-// its web page; stop_vm sends SIGTERM and expects vmrun to exit 0.
+// its web page; stop_vm sends SIGTERM and expects vmrun to exit 0. $grace
+// is vmrun's --shutdown-grace (default 60s).
 const vmHelpers = `
 mkdir -p -m 1777 /var/tmp # QEMU's -snapshot overlay (QEMU 7.2 will not use /tmp); QEMU runs as nobody here
 stamp() { while IFS= read -r l; do echo "$(now) $l"; done; }
@@ -97,7 +98,7 @@ start_vm() { # start_vm NAME NET [KERNEL-ARGS [VMRUN-FLAGS...]]: the disk image,
 		set -- --disk /payload/guest/test.qcow2 --snapshot
 	fi
 	/payload/vmrun "$@" --name "$name" --net "$net" \
-		--console serial --mem 256M --shutdown-grace 60s -v >/tmp/$name.fifo 2>&1 </dev/null &
+		--console serial --mem 256M --shutdown-grace "${grace:-60s}" -v >/tmp/$name.fifo 2>&1 </dev/null &
 	eval "pid_$name=$!"
 }
 # reach NAME NETNS LABEL: the guest's lease, the LAN side's first answered
