@@ -176,6 +176,10 @@ var stockChecks = []string{
 // and the host, renewals on both sides, releases, and the station's lease
 // untouched. The guests boot the test guest's kernel and initramfs
 // directly (no BIOS and boot loader: minutes less under TCG inside TCG).
+// Its file sorts after wifi_test.go, so it runs last in the package: in
+// make test, after the end-to-end suite beside which TestWiFi runs has
+// usually ended, so that its 17 minutes (quiet machine) are not doubled by
+// that load (two runs beside other rigs outlasted the 35-minute cap).
 func TestWiFiStockGuests(t *testing.T) {
 	rig := nested.Require(t)
 	g := testutil.RequireGuest(t)
