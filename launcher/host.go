@@ -36,7 +36,7 @@ func ChooseAccel(accel, denied, broken string) (bool, error) {
 	switch accel {
 	case "kvm":
 		if denied != "" && KVMUsable() {
-			return false, exitcode.Setupf("--accel kvm: %s; give /dev/kvm to a group with read-write access (Debian's udev rule: root:kvm, mode 0660), or use --accel tcg", denied)
+			return false, exitcode.Setupf("--accel kvm: %s; %s, or use --accel tcg", denied, KVMDeniedFix)
 		}
 		if broken != "" && KVMUsable() {
 			return false, exitcode.Setupf("--accel kvm: %s; %s, or use --accel tcg", KVMBroken(broken), KVMBrokenFix)

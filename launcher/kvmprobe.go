@@ -12,6 +12,10 @@ import (
 	"time"
 )
 
+// KVMDeniedFix is what to do about a /dev/kvm that the user QEMU runs as
+// cannot open (confine.KVMDenied).
+const KVMDeniedFix = "give /dev/kvm to a group with read-write access (Debian's udev rule: root:kvm, mode 0660)"
+
 // KVMBrokenFix is what to do about a KVM that fails ProbeKVM.
 const KVMBrokenFix = "give this host a working KVM (in a VM: nested virtualization that passes on the CPU features QEMU's -cpu host needs)"
 

@@ -139,7 +139,7 @@ func checkKVM(root string) Check {
 	}
 	if denied := confine.KVMDenied(config.Spec{}); denied != "" {
 		return Check{ID: "kvm", Status: StatusWarn, Summary: "KVM: " + denied + ": " + without,
-			Fix: "give /dev/kvm to a group with read-write access (Debian's udev rule: root:kvm, mode 0660)"}
+			Fix: launcher.KVMDeniedFix}
 	}
 	return ch
 }

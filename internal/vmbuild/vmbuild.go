@@ -93,7 +93,7 @@ func Announce(notify func(string, ...any), spec config.Spec, kvm bool, kvmDenied
 		notify("--share %s: virtio-9p, tag %s%s (in the guest: mount -t 9p -o trans=virtio,version=9p2000.L %s /mnt/%s)", sh.Path, sh.Tag, ro, sh.Tag, sh.Tag)
 	}
 	if !kvm && kvmDenied != "" {
-		notify("KVM is not used: %s (give /dev/kvm to a group with read-write access, as Debian's udev rule does with root:kvm 0660): using TCG software emulation, which is much slower", kvmDenied)
+		notify("KVM is not used: %s; using TCG software emulation, which is much slower (fix: %s)", kvmDenied, launcher.KVMDeniedFix)
 	} else if !kvm && kvmBroken != "" {
 		notify("%s; using TCG software emulation, which is much slower (fix: %s)", launcher.KVMBroken(kvmBroken), launcher.KVMBrokenFix)
 	} else if !kvm {
