@@ -71,8 +71,9 @@ type hostLink struct {
 	// bridge4, bridge6: on a bridge, the host routes to the guest's IPv4,
 	// IPv6 addresses (the bridge has none of the host's of that family).
 	bridge4, bridge6 bool
-	proxies          map[netip.Addr]int        // on a bridge: proxy NDP entries (host sources), by use
-	srcOf            map[netip.Addr]netip.Addr // on a bridge: each routed IPv6 guest address's source
+	// srcOf is, on a bridge, each routed IPv6 guest address's source: the
+	// host addresses with a proxy NDP entry, and how many use each.
+	srcOf map[netip.Addr]netip.Addr
 
 	mu     sync.Mutex
 	s      *hostnet.Setup
@@ -141,7 +142,7 @@ func (hl *hostLink) onBridge(s *hostnet.Setup) error {
 	}
 	hl.s, hl.routes, hl.bridge = s, map[netip.Addr]bool{}, true
 	hl.name, hl.ix = s.Cfg.Parent, ix
-	hl.proxies, hl.srcOf = map[netip.Addr]int{}, map[netip.Addr]netip.Addr{}
+	hl.srcOf = map[netip.Addr]netip.Addr{}
 	s.OnUndo(hl.forgetRoutes)
 	if !hl.bridge6 {
 		return nil
@@ -297,8 +298,11 @@ func (hl *hostLink) proxySource(a netip.Addr) error {
 		return fmt.Errorf("no source address of the host's for %s", a)
 	}
 	src = src.Unmap()
+	if old, had := hl.srcOf[a]; had && old == src {
+		return nil // a route replaced: its source's entry is there
+	}
 	hl.srcOf[a] = src
-	if hl.proxies[src]++; hl.proxies[src] > 1 {
+	if hl.sourceUses(src) > 1 {
 		return nil
 	}
 	obj := hostnet.SharedProxyObject(hl.s.Rec, src.AsSlice(), hl.name, hl.s.Cfg.LinkName)
@@ -313,6 +317,18 @@ func (hl *hostLink) proxySource(a netip.Addr) error {
 	})
 }
 
+// sourceUses is how many routed guest addresses start from host address
+// src (srcOf).
+func (hl *hostLink) sourceUses(src netip.Addr) int {
+	n := 0
+	for _, s := range hl.srcOf {
+		if s == src {
+			n++
+		}
+	}
+	return n
+}
+
 // unproxySource drops guest address a's use of its source's proxy entry,
 // and the entry (and its record) with the last use.
 func (hl *hostLink) unproxySource(a netip.Addr) error {
@@ -321,10 +337,9 @@ func (hl *hostLink) unproxySource(a netip.Addr) error {
 		return nil
 	}
 	delete(hl.srcOf, a)
-	if hl.proxies[src]--; hl.proxies[src] > 0 {
+	if hl.sourceUses(src) > 0 {
 		return nil
 	}
-	delete(hl.proxies, src)
 	obj := hostnet.SharedProxyObject(hl.s.Rec, src.AsSlice(), hl.name, hl.s.Cfg.LinkName)
 	return hostnet.SharedLock(hl.s.Rec, func() error {
 		// DeleteNeigh leaves it to another VM that recorded it.
