@@ -639,7 +639,7 @@ func locked(dir string) bool {
 // SharedLock runs fn holding an exclusive flock of the runtime root
 // directory itself (no file is made for it): it serializes the VMs under
 // one root that set up, or undo, an object they share with their look at
-// each other's records (OthersRecorded).
+// each other's records (LiveRecorded).
 func (d *Dir) SharedLock(fn func() error) error {
 	f, err := os.Open(filepath.Dir(d.Path))
 	if err != nil {
@@ -659,7 +659,7 @@ func (d *Dir) SharedLock(fn func() error) error {
 }
 
 // ForgetNow is Forget, and writes the state file at once: for an object
-// other VMs look for in this one's records (OthersRecorded).
+// other VMs look for in this one's records (LiveRecorded).
 func (d *Dir) ForgetNow(obj Object) error {
 	if err := d.Forget(obj); err != nil {
 		return err
@@ -667,15 +667,16 @@ func (d *Dir) ForgetNow(obj Object) error {
 	return d.Update(func(*State) {})
 }
 
-// OthersRecorded reports whether a live VM under root, other than the
-// one in directory self, has a record that match accepts.
-func OthersRecorded(root, self string, match func(Object) bool) bool {
+// LiveRecorded reports whether a live VM under root has a record that
+// match accepts (match tells the caller's own records apart: a dead VM,
+// which gc undoes, is not live).
+func LiveRecorded(root string, match func(Object) bool) bool {
 	entries, err := List(root)
 	if err != nil {
 		return false
 	}
 	for _, e := range entries {
-		if e.Path == self || !e.Live || e.State == nil {
+		if !e.Live || e.State == nil {
 			continue
 		}
 		if slices.ContainsFunc(e.State.Objects, match) {

@@ -195,7 +195,7 @@ func UndoSysctl(h *netlink.Handle, o rundir.Object) error {
 // root of bridge sysctl record o recorded the same sysctl for the same
 // bridge and namespace: it still needs the value.
 func bridgeSysctlKept(o rundir.Object) bool {
-	return o.Detail[rootKey] != "" && rundir.OthersRecorded(o.Detail[rootKey], "", func(other rundir.Object) bool {
+	return o.Detail[rootKey] != "" && rundir.LiveRecorded(o.Detail[rootKey], func(other rundir.Object) bool {
 		return other.Kind == ObjSysctl && other.Name == o.Name && other.Detail[bridgeKey] == o.Detail[bridgeKey] &&
 			other.Detail[netnsKey] == o.Detail[netnsKey] && other.Detail[tapKey] != o.Detail[tapKey]
 	})
@@ -216,7 +216,7 @@ func SharedProxyObject(rec Recorder, ip net.IP, dev, tap string) rundir.Object {
 // proxyKept reports whether a live VM other than the one of shared proxy
 // record o (SharedProxyObject) recorded the same entry.
 func proxyKept(o rundir.Object) bool {
-	return o.Detail[rootKey] != "" && rundir.OthersRecorded(o.Detail[rootKey], "", func(other rundir.Object) bool {
+	return o.Detail[rootKey] != "" && rundir.LiveRecorded(o.Detail[rootKey], func(other rundir.Object) bool {
 		return other.Kind == ObjNeigh && other.Name == o.Name && other.Detail["dev"] == o.Detail["dev"] &&
 			other.Detail["proxy"] == "1" && other.Detail[tapKey] != o.Detail[tapKey]
 	})
