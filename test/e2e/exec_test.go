@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -92,16 +93,25 @@ func TestExecInRunningVM(t *testing.T) {
 			}
 			return strings.Fields(string(b))
 		}
-		if _, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "true"); code != 0 {
-			t.Fatalf("code %d, stderr %q", code, errs)
+		// Each session leaves its own pid last, after the earlier ones
+		// whose wrapper had not yet ended when it asked (a loaded TCG
+		// guest can be that slow); the first session's pid must be
+		// forgotten within a few sessions, and the file must not grow.
+		var own []string
+		forgotten := false
+		for i := 0; i < 8 && !forgotten; i++ {
+			if _, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "true"); code != 0 {
+				t.Fatalf("code %d, stderr %q", code, errs)
+			}
+			p := pids()
+			if len(p) == 0 || len(p) > 3 || slices.Contains(own, p[len(p)-1]) {
+				t.Fatalf("session %d left pids %q (earlier sessions' own: %q); want this session's new pid last, at most 3 in all", i+1, p, own)
+			}
+			own = append(own, p[len(p)-1])
+			forgotten = i > 0 && !slices.Contains(p, own[0])
 		}
-		first := pids()
-		if _, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "true"); code != 0 {
-			t.Fatalf("code %d, stderr %q", code, errs)
-		}
-		second := pids()
-		if len(first) != 1 || len(second) != 1 || first[0] == second[0] {
-			t.Fatalf("pids left for the next session: %q, then %q; want one each, different", first, second)
+		if !forgotten {
+			t.Fatalf("the first session's pid %s is still in exec.lock after %d sessions (their own pids: %q)", own[0], len(own), own)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), execWait)
 		defer cancel()
@@ -110,7 +120,7 @@ func TestExecInRunningVM(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		pid, _ := strconv.Atoi(first[0])
+		pid, _ := strconv.Atoi(own[0])
 		if st, err := c.Status(ctx, pid); !errors.Is(err, qga.ErrAgent) {
 			t.Fatalf("the agent still knows the first command's pid %d: %+v, %v", pid, st, err)
 		}
