@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/vmrun/vmrun/internal/dhcpverdict"
@@ -27,7 +26,7 @@ func (s *session) leaveL2(why string) {
 	for _, mode := range []netsetup.Mode{netsetup.Routed, netsetup.NAT} {
 		facts, plan, err := s.planFor(ctx, mode)
 		if err == nil {
-			err = s.switchAttachment(ctx, plan, leftBecause(why, plan, errs))
+			err = s.switchAttachment(ctx, plan, dhcpverdict.LeftBecause(why, plan, errs))
 		}
 		if err == nil {
 			s.remember(ctx, facts, from, mode, why)
@@ -37,22 +36,6 @@ func (s *session) leaveL2(why string) {
 		why += "; " + string(mode) + " failed"
 	}
 	s.notify("network: the LAN does not answer the guest's DHCP on %s (%s), and moving it failed: %v", from, why, errs)
-}
-
-// leftBecause is the switch's reason for leaving layer 2 for plan: the
-// verdict (why), and what a successful set-up of plan shows about the LAN
-// — routed's set-up takes a lease upstream through the host's MAC, so
-// once it worked the LAN answers the host and only the guest's MAC is
-// refused; on NAT after routed found no lease (before: the earlier
-// modes' errors), its DHCP answers neither.
-func leftBecause(why string, plan netsetup.Plan, before []error) string {
-	switch {
-	case plan.Mode == netsetup.Routed && plan.GuestAddr == netsetup.GuestAddrUpstream:
-		return why + "; the LAN answers the host but not the guest: it gave routed's upstream lease through the host's MAC, so it drops MACs it did not assign"
-	case plan.Mode == netsetup.NAT && errors.Is(errors.Join(before...), netsetup.ErrNoLease):
-		return why + "; the LAN's DHCP answers neither the guest nor the host"
-	}
-	return why
 }
 
 // planFor decides the plan of an explicit mode for the running guest:

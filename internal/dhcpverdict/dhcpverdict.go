@@ -10,6 +10,7 @@
 package dhcpverdict
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -104,4 +105,20 @@ func (v *Verifier) disarmLocked() {
 // its layer-2 modes whose attachment watches the guest's frames.
 func Verifies(req netsetup.Mode, plan netsetup.Plan) bool {
 	return req == netsetup.Auto && (plan.Mode == netsetup.Macvtap || plan.Mode == netsetup.Bridge) && len(plan.MAC) == 6
+}
+
+// LeftBecause is the switch's reason for leaving layer 2 for plan: the
+// verdict (why), and what a successful set-up of plan shows about the LAN
+// — routed's set-up takes a lease upstream through the host's MAC, so
+// once it worked the LAN answers the host and only the guest's MAC is
+// refused; on NAT after routed found no lease (before: the earlier
+// modes' errors), its DHCP answers neither.
+func LeftBecause(why string, plan netsetup.Plan, before []error) string {
+	switch {
+	case plan.Mode == netsetup.Routed && plan.GuestAddr == netsetup.GuestAddrUpstream:
+		return why + "; the LAN answers the host but not the guest: it gave routed's upstream lease through the host's MAC, so it drops MACs it did not assign"
+	case plan.Mode == netsetup.NAT && errors.Is(errors.Join(before...), netsetup.ErrNoLease):
+		return why + "; the LAN's DHCP answers neither the guest nor the host"
+	}
+	return why
 }
