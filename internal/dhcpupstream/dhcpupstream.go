@@ -103,6 +103,9 @@ type Client struct {
 	cur   *nclient4.Lease // nil when no lease is held
 	lease Lease
 
+	again bool          // Reacquire was called: Run drops the lease and acquires
+	kick  chan struct{} // Reacquire wakes Run (buffered, one)
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -158,7 +161,7 @@ func open(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("dhcp lease on %q: %w", cfg.Link, err), conn.Close())
 	}
-	return &Client{cfg: cfg, nc: nc}, nil
+	return &Client{cfg: cfg, nc: nc, kick: make(chan struct{}, 1)}, nil
 }
 
 // logger passes nclient4's own messages (not the message dumps) to Logf.
@@ -373,11 +376,40 @@ func (c *Client) reboot(ctx context.Context) (Lease, error) {
 	return l, nil
 }
 
+// Reacquire has Run take a new lease at once, as a client that may have
+// moved to another network does: the lease held is forgotten (not
+// released: its server may be out of reach) and Run, woken from its wait
+// or after the step it is in, acquires one with DISCOVER, asking for the
+// old address, which the server of another network ignores. Run's
+// onChange then reports the new lease (the same address when the server
+// gives it again). It returns at once; a Run that is not running
+// acquires when it starts.
+func (c *Client) Reacquire() {
+	c.mu.Lock()
+	c.again = true
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
 // drop forgets the lease held (after a NAK or its expiry).
 func (c *Client) drop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cur = nil
+}
+
+// dropIfAsked drops the lease when Reacquire asked for a new one since
+// the last call (also when the lease was taken after the call: it may be
+// the old network's).
+func (c *Client) dropIfAsked() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.again {
+		c.again, c.cur = false, nil
+	}
 }
 
 // Run keeps the lease until ctx is done, then returns nil (it does not
@@ -387,11 +419,13 @@ func (c *Client) drop() {
 // straight away), and once the lease has expired or been refused it
 // acquires a new one, asking for the same address. onChange (optional)
 // is called with the lease after every successful renewal, rebinding or
-// new acquisition; the address may differ after a new acquisition. Run
-// must not be called twice at once.
+// new acquisition; the address may differ after a new acquisition.
+// Reacquire wakes it to acquire at once. Run must not be called twice at
+// once.
 func (c *Client) Run(ctx context.Context, onChange func(Lease)) error {
 	var notBefore time.Time // after a failed attempt: when to try again
 	for {
+		c.dropIfAsked()
 		l, held := c.snapshot()
 		now := time.Now()
 		st := stateAt(l, held, now)
@@ -406,6 +440,9 @@ func (c *Client) Run(ctx context.Context, onChange func(Lease)) error {
 				t.Stop()
 				return nil
 			case <-t.C:
+			case <-c.kick: // Reacquire: drop the lease and acquire now
+				t.Stop()
+				notBefore = time.Time{}
 			}
 			continue // the lease may have changed meanwhile (a Renew call)
 		}

@@ -256,6 +256,23 @@ func capture(t *testing.T, ns *testutil.Netns, iface string, port uint16) func(m
 	return stop
 }
 
+// replaceDnsmasq kills the LAN's dnsmasq and starts another serving
+// first-last.
+func (l *lan) replaceDnsmasq(t *testing.T, first, last string, args ...string) {
+	t.Helper()
+	old := l.dnsmasq.Cmd.Process
+	if err := syscall.Kill(-old.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Once testutil's goroutine has reaped it, port 67 is free.
+	select {
+	case <-l.dnsmasq.Exited:
+	case <-time.After(waitBound):
+		t.Fatalf("the killed dnsmasq (pid %d) was not reaped within %s", old.Pid, waitBound)
+	}
+	l.dnsmasq = l.startDnsmasq(t, first, last, args...)
+}
+
 func TestAcquire(t *testing.T) {
 	l := newLAN(t)
 	replies := capture(t, l.host, "up0", clientPort)
@@ -434,17 +451,7 @@ func TestRun(t *testing.T) {
 
 	// Replace the server: the new one (authoritative) refuses the old
 	// address, so Run must start over and get one from the new range.
-	old := l.dnsmasq.Cmd.Process
-	if err := syscall.Kill(-old.Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	// Once testutil's goroutine has reaped it, port 67 is free.
-	select {
-	case <-l.dnsmasq.Exited:
-	case <-time.After(waitBound):
-		t.Fatalf("the killed dnsmasq (pid %d) was not reaped within %s", old.Pid, waitBound)
-	}
-	l.dnsmasq = l.startDnsmasq(t, "10.98.0.200", "10.98.0.210", short...)
+	l.replaceDnsmasq(t, "10.98.0.200", "10.98.0.210", short...)
 	var moved Lease
 	for deadline := time.Now().Add(waitBound); time.Now().Before(deadline); {
 		if moved = next("new lease after a NAK"); !moved.IP.Equal(first.IP) {
@@ -460,6 +467,44 @@ func TestRun(t *testing.T) {
 	stopRun()
 	if err := c.Release(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestReacquire: a running Run holds a ten-minute lease (T1 five minutes
+// away) when the LAN's server is replaced by one with another range (a
+// new network behind the same link); Reacquire must have Run take a lease
+// from the new server at once, by DISCOVER, without a RELEASE to the old.
+func TestReacquire(t *testing.T) {
+	l := newLAN(t)
+	c := l.acquire(t, "alpha")
+	first := c.Lease()
+	changes := make(chan Lease, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, func(l Lease) { changes <- l }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	l.replaceDnsmasq(t, "10.98.0.200", "10.98.0.210")
+	start := time.Now()
+	c.Reacquire()
+	select {
+	case got := <-changes:
+		if ip := got.IP.To4(); ip == nil || ip[3] < 200 || ip[3] > 210 {
+			t.Fatalf("after Reacquire Run holds %v (had %v); want an address of the new range", got.IP, first.IP)
+		}
+		t.Logf("new lease %s %s after Reacquire", got.IP, time.Since(start).Round(time.Millisecond))
+	case <-time.After(waitBound):
+		t.Fatalf("no new lease within %s of Reacquire (T1 %s)", waitBound, first.T1)
+	}
+	if _, err := l.dnsmasq.Out.WaitFor(`DHCPDISCOVER\(lan0\) `+first.IP.String(), waitBound); err != nil {
+		t.Errorf("the new server saw no DISCOVER asking for the old address: %v", err)
+	}
+	if strings.Contains(l.dnsmasq.Out.String(), "DHCPRELEASE") {
+		t.Errorf("Reacquire released a lease:\n%s", l.dnsmasq.Out)
 	}
 }
 
