@@ -6,15 +6,20 @@ import (
 
 	"github.com/vmrun/vmrun/internal/dhcpverdict"
 	"github.com/vmrun/vmrun/internal/netplan"
+	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/watch"
 )
+
+// reregisterWait bounds the wait for an in-place re-registration (a
+// routed guest's new upstream lease: a DHCP exchange, retried).
+const reregisterWait = 20 * time.Second
 
 // followUplinkUsage is --follow-uplink's help.
 const followUplinkUsage = "`on` (default): while the VM runs, watch the host's network (routes, links, addresses, Wi-Fi association) " +
 	"and follow it: with --net auto, move the running guest (same QEMU, its NIC replaced) to the attachment the new uplink calls for — " +
 	"another interface, NAT behind a VPN or while there is no uplink at all, back again when one returns — and re-attach it on a new LAN " +
-	"or MAC, one stderr line each; an explicit mode stays on its interface and only says what changed. " +
+	"or MAC, one stderr line each; an explicit mode stays on its interface and says what changed (routed on a new LAN leases the guest's address there again, in place). " +
 	"`vmrun net plan --watch` shows the decisions without a VM. off: decide once at start. Nothing to follow with --net user, nat or none"
 
 // followUplink starts watching the host's uplink for the running guest
@@ -54,7 +59,10 @@ func (s *session) followUplink() (stop func()) {
 // follow carries out decision d and returns the plan the guest is on
 // afterwards. A renewal (the attachment is still valid: the carrier is
 // back, a new LAN behind the same macvtap) toggles the guest's carrier on
-// the NIC it has (renewLink). A decision with a plan moves the guest onto a new
+// the NIC it has (renewLink); so does a re-attachment the guest's
+// attachment can make in place (a routed guest on a new LAN: its upstream
+// lease taken anew) when its NIC cannot be replaced or the decision has
+// no plan (an explicit mode). A decision with a plan moves the guest onto a new
 // attachment for it (switchAttachment: its one stderr line), the next
 // generation's, so that the new links never take the old ones' names; a
 // re-attachment on the same mode is such a move too (a fresh attachment
@@ -68,7 +76,10 @@ func (s *session) follow(ctx context.Context, d watch.Decision, movable bool) ne
 	here := watch.Where{Mode: cur.Mode, Parent: cur.Parent}
 	switch {
 	case d.Action == watch.Renew:
-		s.renewLink(ctx, d.Why)
+		s.renewLink(ctx, d.Why, false)
+		return cur
+	case d.Action == watch.Reattach && (d.Plan == nil || !movable) && s.net.current().Reregister != nil:
+		s.renewLink(ctx, d.Why, true)
 		return cur
 	case d.Plan == nil:
 		s.notify("network: %s: the guest stays on %s", d.Why, here)
@@ -95,13 +106,28 @@ func (n *netState) currentPlan() netsetup.Plan {
 
 // renewLink has the running guest renew on its current attachment: its
 // carrier toggled and its MAC announced (launcher.Process.RenewLink),
-// nothing rebuilt, no NIC replaced. why is the decision's reason; the
-// one stderr line adds how long the toggle took.
-func (s *session) renewLink(ctx context.Context, why string) {
+// no NIC replaced. With reregister, the attachment first registers the
+// guest again on the new LAN, in place (Attachment.Reregister: routed's
+// upstream lease taken anew, within reregisterWait), so that the guest,
+// asking again, gets the new address: explicit modes boot without the
+// ports a NIC replacement needs. why is the decision's reason; the one
+// stderr line adds how long it took.
+func (s *session) renewLink(ctx context.Context, why string, reregister bool) {
 	n := &s.net
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	start := time.Now()
+	if reregister {
+		rctx, cancel := context.WithTimeout(ctx, reregisterWait)
+		got, err := n.att.Reregister(rctx)
+		cancel()
+		if err != nil {
+			s.notify("network: %s; %v", why, err)
+			return
+		}
+		why += "; " + got
+		_ = s.dir.Update(func(st *rundir.State) { st.Addresses = nil })
+	}
 	// A new LAN behind the same attachment may refuse the guest: check
 	// its DHCP again (a renewal that is answered sends no DISCOVER).
 	s.verdict.Arm(dhcpverdict.Verifies(s.spec.NetMode, n.plan), s.leaveL2)

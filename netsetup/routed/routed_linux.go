@@ -84,6 +84,11 @@ type routedGuest struct {
 	mu   sync.Mutex
 	ip   net.IP          // the guest's address, as routed now
 	resp *service.Handle // the DHCP responder on the tap
+	// What the keeper's last lease change did (leaseChanged): the lease's
+	// request time, the error of following it, and a channel closed then.
+	changedAt time.Time
+	changeErr error
+	changed   chan struct{}
 
 	stopping []*service.Handle // cancelled by Undo, waited for after the tap is gone
 
@@ -371,9 +376,39 @@ func (g *routedGuest) startKeeper(s *hostnet.Setup) error {
 	if g.client == nil {
 		return nil
 	}
+	g.changed = make(chan struct{})
 	g.keeper = s.Services().Go(hostnet.ServiceKeeper, hostnet.KeeperPolicy, func(ctx context.Context) error { return g.client.Run(ctx, g.leaseChanged) })
 	s.OnUndo(func() error { g.keeper.Stop(); return nil })
+	s.Att.Reregister = g.reregister
 	return nil
+}
+
+// reregister takes the upstream lease anew for a new LAN behind the same
+// uplink (Attachment.Reregister): the keeper forgets its lease and
+// acquires one at once (dhcpupstream.Client.Reacquire), and leaseChanged
+// moves the guest's route, proxy entry and responder to its address. It
+// returns once that is done, or when ctx ends (the keeper keeps asking
+// then, every 10 s, and follows the lease when one comes).
+func (g *routedGuest) reregister(ctx context.Context) (string, error) {
+	asked := time.Now()
+	g.client.Reacquire()
+	for {
+		g.mu.Lock()
+		at, err, ip, changed := g.changedAt, g.changeErr, g.ip, g.changed
+		g.mu.Unlock()
+		if at.After(asked) {
+			if err != nil {
+				return "", err
+			}
+			l := g.client.Lease()
+			return fmt.Sprintf("the guest gets %s (leased from %s for %s)", ip, l.ServerID, l.LeaseTime), nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return "", fmt.Errorf("no DHCP server on %s gave the guest a new lease yet (%w); vmrun keeps asking, and the guest takes the new address at its next renewal", g.cfg.Link.Parent, context.Cause(ctx))
+		}
+	}
 }
 
 // leaseChanged follows the upstream lease: a renewal changes nothing, a
@@ -382,13 +417,22 @@ func (g *routedGuest) startKeeper(s *hostnet.Setup) error {
 // ask again and take the new address. It runs in the keeper's goroutine,
 // which Undo stops before it removes the route and the proxy entry.
 func (g *routedGuest) leaseChanged(l dhcpupstream.Lease) {
+	var err error
+	defer func() {
+		g.mu.Lock()
+		g.changedAt, g.changeErr = l.Acquired, err
+		close(g.changed)
+		g.changed = make(chan struct{})
+		g.mu.Unlock()
+	}()
 	old := g.guestIP()
 	if l.IP.Equal(old) {
 		g.event("routed: the lease of %s was extended by %s", l.IP, l.LeaseTime)
 		return
 	}
-	if err := g.inNS(func() error { return g.move(old, l.IP.To4()) }); err != nil {
-		g.notice("routed: the upstream lease moved the guest from %s to %s, but vmrun could not follow: %v", old, l.IP, err)
+	if err = g.inNS(func() error { return g.move(old, l.IP.To4()) }); err != nil {
+		err = fmt.Errorf("the upstream lease moved the guest from %s to %s, but vmrun could not follow: %w", old, l.IP, err)
+		g.notice("routed: %v", err)
 		return
 	}
 	g.notice("routed: the upstream lease moved the guest from %s to %s; the guest takes it at its next DHCP renewal", old, l.IP)

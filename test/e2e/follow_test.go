@@ -252,3 +252,75 @@ func TestFollowUplinkChecksNewLAN(t *testing.T) {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 }
+
+// TestFollowUplinkRoutedLeasesAgain: an explicit --net routed guest (no
+// hot-plug ports, so its NIC cannot be replaced) sits on up0, whose wall
+// port is re-patched from LAN A (10.77.0.0/24) to LAN B (10.78.0.0/24, its
+// own dnsmasq) — a bridge in a "switch" namespace moves from one LAN's
+// veth to the other's, up0's carrier untouched — and the host takes its
+// address on B. vmrun must lease the guest's address from B in place (the
+// same tap and NIC, its route, proxy ARP entry and DHCP responder moved)
+// and toggle the guest's carrier; the guest, renewing, is refused its A
+// address by vmrun's responder, takes the B one and answers ping and TCP
+// from B's namespace. One QEMU, no switch, nothing of A's address left.
+func TestFollowUplinkRoutedLeasesAgain(t *testing.T) {
+	g := requireQEMUTests(t)
+	host, sw := testutil.NewNetns(t, "h"), testutil.NewNetns(t, "sw")
+	lanA, lanB := testutil.NewNetns(t, "la"), testutil.NewNetns(t, "lb")
+	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	sw.MustRun(t, "ip", "link", "set", "br0", "up")
+	testutil.Veth(t, host, "up0", sw, "p0")
+	testutil.Veth(t, lanA, "lan0", sw, "a0")
+	testutil.Veth(t, lanB, "lan0", sw, "b0")
+	sw.MustRun(t, "ip", "link", "set", "p0", "master", "br0")
+	sw.MustRun(t, "ip", "link", "set", "a0", "master", "br0")
+	lanA.MustRun(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "lan0")
+	lanB.MustRun(t, "ip", "addr", "add", "10.78.0.1/24", "dev", "lan0")
+	testutil.StartDnsmasq(t, lanA, "lan0", "10.77.0.100", "10.77.0.150")
+	dnsB := testutil.StartDnsmasq(t, lanB, "lan0", "10.78.0.100", "10.78.0.150")
+	host.MustRun(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "up0")
+	host.MustRun(t, "ip", "route", "add", "default", "via", "10.77.0.1")
+
+	vm := Start(t, host, "", "--disk", g.Test, "--snapshot", "--net", "routed", "--name", "e2e-relet", "--console", "serial", "-v")
+	old := vm.WaitConsole(`VMRUN-GUEST-IP=(10\.77\.0\.\d+)/32 GW=169\.254\.0\.1`, bootTimeout)[1]
+	if _, err := vm.Stderr.WaitFor(`following the uplink \(up0\)`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	vm.WaitConsole(`VMRUN-GUEST: ready`, stepTimeout)
+	qemu := lsVM(t, host, vm.Runtime, "e2e-relet").QEMUPID
+
+	start := time.Now()
+	sw.MustRun(t, "sh", "-c", "ip link set a0 nomaster && ip link set b0 master br0")
+	host.MustRun(t, "sh", "-c", "ip addr add 10.78.0.2/24 dev up0 && ip route replace default via 10.78.0.1 && ip addr del 10.77.0.2/24 dev up0")
+	m, err := vm.Stderr.WaitFor(`network: [^\n]*routed mode leases the guest's address upstream again[^\n]*; the guest gets (10\.78\.0\.\d+) \(leased from 10\.78\.0\.1 [^\n]*; carrier toggled in (\d+) ms`, stepTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := m[1]
+	toLine := time.Since(start)
+	vm.WaitConsole(`VMRUN-GUEST: carrier back on eth0 ifindex=\d+ \(renewing\)`, stepTimeout)
+	if _, err := dnsB.Out.WaitFor(`DHCPACK\(lan0\) `+regexp.QuoteMeta(ip)+` `, stepTimeout); err != nil {
+		t.Fatalf("LAN B's server did not lease %s: %v", ip, err)
+	}
+	if err := lanB.Ping(ip, stepTimeout); err != nil {
+		t.Fatalf("LAN B → the guest at %s: %v\n%s", ip, err, vm.lastLines())
+	}
+	t.Logf("re-patched → vmrun's line %v (re-lease and toggle %s ms) → the guest answers from B at %s %v",
+		toLine.Round(time.Millisecond), m[2], ip, time.Since(start).Round(time.Millisecond))
+	if body := httpGet(t, lanB, ip+":80"); !strings.Contains(body, "vmrun-guest-ok") {
+		t.Fatalf("the guest's TCP port answered %q on B", body)
+	}
+	if strings.Contains(vm.Console.String(), "VMRUN-GUEST: new NIC") || strings.Contains(vm.Stderr.String(), "switching") {
+		t.Errorf("the guest's NIC was replaced; an explicit routed guest re-leases in place")
+	}
+	if e := lsVM(t, host, vm.Runtime, "e2e-relet"); e.QEMUPID != qemu || e.Switches != 0 || e.Net != "routed" {
+		t.Errorf("after the new LAN: QEMU pid %d (was %d), %d switches, on %s; want the same QEMU, no switch, routed", e.QEMUPID, qemu, e.Switches, e.Net)
+	}
+	if out := host.MustRun(t, "ip", "neigh", "show", "proxy") + host.MustRun(t, "ip", "route"); strings.Contains(out, old+" ") {
+		t.Errorf("A's address %s is still routed or proxied:\n%s", old, out)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(exitTimeout); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+}

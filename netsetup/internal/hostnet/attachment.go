@@ -55,6 +55,13 @@ type Attachment struct {
 	// Services are the attachment's background services (see NewServices);
 	// nil for a mode that runs none.
 	Services *service.Group
+	// Reregister, when not nil, registers the guest again on a new LAN
+	// behind the same parent, in place (routed with a leased address: the
+	// upstream lease taken anew, the guest's route, proxy entry and DHCP
+	// responder moved to the new address). It returns once the attachment
+	// serves the new registration, saying what the guest gets; the guest's
+	// carrier is the caller's to toggle so that the guest asks again.
+	Reregister func(ctx context.Context) (string, error)
 }
 
 // Done is closed when the attachment can no longer serve the guest: one of
