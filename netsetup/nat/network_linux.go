@@ -21,6 +21,13 @@ import (
 // ipForward is the sysctl NAT needs on; it is restored when the last NAT VM leaves.
 const ipForward = "net/ipv4/ip_forward"
 
+// bridgeRouteLocalnet is the bridge's sysctl localhost forwards need on;
+// a new link takes its value from defaultRouteLocalnet.
+var (
+	bridgeRouteLocalnet  = path.Join("net/ipv4/conf", Bridge, "route_localnet")
+	defaultRouteLocalnet = "net/ipv4/conf/default/route_localnet"
+)
+
 // membership is a VM's membership of the NAT network.
 type membership struct {
 	ns     netns.NsHandle // the network namespace it joined in
@@ -138,12 +145,13 @@ func checkForwardConflicts(live map[string]member, vm string, fws []hostnet.Forw
 }
 
 // ensureNetwork makes sure the bridge (with its address), vmrun's table
-// and forwarding exist, creating what is missing and recording it in st
-// first. It returns the network's subnet. The state is written once more
-// at the end, and only when it changed (a VM joining a network whose
-// objects all exist writes nothing); join then has it made durable.
+// and forwarding exist, creating what is missing. It returns the
+// network's subnet. Everything it is about to create is recorded in st
+// first, in one write of the state (prerecord), not one write per object;
+// join then has it made durable. A VM joining a network whose objects all
+// exist writes nothing.
 func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *shared, want string, tr *hostnet.Trace) (netip.Prefix, error) {
-	objects0, subnet0 := len(st.Objects), st.Subnet
+	subnet0 := st.Subnet
 	var wantP netip.Prefix
 	if want != "" {
 		var err error
@@ -155,6 +163,7 @@ func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *share
 	if err != nil {
 		return netip.Prefix{}, err
 	}
+	needTable := !exists
 	if exists {
 		if want != "" && wantP != subnet {
 			return netip.Prefix{}, hostnet.Refuse(hostnet.ErrBadRequest, "--nat-subnet %s: the NAT network %s already uses %s; leave --nat-subnet out, or stop the other NAT VMs first", want, Bridge, subnet)
@@ -162,32 +171,66 @@ func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *share
 		table, err := nc.ListTableOfFamily(tableName, nftables.TableFamilyIPv4)
 		if err != nil || table == nil {
 			tr.ReportEvent("NAT: vmrun's nftables table was missing; recreating it")
-			if err := createTable(nc, d, st, subnet); err != nil {
-				return netip.Prefix{}, err
-			}
+			needTable = true
 		}
-	} else {
-		if subnet, err = pickSubnet(h, wantP); err != nil {
-			return netip.Prefix{}, err
-		}
-		st.Subnet = subnet.String()
+	} else if subnet, err = pickSubnet(h, wantP); err != nil {
+		return netip.Prefix{}, err
+	}
+	st.Subnet = subnet.String()
+	if err := d.prerecord(st, !exists, needTable, st.Subnet != subnet0); err != nil {
+		return netip.Prefix{}, err
+	}
+	if !exists {
 		if err := createBridge(h, d, st, subnet); err != nil {
 			return netip.Prefix{}, err
 		}
+	}
+	if needTable {
 		if err := createTable(nc, d, st, subnet); err != nil {
 			return netip.Prefix{}, err
 		}
+	}
+	if !exists {
 		tr.ReportEvent(fmt.Sprintf("NAT: created bridge %s with %s and table ip %s", Bridge, netip.PrefixFrom(gateway(subnet), subnet.Bits()), tableName))
 	}
-	st.Subnet = subnet.String()
 	if err := enableForwarding(d, st, tr); err != nil {
 		return netip.Prefix{}, err
 	}
-	if len(st.Objects) == objects0 && st.Subnet == subnet0 {
-		return subnet, nil // objects are only ever appended
+	return subnet, nil
+}
+
+// prerecord records, in one write of the state, the shared objects
+// ensureNetwork is about to create or change, in the order it does (the
+// undo runs in reverse): the bridge and its route_localnet (its old value
+// is the one a new link inherits, conf/default's), the table, and IPv4
+// forwarding when it is off. The state is also written when only its
+// subnet changed (subnetChanged). Each object's own step then finds it
+// recorded (record writes nothing); one recorded and never created is
+// undone as missing, which every shared object's undo allows.
+func (d *lockedDir) prerecord(st *shared, bridge, table, subnetChanged bool) error {
+	var objs []rundir.Object
+	if bridge {
+		objs = append(objs, bridgeObject())
+		if old, err := hostnet.ReadSysctl(defaultRouteLocalnet); err == nil && old != "1" {
+			objs = append(objs, hostnet.SysctlObject(bridgeRouteLocalnet, old))
+		}
 	}
-	d.unsynced = true
-	return subnet, d.writeShared(*st, false)
+	if table {
+		objs = append(objs, tableObject())
+	}
+	if old, err := hostnet.ReadSysctl(ipForward); err == nil && old != "1" {
+		objs = append(objs, hostnet.SysctlObject(ipForward, old))
+	}
+	n := len(st.Objects)
+	for _, o := range objs {
+		if !recorded(st, o) {
+			st.Objects = append(st.Objects, o)
+		}
+	}
+	if len(st.Objects) == n && !subnetChanged {
+		return nil
+	}
+	return d.writeShared(*st, false)
 }
 
 // existingBridge returns the subnet of the NAT bridge if it exists.
@@ -286,8 +329,7 @@ func createBridge(h *netlink.Handle, d *lockedDir, st *shared, subnet netip.Pref
 		func() error { return hostnet.SilenceIPv6Link(h, br) },
 		func() error { return h.AddrAdd(br, addr) },
 		func() error {
-			_, err := hostnet.SetSysctlRecorded(func(o rundir.Object) error { return d.record(st, o) },
-				path.Join("net/ipv4/conf", Bridge, "route_localnet"), "1")
+			_, err := hostnet.SetSysctlRecorded(func(o rundir.Object) error { return d.record(st, o) }, bridgeRouteLocalnet, "1")
 			return err
 		},
 		func() error { return h.LinkSetUp(br) },

@@ -203,15 +203,20 @@ func (d *lockedDir) readShared() (shared, error) {
 // write waits for the disk (fsync): the records made before each object
 // need none, by the argument of docs/architecture.md's "Crash safety" — a
 // process's death, however abrupt, does not touch the page cache, and a
-// crash of the kernel takes the recorded objects with it. One durable
-// write per set-up, after the last object, leaves a consistent file
-// behind should the machine go down: flushShared, which the set-up starts
-// once it has released the lock and does not wait for (only the
-// machine's own crash needs it; the wait was on the first NAT VM's path).
+// crash of the kernel takes the recorded objects with it. A set-up writes
+// the state once, before the objects it records (prerecord); making that
+// write durable leaves a consistent file behind should the machine go
+// down: flushShared, which the set-up starts once it has released the
+// lock and does not wait for (only the machine's own crash needs it; the
+// wait was on the first NAT VM's path). A non-durable write marks d
+// unsynced, which is what tells the set-up to start it.
 func (d *lockedDir) writeShared(st shared, durable bool) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
+	}
+	if !durable {
+		d.unsynced = true
 	}
 	return writeFileAtomic(filepath.Join(d.path, "state.json"), b, durable)
 }
@@ -248,17 +253,25 @@ func writeFileAtomic(path string, b []byte, durable bool) error {
 	return err
 }
 
-// record appends obj to the shared objects (unless recorded already) and
-// writes the state before the object is created (not durably: see
-// writeShared).
+// record appends obj to the shared objects and writes the state before
+// the object is created (not durably: see writeShared), unless obj is
+// recorded already (prerecord did it): then it writes nothing.
 func (d *lockedDir) record(st *shared, obj rundir.Object) error {
-	for _, o := range st.Objects {
-		if o.Kind == obj.Kind && o.Name == obj.Name {
-			return nil
-		}
+	if recorded(st, obj) {
+		return nil
 	}
 	st.Objects = append(st.Objects, obj)
 	return d.writeShared(*st, false)
+}
+
+// recorded reports whether st records an object of obj's kind and name.
+func recorded(st *shared, obj rundir.Object) bool {
+	for _, o := range st.Objects {
+		if o.Kind == obj.Kind && o.Name == obj.Name {
+			return true
+		}
+	}
+	return false
 }
 
 // member is one members/VM.json: its VM and whether a live vmrun holds it.
