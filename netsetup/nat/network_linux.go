@@ -69,7 +69,7 @@ func join(dir string, c Config, tr *hostnet.Trace) (m *membership, err error) {
 	if err != nil {
 		tr.ReportEvent(fmt.Sprintf("NAT: cleaning up after dead VMs: %v", err))
 	}
-	subnet, err := ensureNetwork(h, nc, d, &st, c.Subnet, tr)
+	subnet, freshTable, err := ensureNetwork(h, nc, d, &st, c.Subnet, tr)
 	if err != nil {
 		return nil, err
 	}
@@ -95,8 +95,10 @@ func join(dir string, c Config, tr *hostnet.Trace) (m *membership, err error) {
 	if m.file, err = d.holdMember(memberInfo{VM: vm, PID: os.Getpid(), IP: ip.String(), Forwards: c.Forwards}); err != nil {
 		return m, err
 	}
-	if err := deleteVMRules(nc, vm); err != nil {
-		return m, err
+	if !freshTable { // a table made just now holds no rules of a previous run
+		if err := deleteVMRules(nc, vm); err != nil {
+			return m, err
+		}
 	}
 	rs := baseRuleset(subnet, Bridge)
 	for _, r := range forwardRules(rs.Table, rs.chain(chainPrerouting), rs.chain(chainOutput), vm, ip, c.Forwards) {
@@ -146,27 +148,26 @@ func checkForwardConflicts(live map[string]member, vm string, fws []hostnet.Forw
 
 // ensureNetwork makes sure the bridge (with its address), vmrun's table
 // and forwarding exist, creating what is missing. It returns the
-// network's subnet. Everything it is about to create is recorded in st
+// network's subnet, and whether it made the table just now. Everything it is about to create is recorded in st
 // first, in one write of the state (prerecord), not one write per object;
 // join then has it made durable. A VM joining a network whose objects all
 // exist writes nothing.
-func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *shared, want string, tr *hostnet.Trace) (netip.Prefix, error) {
+func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *shared, want string, tr *hostnet.Trace) (subnet netip.Prefix, freshTable bool, err error) {
 	subnet0 := st.Subnet
 	var wantP netip.Prefix
 	if want != "" {
-		var err error
 		if wantP, err = ParseSubnet(want); err != nil {
-			return netip.Prefix{}, hostnet.Refuse(hostnet.ErrBadRequest, "%v", err)
+			return netip.Prefix{}, false, hostnet.Refuse(hostnet.ErrBadRequest, "%v", err)
 		}
 	}
 	subnet, exists, err := existingBridge(h)
 	if err != nil {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, false, err
 	}
 	needTable := !exists
 	if exists {
 		if want != "" && wantP != subnet {
-			return netip.Prefix{}, hostnet.Refuse(hostnet.ErrBadRequest, "--nat-subnet %s: the NAT network %s already uses %s; leave --nat-subnet out, or stop the other NAT VMs first", want, Bridge, subnet)
+			return netip.Prefix{}, false, hostnet.Refuse(hostnet.ErrBadRequest, "--nat-subnet %s: the NAT network %s already uses %s; leave --nat-subnet out, or stop the other NAT VMs first", want, Bridge, subnet)
 		}
 		table, err := nc.ListTableOfFamily(tableName, nftables.TableFamilyIPv4)
 		if err != nil || table == nil {
@@ -174,29 +175,29 @@ func ensureNetwork(h *netlink.Handle, nc *nftables.Conn, d *lockedDir, st *share
 			needTable = true
 		}
 	} else if subnet, err = pickSubnet(h, wantP); err != nil {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, false, err
 	}
 	st.Subnet = subnet.String()
 	if err := d.prerecord(st, !exists, needTable, st.Subnet != subnet0); err != nil {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, false, err
 	}
 	if !exists {
 		if err := createBridge(h, d, st, subnet); err != nil {
-			return netip.Prefix{}, err
+			return netip.Prefix{}, false, err
 		}
 	}
 	if needTable {
 		if err := createTable(nc, d, st, subnet); err != nil {
-			return netip.Prefix{}, err
+			return netip.Prefix{}, false, err
 		}
 	}
 	if !exists {
 		tr.ReportEvent(fmt.Sprintf("NAT: created bridge %s with %s and table ip %s", Bridge, netip.PrefixFrom(gateway(subnet), subnet.Bits()), tableName))
 	}
 	if err := enableForwarding(d, st, tr); err != nil {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, false, err
 	}
-	return subnet, nil
+	return subnet, needTable, nil
 }
 
 // prerecord records, in one write of the state, the shared objects
@@ -348,26 +349,42 @@ func tableObject() rundir.Object {
 }
 
 // createTable (re)creates vmrun's table from scratch, in one
-// transaction.
+// transaction. It does not ask first whether the table exists (a round
+// trip): the transaction creates it exclusively, and only when a table
+// is there already (left by a crashed vmrun) is it replaced, in a second
+// one.
 func createTable(nc *nftables.Conn, d *lockedDir, st *shared, subnet netip.Prefix) error {
 	if err := d.record(st, tableObject()); err != nil {
 		return err
 	}
 	rs := baseRuleset(subnet, Bridge)
-	if t, err := nc.ListTableOfFamily(tableName, nftables.TableFamilyIPv4); err == nil && t != nil {
-		nc.DelTable(rs.Table)
+	err := flushTable(nc, rs, false)
+	if errors.Is(err, unix.EEXIST) {
+		err = flushTable(nc, rs, true)
 	}
-	nc.AddTable(rs.Table)
+	if err != nil {
+		return fmt.Errorf("nftables: create table ip %s: %w", tableName, err)
+	}
+	return nil
+}
+
+// flushTable creates ruleset rs in one transaction: exclusively (the
+// transaction fails with EEXIST when the table exists), or replacing the
+// table there.
+func flushTable(nc *nftables.Conn, rs ruleset, replace bool) error {
+	if replace {
+		nc.DelTable(rs.Table)
+		nc.AddTable(rs.Table)
+	} else {
+		nc.CreateTable(rs.Table)
+	}
 	for _, c := range rs.Chains {
 		nc.AddChain(c)
 	}
 	for _, r := range rs.Rules {
 		nc.AddRule(r)
 	}
-	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("nftables: create table ip %s: %w", tableName, err)
-	}
-	return nil
+	return nc.Flush()
 }
 
 // enableForwarding turns IPv4 forwarding on if it is off, recording the
@@ -386,14 +403,11 @@ func enableForwarding(d *lockedDir, st *shared, tr *hostnet.Trace) error {
 // deleteVMRules deletes VM vm's forward rules from vmrun's table.
 func deleteVMRules(nc *nftables.Conn, vm string) error {
 	t := vmrunTable()
-	if tt, err := nc.ListTableOfFamily(tableName, nftables.TableFamilyIPv4); err != nil || tt == nil {
-		return nil // no table: no rules
-	}
 	n := 0
 	for _, name := range []string{chainPrerouting, chainOutput} {
 		rules, err := nc.GetRules(t, &nftables.Chain{Name: name, Table: t})
 		if err != nil {
-			continue // chain missing
+			continue // no table or no chain: no rules
 		}
 		for _, r := range rules {
 			if ruleVM(r) == vm {

@@ -130,3 +130,59 @@ func networkGone(root string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// TestCreateTableReplacesStale: createTable makes the table exclusively,
+// without asking first; a table a crashed vmrun left (here with a chain of
+// its own) is replaced by the ruleset, not added to.
+func TestCreateTableReplacesStale(t *testing.T) {
+	testutil.RequireRoot(t)
+	subnet := netip.MustParsePrefix("10.232.0.0/24")
+	ns := testutil.NewNetns(t, "t")
+	root := t.TempDir()
+	for _, stale := range []bool{false, true} {
+		err := ns.Do(func() error {
+			nc, err := nftables.New()
+			if err != nil {
+				return err
+			}
+			if stale {
+				tb := nc.AddTable(vmrunTable())
+				nc.AddChain(&nftables.Chain{Name: "stale", Table: tb})
+				if err := nc.Flush(); err != nil {
+					return err
+				}
+			}
+			d, err := lockDir(root, true)
+			if err != nil {
+				return err
+			}
+			defer d.unlock()
+			if err := createTable(nc, d, &shared{}, subnet); err != nil {
+				return err
+			}
+			chains, err := nc.ListChains()
+			if err != nil {
+				return err
+			}
+			var got []string
+			for _, c := range chains {
+				got = append(got, c.Name)
+			}
+			slices.Sort(got)
+			if want := []string{chainForward, chainInput, chainOutput, chainPostrouting, chainPrerouting}; !slices.Equal(got, want) {
+				return fmt.Errorf("stale %v: chains %q, want %q", stale, got, want)
+			}
+			rules, err := RenderTable()
+			if err != nil {
+				return err
+			}
+			if len(rules) != len(baseRuleset(subnet, Bridge).Rules) {
+				return fmt.Errorf("stale %v: rules %q", stale, rules)
+			}
+			return DeleteTable(tableObject())
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
