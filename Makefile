@@ -75,7 +75,8 @@ test: test-deps build guest nested lint
 	$(SUDO) env "PATH=$$PATH" CI=$(CI) VMRUN_STRICT=$(VMRUN_STRICT) $(GO) test -race -count=1 -timeout 75m ./...
 
 # The crash-injection soak (test/e2e/soak_test.go): SOAK_ROUNDS rounds per
-# network mode (make test runs 20). SOAK_SEED replays a run; SOAK_MODES
+# network mode, kills during a live switch of a --net auto guest included
+# (make test runs 20, 3 of the switch). SOAK_SEED replays a run; SOAK_MODES
 # (e.g. nat,routed) and SOAK_ROUND (one round number) narrow it down;
 # SOAK_DURATION (e.g. 2h) starts no round after that time.
 SOAK_ROUNDS ?= 1000

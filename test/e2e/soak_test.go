@@ -53,6 +53,9 @@ type soakMode struct {
 	setup func(t *testing.T) *lan
 	// args are the mode's vmrun arguments for one round.
 	args func(rng *rand.Rand) []string
+	// switches: the mode's rounds kill vmrun during a live switch of the
+	// guest's attachment (soak_switch_test.go), not in the phases above.
+	switches bool
 }
 
 func soakModes(t *testing.T) []soakMode {
@@ -88,6 +91,9 @@ func soakModes(t *testing.T) []soakMode {
 			testutil.RequireCmd(t, "passt")
 			return newLAN(t, false) // passt needs a default route
 		}, args: func(*rand.Rand) []string { return []string{"--net", "user"} }},
+		{name: "switch", switches: true,
+			setup: func(t *testing.T) *lan { l, _ := twoLANs(t); return l },
+			args:  func(*rand.Rand) []string { return []string{"--net", "auto"} }},
 	}
 }
 
@@ -125,6 +131,10 @@ func TestSoak(t *testing.T) {
 			s := newSoak(t, g, m, uint64(i))
 			t0 := time.Now()
 			ran := 0
+			rounds := rounds
+			if m.switches && os.Getenv("SOAK_ROUNDS") == "" {
+				rounds = soakSwitchCIRounds
+			}
 			for r := 1; r <= rounds; r++ {
 				if only >= 0 && r != only {
 					continue
@@ -166,7 +176,8 @@ type soak struct {
 	l       *lan
 	runtime string
 	before  hostSnapshot
-	steps   int // -v step lines before "QMP ready" in a clean run
+	steps   int           // -v step lines before "QMP ready" in a clean run
+	switchT time.Duration // a clean switch's "switched in" (switch mode)
 	mu      sync.Mutex
 	counts  map[string]int
 }
@@ -211,14 +222,22 @@ func newSoak(t *testing.T, g testutil.GuestImages, m soakMode, index uint64) *so
 	if t.Failed() {
 		t.FailNow()
 	}
+	if m.switches {
+		s.cleanSwitch(t)
+	}
 	return s
 }
 
 // soakArgs are the arguments of every run: a cheap guest (the test
 // kernel, no disk; most rounds never see it boot) and a short grace period.
+// A switch needs a booted guest that releases its NIC: the test disk, its
+// console on stdout (its markers say when it is up).
 func (s *soak) soakArgs(rng *rand.Rand) []string {
-	return append([]string{"-v", "--kernel", s.g.Kernel, "--initrd", s.g.Initrd, "--console", "none",
-		"--mem", "128M", "--accel", "tcg", "--shutdown-grace", "300ms", "--name", "soak-" + s.mode.name},
+	guest := []string{"--kernel", s.g.Kernel, "--initrd", s.g.Initrd, "--console", "none", "--mem", "128M"}
+	if s.mode.switches {
+		guest = []string{"--disk", s.g.Test, "--snapshot", "--console", "serial"}
+	}
+	return append(append(append([]string{"-v"}, guest...), "--accel", "tcg", "--shutdown-grace", "300ms", "--name", "soak-"+s.mode.name),
 		s.mode.args(rng)...)
 }
 
@@ -228,7 +247,13 @@ func (s *soak) round(t *testing.T, seed uint64, r int) {
 	rng := rand.New(rand.NewPCG(seed, s.index<<32|uint64(r)))
 	args := s.soakArgs(rng)
 	phase := []string{"set-up", "run", "teardown", "detached"}[rng.IntN(4)]
-	p, what := s.crash(t, rng, args, phase)
+	p, what := (*soakProc)(nil), ""
+	if s.mode.switches {
+		phase = "switch"
+		p, what = s.crashSwitch(t, rng, args)
+	} else {
+		p, what = s.crash(t, rng, args, phase)
+	}
 	if p == nil {
 		return
 	}
@@ -429,6 +454,7 @@ type soakProc struct {
 	steps    int
 	ready    bool // "QMP ready" seen
 	trigger  *stepTrigger
+	onLine   *lineTrigger
 	signaled []syscall.Signal
 }
 
@@ -468,6 +494,9 @@ func (p *soakProc) Write(b []byte) (int, error) {
 		}
 		line := string(p.partial[:i])
 		p.partial = p.partial[i+1:]
+		if p.onLine != nil && p.onLine.re.MatchString(line) {
+			fire, p.onLine = &stepTrigger{fire: p.onLine.fire}, nil
+		}
 		if soakStepLine.MatchString(line) && !p.ready {
 			p.steps++
 			if strings.Contains(line, "QMP ready") {
