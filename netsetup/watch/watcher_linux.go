@@ -352,16 +352,15 @@ type events struct {
 // subscribe joins the route, link and address groups of this thread's
 // namespace, and nl80211's association events when the kernel has
 // nl80211; each message kicks the debounce. The subscriptions end with
-// ctx, or with drain.
+// ctx, or with drain. The sockets are made on the calling thread, in its
+// namespace (a thread locked in the watched one, or any thread of
+// vmrun's own), without naming the namespace: vishvananda/netlink would
+// then enter it (setns), which needs CAP_SYS_ADMIN even for the one the
+// thread is in, and a member of vmrun's group has none — it could not
+// follow the uplink at all.
 func subscribe(parent context.Context) (*events, error) {
 	ctx, stop := context.WithCancel(parent)
 	ev := &events{kick: make(chan struct{}, 1), failed: make(chan error, 1), stop: stop, wifi: func() {}}
-	ns, err := netns.Get()
-	if err != nil {
-		stop()
-		return nil, fmt.Errorf("this thread's network namespace: %w", err)
-	}
-	defer ns.Close()
 	const buf = 1 << 20 // a flap of many routes must not overflow the socket
 	errCB := func(err error) {
 		if ctx.Err() == nil { // closing the sockets at the end fails their reads
@@ -374,13 +373,13 @@ func subscribe(parent context.Context) (*events, error) {
 		start func()
 	}{
 		{func() error {
-			return netlink.RouteSubscribeWithOptions(routes, ctx.Done(), netlink.RouteSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB})
+			return netlink.RouteSubscribeWithOptions(routes, ctx.Done(), netlink.RouteSubscribeOptions{ReceiveBufferSize: buf, ErrorCallback: errCB})
 		}, func() { follow(ctx, ev, routes) }},
 		{func() error {
-			return netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB})
+			return netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{ReceiveBufferSize: buf, ErrorCallback: errCB})
 		}, func() { follow(ctx, ev, links) }},
 		{func() error {
-			return netlink.AddrSubscribeWithOptions(addrs, ctx.Done(), netlink.AddrSubscribeOptions{Namespace: &ns, ReceiveBufferSize: buf, ErrorCallback: errCB})
+			return netlink.AddrSubscribeWithOptions(addrs, ctx.Done(), netlink.AddrSubscribeOptions{ReceiveBufferSize: buf, ErrorCallback: errCB})
 		}, func() { follow(ctx, ev, addrs) }},
 	}
 	for _, sb := range subs {
@@ -390,6 +389,7 @@ func subscribe(parent context.Context) (*events, error) {
 		}
 		sb.start()
 	}
+	var err error
 	if ev.wifi, err = wifiEvents(ev.poke, ev.fail); err != nil {
 		ev.wifi = func() {}
 		ev.drain()
