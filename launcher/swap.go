@@ -42,6 +42,26 @@ type swapReq struct {
 	done  chan error
 }
 
+// swappable: nic's backend can be added over QMP — a tap on its fds (no
+// extra options), QEMU's user mode (slirp; its hostfwd options) or a
+// stream backend on one connected socket (passt).
+func swappable(nic NIC) bool {
+	switch nic.Backend {
+	case "tap":
+		return len(nic.Files) > 0 && len(nic.Options) == 0
+	case "user":
+		for _, o := range nic.Options {
+			if !strings.HasPrefix(o, "hostfwd=") {
+				return false
+			}
+		}
+		return len(nic.Files) == 0 && len(nic.VhostFiles) == 0
+	case "stream":
+		return len(nic.Files) == 1 && len(nic.VhostFiles) == 0 && len(nic.Options) == 0
+	}
+	return false
+}
+
 // SwapNIC replaces the running guest's NIC (started with NIC.Hotplug) by
 // one on nic's backend, in the same QEMU process: it passes nic's fds
 // (getfd), adds the new netdev, asks the guest to release the old NIC
@@ -50,7 +70,9 @@ type swapReq struct {
 // sees a new virtio-net device with nic.MAC), and removes the old netdev,
 // which closes QEMU's copies of the old fds. It returns once the new NIC
 // is plugged in (live under the guest). The caller keeps owning nic's
-// files and may close them afterwards. Only tap backends can be swapped.
+// files and may close them afterwards. The new backend may be a tap,
+// QEMU's user mode (slirp) or passt's stream socket (swappable); the old
+// one anything.
 // On an error before the old NIC is gone, the guest keeps it; after,
 // SwapNIC plugs the old one back. Calls are serialised; one made before
 // QMP is ready waits for it (or for ctx), one after QEMU exited returns
@@ -58,8 +80,8 @@ type swapReq struct {
 func (p *Process) SwapNIC(ctx context.Context, nic NIC) error {
 	p.swapMu.Lock()
 	defer p.swapMu.Unlock()
-	if nic.Backend != "tap" || len(nic.Files) == 0 || len(nic.Options) != 0 {
-		return fmt.Errorf("%w: only a tap backend without extra options can be plugged in live", ErrNoSwap)
+	if !swappable(nic) {
+		return fmt.Errorf("%w: only a tap backend without extra options, QEMU's user mode (slirp) or passt's socket can be plugged in live", ErrNoSwap)
 	}
 	return p.request(swapReq{ctx: ctx, nic: nic, done: make(chan error, 1)})
 }
@@ -214,7 +236,7 @@ func (w *nicSwapper) addNetdev(ctx context.Context, n int, nic NIC) (string, err
 		}
 	}
 	if err == nil {
-		err = w.c.NetdevAdd(ctx, netdevArgs(id, names, vnames))
+		err = w.c.NetdevAdd(ctx, backendArgs(id, nic, names, vnames))
 		if err == nil {
 			return id, nil
 		}
@@ -223,6 +245,26 @@ func (w *nicSwapper) addNetdev(ctx context.Context, n int, nic NIC) (string, err
 		err = errors.Join(err, w.c.CloseFD(ctx, name))
 	}
 	return "", err
+}
+
+// backendArgs are netdev_add's arguments for nic's backend as netdev id,
+// its fds passed as names (and vhost-net fds as vnames).
+func backendArgs(id string, nic NIC, names, vnames []string) qmp.Args {
+	switch nic.Backend {
+	case "user":
+		a := qmp.Args{"type": "user", "id": id}
+		var fw []qmp.Args
+		for _, o := range nic.Options {
+			fw = append(fw, qmp.Args{"str": strings.TrimPrefix(o, "hostfwd=")})
+		}
+		if len(fw) > 0 {
+			a["hostfwd"] = fw
+		}
+		return a
+	case "stream":
+		return qmp.Args{"type": "stream", "id": id, "server": false, "addr": qmp.Args{"type": "fd", "str": names[0]}}
+	}
+	return netdevArgs(id, names, vnames)
 }
 
 // netdevArgs are netdev_add's arguments for a tap backend on the fds

@@ -48,7 +48,8 @@ func openTap(t testing.TB, ns *testutil.Netns, name string) *os.File {
 // TestSwapNICRealGuest boots the test guest on tap A (in a bridge of a
 // private namespace), swaps its NIC to tap B in the same QEMU, and checks
 // that the guest configured its new NIC and answers through B alone: A
-// is gone (QEMU closed its copy at netdev_del, the test its own).
+// is gone (QEMU closed its copy at netdev_del, the test its own); then to
+// tap C, then to QEMU's user mode.
 func TestSwapNICRealGuest(t *testing.T) {
 	ns, p, console, n, mac, tapA := bootSwapGuest(t)
 	tapB := openTap(t, ns, "tapb")
@@ -89,8 +90,20 @@ func TestSwapNICRealGuest(t *testing.T) {
 	if err := ns.Ping("10.77.0.2", 30*time.Second); err != nil {
 		t.Fatalf("guest after the second swap: %v\nconsole:\n%s", err, console)
 	}
-	if err := p.SwapNIC(context.Background(), NIC{Backend: "user", MAC: mac}); !errors.Is(err, ErrNoSwap) {
-		t.Fatalf("SwapNIC to a user backend: %v, want ErrNoSwap", err)
+	if err := p.SwapNIC(context.Background(), NIC{Backend: "socket", MAC: mac}); !errors.Is(err, ErrNoSwap) {
+		t.Fatalf("SwapNIC to a socket backend: %v, want ErrNoSwap", err)
+	}
+	// Onto QEMU's user mode (slirp), where a guest waits without an uplink
+	// when vmrun may not set NAT up: the guest sees its third new NIC.
+	if err := p.SwapNIC(context.Background(), NIC{Backend: "user", MAC: mac}); err != nil {
+		t.Fatalf("SwapNIC to user mode: %v; notes:\n%s", err, n)
+	}
+	if _, err := console.WaitFor(`(?s)(?:VMRUN-GUEST: new NIC eth0.*){3}`, runBound); err != nil {
+		t.Fatalf("the guest did not see its NIC on user mode: %v\nconsole:\n%s", err, console)
+	}
+	tapC.Close()
+	if links := strings.Join(ns.Links(t), " "); strings.Contains(links, "tapc") {
+		t.Fatalf("tap C still exists after the swap to user mode: %s", links)
 	}
 }
 

@@ -18,7 +18,7 @@ const reregisterWait = 20 * time.Second
 // followUplinkUsage is --follow-uplink's help.
 const followUplinkUsage = "`on` (default): while the VM runs, watch the host's network (routes, links, addresses, Wi-Fi association) " +
 	"and follow it: with --net auto, move the running guest (same QEMU, its NIC replaced) to the attachment the new uplink calls for — " +
-	"another interface, NAT behind a VPN or while there is no uplink at all, back again when one returns — and re-attach it on a new LAN " +
+	"another interface, NAT (user mode without root) behind a VPN or while there is no uplink at all, back again when one returns — and re-attach it on a new LAN " +
 	"or MAC, one stderr line each; an explicit mode stays on its interface and says what changed (routed on a new LAN leases the guest's address there again, in place). " +
 	"`vmrun net plan --watch` shows the decisions without a VM. off: decide once at start. Nothing to follow with --net user, nat or none"
 

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
@@ -380,4 +381,59 @@ func TestUnprivilegedRouted(t *testing.T) {
 	}
 	assertRoutedHostUnchanged(t, l, before)
 	assertEmptyDir(t, vm.Runtime)
+}
+
+// TestUnprivilegedAutoParksOnUserMode: a member of the group (vmrun from
+// `vmrun setup`: no NAT, which needs root) runs a --net auto guest on
+// macvtap. The host's default route goes: the guest must move to QEMU's
+// user mode (slirp, hot-added over QMP: it needs no uplink) and take its
+// address from slirp's DHCP; the route comes back: the guest must move
+// back to a macvtap on up0, take a LAN address and answer ping from the
+// LAN. One QEMU, two switches; nothing left after SIGTERM.
+func TestUnprivilegedAutoParksOnUserMode(t *testing.T) {
+	g := requireQEMUTests(t)
+	m := installForMember(t, g)
+	l := newLAN(t, false)
+	rt := m.runtimeDir(t)
+	before := snapshotLinks(t, l.Host)
+	argv := append(m.u.as(l.Host, rt), m.bin)
+	vm := startArgv(t, rt, append(argv, "--disk", m.img, "--snapshot", "--net", "auto", "--name", "unpriv-park", "--console", "serial", "-v")...)
+	if ip := vm.GuestIP(bootTimeout); !strings.HasPrefix(ip, "10.77.0.") {
+		t.Fatalf("guest address %s is not from the LAN", ip)
+	}
+	if _, err := vm.Stderr.WaitFor(`following the uplink \(up0\)`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	first, err := rundir.ReadState(filepath.Join(rt, "unpriv-park"))
+	if err != nil || first.Mode != "macvtap" {
+		t.Fatalf("state %+v, %v; want macvtap", first, err)
+	}
+	start := time.Now()
+	l.Host.MustRun(t, "ip", "route", "del", "default")
+	park, err := vm.Stderr.WaitFor(`network: macvtap → user \(there is no default route any more[^\n]*; switched in (\d+) ms`, stepTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm.WaitConsole(`(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){1}VMRUN-GUEST-IP=10\.0\.2\.15/`, bootTimeout)
+	t.Logf("route gone → parked on user mode (switched in %s ms); the guest had slirp's lease %v after the route went", park[1], time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	l.Host.MustRun(t, "ip", "route", "add", "default", "via", "10.77.0.1")
+	back, err := vm.Stderr.WaitFor(`network: user → macvtap \(an uplink is back \(up0, ethernet\)[^\n]*; switched in (\d+) ms`, stepTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := vm.WaitConsole(`(?s)(?:VMRUN-GUEST-IP=[^\n]*\n.*){2}VMRUN-GUEST-IP=(10\.77\.0\.\d+)/`, bootTimeout)[1]
+	t.Logf("route back → macvtap (switched in %s ms); the guest had %s %v after the route came back", back[1], ip, time.Since(start).Round(time.Millisecond))
+	ping(t, l.LAN, ip)
+	st, err := rundir.ReadState(filepath.Join(rt, "unpriv-park"))
+	if err != nil || st.QEMUPID != first.QEMUPID || st.Switches != 2 || st.Mode != "macvtap" {
+		t.Errorf("after parking and coming back: state %+v, %v; want QEMU %d, 2 switches, macvtap", st, err, first.QEMUPID)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(exitTimeout); code != 0 {
+		t.Fatalf("exit %d\n%s", code, vm.Stderr)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Errorf("links after exit %v, before %v", after, before)
+	}
 }
