@@ -90,11 +90,13 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	if nic == nil {
 		return errors.Join(fmt.Errorf("switch to %s: no NIC backend", plan.Mode), att.Undo())
 	}
-	if err := s.qemu.SwapNIC(ctx, *nic); err != nil {
+	// The switch's time ends when the new NIC is live under the guest,
+	// before QEMU removes the old backend.
+	var took time.Duration
+	if err := s.qemu.SwapNICLive(ctx, *nic, func() { took = time.Since(start) }); err != nil {
 		att.CloseFiles()
 		return errors.Join(fmt.Errorf("switch to %s: %w", plan.Mode, err), att.Undo())
 	}
-	took := time.Since(start)
 	// The new LAN may refuse the guest too: --net auto checks a new
 	// layer-2 attachment as it checked the first (and any other ends the
 	// check of the old one).
