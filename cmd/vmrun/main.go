@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/buildinfo"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/hostsetup/setupcmd"
 )
 
 func main() {
@@ -86,7 +87,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			sshCommand(),
 			gcCommand(),
 			netCommand(),
-			setupCommand(),
+			setupcmd.Command(aclPath, usageError),
 			doctorCommand(),
 		},
 		Writer:                 stdout,

@@ -1,4 +1,7 @@
-package main
+// Package setupcmd is the command line of `vmrun setup` (the one-time
+// host set-up that internal/hostsetup carries out), kept out of
+// cmd/vmrun.
+package setupcmd
 
 import (
 	"os"
@@ -10,7 +13,9 @@ import (
 	"github.com/vmrun/vmrun/internal/privdrop"
 )
 
-func setupCommand() *cli.Command {
+// Command is `vmrun setup`: aclPath is the interface allow-list it
+// writes, onUsage the CLI's handler of flag errors.
+func Command(aclPath string, onUsage cli.OnUsageErrorFunc) *cli.Command {
 	return &cli.Command{
 		Name:  "setup",
 		Usage: "one-time, as root: let members of group vmrun attach guests to the LAN without root",
@@ -33,12 +38,12 @@ the guest); see docs/security.md.`,
 			&cli.StringSliceFlag{Name: "allow", Usage: "allow guests on `INTERFACE` in a new ACL (repeatable)"},
 			&cli.BoolFlag{Name: "no-networkmanager", Usage: "do not write the NetworkManager drop-in"},
 		},
-		OnUsageError: usageError,
-		Action:       setupAction,
+		OnUsageError: onUsage,
+		Action:       func(c *cli.Context) error { return action(c, aclPath) },
 	}
 }
 
-func setupAction(c *cli.Context) error {
+func action(c *cli.Context, aclPath string) error {
 	if c.NArg() > 0 {
 		return exitcode.Usagef("unexpected argument %q (see `vmrun setup --help`)", c.Args().First())
 	}
