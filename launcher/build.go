@@ -51,6 +51,8 @@ func Build(vm VM) (Cmdline, error) {
 		if err := b.nic(*vm.NIC, vm.CPUs); err != nil {
 			return Cmdline{}, err
 		}
+	} else if vm.LateNIC {
+		b.hotplugPorts()
 	}
 	b.shares(vm.Shares)
 	// The NIC's fds come first (fd=3 for the tap, as in QEMU's examples),
@@ -308,15 +310,21 @@ func (b *builder) nic(n NIC, cpus int) error {
 	}
 	netdev = append(netdev, n.Options...)
 	if n.Hotplug {
-		// Two root ports: the NIC's, and a free one for its replacement
-		// (see SwapNIC); QEMU 7.2's q35 hot-plugs them through ACPI.
-		for i := range hotplugPorts {
-			b.add("-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d", portID(i), i+1))
-		}
+		b.hotplugPorts()
 		device = append(device, "id="+nicID(0), "bus="+portID(0))
 	}
 	b.add("-netdev", strings.Join(netdev, ","), "-device", strings.Join(device, ","))
 	return nil
+}
+
+// hotplugPorts adds the root ports of a NIC with Hotplug: the NIC's,
+// and a free one for its replacement (see SwapNIC); QEMU 7.2's q35
+// hot-plugs them through ACPI. A VM with LateNIC gets them at the same
+// place in the command line, so every PCI device keeps its address.
+func (b *builder) hotplugPorts() {
+	for i := range hotplugPorts {
+		b.add("-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d", portID(i), i+1))
+	}
 }
 
 // escape doubles commas, QEMU's quoting inside option values.

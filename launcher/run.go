@@ -132,6 +132,7 @@ type supervisor struct {
 	swapc chan swapReq  // SwapNIC's requests
 	over  chan struct{} // closed when supervise returned
 	nics  nicSwapper
+	late  *NIC // PlugNIC's NIC, plugged in before the guest runs
 }
 
 // Run starts QEMU as described by cl and supervises it until it exits: it
@@ -210,6 +211,39 @@ func (p *Process) Supervise(ctx context.Context) Result {
 		res.Err = errors.New(exitcode.Describe(res.Code))
 	}
 	return res
+}
+
+// PlugNIC sets the NIC of a VM built with LateNIC: Supervise plugs it in
+// over QMP (getfd, netdev_add, device_add on the NIC's root port, as
+// NIC number 0, what SwapNIC later replaces) once the QMP handshake is
+// done and before the guest runs, then closes the caller's copies of its
+// files, as Start does with the command line's. Call it before
+// Supervise. Should the plug fail, Supervise stops QEMU and returns a
+// set-up failure.
+func (p *Process) PlugNIC(nic NIC) {
+	nic.Hotplug = true
+	p.s.late = &nic
+}
+
+// Abort kills a QEMU that Supervise never ran for (the set-up failed
+// after Start), waits for its end and for its output to be copied, and
+// closes the files of a NIC given to PlugNIC. It does nothing after
+// Supervise.
+func (p *Process) Abort() {
+	s := p.s
+	select {
+	case <-s.over:
+		return
+	default:
+	}
+	s.kill()
+	<-s.waitc
+	close(s.over)
+	s.drain()
+	if s.late != nil {
+		closeFiles(s.late.Files)
+		closeFiles(s.late.VhostFiles)
+	}
 }
 
 func closeFiles(files []*os.File) {
@@ -537,19 +571,14 @@ func (s *supervisor) connect(ctx context.Context) (Result, bool) {
 			s.client = r.c
 			s.nics.c = r.c
 			s.events = r.c.Events()
-			if s.opts.Ready != nil {
-				s.opts.Ready(r.c.Version)
-			}
-			cctx, cancel := context.WithTimeout(ctx, commandTimeout)
-			err := r.c.Cont(cctx)
-			cancel()
-			if err != nil {
+			if err := s.resume(ctx, r.c); err != nil {
 				s.kill()
 				werr := <-s.waitc
+				if errors.Is(err, errPlug) {
+					s.drain()
+					return Result{Code: exitcode.Setup, Err: err}, false
+				}
 				return Result{Code: exitcode.Setup, Err: s.startupError(werr, err)}, false
-			}
-			if s.opts.Running != nil {
-				s.opts.Running()
 			}
 			return Result{}, true
 		case err := <-s.waitc:
@@ -567,6 +596,37 @@ func (s *supervisor) connect(ctx context.Context) (Result, bool) {
 			s.kill()
 		}
 	}
+}
+
+// errPlug: PlugNIC's NIC could not be plugged in.
+var errPlug = errors.New("the guest's NIC could not be plugged in")
+
+// resume completes the paused VM — it plugs PlugNIC's NIC in — calls
+// Ready and resumes the guest.
+func (s *supervisor) resume(ctx context.Context, c *qmp.Client) error {
+	if s.late != nil {
+		pctx, cancel := context.WithTimeout(ctx, 4*commandTimeout)
+		err := s.nics.plug(pctx, *s.late)
+		cancel()
+		closeFiles(s.late.Files)
+		closeFiles(s.late.VhostFiles)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errPlug, err)
+		}
+	}
+	if s.opts.Ready != nil {
+		s.opts.Ready(c.Version)
+	}
+	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	err := c.Cont(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if s.opts.Running != nil {
+		s.opts.Running()
+	}
+	return nil
 }
 
 // startupError explains why QEMU did not come up, preferring QEMU's own

@@ -205,6 +205,20 @@ func (w *nicSwapper) swap(r swapReq) error {
 	return nil
 }
 
+// plug plugs the boot's NIC in (Process.PlugNIC) as NIC number 0, on the
+// port and with the ids and properties the command line would have given
+// it; on failure it leaves nothing behind in QEMU.
+func (w *nicSwapper) plug(ctx context.Context, nic NIC) error {
+	added, err := w.addNetdev(ctx, 0, nic)
+	if err != nil {
+		return err
+	}
+	if err := w.c.DeviceAdd(ctx, nicArgs(0, nic)); err != nil {
+		return errors.Join(err, w.c.NetdevDel(ctx, added))
+	}
+	return nil
+}
+
 // plugBack are the device_add arguments that plug NIC number old back
 // (its netdev is still there): as it was, when known.
 func (w *nicSwapper) plugBack(old int, nic NIC) qmp.Args {

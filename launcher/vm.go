@@ -106,6 +106,13 @@ type VM struct {
 	QMP *os.File
 	// NIC is the network attachment; nil means no network.
 	NIC *NIC
+	// LateNIC, with NIC nil, builds the command line of a VM whose NIC
+	// (one with Hotplug) is plugged in over QMP while QEMU waits paused
+	// (Process.PlugNIC), so that QEMU starts while the network is being
+	// set up: the command line has only the NIC's hot-pluggable root
+	// ports, at the place the NIC would have them, and the guest finds
+	// the same PCI devices at the same addresses as with the NIC given.
+	LateNIC bool
 	// PIDFile, when set, is where QEMU writes its pid; it also puts the
 	// runtime directory into QEMU's command line, which is how `vmrun gc`
 	// recognises a QEMU that belongs to a VM before it kills it.
