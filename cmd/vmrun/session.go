@@ -32,9 +32,10 @@ import (
 // session is one run of a VM whose configuration and network plan are
 // decided: it takes the VM's name, creates what the VM needs, runs QEMU
 // and removes everything again. Its steps run in order — lock, record,
-// attach, build, start, supervise — and each pushes the undo of what it
-// created onto the one undo stack right after it succeeds; detach unwinds
-// that stack, whichever step the run ended in.
+// attach, build, start, supervise (with netplan.LateNIC: build and start
+// before attach, whose NIC Supervise plugs in) — and each pushes the undo
+// of what it created onto the one undo stack right after it succeeds;
+// detach unwinds that stack, whichever step the run ended in.
 type session struct {
 	c      *cli.Context
 	spec   config.Spec
@@ -74,7 +75,12 @@ func (s *session) run() (err error) {
 		return err
 	}
 	defer func() { err = s.detach(err) }()
-	for _, step := range []func() error{s.record, s.seed, s.attach, s.build, s.start} {
+	steps := []func() error{s.record, s.seed, s.attach, s.build, s.start}
+	if s.vm.LateNIC = netplan.LateNIC(s.spec.NetMode, s.plan); s.vm.LateNIC {
+		// QEMU starts first, the NIC is plugged in once both are ready.
+		steps = []func() error{s.record, s.seed, s.build, s.start, s.attach}
+	}
+	for _, step := range steps {
 		if err := step(); errors.Is(err, errStopped) {
 			return nil
 		} else if err != nil {
@@ -153,6 +159,10 @@ func (s *session) attach() error {
 		s.vm.NIC.Hotplug = true
 	}
 	s.step("network attached (%s)", s.plan.Mode)
+	if s.vm.LateNIC {
+		s.qemu.PlugNIC(*s.vm.NIC)
+		go func() { _ = s.dir.Flush() }() // see options' Started
+	}
 	return nil
 }
 
@@ -245,6 +255,8 @@ func (s *session) start() error {
 		return exitcode.Wrap(exitcode.Setup, err)
 	}
 	s.qemu = p
+	// Supervise's end is QEMU's; a set-up failing before it kills QEMU.
+	s.undo.Push("QEMU", func() error { p.Abort(); return nil })
 	s.waitForAddr()
 	s.watchAgent()
 	return nil
@@ -261,8 +273,10 @@ func (s *session) options(console io.Writer) launcher.Options {
 			s.step("QEMU started (pid %d)", pid)
 			_ = s.dir.Update(func(st *rundir.State) { st.QEMUPID = pid; st.QMPSocket = s.sock })
 			// The run's one wait for the disk (see rundir's doc), off the
-			// path to QMP ready.
-			go func() { _ = s.dir.Flush() }()
+			// path to QMP ready; with LateNIC, once the set-up is done.
+			if !s.vm.LateNIC {
+				go func() { _ = s.dir.Flush() }()
+			}
 		},
 		Ready: func(v string) { s.step("QMP ready (QEMU %s)", v) },
 		RunAs: s.conf.User, NoNewPrivs: !s.spec.QEMUPrivileged,

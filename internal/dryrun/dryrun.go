@@ -41,6 +41,10 @@ func Print(out io.Writer, asJSON bool, root string, spec config.Spec, vm launche
 		}
 	}
 	vm.NIC = netplan.NIC(netsetup.Preview(plan))
+	if netplan.Hotplug(spec.NetMode, vm.NIC) {
+		// As the run's VM ends up once its NIC is plugged in (LateNIC).
+		vm.NIC.Hotplug = true
+	}
 	if spec.CloudInit.Seed {
 		vm.Seed = &launcher.Seed{Path: filepath.Join(root, vm.Name, cloudinit.SeedFile)}
 		if conf.User != nil {

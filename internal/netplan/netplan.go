@@ -141,6 +141,15 @@ func Hotplug(req netsetup.Mode, nic *launcher.NIC) bool {
 	return req == netsetup.Auto && nic != nil && nic.Backend == "tap"
 }
 
+// LateNIC says whether a run of plan plugs its NIC in over QMP after
+// QEMU has started (launcher.VM.LateNIC), so that QEMU's own start and
+// the network set-up overlap: when the NIC would go on a hot-pluggable
+// port anyway (Hotplug), whose place in the command line holds the same
+// root ports either way.
+func LateNIC(req netsetup.Mode, plan netsetup.Plan) bool {
+	return Hotplug(req, NIC(netsetup.Preview(plan)))
+}
+
 // FollowsUplink says whether a run with --net mode has an uplink to follow:
 // auto (which may move the guest), and the modes whose guest sits on the
 // uplink's LAN (which say what changed). NAT and user-mode guests sit

@@ -204,3 +204,53 @@ func TestAutoNATOnTunnel(t *testing.T) {
 		t.Fatalf("notice %q does not say why", plan.Notice)
 	}
 }
+
+// TestAutoSetupFailureLeavesNothing: --net auto starts QEMU before the
+// network set-up (the NIC is plugged in over QMP); a set-up that fails
+// then — a foreign link holds the macvtap's name — ends the run as it
+// does for the explicit mode, whose set-up runs before QEMU: the same exit
+// code and sentence, QEMU killed, nothing left (links, processes, the
+// runtime directory).
+func TestAutoSetupFailureLeavesNothing(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, false)
+	runtime := runtimeDir(t)
+	out, errOut, code := RunVMRun(t, l.Host, runtime, "--disk", g.Test, "--net", "auto", "--name", "e2e-autofail", "--dry-run", "--json")
+	var dry struct {
+		Plan struct {
+			Mode     string
+			LinkName string `json:"link_name"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &dry); err != nil || code != 0 || dry.Plan.Mode != "macvtap" || dry.Plan.LinkName == "" {
+		t.Fatalf("dry run (exit %d, %v): want a macvtap plan with its link's name\n%s%s", code, err, out, errOut)
+	}
+	l.Host.MustRun(t, "ip", "link", "add", dry.Plan.LinkName, "type", "bridge")
+	before := snapshotLinks(t, l.Host)
+	var sentence [2]string
+	for i, mode := range []string{"auto", "macvtap:up0"} {
+		_, errOut, code := RunVMRun(t, l.Host, runtime, "-v", "--disk", g.Test, "--snapshot", "--net", mode, "--name", "e2e-autofail")
+		if code != 2 || !strings.Contains(errOut, "already exists and is not vmrun's") {
+			t.Fatalf("--net %s with a foreign link named %s: exit %d, want 2 and the link named\n%s", mode, dry.Plan.LinkName, code, errOut)
+		}
+		started := strings.Contains(errOut, "QEMU started")
+		if started != (mode == "auto") {
+			t.Fatalf("--net %s: QEMU started before the set-up failed: %v, want %v\n%s", mode, started, mode == "auto", errOut)
+		}
+		for _, line := range strings.Split(errOut, "\n") {
+			if strings.Contains(line, "already exists") {
+				sentence[i] = line
+			}
+		}
+		if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+			t.Fatalf("--net %s: links after the failure %v, before %v", mode, after, before)
+		}
+		if left := waitNoProcesses(l.Host, exitTimeout); len(left) != 0 {
+			t.Fatalf("--net %s: processes left in the host namespace after the failure: %v", mode, left)
+		}
+		assertEmptyDir(t, runtime)
+	}
+	if sentence[0] != sentence[1] {
+		t.Errorf("--net auto says\n%s\n--net macvtap says\n%s", sentence[0], sentence[1])
+	}
+}
