@@ -209,6 +209,9 @@ func (w *nicSwapper) swap(r swapReq) error {
 // port and with the ids and properties the command line would have given
 // it; on failure it leaves nothing behind in QEMU.
 func (w *nicSwapper) plug(ctx context.Context, nic NIC) error {
+	if nic.Backend != "tap" || len(nic.Files) == 0 || len(nic.Options) != 0 {
+		return errors.New("only a tap backend without extra options can be plugged in over QMP")
+	}
 	added, err := w.addNetdev(ctx, 0, nic)
 	if err != nil {
 		return err

@@ -83,5 +83,8 @@ func Print(out io.Writer, asJSON bool, root string, spec config.Spec, vm launche
 	fmt.Fprintf(out, "QMP socket: %s (the listening socket is passed to QEMU as an fd)\n", sock)
 	fmt.Fprintf(out, "QEMU runs as: %s\n", conf.Describe())
 	fmt.Fprintf(out, "QEMU command (fds 3 and up are passed by vmrun):\n%s\n", launcher.Quote(argv))
+	if netplan.LateNIC(spec.NetMode, plan) {
+		fmt.Fprintf(out, "(a run starts QEMU without the NIC's -netdev and -device, while it sets the network up, and plugs them in over QMP before the guest runs: the same VM)\n")
+	}
 	return nil
 }
