@@ -2,6 +2,8 @@ package launcher
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -77,8 +79,8 @@ func renumber(s string) string {
 }
 
 // lateVM returns a VM with no boot device (SeaBIOS spins), a disk before
-// the NIC's place and a 9p share after it, for a real QEMU, and the QMP
-// socket's path.
+// the NIC's place, a 9p share after it and a second QMP monitor for the
+// test (on sock+".test"), for a real QEMU, and the QMP socket's path.
 func lateVM(t *testing.T) (VM, string) {
 	t.Helper()
 	qemu := testutil.RequireQEMU(t)
@@ -89,7 +91,82 @@ func lateVM(t *testing.T) (VM, string) {
 		t.Fatal(err)
 	}
 	return VM{Name: "late", QEMU: qemu, MemMiB: 64, CPUs: 1, Console: ConsoleNone, QMP: qmpFile(t, sock),
-		Disks: []Disk{{Path: disk, Format: "raw"}}, Shares: []Share{{Path: dir, Tag: "d"}}}, sock
+		Disks: []Disk{{Path: disk, Format: "raw"}}, Shares: []Share{{Path: dir, Tag: "d"}},
+		ExtraArgs: []string{"-qmp", "unix:" + sock + ".test,server=on,wait=off"}}, sock
+}
+
+// queryPCI lists the PCI devices of the QEMU whose test monitor is on
+// path (lateVM), those behind bridges included, one line each:
+// "bus:slot.function vendor:device class qdev-id".
+func queryPCI(t *testing.T, path string) []string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(runBound))
+	dec := json.NewDecoder(c)
+	var reply struct {
+		QMP    json.RawMessage
+		Event  string
+		Return json.RawMessage
+		Error  *struct{ Desc string }
+	}
+	next := func() {
+		for {
+			reply.Event, reply.Return, reply.Error, reply.QMP = "", nil, nil, nil
+			if err := dec.Decode(&reply); err != nil {
+				t.Fatalf("test monitor: %v", err)
+			}
+			if reply.Error != nil {
+				t.Fatalf("test monitor: %s", reply.Error.Desc)
+			}
+			if reply.Event == "" {
+				return
+			}
+		}
+	}
+	next() // the greeting
+	for _, cmd := range []string{"qmp_capabilities", "query-pci"} {
+		fmt.Fprintf(c, `{"execute":%q}`+"\n", cmd)
+		next()
+	}
+	type dev struct {
+		Slot, Function int
+		ID             struct{ Vendor, Device int }
+		ClassInfo      struct{ Class int } `json:"class_info"`
+		QdevID         string              `json:"qdev_id"`
+		PCIBridge      *struct {
+			Bus     struct{ Secondary int }
+			Devices []json.RawMessage
+		} `json:"pci_bridge"`
+	}
+	var buses []struct {
+		Bus     int
+		Devices []json.RawMessage
+	}
+	if err := json.Unmarshal(reply.Return, &buses); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	var walk func(bus int, devs []json.RawMessage)
+	walk = func(bus int, devs []json.RawMessage) {
+		for _, raw := range devs {
+			var d dev
+			if err := json.Unmarshal(raw, &d); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("%02x:%02x.%d %04x:%04x %04x %s", bus, d.Slot, d.Function, d.ID.Vendor, d.ID.Device, d.ClassInfo.Class, d.QdevID))
+			if d.PCIBridge != nil {
+				walk(d.PCIBridge.Bus.Secondary, d.PCIBridge.Devices)
+			}
+		}
+	}
+	for _, b := range buses {
+		walk(b.Bus, b.Devices)
+	}
+	return out
 }
 
 // startPaused starts vm and returns its Process, its stop channel, its
@@ -113,7 +190,7 @@ func startPaused(t *testing.T, vm VM, sock string) (p *Process, stop chan os.Sig
 // pciOf runs p until the guest runs and its firmware has numbered the
 // buses (the NIC behind its root port shows), lists its PCI devices, and
 // stops it.
-func pciOf(t *testing.T, p *Process, stop chan<- os.Signal, n *notes, running <-chan struct{}) []string {
+func pciOf(t *testing.T, p *Process, sock string, stop chan<- os.Signal, n *notes, running <-chan struct{}) []string {
 	t.Helper()
 	resc := make(chan Result, 1)
 	go func() { resc <- p.Supervise(context.Background()) }()
@@ -130,10 +207,7 @@ func pciOf(t *testing.T, p *Process, stop chan<- os.Signal, n *notes, running <-
 	// numbered the buses: wait for the NIC.
 	deadline := time.Now().Add(runBound)
 	for {
-		devs, err := p.s.client.PCIDevices(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		devs := queryPCI(t, sock+".test")
 		if slices.ContainsFunc(devs, func(d string) bool { return strings.HasSuffix(d, " "+nicID(0)) }) {
 			return devs
 		}
@@ -165,7 +239,7 @@ func TestLateNICSameDevices(t *testing.T) {
 		if late {
 			p.PlugNIC(nic)
 		}
-		got[i] = pciOf(t, p, stop, n, running)
+		got[i] = pciOf(t, p, sock, stop, n, running)
 		tap.Close()
 	}
 	if !slices.Equal(got[0], got[1]) {

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-
-	"github.com/digitalocean/go-qemu/qmp/raw"
 )
 
 // EventDeviceDeleted says QEMU finished removing a device (device_del
@@ -81,27 +79,4 @@ func (c *Client) SetLink(ctx context.Context, name string, up bool) error {
 // guest is now.
 func (c *Client) AnnounceSelf(ctx context.Context) error {
 	return c.command(ctx, "announce-self", Args{"initial": 50, "max": 550, "rounds": 5, "step": 100}, nil)
-}
-
-// PCIDevices lists the guest's PCI devices, those behind bridges
-// included, one line each: "bus:slot.function vendor:device class
-// qdev-id".
-func (c *Client) PCIDevices(ctx context.Context) ([]string, error) {
-	var buses []raw.PCIInfo
-	err := c.run(ctx, "query-pci", func() (err error) { buses, err = c.raw.QueryPCI(); return err })
-	var out []string
-	var walk func(bus int64, devs []raw.PCIDeviceInfo)
-	walk = func(bus int64, devs []raw.PCIDeviceInfo) {
-		for _, d := range devs {
-			out = append(out, fmt.Sprintf("%02x:%02x.%d %04x:%04x %04x %s", bus, d.Slot, d.Function,
-				d.ID.Vendor, d.ID.Device, d.ClassInfo.Class, d.QdevID))
-			if d.PCIBridge != nil {
-				walk(d.PCIBridge.Bus.Secondary, d.PCIBridge.Devices)
-			}
-		}
-	}
-	for _, b := range buses {
-		walk(b.Bus, b.Devices)
-	}
-	return out, err
 }
