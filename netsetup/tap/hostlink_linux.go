@@ -1,6 +1,7 @@
 package tap
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -77,6 +78,7 @@ type hostLink struct {
 
 	mu     sync.Mutex
 	s      *hostnet.Setup
+	link   *netlink.Macvlan    // the macvlan, once made
 	ix     int                 // the macvlan's index, once up
 	src    net.IP              // the host's address on the parent, or nil
 	src6   net.IP              // the host's global IPv6 address on the parent, or nil
@@ -85,16 +87,23 @@ type hostLink struct {
 	gone   bool                // the macvlan was deleted, and its routes with it
 }
 
-// create makes the macvlan, recorded first, and brings it up.
+// create makes the macvlan, recorded first with the MAC it is made with:
+// a vmrun killed before up has set its alias leaves a link that gc still
+// recognises as its own (hostnet.Owns) by that MAC and its type.
 func (hl *hostLink) create(s *hostnet.Setup) error {
 	if hl.name == "" {
 		return nil
 	}
 	hl.s, hl.routes = s, map[netip.Addr]bool{}
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return fmt.Errorf("host link %s: %w", hl.name, err)
+	}
+	mac[0] = mac[0]&^1 | 2 // unicast, locally administered, as the kernel's own choice
 	// Registered before the link's own undo, so it runs after the link
 	// (and its routes with it) is gone.
 	s.OnUndo(hl.forgetRoutes)
-	err := s.RecordLink(hostnet.LinkObject(s.Cfg.VM, hl.name, "macvlan", nil), func() {
+	err := s.RecordLink(hostnet.LinkObject(s.Cfg.VM, hl.name, "macvlan", mac), func() {
 		hl.mu.Lock()
 		hl.gone = true
 		hl.mu.Unlock()
@@ -103,11 +112,21 @@ func (hl *hostLink) create(s *hostnet.Setup) error {
 		return err
 	}
 	la := netlink.NewLinkAttrs()
-	la.Name, la.ParentIndex = hl.name, s.ParentLink.Attrs().Index
-	ml := &netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}
-	if err := s.H.LinkAdd(ml); err != nil {
+	la.Name, la.ParentIndex, la.HardwareAddr = hl.name, s.ParentLink.Attrs().Index, mac
+	hl.link = &netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}
+	if err := s.H.LinkAdd(hl.link); err != nil {
 		return fmt.Errorf("host link %s: %w", hl.name, err)
 	}
+	return nil
+}
+
+// up gives the macvlan create made its alias, keeps it out of IPv6 and
+// brings it up.
+func (hl *hostLink) up(s *hostnet.Setup) error {
+	if hl.name == "" {
+		return nil
+	}
+	ml := hl.link
 	for _, f := range []func() error{
 		func() error { return s.H.LinkSetAlias(ml, hostnet.OwnerAlias(s.Cfg.VM)) },
 		func() error { return hostnet.SilenceIPv6Link(s.H, ml) },

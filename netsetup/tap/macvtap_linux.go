@@ -43,6 +43,7 @@ func macvtapSteps(hl *hostLink) []hostnet.Step {
 		{Name: "up", Do: (*hostnet.Setup).SetUp},
 		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
 		{Name: "host link", Do: hl.create},
+		{Name: "host link up", Do: hl.up},
 		{Name: "watch addresses", Do: func(s *hostnet.Setup) error { return watchAddrs(s, hl.follow) }},
 	}
 }
