@@ -57,6 +57,7 @@ type session struct {
 	cl      launcher.Cmdline
 	tail    *linetail.Tail // the serial console's last lines
 	qemu    *launcher.Process
+	swap    swapFunc             // a unit test's SwapNICLive; nil: qemu's
 	net     netState             // the network attachment, once attached
 	verdict dhcpverdict.Verifier // --net auto's check of a layer-2 choice
 

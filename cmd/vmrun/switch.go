@@ -10,6 +10,7 @@ import (
 	"github.com/vmrun/vmrun/internal/dhcpverdict"
 	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/netsetup"
 )
 
@@ -64,13 +65,16 @@ func (n *netState) err() error { return n.lostErr }
 // what `vmrun gc` removes), replaces the guest's NIC by one on the new
 // attachment (launcher.Process.SwapNIC; the guest keeps its MAC when the
 // plan does), then removes the old attachment. why is the reason, in
-// words, for the one stderr line each switch prints. On an error the
-// guest stays on the old attachment and the new one is undone.
+// words, for the one stderr line each switch prints. On an error before
+// the new NIC is live the guest stays on the old attachment and the new
+// one is undone; once it is live the switch has happened, and the line
+// names what of the old could not be removed (the old backend left in
+// QEMU, links the state file keeps for `vmrun gc`).
 func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why string) error {
 	n := &s.net
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.att == nil || s.qemu == nil {
+	if n.att == nil || (s.qemu == nil && s.swap == nil) {
 		return errors.New("switch: the guest has no attachment yet")
 	}
 	start := time.Now()
@@ -91,11 +95,15 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 		return errors.Join(fmt.Errorf("switch to %s: no NIC backend", plan.Mode), att.Undo())
 	}
 	// The switch's time ends when the new NIC is live under the guest,
-	// before QEMU removes the old backend.
+	// before QEMU removes the old backend. From there on the switch has
+	// happened: an error after it (the old backend's netdev_del) is left
+	// behind, not a failed switch.
 	var took time.Duration
-	if err := s.qemu.SwapNICLive(ctx, *nic, func() { took = time.Since(start) }); err != nil {
+	live := false
+	left := s.swapNIC(ctx, *nic, func() { took, live = time.Since(start), true })
+	if left != nil && !live {
 		att.CloseFiles()
-		return errors.Join(fmt.Errorf("switch to %s: %w", plan.Mode, err), att.Undo())
+		return errors.Join(fmt.Errorf("switch to %s: %w", plan.Mode, left), att.Undo())
 	}
 	// The new LAN may refuse the guest too: --net auto checks a new
 	// layer-2 attachment as it checked the first (and any other ends the
@@ -111,10 +119,26 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 		st.Mode, st.Parent, st.Uplink, st.MAC, st.Switches = string(plan.Mode), plan.Parent, plan.Uplink, plan.MAC.String(), n.switches
 		st.Addresses = nil // the guest takes new ones on the new network
 	})
-	s.notify("network: %s → %s (%s); switched in %d ms", from, plan.Mode, why, took.Milliseconds())
 	old.CloseFiles()
-	if err := old.Undo(); err != nil {
-		return fmt.Errorf("switched to %s, but removing the %s attachment failed (run `vmrun gc` after the VM stops): %w", plan.Mode, from, err)
+	if err := old.Undo(); err != nil { // what stays is in the record
+		left = errors.Join(left, fmt.Errorf("removing the %s attachment: %w", from, err))
 	}
+	line := fmt.Sprintf("network: %s → %s (%s); switched in %d ms", from, plan.Mode, why, took.Milliseconds())
+	if left != nil {
+		line += "; left behind: " + oneLine(left.Error()) + " (`vmrun gc` removes it after the VM stops)"
+	}
+	s.notify("%s", line)
 	return nil
+}
+
+// swapFunc is launcher.Process.SwapNICLive's shape.
+type swapFunc func(ctx context.Context, nic launcher.NIC, live func()) error
+
+// swapNIC replaces the guest's NIC (launcher.Process.SwapNICLive; the
+// session's fake in a unit test).
+func (s *session) swapNIC(ctx context.Context, nic launcher.NIC, live func()) error {
+	if s.swap != nil {
+		return s.swap(ctx, nic, live)
+	}
+	return s.qemu.SwapNICLive(ctx, nic, live)
 }
