@@ -43,6 +43,8 @@ type Options struct {
 	Stop <-chan os.Signal
 	// Notify prints a one-line notice to the user (nil: discard).
 	Notify func(format string, args ...any)
+	// Step prints a --verbose progress line: a NIC swap's steps (nil: none).
+	Step func(format string, args ...any)
 	// Started is called with QEMU's pid right after it started.
 	Started func(pid int)
 	// Ready is called once the QMP handshake is done, before the guest runs.
@@ -183,11 +185,14 @@ func Start(cl Cmdline, opts Options) (*Process, error) {
 	if opts.Notify == nil {
 		opts.Notify = func(string, ...any) {}
 	}
+	if opts.Step == nil {
+		opts.Step = func(string, ...any) {}
+	}
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
 	}
 	s := &supervisor{opts: opts, stderr: linetail.NewSkipBlank(8),
-		swapc: make(chan swapReq), over: make(chan struct{}), nics: nicSwapper{deleted: make(chan string, 8)}}
+		swapc: make(chan swapReq), over: make(chan struct{}), nics: nicSwapper{deleted: make(chan string, 8), step: opts.Step}}
 	err := s.start(cl)
 	closeFiles(cl.ExtraFiles)
 	if err != nil {

@@ -139,6 +139,7 @@ type nicSwapper struct {
 	seq     int         // the current NIC's number (nicID, netdevID, portID)
 	cur     *NIC        // the current NIC's shape, once swapped (nil: the boot's)
 	deleted chan string // ids from DEVICE_DELETED
+	step    func(string, ...any)
 }
 
 // run carries out one request (in its own goroutine; one at a time).
@@ -188,9 +189,11 @@ func (w *nicSwapper) swap(r swapReq) error {
 	if err := w.c.DeviceDel(ctx, nicID(old)); err != nil {
 		return errors.Join(err, w.c.NetdevDel(ctx, added))
 	}
+	w.step("NIC swap: %s added; device_del %s, waiting for the guest's eject", added, nicID(old))
 	if err := w.awaitDeleted(ctx, nicID(old)); err != nil {
 		return err
 	}
+	w.step("NIC swap: the guest released %s (DEVICE_DELETED)", nicID(old))
 	if err := w.c.DeviceAdd(ctx, nicArgs(n, r.nic)); err != nil {
 		// Plug the old NIC back: its netdev still exists.
 		back := w.c.DeviceAdd(ctx, w.plugBack(old, r.nic))
@@ -200,9 +203,11 @@ func (w *nicSwapper) swap(r swapReq) error {
 	if r.live != nil {
 		r.live()
 	}
+	w.step("NIC swap: %s plugged in on %s", nicID(n), portID(n))
 	if err := w.c.NetdevDel(ctx, netdevID(old)); err != nil {
 		return fmt.Errorf("the new NIC is live, but the old backend stays in QEMU: %w", err)
 	}
+	w.step("NIC swap: old backend %s removed", netdevID(old))
 	return nil
 }
 

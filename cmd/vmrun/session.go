@@ -268,7 +268,7 @@ func (s *session) start() error {
 func (s *session) options(console io.Writer) launcher.Options {
 	opts := launcher.Options{
 		QMPPath: s.sock, Timeout: s.spec.Timeout, Grace: s.spec.Grace,
-		Console: console, Stderr: s.c.App.ErrWriter, Stop: s.sigc, Notify: s.notify,
+		Console: console, Stderr: s.c.App.ErrWriter, Stop: s.sigc, Notify: s.notify, Step: s.step,
 		Lost: s.net.lost, LostErr: s.net.err,
 		Started: func(pid int) {
 			s.step("QEMU started (pid %d)", pid)
