@@ -180,7 +180,7 @@ func startPaused(t *testing.T, vm VM, sock string) (p *Process, stop chan os.Sig
 	}
 	n, running, stop = &notes{}, make(chan struct{}), make(chan os.Signal, 1)
 	opts := Options{QMPPath: sock, Grace: 300 * time.Millisecond, Notify: n.add, Stderr: n, Stop: stop,
-		Running: func() { close(running) }}
+		Running: func() { close(running) }, Plugged: func(d time.Duration) { n.add("plugged in %s", d) }}
 	if p, err = Start(cl, opts); err != nil {
 		t.Fatal(err)
 	}
@@ -240,6 +240,9 @@ func TestLateNICSameDevices(t *testing.T) {
 			p.PlugNIC(nic)
 		}
 		got[i] = pciOf(t, p, sock, stop, n, running)
+		if plugged := strings.Contains(n.String(), "plugged in"); plugged != late {
+			t.Errorf("late %v: Options.Plugged called: %v", late, plugged)
+		}
 		tap.Close()
 	}
 	if !slices.Equal(got[0], got[1]) {

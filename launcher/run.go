@@ -47,8 +47,11 @@ type Options struct {
 	Step func(format string, args ...any)
 	// Started is called with QEMU's pid right after it started.
 	Started func(pid int)
-	// Ready is called once the QMP handshake is done, before the guest runs.
+	// Ready is called once the QMP handshake is done (and PlugNIC's NIC
+	// plugged in), before the guest runs.
 	Ready func(version string)
+	// Plugged, when set, is called with how long PlugNIC's plug took.
+	Plugged func(took time.Duration)
 	// Running is called once QEMU has acknowledged the resume: the guest
 	// runs, and QEMU ending from now on is QEMU dying, not failing to start.
 	Running func()
@@ -611,8 +614,12 @@ var errPlug = errors.New("the guest's NIC could not be plugged in")
 func (s *supervisor) resume(ctx context.Context, c *qmp.Client) error {
 	if s.late != nil {
 		pctx, cancel := context.WithTimeout(ctx, 4*commandTimeout)
+		t0 := time.Now()
 		err := s.nics.plug(pctx, *s.late)
 		cancel()
+		if err == nil && s.opts.Plugged != nil {
+			s.opts.Plugged(time.Since(t0))
+		}
 		closeFiles(s.late.Files)
 		closeFiles(s.late.VhostFiles)
 		if err != nil {

@@ -279,8 +279,9 @@ func (s *session) options(console io.Writer) launcher.Options {
 				go func() { _ = s.dir.Flush() }()
 			}
 		},
-		Ready: func(v string) { s.step("QMP ready (QEMU %s)", v) },
-		RunAs: s.conf.User, NoNewPrivs: !s.spec.QEMUPrivileged,
+		Ready:   func(v string) { s.step("QMP ready (QEMU %s)", v) },
+		Plugged: func(d time.Duration) { s.step("NIC plugged in over QMP in %.1f ms", float64(d.Microseconds())/1000) },
+		RunAs:   s.conf.User, NoNewPrivs: !s.spec.QEMUPrivileged,
 	}
 	if s.vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
 		opts.Input = os.Stdin
