@@ -298,7 +298,13 @@ func (s *session) options(console io.Writer) launcher.Options {
 // supervise runs the guest until QEMU exits and maps how it ended to the
 // run's error, showing the console's last lines when it failed unseen.
 func (s *session) supervise() error {
-	defer s.followUplink()()
+	// The watch starts beside QMP's handshake, not before it: its start
+	// reads the host's network (netlink dumps, nl80211), which need not
+	// hold up QEMU's start; its step line may come before or after "QMP
+	// ready".
+	followc := make(chan func(), 1)
+	go func() { followc <- s.followUplink() }()
+	defer func() { (<-followc)() }()
 	res := s.qemu.Supervise(s.c.Context)
 	if s.addrs.TimedOut() && res.Code == exitcode.OK {
 		return s.addrTimeout()

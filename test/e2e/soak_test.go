@@ -455,7 +455,8 @@ type soakProc struct {
 
 	mu       sync.Mutex
 	partial  []byte
-	steps    int
+	steps    int  // step lines up to and including "QMP ready"
+	lines    int  // step lines in all
 	ready    bool // "QMP ready" seen
 	trigger  *stepTrigger
 	onLine   *lineTrigger
@@ -501,12 +502,17 @@ func (p *soakProc) Write(b []byte) (int, error) {
 		if p.onLine != nil && p.onLine.re.MatchString(line) {
 			fire, p.onLine = &stepTrigger{fire: p.onLine.fire}, nil
 		}
-		if soakStepLine.MatchString(line) && !p.ready {
-			p.steps++
-			if strings.Contains(line, "QMP ready") {
-				p.ready = true
+		if soakStepLine.MatchString(line) {
+			// The trigger counts every step line: "following the uplink"
+			// comes before or after "QMP ready" (the watch starts beside
+			// the handshake), so a clean run's count up to "QMP ready" may
+			// be reached only just after it.
+			p.lines++
+			if !p.ready {
+				p.steps++
+				p.ready = strings.Contains(line, "QMP ready")
 			}
-			if p.trigger != nil && p.steps == p.trigger.n {
+			if p.trigger != nil && p.lines == p.trigger.n {
 				fire, p.trigger = p.trigger, nil
 			}
 		}
