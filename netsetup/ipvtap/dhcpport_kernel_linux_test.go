@@ -93,6 +93,17 @@ func ndFrame(typ byte, src, target string) []byte {
 	return append(f, net.ParseIP(target).To16()...)
 }
 
+// udp6Frame is a UDP/IPv6 frame from labMAC whose source address
+// (2011::1) puts 17 where IPv4 has its protocol: only the EtherType tells
+// it from UDP/IPv4.
+func udp6Frame() []byte {
+	f := append([]byte{0x33, 0x33, 0, 0, 0, 1}, labMAC...)
+	f = append(f, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 8, 17, 255)
+	f = append(f, net.ParseIP("2011::1").To16()...)
+	f = append(f, net.ParseIP("ff02::1").To16()...)
+	return append(f, 0x13, 0x88, 0, 67, 0, 8, 0, 0)
+}
+
 // udpFrame is a UDP/IPv4 frame from labMAC.
 func udpFrame(t *testing.T, dst net.IP, sport, dport int, payload []byte) []byte {
 	t.Helper()
@@ -174,12 +185,14 @@ func TestDHCPPortFilters(t *testing.T) {
 	}
 	dhcp := udpFrame(t, net.IPv4bcast, 68, 67, discover.ToBytes())
 	tagged := append(append(append([]byte(nil), dhcp[:12]...), 0x81, 0x00, 0x00, 0x07), dhcp[12:]...)
+	twoTags := append(append(append([]byte(nil), dhcp[:12]...), 0x88, 0xa8, 0x00, 0x05, 0x81, 0x00, 0x00, 0x07), dhcp[12:]...)
 	for name, f := range map[string][]byte{
 		"DHCP discover":          dhcp,
 		"DHCP to a server":       udpFrame(t, net.IPv4(192, 0, 2, 1), 68, 67, discover.ToBytes()),
 		"DHCP from another port": udpFrame(t, net.IPv4bcast, 5000, 67, discover.ToBytes()),
 		"UDP with IP options":    withOptions(udpFrame(t, net.IPv4bcast, 5353, 5353, []byte("x"))),
 		"DHCP under a VLAN tag":  tagged,
+		"DHCP under two tags":    twoTags,
 	} {
 		if _, err := l.g0.WriteTo(f, &packet.Addr{HardwareAddr: f[:6]}); err != nil {
 			t.Fatal(err)
@@ -196,6 +209,7 @@ func TestDHCPPortFilters(t *testing.T) {
 		"DNS":                              udpFrame(t, net.IPv4(192, 0, 2, 1), 40000, 53, []byte("x")),
 		"UDP to port 1067":                 udpFrame(t, net.IPv4(192, 0, 2, 1), 40000, 1067, []byte("x")),
 		"DAD for a stable-privacy address": ndFrame(135, "::", "fe80::1234:5678:9abc:def0"),
+		"IPv6 that reads as UDP at IPv4's offsets": udp6Frame(),
 	} {
 		if _, err := l.g0.WriteTo(f, &packet.Addr{HardwareAddr: f[:6]}); err != nil {
 			t.Fatal(err)

@@ -97,34 +97,34 @@ func openPortTap(name string) (*os.File, error) {
 
 // The keys of the filters, at offsets from the IPv4 header (u32 reads
 // from the network header, which tap_get_user sets after the Ethernet
-// header, and after the VLAN tags of a tagged frame).
+// header, and after the VLAN tags of a tagged frame: the two bytes before
+// it are the frame's innermost EtherType).
 var (
-	keyUDP       = netlink.TcU32Key{Off: 8, Mask: 0x00ff0000, Val: 0x00110000} // protocol 17
-	keyIHL5      = netlink.TcU32Key{Off: 0, Mask: 0x0f000000, Val: 0x05000000} // no IP options
-	keyFirstFrag = netlink.TcU32Key{Off: 4, Mask: 0x00001fff, Val: 0}          // fragment offset 0
-	keyToServer  = netlink.TcU32Key{Off: 20, Mask: 0x0000ffff, Val: 67}        // UDP destination port 67
+	keyIPv4      = netlink.TcU32Key{Off: -4, Mask: 0x0000ffff, Val: unix.ETH_P_IP} // the EtherType before the network header
+	keyUDP       = netlink.TcU32Key{Off: 8, Mask: 0x00ff0000, Val: 0x00110000}     // protocol 17
+	keyIHL5      = netlink.TcU32Key{Off: 0, Mask: 0x0f000000, Val: 0x05000000}     // no IP options
+	keyFirstFrag = netlink.TcU32Key{Off: 4, Mask: 0x00001fff, Val: 0}              // fragment offset 0
+	keyToServer  = netlink.TcU32Key{Off: 20, Mask: 0x0000ffff, Val: 67}            // UDP destination port 67
 )
 
-// stealFilters are the ipvtap's egress filters, per protocol of the frame
-// (IPv4, and IPv4 under 802.1Q or 802.1ad tags): 1. UDP to port 67 (a
+// stealFilters are the ipvtap's egress filters for IPv4, untagged or
+// under any VLAN tags (IPv4 is the EtherType before the network header;
+// three filters of protocol "all" instead of three per tag protocol, each
+// of which costs the set-up a netlink request): 1. UDP to port 67 (a
 // whole datagram or its first fragment) goes to the DHCP port; 2. any
 // other UDP without IP options passes; 3. UDP with IP options (where
 // port 67 would be further on) goes to the DHCP port too, and vmrun drops
 // it — no guest needs IP options in UDP, and a guest must not get a DHCP
 // message past the filter with them.
 func stealFilters(ivIx, portIx int) []netlink.Filter {
-	var out []netlink.Filter
-	for i, proto := range []uint16{unix.ETH_P_IP, unix.ETH_P_8021Q, unix.ETH_P_8021AD} {
-		at := func(prio int) netlink.FilterAttrs {
-			return netlink.FilterAttrs{LinkIndex: ivIx, Parent: netlink.HANDLE_MIN_EGRESS, Priority: uint16(10*i + prio), Protocol: proto}
-		}
-		out = append(out,
-			u32(at(1), []netlink.TcU32Key{keyUDP, keyIHL5, keyFirstFrag, keyToServer}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
-			u32(at(2), []netlink.TcU32Key{keyUDP, keyIHL5}, nil),
-			u32(at(3), []netlink.TcU32Key{keyUDP}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
-		)
+	at := func(prio int) netlink.FilterAttrs {
+		return netlink.FilterAttrs{LinkIndex: ivIx, Parent: netlink.HANDLE_MIN_EGRESS, Priority: uint16(prio), Protocol: unix.ETH_P_ALL}
 	}
-	return out
+	return []netlink.Filter{
+		u32(at(1), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5, keyFirstFrag, keyToServer}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
+		u32(at(2), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5}, nil),
+		u32(at(3), []netlink.TcU32Key{keyIPv4, keyUDP}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
+	}
 }
 
 // ndFilters keep the guest's IPv6 neighbour solicitations and
