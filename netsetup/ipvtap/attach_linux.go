@@ -98,8 +98,9 @@ type guest struct {
 	bh   *netlink.Handle // netlink in vmrun's namespace, for the services
 	link netlink.Link    // the ipvtap, as seen in the private namespace
 
-	port   *os.File       // the guest's DHCP port (dhcpport_linux.go)
-	hostNS netns.NsHandle // vmrun's namespace, for the upstream lease's socket
+	port    *os.File       // the guest's DHCP port (dhcpport_linux.go)
+	answers *packet.Conn   // the socket vmrun answers the guest on
+	hostNS  netns.NsHandle // vmrun's namespace, for the upstream lease's socket
 
 	shimName string // "" without a shim (--no-host-link)
 	shimIx   int    // 0 without a shim

@@ -2,6 +2,7 @@ package ipvtap
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"testing"
@@ -16,14 +17,16 @@ import (
 
 // portLab is the DHCP port's filters on a veth lab, in one namespace: g0
 // stands for the ipvtap (a frame written on a packet socket on g0 leaves
-// through its egress, as a guest's frame leaves the ipvtap), its peer lan0
-// for the LAN; the port tap as vmrun makes it.
+// through its qdisc, as a guest's frame leaves the ipvtap), its peer lan0
+// for the LAN; the port tap and the answer socket as vmrun makes them.
 type portLab struct {
-	g0, lan0 *packet.Conn
-	port     *os.File
+	g0, lan0, answers *packet.Conn
+	port              *os.File
 }
 
-func newPortLab(t *testing.T) *portLab {
+// newPortLab makes the lab with the qdisc addPortFilters picks (qdisc
+// "") or clsact.
+func newPortLab(t *testing.T, qdisc string) *portLab {
 	n := testutil.NewNetns(t, "dport")
 	n.MustRun(t, "ip", "link", "add", "g0", "type", "veth", "peer", "name", "lan0")
 	n.MustRun(t, "ip", "link", "set", "g0", "up")
@@ -50,16 +53,16 @@ func newPortLab(t *testing.T) *portLab {
 		if err := h.LinkSetUp(port); err != nil {
 			return err
 		}
-		for _, ix := range []int{g0.Attrs().Index, port.Attrs().Index} {
-			if err := h.QdiscAdd(&netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ix, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}); err != nil {
-				return err
-			}
+		got, err := addPortFilters(h, g0.Attrs().Index, port.Attrs().Index, labMAC, qdisc)
+		if err != nil {
+			return err
 		}
-		fs := append(stealFilters(g0.Attrs().Index, port.Attrs().Index), ndFilters(g0.Attrs().Index, port.Attrs().Index, labMAC)...)
-		for _, f := range append(fs, returnFilter(port.Attrs().Index, g0.Attrs().Index)) {
-			if err := h.FilterAdd(f); err != nil {
-				return err
-			}
+		if qdisc != "" && got != qdisc {
+			return fmt.Errorf("the filters are on a %s qdisc, not %s", got, qdisc)
+		}
+		t.Logf("the filters are on a %s qdisc", got)
+		if l.answers, err = openAnswerSocket(g0.Attrs()); err != nil {
+			return err
 		}
 		l.g0, err = packet.Listen(&net.Interface{Index: g0.Attrs().Index, Name: "g0"}, packet.Raw, ethPAll, nil)
 		if err != nil {
@@ -75,7 +78,7 @@ func newPortLab(t *testing.T) *portLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.g0.Close(); l.lan0.Close(); l.port.Close() })
+	t.Cleanup(func() { l.g0.Close(); l.lan0.Close(); l.answers.Close(); l.port.Close() })
 	return l
 }
 
@@ -102,6 +105,14 @@ func udp6Frame() []byte {
 	f = append(f, net.ParseIP("2011::1").To16()...)
 	f = append(f, net.ParseIP("ff02::1").To16()...)
 	return append(f, 0x13, 0x88, 0, 67, 0, 8, 0, 0)
+}
+
+// arpFrame is an ARP request from labMAC for 192.0.2.1.
+func arpFrame() []byte {
+	f := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, labMAC...)
+	f = append(f, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1)
+	f = append(append(f, labMAC...), 0, 0, 0, 0)
+	return append(f, 0, 0, 0, 0, 0, 0, 192, 0, 2, 1)
 }
 
 // udpFrame is a UDP/IPv4 frame from labMAC.
@@ -175,10 +186,15 @@ func readPort(f *os.File, want []byte, d time.Duration) bool {
 // TestDHCPPortFilters: a DHCP client message leaving the guest's link
 // (broadcast, unicast to a server, with IP options, under a VLAN tag)
 // reaches the port and never the LAN; other UDP (to port 68, 53, 1067)
-// reaches the LAN and not the port; a frame written to the port arrives on
-// the guest's link, and not on the LAN.
+// reaches the LAN and not the port, and so does ARP; vmrun's answer, sent
+// on the guest's link, arrives on its receive side, and not on the LAN.
 func TestDHCPPortFilters(t *testing.T) {
-	l := newPortLab(t)
+	for _, qdisc := range []string{"", "clsact"} {
+		t.Run("qdisc="+qdisc, func(t *testing.T) { testDHCPPortFilters(t, newPortLab(t, qdisc)) })
+	}
+}
+
+func testDHCPPortFilters(t *testing.T, l *portLab) {
 	discover, err := dhcpv4.NewDiscovery(labMAC)
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +226,7 @@ func TestDHCPPortFilters(t *testing.T) {
 		"UDP to port 1067":                 udpFrame(t, net.IPv4(192, 0, 2, 1), 40000, 1067, []byte("x")),
 		"DAD for a stable-privacy address": ndFrame(135, "::", "fe80::1234:5678:9abc:def0"),
 		"IPv6 that reads as UDP at IPv4's offsets": udp6Frame(),
+		"ARP": arpFrame(),
 	} {
 		if _, err := l.g0.WriteTo(f, &packet.Addr{HardwareAddr: f[:6]}); err != nil {
 			t.Fatal(err)
@@ -220,13 +237,13 @@ func TestDHCPPortFilters(t *testing.T) {
 	}
 	answer := udpFrame(t, net.IPv4bcast, 67, 68, []byte("answer"))
 	copy(answer[6:12], proxyMAC)
-	if _, err := l.port.Write(answer); err != nil {
+	if _, err := l.answers.WriteTo(answer, &packet.Addr{HardwareAddr: answer[:6]}); err != nil {
 		t.Fatal(err)
 	}
 	if !seen(l.g0, answer, 2*time.Second) {
-		t.Error("a frame written to the port did not arrive on the guest's link")
+		t.Error("vmrun's answer did not arrive on the guest's link")
 	}
 	if seen(l.lan0, answer, 300*time.Millisecond) {
-		t.Error("a frame written to the port reached the LAN")
+		t.Error("vmrun's answer reached the LAN")
 	}
 }

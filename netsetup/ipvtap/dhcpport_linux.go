@@ -7,40 +7,53 @@ import (
 	"net"
 	"os"
 
+	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
 )
 
 // The guest's DHCP port (docs/wifi.md, "How vmrun answers the guest's
-// DHCP"): in the private namespace, a tap whose file vmrun holds. A tc
-// filter on the ipvtap's egress — where every frame the guest writes passes
-// (tap_get_user and tap_get_user_xdp end in dev_queue_xmit on the ipvtap),
-// before ipvlan sends it out the parent or hands it to another slave —
-// redirects each DHCP client message to that tap, whose file vmrun reads;
-// a filter on the tap's ingress redirects each frame vmrun writes into the
-// ipvtap's receive path, where tap_handle_frame queues it to the guest. No
-// DHCP message of the guest reaches the LAN, and vmrun's answers reach the
-// guest only.
+// DHCP"): in the private namespace, a tap whose file vmrun holds, and a
+// root qdisc on the ipvtap whose filters see every frame the guest writes
+// (tap_get_user and tap_get_user_xdp end in dev_queue_xmit on the ipvtap)
+// before ipvlan sends it out the parent or hands it to another slave. They
+// redirect each DHCP client message to that tap, whose file vmrun reads.
+// vmrun sends its answers on the ipvtap itself, from a packet socket, with
+// a source MAC of its own: the first filter turns such a frame back into
+// the ipvtap's receive path, where tap_handle_frame queues it to the
+// guest. No DHCP message of the guest reaches the LAN, and vmrun's answers
+// reach the guest only. A root qdisc, unlike a clsact one, switches on no
+// kernel static key (code patching on the set-up's path, slow under TCG);
+// see addPortFilters.
 
 // dhcpPortName is the tap's name in the private namespace (nothing else
 // lives there).
 const dhcpPortName = "vmrun-dhcp"
 
-// makeDHCPPort creates the tap and the filters. Everything goes with the
-// private namespace; the undo closes the tap's file, which deletes it.
+// makeDHCPPort creates the tap, the socket vmrun answers on, the
+// ipvtap's qdisc and the filters. Everything goes with the private
+// namespace; the undo closes the tap's file, which deletes it, and the
+// socket.
 func (x *guest) makeDHCPPort(s *hostnet.Setup) error {
 	var f *os.File
+	var out *packet.Conn
 	err := x.inPrivate(func() error {
 		var err error
-		f, err = openPortTap(dhcpPortName)
+		if f, err = openPortTap(dhcpPortName); err != nil {
+			return err
+		}
+		out, err = openAnswerSocket(x.link.Attrs())
+		if err != nil {
+			f.Close()
+		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("the guest's DHCP port: %w", err)
 	}
-	x.port = f
-	s.OnUndo(f.Close)
+	x.port, x.answers = f, out
+	s.OnUndo(func() error { return errors.Join(out.Close(), f.Close()) })
 	port, err := x.nh.LinkByName(dhcpPortName)
 	if err != nil {
 		return fmt.Errorf("the guest's DHCP port: %w", err)
@@ -51,26 +64,65 @@ func (x *guest) makeDHCPPort(s *hostnet.Setup) error {
 	if err := x.nh.LinkSetUp(port); err != nil {
 		return fmt.Errorf("the guest's DHCP port: %w", err)
 	}
-	ivIx, portIx := x.link.Attrs().Index, port.Attrs().Index
-	for _, ix := range []int{ivIx, portIx} {
-		q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ix, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
-		if err := x.nh.QdiscAdd(q); err != nil {
-			return tcError("a clsact qdisc", err)
+	qdisc, err := addPortFilters(x.nh, x.link.Attrs().Index, port.Attrs().Index, x.guestMAC, "")
+	if err == nil {
+		s.Trace.ReportEvent(fmt.Sprintf("the guest's DHCP port: filters on the ipvtap's %s qdisc", qdisc))
+	}
+	return err
+}
+
+// openAnswerSocket opens the packet socket vmrun sends its answers on,
+// on link a (the ipvtap) of the calling thread's namespace. Its protocol
+// is 0: it receives nothing.
+func openAnswerSocket(a *netlink.LinkAttrs) (*packet.Conn, error) {
+	c, err := packet.Listen(&net.Interface{Index: a.Index, Name: a.Name}, packet.Raw, 0, nil)
+	if err != nil {
+		return nil, fmt.Errorf("a packet socket on %s: %w", a.Name, err)
+	}
+	return c, nil
+}
+
+// addPortFilters gives the ipvtap (ivIx) a qdisc and the filters, in
+// order: vmrun's answers back to the guest (answerFilter), the DHCP client
+// messages to the port (stealFilters), neighbour discovery for the shared
+// MAC's EUI-64 addresses to the port (ndFilters), everything else on
+// (passFilter). The qdisc is a root fq_codel (built into most
+// distribution kernels; every frame no filter redirects ends in its flow
+// 1, one FIFO; it would drop a frame no filter classifies, hence the last
+// filter), or, on a kernel without it, a clsact qdisc, whose egress hook
+// holds the same filters: it switches on the kernel's static keys for tc
+// ingress and egress, which cost a TCG guest's set-up tens of ms. It
+// returns the qdisc's kind. qdisc "clsact" asks for that one.
+func addPortFilters(h *netlink.Handle, ivIx, portIx int, mac net.HardwareAddr, qdisc string) (string, error) {
+	parent := rootQdisc
+	var err error
+	if qdisc != "clsact" {
+		qdisc = "fq_codel"
+		err = h.QdiscAdd(netlink.NewFqCodel(netlink.QdiscAttrs{LinkIndex: ivIx, Handle: rootQdisc, Parent: netlink.HANDLE_ROOT}))
+	}
+	if qdisc == "clsact" || errors.Is(err, unix.ENOENT) {
+		qdisc, parent = "clsact", netlink.HANDLE_MIN_EGRESS
+		err = h.QdiscAdd(&netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ivIx, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}})
+	}
+	if err != nil {
+		return qdisc, tcError("an fq_codel or clsact qdisc", err)
+	}
+	fs := append([]netlink.Filter{answerFilter(ivIx)}, stealFilters(ivIx, portIx)...)
+	fs = append(append(fs, ndFilters(ivIx, portIx, mac)...), passFilter(ivIx))
+	for _, fl := range fs {
+		fl.Attrs().Parent = parent
+		if err := h.FilterAdd(fl); err != nil {
+			return qdisc, tcError("a u32 filter with a mirred action", err)
 		}
 	}
-	for _, fl := range append(append(stealFilters(ivIx, portIx), ndFilters(ivIx, portIx, x.guestMAC)...), returnFilter(portIx, ivIx)) {
-		if err := x.nh.FilterAdd(fl); err != nil {
-			return tcError("a u32 filter with a mirred action", err)
-		}
-	}
-	return nil
+	return qdisc, nil
 }
 
 // tcError explains a tc refusal: without these the guest's DHCP would
 // reach the LAN with the host's MAC, so the attachment is refused.
 func tcError(what string, err error) error {
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
-		return hostnet.Refuse(hostnet.ErrNoKernelSupport, "the kernel refused %s (%v), which vmrun needs to keep an ipvtap guest's DHCP off the LAN: load sch_ingress, cls_u32 and act_mirred (modprobe -a sch_ingress cls_u32 act_mirred), or use --net routed", what, err)
+		return hostnet.Refuse(hostnet.ErrNoKernelSupport, "the kernel refused %s (%v), which vmrun needs to keep an ipvtap guest's DHCP off the LAN: load sch_fq_codel (or sch_ingress), cls_u32 and act_mirred (modprobe -a sch_fq_codel cls_u32 act_mirred), or use --net routed", what, err)
 	}
 	return fmt.Errorf("%s for the guest's DHCP: %w", what, err)
 }
@@ -118,12 +170,12 @@ var (
 // message past the filter with them.
 func stealFilters(ivIx, portIx int) []netlink.Filter {
 	at := func(prio int) netlink.FilterAttrs {
-		return netlink.FilterAttrs{LinkIndex: ivIx, Parent: netlink.HANDLE_MIN_EGRESS, Priority: uint16(prio), Protocol: unix.ETH_P_ALL}
+		return netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: uint16(prio), Protocol: unix.ETH_P_ALL}
 	}
 	return []netlink.Filter{
-		u32(at(1), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5, keyFirstFrag, keyToServer}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
-		u32(at(2), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5}, nil),
-		u32(at(3), []netlink.TcU32Key{keyIPv4, keyUDP}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
+		u32(at(11), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5, keyFirstFrag, keyToServer}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
+		u32(at(12), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5}, nil),
+		u32(at(13), []netlink.TcU32Key{keyIPv4, keyUDP}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
 	}
 }
 
@@ -146,21 +198,39 @@ func ndFilters(ivIx, portIx int, mac net.HardwareAddr) []netlink.Filter {
 	}
 	var out []netlink.Filter
 	for i, typ := range []uint32{135, 136} { // solicitation, advertisement
-		at := netlink.FilterAttrs{LinkIndex: ivIx, Parent: netlink.HANDLE_MIN_EGRESS, Priority: uint16(31 + i), Protocol: unix.ETH_P_IPV6}
+		at := netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: uint16(31 + i), Protocol: unix.ETH_P_IPV6}
 		out = append(out, u32(at, keys(typ), redirect(portIx, netlink.TCA_EGRESS_REDIR)))
 	}
 	return out
 }
 
-// returnFilter is the DHCP port's ingress filter: every frame vmrun
-// writes to the port goes into the ipvtap's receive path, to the guest.
-func returnFilter(portIx, ivIx int) netlink.Filter {
-	at := netlink.FilterAttrs{LinkIndex: portIx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: 1, Protocol: unix.ETH_P_ALL}
-	return u32(at, []netlink.TcU32Key{{}}, redirect(ivIx, netlink.TCA_INGRESS_REDIR))
+// rootQdisc is the handle of the ipvtap's root qdisc, the filters' parent.
+var rootQdisc = netlink.MakeHandle(1, 0)
+
+// answerFilter, first: a frame from proxyMAC — vmrun's answer, sent on
+// the ipvtap (openAnswerSocket) — goes into the ipvtap's receive path, to
+// the guest. (A packet socket's frame has its network header right after
+// the 14-byte Ethernet header, so the source MAC is the 8 bytes before it
+// but the EtherType.) A guest that sends from that MAC gets its own frame
+// back, and nothing more.
+func answerFilter(ivIx int) netlink.Filter {
+	at := netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: 1, Protocol: unix.ETH_P_ALL}
+	keys := []netlink.TcU32Key{
+		{Off: -8, Mask: 0xffffffff, Val: binary.BigEndian.Uint32(proxyMAC[:4])},
+		{Off: -4, Mask: 0xffff0000, Val: uint32(binary.BigEndian.Uint16(proxyMAC[4:])) << 16},
+	}
+	return u32(at, keys, redirect(ivIx, netlink.TCA_INGRESS_REDIR))
+}
+
+// passFilter, last: every other frame goes on, in fq_codel's flow 1.
+func passFilter(ivIx int) netlink.Filter {
+	at := netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: 100, Protocol: unix.ETH_P_ALL}
+	return u32(at, []netlink.TcU32Key{{}}, nil)
 }
 
 // u32 is a terminal u32 filter matching all keys; with a nil action a
-// match ends the classification and the frame passes.
+// match ends the classification and the frame passes (in fq_codel's flow
+// 1, its class 1:1).
 func u32(at netlink.FilterAttrs, keys []netlink.TcU32Key, act netlink.Action) *netlink.U32 {
 	f := &netlink.U32{FilterAttrs: at, Sel: &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Nkeys: uint8(len(keys)), Keys: keys}}
 	if act != nil {

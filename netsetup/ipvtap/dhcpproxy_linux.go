@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netns"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dhcpupstream"
@@ -90,7 +91,7 @@ func (x *guest) answer(ctx context.Context, frame []byte) {
 	}
 	out, r, err := answerFrame(cfg, req)
 	if err == nil && out != nil {
-		_, err = x.port.Write(out)
+		_, err = x.answers.WriteTo(out, &packet.Addr{HardwareAddr: out[:6]})
 	}
 	switch {
 	case err != nil:
