@@ -56,8 +56,10 @@ case $out in
 *) bad "(a) with module autoloading: $out" ;;
 esac
 modprobe ipvtap || bad "modprobe ipvtap"
-# tc's clsact, u32 and mirred keep an ipvtap guest's DHCP off the LAN
-# (busybox modprobe does not resolve the sch_clsact alias by itself).
+# tc's u32 and mirred keep an ipvtap guest's DHCP off the LAN, on the
+# ipvtap's fq_codel qdisc (built into Debian's kernel), or a clsact one
+# where fq_codel is missing (busybox modprobe does not resolve the
+# sch_clsact alias by itself).
 modprobe -a sch_ingress cls_u32 act_mirred || bad "modprobe -a sch_ingress cls_u32 act_mirred"
 out=$(/payload/vmrun net plan --name wifi-vm 2>&1)
 echo "$out"
