@@ -219,7 +219,9 @@ gip=$(sed -n 's/.*VMRUN-GUEST-IP=\([0-9.]*\)\/.*/\1/p' /tmp/wifivm.log | head -n
 grep -q "vmrun: wlan1: guest address $gip registered" /tmp/wifivm.log &&
 	pass "ipvtap: vmrun registered the guest's address $gip by itself" || bad "ipvtap: no registration notice for '$gip'"
 [ -n "$gip" ] && [ "$gip" != "$sta_ip" ] && pass "ipvtap: the guest's lease $gip is its own (the station has $sta_ip)" || bad "ipvtap: guest address '$gip', station $sta_ip"
-ping -c 1 -W 2 "$gip" >/dev/null 2>&1 && pass "ipvtap: the host reaches the guest through the shim" || bad "ipvtap: the host cannot reach the guest"
+# Retried: on a loaded machine the shim's neighbour entry may still be
+# resolving when the LAN side's checks are done.
+wait_for 15 ping -c 1 -W 2 "$gip" && pass "ipvtap: the host reaches the guest through the shim" || bad "ipvtap: the host cannot reach the guest"
 grep -m1 'network plan' /tmp/wifivm.log
 qpid=$(sed -n 's/.*QEMU started (pid \([0-9]*\)).*/\1/p' /tmp/wifivm.log | head -n 1)
 case $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null) in
