@@ -31,7 +31,7 @@ func Replan(cur netsetup.Plan, old, now State, r netsetup.Request) Decision {
 	if r.Mode == "" || r.Mode == netsetup.Auto {
 		return replanAuto(d, cur, old, now, r)
 	}
-	return replanExplicit(d, cur, old, now)
+	return replanExplicit(d, cur, old, now, r)
 }
 
 // replanAuto re-decides the plan of --net auto.
@@ -55,7 +55,7 @@ func replanAuto(d Decision, cur netsetup.Plan, old, now State, r netsetup.Reques
 		// answer there): it stays off while the LAN stays; a re-attachment
 		// is a fresh one of the mode it is in.
 		same := cur
-		return sameAttachment(d, &same, old, now)
+		return sameAttachment(d, cur, &same, old, now)
 	}
 	if next.Mode != cur.Mode || next.Parent != cur.Parent {
 		why := moved(old, now, cur)
@@ -64,7 +64,7 @@ func replanAuto(d Decision, cur netsetup.Plan, old, now State, r netsetup.Reques
 		}
 		return decided(d, Switch, &next, fmt.Sprintf("%s: %s", why, next.Reason))
 	}
-	return sameAttachment(d, &next, old, now)
+	return sameAttachment(d, cur, &next, old, now)
 }
 
 // leftL2: cur is routed or NAT where Decide gives bridge or macvtap on the
@@ -94,27 +94,63 @@ func parkPlan(fallback netsetup.Plan, now State, r netsetup.Request) netsetup.Pl
 }
 
 // replanExplicit handles an explicit --net MODE: the guest stays on its
-// parent, whatever the default route does.
-func replanExplicit(d Decision, cur netsetup.Plan, old, now State) Decision {
+// parent, whatever the default route does. An ipvtap guest, which sends
+// from its parent's MAC, is re-registered under the parent's new MAC: the
+// decision carries the plan for it (its NIC is replaced by one with that
+// MAC, on its parent).
+func replanExplicit(d Decision, cur netsetup.Plan, old, now State, r netsetup.Request) Decision {
 	if !lanBound(cur.Mode) {
 		return d
+	}
+	var next *netsetup.Plan
+	if cur.Mode == netsetup.IPVtap && usable(now) && parentMACChanged(cur, old, now) {
+		if p, err := netsetup.Decide(now.Facts, r); err == nil && p.Mode == cur.Mode && p.Parent == cur.Parent {
+			next = &p
+		}
 	}
 	switch {
 	case usable(old) && !usable(now):
 		return decided(d, Park, nil, fmt.Sprintf("%s; --net %s stays on %s (an explicit mode does not move), so the guest is cut off until it returns", lost(old, now), cur.Mode, cur.Parent))
-	case !usable(old) && usable(now) && cur.Mode != netsetup.Routed && bytes.Equal(old.Facts.MAC, now.Facts.MAC):
+	case !usable(old) && usable(now) && cur.Mode != netsetup.Routed && !parentMACChanged(cur, old, now):
 		return decided(d, Renew, nil, fmt.Sprintf("%s is back: %s", now.Facts.Uplink, toggles(cur.Mode)))
+	case !usable(old) && usable(now) && next != nil:
+		return decided(d, Reattach, next, fmt.Sprintf("%s is back: %s", now.Facts.Uplink, macMoved(cur, old, now)))
 	case !usable(old) && usable(now):
 		return decided(d, Reattach, nil, fmt.Sprintf("%s is back: %s", now.Facts.Uplink, renews(cur.Mode)))
 	case !usable(now):
 		return d
 	}
-	return sameAttachment(d, nil, old, now)
+	return sameAttachment(d, cur, next, old, now)
 }
 
-// sameAttachment decides for a guest whose mode and parent stay: next is
-// the re-decided plan when there is one (auto).
-func sameAttachment(d Decision, next *netsetup.Plan, old, now State) Decision {
+// parentMACChanged: the parent's MAC is not the one the attachment was
+// made for. Under ipvtap that is the guest's own MAC (cur.MAC), compared
+// with the attachment's rather than the last detection's, so that a MAC
+// changed while the parent was down or had no carrier (where
+// NetworkManager changes it) is not lost; for the other modes (and a plan
+// without a MAC) the last detection's.
+func parentMACChanged(cur netsetup.Plan, old, now State) bool {
+	return !bytes.Equal(attachedMAC(cur, old), now.Facts.MAC)
+}
+
+// attachedMAC is the parent MAC the attachment was made for (see
+// parentMACChanged).
+func attachedMAC(cur netsetup.Plan, old State) net.HardwareAddr {
+	if cur.Mode == netsetup.IPVtap && len(cur.MAC) > 0 {
+		return cur.MAC
+	}
+	return old.Facts.MAC
+}
+
+// macMoved says that ipvtap's parent has a new MAC and what that does.
+func macMoved(cur netsetup.Plan, old, now State) string {
+	return fmt.Sprintf("%s's MAC changed from %s to %s: ipvtap re-registers the guest's addresses under it (the guest sends from its parent's MAC)", now.Facts.Uplink, macString(attachedMAC(cur, old)), macString(now.Facts.MAC))
+}
+
+// sameAttachment decides for a guest on cur whose mode and parent stay:
+// next is the re-decided plan when there is one (auto; explicit ipvtap
+// under a new MAC).
+func sameAttachment(d Decision, cur netsetup.Plan, next *netsetup.Plan, old, now State) Decision {
 	mode, dev := d.From.Mode, now.Facts.Uplink
 	if !lanBound(mode) {
 		return d
@@ -124,8 +160,8 @@ func sameAttachment(d Decision, next *netsetup.Plan, old, now State) Decision {
 		return decided(d, Park, nil, fmt.Sprintf("%s lost its carrier (%s); the guest stays on %s, cut off, until it returns", dev, now.Facts.OperState, d.From))
 	case !carrier(now):
 		return d
-	case mode == netsetup.IPVtap && !bytes.Equal(old.Facts.MAC, now.Facts.MAC):
-		return decided(d, Reattach, next, fmt.Sprintf("%s's MAC changed from %s to %s: ipvtap re-registers the guest's addresses under it (the guest sends from its parent's MAC)", dev, macString(old.Facts.MAC), macString(now.Facts.MAC)))
+	case mode == netsetup.IPVtap && parentMACChanged(cur, old, now):
+		return decided(d, Reattach, next, macMoved(cur, old, now))
 	case !carrier(old) && mode == netsetup.Routed:
 		return decided(d, Reattach, next, fmt.Sprintf("%s has its carrier back: %s", dev, renews(mode)))
 	case !carrier(old):

@@ -104,6 +104,7 @@ func TestReplan(t *testing.T) {
 		{name: "new subnet on the same uplink", r: auto, old: a0, now: with(a0, func(s *State) { s.Facts.Addrs = []string{"10.9.0.5/24", "fd00::5/64"} }), want: Renew, to: "macvtap on a0", why: "subnets changed"},
 		{name: "station joins another SSID", r: auto, old: station("wl0", "home", "02:aa:00:00:00:01"), now: station("wl0", "cafe", "02:bb:00:00:00:01"), want: Reattach, to: "ipvtap on wl0", why: `joined SSID "cafe"`},
 		{name: "station roams within its SSID", r: auto, old: station("wl0", "home", "02:aa:00:00:00:01"), now: station("wl0", "home", "02:aa:00:00:00:02"), want: Renew, to: "ipvtap on wl0", why: "roamed from access point 02:aa:00:00:00:01 to 02:aa:00:00:00:02"},
+		{name: "station's MAC changed while it had no carrier (ipvtap)", r: auto, old: with(station("wl0", "home", "02:aa:00:00:00:01"), func(s *State) { s.Facts.OperState = "dormant"; s.Facts.MAC = mac("02:00:00:00:00:0c") }), cur: &netsetup.Plan{Mode: netsetup.IPVtap, Parent: "wl0", Uplink: "wl0", UplinkKind: netsetup.UplinkWireless, MAC: mac("02:00:00:00:00:0a")}, now: with(station("wl0", "home", "02:aa:00:00:00:01"), func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }), want: Reattach, to: "ipvtap on wl0", why: "MAC changed from 02:00:00:00:00:0a to 02:00:00:00:00:0c"},
 		{name: "station's MAC changes (ipvtap)", r: auto, old: station("wl0", "home", "02:aa:00:00:00:01"), now: with(station("wl0", "home", "02:aa:00:00:00:01"), func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }), want: Reattach, to: "ipvtap on wl0", why: "MAC changed from 02:00:00:00:00:0a to 02:00:00:00:00:0c"},
 		// Moved off layer 2 by the DHCP verdict (routed on a0): it stays there while the LAN does.
 		{name: "left L2: an address renewal", r: auto, cur: &netsetup.Plan{Mode: netsetup.Routed, Parent: "a0", Uplink: "a0", UplinkKind: netsetup.UplinkEthernet}, old: a0, now: a0, want: Nothing},
@@ -113,6 +114,9 @@ func TestReplan(t *testing.T) {
 		// Explicit modes stay put.
 		{name: "explicit macvtap: its parent unchanged", r: explicit(netsetup.Macvtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.Macvtap, Parent: "a0", Uplink: "a0"}, old: named(a0), now: named(a0), want: Nothing},
 		{name: "explicit ipvtap: parent's MAC changes", r: explicit(netsetup.IPVtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.IPVtap, Parent: "a0", Uplink: "a0"}, old: named(a0), now: with(named(a0), func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }), want: Reattach, to: "ipvtap on a0", why: "ipvtap re-registers"},
+		{name: "explicit ipvtap: MAC changed while its parent was down", r: explicit(netsetup.IPVtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.IPVtap, Parent: "a0", Uplink: "a0", MAC: mac("02:00:00:00:00:0a")}, old: with(named(a0), func(s *State) { s.Facts.Up = false; s.Facts.MAC = mac("02:00:00:00:00:0c") }), now: with(named(a0), func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }), want: Reattach, to: "ipvtap on a0", why: "a0 is back: a0's MAC changed from 02:00:00:00:00:0a to 02:00:00:00:00:0c"},
+		{name: "explicit ipvtap: MAC changed while its parent had no carrier", r: explicit(netsetup.IPVtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.IPVtap, Parent: "a0", Uplink: "a0", MAC: mac("02:00:00:00:00:0a")}, old: with(named(a0), func(s *State) { s.Facts.OperState = "dormant"; s.Facts.MAC = mac("02:00:00:00:00:0c") }), now: with(named(a0), func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }), want: Reattach, to: "ipvtap on a0", why: "MAC changed from 02:00:00:00:00:0a to 02:00:00:00:00:0c"},
+		{name: "explicit ipvtap: down and up under its own MAC", r: explicit(netsetup.IPVtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.IPVtap, Parent: "a0", Uplink: "a0", MAC: mac("02:00:00:00:00:0a")}, old: with(named(a0), func(s *State) { s.Facts.Up = false }), now: named(a0), want: Renew, to: "ipvtap on a0", why: "a0 is back"},
 		{name: "explicit routed: a new LAN", r: explicit(netsetup.Routed, "a0"), cur: &netsetup.Plan{Mode: netsetup.Routed, Parent: "a0", Uplink: "a0"}, old: a0, now: with(a0, func(s *State) { s.Facts.Addrs = []string{"10.9.0.5/24"} }), want: Reattach, to: "routed on a0", why: "leases the guest's address upstream again"},
 		{name: "explicit routed: parent gone", r: explicit(netsetup.Routed, "a0"), cur: &netsetup.Plan{Mode: netsetup.Routed, Parent: "a0", Uplink: "a0"}, old: named(a0), now: State{Facts: netsetup.Facts{Uplink: "a0", Named: true, Kind: netsetup.UplinkNone}}, want: Park, to: "routed on a0", why: "a0 is gone; --net routed stays on a0"},
 		{name: "explicit macvtap: parent down and up", r: explicit(netsetup.Macvtap, "a0"), cur: &netsetup.Plan{Mode: netsetup.Macvtap, Parent: "a0", Uplink: "a0"}, old: with(named(a0), func(s *State) { s.Facts.Up = false }), now: named(a0), want: Renew, to: "macvtap on a0", why: "a0 is back: the guest's carrier is toggled"},
@@ -169,6 +173,36 @@ func TestReplanIPVtapMACFollows(t *testing.T) {
 	d := Replan(cur, old, now, r)
 	if d.Plan == nil || d.Plan.MAC.String() != "02:00:00:00:00:0c" {
 		t.Fatalf("re-registration plan %+v, want the MAC 02:00:00:00:00:0c", d.Plan)
+	}
+}
+
+// TestReplanExplicitIPVtapMAC: an explicit ipvtap guest is re-registered
+// under its parent's new MAC — the decision carries the plan for it, on
+// the same parent — also when the MAC changed while the parent was down
+// (the detection before the decision already had the new MAC); the other
+// explicit modes get no plan.
+func TestReplanExplicitIPVtapMAC(t *testing.T) {
+	a0 := named(eth("a0", "10.0.0.1", "10.0.0.5/24"))
+	newMAC := func(s *State) { s.Facts.MAC = mac("02:00:00:00:00:0c") }
+	r := netsetup.Request{Name: "vm", Mode: netsetup.IPVtap, Parent: "a0"}
+	cur, err := netsetup.Decide(a0.Facts, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	downNew := with(a0, func(s *State) { newMAC(s); s.Facts.Up = false })
+	for _, old := range []State{a0, downNew} {
+		d := Replan(cur, old, with(a0, newMAC), r)
+		if d.Action != Reattach || d.Plan == nil || d.Plan.MAC.String() != "02:00:00:00:00:0c" || d.Plan.Mode != netsetup.IPVtap || d.Plan.Parent != "a0" {
+			t.Errorf("from up=%v: %s (%s), plan %+v; want a re-attachment on ipvtap a0 with MAC 02:00:00:00:00:0c", old.Facts.Up, d.Action, d.Why, d.Plan)
+		}
+	}
+	m := netsetup.Request{Name: "vm", Mode: netsetup.Macvtap, Parent: "a0"}
+	curM, err := netsetup.Decide(a0.Facts, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Replan(curM, a0, with(a0, newMAC), m); d.Plan != nil || d.Action != Nothing {
+		t.Errorf("explicit macvtap, parent's MAC changed: %s with plan %+v, want nothing", d.Action, d.Plan)
 	}
 }
 
