@@ -327,6 +327,16 @@ func unproxyGuest(h *netlink.Handle, rec hostnet.Recorder, uplink string, ip net
 	return errors.Join(hostnet.DeleteNeigh(h, obj), rec.Forget(obj))
 }
 
+// reproxyGuest puts back the proxy entry for ip on the uplink (still in
+// the record) when the kernel has flushed it.
+func reproxyGuest(h *netlink.Handle, uplink netlink.Link, ip net.IP) error {
+	err := h.NeighSet(&netlink.Neigh{LinkIndex: uplink.Attrs().Index, Family: netlink.FAMILY_V4, Flags: netlink.NTF_PROXY, IP: ip.To4()})
+	if err != nil {
+		return fmt.Errorf("proxy ARP entry for %s on %s: %w", ip, uplink.Attrs().Name, err)
+	}
+	return nil
+}
+
 // startResponder answers the guest's DHCP on the tap with its address.
 func (g *routedGuest) startResponder(s *hostnet.Setup) error {
 	if g.dnsNote != "" {
@@ -428,6 +438,11 @@ func (g *routedGuest) leaseChanged(l dhcpupstream.Lease) {
 	old := g.guestIP()
 	if l.IP.Equal(old) {
 		g.event("routed: the lease of %s was extended by %s", l.IP, l.LeaseTime)
+		// The uplink's carrier loss flushed its proxy entries (the
+		// kernel's neigh_carrier_down): answer for the guest again.
+		if err = g.inNS(func() error { return reproxyGuest(g.s.H, g.s.ParentLink, old) }); err != nil {
+			g.notice("routed: %v", err)
+		}
 		return
 	}
 	if err = g.inNS(func() error { return g.move(old, l.IP.To4()) }); err != nil {
