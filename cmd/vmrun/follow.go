@@ -19,7 +19,7 @@ const reregisterWait = 20 * time.Second
 const followUplinkUsage = "`on` (default): while the VM runs, watch the host's network (routes, links, addresses, Wi-Fi association) " +
 	"and follow it: with --net auto, move the running guest (same QEMU, its NIC replaced) to the attachment the new uplink calls for — " +
 	"another interface, NAT (user mode without root) behind a VPN or while there is no uplink at all, back again when one returns — and re-attach it on a new LAN " +
-	"or MAC, one stderr line each; an explicit mode stays on its interface and says what changed (routed on a new LAN leases the guest's address there again, in place). " +
+	"or MAC, one stderr line each; an explicit mode stays on its interface and says what changed; routed (explicit or auto's) on a new LAN leases the guest's address there again, in place. " +
 	"`vmrun net plan --watch` shows the decisions without a VM. off: decide once at start. Nothing to follow with --net user, nat or none"
 
 // followUplink starts watching the host's uplink for the running guest
@@ -60,9 +60,10 @@ func (s *session) followUplink() (stop func()) {
 // afterwards. A renewal (the attachment is still valid: the carrier is
 // back, a new LAN behind the same macvtap) toggles the guest's carrier on
 // the NIC it has (renewLink); so does a re-attachment the guest's
-// attachment can make in place (a routed guest on a new LAN: its upstream
-// lease taken anew) when its NIC cannot be replaced or the decision has
-// no plan (an explicit mode). A decision with a plan moves the guest onto a new
+// attachment can make in place (a routed guest on a new LAN or with its
+// carrier back: its upstream lease taken anew), --net auto's too (no
+// NIC replaced; one whose re-registration fails is moved as below). A
+// decision with a plan moves the guest onto a new
 // attachment for it (switchAttachment: its one stderr line), the next
 // generation's, so that the new links never take the old ones' names; a
 // re-attachment on the same mode is such a move too (a fresh attachment
@@ -78,9 +79,12 @@ func (s *session) follow(ctx context.Context, d watch.Decision, movable bool) ne
 	case d.Action == watch.Renew:
 		s.renewLink(ctx, d.Why, false)
 		return cur
-	case d.Action == watch.Reattach && (d.Plan == nil || !movable) && s.net.current().Reregister != nil:
-		s.renewLink(ctx, d.Why, true)
-		return cur
+	case d.Action == watch.Reattach && s.net.current().Reregister != nil && (d.Plan == nil || d.Plan.Mode == cur.Mode && d.Plan.Parent == cur.Parent):
+		// In place, with or without a plan: no eject for the guest. A
+		// movable guest whose re-registration failed is moved instead.
+		if s.renewLink(ctx, d.Why, true) || d.Plan == nil || !movable {
+			return cur
+		}
 	case d.Plan == nil:
 		s.notify("network: %s: the guest stays on %s", d.Why, here)
 		return cur
@@ -109,10 +113,12 @@ func (n *netState) currentPlan() netsetup.Plan {
 // no NIC replaced. With reregister, the attachment first registers the
 // guest again on the new LAN, in place (Attachment.Reregister: routed's
 // upstream lease taken anew, within reregisterWait), so that the guest,
-// asking again, gets the new address: explicit modes boot without the
-// ports a NIC replacement needs. why is the decision's reason; the one
-// stderr line adds how long it took.
-func (s *session) renewLink(ctx context.Context, why string, reregister bool) {
+// asking again, gets the new address, on the NIC it has: explicit modes
+// boot without the ports a NIC replacement needs, and an auto guest is
+// spared the eject. why is the decision's reason; the one stderr line
+// adds how long it took. It returns false when the re-registration
+// failed (the guest's attachment is as it was).
+func (s *session) renewLink(ctx context.Context, why string, reregister bool) (ok bool) {
 	n := &s.net
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -123,7 +129,7 @@ func (s *session) renewLink(ctx context.Context, why string, reregister bool) {
 		cancel()
 		if err != nil {
 			s.notify("network: %s; %v", why, err)
-			return
+			return false
 		}
 		why += "; " + got
 		_ = s.dir.Update(func(st *rundir.State) { st.Addresses = nil })
@@ -133,7 +139,8 @@ func (s *session) renewLink(ctx context.Context, why string, reregister bool) {
 	s.verdict.Arm(dhcpverdict.Verifies(s.spec.NetMode, n.plan), s.leaveL2)
 	if err := s.qemu.RenewLink(ctx); err != nil {
 		s.notify("network: %s; toggling the guest's carrier failed (%v): it stays on %s and renews when its DHCP client does", why, err, n.plan.Mode)
-		return
+		return true
 	}
 	s.notify("network: %s; carrier toggled in %d ms", why, time.Since(start).Milliseconds())
+	return true
 }

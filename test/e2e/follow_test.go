@@ -247,6 +247,36 @@ func TestFollowUplinkChecksNewLAN(t *testing.T) {
 	if e := lsVM(t, l.Host, vm.Runtime, "e2e-newlan"); e.Switches != 4 {
 		t.Errorf("%d switches, want 4 (to B, off L2, to A, to B remembered)", e.Switches)
 	}
+	// B's carrier bounces: a routed auto guest is leased its address
+	// upstream again in place, its carrier toggled on the NIC it has (no
+	// switch, no eject), and answers from B again (the carrier loss
+	// flushed up1's proxy ARP entries: the re-lease puts the guest's back).
+	if m[1] != "routed" {
+		t.Fatalf("on B the guest is on %s; B answers the host's DHCP, so routed was due", m[1])
+	}
+	nics := strings.Count(vm.Console.String(), "VMRUN-GUEST: new NIC")
+	lanB.MustRun(t, "ip", "link", "set", "lan0", "down")
+	if _, err := vm.Stderr.WaitFor(`network: up1 lost its carrier`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	lanB.MustRun(t, "ip", "link", "set", "lan0", "up")
+	re, err := vm.Stderr.WaitFor(`network: up1 has its carrier back: routed mode leases the guest's address upstream again[^\n]*; the guest gets (10\.78\.0\.\d+) [^\n]*; carrier toggled in (\d+) ms`, stepTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm.WaitConsole(`VMRUN-GUEST: carrier back on eth0 ifindex=\d+ \(renewing\)`, stepTimeout)
+	if err := lanB.Ping(re[1], stepTimeout); err != nil {
+		t.Fatalf("LAN B → the guest at %s after the carrier bounce: %v\n%s\nthe host's proxy entries:\n%s", re[1], err, vm.lastLines(),
+			l.Host.MustRun(t, "ip", "neigh", "show", "proxy"))
+	}
+	t.Logf("B's carrier back → re-leased %s in place, toggled in %s ms; the guest answers %v after the carrier came back", re[1], re[2], time.Since(start).Round(time.Millisecond))
+	if e := lsVM(t, l.Host, vm.Runtime, "e2e-newlan"); e.Switches != 4 || e.Net != "routed" || e.QEMUPID != qemu {
+		t.Errorf("after B's carrier bounce: %d switches on %s, QEMU %d; want 4 on routed, QEMU %d (re-leased in place)", e.Switches, e.Net, e.QEMUPID, qemu)
+	}
+	if n := strings.Count(vm.Console.String(), "VMRUN-GUEST: new NIC"); n != nics || strings.Contains(vm.Stderr.String(), "routed → routed") {
+		t.Errorf("the bounce replaced the guest's NIC (%d new-NIC markers, %d before)", n, nics)
+	}
 	vm.Signal(syscall.SIGTERM)
 	if code := vm.Wait(exitTimeout); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
