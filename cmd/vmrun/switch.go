@@ -100,7 +100,11 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	// behind, not a failed switch.
 	var took time.Duration
 	live := false
-	left := s.swapNIC(ctx, *nic, func() { took, live = time.Since(start), true })
+	swap := s.swap // a unit test's fake
+	if swap == nil {
+		swap = s.qemu.SwapNICLive
+	}
+	left := swap(ctx, *nic, func() { took, live = time.Since(start), true })
 	if left != nil && !live {
 		att.CloseFiles()
 		return errors.Join(fmt.Errorf("switch to %s: %w", plan.Mode, left), att.Undo())
@@ -131,14 +135,5 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	return nil
 }
 
-// swapFunc is launcher.Process.SwapNICLive's shape.
+// swapFunc is launcher.Process.SwapNICLive's shape (a session's swap).
 type swapFunc func(ctx context.Context, nic launcher.NIC, live func()) error
-
-// swapNIC replaces the guest's NIC (launcher.Process.SwapNICLive; the
-// session's fake in a unit test).
-func (s *session) swapNIC(ctx context.Context, nic launcher.NIC, live func()) error {
-	if s.swap != nil {
-		return s.swap(ctx, nic, live)
-	}
-	return s.qemu.SwapNICLive(ctx, nic, live)
-}
