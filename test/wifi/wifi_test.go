@@ -224,10 +224,16 @@ grep -q "vmrun: wlan1: guest address $gip registered" /tmp/wifivm.log &&
 wait_for 15 ping -c 1 -W 2 "$gip" && pass "ipvtap: the host reaches the guest through the shim" || bad "ipvtap: the host cannot reach the guest"
 grep -m1 'network plan' /tmp/wifivm.log
 qpid=$(sed -n 's/.*QEMU started (pid \([0-9]*\)).*/\1/p' /tmp/wifivm.log | head -n 1)
-case $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null) in
-*vhost=on,vhostfd=*) pass "ipvtap: QEMU runs the ipvtap queue with vhost-net" ;;
-*) bad "ipvtap: QEMU without vhost-net: $(tr '\0' ' ' </proc/$qpid/cmdline 2>/dev/null)" ;;
-esac
+# --net auto plugs the NIC in over QMP (its netdev is not in the command
+# line): vhost-net shows as QEMU holding /dev/vhost-net and the kernel's
+# vhost worker for it (a kthread "vhost-PID", or a thread of QEMU's on newer
+# kernels), which exists once QEMU set itself as the device's owner.
+if ls -l /proc/$qpid/fd 2>/dev/null | grep -q ' -> /dev/vhost-net$' &&
+	cat /proc/[0-9]*/comm /proc/$qpid/task/*/comm 2>/dev/null | grep -qx "vhost-$qpid"; then
+	pass "ipvtap: QEMU runs the ipvtap queue with vhost-net"
+else
+	bad "ipvtap: QEMU without vhost-net: fds $(ls -l /proc/$qpid/fd 2>/dev/null | sed -n 's/.* -> //p' | tr '\n' ' ')"
+fi
 # vmrun runs as root here, with no vmrun-qemu user: QEMU runs as nobody, confined.
 qst=$(grep -E '^(Uid|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/$qpid/status 2>/dev/null | tr -s '\t' ' ' | tr '\n' ';')
 [ "$qst" = "Uid: 65534 65534 65534 65534;CapPrm: 0000000000000000;CapEff: 0000000000000000;CapBnd: 0000000000000000;CapAmb: 0000000000000000;NoNewPrivs: 1;Seccomp: 2;" ] &&
