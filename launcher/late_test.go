@@ -204,7 +204,8 @@ func pciOf(t *testing.T, p *Process, sock string, stop chan<- os.Signal, n *note
 		t.Fatalf("the guest did not run within %s; notes:\n%s", runBound, n)
 	}
 	// The devices behind the root ports show once the firmware has
-	// numbered the buses: wait for the NIC.
+	// numbered the buses: wait for the NIC. QEMU sends no event for that,
+	// so query-pci is asked again (every 20 ms, bounded) until it shows.
 	deadline := time.Now().Add(runBound)
 	for {
 		devs := queryPCI(t, sock+".test")
