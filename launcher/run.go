@@ -47,8 +47,9 @@ type Options struct {
 	Step func(format string, args ...any)
 	// Started is called with QEMU's pid right after it started.
 	Started func(pid int)
-	// Ready is called once the QMP handshake is done (and PlugNIC's NIC
-	// plugged in), before the guest runs.
+	// Ready is called once the QMP handshake is done: QEMU answers QMP,
+	// PlugNIC's NIC is not plugged in yet and the guest does not run yet
+	// (Running says when it does).
 	Ready func(version string)
 	// Plugged, when set, is called with how long PlugNIC's plug took.
 	Plugged func(took time.Duration)
@@ -609,9 +610,12 @@ func (s *supervisor) connect(ctx context.Context) (Result, bool) {
 // errPlug: PlugNIC's NIC could not be plugged in.
 var errPlug = errors.New("the guest's NIC could not be plugged in")
 
-// resume completes the paused VM — it plugs PlugNIC's NIC in — calls
-// Ready and resumes the guest.
+// resume calls Ready, completes the paused VM — it plugs PlugNIC's NIC
+// in — and resumes the guest.
 func (s *supervisor) resume(ctx context.Context, c *qmp.Client) error {
+	if s.opts.Ready != nil {
+		s.opts.Ready(c.Version)
+	}
 	if s.late != nil {
 		pctx, cancel := context.WithTimeout(ctx, 4*commandTimeout)
 		t0 := time.Now()
@@ -625,9 +629,6 @@ func (s *supervisor) resume(ctx context.Context, c *qmp.Client) error {
 		if err != nil {
 			return fmt.Errorf("%w: %w", errPlug, err)
 		}
-	}
-	if s.opts.Ready != nil {
-		s.opts.Ready(c.Version)
 	}
 	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	err := c.Cont(cctx)

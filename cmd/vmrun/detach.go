@@ -65,12 +65,13 @@ func (s *session) detachedConsole() (io.Writer, error) {
 }
 
 // detachOptions gives QEMU the console's input, and tells `vmrun --detach`
-// when QMP is ready: from then on the supervisor's output goes to its log.
+// when the guest runs (QMP is ready and its NIC plugged in): from then on
+// the supervisor's output goes to its log.
 func (s *session) detachOptions(opts *launcher.Options) {
 	opts.Input = s.det.server.Input()
-	ready := opts.Ready
-	opts.Ready = func(version string) {
-		ready(version)
+	running := opts.Running
+	opts.Running = func() {
+		running()
 		s.det.Ready(filepath.Join(s.dir.Path, supervisorLog), s.spec.Name)
 	}
 }

@@ -281,6 +281,7 @@ func (s *session) options(console io.Writer) launcher.Options {
 		},
 		Ready:   func(v string) { s.step("QMP ready (QEMU %s)", v) },
 		Plugged: func(d time.Duration) { s.step("NIC plugged in over QMP in %.1f ms", float64(d.Microseconds())/1000) },
+		Running: func() { s.step("guest running") },
 		RunAs:   s.conf.User, NoNewPrivs: !s.spec.QEMUPrivileged,
 	}
 	if s.vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {

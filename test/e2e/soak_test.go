@@ -180,7 +180,7 @@ type soak struct {
 	l       *lan
 	runtime string
 	before  hostSnapshot
-	steps   int           // -v step lines before "QMP ready" in a clean run
+	steps   int           // -v step lines up to "guest running" in a clean run
 	switchT time.Duration // a clean switch's "switched in" (switch mode)
 	mu      sync.Mutex
 	counts  map[string]int
@@ -349,11 +349,11 @@ func (s *soak) crash(t *testing.T, rng *rand.Rand, args []string, phase string) 
 	time.Sleep(d) // the random moment of the kill, not synchronisation
 	p.kill(termFirst, killDelay)
 	p.waitExit(t, 2*time.Minute)
-	return p, fmt.Sprintf("%s %s after QMP ready", how, d)
+	return p, fmt.Sprintf("%s %s after the guest ran", how, d)
 }
 
-// crashDetached starts vmrun --detach and, once it has returned (QMP is
-// ready), kills the detached supervisor at a random moment within a
+// crashDetached starts vmrun --detach and, once it has returned (the
+// guest runs), kills the detached supervisor at a random moment within a
 // second. It returns a process without a verdict (the supervisor is not
 // the test's child: init reaps it), or nil after a failure, and when the
 // kill came.
@@ -455,9 +455,9 @@ type soakProc struct {
 
 	mu       sync.Mutex
 	partial  []byte
-	steps    int  // step lines up to and including "QMP ready"
+	steps    int  // step lines up to and including "guest running"
 	lines    int  // step lines in all
-	ready    bool // "QMP ready" seen
+	ready    bool // "guest running" seen (the set-up is over)
 	trigger  *stepTrigger
 	onLine   *lineTrigger
 	signaled []syscall.Signal
@@ -504,13 +504,13 @@ func (p *soakProc) Write(b []byte) (int, error) {
 		}
 		if soakStepLine.MatchString(line) {
 			// The trigger counts every step line: "following the uplink"
-			// comes before or after "QMP ready" (the watch starts beside
-			// the handshake), so a clean run's count up to "QMP ready" may
-			// be reached only just after it.
+			// comes before or after "guest running" (the watch starts
+			// beside QMP's handshake), so a clean run's count up to
+			// "guest running" may be reached only just after it.
 			p.lines++
 			if !p.ready {
 				p.steps++
-				p.ready = strings.Contains(line, "QMP ready")
+				p.ready = strings.Contains(line, "guest running")
 			}
 			if p.trigger != nil && p.lines == p.trigger.n {
 				fire, p.trigger = p.trigger, nil
@@ -526,23 +526,24 @@ func (p *soakProc) Write(b []byte) (int, error) {
 	return p.stderr.Write(b)
 }
 
-// waitReady waits for the "QMP ready" step line; it gives up when vmrun
-// exits first.
+// waitReady waits for the "guest running" step line (QMP is ready, the
+// NIC plugged in, the guest resumed); it gives up when vmrun exits first.
 func (p *soakProc) waitReady(timeout time.Duration) error {
 	errc := make(chan error, 1)
-	go func() { _, err := p.stderr.WaitFor(`QMP ready`, timeout); errc <- err }()
+	go func() { _, err := p.stderr.WaitFor(`guest running`, timeout); errc <- err }()
 	select {
 	case err := <-errc:
 		return err
 	case <-p.done:
-		if _, err := p.stderr.WaitFor(`QMP ready`, 0); err == nil {
+		if _, err := p.stderr.WaitFor(`guest running`, 0); err == nil {
 			return nil
 		}
-		return fmt.Errorf("vmrun exited (%v) before QMP was ready", p.cmd.ProcessState)
+		return fmt.Errorf("vmrun exited (%v) before the guest ran", p.cmd.ProcessState)
 	}
 }
 
-// stepsSeen is the number of step lines up to and including "QMP ready".
+// stepsSeen is the number of step lines up to and including "guest
+// running".
 func (p *soakProc) stepsSeen() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
