@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/vmrun/vmrun/launcher/internal/nicqmp"
 )
 
 // Cmdline is a QEMU invocation as data: nothing has been run.
@@ -322,7 +324,7 @@ func (b *builder) nic(n NIC, cpus int) error {
 // hot-plugs them through ACPI. A VM with LateNIC gets them at the same
 // place in the command line, so every PCI device keeps its address.
 func (b *builder) hotplugPorts() {
-	for i := range hotplugPorts {
+	for i := range nicqmp.HotplugPorts {
 		b.add("-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d", portID(i), i+1))
 	}
 }

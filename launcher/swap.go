@@ -5,16 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/vmrun/vmrun/launcher/internal/nicqmp"
 	"github.com/vmrun/vmrun/qmp"
 )
-
-// hotplugPorts is how many PCIe root ports a NIC with Hotplug gets: its
-// own and one free for its replacement; replacements alternate.
-const hotplugPorts = 2
 
 // deviceDeletedWait bounds the guest's release of the old NIC (ACPI
 // eject; measured ~110 ms under TCG on a loaded 2-CPU host).
@@ -23,9 +18,8 @@ const deviceDeletedWait = 10 * time.Second
 // ErrNoSwap: the NIC cannot be replaced in this run.
 var ErrNoSwap = errors.New("the guest's NIC cannot be replaced")
 
-func portID(n int) string   { return "vmrun-rp" + strconv.Itoa(n%hotplugPorts) }
-func nicID(n int) string    { return "nic" + strconv.Itoa(n) }
-func netdevID(n int) string { return "net" + strconv.Itoa(n) }
+// The ids of NIC number n's root port, device and netdev.
+var portID, nicID, netdevID = nicqmp.PortID, nicqmp.NICID, nicqmp.NetdevID
 
 // carrierHold is how long RenewLink keeps the guest's carrier down: long
 // enough for the guest's kernel to read the link status while it is down
@@ -43,26 +37,9 @@ type swapReq struct {
 	done  chan error
 }
 
-// swappable: nic's backend can be added over QMP — a tap on its fds (no
-// extra options) or QEMU's user mode (slirp; its hostfwd options). Not a
-// stream backend (passt's socket): QEMU 7.2 accepts netdev_add of one on
-// a socket passed with getfd, and the guest sees its new NIC, but in
-// TestSwapNICRealGuest's try no frame passed either way (an ARP request
-// for the guest's address, answered on a tap, not here) — so a guest is
-// not moved onto one.
+// swappable: nic's backend can be added over QMP (nicqmp.Swappable).
 func swappable(nic NIC) bool {
-	switch nic.Backend {
-	case "tap":
-		return len(nic.Files) > 0 && len(nic.Options) == 0
-	case "user":
-		for _, o := range nic.Options {
-			if !strings.HasPrefix(o, "hostfwd=") {
-				return false
-			}
-		}
-		return len(nic.Files) == 0 && len(nic.VhostFiles) == 0
-	}
-	return false
+	return nicqmp.Swappable(nic.Backend, nic.Options, len(nic.Files), len(nic.VhostFiles))
 }
 
 // SwapNIC replaces the running guest's NIC (started with NIC.Hotplug) by
@@ -239,16 +216,7 @@ func (w *nicSwapper) plugBack(old int, nic NIC) qmp.Args {
 
 // nicArgs are device_add's arguments for nic as NIC number n.
 func nicArgs(n int, nic NIC) qmp.Args {
-	a := qmp.Args{"driver": "virtio-net-pci", "id": nicID(n), "netdev": netdevID(n),
-		"bus": portID(n), "mac": nic.MAC.String(), "romfile": ""}
-	if nic.MTU > 0 && nic.MTU != 1500 {
-		a["host_mtu"] = nic.MTU
-	}
-	if q := len(nic.Files); q > 1 {
-		a["mq"] = true
-		a["vectors"] = 2*q + 2
-	}
-	return a
+	return nicqmp.DeviceArgs(n, nic.MAC, nic.MTU, len(nic.Files))
 }
 
 // addNetdev passes nic's fds and adds its netdev as number n; on failure
@@ -274,7 +242,7 @@ func (w *nicSwapper) addNetdev(ctx context.Context, n int, nic NIC) (string, err
 		}
 	}
 	if err == nil {
-		err = w.c.NetdevAdd(ctx, backendArgs(id, nic, names, vnames))
+		err = w.c.NetdevAdd(ctx, nicqmp.BackendArgs(id, nic.Backend, nic.Options, names, vnames))
 		if err == nil {
 			return id, nil
 		}
@@ -283,43 +251,6 @@ func (w *nicSwapper) addNetdev(ctx context.Context, n int, nic NIC) (string, err
 		err = errors.Join(err, w.c.CloseFD(ctx, name))
 	}
 	return "", err
-}
-
-// backendArgs are netdev_add's arguments for nic's backend as netdev id,
-// its fds passed as names (and vhost-net fds as vnames).
-func backendArgs(id string, nic NIC, names, vnames []string) qmp.Args {
-	switch nic.Backend {
-	case "user":
-		a := qmp.Args{"type": "user", "id": id}
-		var fw []qmp.Args
-		for _, o := range nic.Options {
-			fw = append(fw, qmp.Args{"str": strings.TrimPrefix(o, "hostfwd=")})
-		}
-		if len(fw) > 0 {
-			a["hostfwd"] = fw
-		}
-		return a
-	}
-	return netdevArgs(id, names, vnames)
-}
-
-// netdevArgs are netdev_add's arguments for a tap backend on the fds
-// passed as names (and vhost-net fds as vnames).
-func netdevArgs(id string, names, vnames []string) qmp.Args {
-	a := qmp.Args{"type": "tap", "id": id}
-	if len(names) == 1 {
-		a["fd"] = names[0]
-	} else {
-		a["fds"] = strings.Join(names, ":")
-	}
-	a["vhost"] = len(vnames) > 0
-	switch {
-	case len(vnames) == 1:
-		a["vhostfd"] = vnames[0]
-	case len(vnames) > 1:
-		a["vhostfds"] = strings.Join(vnames, ":")
-	}
-	return a
 }
 
 // awaitDeleted waits for the DEVICE_DELETED of device id.
