@@ -94,7 +94,7 @@ func (s *session) follow(ctx context.Context, d watch.Decision, movable bool) ne
 	}
 	p := d.Plan.WithGen(cur.Gen + 1)
 	p.RuntimeRoot = cur.RuntimeRoot
-	if err := s.switchAttachment(ctx, p, d.Why); err != nil {
+	if err := s.switchAttachment(ctx, p, d.Why, d.At.Add(-d.Latency)); err != nil {
 		s.notify("network: could not move the guest to %s (%v); it stays on %s", d.To, err, here)
 		return cur
 	}

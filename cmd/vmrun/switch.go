@@ -69,8 +69,10 @@ func (n *netState) err() error { return n.lostErr }
 // the new NIC is live the guest stays on the old attachment and the new
 // one is undone; once it is live the switch has happened, and the line
 // names what of the old could not be removed (the old backend left in
-// QEMU, links the state file keeps for `vmrun gc`).
-func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why string) error {
+// QEMU, links the state file keeps for `vmrun gc`). event, when not zero,
+// is the host's first kernel event of the change: the line says how long
+// after it the new NIC was live.
+func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why string, event time.Time) error {
 	n := &s.net
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -98,13 +100,13 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	// before QEMU removes the old backend. From there on the switch has
 	// happened: an error after it (the old backend's netdev_del) is left
 	// behind, not a failed switch.
-	var took time.Duration
+	var liveAt time.Time
 	live := false
 	swap := s.swap // a unit test's fake
 	if swap == nil {
 		swap = s.qemu.SwapNICLive
 	}
-	left := swap(ctx, *nic, func() { took, live = time.Since(start), true })
+	left := swap(ctx, *nic, func() { liveAt, live = time.Now(), true })
 	if left != nil && !live {
 		att.CloseFiles()
 		return errors.Join(fmt.Errorf("switch to %s: %w", plan.Mode, left), att.Undo())
@@ -127,7 +129,10 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	if err := old.Undo(); err != nil { // what stays is in the record
 		left = errors.Join(left, fmt.Errorf("removing the %s attachment: %w", from, err))
 	}
-	line := fmt.Sprintf("network: %s → %s (%s); switched in %d ms", from, plan.Mode, why, took.Milliseconds())
+	line := fmt.Sprintf("network: %s → %s (%s); switched in %d ms", from, plan.Mode, why, liveAt.Sub(start).Milliseconds())
+	if !event.IsZero() {
+		line += fmt.Sprintf(" (%d ms after the host's first network event)", liveAt.Sub(event).Milliseconds())
+	}
 	if left != nil {
 		line += "; left behind: " + oneLine(left.Error()) + " (`vmrun gc` removes it after the VM stops)"
 	}

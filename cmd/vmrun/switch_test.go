@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/launcher"
@@ -32,7 +33,7 @@ func TestSwitchAfterLive(t *testing.T) {
 		wantInErr string   // switchAttachment's error
 		wantLine  []string // in the one stderr line
 	}{
-		{"clean", true, nil, nil, true, "", []string{"bridge → user (test); switched in"}},
+		{"clean", true, nil, nil, true, "", []string{"bridge → user (test); switched in", "ms after the host's first network event)"}},
 		{"netdev_del fails after live", true, netdevDel, nil, true, "",
 			[]string{"switched in", "left behind: the new NIC is live, but the old backend stays in QEMU", "vmrun gc"}},
 		{"old attachment's removal fails", true, nil, errors.New("link vmrun-x: busy"), true, "",
@@ -68,7 +69,7 @@ func TestSwitchAfterLive(t *testing.T) {
 				}
 				return tc.swapErr
 			}
-			err := s.switchAttachment(context.Background(), netsetup.Plan{Mode: netsetup.User, Name: "vm", MAC: mac}, "test")
+			err := s.switchAttachment(context.Background(), netsetup.Plan{Mode: netsetup.User, Name: "vm", MAC: mac}, "test", time.Now().Add(-5*time.Millisecond))
 			if len(plugged) != 1 || plugged[0].Backend != "user" {
 				t.Fatalf("plugged %+v, want one user-mode NIC", plugged)
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/vmrun/vmrun/internal/dhcpverdict"
 	"github.com/vmrun/vmrun/internal/netplan"
@@ -26,7 +27,7 @@ func (s *session) leaveL2(why string) {
 	for _, mode := range []netsetup.Mode{netsetup.Routed, netsetup.NAT} {
 		facts, plan, err := s.planFor(ctx, mode)
 		if err == nil {
-			err = s.switchAttachment(ctx, plan, dhcpverdict.LeftBecause(why, plan, errs))
+			err = s.switchAttachment(ctx, plan, dhcpverdict.LeftBecause(why, plan, errs), time.Time{})
 		}
 		if err == nil {
 			s.remember(ctx, facts, from, mode, why)
