@@ -32,9 +32,17 @@ const carrierHold = 200 * time.Millisecond
 type swapReq struct {
 	ctx   context.Context
 	nic   NIC
-	renew bool   // RenewLink: toggle the current NIC's link, swap nothing
-	live  func() // called once the new NIC is plugged in (SwapNICLive)
+	renew bool          // RenewLink: toggle the current NIC's link, swap nothing
+	built chan builtNIC // the new NIC, made by the caller while the guest ejects the old one
+	live  func()        // called once the new NIC is plugged in (SwapNICLive)
 	done  chan error
+}
+
+// builtNIC is the caller's new NIC (SwapNICBuild's build), or why there
+// is none.
+type builtNIC struct {
+	nic NIC
+	err error
 }
 
 // swappable: nic's backend can be added over QMP (nicqmp.Swappable).
@@ -43,19 +51,20 @@ func swappable(nic NIC) bool {
 }
 
 // SwapNIC replaces the running guest's NIC (started with NIC.Hotplug) by
-// one on nic's backend, in the same QEMU process: it passes nic's fds
-// (getfd), adds the new netdev, asks the guest to release the old NIC
-// (device_del) and waits for QEMU's DEVICE_DELETED, plugs the new NIC
-// into the free root port with the same id scheme (device_add; the guest
-// sees a new virtio-net device with nic.MAC), and removes the old netdev,
-// which closes QEMU's copies of the old fds. It returns once the new NIC
-// is plugged in (live under the guest). The caller keeps owning nic's
-// files and may close them afterwards. The new backend may be a tap or
-// QEMU's user mode (slirp) (swappable); the old one anything.
-// On an error before the old NIC is gone, the guest keeps it; after,
-// SwapNIC plugs the old one back. Calls are serialised; one made before
-// QMP is ready waits for it (or for ctx), one after QEMU exited returns
-// ErrNoSwap.
+// one on nic's backend, in the same QEMU process: it asks the guest to
+// release the old NIC (device_del), passes nic's fds (getfd) and adds the
+// new netdev while the guest ejects it, waits for QEMU's DEVICE_DELETED,
+// plugs the new NIC into the free root port with the same id scheme
+// (device_add; the guest sees a new virtio-net device with nic.MAC), and
+// removes the old netdev, which closes QEMU's copies of the old fds. It
+// returns once the new NIC is plugged in (live under the guest). The
+// caller keeps owning nic's files and may close them afterwards. The new
+// backend may be a tap or QEMU's user mode (slirp) (swappable); the old
+// one anything. On an error before device_del the guest keeps its NIC;
+// after (the new netdev refused, device_add failed), SwapNIC plugs the
+// old one back on its netdev, which still exists, once the guest has
+// released it. Calls are serialised; one made before QMP is ready waits
+// for it (or for ctx), one after QEMU exited returns ErrNoSwap.
 func (p *Process) SwapNIC(ctx context.Context, nic NIC) error {
 	return p.SwapNICLive(ctx, nic, nil)
 }
@@ -68,12 +77,37 @@ func (p *Process) SwapNIC(ctx context.Context, nic NIC) error {
 // non-persistent tap's, the kernel unregisters the tap inside it, 15-110
 // ms under load, in QEMU's main loop.
 func (p *Process) SwapNICLive(ctx context.Context, nic NIC, live func()) error {
+	return p.SwapNICBuild(ctx, nic, func() (NIC, error) { return nic, nil }, live)
+}
+
+// SwapNICBuild is SwapNICLive with the new NIC made during the guest's
+// eject of the old one: shape is the new NIC as it will be (its backend,
+// the number of its fds, not the fds themselves: netsetup.Preview's),
+// checked before anything is asked of the guest; build, called on the
+// caller's goroutine once device_del is on its way, makes it (the new
+// attachment's set-up). Should build fail, the guest gets its old NIC
+// back once it has released it, and SwapNICBuild returns build's error.
+// The guest is without a NIC from device_del to device_add either way;
+// made during the eject, the set-up no longer adds to that time. build
+// is called exactly once when SwapNICBuild gets as far as handing the
+// request over, not at all when it returns before (a wrong shape, ctx
+// ended, QEMU gone).
+func (p *Process) SwapNICBuild(ctx context.Context, shape NIC, build func() (NIC, error), live func()) error {
 	p.swapMu.Lock()
 	defer p.swapMu.Unlock()
-	if !swappable(nic) {
+	if !swappable(shape) {
 		return fmt.Errorf("%w: only a tap backend without extra options or QEMU's user mode (slirp) can be plugged in live", ErrNoSwap)
 	}
-	return p.request(swapReq{ctx: ctx, nic: nic, live: live, done: make(chan error, 1)})
+	r := swapReq{ctx: ctx, nic: shape, built: make(chan builtNIC, 1), live: live, done: make(chan error, 1)}
+	if err := p.hand(r); err != nil {
+		return err
+	}
+	nic, err := build()
+	if err == nil && (nic.Backend != shape.Backend || !swappable(nic)) {
+		err = fmt.Errorf("%w: the new NIC (%s backend) is not the shape announced (%s)", ErrNoSwap, nic.Backend, shape.Backend)
+	}
+	r.built <- builtNIC{nic, err}
+	return p.result(r)
 }
 
 // RenewLink has the running guest renew on the NIC it has, in place of a
@@ -94,13 +128,26 @@ func (p *Process) RenewLink(ctx context.Context) error {
 
 // request hands r to the supervisor's loop and waits for its result.
 func (p *Process) request(r swapReq) error {
+	if err := p.hand(r); err != nil {
+		return err
+	}
+	return p.result(r)
+}
+
+// hand hands r to the supervisor's loop.
+func (p *Process) hand(r swapReq) error {
 	select {
 	case p.s.swapc <- r:
+		return nil
 	case <-p.s.over:
 		return fmt.Errorf("%w: QEMU has exited", ErrNoSwap)
 	case <-r.ctx.Done():
 		return r.ctx.Err()
 	}
+}
+
+// result waits for the result of the request handed over.
+func (p *Process) result(r swapReq) error {
 	select {
 	case err := <-r.done:
 		return err
@@ -154,29 +201,54 @@ func (w *nicSwapper) renew(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// swap runs one replacement.
+// swap runs one replacement: device_del first, so that the guest's eject
+// (most of a swap's time under TCG) runs while the caller makes the new
+// NIC and its netdev is added; device_add once both are done.
 func (w *nicSwapper) swap(r swapReq) error {
+	old, n := w.seq, w.seq+1
+	dctx, cancel := context.WithTimeout(r.ctx, commandTimeout)
+	err := w.c.DeviceDel(dctx, nicID(old))
+	cancel()
+	if err != nil {
+		return err // the caller's build result, buffered, is dropped
+	}
+	w.step("NIC swap: device_del %s sent; the new backend is made during the guest's eject", nicID(old))
+	b := <-r.built // the caller always sends it
 	ctx, cancel := context.WithTimeout(r.ctx, deviceDeletedWait+4*commandTimeout)
 	defer cancel()
-	old, n := w.seq, w.seq+1
-	added, err := w.addNetdev(ctx, n, r.nic)
-	if err != nil {
-		return err
+	added := ""
+	if err = b.err; err == nil {
+		if added, err = w.addNetdev(ctx, n, b.nic); err == nil {
+			w.step("NIC swap: %s added", added)
+		}
 	}
-	if err := w.c.DeviceDel(ctx, nicID(old)); err != nil {
-		return errors.Join(err, w.c.NetdevDel(ctx, added))
-	}
-	w.step("NIC swap: %s added; device_del %s, waiting for the guest's eject", added, nicID(old))
-	if err := w.awaitDeleted(ctx, nicID(old)); err != nil {
-		return err
+	if derr := w.awaitDeleted(ctx, nicID(old)); derr != nil {
+		// The guest still has the old NIC (its eject pending).
+		if added != "" {
+			derr = errors.Join(derr, w.c.NetdevDel(ctx, added))
+		}
+		return errors.Join(err, derr)
 	}
 	w.step("NIC swap: the guest released %s (DEVICE_DELETED)", nicID(old))
-	if err := w.c.DeviceAdd(ctx, nicArgs(n, r.nic)); err != nil {
-		// Plug the old NIC back: its netdev still exists.
-		back := w.c.DeviceAdd(ctx, w.plugBack(old, r.nic))
-		return errors.Join(err, back, w.c.NetdevDel(ctx, added))
+	if err == nil {
+		err = w.c.DeviceAdd(ctx, nicArgs(n, b.nic))
 	}
-	w.seq, w.cur = n, &NIC{MAC: r.nic.MAC, MTU: r.nic.MTU, Files: make([]*os.File, len(r.nic.Files))}
+	if err != nil {
+		// Plug the old NIC back: its netdev still exists. Also when the
+		// run's context ended: the guest is not left without a NIC.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), commandTimeout)
+		defer cancel()
+		if berr := w.c.DeviceAdd(bctx, w.plugBack(old, r.nic)); berr != nil {
+			err = errors.Join(err, fmt.Errorf("plugging the old NIC back: %w", berr))
+		} else {
+			err = fmt.Errorf("%w (the guest got its old NIC back)", err)
+		}
+		if added != "" {
+			err = errors.Join(err, w.c.NetdevDel(bctx, added))
+		}
+		return err
+	}
+	w.seq, w.cur = n, &NIC{MAC: b.nic.MAC, MTU: b.nic.MTU, Files: make([]*os.File, len(b.nic.Files))}
 	if r.live != nil {
 		r.live()
 	}

@@ -59,12 +59,15 @@ func (n *netState) watch(att *netsetup.Attachment) {
 func (n *netState) err() error { return n.lostErr }
 
 // switchAttachment moves the running guest onto a new attachment for
-// plan, in the same QEMU process (see docs/live-uplink.md): it applies
-// plan (its objects are recorded in the state file before they are made,
-// beside the old attachment's, so a SIGKILL at any moment leaves only
-// what `vmrun gc` removes), replaces the guest's NIC by one on the new
-// attachment (launcher.Process.SwapNIC; the guest keeps its MAC when the
-// plan does), then removes the old attachment. why is the reason, in
+// plan, in the same QEMU process (see docs/live-uplink.md): it asks the
+// guest to eject its NIC and, during the eject, applies plan (its objects
+// are recorded in the state file before they are made, beside the old
+// attachment's, so a SIGKILL at any moment leaves only what `vmrun gc`
+// removes); it plugs a NIC on the new attachment in once the guest has
+// released the old one (launcher.Process.SwapNICBuild; the guest keeps
+// its MAC when the plan does), then removes the old attachment. A plan
+// whose set-up can wait on the network (routed's upstream lease,
+// netplan.SetupWaits) is applied before the eject. why is the reason, in
 // words, for the one stderr line each switch prints. On an error before
 // the new NIC is live the guest stays on the old attachment and the new
 // one is undone; once it is live the switch has happened, and the line
@@ -88,13 +91,22 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	if plan.RuntimeRoot == "" {
 		plan.RuntimeRoot = n.plan.RuntimeRoot
 	}
-	att, err := netsetup.Apply(netsetup.WithTrace(ctx, s.trace()), plan, s.dir)
-	if err != nil {
-		return fmt.Errorf("switch to %s: %w", plan.Mode, err)
+	// The guest's eject of its old NIC, most of a switch under TCG, starts
+	// first; the new attachment is made meanwhile (buildAttachment).
+	var att *netsetup.Attachment
+	build := func() (nic launcher.NIC, err error) {
+		if att, err = s.buildAttachment(ctx, plan); err == nil {
+			nic = *netplan.NIC(att)
+		}
+		return nic, err
 	}
-	nic := netplan.NIC(att)
-	if nic == nil {
-		return errors.Join(fmt.Errorf("switch to %s: no NIC backend", plan.Mode), att.Undo())
+	shape := netplan.NIC(netsetup.Preview(plan))
+	if shape == nil || netplan.SetupWaits(plan) { // not without a NIC for that long
+		nic, err := build()
+		if err != nil {
+			return fmt.Errorf("switch to %s: %w", plan.Mode, err)
+		}
+		shape, build = &nic, func() (launcher.NIC, error) { return nic, nil }
 	}
 	// The switch's time ends when the new NIC is live under the guest,
 	// before QEMU removes the old backend. From there on the switch has
@@ -104,10 +116,13 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	live := false
 	swap := s.swap // a unit test's fake
 	if swap == nil {
-		swap = s.qemu.SwapNICLive
+		swap = s.qemu.SwapNICBuild
 	}
-	left := swap(ctx, *nic, func() { liveAt, live = time.Now(), true })
+	left := swap(ctx, *shape, build, func() { liveAt, live = time.Now(), true })
 	if left != nil && !live {
+		if att == nil {
+			return fmt.Errorf("switch to %s: %w", plan.Mode, left)
+		}
 		att.CloseFiles()
 		return errors.Join(fmt.Errorf("switch to %s: %w", plan.Mode, left), att.Undo())
 	}
@@ -140,5 +155,16 @@ func (s *session) switchAttachment(ctx context.Context, plan netsetup.Plan, why 
 	return nil
 }
 
-// swapFunc is launcher.Process.SwapNICLive's shape (a session's swap).
-type swapFunc func(ctx context.Context, nic launcher.NIC, live func()) error
+// swapFunc is launcher.Process.SwapNICBuild's shape (a session's swap).
+type swapFunc func(ctx context.Context, shape launcher.NIC, build func() (launcher.NIC, error), live func()) error
+
+// buildAttachment makes plan's attachment (netsetup.Apply), one with a
+// NIC backend.
+func (s *session) buildAttachment(ctx context.Context, plan netsetup.Plan) (*netsetup.Attachment, error) {
+	att, err := netsetup.Apply(netsetup.WithTrace(ctx, s.trace()), plan, s.dir)
+	if err == nil && netplan.NIC(att) == nil {
+		err = errors.Join(errors.New("no NIC backend"), att.Undo())
+		att = nil
+	}
+	return att, err
+}

@@ -41,6 +41,7 @@ func TestSwitchAfterLive(t *testing.T) {
 		{"both fail after live", true, netdevDel, errors.New("busy"), true, "",
 			[]string{"old backend stays in QEMU", "removing the bridge attachment: busy"}},
 		{"device_add fails", false, errors.New("device_add nic1: no slot"), nil, false, "switch to user: device_add nic1: no slot", nil},
+		{"device_del refused", false, errors.New("device_del nic0: busy"), nil, false, "switch to user: device_del nic0: busy", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,7 +63,17 @@ func TestSwitchAfterLive(t *testing.T) {
 			oldPlan := netsetup.Plan{Mode: netsetup.Bridge, Name: "vm", MAC: mac}
 			s.net.att, s.net.plan = old, oldPlan
 			var plugged []launcher.NIC
-			s.swap = func(_ context.Context, nic launcher.NIC, live func()) error {
+			s.swap = func(_ context.Context, shape launcher.NIC, build func() (launcher.NIC, error), live func()) error {
+				if shape.Backend != "user" {
+					t.Fatalf("shape %+v announced, want a user-mode NIC", shape)
+				}
+				if tc.name == "device_del refused" {
+					return tc.swapErr // before build: nothing made
+				}
+				nic, err := build()
+				if err != nil {
+					t.Fatalf("build: %v", err)
+				}
 				plugged = append(plugged, nic)
 				if tc.live {
 					live()
@@ -70,8 +81,8 @@ func TestSwitchAfterLive(t *testing.T) {
 				return tc.swapErr
 			}
 			err := s.switchAttachment(context.Background(), netsetup.Plan{Mode: netsetup.User, Name: "vm", MAC: mac}, "test", time.Now().Add(-5*time.Millisecond))
-			if len(plugged) != 1 || plugged[0].Backend != "user" {
-				t.Fatalf("plugged %+v, want one user-mode NIC", plugged)
+			if wantBuilt := map[bool]int{true: 1}[tc.name != "device_del refused"]; len(plugged) != wantBuilt || wantBuilt == 1 && plugged[0].Backend != "user" {
+				t.Fatalf("plugged %+v, want %d user-mode NIC", plugged, wantBuilt)
 			}
 			if tc.wantInErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantInErr) {

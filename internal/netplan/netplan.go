@@ -141,6 +141,15 @@ func Hotplug(req netsetup.Mode, nic *launcher.NIC) bool {
 	return req == netsetup.Auto && nic != nil && nic.Backend == "tap"
 }
 
+// SetupWaits says whether making plan's attachment can wait on the
+// network: routed's upstream lease (up to dhcpupstream's 30 s without an
+// answer). A switch to such a plan makes it before the guest is asked to
+// eject its NIC, not during the eject: the guest would be without a NIC
+// for as long.
+func SetupWaits(plan netsetup.Plan) bool {
+	return plan.Mode == netsetup.Routed && plan.GuestIP == nil
+}
+
 // LateNIC says whether a run of plan plugs its NIC in over QMP after
 // QEMU has started (launcher.VM.LateNIC), so that QEMU's own start and
 // the network set-up overlap: when the NIC would go on a hot-pluggable

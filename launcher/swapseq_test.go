@@ -1,0 +1,212 @@
+package launcher
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmrun/vmrun/qmp"
+)
+
+// fakeQEMU answers QMP as QEMU 7.2 does for a NIC swap (every command
+// succeeds unless named in fail), records each command with its id
+// argument ("device_del nic0", "device_add nic1 vmrun-rp1 net1"), and
+// announces DEVICE_DELETED for a device_del's device once eject is
+// closed: the guest's eject, held until the test lets it happen.
+type fakeQEMU struct {
+	fail    map[string]bool // "device_add nic1" fails
+	eject   chan struct{}
+	delSeen chan struct{} // closed at the first device_del
+
+	mu   sync.Mutex
+	w    *bufio.Writer
+	cmds []string
+}
+
+func (f *fakeQEMU) sent() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.cmds)
+}
+
+func (f *fakeQEMU) write(v any) {
+	b, _ := json.Marshal(v)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.w.Write(append(b, '\n'))
+	f.w.Flush()
+}
+
+// serve runs one connection (fds passed with getfd are read and closed).
+func (f *fakeQEMU) serve(conn *net.UnixConn) {
+	defer conn.Close()
+	f.w = bufio.NewWriter(conn)
+	f.write(map[string]any{"QMP": map[string]any{"version": map[string]any{"qemu": map[string]int{"major": 7, "minor": 2, "micro": 0}, "package": ""}, "capabilities": []string{"oob"}}})
+	var pending []byte
+	for {
+		buf, oob := make([]byte, 4096), make([]byte, 64)
+		n, _, _, _, err := conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return
+		}
+		pending = append(pending, buf[:n]...)
+		for {
+			i := strings.IndexByte(string(pending), '\n')
+			if i < 0 {
+				break
+			}
+			var c struct {
+				Execute   string         `json:"execute"`
+				Arguments map[string]any `json:"arguments"`
+			}
+			_ = json.Unmarshal(pending[:i], &c)
+			pending = pending[i+1:]
+			f.answer(c.Execute, c.Arguments)
+		}
+	}
+}
+
+func (f *fakeQEMU) answer(cmd string, args map[string]any) {
+	line := cmd
+	for _, k := range []string{"id", "fdname", "bus", "netdev"} {
+		if v, ok := args[k].(string); ok {
+			line += " " + v
+		}
+	}
+	if cmd != "qmp_capabilities" {
+		f.mu.Lock()
+		f.cmds = append(f.cmds, line)
+		f.mu.Unlock()
+	}
+	if cmd == "device_del" && f.delSeen != nil {
+		close(f.delSeen)
+		f.delSeen = nil
+	}
+	for k := range f.fail {
+		if strings.HasPrefix(line, k) {
+			f.write(map[string]any{"error": map[string]string{"class": "GenericError", "desc": k + ": refused"}})
+			return
+		}
+	}
+	f.write(map[string]any{"return": map[string]any{}})
+	if cmd == "device_del" {
+		id := args["id"]
+		go func() {
+			<-f.eject
+			f.write(map[string]any{"event": "DEVICE_DELETED", "data": map[string]any{"device": id, "path": "/machine/peripheral/" + fmt.Sprint(id)},
+				"timestamp": map[string]int{"seconds": 1, "microseconds": 0}})
+		}()
+	}
+}
+
+// TestSwapSequence drives nicSwapper's swap against fakeQEMU: device_del
+// goes first and the new NIC is made (the caller's build) while the guest
+// ejects; device_add waits for DEVICE_DELETED. Whatever fails after
+// device_del, the guest gets its old NIC back on its netdev, and a new
+// netdev added is removed again.
+func TestSwapSequence(t *testing.T) {
+	tap, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	mac := net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x56}
+	nic := NIC{Backend: "tap", Files: []*os.File{tap}, MAC: mac}
+	cases := []struct {
+		name     string
+		fail     string
+		buildErr error
+		live     bool
+		wantErr  string
+		want     []string
+	}{
+		{"clean", "", nil, true, "",
+			[]string{"device_del nic0", "getfd net1-q0", "netdev_add net1", "device_add nic1 vmrun-rp1 net1", "netdev_del net0"}},
+		{"the set-up fails", "", errors.New("macvtap: address in use"), false, "macvtap: address in use (the guest got its old NIC back)",
+			[]string{"device_del nic0", "device_add nic0 vmrun-rp0 net0"}},
+		{"netdev_add refused", "netdev_add", nil, false, "QMP netdev_add: netdev_add: refused (the guest got its old NIC back)",
+			[]string{"device_del nic0", "getfd net1-q0", "netdev_add net1", "closefd net1-q0", "device_add nic0 vmrun-rp0 net0"}},
+		{"device_add refused", "device_add nic1", nil, false, "QMP device_add: device_add nic1: refused (the guest got its old NIC back)",
+			[]string{"device_del nic0", "getfd net1-q0", "netdev_add net1", "device_add nic1 vmrun-rp1 net1", "device_add nic0 vmrun-rp0 net0", "netdev_del net1"}},
+		{"device_del refused", "device_del", nil, false, "QMP device_del: device_del: refused", []string{"device_del nic0"}},
+		{"the old NIC cannot come back", "device_add", errors.New("boom"), false, "plugging the old NIC back: QMP device_add: device_add: refused",
+			[]string{"device_del nic0", "device_add nic0 vmrun-rp0 net0"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := make(chan struct{})
+			f := &fakeQEMU{fail: map[string]bool{}, eject: make(chan struct{}), delSeen: seen}
+			if tc.fail != "" {
+				f.fail[tc.fail] = true
+			}
+			w := connectFake(t, f)
+			r := swapReq{ctx: context.Background(), nic: nic, built: make(chan builtNIC, 1), done: make(chan error, 1)}
+			live := false
+			r.live = func() { live = true }
+			go func() { r.done <- w.run(r) }()
+			// The caller's build, as SwapNICBuild runs it: device_del is
+			// on its way, the guest has not released its NIC yet.
+			select {
+			case <-seen:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no device_del before the build; sent %q", f.sent())
+			}
+			r.built <- builtNIC{nic, tc.buildErr}
+			close(f.eject)
+			err := <-r.done
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("swap: %v, want an error containing %q", err, tc.wantErr)
+			}
+			if live != tc.live {
+				t.Errorf("live %v, want %v", live, tc.live)
+			}
+			if got := f.sent(); !slices.Equal(got, tc.want) {
+				t.Errorf("QMP commands\n  %q\nwant\n  %q", got, tc.want)
+			}
+			if wantSeq := map[bool]int{true: 1}[tc.live]; w.seq != wantSeq {
+				t.Errorf("the current NIC is number %d, want %d", w.seq, wantSeq)
+			}
+		})
+	}
+}
+
+// connectFake connects a nicSwapper to f, with the supervisor's part: each
+// DEVICE_DELETED's id goes to the swapper.
+func connectFake(t *testing.T, f *fakeQEMU) *nicSwapper {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "qmp.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		if conn, err := ln.AcceptUnix(); err == nil {
+			f.serve(conn)
+		}
+	}()
+	c, err := qmp.Connect(context.Background(), path, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	w := &nicSwapper{c: c, deleted: make(chan string, 8), step: func(string, ...any) {}}
+	go func() {
+		for ev := range c.Events() {
+			if ev.Name == qmp.EventDeviceDeleted {
+				w.deleted <- ev.String("device")
+			}
+		}
+	}()
+	return w
+}
