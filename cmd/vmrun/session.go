@@ -61,8 +61,9 @@ type session struct {
 	net     netState             // the network attachment, once attached
 	verdict dhcpverdict.Verifier // --net auto's check of a layer-2 choice
 
-	agent *guestexec.Channel // the guest agent's channel; nil with --agent off
-	addrs *guestaddr.Book    // the guest's addresses
+	running func()             // what Supervise calls once the guest runs (supervise sets it)
+	agent   *guestexec.Channel // the guest agent's channel; nil with --agent off
+	addrs   *guestaddr.Book    // the guest's addresses
 }
 
 // errStopped ends the set-up on a stop request that came during it: the
@@ -281,7 +282,7 @@ func (s *session) options(console io.Writer) launcher.Options {
 		},
 		Ready:   func(v string) { s.step("QMP ready (QEMU %s)", v) },
 		Plugged: func(d time.Duration) { s.step("NIC plugged in over QMP in %.1f ms", float64(d.Microseconds())/1000) },
-		Running: func() { s.step("guest running") },
+		Running: func() { s.step("guest running"); s.running() },
 		RunAs:   s.conf.User, NoNewPrivs: !s.spec.QEMUPrivileged,
 	}
 	if s.vm.Console == launcher.ConsoleSerial && isTerminal(os.Stdin) {
@@ -299,13 +300,16 @@ func (s *session) options(console io.Writer) launcher.Options {
 // supervise runs the guest until QEMU exits and maps how it ended to the
 // run's error, showing the console's last lines when it failed unseen.
 func (s *session) supervise() error {
-	// The watch starts beside QMP's handshake, not before it: its start
-	// reads the host's network (netlink dumps, nl80211), which need not
-	// hold up QEMU's start; its step line may come before or after "QMP
-	// ready".
-	followc := make(chan func(), 1)
-	go func() { followc <- s.followUplink() }()
-	defer func() { (<-followc)() }()
+	// The watch starts once the guest runs (Supervise calls running in
+	// this goroutine): its start reads the host's network (netlink dumps,
+	// nl80211), which would take CPU from QEMU's own start.
+	followc, started := make(chan func(), 1), false
+	s.running = func() { started = true; go func() { followc <- s.followUplink() }() }
+	defer func() {
+		if started {
+			(<-followc)()
+		}
+	}()
 	res := s.qemu.Supervise(s.c.Context)
 	if s.addrs.TimedOut() && res.Code == exitcode.OK {
 		return s.addrTimeout()
