@@ -504,8 +504,8 @@ func (p *soakProc) Write(b []byte) (int, error) {
 		}
 		if soakStepLine.MatchString(line) {
 			// The trigger counts every step line: "following the uplink"
-			// comes before or after "guest running" (the watch starts
-			// beside QMP's handshake), so a clean run's count up to
+			// comes after "guest running" (the watch starts once the guest
+			// runs), and so may others, so a clean run's count up to
 			// "guest running" may be reached only just after it.
 			p.lines++
 			if !p.ready {
