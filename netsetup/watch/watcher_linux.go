@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -161,6 +162,7 @@ func (w *Watcher) loop(ctx context.Context, cfg Config, d *decider) error {
 	timer.Stop()
 	var first time.Time // the burst's first event; zero between bursts
 	var held time.Time  // when a move to park was first decided and held back
+	misses := 0         // detections in a row that met a vanished link
 	for {
 		ev := w.ev.Load()
 		select {
@@ -172,13 +174,9 @@ func (w *Watcher) loop(ctx context.Context, cfg Config, d *decider) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			ev.drain()
-			again, serr := subscribe(ctx)
-			if serr != nil {
-				w.ev.Store(&events{stop: func() {}, wifi: func() {}})
-				return fmt.Errorf("%w; subscribing again: %w", err, serr)
+			if err := w.resubscribe(ctx, ev, err); err != nil {
+				return err
 			}
-			w.ev.Store(again)
 			first = time.Now()
 			timer.Reset(cfg.Quiet)
 		case <-ev.kick:
@@ -189,9 +187,18 @@ func (w *Watcher) loop(ctx context.Context, cfg Config, d *decider) error {
 			timer.Reset(min(cfg.Quiet, first.Add(cfg.MaxDelay).Sub(now)))
 		case <-timer.C:
 			dec, err := d.decide()
+			if err != nil && vanished(err) && misses < maxMisses {
+				misses++ // a link went during the detection (a change in steps): look again
+				if first.IsZero() {
+					first = time.Now()
+				}
+				timer.Reset(cfg.Quiet)
+				continue
+			}
 			if err != nil {
 				return err
 			}
+			misses = 0
 			now := time.Now()
 			if dec.Action == Park && dec.Plan != nil && cfg.ParkGrace > 0 {
 				// Give an uplink ParkGrace to appear; an event before
@@ -228,6 +235,28 @@ func (w *Watcher) loop(ctx context.Context, cfg Config, d *decider) error {
 			}
 		}
 	}
+}
+
+// resubscribe replaces the failed subscriptions ev (failed with err).
+func (w *Watcher) resubscribe(ctx context.Context, ev *events, err error) error {
+	ev.drain()
+	again, serr := subscribe(ctx)
+	if serr != nil {
+		w.ev.Store(&events{stop: func() {}, wifi: func() {}})
+		return fmt.Errorf("%w; subscribing again: %w", err, serr)
+	}
+	w.ev.Store(again)
+	return nil
+}
+
+// maxMisses bounds the detections in a row that may fail on a link that
+// vanished during them (vanished), Quiet apart, before the watch ends.
+const maxMisses = 20
+
+// vanished says whether a detection failed because a link it had just
+// found was gone at its next lookup.
+func vanished(err error) bool {
+	return errors.Is(err, hostnet.ErrNoInterface) || hostnet.IsNotFound(err)
 }
 
 // decider keeps the state between detections.
