@@ -45,9 +45,13 @@ func ipvtapSteps(x *guest) []hostnet.Step {
 		{Name: "open queues", Do: x.openQueues},
 		{Name: "reset group", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetGroup(x.link, 0) }},
 		{Name: "allmulticast", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAllmulticastOn(x.link) }},
+		// The DHCP port before "up": a root qdisc grafted on a link that
+		// is up first deactivates it, which waits for an expedited RCU
+		// grace period (synchronize_net under the RTNL lock) — IPIs to
+		// every CPU, slow on a loaded VM.
+		{Name: "dhcp port", Do: x.makeDHCPPort},
 		{Name: "up", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetUp(x.link) }},
 		{Name: "check mode", Do: func(s *hostnet.Setup) error { return x.checkMode() }},
-		{Name: "dhcp port", Do: x.makeDHCPPort},
 		{Name: "shim", Do: x.makeShim},
 		{Name: "rp_filter", Do: x.loosenRPFilter},
 		{Name: "register", Do: func(s *hostnet.Setup) error {
