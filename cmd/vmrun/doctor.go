@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
-
 	"github.com/urfave/cli/v2"
 
-	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/hostcheck"
 	"github.com/vmrun/vmrun/internal/netplan"
 	"github.com/vmrun/vmrun/internal/rundir"
-	"github.com/vmrun/vmrun/netsetup"
 )
 
 func doctorCommand() *cli.Command {
@@ -35,7 +31,7 @@ func doctorAction(c *cli.Context) error {
 		return exitcode.Usagef("unexpected argument %q (see `vmrun doctor --help`)", c.Args().First())
 	}
 	r := hostcheck.Report{Checks: hostcheck.Run(rundir.Root())}
-	r.Auto, r.OK = autoVerdict(c.Context)
+	r.Auto, r.OK = netplan.AutoVerdict(c.Context, limits())
 	if err := r.Write(c.App.Writer, c.Bool("json")); err != nil {
 		return err
 	}
@@ -43,23 +39,4 @@ func doctorAction(c *cli.Context) error {
 		return exitcode.Wrap(exitcode.Usage, exitcode.ErrSilent)
 	}
 	return nil
-}
-
-// autoVerdict plans --net auto here: ok when it is a layer-2 mode.
-func autoVerdict(ctx context.Context) (hostcheck.Auto, bool) {
-	cfg := config.Defaults()
-	cfg.Kernel, cfg.Name = "/dev/null", "doctor"
-	spec, err := cfg.Resolve()
-	if err == nil {
-		var p netsetup.Plan
-		if p, err = netplan.Plan(ctx, planRequest(spec)); err == nil {
-			a := hostcheck.Auto{Mode: string(p.Mode), Parent: p.Parent, Reason: p.Reason, Notice: p.Notice}
-			switch p.Mode {
-			case netsetup.Bridge, netsetup.Macvtap, netsetup.IPVtap:
-				return a, true
-			}
-			return a, false
-		}
-	}
-	return hostcheck.Auto{Mode: "none", Reason: oneLine(err.Error())}, false
 }
