@@ -10,6 +10,7 @@
 package dhcpverdict
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -35,6 +36,13 @@ type Verifier struct {
 	wait      time.Duration // Wait
 	need      int           // Discovers
 	fail      func(why string)
+
+	// The probe of the armed attachment (Probe), if any.
+	probeXID  uint32
+	probing   bool               // a probe was started for this arm
+	stopProbe context.CancelFunc // ends it: the guest's DHCP started, or the arm ended
+	moving    bool               // the probe's move is under way
+	held      bool               // a verdict came during it
 }
 
 // Arm starts the verdict with the usual bounds when on is true: fail runs
@@ -52,16 +60,21 @@ func (v *Verifier) arm(on bool, wait time.Duration, need int, fail func(why stri
 	v.disarmLocked()
 	v.fail, v.wait, v.need = fail, wait, need
 	v.discovers, v.first, v.timer = 0, time.Time{}, nil
+	v.probing, v.probeXID, v.moving, v.held = false, 0, false, false
 	v.armed = on
 }
 
-// Discover counts one of the guest's DISCOVERs.
-func (v *Verifier) Discover() {
+// Discover counts one of the guest's DISCOVERs (transaction id xid). The
+// probe's own, sent from the guest's MAC, are not the guest's: they are
+// left out by their xid. The guest's first ends the probe: from there on
+// the guest's own DHCP speaks, and the verdict rules.
+func (v *Verifier) Discover(xid uint32) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !v.armed {
+	if !v.armed || (v.probing && xid == v.probeXID) {
 		return
 	}
+	v.endProbeLocked()
 	v.discovers++
 	if v.discovers == 1 {
 		v.first = time.Now()
@@ -89,6 +102,10 @@ func (v *Verifier) expire() {
 }
 
 func (v *Verifier) failLocked() {
+	if v.moving {
+		v.held = true // the probe's move decides first (Probe)
+		return
+	}
 	why := fmt.Sprintf("no DHCP answer for the guest in %d s, %d DISCOVERs", int(time.Since(v.first).Round(time.Second).Seconds()), v.discovers)
 	v.disarmLocked()
 	go v.fail(why)
@@ -96,9 +113,62 @@ func (v *Verifier) failLocked() {
 
 func (v *Verifier) disarmLocked() {
 	v.armed = false
+	v.endProbeLocked()
 	if v.timer != nil {
 		v.timer.Stop()
 	}
+}
+
+func (v *Verifier) endProbeLocked() {
+	if v.stopProbe != nil {
+		v.stopProbe()
+		v.stopProbe = nil
+	}
+}
+
+// Probe starts the probe of the armed attachment (internal/dhcpprobe):
+// it returns the context the probe runs in, which ends when the guest's
+// own first DISCOVER is seen, when the LAN answers the guest, or when the
+// verdict is armed again or ended (a switch); and refused, the probe's
+// conclusion that the LAN did not answer. xid is the probe's transaction
+// id: its DISCOVERs are not counted as the guest's. ok is false when
+// nothing is armed (no probe then).
+//
+// refused runs move (in the caller's goroutine) unless the probe's
+// context ended first: a probe cut short proves nothing. While move runs,
+// the guest's own verdict waits for it; when move reports it did not move
+// the guest (false: the probe is inconclusive, e.g. the host got no
+// lease either), the verdict goes on as if there had been no probe, its
+// count of the guest's DISCOVERs and its wait unchanged.
+func (v *Verifier) Probe(parent context.Context, xid uint32) (ctx context.Context, refused func(why string, move func(string) bool), ok bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.armed || v.probing {
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithCancel(parent)
+	v.probing, v.probeXID, v.stopProbe = true, xid, cancel
+	refused = func(why string, move func(string) bool) {
+		v.mu.Lock()
+		if ctx.Err() != nil || v.moving {
+			v.mu.Unlock()
+			return
+		}
+		v.moving = true
+		v.mu.Unlock()
+		moved := move(why)
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if v.probeXID != xid || !v.probing {
+			return // armed again: by the move's switch, or another's
+		}
+		v.moving = false
+		if !moved && v.held && v.armed {
+			v.held = false
+			v.failLocked()
+		}
+	}
+	return ctx, refused, true
 }
 
 // Verifies says whether --net auto checks the LAN's DHCP answer for plan:

@@ -1,6 +1,7 @@
 package dhcpverdict
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -22,7 +23,7 @@ func newVerifier(wait time.Duration, need int) (*Verifier, <-chan string) {
 func TestVerdictNoAnswer(t *testing.T) {
 	v, c := newVerifier(50*time.Millisecond, 3)
 	for range 3 {
-		v.Discover()
+		v.Discover(1)
 	}
 	select {
 	case why := <-c:
@@ -32,7 +33,7 @@ func TestVerdictNoAnswer(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no verdict after 3 unanswered DISCOVERs and the wait")
 	}
-	v.Discover()
+	v.Discover(1)
 	select {
 	case why := <-c:
 		t.Fatalf("a second verdict: %q", why)
@@ -44,14 +45,14 @@ func TestVerdictNoAnswer(t *testing.T) {
 // sent fewer DISCOVERs than needed; its next one past the wait is.
 func TestVerdictNeedsRetries(t *testing.T) {
 	v, c := newVerifier(50*time.Millisecond, 3)
-	v.Discover()
-	v.Discover()
+	v.Discover(1)
+	v.Discover(1)
 	select {
 	case why := <-c:
 		t.Fatalf("verdict after 2 DISCOVERs: %q", why)
 	case <-time.After(150 * time.Millisecond):
 	}
-	v.Discover()
+	v.Discover(1)
 	select {
 	case <-c:
 	case <-time.After(10 * time.Second):
@@ -61,10 +62,10 @@ func TestVerdictNeedsRetries(t *testing.T) {
 
 func TestVerdictAnswered(t *testing.T) {
 	v, c := newVerifier(50*time.Millisecond, 2)
-	v.Discover()
+	v.Discover(1)
 	v.Answered()
-	v.Discover()
-	v.Discover()
+	v.Discover(1)
+	v.Discover(1)
 	select {
 	case why := <-c:
 		t.Fatalf("verdict after the LAN answered: %q", why)
@@ -99,17 +100,17 @@ func TestVerdictRearmed(t *testing.T) {
 	fail := func(why string) { c <- why }
 	v := &Verifier{}
 	v.arm(true, 50*time.Millisecond, 3, fail)
-	v.Discover()
-	v.Discover()
+	v.Discover(1)
+	v.Discover(1)
 	v.arm(true, 50*time.Millisecond, 3, fail)
-	v.Discover()
+	v.Discover(1)
 	select {
 	case why := <-c:
 		t.Fatalf("verdict counting the DISCOVERs of the attachment before: %q", why)
 	case <-time.After(150 * time.Millisecond):
 	}
-	v.Discover()
-	v.Discover()
+	v.Discover(1)
+	v.Discover(1)
 	select {
 	case why := <-c:
 		if !strings.Contains(why, "3 DISCOVERs") {
@@ -120,7 +121,7 @@ func TestVerdictRearmed(t *testing.T) {
 	}
 	v.arm(true, 50*time.Millisecond, 3, fail)
 	for range 3 {
-		v.Discover()
+		v.Discover(1)
 	}
 	v.arm(false, 50*time.Millisecond, 3, fail)
 	select {
@@ -162,4 +163,94 @@ func TestLeftBecause(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProbeNotTheGuest: the probe's DISCOVERs (its xid) are not counted as
+// the guest's, and the guest's first one ends the probe, whose "refused"
+// then moves nothing.
+func TestProbeNotTheGuest(t *testing.T) {
+	v, c := newVerifier(50*time.Millisecond, 2)
+	ctx, refused, ok := v.Probe(context.Background(), 0xabcd)
+	if !ok {
+		t.Fatal("no probe on an armed verifier")
+	}
+	for range 3 {
+		v.Discover(0xabcd)
+	}
+	select {
+	case why := <-c:
+		t.Fatalf("the probe's DISCOVERs made a verdict: %q", why)
+	case <-time.After(150 * time.Millisecond):
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the probe's own DISCOVERs ended it")
+	}
+	v.Discover(1)
+	if ctx.Err() == nil {
+		t.Fatal("the guest's first DISCOVER did not end the probe")
+	}
+	refused("no answer", func(string) bool { t.Fatal("a probe cut short moved the guest"); return true })
+	v.Discover(1)
+	select {
+	case <-c:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guest's own verdict did not come")
+	}
+}
+
+// TestProbeMoves: an unanswered probe moves the guest; a failed move
+// leaves the guest's verdict as it was, which comes then, not twice.
+func TestProbeMoves(t *testing.T) {
+	v, c := newVerifier(50*time.Millisecond, 2)
+	_, refused, _ := v.Probe(context.Background(), 7)
+	if _, _, again := v.Probe(context.Background(), 8); again {
+		t.Fatal("a second probe for one arm")
+	}
+	var moved []string
+	refused("probe: no answer", func(why string) bool {
+		moved = append(moved, why)
+		// The guest's verdict falls due during the move: it waits.
+		v.Discover(1)
+		v.Discover(1)
+		time.Sleep(100 * time.Millisecond) // past the test verifier's 50 ms wait
+		v.Discover(1)
+		select {
+		case why := <-c:
+			t.Errorf("a verdict during the probe's move: %q", why)
+		default:
+		}
+		return false
+	})
+	if len(moved) != 1 || moved[0] != "probe: no answer" {
+		t.Fatalf("moves %q", moved)
+	}
+	select {
+	case why := <-c:
+		if !strings.Contains(why, "3 DISCOVERs") {
+			t.Errorf("why = %q", why)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held verdict did not come after the probe's move failed")
+	}
+	// Disarmed: no probe.
+	if _, _, ok := v.Probe(context.Background(), 9); ok {
+		t.Fatal("a probe after the verdict")
+	}
+}
+
+// TestProbeEndsWithArm: answering the guest or arming again ends the probe.
+func TestProbeEndsWithArm(t *testing.T) {
+	v, _ := newVerifier(time.Hour, 2)
+	ctx, _, _ := v.Probe(context.Background(), 7)
+	v.Answered()
+	if ctx.Err() == nil {
+		t.Fatal("an answer to the guest did not end the probe")
+	}
+	v.Arm(true, func(string) {})
+	ctx, refused, _ := v.Probe(context.Background(), 7)
+	v.Arm(false, nil)
+	if ctx.Err() == nil {
+		t.Fatal("arming again did not end the probe")
+	}
+	refused("x", func(string) bool { t.Fatal("moved after a re-arm"); return true })
 }

@@ -71,15 +71,15 @@ func hostLinkLoss(follow func(hostnet.GuestAddr)) string {
 
 // watchFrames reads conn until ctx ends, reporting each sighting and
 // each of the guest's DHCPDISCOVERs, and closes conn.
-func watchFrames(ctx context.Context, conn *packet.Conn, mac net.HardwareAddr, report func(hostnet.GuestAddr), discover func()) error {
+func watchFrames(ctx context.Context, conn *packet.Conn, mac net.HardwareAddr, report func(hostnet.GuestAddr), discover func(xid uint32)) error {
 	// Closing a packet socket waits for an RCU grace period: not on Undo's path.
 	defer func() { go conn.Close() }()
 	defer context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })()
 	err := learn.ReadFrames(conn, make([]byte, learn.SnapFull), ctx.Done(), func(frame []byte) {
 		if sg, ok := learn.LANSighting(frame, mac); ok {
 			report(GuestAddr(sg))
-		} else if learn.GuestDiscover(frame, mac) {
-			discover()
+		} else if xid, ok := learn.GuestDiscover(frame, mac); ok {
+			discover(xid)
 		}
 	})
 	if err != nil {

@@ -27,14 +27,15 @@ type Trace struct {
 	// Discover is called for each DHCPDISCOVER the guest sends on a
 	// bridge or macvtap attachment (the watcher of its addresses sees
 	// them), so --net auto can tell a LAN that never answers. Same rules
-	// as Addr.
-	Discover func()
+	// as Addr. xid is the DISCOVER's transaction id (vmrun's own probe,
+	// sent from the guest's MAC, is told apart by it).
+	Discover func(xid uint32)
 }
 
 // ReportDiscover calls Discover, if set.
-func (t *Trace) ReportDiscover() {
+func (t *Trace) ReportDiscover(xid uint32) {
 	if t != nil && t.Discover != nil {
-		t.Discover()
+		t.Discover(xid)
 	}
 }
 

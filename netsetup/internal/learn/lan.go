@@ -77,12 +77,16 @@ func LANSighting(frame []byte, mac net.HardwareAddr) (Sighting, bool) {
 }
 
 // GuestDiscover reports whether frame is the guest's DHCPDISCOVER (from
-// mac, for mac): the guest asks the LAN for an address. --net auto
-// counts them to tell a LAN that does not answer the guest.
-func GuestDiscover(frame []byte, mac net.HardwareAddr) bool {
+// mac, for mac), and its transaction id: the guest asks the LAN for an
+// address. --net auto counts them to tell a LAN that does not answer the
+// guest (and leaves out its own probe's, by the xid).
+func GuestDiscover(frame []byte, mac net.HardwareAddr) (xid uint32, ok bool) {
 	m, ok := dhcpIn(frame, dhcpClientPort, dhcpServerPort)
-	return ok && bytes.Equal(frame[6:12], mac) && bytes.Equal(m.ClientHWAddr, mac) &&
-		m.OpCode == dhcpv4.OpcodeBootRequest && m.MessageType() == dhcpv4.MessageTypeDiscover
+	if !ok || !bytes.Equal(frame[6:12], mac) || !bytes.Equal(m.ClientHWAddr, mac) ||
+		m.OpCode != dhcpv4.OpcodeBootRequest || m.MessageType() != dhcpv4.MessageTypeDiscover {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(m.TransactionID[:]), true
 }
 
 // dhcpAck reads a DHCP server's message: a DHCPACK that grants mac an

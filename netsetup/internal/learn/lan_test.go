@@ -1,6 +1,7 @@
 package learn
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -139,11 +140,17 @@ func TestGuestDiscover(t *testing.T) {
 		{"a server's ACK", ackFrame(t, dhcpv4.MessageTypeAck, "192.168.77.57", true, guestMAC), false},
 		{"the guest's ARP", ethBytes(t, guestMAC, ethernet.EtherTypeARP, arpBytes(t, arp.OperationRequest, "192.168.77.57", "192.168.77.1")), false},
 	} {
-		if got := GuestDiscover(c.frame, guestMAC); got != c.want {
+		xid, got := GuestDiscover(c.frame, guestMAC)
+		if got != c.want {
 			t.Errorf("%s: GuestDiscover = %v, want %v", c.name, got, c.want)
 		}
+		// The xid is the BOOTP message's, at its offset 4 (after the
+		// Ethernet, IPv4 and UDP headers here).
+		if want := binary.BigEndian.Uint32(c.frame[14+20+8+4:]); got && xid != want {
+			t.Errorf("%s: xid %#x, want %#x", c.name, xid, want)
+		}
 	}
-	if GuestDiscover(dhcpFrame(t, dhcpv4.MessageTypeDiscover, "", ""), other) {
+	if _, ok := GuestDiscover(dhcpFrame(t, dhcpv4.MessageTypeDiscover, "", ""), other); ok {
 		t.Error("another client's DISCOVER counted as the guest's")
 	}
 }
