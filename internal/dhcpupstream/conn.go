@@ -39,6 +39,12 @@ type l2Conn struct {
 	peers map[[4]byte]net.HardwareAddr // server IPv4 → MAC, from replies
 }
 
+// ListenL2 opens the connection nclient4 speaks DHCP through (see l2Conn)
+// on ifi, in the calling thread's network namespace: frames go out with
+// ifi.HardwareAddr as their source, which need not be the link's own MAC
+// (internal/dhcpprobe sends from the guest's).
+func ListenL2(ifi *net.Interface) (net.PacketConn, error) { return listenL2(ifi) }
+
 // listenL2 opens the socket on ifi (in the calling thread's namespace).
 func listenL2(ifi *net.Interface) (*l2Conn, error) {
 	filter, err := udpframe.PortFilter(clientPort)
