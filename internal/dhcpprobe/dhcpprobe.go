@@ -144,9 +144,9 @@ type Prober func(parent context.Context, xid uint32) (ctx context.Context, refus
 
 // Start runs the probe on link from mac in the background, for the
 // verdict armed on it (probe: none when nothing is armed): an unanswered
-// probe calls move through the verdict's refused, an answer or an error
-// is one step line. stop ends the probe and waits for it (and for a
-// move under way).
+// probe hands move to the verdict's refused (which runs it at the
+// guest's first DISCOVER); an answer, an error or a probe cut short is a
+// step line. stop ends the probe and waits for it.
 func Start(parent context.Context, link string, mac net.HardwareAddr, probe Prober, move func(why string) bool, step func(string, ...any)) (stop func()) {
 	if os.Getenv(EnvOff) == "off" {
 		step("network: no DHCP probe (%s=off)", EnvOff)
@@ -172,6 +172,7 @@ func Start(parent context.Context, link string, mac net.HardwareAddr, probe Prob
 		case r.Answered:
 			step("network: DHCP probe answered in %.1f ms: %s offers %s to the guest's MAC (not leased)", float64(r.Took.Microseconds())/1000, r.Server, r.Offered)
 		default:
+			step("network: %s: the guest moves at its first DISCOVER, once its system runs", r.Why())
 			refused(r.Why(), move)
 		}
 	}()

@@ -38,9 +38,12 @@ type Verifier struct {
 	fail      func(why string)
 
 	// The probe of the armed attachment (Probe), if any.
+	gen       uint64 // counts Arms: a probe's calls for an earlier one are stale
 	probeXID  uint32
 	probing   bool               // a probe was started for this arm
 	stopProbe context.CancelFunc // ends it: the guest's DHCP started, or the arm ended
+	refusal   string             // the probe's "no answer", waiting for the guest's first DISCOVER
+	move      func(string) bool  // what carries out the refusal
 	moving    bool               // the probe's move is under way
 	held      bool               // a verdict came during it
 }
@@ -61,13 +64,16 @@ func (v *Verifier) arm(on bool, wait time.Duration, need int, fail func(why stri
 	v.fail, v.wait, v.need = fail, wait, need
 	v.discovers, v.first, v.timer = 0, time.Time{}, nil
 	v.probing, v.probeXID, v.moving, v.held = false, 0, false, false
+	v.refusal, v.move = "", nil
+	v.gen++
 	v.armed = on
 }
 
 // Discover counts one of the guest's DISCOVERs (transaction id xid). The
 // probe's own, sent from the guest's MAC, are not the guest's: they are
-// left out by their xid. The guest's first ends the probe: from there on
-// the guest's own DHCP speaks, and the verdict rules.
+// left out by their xid. The guest's first ends a probe still running
+// (from there on the guest's own DHCP speaks, and the verdict rules), or
+// carries out the refusal of one that ended unanswered (Probe).
 func (v *Verifier) Discover(xid uint32) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -75,6 +81,10 @@ func (v *Verifier) Discover(xid uint32) {
 		return
 	}
 	v.endProbeLocked()
+	if v.refusal != "" && !v.moving {
+		v.moving = true
+		go v.carryOut(v.gen, v.refusal, v.move)
+	}
 	v.discovers++
 	if v.discovers == 1 {
 		v.first = time.Now()
@@ -132,14 +142,17 @@ func (v *Verifier) endProbeLocked() {
 // verdict is armed again or ended (a switch); and refused, the probe's
 // conclusion that the LAN did not answer. xid is the probe's transaction
 // id: its DISCOVERs are not counted as the guest's. ok is false when
-// nothing is armed (no probe then).
+// nothing is armed, or a probe was made already (no probe then).
 //
-// refused runs move (in the caller's goroutine) unless the probe's
-// context ended first: a probe cut short proves nothing. While move runs,
-// the guest's own verdict waits for it; when move reports it did not move
-// the guest (false: the probe is inconclusive, e.g. the host got no
-// lease either), the verdict goes on as if there had been no probe, its
-// count of the guest's DISCOVERs and its wait unchanged.
+// refused (unless the probe's context ended first: a probe cut short
+// proves nothing) keeps move for the guest's first DISCOVER, which runs
+// it, in its own goroutine: the guest is moved once its system runs, and
+// can release its NIC (an eject requested while it is still booting is
+// lost, and the swap fails). While move runs, the guest's own verdict
+// waits for it; when move reports it did not move the guest (false: the
+// probe proved nothing, e.g. the host got no lease either), the verdict
+// goes on as if there had been no probe, its count of the guest's
+// DISCOVERs and its wait unchanged.
 func (v *Verifier) Probe(parent context.Context, xid uint32) (ctx context.Context, refused func(why string, move func(string) bool), ok bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -148,27 +161,30 @@ func (v *Verifier) Probe(parent context.Context, xid uint32) (ctx context.Contex
 	}
 	ctx, cancel := context.WithCancel(parent)
 	v.probing, v.probeXID, v.stopProbe = true, xid, cancel
+	gen := v.gen
 	refused = func(why string, move func(string) bool) {
 		v.mu.Lock()
-		if ctx.Err() != nil || v.moving {
-			v.mu.Unlock()
-			return
-		}
-		v.moving = true
-		v.mu.Unlock()
-		moved := move(why)
-		v.mu.Lock()
 		defer v.mu.Unlock()
-		if v.probeXID != xid || !v.probing {
-			return // armed again: by the move's switch, or another's
-		}
-		v.moving = false
-		if !moved && v.held && v.armed {
-			v.held = false
-			v.failLocked()
+		if ctx.Err() == nil && gen == v.gen {
+			v.refusal, v.move = why, move
 		}
 	}
 	return ctx, refused, true
+}
+
+// carryOut runs the probe's move for the arm gen.
+func (v *Verifier) carryOut(gen uint64, why string, move func(string) bool) {
+	moved := move(why)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if gen != v.gen {
+		return // armed again: by the move's switch, or another's
+	}
+	v.moving, v.refusal = false, ""
+	if !moved && v.held && v.armed {
+		v.held = false
+		v.failLocked()
+	}
 }
 
 // Verifies says whether --net auto checks the LAN's DHCP answer for plan:

@@ -189,7 +189,7 @@ func TestProbeNotTheGuest(t *testing.T) {
 	if ctx.Err() == nil {
 		t.Fatal("the guest's first DISCOVER did not end the probe")
 	}
-	refused("no answer", func(string) bool { t.Fatal("a probe cut short moved the guest"); return true })
+	refused("no answer", func(string) bool { t.Error("a probe cut short moved the guest"); return true })
 	v.Discover(1)
 	select {
 	case <-c:
@@ -198,8 +198,10 @@ func TestProbeNotTheGuest(t *testing.T) {
 	}
 }
 
-// TestProbeMoves: an unanswered probe moves the guest; a failed move
-// leaves the guest's verdict as it was, which comes then, not twice.
+// TestProbeMoves: an unanswered probe moves the guest at its first
+// DISCOVER (not before: a booting guest cannot release its NIC); a
+// failed move leaves the guest's verdict as it was, which comes then,
+// once.
 func TestProbeMoves(t *testing.T) {
 	// No wait: the third DISCOVER is a verdict at once.
 	v, c := newVerifier(0, 3)
@@ -207,23 +209,27 @@ func TestProbeMoves(t *testing.T) {
 	if _, _, again := v.Probe(context.Background(), 8); again {
 		t.Fatal("a second probe for one arm")
 	}
-	var moved []string
-	refused("probe: no answer", func(why string) bool {
-		moved = append(moved, why)
-		// The guest's verdict falls due during the move: it waits.
-		v.Discover(1)
-		v.Discover(1)
-		v.Discover(1)
-		select {
-		case why := <-c:
-			t.Errorf("a verdict during the probe's move: %q", why)
-		default:
-		}
-		return false
-	})
-	if len(moved) != 1 || moved[0] != "probe: no answer" {
-		t.Fatalf("moves %q", moved)
+	moves := make(chan string, 4)
+	release := make(chan bool)
+	refused("probe: no answer", func(why string) bool { moves <- why; return <-release })
+	select {
+	case why := <-moves:
+		t.Fatalf("moved before the guest's first DISCOVER: %q", why)
+	case <-time.After(100 * time.Millisecond):
 	}
+	v.Discover(1)
+	if why := <-moves; why != "probe: no answer" {
+		t.Fatalf("moved for %q", why)
+	}
+	// The guest's verdict falls due during the move: it waits.
+	v.Discover(1)
+	v.Discover(1)
+	select {
+	case why := <-c:
+		t.Fatalf("a verdict during the probe's move: %q", why)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release <- false
 	select {
 	case why := <-c:
 		if !strings.Contains(why, "3 DISCOVERs") {
@@ -232,9 +238,37 @@ func TestProbeMoves(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the held verdict did not come after the probe's move failed")
 	}
+	select {
+	case why := <-moves:
+		t.Fatalf("a second move: %q", why)
+	default:
+	}
 	// Disarmed: no probe.
 	if _, _, ok := v.Probe(context.Background(), 9); ok {
 		t.Fatal("a probe after the verdict")
+	}
+}
+
+// TestProbeMoveDone: a move that worked (its switch arms the verdict
+// again) ends the probe's part; the new arm knows nothing of it.
+func TestProbeMoveDone(t *testing.T) {
+	v, _ := newVerifier(0, 2)
+	c := make(chan string, 4)
+	_, refused, _ := v.Probe(context.Background(), 7)
+	done := make(chan struct{})
+	refused("probe: no answer", func(string) bool {
+		v.arm(true, 0, 2, func(why string) { c <- why }) // the switch's Arm
+		close(done)
+		return true
+	})
+	v.Discover(1)
+	<-done
+	v.Discover(2)
+	v.Discover(2)
+	select {
+	case <-c: // the new attachment's own verdict
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new arm's verdict did not come")
 	}
 }
 
@@ -252,5 +286,7 @@ func TestProbeEndsWithArm(t *testing.T) {
 	if ctx.Err() == nil {
 		t.Fatal("arming again did not end the probe")
 	}
-	refused("x", func(string) bool { t.Fatal("moved after a re-arm"); return true })
+	refused("x", func(string) bool { t.Error("moved after a re-arm"); return true })
+	v.Arm(true, func(string) {})
+	v.Discover(1)
 }
