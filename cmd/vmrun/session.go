@@ -156,6 +156,7 @@ func (s *session) attach() error {
 	// QEMU holds the fds from its start; vmrun's copies go before the
 	// links are removed.
 	s.undo.Push("network fds", func() error { s.net.current().CloseFiles(); return nil })
+	s.probeL2()
 	s.vm.NIC = netplan.NIC(att)
 	if netplan.Hotplug(s.spec.NetMode, s.vm.NIC) {
 		s.vm.NIC.Hotplug = true

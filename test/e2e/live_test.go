@@ -17,7 +17,7 @@ import (
 // the host uplink's, as a cloud network (or a switch with port security)
 // does with MACs it did not assign: an nftables ingress filter on the
 // LAN's veth.
-func cloudLAN(t *testing.T, l *lan) {
+func cloudLAN(t testing.TB, l *lan) {
 	t.Helper()
 	ifi, err := hostIfaceMAC(t, l)
 	if err != nil {
@@ -46,23 +46,24 @@ func cloudLAN(t *testing.T, l *lan) {
 }
 
 // hostIfaceMAC is the MAC of the host's uplink veth.
-func hostIfaceMAC(t *testing.T, l *lan) (net.HardwareAddr, error) {
+func hostIfaceMAC(t testing.TB, l *lan) (net.HardwareAddr, error) {
 	out := l.Host.MustRun(t, "cat", "/sys/class/net/"+l.Uplink+"/address")
 	return net.ParseMAC(strings.TrimSpace(out))
 }
 
 // TestAutoLeavesL2WhenLANRefusesGuest: --net auto picks macvtap on a
-// wired uplink whose LAN drops the guest's frames; the guest's DHCP gets
-// no answer, so vmrun moves the running guest to routed — same QEMU, no
-// reboot — where it gets an address from vmrun's DHCP (leased upstream
-// with the host's MAC) and reaches the LAN's gateway.
+// wired uplink whose LAN drops the guest's frames; vmrun's DHCP probe from
+// the guest's MAC gets no answer (or, when the guest's own DHCP started
+// first, the guest's does), so vmrun moves the running guest to routed —
+// same QEMU, no reboot — where it gets an address from vmrun's DHCP
+// (leased upstream with the host's MAC) and reaches the LAN's gateway.
 func TestAutoLeavesL2WhenLANRefusesGuest(t *testing.T) {
 	g := requireQEMUTests(t)
 	l := newLAN(t, false)
 	cloudLAN(t, l)
 	before := snapshotLinks(t, l.Host)
 	runtime := runtimeDir(t)
-	vm := Start(t, l.Host, runtime, "--disk", g.Test, "--snapshot", "--name", "e2e-refused")
+	vm := Start(t, l.Host, runtime, "-v", "--disk", g.Test, "--snapshot", "--name", "e2e-refused")
 	vm.WaitConsole(`VMRUN-GUEST: booted`, bootTimeout)
 	first := lsVM(t, l.Host, runtime, "e2e-refused")
 	m, err := vm.Stderr.WaitFor(`vmrun: network: macvtap → (\S+) \((no DHCP answer[^)]*)\); switched in (\d+) ms`, stepTimeout)
@@ -70,7 +71,7 @@ func TestAutoLeavesL2WhenLANRefusesGuest(t *testing.T) {
 		t.Fatalf("no switch: %v\n%s", err, vm.lastLines())
 	}
 	t.Logf("switched to %s (%s) in %s ms", m[1], m[2], m[3])
-	vm.WaitConsole(`VMRUN-GUEST: new NIC eth0`, stepTimeout)
+	movedByProbe(t, vm, m[2])
 	ipm := vm.WaitConsole(`VMRUN-GUEST-IP=(\d+\.\d+\.\d+\.\d+)/\d+ GW=(\S+)`, stepTimeout)
 	ip := ipm[1]
 	if !strings.HasPrefix(ip, "10.77.0.") {
@@ -98,6 +99,31 @@ func TestAutoLeavesL2WhenLANRefusesGuest(t *testing.T) {
 	}
 	assertEmptyDir(t, runtime)
 	secondBootRemembers(t, l, g.Test, m[1])
+}
+
+// movedByProbe checks who moved the guest off macvtap (why is the switch
+// line's reason): vmrun's DHCP probe, whose bound (6 DISCOVERs, 6 s) passes
+// before the test guest's first DISCOVER under TCG (which then moves it);
+// or, when the guest's own DHCP started first (a guest that boots fast,
+// under KVM), the probe's step line says it ended, and the guest's
+// verdict moved it. Either way the guest sees its NIC replaced.
+func movedByProbe(t *testing.T, vm *VM, why string) {
+	t.Helper()
+	vm.WaitConsole(`VMRUN-GUEST: new NIC eth0`, stepTimeout)
+	probe := regexp.MustCompile(`^no DHCP answer to vmrun's probe from the guest's MAC in \d+ s, 6 DISCOVERs; the LAN answers the host but not the guest`)
+	if strings.Contains(vm.Stderr.String(), "DHCP probe ended after") {
+		t.Logf("the guest's own DHCP started before the probe's bound passed: the verdict moved it")
+		if !strings.Contains(why, "no DHCP answer for the guest in ") {
+			t.Fatalf("the probe ended, but the switch's reason is %q", why)
+		}
+		return
+	}
+	if !probe.MatchString(why) {
+		t.Fatalf("switch reason %q, want the probe's (%s)\n%s", why, probe, vm.Stderr)
+	}
+	if _, err := vm.Stderr.WaitFor(`network: probing the LAN's DHCP from the guest's MAC on \S+ \(up to 6 DISCOVERs, 6s\)`, stepTimeout); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // secondBootRemembers: on the same network, `vmrun net plan` says what was
