@@ -19,6 +19,7 @@ runs=(
 	"./netsetup          ^BenchmarkNATSetup$                             20x"
 	"./netsetup          ^BenchmarkDatapath$                             5x"
 	"./netsetup/watch    ^BenchmarkUplinkEventToDecision$                50x"
+	"./internal/dhcpprobe ^BenchmarkProbeAnswered$                       20x"
 	"./launcher          ^BenchmarkSwapNIC$                              20x"
 	"./launcher          ^BenchmarkWarmUp$                               100x"
 	"./internal/kvmcheck ^BenchmarkKVMCheck$                             20x"
