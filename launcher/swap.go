@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/vmrun/vmrun/launcher/internal/eject"
 	"github.com/vmrun/vmrun/launcher/internal/nicqmp"
 	"github.com/vmrun/vmrun/qmp"
 )
@@ -222,20 +223,26 @@ func (w *nicSwapper) swap(r swapReq) error {
 			w.step("NIC swap: %s added", added)
 		}
 	}
-	if derr := w.awaitDeleted(ctx, nicID(old)); derr != nil {
+	event, derr := w.awaitReleased(ctx, nicID(old))
+	if derr != nil {
 		// The guest still has the old NIC (its eject pending).
 		if added != "" {
 			derr = errors.Join(derr, w.c.NetdevDel(ctx, added))
 		}
 		return errors.Join(err, derr)
 	}
-	w.step("NIC swap: the guest released %s (DEVICE_DELETED)", nicID(old))
+	w.step("NIC swap: the guest released %s (%s)", nicID(old), map[bool]string{true: "DEVICE_DELETED", false: "gone from QEMU's device tree"}[event])
 	if err == nil {
 		err = w.c.DeviceAdd(ctx, nicArgs(n, b.nic))
 	}
 	if err != nil {
 		// Plug the old NIC back: its netdev still exists. Also when the
-		// run's context ended: the guest is not left without a NIC.
+		// run's context ended: the guest is not left without a NIC. Its
+		// id comes back: the old device's DEVICE_DELETED must not be
+		// still to come, or the next swap would take it for its own.
+		if !event {
+			_ = w.awaitDeleted(context.WithoutCancel(r.ctx), nicID(old))
+		}
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), commandTimeout)
 		defer cancel()
 		if berr := w.c.DeviceAdd(bctx, w.plugBack(old, r.nic)); berr != nil {
@@ -325,20 +332,13 @@ func (w *nicSwapper) addNetdev(ctx context.Context, n int, nic NIC) (string, err
 	return "", err
 }
 
+// awaitReleased waits until the guest has released device id
+// (eject.Released); event says whether its DEVICE_DELETED came.
+func (w *nicSwapper) awaitReleased(ctx context.Context, id string) (event bool, err error) {
+	return eject.Released(ctx, w.c, w.deleted, id, deviceDeletedWait)
+}
+
 // awaitDeleted waits for the DEVICE_DELETED of device id.
 func (w *nicSwapper) awaitDeleted(ctx context.Context, id string) error {
-	t := time.NewTimer(deviceDeletedWait)
-	defer t.Stop()
-	for {
-		select {
-		case got := <-w.deleted:
-			if got == id {
-				return nil
-			}
-		case <-t.C:
-			return fmt.Errorf("the guest did not release its NIC %s within %s (no ACPI PCI hot-plug in the guest?)", id, deviceDeletedWait)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the guest to release its NIC %s: %w", id, ctx.Err())
-		}
-	}
+	return eject.Deleted(ctx, w.deleted, id, deviceDeletedWait)
 }

@@ -23,14 +23,22 @@ import (
 // argument ("device_del nic0", "device_add nic1 vmrun-rp1 net1"), and
 // announces DEVICE_DELETED for a device_del's device once eject is
 // closed: the guest's eject, held until the test lets it happen.
+//
+// With late, DEVICE_DELETED comes as QEMU 7.2 sends it under load: the
+// device leaves the device tree (qom-list) at the eject, and its
+// DEVICE_DELETED only after a qom-list has seen it gone (recorded as
+// "(DEVICE_DELETED id)").
 type fakeQEMU struct {
 	fail    map[string]bool // "device_add nic1" fails
 	eject   chan struct{}
 	delSeen chan struct{} // closed at the first device_del
+	late    bool
 
-	mu   sync.Mutex
-	w    *bufio.Writer
-	cmds []string
+	mu      sync.Mutex
+	w       *bufio.Writer
+	cmds    []string
+	present map[string]bool // the devices in the tree
+	pending string          // a late DEVICE_DELETED still to send
 }
 
 func (f *fakeQEMU) sent() []string {
@@ -77,6 +85,10 @@ func (f *fakeQEMU) serve(conn *net.UnixConn) {
 }
 
 func (f *fakeQEMU) answer(cmd string, args map[string]any) {
+	if cmd == "qom-list" {
+		f.qomList()
+		return
+	}
 	line := cmd
 	for _, k := range []string{"id", "fdname", "bus", "netdev"} {
 		if v, ok := args[k].(string); ok {
@@ -99,13 +111,52 @@ func (f *fakeQEMU) answer(cmd string, args map[string]any) {
 		}
 	}
 	f.write(map[string]any{"return": map[string]any{}})
-	if cmd == "device_del" {
-		id := args["id"]
+	id := fmt.Sprint(args["id"])
+	switch {
+	case cmd == "device_add":
+		f.mu.Lock()
+		f.present[id] = true
+		f.mu.Unlock()
+	case cmd == "device_del":
 		go func() {
 			<-f.eject
-			f.write(map[string]any{"event": "DEVICE_DELETED", "data": map[string]any{"device": id, "path": "/machine/peripheral/" + fmt.Sprint(id)},
-				"timestamp": map[string]int{"seconds": 1, "microseconds": 0}})
+			f.mu.Lock()
+			delete(f.present, id)
+			if f.late {
+				f.pending = id
+				f.mu.Unlock()
+				return
+			}
+			f.mu.Unlock()
+			f.deleted(id)
 		}()
+	}
+}
+
+func (f *fakeQEMU) deleted(id string) {
+	f.write(map[string]any{"event": "DEVICE_DELETED", "data": map[string]any{"device": id, "path": "/machine/peripheral/" + id},
+		"timestamp": map[string]int{"seconds": 1, "microseconds": 0}})
+}
+
+// qomList answers qom-list /machine/peripheral, then sends a late
+// DEVICE_DELETED for a device it did not list.
+func (f *fakeQEMU) qomList() {
+	f.mu.Lock()
+	children := []map[string]string{{"name": "type", "type": "string"}}
+	for id := range f.present {
+		children = append(children, map[string]string{"name": id, "type": "child<virtio-net-pci>"})
+	}
+	id := f.pending
+	if id != "" && !f.present[id] {
+		f.pending = ""
+		f.cmds = append(f.cmds, "(DEVICE_DELETED "+id+")")
+	} else {
+		id = ""
+	}
+	f.mu.Unlock()
+	f.write(map[string]any{"return": children})
+	if id != "" {
+		f.deleted(id)
 	}
 }
 
@@ -124,28 +175,33 @@ func TestSwapSequence(t *testing.T) {
 	nic := NIC{Backend: "tap", Files: []*os.File{tap}, MAC: mac}
 	cases := []struct {
 		name     string
+		late     bool
 		fail     string
 		buildErr error
 		live     bool
 		wantErr  string
 		want     []string
 	}{
-		{"clean", "", nil, true, "",
+		{"clean", false, "", nil, true, "",
 			[]string{"device_del nic0", "getfd net1-q0", "netdev_add net1", "device_add nic1 vmrun-rp1 net1", "netdev_del net0"}},
-		{"the set-up fails", "", errors.New("macvtap: address in use"), false, "macvtap: address in use (the guest got its old NIC back)",
+		{"the set-up fails", false, "", errors.New("macvtap: address in use"), false, "macvtap: address in use (the guest got its old NIC back)",
 			[]string{"device_del nic0", "device_add nic0 vmrun-rp0 net0"}},
-		{"netdev_add refused", "netdev_add", nil, false, "QMP netdev_add: netdev_add: refused (the guest got its old NIC back)",
+		{"netdev_add refused", false, "netdev_add", nil, false, "QMP netdev_add: netdev_add: refused (the guest got its old NIC back)",
 			[]string{"device_del nic0", "getfd net1-q0", "netdev_add net1", "closefd net1-q0", "device_add nic0 vmrun-rp0 net0"}},
-		{"device_add refused", "device_add nic1", nil, false, "QMP device_add: device_add nic1: refused (the guest got its old NIC back)",
+		{"device_add refused", false, "device_add nic1", nil, false, "QMP device_add: device_add nic1: refused (the guest got its old NIC back)",
 			[]string{"device_del nic0", "getfd net1-q0", "netdev_add net1", "device_add nic1 vmrun-rp1 net1", "device_add nic0 vmrun-rp0 net0", "netdev_del net1"}},
-		{"device_del refused", "device_del", nil, false, "QMP device_del: device_del: refused", []string{"device_del nic0"}},
-		{"the old NIC cannot come back", "device_add", errors.New("boom"), false, "plugging the old NIC back: QMP device_add: device_add: refused",
+		{"device_del refused", false, "device_del", nil, false, "QMP device_del: device_del: refused", []string{"device_del nic0"}},
+		{"the old NIC cannot come back", false, "device_add", errors.New("boom"), false, "plugging the old NIC back: QMP device_add: device_add: refused",
 			[]string{"device_del nic0", "device_add nic0 vmrun-rp0 net0"}},
+		{"DEVICE_DELETED late: the tree says the guest let go", true, "", nil, true, "",
+			[]string{"device_del nic0", "getfd net1-q0", "netdev_add net1", "(DEVICE_DELETED nic0)", "device_add nic1 vmrun-rp1 net1", "netdev_del net0"}},
+		{"DEVICE_DELETED late, the set-up fails: the old NIC back after it", true, "", errors.New("no lease"), false, "no lease (the guest got its old NIC back)",
+			[]string{"device_del nic0", "(DEVICE_DELETED nic0)", "device_add nic0 vmrun-rp0 net0"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			seen := make(chan struct{})
-			f := &fakeQEMU{fail: map[string]bool{}, eject: make(chan struct{}), delSeen: seen}
+			f := &fakeQEMU{fail: map[string]bool{}, eject: make(chan struct{}), delSeen: seen, late: tc.late, present: map[string]bool{"nic0": true}}
 			if tc.fail != "" {
 				f.fail[tc.fail] = true
 			}
@@ -165,7 +221,7 @@ func TestSwapSequence(t *testing.T) {
 			close(f.eject)
 			err := <-r.done
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-				t.Fatalf("swap: %v, want an error containing %q", err, tc.wantErr)
+				t.Fatalf("swap: %v, want an error containing %q; sent %q", err, tc.wantErr, f.sent())
 			}
 			if live != tc.live {
 				t.Errorf("live %v, want %v", live, tc.live)

