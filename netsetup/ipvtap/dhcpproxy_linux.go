@@ -209,9 +209,59 @@ func (x *guest) keepLease(ctx context.Context) error {
 		}
 		x.s.Trace.ReportEvent(fmt.Sprintf("%s: the LAN's DHCP server answered vmrun in %s", x.parent, time.Since(start).Round(time.Microsecond)))
 	}
+	if busy := x.follow(c.Lease()); busy && !x.registerWhenFree(ctx, c) {
+		// The address stayed with the link that has it (the VM's
+		// attachment the guest is still on, when this one's switch
+		// failed), and so does its lease: not released here.
+		_ = c.Close()
+		return nil
+	}
 	defer x.release(c)
-	x.follow(c.Lease())
-	return c.Run(ctx, x.follow)
+	return c.Run(ctx, func(l dhcpupstream.Lease) { x.follow(l) })
+}
+
+// Waiting for the lease's address to be free on the parent (see
+// registerWhenFree): a retry every busyRetry, for at most busyWait.
+const (
+	busyRetry = 100 * time.Millisecond
+	busyWait  = 30 * time.Second
+)
+
+// registerWhenFree registers the lease's address once no other ipvlan
+// link on the parent has it. When the guest is re-attached on the same
+// parent (the parent's MAC changed), the previous attachment's link holds
+// the address — the same lease, the VM's client identifier — until the
+// guest's NIC is swapped and that attachment is removed, which also
+// releases the lease upstream: so once the address is free, the lease is
+// renewed. Another VM's link holding it for busyWait is one notice, as
+// any registration failure. It returns false when ctx ended while the
+// address was still another link's: the lease is that link's then (the
+// VM's attachment the guest is still on, when this one is undone because
+// the switch failed), and must not be released with this attachment.
+func (x *guest) registerWhenFree(ctx context.Context, c *dhcpupstream.Client) (keep bool) {
+	l := c.Lease()
+	a, _ := netip.AddrFromSlice(l.IP.To4())
+	deadline := time.Now().Add(busyWait)
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(busyRetry):
+		}
+		err := x.take(a, l)
+		switch {
+		case err == nil:
+			if nl, err := c.Renew(ctx); err == nil {
+				x.follow(nl)
+			} else {
+				x.s.Trace.ReportEvent(fmt.Sprintf("%s: renewing the guest's lease of %s after its address was free: %v", x.parent, a, err))
+			}
+			return true
+		case !errors.Is(err, errAddrBusy) || time.Now().After(deadline):
+			x.s.Trace.ReportNotice(fmt.Sprintf("%s: the guest's lease %s: %v", x.parent, a, err))
+			return true
+		}
+	}
 }
 
 // release gives the upstream lease back (the guest's address is left
@@ -228,15 +278,17 @@ func (x *guest) release(c *dhcpupstream.Client) {
 // follow makes l the guest's lease: its address registered (a previous one
 // unregistered) and the answers to the guest built from it. A guest that
 // holds the previous address is refused at its next renewal and asks again.
-func (x *guest) follow(l dhcpupstream.Lease) {
+// busy: another ipvlan link on the parent has the address (an event, not
+// a notice: the caller waits for it, registerWhenFree).
+func (x *guest) follow(l dhcpupstream.Lease) (busy bool) {
 	a, ok := netip.AddrFromSlice(l.IP.To4())
 	if !ok {
-		return
+		return false
 	}
 	cfg := proxyConfig(x.parent, x.guestMAC, l)
 	if err := dhcpserve.Check(&cfg); err != nil {
 		x.s.Trace.ReportNotice(fmt.Sprintf("%s: the lease %s from %s cannot be handed to the guest: %v", x.parent, l.IP, l.ServerID, err))
-		return
+		return false
 	}
 	var old netip.Addr
 	x.mu.Lock()
@@ -249,17 +301,34 @@ func (x *guest) follow(l dhcpupstream.Lease) {
 		x.lease = &cfg
 		x.mu.Unlock()
 		x.s.Trace.ReportEvent(fmt.Sprintf("%s: the guest's lease of %s was extended by %s", x.parent, a, l.LeaseTime))
-		return
+		return false
 	}
 	if old.IsValid() {
 		x.unregister(old, "the LAN's DHCP server gave vmrun "+a.String()+" instead")
 	}
-	_ = hostnet.Privileged(func() error {
+	err := x.take(a, l)
+	if errors.Is(err, errAddrBusy) {
+		x.s.Trace.ReportEvent(fmt.Sprintf("%s: the guest's lease %s: another ipvlan link on %s has the address (the VM's previous attachment, while the guest is moved?); it is registered once it is free", x.parent, a, x.parent))
+		return true
+	}
+	if err != nil {
+		x.s.Trace.ReportNotice(fmt.Sprintf("%s: the guest's lease %s: %v", x.parent, a, err))
+	}
+	return false
+}
+
+// take registers a, leased upstream as l, and makes l the lease the
+// guest is answered with.
+func (x *guest) take(a netip.Addr, l dhcpupstream.Lease) error {
+	cfg := proxyConfig(x.parent, x.guestMAC, l)
+	if err := dhcpserve.Check(&cfg); err != nil {
+		return err
+	}
+	return hostnet.Privileged(func() error {
 		x.mu.Lock()
 		defer x.mu.Unlock()
 		if err := x.registerLeased(a, l); err != nil {
-			x.s.Trace.ReportNotice(fmt.Sprintf("%s: the guest's lease %s: %v", x.parent, a, err))
-			return nil
+			return err
 		}
 		x.lease = &cfg
 		if !x.leasedDone {

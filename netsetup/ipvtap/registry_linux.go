@@ -115,13 +115,16 @@ func (x *guest) doRegister(a netip.Addr, why string) {
 	}
 }
 
+// errAddrBusy: another ipvlan link on the parent has the address.
+var errAddrBusy = errors.New("address in use")
+
 // registerLocked puts a on the ipvtap (/32 or /128, IPv6 without duplicate
 // address detection), adds the host's route and neighbour entry for it on
 // the shim, updates the learner's filter and tells the user.
 func (x *guest) registerLocked(a netip.Addr, why string) error {
 	if err := x.nh.AddrAdd(x.link, hostAddr(a)); err != nil && !errors.Is(err, unix.EEXIST) {
 		if errors.Is(err, unix.EADDRINUSE) {
-			return fmt.Errorf("another ipvlan link on %s (another VM?) already has it", x.parent)
+			return fmt.Errorf("another ipvlan link on %s (another VM?) already has it: %w", x.parent, errAddrBusy)
 		}
 		return err
 	}
