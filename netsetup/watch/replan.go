@@ -111,6 +111,13 @@ func replanExplicit(d Decision, cur netsetup.Plan, old, now State, r netsetup.Re
 	switch {
 	case usable(old) && !usable(now):
 		return decided(d, Park, nil, fmt.Sprintf("%s; --net %s stays on %s (an explicit mode does not move), so the guest is cut off until it returns", lost(old, now), cur.Mode, cur.Parent))
+	case !usable(old) && usable(now) && next != nil && !carrier(now):
+		// Back under a new MAC, without its carrier yet (a station
+		// associates after it is up): the carrier's return re-attaches
+		// the guest (sameAttachment), once the LAN can answer the new
+		// attachment's DHCP; made now, its lease would wait for the
+		// keeper's next try and the guest's DHCP client would give up.
+		return d
 	case !usable(old) && usable(now) && cur.Mode != netsetup.Routed && !parentMACChanged(cur, old, now):
 		return decided(d, Renew, nil, fmt.Sprintf("%s is back: %s", now.Facts.Uplink, toggles(cur.Mode)))
 	case !usable(old) && usable(now) && next != nil:
