@@ -254,7 +254,7 @@ $IP netns del lan
 // DHCP through vmrun against the LAN server's own (BenchmarkIPVtapDHCP).
 const benchScript = `
 # --- benchmarks in the nested kernel ------------------------------------------
-/payload/netsetup.test -test.run '^$' -test.bench "${GOBENCH:-^Benchmark(IPVtapSetup|IPVtapTeardown|IPVtapDHCP|RoutedSetup|RoutedTeardown|Setup)\$}" -test.benchtime 30x -test.v -test.timeout 4m 2>&1 | tee /tmp/bench.log
+/payload/netsetup.test -test.run '^$' -test.bench "${GOBENCH:-^Benchmark(IPVtapSetup|IPVtapTeardown|IPVtapDHCP|RoutedSetup|RoutedTeardown|Setup)\$}" -test.benchtime "${GOBENCHTIME:-30x}" -test.v -test.timeout 4m 2>&1 | tee /tmp/bench.log
 if grep -q '^PASS' /tmp/bench.log; then pass "benchmarks"; else
 	bad "benchmarks; their failure lines:"
 	grep -E -e '--- FAIL|_test\.go:[0-9]+:|^panic|timed out' /tmp/bench.log | head -n 20 | sed 's/^[[:space:]]*/FAIL:   /'
@@ -285,7 +285,8 @@ exit $failed
 // VMRUN_WIFI_RACE=1 runs the netsetup tests with the race detector (a
 // cgo binary: the rig has glibc, for its own tools); VMRUN_WIFI_BENCH (a
 // -test.bench pattern) runs only (a) and the benchmarks it matches — no
-// netsetup tests, no inner VMs — for working on one benchmark.
+// netsetup tests, no inner VMs — for working on one benchmark;
+// VMRUN_WIFI_BENCHTIME changes its -test.benchtime (30x).
 func TestWiFi(t *testing.T) {
 	nested.Require(t)
 	noVM := os.Getenv("VMRUN_WIFI_NOVM") == "1"
@@ -309,6 +310,9 @@ func TestWiFi(t *testing.T) {
 	switch {
 	case bench != "":
 		script += "GOBENCH='" + strings.ReplaceAll(bench, "'", "") + "'\n"
+		if bt := os.Getenv("VMRUN_WIFI_BENCHTIME"); bt != "" {
+			script += "GOBENCHTIME='" + strings.ReplaceAll(bt, "'", "") + "'\n"
+		}
 	case noVM:
 		script += goTestScript
 	default:
