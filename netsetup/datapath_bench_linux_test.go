@@ -5,9 +5,11 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
@@ -68,14 +70,18 @@ func (s *udpSink) drain(idle time.Duration) {
 // runs sets the mode up afresh; it reports the median of what the receiver
 // got per second (and the lowest and highest), and the median share lost.
 // (QEMU's slirp has no fd to put a fake guest on: see test/e2e
-// BenchmarkThroughput.)
+// BenchmarkThroughput.) ipvtap (where the kernel has it: test/wifi runs
+// it in the nested rig) goes through its DHCP port's root qdisc and
+// filters; ipvtap-noqdisc is the same with that qdisc deleted after the
+// set-up (test only: the guest's DHCP would reach the LAN), to tell what
+// the qdisc costs.
 func BenchmarkDatapath(b *testing.B) {
 	const (
 		datagrams = 20000
 		size      = 1400
 		sink      = "10.77.0.3"
 	)
-	for _, mode := range []string{"tap-bridge", "macvtap", "nat", "user-passt"} {
+	for _, mode := range []string{"tap-bridge", "macvtap", "nat", "user-passt", "ipvtap", "ipvtap-noqdisc"} {
 		b.Run(mode, func(b *testing.B) {
 			passt := ""
 			if mode == "user-passt" {
@@ -84,6 +90,9 @@ func BenchmarkDatapath(b *testing.B) {
 			var mbps, loss []float64
 			for range b.N {
 				l := newLab(b)
+				if strings.HasPrefix(mode, "ipvtap") {
+					requireIPVtap(b, l.host)
+				}
 				l.lan.MustRun(b, "ip", "addr", "add", sink+"/24", "dev", "lan0")
 				root := b.TempDir()
 				b.Setenv(rundir.EnvRoot, root)
@@ -101,6 +110,9 @@ func BenchmarkDatapath(b *testing.B) {
 						LinkName: netsetup.LinkName("dp", netsetup.RoleTap), NAT: &netsetup.NATOptions{ResolvConf: "/dev/null"}}
 				case "user-passt":
 					p = netsetup.Plan{Name: "dp", Mode: netsetup.User, MAC: netsetup.DeriveMAC("dp"), Passt: passt}
+				case "ipvtap", "ipvtap-noqdisc": // the guest shares up0's MAC; its address registered at once
+					p = netsetup.Plan{Name: "dp", Mode: netsetup.IPVtap, Parent: "up0", MAC: (&ipvtapEnv{lab: l, parent: "up0"}).parentMAC(b),
+						Queues: 1, LinkName: netsetup.LinkName("dp", netsetup.RoleIPVtap), GuestIP: net.ParseIP("10.77.0.50")}
 				}
 				p.RuntimeRoot = root
 				l.host.MustRun(b, "ip", "addr", "add", "10.77.0.2/24", "dev", hostIf)
@@ -109,10 +121,13 @@ func BenchmarkDatapath(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				if mode == "ipvtap-noqdisc" {
+					dropRootQdisc(b, p.LinkName)
+				}
 				g := newBenchGuest(b, a, p)
 				hop := net.ParseIP(sink)
 				switch mode {
-				case "tap-bridge", "macvtap":
+				case "tap-bridge", "macvtap", "ipvtap", "ipvtap-noqdisc":
 					g.SetIP(net.ParseIP("10.77.0.50"))
 				default: // NAT and passt hand out addresses and a gateway
 					lease, err := g.DHCP(ctxT(b, 20*time.Second))
@@ -159,6 +174,27 @@ func BenchmarkDatapath(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// dropRootQdisc deletes the root qdisc of link in vmrun's private
+// namespace (the ipvtap's DHCP port: its filters go with it).
+func dropRootQdisc(b *testing.B, link string) {
+	b.Helper()
+	h, l := privateLink(b, link)
+	defer h.Close()
+	qs, err := h.QdiscList(l)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, q := range qs {
+		if q.Attrs().Parent == netlink.HANDLE_ROOT {
+			if err := h.QdiscDel(q); err != nil {
+				b.Fatal(err)
+			}
+			return
+		}
+	}
+	b.Fatalf("%s has no root qdisc", link)
 }
 
 // newBenchGuest puts a fake guest on the attachment's fd.
