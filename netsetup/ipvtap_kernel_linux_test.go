@@ -601,7 +601,7 @@ func testIPVtapWatch(t *testing.T, e *ipvtapEnv) {
 	other := "02:00:00:aa:bb:cc"
 	e.bounce(t, func() { e.host.MustRun(t, "ip", "link", "set", e.parent, "address", other) })
 	waitNotice(t, log, regexp.QuoteMeta(e.parent+" lost its link"))
-	waitNotice(t, log, regexp.QuoteMeta(fmt.Sprintf("WARNING: %s's MAC changed from %s to %s", e.parent, orig, other))+`.*restart the VM`)
+	waitNotice(t, log, regexp.QuoteMeta(fmt.Sprintf("%s's MAC changed from %s to %s", e.parent, orig, other))+`.*until vmrun gives it a NIC with the new MAC`)
 
 	// Back to the guest's MAC, and a re-announcement the LAN side sees.
 	garp := e.captureGARP(t, lease.IP, p.MAC)

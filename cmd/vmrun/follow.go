@@ -19,7 +19,7 @@ const reregisterWait = 20 * time.Second
 const followUplinkUsage = "`on` (default): while the VM runs, watch the host's network (routes, links, addresses, Wi-Fi association) " +
 	"and follow it: with --net auto, move the running guest (same QEMU, its NIC replaced) to the attachment the new uplink calls for — " +
 	"another interface, NAT (user mode without root) behind a VPN or while there is no uplink at all, back again when one returns — and re-attach it on a new LAN " +
-	"or MAC, one stderr line each; an explicit mode stays on its interface and says what changed; routed (explicit or auto's) on a new LAN leases the guest's address there again, in place. " +
+	"or MAC, one stderr line each; an explicit mode stays on its interface and says what changed; routed (explicit or auto's) on a new LAN leases the guest's address there again, in place; ipvtap re-registers the guest under its parent's new MAC, with a new NIC. " +
 	"`vmrun net plan --watch` shows the decisions without a VM. off: decide once at start. Nothing to follow with --net user, nat or none"
 
 // followUplink starts watching the host's uplink for the running guest
@@ -69,9 +69,9 @@ func (s *session) followUplink() (stop func()) {
 // re-attachment on the same mode is such a move too (a fresh attachment
 // and NIC: the guest asks the new LAN for an address). Without a plan
 // (the uplink lost its carrier, an explicit mode's interface went), or
-// when the guest's NIC cannot be replaced (explicit modes boot without a
-// hot-pluggable port), the line says what changed and that the guest
-// stays.
+// when the guest's NIC cannot be replaced (explicit modes but ipvtap boot
+// without a hot-pluggable port), the line says what changed and that the
+// guest stays.
 func (s *session) follow(ctx context.Context, d watch.Decision, movable bool) netsetup.Plan {
 	cur := s.net.currentPlan()
 	here := watch.Where{Mode: cur.Mode, Parent: cur.Parent}
@@ -89,7 +89,7 @@ func (s *session) follow(ctx context.Context, d watch.Decision, movable bool) ne
 		s.notify("network: %s: the guest stays on %s", d.Why, here)
 		return cur
 	case !movable:
-		s.notify("network: %s; the guest stays on %s (only a --net auto guest on a tap can be moved live)", d.Why, here)
+		s.notify("network: %s; the guest stays on %s (only a --net auto or ipvtap guest on a tap can be moved live)", d.Why, here)
 		return cur
 	}
 	p := d.Plan.WithGen(cur.Gen + 1)

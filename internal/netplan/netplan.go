@@ -136,9 +136,11 @@ func NIC(a *netsetup.Attachment) *launcher.NIC {
 
 // Hotplug says whether the run's NIC goes on a hot-pluggable port, so
 // that the running guest can be moved to another attachment: --net auto,
+// and an explicit --net ipvtap (whose guest sends from its parent's MAC:
+// when the parent's MAC changes, the guest gets a NIC with the new one),
 // on a tap backend.
 func Hotplug(req netsetup.Mode, nic *launcher.NIC) bool {
-	return req == netsetup.Auto && nic != nil && nic.Backend == "tap"
+	return (req == netsetup.Auto || req == netsetup.IPVtap) && nic != nil && nic.Backend == "tap"
 }
 
 // SetupWaits says whether making plan's attachment can wait on the

@@ -143,8 +143,8 @@ func (x *guest) watchMAC(mac net.HardwareAddr) {
 		x.s.Trace.ReportNotice(fmt.Sprintf("%s's MAC is %s again, the guest's: the guest can reach the LAN again", x.parent, mac))
 		return
 	}
-	x.s.Trace.ReportNotice(fmt.Sprintf("WARNING: %s's MAC changed from %s to %s (MAC address randomisation?), but the guest's NIC still uses %s: the access point drops the guest's frames and the guest is offline. A running guest's MAC cannot be changed under it: restart the VM (vmrun gives it the new MAC), and keep %s's MAC fixed for this network (NetworkManager: nmcli connection modify <wifi> wifi.cloned-mac-address permanent)",
-		x.parent, x.guestMAC, mac, x.guestMAC, x.parent))
+	x.s.Trace.ReportNotice(fmt.Sprintf("%s's MAC changed from %s to %s (MAC address randomisation?), but the guest's NIC still uses %s: the access point drops the guest's frames and the guest is offline until vmrun gives it a NIC with the new MAC once %s is connected again (--follow-uplink on, the default), or the VM is restarted; to avoid it, keep %s's MAC fixed for this network (NetworkManager: nmcli connection modify <wifi> wifi.cloned-mac-address permanent)",
+		x.parent, x.guestMAC, mac, x.guestMAC, x.parent, x.parent))
 }
 
 // watchMode reports a port mode other than L2 (and its return to L2).
