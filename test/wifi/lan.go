@@ -12,7 +12,10 @@ const stockVMs = "stockvm dhclvm"
 
 // lanScript is the start of every payload script: helpers, then a Wi-Fi LAN
 // inside the rig, as internal/nested's TestWiFiRig proved it works. Two
-// mac80211_hwsim radios: wlan0 is an open access point (hostapd, dnsmasq:
+// mac80211_hwsim radios ($hwsim_radios in all: wlan2, ... for the script
+// that follows; with $ap_bridge, the AP's LAN is a bridge br0 in "ap"
+// with wlan0 as a port, for more access points, and 4-address stations
+// get a port of their own, hostapd's wds_sta): wlan0 is an open access point (hostapd, dnsmasq:
 // 192.168.77.1/24, leases .100-.150 for 10 minutes, the station's for an
 // hour, those of stockVMs for 8 minutes, renewed at 1) in namespace "ap"; wlan1 is a station
 // (wpa_supplicant, udhcpc) in the rig's own namespace, its default route
@@ -21,14 +24,23 @@ const stockVMs = "stockvm dhclvm"
 const lanScript = nested.ScriptHelpers + `
 links() { $IP -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' | sort | tr '\n' ' '; }
 
-modprobe mac80211_hwsim radios=2 || { bad "modprobe mac80211_hwsim"; exit 1; }
+modprobe mac80211_hwsim radios=${hwsim_radios:-2} || { bad "modprobe mac80211_hwsim"; exit 1; }
 wait_for 5 test -e /sys/class/net/wlan1 || { bad "no wlan1 after modprobe"; exit 1; }
 ap_phy=$(cat /sys/class/net/wlan0/phy80211/name)
 $IP netns add ap
 iw phy "$ap_phy" set netns name ap || { bad "iw phy $ap_phy set netns name ap"; exit 1; }
 $IP -n ap link set lo up
-$IP -n ap addr add 192.168.77.1/24 dev wlan0
+# With $ap_bridge set, the LAN is a bridge br0 in "ap" whose ports are the
+# access points (hostapd adds each): more than one AP on one LAN.
+lan_if=wlan0
+if [ -n "${ap_bridge:-}" ]; then
+	# A MAC of its own: the gateway's MAC stays when ports come and go.
+	$IP -n ap link add br0 address 02:77:00:00:00:01 type bridge && $IP -n ap link set br0 up || { bad "bridge br0 in ap"; exit 1; }
+	lan_if=br0
+fi
+$IP -n ap addr add 192.168.77.1/24 dev $lan_if
 printf 'interface=wlan0\ndriver=nl80211\nssid=vmrun-test\nhw_mode=g\nchannel=1\n' >/tmp/hostapd.conf
+[ -n "${ap_bridge:-}" ] && printf 'bridge=br0\nwds_sta=1\n' >>/tmp/hostapd.conf
 $IP netns exec ap hostapd -t /tmp/hostapd.conf >/tmp/hostapd.log 2>&1 &
 wait_for 20 grep -q AP-ENABLED /tmp/hostapd.log || { bad "hostapd"; dump /tmp/hostapd.log; exit 1; }
 # The station's lease (busybox udhcpc sends 01 and its MAC as client
@@ -49,7 +61,7 @@ hexid() { printf '00%s' "$(printf %s "$1" | od -An -tx1 | tr -d ' \n')" | sed 's
 	for vm in ` + stockVMs + `; do echo "id:$(hexid "vmrun-$vm"),set:stock,8m"; done
 } >/tmp/ap-hosts
 $IP netns exec ap dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
-	--port=0 --bind-interfaces --interface=wlan0 --except-interface=lo \
+	--port=0 --bind-interfaces --interface=$lan_if --except-interface=lo \
 	--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m --dhcp-hostsfile=/tmp/ap-hosts \
 	--dhcp-option=tag:stock,option:T1,60 --dhcp-option=tag:stock,option:T2,90 \
 	--dhcp-leasefile=/tmp/leases --dhcp-authoritative --no-ping --log-dhcp \
