@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmrun/vmrun/launcher/internal/eject"
 	"github.com/vmrun/vmrun/qmp"
 )
 
@@ -85,7 +86,7 @@ func (f *fakeQEMU) serve(conn *net.UnixConn) {
 }
 
 func (f *fakeQEMU) answer(cmd string, args map[string]any) {
-	if cmd == "qom-list" {
+	if cmd == "qom-list" && !f.fail["qom-list"] {
 		f.qomList()
 		return
 	}
@@ -233,6 +234,23 @@ func TestSwapSequence(t *testing.T) {
 				t.Errorf("the current NIC is number %d, want %d", w.seq, wantSeq)
 			}
 		})
+	}
+}
+
+// TestReleasedTreeUnreadable: when QEMU refuses qom-list, the wait for
+// the guest's release goes on DEVICE_DELETED alone (it once took the
+// refusal for a release, and a NIC would have been plugged in beside the
+// old one).
+func TestReleasedTreeUnreadable(t *testing.T) {
+	f := &fakeQEMU{fail: map[string]bool{"qom-list": true}, eject: make(chan struct{}), present: map[string]bool{"nic0": true}}
+	w := connectFake(t, f)
+	deleted := make(chan string, 1)
+	if _, err := eject.Released(context.Background(), w.c, deleted, "nic0", 200*time.Millisecond); err == nil {
+		t.Fatalf("released with the device tree unreadable and no DEVICE_DELETED; sent %q", f.sent())
+	}
+	deleted <- "nic0"
+	if event, err := eject.Released(context.Background(), w.c, deleted, "nic0", time.Minute); err != nil || !event {
+		t.Fatalf("with DEVICE_DELETED: event %v, %v; want the event", event, err)
 	}
 }
 

@@ -25,17 +25,19 @@ func Released(ctx context.Context, c *qmp.Client, deleted <-chan string, id stri
 	defer t.Stop()
 	poll := time.NewTicker(Poll)
 	defer poll.Stop()
+	tick := poll.C
 	for {
 		select {
 		case got := <-deleted:
 			if got == id {
 				return true, nil
 			}
-		case <-poll.C:
-			if gone, err := c.DeviceGone(ctx, id); err == nil && gone {
-				return false, nil
-			} else if err != nil {
-				println("DBG", err.Error())
+		case <-tick:
+			gone, err := c.DeviceGone(ctx, id)
+			if err != nil {
+				// The tree cannot be read: DEVICE_DELETED alone decides.
+				tick = nil
+			} else if gone {
 				return false, nil
 			}
 		case <-t.C:
