@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 
 	"github.com/vmrun/vmrun/internal/testutil"
 )
@@ -179,7 +177,7 @@ func TestProbePingingServer(t *testing.T) {
 // the uplink itself is answered.
 func TestProbeRefused(t *testing.T) {
 	l := newProbeLAN(t)
-	dropForeignMACs(t, l.lan, "lan0", hostMAC)
+	testutil.DropForeignMACs(t, l.lan, "lan0", hostMAC)
 	r, err := l.probe(context.Background(), "mvt0", guestMAC)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +203,7 @@ func TestProbeRefused(t *testing.T) {
 // started) returns at once with the context's error, its socket closed.
 func TestProbeCancelled(t *testing.T) {
 	l := newProbeLAN(t)
-	dropForeignMACs(t, l.lan, "lan0", hostMAC)
+	testutil.DropForeignMACs(t, l.lan, "lan0", hostMAC)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { _, err := l.probe(ctx, "mvt0", guestMAC); errc <- err }()
@@ -260,30 +258,4 @@ func BenchmarkProbeAnswered(b *testing.B) {
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "median-ms")
 	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-ms")
-}
-
-// dropForeignMACs makes dev (in n) drop every frame whose source MAC is
-// not allowed: an nftables netdev ingress filter, as the e2e tests' cloud
-// LAN has.
-func dropForeignMACs(t *testing.T, n *testutil.Netns, dev string, allowed net.HardwareAddr) {
-	t.Helper()
-	err := n.Do(func() error {
-		c, err := nftables.New()
-		if err != nil {
-			return err
-		}
-		tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyNetdev, Name: "cloud"})
-		policy := nftables.ChainPolicyAccept
-		ch := c.AddChain(&nftables.Chain{Name: "in", Table: tbl, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookIngress, Priority: nftables.ChainPriorityFilter, Device: dev, Policy: &policy})
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: allowed},
-			&expr.Verdict{Kind: expr.VerdictDrop},
-		}})
-		return c.Flush()
-	})
-	if err != nil {
-		t.Fatalf("the LAN's MAC filter: %v", err)
-	}
 }

@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
+	"github.com/vmrun/vmrun/internal/testutil"
 )
 
 // cloudLAN makes l's LAN side drop every frame whose source MAC is not
@@ -23,26 +22,7 @@ func cloudLAN(t testing.TB, l *lan) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = l.LAN.Do(func() error {
-		c, err := nftables.New()
-		if err != nil {
-			return err
-		}
-		tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyNetdev, Name: "cloud"})
-		policy := nftables.ChainPolicyAccept
-		ch := c.AddChain(&nftables.Chain{Name: "in", Table: tbl, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookIngress, Priority: nftables.ChainPriorityFilter, Device: "lan0", Policy: &policy})
-		// ether saddr != the host's MAC: drop.
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifi},
-			&expr.Verdict{Kind: expr.VerdictDrop},
-		}})
-		return c.Flush()
-	})
-	if err != nil {
-		t.Fatalf("the LAN's MAC filter: %v", err)
-	}
+	testutil.DropForeignMACs(t, l.LAN, "lan0", ifi)
 }
 
 // hostIfaceMAC is the MAC of the host's uplink veth.
