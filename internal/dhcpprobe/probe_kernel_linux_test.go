@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
