@@ -1,16 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/vmrun/vmrun/internal/config"
-	"github.com/vmrun/vmrun/internal/confine"
 	"github.com/vmrun/vmrun/internal/detach"
 	"github.com/vmrun/vmrun/internal/dryrun"
 	"github.com/vmrun/vmrun/internal/exitcode"
@@ -18,6 +18,7 @@ import (
 	"github.com/vmrun/vmrun/internal/rundir"
 	"github.com/vmrun/vmrun/internal/vmbuild"
 	"github.com/vmrun/vmrun/launcher"
+	"github.com/vmrun/vmrun/netsetup"
 )
 
 // runAction boots a VM: validate, plan the network, then run a session
@@ -45,12 +46,21 @@ func runAction(c *cli.Context) error {
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigc)
 
-	spec, vm, conf, err := configure(c)
+	spec, err := resolve(c)
 	if err != nil {
 		return err
 	}
+	// The network is planned beside the checks of QEMU, KVM and the user
+	// QEMU runs as, which it does not depend on (2 CPUs: their time
+	// overlaps); a configuration error still comes first.
+	planned := startPlan(c.Context, planRequest(spec))
+	spec, vm, conf, err := vmbuild.Configure(spec, c.IsSet("qemu"), c.Bool("detach"))
+	if err != nil {
+		_, _ = planned()
+		return err
+	}
 	step("configuration checked; QEMU will run as %s", conf.Describe())
-	plan, err := netplan.Plan(c.Context, planRequest(spec))
+	plan, err := planned()
 	if err != nil {
 		return err
 	}
@@ -86,14 +96,23 @@ func runAction(c *cli.Context) error {
 	return s.run()
 }
 
-// configure resolves the options into the VM to boot and how QEMU is
-// confined.
-func configure(c *cli.Context) (config.Spec, launcher.VM, confine.QEMU, error) {
-	spec, err := resolve(c)
-	if err != nil {
-		return spec, launcher.VM{}, confine.QEMU{}, err
+// startPlan plans the network for req on a goroutine of its own and
+// returns the wait for its answer. Planning creates nothing that outlives
+// it (a kernel probe's throwaway namespace goes with its thread).
+func startPlan(ctx context.Context, req netsetup.Request) func() (netsetup.Plan, error) {
+	type answer struct {
+		plan netsetup.Plan
+		err  error
 	}
-	return vmbuild.Configure(spec, c.IsSet("qemu"), c.Bool("detach"))
+	c := make(chan answer, 1)
+	go func() {
+		p, err := netplan.Plan(ctx, req)
+		c <- answer{p, err}
+	}()
+	return sync.OnceValues(func() (netsetup.Plan, error) {
+		a := <-c
+		return a.plan, a.err
+	})
 }
 
 // interrupted reports (and consumes) a stop request that came in during
