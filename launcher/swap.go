@@ -167,7 +167,7 @@ func (p *Process) result(r swapReq) error {
 type nicSwapper struct {
 	c       *qmp.Client
 	seq     int         // the current NIC's number (nicID, netdevID, portID)
-	cur     *NIC        // the current NIC's shape, once swapped (nil: the boot's)
+	cur     *NIC        // the current NIC's shape (shapeOf); nil: the command line's NIC
 	deleted chan string // ids from DEVICE_DELETED
 	step    func(string, ...any)
 }
@@ -260,7 +260,7 @@ func (w *nicSwapper) swap(r swapReq) error {
 		}
 		return err
 	}
-	w.seq, w.cur = n, &NIC{MAC: b.nic.MAC, MTU: b.nic.MTU, Files: make([]*os.File, len(b.nic.Files))}
+	w.seq, w.cur = n, shapeOf(b.nic)
 	if r.live != nil {
 		r.live()
 	}
@@ -286,11 +286,18 @@ func (w *nicSwapper) plug(ctx context.Context, nic NIC) error {
 	if err := w.c.DeviceAdd(ctx, nicArgs(0, nic)); err != nil {
 		return errors.Join(err, w.c.NetdevDel(ctx, added))
 	}
+	w.cur = shapeOf(nic)
 	return nil
 }
 
+// shapeOf is what plugBack needs of nic: its MAC, MTU and queue count.
+func shapeOf(nic NIC) *NIC {
+	return &NIC{MAC: nic.MAC, MTU: nic.MTU, Files: make([]*os.File, len(nic.Files))}
+}
+
 // plugBack are the device_add arguments that plug NIC number old back
-// (its netdev is still there): as it was, when known.
+// (its netdev is still there): as it was, when known (a NIC plugged in
+// over QMP, at boot or by a swap); else with nic's MAC.
 func (w *nicSwapper) plugBack(old int, nic NIC) qmp.Args {
 	if w.cur != nil {
 		return nicArgs(old, *w.cur)

@@ -34,6 +34,7 @@ type fakeQEMU struct {
 	eject   chan struct{}
 	delSeen chan struct{} // closed at the first device_del
 	late    bool
+	macs    bool // record device_add's mac too ("device_add nic0 ... mac=52:54:...")
 
 	mu      sync.Mutex
 	w       *bufio.Writer
@@ -95,6 +96,9 @@ func (f *fakeQEMU) answer(cmd string, args map[string]any) {
 		if v, ok := args[k].(string); ok {
 			line += " " + v
 		}
+	}
+	if v, ok := args["mac"].(string); ok && f.macs {
+		line += " mac=" + v
 	}
 	if cmd != "qmp_capabilities" {
 		f.mu.Lock()
@@ -234,6 +238,35 @@ func TestSwapSequence(t *testing.T) {
 				t.Errorf("the current NIC is number %d, want %d", w.seq, wantSeq)
 			}
 		})
+	}
+}
+
+// TestSwapPlugBackBootMAC: a first swap that fails plugs the boot's NIC
+// (plugged in over QMP, as --net auto's is) back with its own MAC, not the
+// new NIC's (an ipvtap re-attached under a new MAC once got the old NIC
+// back with the new MAC, which the LAN would not have delivered to).
+func TestSwapPlugBackBootMAC(t *testing.T) {
+	tap, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	boot := NIC{Backend: "tap", Files: []*os.File{tap}, MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}}
+	next := NIC{Backend: "tap", Files: []*os.File{tap}, MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 2}}
+	f := &fakeQEMU{fail: map[string]bool{"device_add nic1": true}, eject: make(chan struct{}), macs: true, present: map[string]bool{}}
+	w := connectFake(t, f)
+	if err := w.plug(context.Background(), boot); err != nil {
+		t.Fatal(err)
+	}
+	close(f.eject)
+	r := swapReq{ctx: context.Background(), nic: next, built: make(chan builtNIC, 1), done: make(chan error, 1)}
+	r.built <- builtNIC{next, nil}
+	if err := w.run(r); err == nil || !strings.Contains(err.Error(), "the guest got its old NIC back") {
+		t.Fatalf("swap: %v; sent %q", err, f.sent())
+	}
+	want := "device_add nic0 vmrun-rp0 net0 mac=" + boot.MAC.String()
+	if got := f.sent(); got[len(got)-2] != want {
+		t.Errorf("QMP commands\n  %q\nwant the old NIC back as\n  %q", got, want)
 	}
 }
 
