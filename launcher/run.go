@@ -196,7 +196,7 @@ func Start(cl Cmdline, opts Options) (*Process, error) {
 		opts.Stderr = os.Stderr
 	}
 	s := &supervisor{opts: opts, stderr: linetail.NewSkipBlank(8),
-		swapc: make(chan swapReq), over: make(chan struct{}), nics: nicSwapper{deleted: make(chan string, 8), step: opts.Step}}
+		swapc: make(chan swapReq), over: make(chan struct{}), nics: nicSwapper{deleted: make(chan string, 8), step: opts.Step, notify: opts.Notify}}
 	err := s.start(cl)
 	closeFiles(cl.ExtraFiles)
 	if err != nil {
@@ -680,7 +680,7 @@ func (s *supervisor) event(ev qmp.Event) {
 			s.opts.Notify("QEMU paused the guest (see QEMU's messages above); `vmrun stop` ends it")
 		}
 	case qmp.EventDeviceDeleted:
-		if id := ev.String("device"); id != "" {
+		if id := ev.String("device"); id != "" && !s.nics.released(id) {
 			select {
 			case s.nics.deleted <- id:
 			default: // nobody waits for it

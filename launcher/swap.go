@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/vmrun/vmrun/launcher/internal/eject"
@@ -17,8 +18,9 @@ import (
 // QEMU's DEVICE_DELETED a median 63 ms after it). It is generous: a
 // release that comes after it leaves the guest without a NIC until the
 // next switch, and a guest under nested TCG on a loaded host (the Wi-Fi
-// rig in CI) is a hundred times slower than that.
-const deviceDeletedWait = 30 * time.Second
+// rig in CI) is a hundred times slower than that. A release after it
+// gets the old NIC plugged back in (nicSwapper.released).
+var deviceDeletedWait = 30 * time.Second
 
 // ErrNoSwap: the NIC cannot be replaced in this run.
 var ErrNoSwap = errors.New("the guest's NIC cannot be replaced")
@@ -170,10 +172,22 @@ type nicSwapper struct {
 	cur     *NIC        // the current NIC's shape (shapeOf); nil: the command line's NIC
 	deleted chan string // ids from DEVICE_DELETED
 	step    func(string, ...any)
+	notify  func(string, ...any)
+
+	busy sync.Mutex // held by run and replug: one QMP sequence at a time
+
+	// stranded is the NIC whose eject a swap gave up waiting for (its
+	// device_del still pending in QEMU, its netdev kept), "" for none;
+	// back are the device_add arguments that plug it in again.
+	smu      sync.Mutex
+	stranded string
+	back     qmp.Args
 }
 
 // run carries out one request (in its own goroutine; one at a time).
 func (w *nicSwapper) run(r swapReq) error {
+	w.busy.Lock()
+	defer w.busy.Unlock()
 	if w.c == nil {
 		return fmt.Errorf("%w: QMP is not ready", ErrNoSwap)
 	}
@@ -234,6 +248,10 @@ func (w *nicSwapper) swap(r swapReq) error {
 		if added != "" {
 			derr = errors.Join(derr, w.c.NetdevDel(ctx, added))
 		}
+		if errors.Is(derr, eject.ErrNotReleased) {
+			w.strand(old, r.nic)
+			derr = fmt.Errorf("%w; should the guest release it later, it is plugged back in", derr)
+		}
 		return errors.Join(err, derr)
 	}
 	w.step("NIC swap: the guest released %s (%s)", nicID(old), map[bool]string{true: "DEVICE_DELETED", false: "gone from QEMU's device tree"}[event])
@@ -270,6 +288,56 @@ func (w *nicSwapper) swap(r swapReq) error {
 	}
 	w.step("NIC swap: old backend %s removed", netdevID(old))
 	return nil
+}
+
+// strand notes NIC number old as stranded: its eject is pending, and a
+// release still to come must not leave the guest without a NIC. A
+// DEVICE_DELETED already queued (the release came just after the bound)
+// is taken at once.
+func (w *nicSwapper) strand(old int, nic NIC) {
+	id := nicID(old)
+	w.smu.Lock()
+	w.stranded, w.back = id, w.plugBack(old, nic)
+	w.smu.Unlock()
+	for {
+		select {
+		case got := <-w.deleted:
+			if got == id && w.released(got) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// released is told of each DEVICE_DELETED before a swap waits for it. It
+// takes the one of a stranded NIC — the guest released it after a swap
+// gave up — and plugs that NIC back in on its netdev (replug); it reports
+// whether it took id.
+func (w *nicSwapper) released(id string) bool {
+	w.smu.Lock()
+	defer w.smu.Unlock()
+	if w.stranded == "" || id != w.stranded {
+		return false
+	}
+	back := w.back
+	w.stranded, w.back = "", nil
+	go w.replug(id, back)
+	return true
+}
+
+// replug plugs stranded NIC id back in, after any swap still running.
+func (w *nicSwapper) replug(id string, back qmp.Args) {
+	w.busy.Lock()
+	defer w.busy.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	if err := w.c.DeviceAdd(ctx, back); err != nil {
+		w.notify("the guest released its NIC %s after vmrun stopped waiting for it, and plugging it back in failed: %v; the guest has no NIC until the next switch", id, err)
+		return
+	}
+	w.notify("the guest released its NIC %s after vmrun stopped waiting for it: it is plugged back in", id)
 }
 
 // plug plugs the boot's NIC in (Process.PlugNIC) as NIC number 0, on the

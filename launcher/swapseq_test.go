@@ -34,7 +34,8 @@ type fakeQEMU struct {
 	eject   chan struct{}
 	delSeen chan struct{} // closed at the first device_del
 	late    bool
-	macs    bool // record device_add's mac too ("device_add nic0 ... mac=52:54:...")
+	macs    bool        // record device_add's mac too ("device_add nic0 ... mac=52:54:...")
+	cmdc    chan string // each command recorded, when not nil
 
 	mu      sync.Mutex
 	w       *bufio.Writer
@@ -104,6 +105,9 @@ func (f *fakeQEMU) answer(cmd string, args map[string]any) {
 		f.mu.Lock()
 		f.cmds = append(f.cmds, line)
 		f.mu.Unlock()
+		if f.cmdc != nil {
+			f.cmdc <- line
+		}
 	}
 	if cmd == "device_del" && f.delSeen != nil {
 		close(f.delSeen)
@@ -270,6 +274,39 @@ func TestSwapPlugBackBootMAC(t *testing.T) {
 	}
 }
 
+// TestSwapLateRelease: when the guest releases its old NIC only after
+// the swap stopped waiting (the swap failed, the device_del still pending
+// in QEMU), the old NIC is plugged back in on its netdev, so the guest is
+// not left without one.
+func TestSwapLateRelease(t *testing.T) {
+	defer func(d time.Duration) { deviceDeletedWait = d }(deviceDeletedWait)
+	deviceDeletedWait = 50 * time.Millisecond
+	tap, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	nic := NIC{Backend: "tap", Files: []*os.File{tap}, MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}}
+	f := &fakeQEMU{fail: map[string]bool{}, eject: make(chan struct{}), present: map[string]bool{"nic0": true}, cmdc: make(chan string, 32)}
+	w := connectFake(t, f)
+	r := swapReq{ctx: context.Background(), nic: nic, built: make(chan builtNIC, 1), done: make(chan error, 1)}
+	r.built <- builtNIC{nic, nil}
+	if err := w.run(r); !errors.Is(err, eject.ErrNotReleased) {
+		t.Fatalf("swap with the eject held: %v, want ErrNotReleased; sent %q", err, f.sent())
+	}
+	close(f.eject) // the guest lets go now
+	for {
+		select {
+		case line := <-f.cmdc:
+			if line == "device_add nic0 vmrun-rp0 net0" {
+				return
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("the old NIC was not plugged back in after its late release; sent %q", f.sent())
+		}
+	}
+}
+
 // TestReleasedTreeUnreadable: when QEMU refuses qom-list, the wait for
 // the guest's release goes on DEVICE_DELETED alone (it once took the
 // refusal for a release, and a NIC would have been plugged in beside the
@@ -307,11 +344,11 @@ func connectFake(t *testing.T, f *fakeQEMU) *nicSwapper {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	w := &nicSwapper{c: c, deleted: make(chan string, 8), step: func(string, ...any) {}}
+	w := &nicSwapper{c: c, deleted: make(chan string, 8), step: func(string, ...any) {}, notify: func(string, ...any) {}}
 	go func() {
 		for ev := range c.Events() {
-			if ev.Name == qmp.EventDeviceDeleted {
-				w.deleted <- ev.String("device")
+			if id := ev.String("device"); ev.Name == qmp.EventDeviceDeleted && !w.released(id) {
+				w.deleted <- id
 			}
 		}
 	}()

@@ -4,6 +4,7 @@ package eject
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,6 +15,10 @@ import (
 // device (qmp.Client.DeviceGone): QEMU 7.2's DEVICE_DELETED comes 8-83
 // ms (median 63) after the eject, when the device is finalized.
 const Poll = 2 * time.Millisecond
+
+// ErrNotReleased: the guest did not release the device within the bound
+// (its eject is still pending in QEMU).
+var ErrNotReleased = errors.New("the guest did not release its NIC")
 
 // Released waits until the guest has released device id: QEMU took it
 // out of its device tree (polled every Poll) or sent its DEVICE_DELETED
@@ -41,7 +46,7 @@ func Released(ctx context.Context, c *qmp.Client, deleted <-chan string, id stri
 				return false, nil
 			}
 		case <-t.C:
-			return false, fmt.Errorf("the guest did not release its NIC %s within %s (no ACPI PCI hot-plug in the guest?)", id, bound)
+			return false, fmt.Errorf("%w %s within %s (no ACPI PCI hot-plug in the guest?)", ErrNotReleased, id, bound)
 		case <-ctx.Done():
 			return false, fmt.Errorf("waiting for the guest to release its NIC %s: %w", id, ctx.Err())
 		}
