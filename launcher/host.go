@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"fmt"
+	"github.com/vmrun/vmrun/internal/qemuprobe"
 	"os"
 	"os/exec"
 
@@ -78,12 +79,12 @@ func ChooseConsole(choice, qemu string) (Console, error) {
 		if !hasDisplay() {
 			return "", exitcode.Usagef("--console gui: no display (DISPLAY and WAYLAND_DISPLAY are unset); use --console serial")
 		}
-		if !ProbeGUI(qemu) {
+		if !qemuprobe.GUI(qemu) {
 			return "", exitcode.Setupf("--console gui: %s has no GTK or SDL display; install qemu-system-gui, or use --console serial", qemu)
 		}
 		return ConsoleGUI, nil
 	}
-	if hasDisplay() && ProbeGUI(qemu) {
+	if hasDisplay() && qemuprobe.GUI(qemu) {
 		return ConsoleGUI, nil
 	}
 	return ConsoleSerial, nil

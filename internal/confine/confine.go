@@ -8,6 +8,7 @@ package confine
 import (
 	"errors"
 	"fmt"
+	"github.com/vmrun/vmrun/internal/qemuprobe"
 	"io"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func Choose(spec config.Spec, qemu string, kvm bool) (QEMU, error) {
 		}
 		c.User = &u
 	}
-	if c.Sandbox = launcher.ProbeSandbox(qemu); !c.Sandbox {
+	if c.Sandbox = qemuprobe.Sandbox(qemu); !c.Sandbox {
 		c.NoSandbox = fmt.Sprintf("%s was built without seccomp support (-sandbox): QEMU runs without its system-call filter", qemu)
 	}
 	return c, nil
