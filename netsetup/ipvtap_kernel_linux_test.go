@@ -141,10 +141,12 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// notices collects an attachment's Trace notices, one per line.
+// notices collects an attachment's Trace notices, one per line, and its
+// set-up's events, as "event: " lines.
 func notices(ctx context.Context) (context.Context, *testutil.LineBuffer) {
 	lb := testutil.NewLineBuffer()
-	return netsetup.WithTrace(ctx, &netsetup.Trace{Notice: func(m string) { fmt.Fprintln(lb, m) }}), lb
+	return netsetup.WithTrace(ctx, &netsetup.Trace{Notice: func(m string) { fmt.Fprintln(lb, m) },
+		Event: func(m string) { fmt.Fprintln(lb, "event: "+m) }}), lb
 }
 
 func waitNotice(t testing.TB, lb *testutil.LineBuffer, pattern string) []string {
@@ -486,6 +488,11 @@ func TestIPVtapStatic(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitNotice(t, log, regexp.QuoteMeta("up0: guest address 10.77.0.42 registered (--guest-ip)"))
+	// The ipvtap's device number comes from its uevent in the private
+	// namespace, not a sysfs mounted there.
+	if !strings.Contains(log.String(), "(read from the uevent of vmrun's private namespace)") {
+		t.Errorf("the device number was not read from the uevent:\n%s", log)
+	}
 	g := fakeguest.NewQueues(a.Files, a.MAC, true)
 	defer g.Close()
 	capt := e.captureBootRequests(t)

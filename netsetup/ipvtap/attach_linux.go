@@ -41,17 +41,15 @@ func ipvtapSteps(x *guest) []hostnet.Step {
 		{Name: "create", Do: x.create},
 		{Name: "alias", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAlias(x.link, hostnet.OwnerAlias(s.Cfg.VM)) }},
 		{Name: "ipv6 off", Do: x.silenceIPv6},
-		{Name: "verify", Do: x.verify},
 		{Name: "open queues", Do: x.openQueues},
-		{Name: "reset group", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetGroup(x.link, 0) }},
 		{Name: "allmulticast", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAllmulticastOn(x.link) }},
-		// The DHCP port before "up": a root qdisc grafted on a link that
-		// is up first deactivates it, which waits for an expedited RCU
-		// grace period (synchronize_net under the RTNL lock) — IPIs to
-		// every CPU, slow on a loaded VM.
+		// The DHCP port's filters before "up": a root qdisc grafted on a
+		// link that is up first deactivates it, which waits for an
+		// expedited RCU grace period (synchronize_net under the RTNL
+		// lock) — IPIs to every CPU, slow on a loaded VM.
 		{Name: "dhcp port", Do: x.makeDHCPPort},
 		{Name: "up", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetUp(x.link) }},
-		{Name: "check mode", Do: func(s *hostnet.Setup) error { return x.checkMode() }},
+		{Name: "verify", Do: x.verify},
 		{Name: "shim", Do: x.makeShim},
 		{Name: "rp_filter", Do: x.loosenRPFilter},
 		{Name: "register", Do: func(s *hostnet.Setup) error {
@@ -102,9 +100,11 @@ type guest struct {
 	bh   *netlink.Handle // netlink in vmrun's namespace, for the services
 	link netlink.Link    // the ipvtap, as seen in the private namespace
 
-	port    *os.File       // the guest's DHCP port (dhcpport_linux.go)
-	answers *packet.Conn   // the socket vmrun answers the guest on
-	hostNS  netns.NsHandle // vmrun's namespace, for the upstream lease's socket
+	uev     *chardev.Uevents // the private namespace's uevents, until openQueues
+	port    *os.File         // the guest's DHCP port (dhcpport_linux.go)
+	portIx  int              // and its index in the private namespace
+	answers *packet.Conn     // the socket vmrun answers the guest on
+	hostNS  netns.NsHandle   // vmrun's namespace, for the upstream lease's socket
 
 	shimName string // "" without a shim (--no-host-link)
 	shimIx   int    // 0 without a shim
@@ -172,18 +172,26 @@ func (x *guest) shimObject() rundir.Object {
 	return hostnet.LinkObject(x.s.Cfg.VM, x.shimName, "ipvlan", x.guestMAC)
 }
 
-// makeNetns creates the private network namespace and opens netlink in
-// it, on the set-up's own thread, which unshares and returns (see
-// hostnet.Away).
+// makeNetns makes the private network namespace, netlink in it, the
+// DHCP port's tap there (makePortTap) and netlink in vmrun's namespace,
+// on the set-up's own thread, which unshares and returns (see
+// hostnet.Away). The undo closes the tap's file (which deletes the tap),
+// netlink's sockets and the namespaces' handles, whatever was made.
 func (x *guest) makeNetns(s *hostnet.Setup) error {
 	s.OnUndo(func() error {
+		var errs []error
+		if x.uev != nil {
+			errs = append(errs, x.uev.Close())
+		}
+		if x.port != nil {
+			errs = append(errs, x.port.Close())
+		}
 		if x.nh != nil {
 			x.nh.Close()
 		}
 		if x.bh != nil {
 			x.bh.Close()
 		}
-		var errs []error
 		for _, ns := range []netns.NsHandle{x.ns, x.home} {
 			if ns.IsOpen() {
 				errs = append(errs, ns.Close())
@@ -191,12 +199,24 @@ func (x *guest) makeNetns(s *hostnet.Setup) error {
 		}
 		return errors.Join(errs...)
 	})
+	if err := x.makePrivate(); err != nil {
+		return err
+	}
+	var err error
+	x.bh, err = hostnet.NewHandle()
+	return err
+}
+
+// makePrivate makes the private namespace, netlink in it and the DHCP
+// port's tap, on the calling thread (in vmrun's namespace, where it
+// returns).
+func (x *guest) makePrivate() error {
 	home, err := netns.Get()
 	if err != nil {
 		return fmt.Errorf("vmrun's network namespace: %w", err)
 	}
 	x.home = home
-	err = hostnet.Away(home, func() error {
+	return hostnet.Away(home, func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare a network namespace: %w", err)
 		}
@@ -207,14 +227,17 @@ func (x *guest) makeNetns(s *hostnet.Setup) error {
 			return err
 		}
 		x.ns = ns
-		x.nh, err = hostnet.NewHandle()
-		return err
+		if x.nh, err = hostnet.NewHandle(); err != nil {
+			return err
+		}
+		if err := x.makePortTap(); err != nil {
+			return err
+		}
+		// The ipvtap's device number comes in a uevent here (openQueues);
+		// without the socket, from a sysfs of the namespace.
+		x.uev, _ = chardev.OpenUevents()
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	x.bh, err = hostnet.NewHandle()
-	return err
 }
 
 // inPrivate runs fn in the private namespace on the calling goroutine's
@@ -232,7 +255,9 @@ func (x *guest) inPrivate(fn func() error) error {
 // create creates the ipvtap on the parent, in the private namespace, in
 // L2 mode with the bridge flag, from netlink.NewLinkAttrs (a literal
 // LinkAttrs{} would give it a 0-slot queue that drops every frame to the
-// guest). The device group nonce proves which sysfs shows it (chardev.TapDevNum).
+// guest). The device group nonce proves which sysfs shows it when its
+// uevent did not come (chardev.TapDevNum); it stays, as nothing reads a
+// link's group in the private namespace.
 func (x *guest) create(s *hostnet.Setup) error {
 	nonce, err := chardev.GroupNonce()
 	if err != nil {
@@ -279,16 +304,23 @@ func (x *guest) silenceIPv6(*hostnet.Setup) error {
 	return hostnet.SilenceIPv6Link(x.nh, x.link)
 }
 
-// verify re-reads the ipvtap and checks what the kernel made of it.
+// verify re-reads the ipvtap, up, and checks what the kernel made of it,
+// its port's mode included (checkIPVtap: another ipvlan link created on
+// the parent meanwhile may have switched it).
 func (x *guest) verify(s *hostnet.Setup) error {
-	l, err := x.nh.LinkByName(s.Cfg.LinkName)
+	l, err := x.nh.LinkByIndex(x.link.Attrs().Index)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", s.Cfg.LinkName, err)
 	}
-	x.link, s.Link = l, l
+	if iv, ok := l.(*netlink.IPVtap); ok {
+		if m := hostnet.IPVlanModeString(iv.Mode, iv.Flag); m != hostnet.IPVtapPortMode {
+			return x.modeError(m)
+		}
+	}
 	if err := checkIPVtap(l, x.guestMAC, hostnet.OwnerAlias(s.Cfg.VM)); err != nil {
 		return err
 	}
+	x.link, s.Link = l, l
 	s.Att.MTU = l.Attrs().MTU
 	return nil
 }
@@ -313,25 +345,35 @@ func checkIPVtap(l netlink.Link, mac net.HardwareAddr, alias string) error {
 }
 
 // openQueues opens the ipvtap's character device once per queue. Its
-// number is read from the private namespace's own sysfs (the move
-// re-registered the device, and /sys shows vmrun's namespace); the node is
-// opened from vmrun's namespace, so QEMU's fds do not keep the private one
-// alive after vmrun.
+// number is the one the device's uevent gave (chardev.Uevents; the class
+// is per namespace, so it went to the private namespace's socket only),
+// else read from the private namespace's own sysfs (/sys shows vmrun's
+// namespace); the node is opened from vmrun's namespace, so QEMU's fds do
+// not keep the private one alive after vmrun.
 func (x *guest) openQueues(s *hostnet.Setup) error {
 	att := s.Att
 	s.OnUndo(func() error { return hostnet.CloseFiles(att.Files) })
 	a := x.link.Attrs()
 	var dev uint64
-	var from string
-	err := x.inPrivate(func() error {
-		var err error
-		dev, from, err = chardev.TapDevNum("ipvtap", a.Name, a.Index, x.nonce)
-		return err
-	})
-	if err != nil {
-		return err
+	from := "the uevent"
+	ok := false
+	if x.uev != nil {
+		dev, ok = x.uev.TapDevNum("ipvtap", a.Name, a.Index)
+		x.uev.Close()
+		x.uev = nil
+	}
+	if !ok {
+		err := x.inPrivate(func() error {
+			var err error
+			dev, from, err = chardev.TapDevNum("ipvtap", a.Name, a.Index, x.nonce)
+			return err
+		})
+		if err != nil {
+			return err
+		}
 	}
 	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s of vmrun's private namespace)", a.Name, unix.Major(dev), unix.Minor(dev), from))
+	var err error
 	att.Files, err = chardev.OpenCharDev(dev, s.Cfg.Queues)
 	return err
 }
@@ -349,15 +391,7 @@ func (x *guest) portMode() (string, error) {
 	return hostnet.IPVlanModeString(iv.Mode, iv.Flag), nil
 }
 
-// checkMode refuses a port that is not (any more) in L2 mode: every
-// ipvlan link on a parent shares one mode, and the last one created sets it.
-func (x *guest) checkMode() error {
-	m, err := x.portMode()
-	if err != nil {
-		return err
-	}
-	if m != hostnet.IPVtapPortMode {
-		return hostnet.Refuse(hostnet.ErrVerify, "the ipvlan port of %s is in mode %q, not %q: another ipvlan link on %s switched it (the last one created sets the mode for all), and the guest's ARP and DHCP would be dropped; remove that link or recreate it in L2 mode", x.parent, m, hostnet.IPVtapPortMode, x.parent)
-	}
-	return nil
+// modeError refuses a port in mode m, not L2.
+func (x *guest) modeError(m string) error {
+	return hostnet.Refuse(hostnet.ErrVerify, "the ipvlan port of %s is in mode %q, not %q: another ipvlan link on %s switched it (the last one created sets the mode for all), and the guest's ARP and DHCP would be dropped; remove that link or recreate it in L2 mode", x.parent, m, hostnet.IPVtapPortMode, x.parent)
 }

@@ -31,40 +31,65 @@ import (
 // lives there).
 const dhcpPortName = "vmrun-dhcp"
 
-// makeDHCPPort creates the tap, the socket vmrun answers on, the
-// ipvtap's qdisc and the filters. Everything goes with the private
-// namespace; the undo closes the tap's file, which deletes it, and the
-// socket.
-func (x *guest) makeDHCPPort(s *hostnet.Setup) error {
-	var f *os.File
-	var out *packet.Conn
-	err := x.inPrivate(func() error {
-		var err error
-		if f, err = openPortTap(dhcpPortName); err != nil {
-			return err
-		}
-		out, err = openAnswerSocket(x.link.Attrs())
-		if err != nil {
-			f.Close()
-		}
-		return err
-	})
+// makePortTap creates the tap, on a thread in the private namespace,
+// with no IPv6 addresses of its own, and up (makeNetns's undo closes its
+// file, which deletes it). Its index comes from an ioctl on a socket of
+// the namespace (no netlink request, no RTNL).
+func (x *guest) makePortTap() error {
+	f, err := openPortTap(dhcpPortName)
 	if err != nil {
 		return fmt.Errorf("the guest's DHCP port: %w", err)
 	}
-	x.port, x.answers = f, out
-	s.OnUndo(func() error { return errors.Join(out.Close(), f.Close()) })
-	port, err := x.nh.LinkByName(dhcpPortName)
+	x.port = f
+	ix, err := ifIndex(dhcpPortName)
 	if err != nil {
 		return fmt.Errorf("the guest's DHCP port: %w", err)
 	}
+	port := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ix, Name: dhcpPortName}}
 	if err := hostnet.SilenceIPv6Link(x.nh, port); err != nil {
 		return fmt.Errorf("the guest's DHCP port: %w", err)
 	}
 	if err := x.nh.LinkSetUp(port); err != nil {
 		return fmt.Errorf("the guest's DHCP port: %w", err)
 	}
-	qdisc, err := addPortFilters(x.nh, x.link.Attrs().Index, port.Attrs().Index, x.guestMAC, "")
+	x.portIx = ix
+	return nil
+}
+
+// ifIndex returns the index of link name in the calling thread's
+// network namespace (SIOCGIFINDEX).
+func ifIndex(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("a socket for SIOCGIFINDEX: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		err = unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("index of %s: %w", name, err)
+	}
+	return int(ifr.Uint32()), nil
+}
+
+// makeDHCPPort completes the guest's DHCP port once the ipvtap exists:
+// the socket vmrun answers on, the ipvtap's qdisc and the filters.
+// Everything goes with the private namespace; the undo closes the socket.
+func (x *guest) makeDHCPPort(s *hostnet.Setup) error {
+	var out *packet.Conn
+	err := x.inPrivate(func() error {
+		var err error
+		out, err = openAnswerSocket(x.link.Attrs())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("the guest's DHCP port: %w", err)
+	}
+	x.answers = out
+	s.OnUndo(out.Close)
+	qdisc, err := addPortFilters(x.nh, x.link.Attrs().Index, x.portIx, x.guestMAC, "")
 	if err == nil {
 		s.Trace.ReportEvent(fmt.Sprintf("the guest's DHCP port: filters on the ipvtap's %s qdisc", qdisc))
 	}
