@@ -176,12 +176,14 @@ type nicSwapper struct {
 
 	busy sync.Mutex // held by run and replug: one QMP sequence at a time
 
-	// stranded is the NIC whose eject a swap gave up waiting for (its
-	// device_del still pending in QEMU, its netdev kept), "" for none;
-	// back are the device_add arguments that plug it in again.
-	smu      sync.Mutex
-	stranded string
-	back     qmp.Args
+	// stranded is the NIC (number strandedSeq) whose eject a swap gave
+	// up waiting for (its device_del still pending in QEMU, its netdev
+	// kept), "" for none; back are the device_add arguments that plug it
+	// in again.
+	smu         sync.Mutex
+	stranded    string
+	strandedSeq int
+	back        qmp.Args
 }
 
 // run carries out one request (in its own goroutine; one at a time).
@@ -233,6 +235,10 @@ func (w *nicSwapper) swap(r swapReq) error {
 		return err // the caller's build result, buffered, is dropped
 	}
 	w.step("NIC swap: device_del %s sent; the new backend is made during the guest's eject", nicID(old))
+	// This swap waits for the NIC's release now, stranded or not.
+	w.smu.Lock()
+	w.stranded, w.back = "", nil
+	w.smu.Unlock()
 	b := <-r.built // the caller always sends it
 	ctx, cancel := context.WithTimeout(r.ctx, deviceDeletedWait+4*commandTimeout)
 	defer cancel()
@@ -297,7 +303,7 @@ func (w *nicSwapper) swap(r swapReq) error {
 func (w *nicSwapper) strand(old int, nic NIC) {
 	id := nicID(old)
 	w.smu.Lock()
-	w.stranded, w.back = id, w.plugBack(old, nic)
+	w.stranded, w.strandedSeq, w.back = id, old, w.plugBack(old, nic)
 	w.smu.Unlock()
 	for {
 		select {
@@ -321,18 +327,23 @@ func (w *nicSwapper) released(id string) bool {
 	if w.stranded == "" || id != w.stranded {
 		return false
 	}
-	back := w.back
+	seq, back := w.strandedSeq, w.back
 	w.stranded, w.back = "", nil
-	go w.replug(id, back)
+	go w.replug(id, seq, back)
 	return true
 }
 
-// replug plugs stranded NIC id back in, after any swap still running.
-func (w *nicSwapper) replug(id string, back qmp.Args) {
+// replug plugs stranded NIC id (number seq) back in, after any swap
+// still running, unless that swap gave the guest another NIC (or the
+// device is there again).
+func (w *nicSwapper) replug(id string, seq int, back qmp.Args) {
 	w.busy.Lock()
 	defer w.busy.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
+	if gone, err := w.c.DeviceGone(ctx, id); w.seq != seq || err == nil && !gone {
+		return
+	}
 	if err := w.c.DeviceAdd(ctx, back); err != nil {
 		w.notify("the guest released its NIC %s after vmrun stopped waiting for it, and plugging it back in failed: %v; the guest has no NIC until the next switch", id, err)
 		return

@@ -307,6 +307,28 @@ func TestSwapLateRelease(t *testing.T) {
 	}
 }
 
+// TestReplugSkips: a late release's plug-back does nothing when a swap
+// gave the guest another NIC meanwhile, or the device is there again.
+func TestReplugSkips(t *testing.T) {
+	f := &fakeQEMU{fail: map[string]bool{}, eject: make(chan struct{}), present: map[string]bool{"nic0": true}}
+	w := connectFake(t, f)
+	back := nicArgs(0, NIC{MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}})
+	w.replug("nic0", 0, back) // nic0 is present
+	w.seq = 1
+	f.mu.Lock()
+	delete(f.present, "nic0")
+	f.mu.Unlock()
+	w.replug("nic0", 0, back) // the guest is on NIC 1 now
+	if got := f.sent(); len(got) != 0 {
+		t.Errorf("QMP commands %q, want none", got)
+	}
+	w.seq = 0
+	w.replug("nic0", 0, back)
+	if got := f.sent(); !slices.Equal(got, []string{"device_add nic0 vmrun-rp0 net0"}) {
+		t.Errorf("QMP commands %q, want the plug-back", got)
+	}
+}
+
 // TestReleasedTreeUnreadable: when QEMU refuses qom-list, the wait for
 // the guest's release goes on DEVICE_DELETED alone (it once took the
 // refusal for a release, and a NIC would have been plugged in beside the
