@@ -2,6 +2,7 @@ package dhcpprobe
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mdlayher/packet"
 
 	"github.com/vmrun/vmrun/internal/testutil"
 )
@@ -76,6 +79,44 @@ func (l *probeLAN) probe(ctx context.Context, link string, mac net.HardwareAddr)
 		return nil
 	})
 	return r, errors.Join(err, derr)
+}
+
+// discoverFrom returns a channel closed when a DHCP client message from
+// mac (IPv4 UDP to port 67) arrives on link of the LAN namespace: a packet
+// socket opened there before it returns, which sees frames before an
+// ingress filter could drop them (the macvtap's own IPv6 frames from the
+// same MAC do not count).
+func (l *probeLAN) discoverFrom(t testing.TB, link string, mac net.HardwareAddr) <-chan struct{} {
+	t.Helper()
+	var conn *packet.Conn
+	err := l.lan.Do(func() error {
+		ifi, err := net.InterfaceByName(link)
+		if err != nil {
+			return err
+		}
+		conn, err = packet.Listen(ifi, packet.Raw, 0x0003, nil) // ETH_P_ALL, network byte order
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	seen := make(chan struct{})
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				return // closed
+			}
+			f := buf[:n]
+			if len(f) >= 38 && bytes.Equal(f[6:12], mac) && f[12] == 0x08 && f[13] == 0x00 && f[23] == 17 && f[36] == 0 && f[37] == 67 {
+				close(seen)
+				return
+			}
+		}
+	}()
+	return seen
 }
 
 // packetSockets lists the packet sockets of this process bound to link's
@@ -203,18 +244,16 @@ func TestProbeRefused(t *testing.T) {
 func TestProbeCancelled(t *testing.T) {
 	l := newProbeLAN(t)
 	testutil.DropForeignMACs(t, l.lan, "lan0", hostMAC)
+	sent := l.discoverFrom(t, "lan0", guestMAC)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { _, err := l.probe(ctx, "mvt0", guestMAC); errc <- err }()
-	// Cancel once the probe's socket exists: nothing announces it (the
-	// filter drops its DISCOVERs before dnsmasq could log one), so this
-	// polls /proc for it.
-	deadline := time.Now().Add(time.Minute)
-	for len(l.packetSockets(t, "mvt0")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the probe opened no socket on mvt0")
-		}
-		time.Sleep(5 * time.Millisecond)
+	// Cancel once the probe's socket exists: its first DISCOVER reaching
+	// lan0 says so (the LAN's capture sees it before the filter drops it).
+	select {
+	case <-sent:
+	case <-time.After(time.Minute):
+		t.Fatal("the probe sent no DISCOVER to lan0")
 	}
 	cancel()
 	select {
