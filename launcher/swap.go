@@ -345,7 +345,7 @@ func (w *nicSwapper) replug(id string, seq int, back qmp.Args) {
 		return
 	}
 	if err := w.c.DeviceAdd(ctx, back); err != nil {
-		w.notify("the guest released its NIC %s after vmrun stopped waiting for it, and plugging it back in failed: %v; the guest has no NIC until the next switch", id, err)
+		w.notify("the guest released its NIC %s after vmrun stopped waiting for it, and plugging it back in failed: %v; the guest has no NIC until the next switch of the uplink (or a restart of the VM: vmrun stop, then start it again)", id, err)
 		return
 	}
 	w.notify("the guest released its NIC %s after vmrun stopped waiting for it: it is plugged back in", id)
