@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 
 	"github.com/mdlayher/packet"
@@ -101,8 +100,7 @@ type guest struct {
 	link netlink.Link    // the ipvtap, as seen in the private namespace
 
 	uev     *chardev.Uevents // the private namespace's uevents, until openQueues
-	port    *os.File         // the guest's DHCP port (dhcpport_linux.go)
-	portIx  int              // and its index in the private namespace
+	port    *packet.Conn     // the guest's DHCP port, on the private loopback (dhcpport_linux.go)
 	answers *packet.Conn     // the socket vmrun answers the guest on
 	hostNS  netns.NsHandle   // vmrun's namespace, for the upstream lease's socket
 
@@ -173,10 +171,10 @@ func (x *guest) shimObject() rundir.Object {
 }
 
 // makeNetns makes the private network namespace, netlink in it, the
-// DHCP port's tap there (makePortTap) and netlink in vmrun's namespace,
+// DHCP port's socket there (openPort) and netlink in vmrun's namespace,
 // on the set-up's own thread, which unshares and returns (see
-// hostnet.Away). The undo closes the tap's file (which deletes the tap),
-// netlink's sockets and the namespaces' handles, whatever was made.
+// hostnet.Away). The undo closes the sockets and the namespaces' handles,
+// whatever was made.
 func (x *guest) makeNetns(s *hostnet.Setup) error {
 	s.OnUndo(func() error {
 		var errs []error
@@ -184,7 +182,7 @@ func (x *guest) makeNetns(s *hostnet.Setup) error {
 			errs = append(errs, x.uev.Close())
 		}
 		if x.port != nil {
-			errs = append(errs, x.port.Close())
+			closeIdle(x.port)
 		}
 		if x.nh != nil {
 			x.nh.Close()
@@ -208,7 +206,7 @@ func (x *guest) makeNetns(s *hostnet.Setup) error {
 }
 
 // makePrivate makes the private namespace, netlink in it and the DHCP
-// port's tap, on the calling thread (in vmrun's namespace, where it
+// port's socket, on the calling thread (in vmrun's namespace, where it
 // returns).
 func (x *guest) makePrivate() error {
 	home, err := netns.Get()
@@ -230,8 +228,8 @@ func (x *guest) makePrivate() error {
 		if x.nh, err = hostnet.NewHandle(); err != nil {
 			return err
 		}
-		if err := x.makePortTap(); err != nil {
-			return err
+		if x.port, err = openPort(x.nh); err != nil {
+			return fmt.Errorf("the guest's DHCP port: %w", err)
 		}
 		// The ipvtap's device number comes in a uevent here (openQueues);
 		// without the socket, from a sysfs of the namespace.

@@ -5,73 +5,59 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
 // The guest's DHCP port (docs/wifi.md, "How vmrun answers the guest's
-// DHCP"): in the private namespace, a tap whose file vmrun holds, and a
-// root qdisc on the ipvtap whose filters see every frame the guest writes
-// (tap_get_user and tap_get_user_xdp end in dev_queue_xmit on the ipvtap)
-// before ipvlan sends it out the parent or hands it to another slave. They
-// redirect each DHCP client message to that tap, whose file vmrun reads.
-// vmrun sends its answers on the ipvtap itself, from a packet socket, with
-// a source MAC of its own: the first filter turns such a frame back into
-// the ipvtap's receive path, where tap_handle_frame queues it to the
-// guest. No DHCP message of the guest reaches the LAN, and vmrun's answers
-// reach the guest only. A root qdisc, unlike a clsact one, switches on no
-// kernel static key (code patching on the set-up's path, slow under TCG);
-// see addPortFilters.
+// DHCP"): in the private namespace, its loopback, on which vmrun holds a
+// packet socket, and a root qdisc on the ipvtap whose filters see every
+// frame the guest writes (tap_get_user and tap_get_user_xdp end in
+// dev_queue_xmit on the ipvtap) before ipvlan sends it out the parent or
+// hands it to another slave. They redirect each DHCP client message to
+// the loopback, where vmrun's socket sees it transmitted. (The loopback
+// then receives it: the private namespace's own stack, which has no
+// socket and forwards nothing, drops it.) vmrun sends its answers on the
+// ipvtap itself, from a packet socket, with a source MAC of its own: the
+// first filter turns such a frame back into the ipvtap's receive path,
+// where tap_handle_frame queues it to the guest. No DHCP message of the
+// guest reaches the LAN, and vmrun's answers reach the guest only. The
+// loopback is there in every namespace: the port costs no device of its
+// own. A root qdisc, unlike a clsact one, switches on no kernel static key
+// (code patching on the set-up's path, slow under TCG); see addPortFilters.
 
-// dhcpPortName is the tap's name in the private namespace (nothing else
-// lives there).
-const dhcpPortName = "vmrun-dhcp"
+// loIndex is the loopback's index, in every network namespace.
+const loIndex = 1
 
-// makePortTap creates the tap, on a thread in the private namespace,
-// with no IPv6 addresses of its own, and up (makeNetns's undo closes its
-// file, which deletes it). Its index comes from an ioctl on a socket of
-// the namespace (no netlink request, no RTNL).
-func (x *guest) makePortTap() error {
-	f, err := openPortTap(dhcpPortName)
+// openPort brings the calling thread's namespace's loopback up (h is
+// netlink there) and opens the DHCP port's socket on it: every frame the
+// loopback transmits, in the copy the transmission shows (each frame is
+// then received too, a second copy). In the private namespace only the
+// filters' redirections are transmitted there; a frame the namespace's
+// own stack sends is no DHCP client message, which vmrun ignores.
+func openPort(h *netlink.Handle) (*packet.Conn, error) {
+	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: loIndex, Name: "lo"}}
+	if err := h.LinkSetUp(lo); err != nil {
+		return nil, fmt.Errorf("bring the loopback up: %w", err)
+	}
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipFalse: 1},
+		bpf.RetConstant{Val: 1 << 16},
+		bpf.RetConstant{Val: 0},
+	})
 	if err != nil {
-		return fmt.Errorf("the guest's DHCP port: %w", err)
+		return nil, err
 	}
-	x.port = f
-	ix, err := ifIndex(dhcpPortName)
+	c, err := packet.Listen(&net.Interface{Index: loIndex, Name: "lo"}, packet.Raw, ethPAll, &packet.Config{Filter: prog})
 	if err != nil {
-		return fmt.Errorf("the guest's DHCP port: %w", err)
+		return nil, fmt.Errorf("a packet socket on the loopback: %w", err)
 	}
-	port := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ix, Name: dhcpPortName}}
-	if err := hostnet.SilenceIPv6Link(x.nh, port); err != nil {
-		return fmt.Errorf("the guest's DHCP port: %w", err)
-	}
-	if err := x.nh.LinkSetUp(port); err != nil {
-		return fmt.Errorf("the guest's DHCP port: %w", err)
-	}
-	x.portIx = ix
-	return nil
-}
-
-// ifIndex returns the index of link name in the calling thread's
-// network namespace (SIOCGIFINDEX).
-func ifIndex(name string) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("a socket for SIOCGIFINDEX: %w", err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
-	if err == nil {
-		err = unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("index of %s: %w", name, err)
-	}
-	return int(ifr.Uint32()), nil
+	return c, nil
 }
 
 // makeDHCPPort completes the guest's DHCP port once the ipvtap exists:
@@ -89,7 +75,7 @@ func (x *guest) makeDHCPPort(s *hostnet.Setup) error {
 	}
 	x.answers = out
 	s.OnUndo(out.Close)
-	qdisc, err := addPortFilters(x.nh, x.link.Attrs().Index, x.portIx, x.guestMAC, "")
+	qdisc, err := addPortFilters(x.nh, x.link.Attrs().Index, loIndex, x.guestMAC, "")
 	if err == nil {
 		s.Trace.ReportEvent(fmt.Sprintf("the guest's DHCP port: filters on the ipvtap's %s qdisc", qdisc))
 	}
@@ -150,26 +136,6 @@ func tcError(what string, err error) error {
 		return hostnet.Refuse(hostnet.ErrNoKernelSupport, "the kernel refused %s (%v), which vmrun needs to keep an ipvtap guest's DHCP off the LAN: load sch_fq_codel (or sch_ingress), cls_u32 and act_mirred (modprobe -a sch_fq_codel cls_u32 act_mirred), or use --net routed", what, err)
 	}
 	return fmt.Errorf("%s for the guest's DHCP: %w", what, err)
-}
-
-// openPortTap creates tap name in the calling thread's namespace, without
-// a packet-information or virtio-net header, and returns its file
-// (non-blocking, so reads honour deadlines). Closing it deletes the tap.
-func openPortTap(name string) (*os.File, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err == nil {
-		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
-		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
-	}
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("create tap %s: %w", name, err)
-	}
-	return os.NewFile(uintptr(fd), name), nil
 }
 
 // The keys of the filters, at offsets from the IPv4 header (u32 reads

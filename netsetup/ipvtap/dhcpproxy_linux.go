@@ -52,7 +52,7 @@ func (x *guest) serveProxy(ctx context.Context) error {
 	defer func() { _ = x.port.SetReadDeadline(time.Time{}) }()
 	buf := make([]byte, 1<<16)
 	for {
-		n, err := x.port.Read(buf)
+		n, _, err := x.port.ReadFrom(buf)
 		if ctx.Err() != nil {
 			return nil
 		}
