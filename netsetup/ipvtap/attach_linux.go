@@ -51,11 +51,7 @@ func ipvtapSteps(x *guest) []hostnet.Step {
 		{Name: "verify", Do: x.verify},
 		{Name: "shim", Do: x.makeShim},
 		{Name: "rp_filter", Do: x.loosenRPFilter},
-		{Name: "register", Do: func(s *hostnet.Setup) error {
-			f := x.hostFacts()
-			x.setupFacts = &f
-			return x.registerStatic(s)
-		}},
+		{Name: "register", Do: x.registerStatic},
 		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
 		{Name: "learn", Do: func(s *hostnet.Setup) error {
 			err := x.startLearner(s)
@@ -115,8 +111,9 @@ type guest struct {
 	warned  map[string]bool       // notices given once
 	conn    *packet.Conn          // the learner's socket (nil before "learn")
 
-	// setupFacts are the facts read once for the set-up's own steps
-	// (register, learn), nil before and after them (see policy).
+	// setupFacts are the facts read for --guest-ip (register), kept for
+	// the learner's first filter (learn), nil before and after them (see
+	// policy).
 	setupFacts *facts
 
 	lastMAC net.HardwareAddr // the parent's MAC as last seen

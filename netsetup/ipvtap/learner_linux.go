@@ -28,10 +28,20 @@ func (x *guest) startLearner(s *hostnet.Setup) error {
 }
 
 // openLearner opens the learner's socket, filtered for what is not known
-// yet, and returns its service.
+// yet, and returns its service. Without the facts --guest-ip had the
+// set-up read (setupFacts), the filter drops only 0.0.0.0 and the
+// registered addresses at first, and the service reads the facts for the
+// full filter before its first frame: the guest's frames queue on the
+// socket meanwhile, and what the facts rule out is ruled out again when
+// an address is registered (doRegister), so the set-up does not wait for
+// the host's address and route dumps.
 func (x *guest) openLearner() (func(context.Context) error, error) {
 	x.mu.Lock()
-	prog, err := learn.Program(x.known())
+	pol, full := learn.Policy{}, x.setupFacts != nil
+	if full {
+		pol = x.setupFacts.pol
+	}
+	prog, err := learn.Program(x.knownWith(pol))
 	x.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -56,6 +66,11 @@ func (x *guest) openLearner() (func(context.Context) error, error) {
 			x.mu.Unlock()
 			closeIdle(conn)
 		}()
+		if !full {
+			x.mu.Lock()
+			x.refilter()
+			x.mu.Unlock()
+		}
 		return x.learn(ctx, conn)
 	}, nil
 }

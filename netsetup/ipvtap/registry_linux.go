@@ -12,11 +12,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// registerStatic registers --guest-ip at once.
+// registerStatic registers --guest-ip at once, unless it is the host's
+// or a gateway's address (the facts read for it are kept for the learner's
+// first filter, see setupFacts).
 func (x *guest) registerStatic(s *hostnet.Setup) error {
 	if x.guestIP == nil {
 		return nil
 	}
+	f := x.hostFacts()
+	x.setupFacts = &f
 	a, ok := netip.AddrFromSlice(x.guestIP)
 	if !ok {
 		return hostnet.Refuse(hostnet.ErrBadRequest, "--guest-ip %s is not an IP address", x.guestIP)
@@ -34,8 +38,8 @@ func (x *guest) registerStatic(s *hostnet.Setup) error {
 
 // policy collects the addresses never to register: the host's own, and
 // the gateways of the routes through the parent (and --gateway). During
-// the set-up the first answer is kept (setupFacts): nothing the set-up
-// does changes them, and each is two netlink dumps.
+// the set-up the answer read for --guest-ip is kept (setupFacts): nothing
+// the set-up does changes it, and each is two netlink dumps.
 func (x *guest) policy() learn.Policy {
 	if x.setupFacts != nil {
 		return x.setupFacts.pol
@@ -189,8 +193,11 @@ func (x *guest) noticeOnce(key, msg string) {
 // registered ones, the gateways', 0.0.0.0, and the host's own once the
 // user was told that the guest uses one (until then the guest's packets
 // from it must reach the learner, which says so).
-func (x *guest) known() []netip.Addr {
-	p := x.policy()
+func (x *guest) known() []netip.Addr { return x.knownWith(x.policy()) }
+
+// knownWith is known with policy p (an empty one: the addresses known
+// without reading the host's facts).
+func (x *guest) knownWith(p learn.Policy) []netip.Addr {
 	out := []netip.Addr{netip.IPv4Unspecified()}
 	for a := range p.Gateways {
 		out = append(out, a)
