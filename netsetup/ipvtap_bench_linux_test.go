@@ -22,14 +22,18 @@ func benchEnv(b *testing.B) *ipvtapEnv {
 	return vethEnv(b)
 }
 
-// ipvtapBenchPlan is the plan of one benchmarked VM: a static address, so
-// that Apply registers it, routes it and adds its neighbour entry (the
-// DHCP wait of a learnt address is the guest's, not set-up).
-func ipvtapBenchPlan(e *ipvtapEnv, mac net.HardwareAddr, i int) netsetup.Plan {
+// ipvtapBenchPlan is the plan of one benchmarked VM: as `--net auto`
+// makes it (the guest's address comes later, leased or learnt), or with a
+// static address (--guest-ip), which Apply registers, routes and gives a
+// neighbour entry.
+func ipvtapBenchPlan(e *ipvtapEnv, mac net.HardwareAddr, i int, static bool) netsetup.Plan {
 	name := fmt.Sprintf("ib-%d", i%64)
-	ip := e.benchIP(i % 64)
-	return netsetup.Plan{Name: name, Mode: netsetup.IPVtap, Parent: e.parent, MAC: mac, Queues: 1,
-		LinkName: netsetup.LinkName(name, netsetup.RoleIPVtap), GuestIP: ip}
+	p := netsetup.Plan{Name: name, Mode: netsetup.IPVtap, Parent: e.parent, MAC: mac, Queues: 1,
+		LinkName: netsetup.LinkName(name, netsetup.RoleIPVtap)}
+	if static {
+		p.GuestIP = e.benchIP(i % 64)
+	}
+	return p
 }
 
 // benchIP is an address of the env's LAN that nothing else uses.
@@ -40,21 +44,29 @@ func (e *ipvtapEnv) benchIP(i int) net.IP {
 
 // BenchmarkIPVtapSetup times Apply of an ipvtap attachment per VM: the
 // private namespace, the ipvtap (create, verify, up), its queue fd, the
-// DHCP port and its filters, the shim, the guest's address, host route
-// and neighbour entry, the learner and the watcher. Each iteration also
-// times a macvtap's Apply (BenchmarkSetup's, on a bridge of a lab of its
-// own), so that the two compare side by side whatever the load does
-// meanwhile (setup/macvtap, the ratio of the medians; the rig's load
-// swings within a run).
+// DHCP port and its filters, the shim, the learner and the watcher; with
+// --guest-ip also the guest's address, host route and neighbour entry.
+// "auto" is the plan `--net auto` makes, "guest-ip" the static one. Each
+// iteration also times a macvtap's Apply (BenchmarkSetup's, on a bridge
+// of a lab of its own), so that the two compare side by side whatever the
+// load does meanwhile (setup/macvtap, the ratio of the medians; the rig's
+// load swings within a run), the two going first in turn.
 func BenchmarkIPVtapSetup(b *testing.B) {
 	e := benchEnv(b)
 	mac := e.parentMAC(b)
 	l, plans := benchLab(b)
+	for _, static := range []bool{false, true} {
+		name := map[bool]string{false: "auto", true: "guest-ip"}[static]
+		b.Run(name, func(b *testing.B) { benchIPVtapSetup(b, e, l, plans, mac, static) })
+	}
+}
+
+func benchIPVtapSetup(b *testing.B, e *ipvtapEnv, l *lab, plans map[string]func(string) netsetup.Plan, mac net.HardwareAddr, static bool) {
 	var ds, mds []time.Duration
 	steps := map[string][]time.Duration{}
 	var order []string // the steps' names, in their order
-	for i := 0; i < b.N; i++ {
-		p := ipvtapBenchPlan(e, mac, i)
+	ipvtap := func(i int) error {
+		p := ipvtapBenchPlan(e, mac, i, static)
 		var a *netsetup.Attachment
 		err := e.host.Do(func() error {
 			start := time.Now()
@@ -73,13 +85,16 @@ func BenchmarkIPVtapSetup(b *testing.B) {
 			return err
 		})
 		if err != nil {
-			b.Fatal(err)
+			return err
 		}
 		b.StopTimer()
-		if err := a.Undo(); err != nil {
-			b.Fatal(err)
-		}
-		if err := l.host.Do(func() error {
+		defer b.StartTimer()
+		return a.Undo()
+	}
+	macvtap := func(i int) error {
+		b.StopTimer()
+		defer b.StartTimer()
+		return l.host.Do(func() error {
 			start := time.Now()
 			a, err := netsetup.Apply(context.Background(), plans["macvtap"](fmt.Sprintf("bm-%d", i%64)), nil)
 			mds = append(mds, time.Since(start))
@@ -87,10 +102,22 @@ func BenchmarkIPVtapSetup(b *testing.B) {
 				return err
 			}
 			return a.Undo()
-		}); err != nil {
+		})
+	}
+	// Each goes first in every other iteration: what one's teardown leaves
+	// the kernel to finish (a private namespace's clean-up, RCU callbacks)
+	// falls on the other as often as on itself.
+	for i := 0; i < b.N; i++ {
+		first, second := ipvtap, macvtap
+		if i%2 == 1 {
+			first, second = macvtap, ipvtap
+		}
+		if err := first(i); err != nil {
 			b.Fatal(err)
 		}
-		b.StartTimer()
+		if err := second(i); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.ReportMetric(ms(median(ds)), "median-ms/setup")
 	b.ReportMetric(ms(median(mds)), "median-ms/macvtap")
@@ -112,7 +139,7 @@ func BenchmarkIPVtapTeardown(b *testing.B) {
 	mac := e.parentMAC(b)
 	var undo, bare []time.Duration
 	for i := 0; i < b.N; i++ {
-		p := ipvtapBenchPlan(e, mac, i)
+		p := ipvtapBenchPlan(e, mac, i, true)
 		var a *netsetup.Attachment
 		if err := e.host.Do(func() error {
 			var err error
