@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 
 	"github.com/mdlayher/packet"
@@ -367,9 +368,9 @@ func (x *guest) openQueues(s *hostnet.Setup) error {
 			return err
 		}
 	}
-	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s of vmrun's private namespace)", a.Name, unix.Major(dev), unix.Minor(dev), from))
-	var err error
-	att.Files, err = chardev.OpenCharDev(dev, s.Cfg.Queues)
+	files, node, err := chardev.OpenCharDev(dev, "tap"+strconv.Itoa(a.Index), s.Cfg.Queues)
+	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s of vmrun's private namespace), opened through %s", a.Name, unix.Major(dev), unix.Minor(dev), from, node))
+	att.Files = files
 	return err
 }
 

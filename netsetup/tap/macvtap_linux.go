@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/netsetup/internal/chardev"
@@ -118,7 +119,8 @@ func openMacvtapQueues(s *hostnet.Setup) error {
 	if err != nil {
 		return err
 	}
-	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s)", a.Name, unix.Major(dev), unix.Minor(dev), from))
-	att.Files, err = chardev.OpenCharDev(dev, s.Cfg.Queues)
+	files, node, err := chardev.OpenCharDev(dev, "tap"+strconv.Itoa(a.Index), s.Cfg.Queues)
+	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s), opened through %s", a.Name, unix.Major(dev), unix.Minor(dev), from, node))
+	att.Files = files
 	return err
 }

@@ -1,6 +1,7 @@
 // Package chardev opens the character device of a macvtap or ipvtap link:
-// its device number read from the sysfs of the link's own network
-// namespace, and a private node made, opened and removed at once.
+// its device number from its uevent or read from the sysfs of the link's
+// own network namespace, and its node in /dev when that is the device,
+// else a private node made, opened and removed at once.
 package chardev
 
 import (
@@ -115,9 +116,54 @@ func parseDevNum(path, v string) (uint64, error) {
 	return unix.Mkdev(uint32(ma), uint32(mi)), nil
 }
 
-// OpenCharDev opens character device dev n times through a private node:
-// mknod in a fresh 0700 directory, open, then remove node and directory.
-func OpenCharDev(dev uint64, n int) ([]*os.File, error) {
+// OpenCharDev opens character device dev n times and says through what:
+// /dev/NAME (name is "tapN") when that node is dev — devtmpfs makes one
+// for each macvtap and ipvtap, named by its ifindex in its own namespace,
+// so another namespace's tap may hold the name: the node's number is
+// checked before it is opened (opening another link's node would add a
+// queue to it) and on each opened file — else a private node: mknod in a
+// fresh 0700 directory, open, then remove node and directory.
+func OpenCharDev(dev uint64, name string, n int) (files []*os.File, from string, err error) {
+	path := "/dev/" + name
+	if files, ok := openNode(path, dev, n); ok {
+		return files, path, nil
+	}
+	files, err = openPrivate(dev, n)
+	return files, "a private node", err
+}
+
+// openNode opens path n times if it is character device dev; false,
+// with nothing left open, if it is not or cannot be opened.
+func openNode(path string, dev uint64, n int) ([]*os.File, bool) {
+	var st unix.Stat_t
+	if unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != dev {
+		return nil, false
+	}
+	files := make([]*os.File, 0, n)
+	for i := 0; i < n; i++ {
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err == nil && (unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != dev) {
+			unix.Close(fd)
+			err = unix.ENODEV
+		}
+		if err != nil {
+			closeAll(files)
+			return nil, false
+		}
+		files = append(files, os.NewFile(uintptr(fd), path))
+	}
+	return files, true
+}
+
+// closeAll closes files.
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// openPrivate opens character device dev n times through a private node.
+func openPrivate(dev uint64, n int) ([]*os.File, error) {
 	dir, err := os.MkdirTemp(nodeDir(), ".vmrun-tap-")
 	if err != nil {
 		return nil, fmt.Errorf("private device directory: %w", err)

@@ -1,16 +1,19 @@
 package chardev
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // TestUeventTapDevNum makes a macvtap in a namespace of its own, with a
 // uevent socket opened there first, and reads its character device's
 // number from the queued uevents: the same as sysfs says (TapDevNum), and
-// nothing for a link that has no character device.
+// nothing for a link that has no character device; then opens it
+// (checkOpenCharDev).
 func TestUeventTapDevNum(t *testing.T) {
 	testutil.RequireRoot(t)
 	n := testutil.NewNetns(t, "uev")
@@ -55,9 +58,41 @@ func TestUeventTapDevNum(t *testing.T) {
 		if got != want {
 			t.Errorf("uevent: device %#x, %s: %#x", got, from, want)
 		}
+		checkOpenCharDev(t, want, "tap"+strconv.Itoa(l.Attrs().Index))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// checkOpenCharDev opens device dev (a macvtap's, named name in /dev)
+// twice: through /dev/NAME when that node is the device, else a private
+// node; and through a private node when the name is another device's
+// (/dev/null) or nobody's. Every file must be the device.
+func checkOpenCharDev(t *testing.T, dev uint64, name string) {
+	t.Helper()
+	var st unix.Stat_t
+	inDev := unix.Lstat("/dev/"+name, &st) == nil && st.Rdev == dev
+	for _, c := range []struct{ name, want string }{
+		{name, map[bool]string{true: "/dev/" + name, false: "a private node"}[inDev]},
+		{"null", "a private node"},
+		{"vmrun-no-such-node", "a private node"},
+	} {
+		files, from, err := OpenCharDev(dev, c.name, 2)
+		if err != nil {
+			t.Errorf("OpenCharDev(%s): %v", c.name, err)
+			continue
+		}
+		if from != c.want || len(files) != 2 {
+			t.Errorf("OpenCharDev(%s): %d files through %s, want 2 through %s", c.name, len(files), from, c.want)
+		}
+		for _, f := range files {
+			if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Rdev != dev {
+				t.Errorf("OpenCharDev(%s) through %s: a file of device %#x (%v), want %#x", c.name, from, st.Rdev, err, dev)
+			}
+		}
+		closeAll(files)
+	}
+	t.Logf("/dev/%s is the device: %v", name, inDev)
 }
