@@ -16,10 +16,11 @@
 //   - The guest NIC's MAC is the parent's: ipvlan does not rewrite source
 //     MACs, and a Wi-Fi access point drops frames from unknown MACs.
 //   - vmrun owns the guest's DHCP: a tc filter on the ipvtap's egress takes
-//     the guest's DHCP client messages to vmrun's DHCP port (a tap in the
-//     private namespace) before ipvlan could send them out; vmrun answers
-//     them through that port with a lease it holds from the LAN's server
-//     with the VM's own client identifier (docs/wifi.md).
+//     the guest's DHCP client messages to vmrun's DHCP port (the private
+//     namespace's loopback, where vmrun reads them from a packet socket)
+//     before ipvlan could send them out; vmrun answers them on the
+//     ipvtap with a lease it holds from the LAN's server with the VM's
+//     own client identifier (docs/wifi.md).
 //   - The guest's addresses are registered on the ipvtap: the leased one
 //     and --guest-ip at once, others as a learner sees them in what the
 //     guest sends (an AF_PACKET socket on the ipvtap; see
