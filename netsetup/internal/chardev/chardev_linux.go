@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -141,18 +142,28 @@ func openNode(path string, dev uint64, n int) ([]*os.File, bool) {
 	}
 	files := make([]*os.File, 0, n)
 	for i := 0; i < n; i++ {
-		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		if err == nil && (unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != dev) {
-			unix.Close(fd)
-			err = unix.ENODEV
+		// os.OpenFile, as for a private node: the file is non-blocking
+		// and in Go's poller, so its reads honour deadlines.
+		f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOFOLLOW, 0)
+		if err == nil {
+			if fi, serr := f.Stat(); serr != nil || !isDev(fi, dev) {
+				f.Close()
+				err = unix.ENODEV
+			}
 		}
 		if err != nil {
 			closeAll(files)
 			return nil, false
 		}
-		files = append(files, os.NewFile(uintptr(fd), path))
+		files = append(files, f)
 	}
 	return files, true
+}
+
+// isDev reports whether fi is character device dev.
+func isDev(fi os.FileInfo, dev uint64) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && fi.Mode()&os.ModeCharDevice != 0 && st.Rdev == dev
 }
 
 // closeAll closes files.
