@@ -51,20 +51,9 @@ for i in 2; do wait_for 20 grep -q AP-ENABLED /tmp/hostapd$i.log || { bad "acces
 bssid1=$($IP netns exec ap cat /sys/class/net/wlan0/address)
 bssid2=$($IP netns exec ap cat /sys/class/net/wlan2/address)
 start_links=$(links)
-# The wired LAN (case 4): a veth to namespace "lan", 192.168.88.0/24.
-$IP netns add lan
-$IP -n lan link set lo up
-$IP link add vethw0 type veth peer name lan0 netns lan
-$IP link set vethw0 up
+# The wired LAN (case 4), with an address of the rig's on it.
+wired_lan
 $IP addr add 192.168.88.2/24 dev vethw0
-$IP -n lan addr add 192.168.88.1/24 dev lan0
-$IP -n lan link set lan0 up
-$IP netns exec lan dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
-	--port=0 --bind-interfaces --interface=lan0 --except-interface=lo \
-	--dhcp-range=192.168.88.100,192.168.88.150,255.255.255.0,10m \
-	--dhcp-leasefile=/tmp/leases-lan --dhcp-authoritative --no-ping --log-dhcp \
-	--log-facility=/tmp/dnsmasq-lan.log --user=root &
-wait_for 60 grep -q 'DHCP, IP range' /tmp/dnsmasq-lan.log || bad "the wired LAN's dnsmasq did not start"
 vm_links=$(links)
 routes_before=$($IP route show; $IP neigh show nud permanent)
 
@@ -250,11 +239,7 @@ func TestWiFiFollow(t *testing.T) {
 	rig := nested.Require(t)
 	g := testutil.RequireGuest(t)
 	start := time.Now()
-	files := []nested.File{
-		{Src: nested.BuildCommand(t, "github.com/vmrun/vmrun/cmd/vmrun"), Dst: "/payload/vmrun"},
-		{Src: guestKernel(t, rig, g), Dst: "/payload/guest/kernel"},
-		{Src: g.Initrd, Dst: "/payload/guest/initrd.img"},
-	}
+	files := kernelBootFiles(t, rig, g)
 	script := followLAN + lanScript + vmHelpers + followScript + followEndScript
 	t.Logf("builds: %.1fs", time.Since(start).Seconds())
 	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 40 * time.Minute})

@@ -80,12 +80,31 @@ esac
 // (TCG inside TCG): start_vm boots the test guest — its disk image, or its
 // kernel and initramfs (/payload/guest/kernel, initrd.img) with given kernel
 // arguments — with vmrun, its output
-// timestamped (rig uptime) in /tmp/NAME.log; reach waits for a guest's
+// timestamped (rig uptime) in /tmp/NAME.log; wired_lan makes a wired LAN
+// beside the Wi-Fi one; reach waits for a guest's
 // lease, the first ping from its LAN side it answers (the TIMING line) and
 // its web page; stop_vm sends SIGTERM and expects vmrun to exit 0. $grace
 // is vmrun's --shutdown-grace (default 60s).
 const vmHelpers = `
 mkdir -p -m 1777 /var/tmp # QEMU's -snapshot overlay (QEMU 7.2 will not use /tmp); QEMU runs as nobody here
+# wired_lan: a wired LAN beside the Wi-Fi one, vethw0 here to lan0 in
+# namespace "lan" (192.168.88.1/24, dnsmasq leasing .100-.150 for 10
+# minutes); it returns once dnsmasq logs its DHCP range (its sockets are
+# bound then).
+wired_lan() {
+	$IP netns add lan
+	$IP -n lan link set lo up
+	$IP link add vethw0 type veth peer name lan0 netns lan
+	$IP link set vethw0 up
+	$IP -n lan addr add 192.168.88.1/24 dev lan0
+	$IP -n lan link set lan0 up
+	$IP netns exec lan dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+		--port=0 --bind-interfaces --interface=lan0 --except-interface=lo \
+		--dhcp-range=192.168.88.100,192.168.88.150,255.255.255.0,10m \
+		--dhcp-leasefile=/tmp/leases-lan --dhcp-authoritative --no-ping --log-dhcp \
+		--log-facility=/tmp/dnsmasq-lan.log --user=root &
+	wait_for 60 grep -q 'DHCP, IP range' /tmp/dnsmasq-lan.log || bad "the wired LAN's dnsmasq did not start"
+}
 stamp() { while IFS= read -r l; do echo "$(now) $l"; done; }
 start_vm() { # start_vm NAME NET [KERNEL-ARGS [VMRUN-FLAGS...]]: the disk image, or the kernel with KERNEL-ARGS
 	name=$1 net=$2
@@ -164,19 +183,7 @@ stop_vm() { # stop_vm NAME LABEL: SIGTERM, expect exit 0
 // timings compare fairly.
 const vmStartScript = `
 # --- (c) two inner VMs: ipvtap over Wi-Fi, macvtap over a veth ----------------
-$IP netns add lan
-$IP -n lan link set lo up
-$IP link add vethw0 type veth peer name lan0 netns lan
-$IP link set vethw0 up
-$IP -n lan addr add 192.168.88.1/24 dev lan0
-$IP -n lan link set lan0 up
-$IP netns exec lan dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
-	--port=0 --bind-interfaces --interface=lan0 --except-interface=lo \
-	--dhcp-range=192.168.88.100,192.168.88.150,255.255.255.0,10m \
-	--dhcp-leasefile=/tmp/leases-lan --dhcp-authoritative --no-ping --log-dhcp \
-	--log-facility=/tmp/dnsmasq-lan.log --user=root &
-# dnsmasq logs its DHCP range once its sockets are bound.
-wait_for 60 grep -q 'DHCP, IP range' /tmp/dnsmasq-lan.log || bad "the wired LAN's dnsmasq did not start"
+wired_lan
 vm_before=$(links)
 routes_before=$($IP route show; $IP neigh show nud permanent)
 rpf_before=$(cat /proc/sys/net/ipv4/conf/wlan1/rp_filter)

@@ -184,11 +184,7 @@ func TestWiFiStockGuests(t *testing.T) {
 	rig := nested.Require(t)
 	g := testutil.RequireGuest(t)
 	start := time.Now()
-	files := []nested.File{
-		{Src: nested.BuildCommand(t, "github.com/vmrun/vmrun/cmd/vmrun"), Dst: "/payload/vmrun"},
-		{Src: guestKernel(t, rig, g), Dst: "/payload/guest/kernel"},
-		{Src: g.Initrd, Dst: "/payload/guest/initrd.img"},
-	}
+	files := kernelBootFiles(t, rig, g)
 	script := lanScript + "start_links=$(links)\n" + vmHelpers + stockScript + stockEndScript
 	t.Logf("builds: %.1fs", time.Since(start).Seconds())
 	r := nested.Run(t, nested.Payload{Files: files, Script: script, Timeout: 35 * time.Minute})
@@ -200,6 +196,18 @@ func TestWiFiStockGuests(t *testing.T) {
 		t.Errorf("the rig saw %d of the 2 guests' addresses leased with their own client identifier", n)
 	}
 	t.Logf("whole test %.1fs (rig boot %.1fs, run %.1fs)", time.Since(start).Seconds(), r.Boot.Seconds(), r.Elapsed.Seconds())
+}
+
+// kernelBootFiles are the payload of a test whose inner guests boot the
+// test guest's kernel and initramfs directly (start_vm with kernel
+// arguments): vmrun, the kernel (guestKernel) and the initramfs.
+func kernelBootFiles(t *testing.T, rig nested.Rig, g testutil.GuestImages) []nested.File {
+	t.Helper()
+	return []nested.File{
+		{Src: nested.BuildCommand(t, "github.com/vmrun/vmrun/cmd/vmrun"), Dst: "/payload/vmrun"},
+		{Src: guestKernel(t, rig, g), Dst: "/payload/guest/kernel"},
+		{Src: g.Initrd, Dst: "/payload/guest/initrd.img"},
+	}
 }
 
 // guestKernel is the kernel the inner guests boot: the rig's uncompressed
