@@ -369,9 +369,12 @@ func (x *guest) openQueues(s *hostnet.Setup) error {
 		}
 	}
 	files, node, err := chardev.OpenCharDev(dev, "tap"+strconv.Itoa(a.Index), s.Cfg.Queues)
+	if err != nil {
+		return err
+	}
 	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s of vmrun's private namespace), opened through %s", a.Name, unix.Major(dev), unix.Minor(dev), from, node))
 	att.Files = files
-	return err
+	return nil
 }
 
 // portMode reads the parent's ipvlan port mode through the ipvtap.

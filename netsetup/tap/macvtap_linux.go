@@ -120,7 +120,10 @@ func openMacvtapQueues(s *hostnet.Setup) error {
 		return err
 	}
 	files, node, err := chardev.OpenCharDev(dev, "tap"+strconv.Itoa(a.Index), s.Cfg.Queues)
+	if err != nil {
+		return err
+	}
 	s.Trace.ReportEvent(fmt.Sprintf("%s is character device %d:%d (read from %s), opened through %s", a.Name, unix.Major(dev), unix.Minor(dev), from, node))
 	att.Files = files
-	return err
+	return nil
 }
