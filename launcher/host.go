@@ -2,11 +2,11 @@ package launcher
 
 import (
 	"fmt"
-	"github.com/vmrun/vmrun/internal/qemuprobe"
 	"os"
 	"os/exec"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/qemuprobe"
 )
 
 // What this host offers QEMU, decided once per run before anything is

@@ -8,7 +8,6 @@ package confine
 import (
 	"errors"
 	"fmt"
-	"github.com/vmrun/vmrun/internal/qemuprobe"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/privdrop"
+	"github.com/vmrun/vmrun/internal/qemuprobe"
 	"github.com/vmrun/vmrun/launcher"
 )
 
