@@ -2,6 +2,8 @@ package hostnet
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"runtime"
 	"testing"
 
@@ -80,4 +82,72 @@ func atHome(home netns.NsHandle) error {
 		return errors.New("the thread did not return home")
 	}
 	return nil
+}
+
+// TestThread, in a namespace of the test's own: a Thread's functions run
+// in its new namespace (unshare), in order, on its one thread, while the
+// caller's thread stays home; once stopped, that thread is home again (or
+// gone); an enter that fails says so.
+func TestThread(t *testing.T) {
+	testutil.RequireRoot(t)
+	ns := testutil.NewNetns(t, "th")
+	err := ns.Do(func() error {
+		home, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer home.Close()
+		th, entered := NewThread(home, func() error { return unix.Unshare(unix.CLONE_NEWNET) })
+		var private netns.NsHandle
+		var order []int
+		tid := 0
+		first := th.Go(func() error {
+			order = append(order, 1)
+			tid = unix.Gettid()
+			var gerr error
+			private, gerr = netns.Get()
+			return errors.Join(<-entered, gerr)
+		})
+		second := th.Go(func() error {
+			order = append(order, 2)
+			cur, err := netns.Get()
+			if err != nil {
+				return err
+			}
+			defer cur.Close()
+			if !cur.Equal(private) || unix.Gettid() != tid {
+				return errors.New("the second function ran elsewhere than the first")
+			}
+			return nil
+		})
+		if err := errors.Join(<-first, <-second); err != nil {
+			return err
+		}
+		defer private.Close()
+		if private.Equal(home) || len(order) != 2 || order[0] != 1 {
+			return fmt.Errorf("ran at home (%v) or out of order (%v)", private.Equal(home), order)
+		}
+		if err := atHome(home); err != nil {
+			return fmt.Errorf("the caller's thread: %w", err)
+		}
+		th.Stop()
+		th.Wait()
+		if after, err := netns.GetFromThread(os.Getpid(), tid); err == nil {
+			defer after.Close()
+			if !after.Equal(home) {
+				return errors.New("the stopped thread stayed in the private namespace")
+			}
+		}
+		refused := errors.New("refused")
+		th, entered = NewThread(home, func() error { return refused })
+		th.Stop()
+		th.Wait()
+		if err := <-entered; !errors.Is(err, refused) {
+			return fmt.Errorf("a failed enter reported %v", err)
+		}
+		return atHome(home)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

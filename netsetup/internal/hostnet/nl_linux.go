@@ -100,10 +100,11 @@ func OnThrowawayThreadBack(fn func() error) error {
 // Away runs fn on the calling goroutine's own thread, locked, after enter
 // moved that thread into another network namespace (netns.Set, or
 // unshare for a new one), and then returns the thread to home, the
-// namespace it is in: a set-up that makes sockets, taps and sysfs mounts
-// in a private namespace visits it this way, with no thread to start and
-// no goroutine to hand over to and wait for (each costs more than the
-// two setns calls, many times over under TCG). CAP_SYS_ADMIN is raised
+// namespace it is in: an occasional visit (a sysfs mount, a service's
+// socket reopened) goes this way, with no thread to start and no
+// goroutine to hand over to and wait for (each costs more than the two
+// setns calls, many times over under TCG); work that can go on beside the
+// caller's goes on a Thread. CAP_SYS_ADMIN is raised
 // for the visit. Should the return fail, the thread stays locked to the
 // goroutine for good, so that no other goroutine ever runs in the other
 // namespace (the runtime ends the thread with the goroutine), and the
