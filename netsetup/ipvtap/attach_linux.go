@@ -35,8 +35,22 @@ type Config struct {
 // ipvtapSteps are the steps of --net ipvtap.
 func ipvtapSteps(x *guest) []hostnet.Step {
 	return []hostnet.Step{
+		// The private namespace's thread (startPrivate, before the
+		// set-up's own preparations) makes it and its sockets beside the
+		// steps in vmrun's namespace and the netlink requests; the set-up
+		// adopts it: its undo stops it.
+		{Name: "private thread", Do: func(s *hostnet.Setup) error {
+			x.s, x.adopted = s, true
+			s.OnUndo(x.stopPrivate)
+			return nil
+		}},
 		{Name: "parent", Do: x.lookupParent},
 		{Name: "claim shim", Do: x.claimShim},
+		// The host side in vmrun's namespace while the private thread
+		// unshares: the shim is of the ipvtap's port, in its mode.
+		{Name: "shim", Do: x.makeShim},
+		{Name: "rp_filter", Do: x.loosenRPFilter},
+		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
 		{Name: "netns", Do: x.makeNetns},
 		{Name: "create", Do: x.create},
 		{Name: "alias", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetAlias(x.link, hostnet.OwnerAlias(s.Cfg.VM)) }},
@@ -50,17 +64,8 @@ func ipvtapSteps(x *guest) []hostnet.Step {
 		{Name: "dhcp port", Do: x.makeDHCPPort},
 		{Name: "up", Do: func(s *hostnet.Setup) error { return x.nh.LinkSetUp(x.link) }},
 		{Name: "verify", Do: x.verify},
-		{Name: "shim", Do: x.makeShim},
-		{Name: "rp_filter", Do: x.loosenRPFilter},
 		{Name: "register", Do: x.registerStatic},
-		{Name: "open vhost", Do: (*hostnet.Setup).OpenVhost},
-		{Name: "learn", Do: func(s *hostnet.Setup) error {
-			err := x.startLearner(s)
-			x.mu.Lock()
-			x.setupFacts = nil
-			x.mu.Unlock()
-			return err
-		}},
+		{Name: "learn", Do: x.startLearner},
 		{Name: "watch", Do: x.startWatcher},
 		{Name: "dhcp proxy", Do: x.startProxy},
 		{Name: "upstream lease", Do: x.startUpstream},
@@ -75,7 +80,14 @@ func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Atta
 		leased:   make(chan struct{}),
 		shimName: c.ShimName, guestIP: c.GuestIP, gateway: c.Gateway}
 	obj := hostnet.LinkObject(c.Link.VM, c.Link.LinkName, "ipvtap", c.Link.MAC)
-	return hostnet.Run(ctx, c.Link, rec, obj, c.Caps, ipvtapSteps(x))
+	if err := x.startPrivate(); err != nil {
+		return nil, err
+	}
+	att, err := hostnet.Run(ctx, c.Link, rec, obj, c.Caps, ipvtapSteps(x))
+	if err != nil && !x.adopted {
+		err = errors.Join(err, x.stopPrivate())
+	}
+	return att, err
 }
 
 // guest is one ipvtap attachment: built by its steps, then served by
@@ -83,6 +95,7 @@ func (c Config) Attach(ctx context.Context, rec hostnet.Recorder) (*hostnet.Atta
 // until Undo.
 type guest struct {
 	s        *hostnet.Setup
+	adopted  bool   // the set-up undoes the private thread (its first step)
 	parent   string // the parent's name
 	parentIx int    // and index, in vmrun's namespace
 	guestMAC net.HardwareAddr
@@ -96,9 +109,18 @@ type guest struct {
 	bh   *netlink.Handle // netlink in vmrun's namespace, for the services
 	link netlink.Link    // the ipvtap, as seen in the private namespace
 
+	// The private thread (startPrivate) and its work's results: made
+	// (makePrivate), ported (the DHCP port's socket) and sockets
+	// (openSockets), each read once.
+	thread                *hostnet.Thread
+	made, ported, sockets <-chan error
+	ivIndex               int // above every index in the private namespace (makePrivate)
+	hostMax               int // the highest index in vmrun's (lookupParent)
+
 	uev     *chardev.Uevents // the private namespace's uevents, until openQueues
 	port    *packet.Conn     // the guest's DHCP port, on the private loopback (dhcpport_linux.go)
 	answers *packet.Conn     // the socket vmrun answers the guest on
+	early   *packet.Conn     // the learner's first socket, opened by the private thread, until "learn"
 	hostNS  netns.NsHandle   // vmrun's namespace, for the upstream lease's socket
 
 	shimName string // "" without a shim (--no-host-link)
@@ -112,9 +134,8 @@ type guest struct {
 	warned  map[string]bool       // notices given once
 	conn    *packet.Conn          // the learner's socket (nil before "learn")
 
-	// setupFacts are the facts read for --guest-ip (register), kept for
-	// the learner's first filter (learn), nil before and after them (see
-	// policy).
+	// setupFacts are the facts read for --guest-ip's check, while it is
+	// registered (registerStatic); nil otherwise (see policy).
 	setupFacts *facts
 
 	lastMAC net.HardwareAddr // the parent's MAC as last seen
@@ -151,6 +172,9 @@ func (x *guest) lookupParent(s *hostnet.Setup) error {
 	if why := hostnet.IPVtapBlocked(x.parent, hostnet.UppersOf(links, x.parentIx)); why != "" {
 		return hostnet.Refuse(hostnet.ErrUnsuitable, "%s; use --net routed, or remove that link", why)
 	}
+	for _, l := range links {
+		x.hostMax = max(x.hostMax, l.Attrs().Index)
+	}
 	return nil
 }
 
@@ -168,72 +192,111 @@ func (x *guest) shimObject() rundir.Object {
 	return hostnet.LinkObject(x.s.Cfg.VM, x.shimName, "ipvlan", x.guestMAC)
 }
 
-// makeNetns makes the private network namespace, netlink in it, the
-// DHCP port's socket there (openPort) and netlink in vmrun's namespace,
-// on the set-up's own thread, which unshares and returns (see
-// hostnet.Away). The undo closes the sockets and the namespaces' handles,
-// whatever was made.
-func (x *guest) makeNetns(s *hostnet.Setup) error {
-	s.OnUndo(func() error {
-		var errs []error
-		if x.uev != nil {
-			errs = append(errs, x.uev.Close())
-		}
-		if x.port != nil {
-			closeIdle(x.port)
-		}
-		if x.nh != nil {
-			x.nh.Close()
-		}
-		if x.bh != nil {
-			x.bh.Close()
-		}
-		for _, ns := range []netns.NsHandle{x.ns, x.home} {
-			if ns.IsOpen() {
-				errs = append(errs, ns.Close())
-			}
-		}
-		return errors.Join(errs...)
-	})
-	if err := x.makePrivate(); err != nil {
-		return err
-	}
-	var err error
-	x.bh, err = hostnet.NewHandle()
-	return err
-}
-
-// makePrivate makes the private namespace, netlink in it and the DHCP
-// port's socket, on the calling thread (in vmrun's namespace, where it
-// returns).
-func (x *guest) makePrivate() error {
+// startPrivate starts the private namespace's thread (hostnet.Thread),
+// which unshares and makes netlink there, the uevent socket and the DHCP
+// port (openPort) while this thread prepares the set-up and looks up the
+// parent; once the ipvtap exists it opens the sockets on it (openSockets)
+// while this one sets the link up.
+func (x *guest) startPrivate() error {
 	home, err := netns.Get()
 	if err != nil {
 		return fmt.Errorf("vmrun's network namespace: %w", err)
 	}
 	x.home = home
-	return hostnet.Away(home, func() error {
+	t, entered := hostnet.NewThread(home, func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare a network namespace: %w", err)
 		}
 		return nil
-	}, func() error {
-		ns, err := netns.Get()
-		if err != nil {
+	})
+	x.thread = t
+	x.made = t.Go(func() error {
+		if err := <-entered; err != nil {
 			return err
 		}
-		x.ns = ns
-		if x.nh, err = hostnet.NewHandle(); err != nil {
-			return err
+		return x.makePrivate()
+	})
+	x.ported = t.Go(func() error {
+		if x.nh == nil { // makePrivate failed, and said why
+			return nil
 		}
+		var err error
 		if x.port, err = openPort(x.nh); err != nil {
 			return fmt.Errorf("the guest's DHCP port: %w", err)
 		}
-		// The ipvtap's device number comes in a uevent here (openQueues);
-		// without the socket, from a sysfs of the namespace.
-		x.uev, _ = chardev.OpenUevents()
 		return nil
 	})
+	return nil
+}
+
+// stopPrivate stops the private thread and closes what it made.
+func (x *guest) stopPrivate() error {
+	x.thread.Stop()
+	x.thread.Wait()
+	return x.closePrivate()
+}
+
+// closePrivate closes what the private thread made, once it stopped.
+func (x *guest) closePrivate() error {
+	var errs []error
+	if x.uev != nil {
+		errs = append(errs, x.uev.Close())
+	}
+	for _, c := range []*packet.Conn{x.port, x.answers, x.early} {
+		if c != nil {
+			closeIdle(c)
+		}
+	}
+	if x.nh != nil {
+		x.nh.Close()
+	}
+	if x.bh != nil {
+		x.bh.Close()
+	}
+	for _, ns := range []netns.NsHandle{x.ns, x.home} {
+		if ns.IsOpen() {
+			errs = append(errs, ns.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// makePrivate runs on the private thread, in the new namespace: its
+// handle, netlink there, the uevent socket (which must exist before the
+// ipvtap: its device number comes in a uevent there, see openQueues) and
+// the lowest index the ipvtap may have there (ivIndex: one above the
+// links the namespace came with, its loopback and the fallback tunnels
+// some modules make in every namespace; see addIPVtap).
+func (x *guest) makePrivate() error {
+	ns, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	x.ns = ns
+	// Without the socket, the number is read from a sysfs of the namespace.
+	x.uev, _ = chardev.OpenUevents()
+	if x.nh, err = hostnet.NewHandle(); err != nil {
+		return err
+	}
+	links, err := hostnet.RetryDump(x.nh.LinkList)
+	if err != nil {
+		return fmt.Errorf("the links of vmrun's private network namespace: %w", err)
+	}
+	for _, l := range links {
+		x.ivIndex = max(x.ivIndex, l.Attrs().Index)
+	}
+	x.ivIndex++
+	return nil
+}
+
+// makeNetns waits for the private namespace (startPrivate) and makes
+// netlink in vmrun's namespace, for the services.
+func (x *guest) makeNetns(*hostnet.Setup) error {
+	var err error
+	if x.bh, err = hostnet.NewHandle(); err != nil {
+		return err
+	}
+	return <-x.made
 }
 
 // inPrivate runs fn in the private namespace on the calling goroutine's
@@ -253,34 +316,73 @@ func (x *guest) inPrivate(fn func() error) error {
 // LinkAttrs{} would give it a 0-slot queue that drops every frame to the
 // guest). The device group nonce proves which sysfs shows it when its
 // uevent did not come (chardev.TapDevNum); it stays, as nothing reads a
-// link's group in the private namespace.
+// link's group in the private namespace. Then the private thread opens the
+// sockets on it (openSockets).
 func (x *guest) create(s *hostnet.Setup) error {
 	nonce, err := chardev.GroupNonce()
 	if err != nil {
 		return err
 	}
 	x.nonce = nonce
-	la := netlink.NewLinkAttrs()
-	la.Name, la.ParentIndex, la.Group = s.Cfg.LinkName, x.parentIx, nonce
-	la.Namespace = netlink.NsFd(x.ns)
-	iv := &netlink.IPVtap{IPVlan: netlink.IPVlan{LinkAttrs: la, Mode: netlink.IPVLAN_MODE_L2, Flag: netlink.IPVLAN_FLAG_BRIDGE}}
-	if err := s.H.LinkAdd(iv); err != nil {
+	if x.link, err = x.addLink(s.H, s.Cfg.LinkName, nonce, newIPVtap); err != nil {
 		return ipvlanAddError(x.parent, err)
 	}
-	name := s.Cfg.LinkName
-	l, err := x.nh.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("%s in vmrun's private namespace: %w", name, err)
-	}
-	x.link, s.Link = l, l
-	// Nothing else lives in the private namespace: its index is the link.
+	s.Link = x.link
+	l := x.link
 	s.OnUndo(func() error {
 		if err := x.nh.LinkDel(l); err != nil && !hostnet.IsNotFound(err) {
-			return fmt.Errorf("delete %s in vmrun's private namespace: %w", name, err)
+			return fmt.Errorf("delete %s in vmrun's private network namespace: %w", l.Attrs().Name, err)
 		}
 		return nil
 	})
+	a := *l.Attrs()
+	x.sockets = x.thread.Go(func() error { return x.openSockets(&a) })
 	return nil
+}
+
+// newIPVtap is the ipvtap asked for: L2 with the bridge flag.
+func newIPVtap(la netlink.LinkAttrs) netlink.Link {
+	return &netlink.IPVtap{IPVlan: netlink.IPVlan{LinkAttrs: la, Mode: netlink.IPVLAN_MODE_L2, Flag: netlink.IPVLAN_FLAG_BRIDGE}}
+}
+
+// addLink adds the link mk makes (newIPVtap) on the parent, from vmrun's
+// namespace (h) into the private one, at an index free in both, so that
+// neither netlink's code nor vmrun's looks it up: a kernel looks a
+// request's index up in the namespace the request comes from (6.1) or in
+// the one the link is made in (6.18), and an existing link there is the
+// one asked for (EEXIST; nothing else makes links in the private
+// namespace). Should a link of vmrun's namespace have taken the index
+// since lookupParent's dump, the kernel picks one, and the link is looked
+// up in the private namespace. It returns the link as seen there.
+func (x *guest) addLink(h *netlink.Handle, name string, nonce uint32, mk func(netlink.LinkAttrs) netlink.Link) (netlink.Link, error) {
+	la := netlink.NewLinkAttrs()
+	la.Name, la.Index, la.ParentIndex, la.Group = name, max(x.ivIndex, x.hostMax+1), x.parentIx, nonce
+	la.Namespace = netlink.NsFd(x.ns)
+	err := h.LinkAdd(mk(la))
+	if errors.Is(err, unix.EEXIST) {
+		la.Index = 0
+		if err = h.LinkAdd(mk(la)); err == nil {
+			return x.nh.LinkByName(name)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	la.Namespace = nil
+	return mk(la), nil
+}
+
+// openSockets runs on the private thread once the ipvtap exists: the
+// socket vmrun answers the guest's DHCP on (openAnswerSocket), and the
+// learner's first one (listenLearner), both in the private namespace.
+// makeDHCPPort waits for them.
+func (x *guest) openSockets(a *netlink.LinkAttrs) error {
+	var err error
+	if x.answers, err = openAnswerSocket(a); err != nil {
+		return fmt.Errorf("the guest's DHCP port: %w", err)
+	}
+	x.early, err = x.listenLearner(a)
+	return err
 }
 
 // ipvlanAddError explains the kernel's refusals of an ipvlan link.

@@ -61,24 +61,18 @@ func openPort(h *netlink.Handle) (*packet.Conn, error) {
 }
 
 // makeDHCPPort completes the guest's DHCP port once the ipvtap exists:
-// the socket vmrun answers on, the ipvtap's qdisc and the filters.
-// Everything goes with the private namespace; the undo closes the socket.
+// the ipvtap's qdisc and the filters, here, and the socket vmrun answers
+// on, which the private thread opens meanwhile (openSockets) and this step
+// waits for, with the port's own socket (startPrivate). Everything goes
+// with the private namespace.
 func (x *guest) makeDHCPPort(s *hostnet.Setup) error {
-	var out *packet.Conn
-	err := x.inPrivate(func() error {
-		var err error
-		out, err = openAnswerSocket(x.link.Attrs())
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("the guest's DHCP port: %w", err)
-	}
-	x.answers = out
-	s.OnUndo(out.Close)
 	qdisc, err := addPortFilters(x.nh, x.link.Attrs().Index, loIndex, x.guestMAC, "")
-	if err == nil {
-		s.Trace.ReportEvent(fmt.Sprintf("the guest's DHCP port: filters on the ipvtap's %s qdisc", qdisc))
+	if err != nil {
+		return err
 	}
+	s.Trace.ReportEvent(fmt.Sprintf("the guest's DHCP port: filters on the ipvtap's %s qdisc", qdisc))
+	err = errors.Join(<-x.ported, <-x.sockets)
+	x.thread.Stop() // its work is done
 	return err
 }
 

@@ -1,8 +1,9 @@
 // Package ipvtap is --net ipvtap (DESIGN.md, "ipvtap on Wi-Fi", points 1-10):
 //
 //   - The guest's ipvtap (L2, bridge flag) lives in a private network
-//     namespace that vmrun creates (its set-up thread unshares, then
-//     returns: hostnet.Away) and holds by an fd for the VM's life. There
+//     namespace that vmrun creates (a thread of the set-up's unshares and
+//     makes the namespace's sockets beside the set-up's other steps:
+//     hostnet.Thread) and holds by an fd for the VM's life. There
 //     the guest's addresses can be put on the ipvtap — which is what fills
 //     ipvlan's receive demux — without the host treating them as its own. The ipvtap is created
 //     right there: one RTM_NEWLINK from vmrun's namespace names the parent

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"github.com/vmrun/vmrun/netsetup/internal/learn"
 )
@@ -27,34 +28,46 @@ func (x *guest) startLearner(s *hostnet.Setup) error {
 	return nil
 }
 
-// openLearner opens the learner's socket, filtered for what is not known
-// yet, and returns its service. Without the facts --guest-ip had the
-// set-up read (setupFacts), the filter drops only 0.0.0.0 and the
-// registered addresses at first, and the service reads the facts for the
-// full filter before its first frame: the guest's frames queue on the
-// socket meanwhile, and what the facts rule out is ruled out again when
-// an address is registered (doRegister), so the set-up does not wait for
-// the host's address and route dumps.
-func (x *guest) openLearner() (func(context.Context) error, error) {
+// listenLearner opens a learner's socket on the ipvtap (link a), from
+// the calling thread's namespace (the private one), filtered for 0.0.0.0
+// and the addresses registered so far only: the service that reads it
+// sets the full filter before its first read (openLearner).
+func (x *guest) listenLearner(a *netlink.LinkAttrs) (*packet.Conn, error) {
 	x.mu.Lock()
-	pol, full := learn.Policy{}, x.setupFacts != nil
-	if full {
-		pol = x.setupFacts.pol
-	}
-	prog, err := learn.Program(x.knownWith(pol))
+	prog, err := learn.Program(x.knownWith(learn.Policy{}))
 	x.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	a := x.link.Attrs()
-	var conn *packet.Conn
-	err = x.inPrivate(func() error {
-		var err error
-		conn, err = packet.Listen(&net.Interface{Index: a.Index, Name: a.Name}, packet.Raw, ethPAll, &packet.Config{Filter: prog})
-		return err
-	})
+	conn, err := packet.Listen(&net.Interface{Index: a.Index, Name: a.Name}, packet.Raw, ethPAll, &packet.Config{Filter: prog})
 	if err != nil {
 		return nil, fmt.Errorf("packet socket on %s: %w", a.Name, err)
+	}
+	return conn, nil
+}
+
+// openLearner takes the learner's socket the private thread opened at the
+// set-up (the first time), or opens one in the private namespace (when
+// the service reopens it), and returns its service. Its first filter
+// drops only 0.0.0.0 and the addresses registered when it was opened; the
+// service reads the host's facts for the full filter before its first
+// frame: the guest's frames queue on the socket meanwhile, and what the
+// facts rule out is ruled out again when an address is registered
+// (doRegister), so the set-up does not wait for the host's address and
+// route dumps.
+func (x *guest) openLearner() (func(context.Context) error, error) {
+	conn := x.early
+	x.early = nil
+	if conn == nil {
+		a := x.link.Attrs()
+		err := x.inPrivate(func() error {
+			var err error
+			conn, err = x.listenLearner(a)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	x.mu.Lock()
 	x.conn = conn
@@ -66,11 +79,9 @@ func (x *guest) openLearner() (func(context.Context) error, error) {
 			x.mu.Unlock()
 			closeIdle(conn)
 		}()
-		if !full {
-			x.mu.Lock()
-			x.refilter()
-			x.mu.Unlock()
-		}
+		x.mu.Lock()
+		x.refilter()
+		x.mu.Unlock()
 		return x.learn(ctx, conn)
 	}, nil
 }

@@ -13,20 +13,21 @@ import (
 )
 
 // registerStatic registers --guest-ip at once, unless it is the host's
-// or a gateway's address (the facts read for it are kept for the learner's
-// first filter, see setupFacts).
+// or a gateway's address. The facts read for the check serve the rest of
+// the registration (setupFacts).
 func (x *guest) registerStatic(s *hostnet.Setup) error {
 	if x.guestIP == nil {
 		return nil
 	}
-	f := x.hostFacts()
-	x.setupFacts = &f
 	a, ok := netip.AddrFromSlice(x.guestIP)
 	if !ok {
 		return hostnet.Refuse(hostnet.ErrBadRequest, "--guest-ip %s is not an IP address", x.guestIP)
 	}
+	f := x.hostFacts()
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.setupFacts = &f
+	defer func() { x.setupFacts = nil }()
 	switch x.policy().Check(a.Unmap()) {
 	case learn.AddrHost, learn.AddrHostLinkLoc:
 		return hostnet.Refuse(hostnet.ErrBadRequest, "--guest-ip %s is %s's own address; give the guest an address of its own", a, x.parent)
@@ -37,9 +38,9 @@ func (x *guest) registerStatic(s *hostnet.Setup) error {
 }
 
 // policy collects the addresses never to register: the host's own, and
-// the gateways of the routes through the parent (and --gateway). During
-// the set-up the answer read for --guest-ip is kept (setupFacts): nothing
-// the set-up does changes it, and each is two netlink dumps.
+// the gateways of the routes through the parent (and --gateway). While
+// --guest-ip is registered, the answer read for its check is used again
+// (setupFacts): each is two netlink dumps.
 func (x *guest) policy() learn.Policy {
 	if x.setupFacts != nil {
 		return x.setupFacts.pol
