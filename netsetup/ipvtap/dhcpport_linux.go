@@ -88,7 +88,7 @@ func openAnswerSocket(a *netlink.LinkAttrs) (*packet.Conn, error) {
 }
 
 // addPortFilters gives the ipvtap (ivIx) a qdisc and the filters, in
-// order: vmrun's answers back to the guest (answerFilter), the DHCP client
+// one classifier (portFilter), handles 1, 2, ... in order: vmrun's answers back to the guest (answerFilter), the DHCP client
 // messages to the port (stealFilters), neighbour discovery for the shared
 // MAC's EUI-64 addresses to the port (ndFilters), everything else on
 // (passFilter). The qdisc is a root fq_codel (built into most
@@ -114,8 +114,9 @@ func addPortFilters(h *netlink.Handle, ivIx, portIx int, mac net.HardwareAddr, q
 	}
 	fs := append([]netlink.Filter{answerFilter(ivIx)}, stealFilters(ivIx, portIx)...)
 	fs = append(append(fs, ndFilters(ivIx, portIx, mac)...), passFilter(ivIx))
-	for _, fl := range fs {
-		fl.Attrs().Parent = parent
+	for i, fl := range fs {
+		at := fl.Attrs()
+		at.Parent, at.Handle = parent, uint32(i+1)
 		if err := h.FilterAdd(fl); err != nil {
 			return qdisc, tcError("a u32 filter with a mirred action", err)
 		}
@@ -138,10 +139,11 @@ func tcError(what string, err error) error {
 // it are the frame's innermost EtherType).
 var (
 	keyIPv4      = netlink.TcU32Key{Off: -4, Mask: 0x0000ffff, Val: unix.ETH_P_IP} // the EtherType before the network header
-	keyUDP       = netlink.TcU32Key{Off: 8, Mask: 0x00ff0000, Val: 0x00110000}     // protocol 17
-	keyIHL5      = netlink.TcU32Key{Off: 0, Mask: 0x0f000000, Val: 0x05000000}     // no IP options
-	keyFirstFrag = netlink.TcU32Key{Off: 4, Mask: 0x00001fff, Val: 0}              // fragment offset 0
-	keyToServer  = netlink.TcU32Key{Off: 20, Mask: 0x0000ffff, Val: 67}            // UDP destination port 67
+	keyIPv6      = netlink.TcU32Key{Off: -4, Mask: 0x0000ffff, Val: unix.ETH_P_IPV6}
+	keyUDP       = netlink.TcU32Key{Off: 8, Mask: 0x00ff0000, Val: 0x00110000} // protocol 17
+	keyIHL5      = netlink.TcU32Key{Off: 0, Mask: 0x0f000000, Val: 0x05000000} // no IP options
+	keyFirstFrag = netlink.TcU32Key{Off: 4, Mask: 0x00001fff, Val: 0}          // fragment offset 0
+	keyToServer  = netlink.TcU32Key{Off: 20, Mask: 0x0000ffff, Val: 67}        // UDP destination port 67
 )
 
 // stealFilters are the ipvtap's egress filters for IPv4, untagged or
@@ -154,13 +156,10 @@ var (
 // it — no guest needs IP options in UDP, and a guest must not get a DHCP
 // message past the filter with them.
 func stealFilters(ivIx, portIx int) []netlink.Filter {
-	at := func(prio int) netlink.FilterAttrs {
-		return netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: uint16(prio), Protocol: unix.ETH_P_ALL}
-	}
 	return []netlink.Filter{
-		u32(at(11), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5, keyFirstFrag, keyToServer}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
-		u32(at(12), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5}, nil),
-		u32(at(13), []netlink.TcU32Key{keyIPv4, keyUDP}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
+		u32(portFilter(ivIx), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5, keyFirstFrag, keyToServer}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
+		u32(portFilter(ivIx), []netlink.TcU32Key{keyIPv4, keyUDP, keyIHL5}, nil),
+		u32(portFilter(ivIx), []netlink.TcU32Key{keyIPv4, keyUDP}, redirect(portIx, netlink.TCA_EGRESS_REDIR)),
 	}
 }
 
@@ -170,27 +169,37 @@ func stealFilters(ivIx, portIx int) []netlink.Filter {
 // guest deriving its identifiers from the MAC makes too — from leaving:
 // its duplicate address detection and its answers would claim or contest
 // the host's addresses. They go to the DHCP port, where vmrun drops them.
-// (The offsets assume no extension header before ICMPv6, as NDP sends.)
+// (IPv6 is the EtherType before the network header, untagged or not; the
+// offsets assume no extension header before ICMPv6, as NDP sends.)
 func ndFilters(ivIx, portIx int, mac net.HardwareAddr) []netlink.Filter {
 	iid := []byte{mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]}
 	keys := func(icmpType uint32) []netlink.TcU32Key {
 		return []netlink.TcU32Key{
-			{Off: 4, Mask: 0x0000ff00, Val: 58 << 8},         // next header ICMPv6
+			keyIPv6,
+			{Off: 4, Mask: 0x0000ff00, Val: 58 << 8}, // next header ICMPv6
 			{Off: 40, Mask: 0xff000000, Val: icmpType << 24}, // its type
 			{Off: 56, Mask: 0xffffffff, Val: binary.BigEndian.Uint32(iid[:4])},
 			{Off: 60, Mask: 0xffffffff, Val: binary.BigEndian.Uint32(iid[4:])}, // the target's interface identifier
 		}
 	}
 	var out []netlink.Filter
-	for i, typ := range []uint32{135, 136} { // solicitation, advertisement
-		at := netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: uint16(31 + i), Protocol: unix.ETH_P_IPV6}
-		out = append(out, u32(at, keys(typ), redirect(portIx, netlink.TCA_EGRESS_REDIR)))
+	for _, typ := range []uint32{135, 136} { // solicitation, advertisement
+		out = append(out, u32(portFilter(ivIx), keys(typ), redirect(portIx, netlink.TCA_EGRESS_REDIR)))
 	}
 	return out
 }
 
 // rootQdisc is the handle of the ipvtap's root qdisc, the filters' parent.
 var rootQdisc = netlink.MakeHandle(1, 0)
+
+// portFilter is where every filter of the port goes: one u32 classifier
+// of protocol "all" on the ipvtap's qdisc (one priority), which tries its
+// filters in the order of their handles (addPortFilters numbers them in
+// the order they must be tried). One classifier per filter would cost each
+// a classifier's creation.
+func portFilter(ivIx int) netlink.FilterAttrs {
+	return netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: 1, Protocol: unix.ETH_P_ALL}
+}
 
 // answerFilter, first: a frame from proxyMAC — vmrun's answer, sent on
 // the ipvtap (openAnswerSocket) — goes into the ipvtap's receive path, to
@@ -199,18 +208,16 @@ var rootQdisc = netlink.MakeHandle(1, 0)
 // but the EtherType.) A guest that sends from that MAC gets its own frame
 // back, and nothing more.
 func answerFilter(ivIx int) netlink.Filter {
-	at := netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: 1, Protocol: unix.ETH_P_ALL}
 	keys := []netlink.TcU32Key{
 		{Off: -8, Mask: 0xffffffff, Val: binary.BigEndian.Uint32(proxyMAC[:4])},
 		{Off: -4, Mask: 0xffff0000, Val: uint32(binary.BigEndian.Uint16(proxyMAC[4:])) << 16},
 	}
-	return u32(at, keys, redirect(ivIx, netlink.TCA_INGRESS_REDIR))
+	return u32(portFilter(ivIx), keys, redirect(ivIx, netlink.TCA_INGRESS_REDIR))
 }
 
 // passFilter, last: every other frame goes on, in fq_codel's flow 1.
 func passFilter(ivIx int) netlink.Filter {
-	at := netlink.FilterAttrs{LinkIndex: ivIx, Parent: rootQdisc, Priority: 100, Protocol: unix.ETH_P_ALL}
-	return u32(at, []netlink.TcU32Key{{}}, nil)
+	return u32(portFilter(ivIx), []netlink.TcU32Key{{}}, nil)
 }
 
 // u32 is a terminal u32 filter matching all keys; with a nil action a
