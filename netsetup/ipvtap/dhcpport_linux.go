@@ -87,11 +87,11 @@ func openAnswerSocket(a *netlink.LinkAttrs) (*packet.Conn, error) {
 	return c, nil
 }
 
-// addPortFilters gives the ipvtap (ivIx) a qdisc and the filters, in
-// one classifier (portFilter), handles 1, 2, ... in order: vmrun's answers back to the guest (answerFilter), the DHCP client
-// messages to the port (stealFilters), neighbour discovery for the shared
-// MAC's EUI-64 addresses to the port (ndFilters), everything else on
-// (passFilter). The qdisc is a root fq_codel (built into most
+// addPortFilters gives the ipvtap (ivIx) a qdisc and the filters, in one
+// classifier (portFilter), their handles 1, 2, ... in this order: vmrun's
+// answers back to the guest (answerFilter), the DHCP client messages to
+// the port (stealFilters), neighbour discovery for the shared MAC's EUI-64
+// addresses to the port (ndFilters), everything else on (passFilter). The qdisc is a root fq_codel (built into most
 // distribution kernels; every frame no filter redirects ends in its flow
 // 1, one FIFO; it would drop a frame no filter classifies, hence the last
 // filter), or, on a kernel without it, a clsact qdisc, whose egress hook
@@ -138,12 +138,12 @@ func tcError(what string, err error) error {
 // header, and after the VLAN tags of a tagged frame: the two bytes before
 // it are the frame's innermost EtherType).
 var (
-	keyIPv4      = netlink.TcU32Key{Off: -4, Mask: 0x0000ffff, Val: unix.ETH_P_IP} // the EtherType before the network header
-	keyIPv6      = netlink.TcU32Key{Off: -4, Mask: 0x0000ffff, Val: unix.ETH_P_IPV6}
-	keyUDP       = netlink.TcU32Key{Off: 8, Mask: 0x00ff0000, Val: 0x00110000} // protocol 17
-	keyIHL5      = netlink.TcU32Key{Off: 0, Mask: 0x0f000000, Val: 0x05000000} // no IP options
-	keyFirstFrag = netlink.TcU32Key{Off: 4, Mask: 0x00001fff, Val: 0}          // fragment offset 0
-	keyToServer  = netlink.TcU32Key{Off: 20, Mask: 0x0000ffff, Val: 67}        // UDP destination port 67
+	keyIPv4      = netlink.TcU32Key{Off: -4, Mask: 0x0000ffff, Val: unix.ETH_P_IP}   // the EtherType before the network header
+	keyIPv6      = netlink.TcU32Key{Off: -4, Mask: 0x0000ffff, Val: unix.ETH_P_IPV6} // (ndFilters)
+	keyUDP       = netlink.TcU32Key{Off: 8, Mask: 0x00ff0000, Val: 0x00110000}       // protocol 17
+	keyIHL5      = netlink.TcU32Key{Off: 0, Mask: 0x0f000000, Val: 0x05000000}       // no IP options
+	keyFirstFrag = netlink.TcU32Key{Off: 4, Mask: 0x00001fff, Val: 0}                // fragment offset 0
+	keyToServer  = netlink.TcU32Key{Off: 20, Mask: 0x0000ffff, Val: 67}              // UDP destination port 67
 )
 
 // stealFilters are the ipvtap's egress filters for IPv4, untagged or
