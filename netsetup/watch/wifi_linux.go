@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mdlayher/genetlink"
+	"github.com/vmrun/vmrun/netsetup/internal/detect"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,8 +21,13 @@ var wifiGroups = []string{"mlme", "config"}
 // namespace and calls poke for each message, until the returned stop is
 // called. A kernel without nl80211 (no Wi-Fi driver loaded) has nothing to
 // join: the link events still cover an interface that appears later, and
-// its association is read again on each detection.
+// its association is read again on each detection. Where sysfs lists no
+// cfg80211 (detect.NoCfg80211) nl80211 is not asked: the kernel would try
+// to load cfg80211 for it.
 func wifiEvents(poke func(), fail func(error)) (stop func(), err error) {
+	if detect.NoCfg80211("/sys") {
+		return func() {}, nil
+	}
 	c, err := genetlink.Dial(nil)
 	if err != nil {
 		return nil, fmt.Errorf("generic netlink: %w", err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
@@ -15,6 +16,9 @@ import (
 // wirelessOf returns nl80211's view of interface index, or nil when the
 // kernel has no nl80211 (no Wi-Fi at all) or does not list the interface.
 func wirelessOf(index int) (*Wireless, error) {
+	if NoCfg80211("/sys") {
+		return nil, nil
+	}
 	c, err := wifi.New()
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -39,6 +43,22 @@ func wirelessOf(index int) (*Wireless, error) {
 		return w, nil
 	}
 	return nil, nil
+}
+
+// NoCfg80211 says that the kernel has no Wi-Fi: sysfs (at sys) lists its
+// modules, and cfg80211 — the configuration API every Wi-Fi driver
+// registers with, whose parameters make it listed built in or loaded — is
+// not among them. Asking nl80211 for its family then would make the kernel
+// try to load cfg80211 (request_module for the family's name): a modprobe
+// run on every start on a wired host, and a module nothing there needs.
+// Without sysfs (no sys/module) it says nothing, and nl80211 is asked.
+// The uplink's watcher asks it too, before joining nl80211's groups.
+func NoCfg80211(sys string) bool {
+	if _, err := os.Stat(filepath.Join(sys, "module")); err != nil {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(sys, "module", "cfg80211"))
+	return errors.Is(err, os.ErrNotExist)
 }
 
 // wifiType names an nl80211 interface type.

@@ -1,6 +1,8 @@
 package detect
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/mdlayher/genetlink"
@@ -60,8 +62,9 @@ func TestWifiType(t *testing.T) {
 }
 
 // TestWirelessOfLoopback: loopback (index 1) is not wireless, and that is
-// not an error, on a kernel without cfg80211 (this machine: nl80211 is
-// missing) and on one with it (the rig: nl80211 does not list lo).
+// not an error, on a kernel without cfg80211 (this machine: sysfs lists
+// no cfg80211, nl80211 is not asked) and on one with it (the rig: nl80211
+// does not list lo).
 func TestWirelessOfLoopback(t *testing.T) {
 	_, nlErr := wifi.New()
 	t.Logf("nl80211: %v", nlErr)
@@ -69,4 +72,30 @@ func TestWirelessOfLoopback(t *testing.T) {
 	if w != nil || err != nil {
 		t.Errorf("wirelessOf(lo) = %v, %v; want nil, nil", w, err)
 	}
+}
+
+// TestNoCfg80211: a sysfs whose module list lacks cfg80211 means no Wi-Fi;
+// one that lists it, or no module list at all (no sysfs), does not.
+func TestNoCfg80211(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		dirs []string
+		want bool
+	}{
+		{"modules without cfg80211", []string{"module/8250"}, true},
+		{"cfg80211 listed", []string{"module/8250", "module/cfg80211"}, false},
+		{"no sysfs", nil, false},
+	} {
+		sys := t.TempDir()
+		for _, d := range tt.dirs {
+			if err := os.MkdirAll(filepath.Join(sys, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := NoCfg80211(sys); got != tt.want {
+			t.Errorf("%s: NoCfg80211 = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	_, err := os.Stat("/sys/module/cfg80211")
+	t.Logf("this kernel: NoCfg80211 = %v (/sys/module/cfg80211: %v)", NoCfg80211("/sys"), err)
 }
