@@ -49,8 +49,9 @@ func wirelessOf(index int) (*Wireless, error) {
 // modules, and cfg80211 — the configuration API every Wi-Fi driver
 // registers with, whose parameters make it listed built in or loaded — is
 // not among them. Asking nl80211 for its family then would make the kernel
-// try to load cfg80211 (request_module for the family's name): a modprobe
-// run on every start on a wired host, and a module nothing there needs.
+// try to load cfg80211 (request_module for the family's name): a wired
+// host's start would run modprobe, and load a module nothing there needs
+// (or, where it is not installed, run modprobe in vain each time).
 // Without sysfs (no sys/module) it says nothing, and nl80211 is asked.
 // The uplink's watcher asks it too, before joining nl80211's groups.
 func NoCfg80211(sys string) bool {
