@@ -203,19 +203,14 @@ func (x *guest) startPrivate() error {
 		return fmt.Errorf("vmrun's network namespace: %w", err)
 	}
 	x.home = home
-	t, entered := hostnet.NewThread(home, func() error {
+	t := hostnet.NewThread(home, func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare a network namespace: %w", err)
 		}
 		return nil
 	})
 	x.thread = t
-	x.made = t.Go(func() error {
-		if err := <-entered; err != nil {
-			return err
-		}
-		return x.makePrivate()
-	})
+	x.made = t.Go(x.makePrivate)
 	x.ported = t.Go(func() error {
 		if x.nh == nil { // makePrivate failed, and said why
 			return nil
@@ -236,7 +231,9 @@ func (x *guest) stopPrivate() error {
 	return x.closePrivate()
 }
 
-// closePrivate closes what the private thread made, once it stopped.
+// closePrivate closes, once the private thread stopped, what it made and
+// the handles the set-up keeps beside them (netlink in vmrun's namespace,
+// vmrun's namespace).
 func (x *guest) closePrivate() error {
 	var errs []error
 	if x.uev != nil {

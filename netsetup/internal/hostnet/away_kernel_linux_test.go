@@ -87,7 +87,8 @@ func atHome(home netns.NsHandle) error {
 // TestThread, in a namespace of the test's own: a Thread's functions run
 // in its new namespace (unshare), in order, on its one thread, while the
 // caller's thread stays home; once stopped, that thread is home again (or
-// gone); an enter that fails says so.
+// gone); after an enter that fails nothing runs, and each function gets
+// its error.
 func TestThread(t *testing.T) {
 	testutil.RequireRoot(t)
 	ns := testutil.NewNetns(t, "th")
@@ -97,7 +98,7 @@ func TestThread(t *testing.T) {
 			return err
 		}
 		defer home.Close()
-		th, entered := NewThread(home, func() error { return unix.Unshare(unix.CLONE_NEWNET) })
+		th := NewThread(home, func() error { return unix.Unshare(unix.CLONE_NEWNET) })
 		var private netns.NsHandle
 		var order []int
 		tid := 0
@@ -106,7 +107,7 @@ func TestThread(t *testing.T) {
 			tid = unix.Gettid()
 			var gerr error
 			private, gerr = netns.Get()
-			return errors.Join(<-entered, gerr)
+			return gerr
 		})
 		second := th.Go(func() error {
 			order = append(order, 2)
@@ -139,11 +140,13 @@ func TestThread(t *testing.T) {
 			}
 		}
 		refused := errors.New("refused")
-		th, entered = NewThread(home, func() error { return refused })
+		th = NewThread(home, func() error { return refused })
+		ran := false
+		job := th.Go(func() error { ran = true; return nil })
 		th.Stop()
 		th.Wait()
-		if err := <-entered; !errors.Is(err, refused) {
-			return fmt.Errorf("a failed enter reported %v", err)
+		if err := <-job; !errors.Is(err, refused) || ran {
+			return fmt.Errorf("after a failed enter a function ran (%v) or got %v", ran, err)
 		}
 		return atHome(home)
 	})

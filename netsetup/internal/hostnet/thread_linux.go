@@ -22,40 +22,43 @@ import (
 // runtime drops the thread, so that no other goroutine ever runs in the
 // other namespace.
 type Thread struct {
-	jobs chan func()
+	jobs chan func(entered error)
 	done chan struct{}
 	stop sync.Once
 }
 
-// NewThread starts a Thread; the returned channel gets enter's error.
-// Functions given to Go after enter failed run on a thread that did not
-// move: callers wait for enter's result before they depend on the
-// namespace.
-func NewThread(home netns.NsHandle, enter func() error) (*Thread, <-chan error) {
-	t := &Thread{jobs: make(chan func(), 8), done: make(chan struct{})}
-	entered := make(chan error, 1)
+// NewThread starts a Thread. Should enter fail, the thread has not moved
+// and runs nothing: every function given to Go gets enter's error instead.
+func NewThread(home netns.NsHandle, enter func() error) *Thread {
+	t := &Thread{jobs: make(chan func(error), 8), done: make(chan struct{})}
 	go func() {
 		defer close(t.done)
 		runtime.LockOSThread()
 		lower := caps.Raise(unix.CAP_SYS_ADMIN)
-		entered <- enter()
-		for fn := range t.jobs {
-			fn()
+		entered := enter()
+		for job := range t.jobs {
+			job(entered)
 		}
-		if netns.Set(home) != nil {
+		if entered == nil && netns.Set(home) != nil {
 			return // locked: the runtime drops the thread
 		}
 		lower()
 		runtime.UnlockOSThread()
 	}()
-	return t, entered
+	return t
 }
 
 // Go queues fn to run on the thread, after what was queued before; the
-// returned channel gets its error.
+// returned channel gets its error (enter's, when that failed).
 func (t *Thread) Go(fn func() error) <-chan error {
 	errc := make(chan error, 1)
-	t.jobs <- func() { errc <- fn() }
+	t.jobs <- func(entered error) {
+		if entered != nil {
+			errc <- entered
+			return
+		}
+		errc <- fn()
+	}
 	return errc
 }
 
