@@ -217,19 +217,20 @@ func (b *builder) disks(vm VM) {
 		if d.Files != nil {
 			file = b.fdset(d.Path, d.Files.Image...)
 		}
-		opts := []string{
-			"file=" + file,
-			"format=" + d.Format,
-			"if=virtio",
-			"id=disk" + strconv.Itoa(i),
-		}
+		opts := []string{"file=" + file, "format=" + d.Format}
+		prefix := "backing."
 		if vm.Snapshot {
-			opts = append(opts, "snapshot=on")
+			// The overlay is the drive, the image its backing (opened
+			// read-only); cache=unsafe as QEMU's snapshot=on has it: a
+			// throwaway overlay need not reach the disk on a guest flush.
+			opts = []string{"file=" + b.fdset("overlay:"+d.Path, d.Overlay...), "format=qcow2", "cache=unsafe",
+				prefix + "driver=" + d.Format, prefix + "file.filename=" + file}
+			prefix += "backing."
 		}
+		opts = append(opts, "if=virtio", "id=disk"+strconv.Itoa(i))
 		if d.Files != nil {
 			// The chain is named explicitly: QEMU would look for a
 			// relative backing name next to /dev/fdset/N.
-			prefix := "backing."
 			for _, bk := range d.Files.Backing {
 				opts = append(opts, prefix+"driver="+bk.Format, prefix+"file.filename="+b.fdset(bk.Path, bk.File))
 				prefix += "backing."

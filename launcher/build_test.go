@@ -74,8 +74,16 @@ func TestBuildGolden(t *testing.T) {
 			vm.RunDir = "/run/vmrun/web"
 			vm.Seed = &Seed{Path: "/run/vmrun/web/cidata.iso", Files: placeholders(1)}
 		},
+		"snapshot-confined": func(vm *VM) {
+			// The overlay is the drive; the image and its chain follow
+			// one level down.
+			vm.Snapshot, vm.Sandbox, vm.RunDir = true, true, "/run/vmrun/web"
+			vm.Disks[0].Files = &DiskFiles{Image: placeholders(1), Backing: []BackingFile{{Path: "/vm/base.img", Format: "raw"}}}
+			vm.Disks[0].Overlay = placeholders(2)
+		},
 		"snapshot-kernel-extra": func(vm *VM) {
 			vm.Snapshot = true
+			vm.Disks[0].Overlay = placeholders(2)
 			vm.Kernel, vm.Initrd, vm.Append = "/k/vmlinuz", "/k/initrd", "console=ttyS0 quiet"
 			vm.Console = ConsoleNone
 			vm.ExtraArgs = []string{"-device", "virtio-rng-pci"}
@@ -113,6 +121,7 @@ func TestBuildGolden(t *testing.T) {
 				wantFiles += 3
 			}
 			for _, d := range vm.Disks {
+				wantFiles += len(d.Overlay)
 				if d.Files != nil {
 					wantFiles += len(d.Files.Image) + len(d.Files.Backing)
 				}

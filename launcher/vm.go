@@ -28,6 +28,11 @@ type Disk struct {
 	// Files, when set, pass the image and its backing chain to QEMU as
 	// open fds (fdsets) instead of paths: QEMU needs no access to them.
 	Files *DiskFiles
+	// Overlay is, with VM.Snapshot, the empty qcow2 image of the disk's
+	// size that guest writes go to (internal/overlay), the image its
+	// backing: opened read-only and read-write, as QEMU picks the fd whose
+	// access mode it needs. A nil entry is a placeholder (--dry-run).
+	Overlay []*os.File
 }
 
 // DiskFiles are the open files of one disk image and its backing chain.
@@ -92,7 +97,7 @@ type VM struct {
 	MemMiB uint64
 	CPUs   int
 	Disks  []Disk
-	// Snapshot sends guest writes to a throwaway overlay.
+	// Snapshot sends guest writes to each disk's Overlay.
 	Snapshot bool
 	// Seed is the cloud-init NoCloud seed, attached read-only after the
 	// disks; nil: none.

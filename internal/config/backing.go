@@ -16,8 +16,10 @@ var (
 )
 
 // Qcow2Header is what vmrun reads from a qcow2 header to pass an image's
-// backing chain to QEMU as open files.
+// backing chain to QEMU as open files, and to make a --snapshot overlay.
 type Qcow2Header struct {
+	// Size is the guest's disk size in bytes (the image's virtual size).
+	Size uint64
 	// Backing is the backing file's name as stored (relative names are
 	// relative to the image's directory); empty when there is none.
 	Backing string
@@ -50,7 +52,7 @@ func ReadQcow2Header(r io.ReaderAt) (Qcow2Header, error) {
 	}
 	be := binary.BigEndian
 	version := be.Uint32(buf[4:])
-	var h Qcow2Header
+	h := Qcow2Header{Size: be.Uint64(buf[24:])}
 	if off, size := be.Uint64(buf[8:]), uint64(be.Uint32(buf[16:])); off != 0 && size != 0 {
 		if off+size > uint64(len(buf)) {
 			return Qcow2Header{}, fmt.Errorf("%w: backing file name at %d+%d", ErrBadQcow2, off, size)

@@ -11,12 +11,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/overlay"
 	"github.com/vmrun/vmrun/internal/privdrop"
 	"github.com/vmrun/vmrun/internal/qemuprobe"
 	"github.com/vmrun/vmrun/launcher"
@@ -113,7 +115,8 @@ func (c QEMU) Describe() string {
 }
 
 // OpenFiles checks that QEMU's user can reach the shares and opens the
-// disks (setting their Files) and boot files (vm.BootFiles) for QEMU,
+// disks (setting their Files; with --snapshot, also their Overlay) and
+// boot files (vm.BootFiles) for QEMU,
 // before anything is created: one that cannot be opened is a usage error
 // with nothing to undo. It returns a function that closes them all.
 func (c QEMU) OpenFiles(spec config.Spec, vm *launcher.VM) (closeAll func(), err error) {
@@ -124,18 +127,25 @@ func (c QEMU) OpenFiles(spec config.Spec, vm *launcher.VM) (closeAll func(), err
 	if err != nil {
 		return nil, err
 	}
+	closeOverlays := func() {}
+	if spec.Snapshot {
+		if closeOverlays, err = makeOverlays(vm.Disks); err != nil {
+			closeDisks()
+			return nil, err
+		}
+	}
 	bootFiles, closeBoot, err := c.openBoot(spec)
 	if err != nil {
+		closeOverlays()
 		closeDisks()
 		return nil, err
 	}
 	vm.BootFiles = bootFiles
-	return func() { closeBoot(); closeDisks() }, nil
+	return func() { closeBoot(); closeOverlays(); closeDisks() }, nil
 }
 
 // checkAccess checks, with the rights of the user QEMU runs as, what QEMU
-// opens by path: --share directories and the directory of the --snapshot
-// overlay. Every problem is a usage error naming the file and the fix.
+// opens by path: --share directories. Every problem is a usage error naming the file and the fix.
 func (c QEMU) checkAccess(spec config.Spec) error {
 	if c.User == nil {
 		return nil
@@ -151,16 +161,66 @@ func (c QEMU) checkAccess(spec config.Spec) error {
 			return exitcode.Usagef("--share %s cannot be %s by %s, the user QEMU runs as (%w): give that user access (e.g. setfacl -m u:%s:rwx %s, and search permission on its parents), or use --qemu-privileged (unsafe)", sh.Path, what, u, errors.Unwrap(err), u.Name, sh.Path)
 		}
 	}
-	if spec.Snapshot && len(spec.Disks) > 0 {
-		dir := os.Getenv("TMPDIR") // where QEMU puts the overlay
-		if dir == "" {
-			dir = "/var/tmp"
-		}
-		if err := u.CheckCreate(dir); err != nil {
-			return exitcode.Usagef("--snapshot: %s, the user QEMU runs as, cannot create QEMU's overlay in %s (%w): make it writable (mode 1777, as /var/tmp normally is), or set TMPDIR to a directory that user can write", u, dir, errors.Unwrap(err))
+	return nil
+}
+
+// makeOverlays gives each disk its --snapshot overlay (internal/overlay),
+// made by vmrun: QEMU only gets its fd. It returns a function that closes
+// them.
+func makeOverlays(disks []launcher.Disk) (closeAll func(), err error) {
+	var made []*os.File
+	closeAll = func() {
+		for _, f := range made {
+			f.Close()
 		}
 	}
-	return nil
+	dir := overlay.Dir()
+	for i := range disks {
+		d := &disks[i]
+		size, err := guestSize(*d)
+		if err != nil {
+			closeAll()
+			return nil, exitcode.Usagef("--snapshot: the size of disk image %s cannot be read: %v", d.Path, err)
+		}
+		rw, err := overlay.Create(dir, size)
+		if err != nil {
+			closeAll()
+			return nil, exitcode.Usagef("--snapshot: vmrun cannot make the overlay for guest writes to %s in %s (%v): set TMPDIR to a directory vmrun can write, with room for those writes", d.Path, dir, err)
+		}
+		made = append(made, rw)
+		ro, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(rw.Fd())))
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("--snapshot: reopening the overlay for %s read-only: %w", d.Path, err)
+		}
+		made = append(made, ro)
+		d.Overlay = []*os.File{ro, rw}
+	}
+	return closeAll, nil
+}
+
+// guestSize returns the size of disk d as the guest sees it: a qcow2
+// image's virtual size, a raw image's length (rounded up to a sector, as
+// QEMU does). It reads the fd opened for QEMU, or the file by path.
+func guestSize(d launcher.Disk) (uint64, error) {
+	var f *os.File
+	if d.Files != nil {
+		f = d.Files.Image[0]
+	} else {
+		var err error
+		if f, err = os.Open(d.Path); err != nil {
+			return 0, err
+		}
+		defer f.Close()
+	}
+	if d.Format == config.FormatQcow2 {
+		h, err := config.ReadQcow2Header(f)
+		return h.Size, err
+	}
+	// Seek, not Stat: a block device's length. QEMU reads and writes at
+	// offsets; the fd's position is not its concern.
+	n, err := f.Seek(0, io.SeekEnd)
+	return (uint64(n) + 511) &^ 511, err
 }
 
 // openDisks opens every disk image and its backing chain for QEMU, which

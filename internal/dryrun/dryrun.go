@@ -40,6 +40,11 @@ func Print(out io.Writer, asJSON bool, root string, spec config.Spec, vm launche
 			}
 		}
 	}
+	for i := range vm.Disks {
+		if vm.Snapshot {
+			vm.Disks[i].Overlay = []*os.File{nil, nil} // as confine makes them
+		}
+	}
 	vm.NIC = netplan.NIC(netsetup.Preview(plan))
 	if netplan.Hotplug(spec.NetMode, vm.NIC) {
 		// As the run's VM ends up once its NIC is plugged in (LateNIC).

@@ -32,19 +32,6 @@ func (u User) Open(path string, flag int) (*os.File, error) {
 	return f, err
 }
 
-// CheckCreate reports whether u may create files in dir (QEMU's --snapshot
-// overlay goes to $TMPDIR or /var/tmp).
-func (u User) CheckCreate(dir string) error {
-	return u.do(func() error {
-		f, err := os.CreateTemp(dir, ".vmrun-check-")
-		if err != nil {
-			return err
-		}
-		f.Close()
-		return os.Remove(f.Name())
-	})
-}
-
 // Access checks with u's rights (the kernel's, ACLs included) that path
 // allows mode (unix.R_OK, W_OK, X_OK, or'd).
 func (u User) Access(path string, mode uint32) error {

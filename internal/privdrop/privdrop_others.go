@@ -18,9 +18,6 @@ func (u User) Credential() *syscall.Credential {
 // Open is not supported outside Linux.
 func (u User) Open(path string, flag int) (*os.File, error) { return nil, errUnsupported }
 
-// CheckCreate is not supported outside Linux.
-func (u User) CheckCreate(dir string) error { return errUnsupported }
-
 // Access is not supported outside Linux.
 func (u User) Access(path string, mode uint32) error { return errUnsupported }
 

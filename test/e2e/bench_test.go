@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/overlay"
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/launcher"
 	"github.com/vmrun/vmrun/qmp"
@@ -128,8 +130,9 @@ func vmrunStart(b *testing.B, ns *testutil.Netns, runtime, disk, mode, want stri
 // bareArgs turns vmrun's --dry-run argv into one a bare run can use:
 // without -pidfile (it names vmrun's runtime directory), and with the files
 // vmrun would open for QEMU (-add-fd fd=N,set=S,opaque=PATH, used as
-// /dev/fdset/S) named by path.
-func bareArgs(argv []string) []string {
+// /dev/fdset/S) named by path; a --snapshot overlay vmrun would make
+// (opaque=overlay:DISK) is made once, in a file of the benchmark's.
+func bareArgs(b *testing.B, argv []string) []string {
 	var args []string
 	fdset := map[string]string{}
 	for i := 1; i < len(argv); i++ {
@@ -141,6 +144,9 @@ func bareArgs(argv []string) []string {
 			i++
 			if m := regexp.MustCompile(`(?:^|,)set=(\d+),opaque=(.*)$`).FindStringSubmatch(argv[i]); m != nil {
 				fdset["/dev/fdset/"+m[1]] = m[2]
+				if disk, ok := strings.CutPrefix(m[2], "overlay:"); ok {
+					fdset["/dev/fdset/"+m[1]] = overlayFile(b, disk)
+				}
 			}
 			continue
 		}
@@ -153,6 +159,31 @@ func bareArgs(argv []string) []string {
 		}
 	}
 	return args
+}
+
+// overlayFile writes an empty qcow2 overlay for the qcow2 image disk, as
+// vmrun makes one for --snapshot, to a file of the benchmark's; it returns
+// its path.
+func overlayFile(b *testing.B, disk string) string {
+	f, err := os.Open(disk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	h, err := config.ReadQcow2Header(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "overlay.qcow2")
+	ov, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ov.Close()
+	if err := overlay.Write(ov, h.Size); err != nil {
+		b.Fatal(err)
+	}
+	return path
 }
 
 // listenerFile makes a listening unix socket in dir and returns its path
@@ -322,7 +353,7 @@ func BenchmarkQMPReady(b *testing.B) {
 		st = vmrunStart(b, l.Host, autoRoot, g.Test, "auto", "macvtap")
 		auto, autoRun, autoCon = append(auto, st.qmp), append(autoRun, st.running), append(autoCon, st.console)
 		cold = append(cold, vmrunStart(b, l.Host, runtimeDir(b), g.Test, "auto", "macvtap").qmp)
-		q, _ := bareQEMUStart(b, l.Host, dr.Argv[0], bareArgs(dr.Argv), false)
+		q, _ := bareQEMUStart(b, l.Host, dr.Argv[0], bareArgs(b, dr.Argv), false)
 		bare = append(bare, q)
 		q, c := bareQEMUStart(b, l.Host, dr.Argv[0], handTyped(g.Test), true)
 		hand, handCon = append(hand, q), append(handCon, c)
@@ -361,16 +392,24 @@ func dropArgs(argv []string, subs ...string) []string {
 // start: exec to QMP ready (wall, median-*-ms) and the CPU time QEMU used
 // until it quit right after (user+system, median-*-cpu-ms, which the
 // machine's load disturbs much less), for vmrun's argv as an unconfined
-// run has it ("argv"), without the guest agent's devices ("noagent"), and
-// with the seccomp sandbox a confined run adds: vmrun's whole -sandbox set
-// ("sandbox") and its base filter alone ("sandbox-on", -sandbox on). The
-// variants alternate, b.N runs each.
+// run has it ("argv"), without the guest agent's devices ("noagent"), with
+// the seccomp sandbox a confined run adds: vmrun's whole -sandbox set
+// ("sandbox") and its base filter alone ("sandbox-on", -sandbox on), and
+// with QEMU making the --snapshot overlay itself (snapshot=on on the image,
+// "qemu-snapshot", as vmrun did before it made the overlay). The variants
+// alternate, b.N runs each.
 func BenchmarkQEMUArgv(b *testing.B) {
 	testutil.RequireQEMU(b)
 	g := testutil.RequireGuest(b)
 	ns := testutil.NewNetns(b, "argv")
 	dr := benchArgv(b, g.Test)
-	argv := bareArgs(dr.Argv)
+	argv := bareArgs(b, dr.Argv)
+	qemuSnapshot := slices.Clone(argv)
+	for i, a := range qemuSnapshot {
+		if strings.HasSuffix(a, ",id=disk0") {
+			qemuSnapshot[i] = "file=" + strings.ReplaceAll(g.Test, ",", ",,") + ",format=qcow2,snapshot=on,if=virtio,id=disk0"
+		}
+	}
 	variants := []struct {
 		name string
 		args []string
@@ -379,6 +418,7 @@ func BenchmarkQEMUArgv(b *testing.B) {
 		{"noagent", dropArgs(argv, "virtio-serial", "id=qga", "id=execout", "id=execerr", "virtserialport")},
 		{"sandbox", append(slices.Clone(argv), "-sandbox", launcher.SandboxArg)},
 		{"sandbox-on", append(slices.Clone(argv), "-sandbox", "on")},
+		{"qemu-snapshot", qemuSnapshot},
 	}
 	wall, cpu := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for i := 0; i < b.N; i++ {

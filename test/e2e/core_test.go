@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
@@ -189,10 +190,20 @@ func copyFile(t *testing.T, src string) string {
 
 // TestSnapshotLeavesImageUnchanged boots a guest that writes to its disk:
 // with --snapshot the image's bytes must not change; without, they do (so
-// the check can fail).
+// the check can fail). With --snapshot, QEMU is then killed outright and
+// its overlay must leave nothing in TMPDIR (QEMU's own snapshot=on, which
+// vmrun used before, left its file there).
 func TestSnapshotLeavesImageUnchanged(t *testing.T) {
 	g := requireQEMUTests(t)
 	ns := testutil.NewNetns(t, "s")
+	tmp, err := os.MkdirTemp("", "vmrun-tmpdir-") // not in t.TempDir's 0700 directory: QEMU's user could not reach it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	if err := os.Chmod(tmp, 0o1777); err != nil { // as /var/tmp is
+		t.Fatal(err)
+	}
 	for _, snapshot := range []bool{true, false} {
 		img := copyFile(t, g.Test)
 		before := fileHash(t, img)
@@ -200,11 +211,22 @@ func TestSnapshotLeavesImageUnchanged(t *testing.T) {
 		if snapshot {
 			args = append(args, "--snapshot")
 		}
-		vm := Start(t, ns, "", args...)
+		runtime := runtimeDir(t)
+		cmd := command(ns, runtime, args...)
+		cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+		vm := startCmd(t, cmd, runtime)
 		vm.WaitConsole(`VMRUN-GUEST: disk written`, bootTimeout)
-		vm.Signal(syscall.SIGTERM)
-		if code := vm.Wait(exitTimeout); code != 0 {
-			t.Fatalf("snapshot=%v: exit code %d", snapshot, code)
+		sig, want := syscall.SIGTERM, 0
+		pid := vm.PID()
+		if snapshot {
+			sig, want = syscall.SIGKILL, exitcode.QEMUDied
+			pid, _ = qemuPID(t, vm, "e2e-snap")
+		}
+		if err := syscall.Kill(pid, sig); err != nil {
+			t.Fatal(err)
+		}
+		if code := vm.Wait(exitTimeout); code != want {
+			t.Fatalf("snapshot=%v: exit code %d, want %d\n%s", snapshot, code, want, vm.Stderr)
 		}
 		changed := fileHash(t, img) != before
 		if snapshot && changed {
@@ -213,6 +235,7 @@ func TestSnapshotLeavesImageUnchanged(t *testing.T) {
 		if !snapshot && !changed {
 			t.Fatal("without --snapshot the guest's write did not reach the image: the check proves nothing")
 		}
+		assertEmptyDir(t, tmp)
 	}
 }
 
