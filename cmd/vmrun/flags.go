@@ -39,7 +39,7 @@ func runFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "read options from this YAML `FILE` (keys = long option names)", EnvVars: env("config"), Category: runCat},
 		list("disk", "disk image `FILE` (qcow2 or raw, detected from its contents); repeat for more disks", vmCat),
-		boolean("snapshot", "send guest writes to a throwaway overlay; the image is never modified", vmCat),
+		boolean("snapshot", "send guest writes to a throwaway overlay (a file with no name in $TMPDIR or /var/tmp, gone when the VM ends); the image is never modified", vmCat),
 		str("name", "", "VM `NAME`, unique among running VMs (default: from the disk's file name)", vmCat),
 		str("mem", d.Mem, "guest memory `SIZE`, e.g. 512M, 2G", vmCat),
 		&cli.IntFlag{Name: "cpus", Value: d.CPUs, Usage: "number of virtual CPUs", EnvVars: env("cpus"), Category: vmCat},

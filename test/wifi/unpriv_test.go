@@ -18,7 +18,7 @@ echo 'vmrmember:x:1500:1500::/nonexistent:/bin/sh' >>/etc/passwd
 echo 'vmrmember:x:1500:' >>/etc/group
 echo 'vmrun:x:1501:vmrmember' >>/etc/group
 chmod 0666 /dev/net/tun
-mkdir -p /var/tmp && chmod 1777 /var/tmp # QEMU's -snapshot overlay
+mkdir -p /var/tmp && chmod 1777 /var/tmp # where vmrun, run by the member, makes --snapshot's overlay
 mkdir -p /tmp/rt-member && chown 1500:1500 /tmp/rt-member
 if out=$(/payload/vmrun setup --bin /tmp/inst/vmrun --group vmrun --no-networkmanager 2>&1); then
 	pass "vmrun setup: $(echo "$out" | tr '\n' ' ')"

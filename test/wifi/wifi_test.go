@@ -86,7 +86,7 @@ esac
 // its web page; stop_vm sends SIGTERM and expects vmrun to exit 0. $grace
 // is vmrun's --shutdown-grace (default 60s).
 const vmHelpers = `
-mkdir -p -m 1777 /var/tmp # QEMU's -snapshot overlay (QEMU 7.2 will not use /tmp); QEMU runs as nobody here
+mkdir -p -m 1777 /var/tmp # where vmrun makes --snapshot's overlay (TMPDIR is not set)
 # wired_lan: a wired LAN beside the Wi-Fi one, vethw0 here to lan0 in
 # namespace "lan" (192.168.88.1/24, dnsmasq leasing .100-.150 for 10
 # minutes); it returns once dnsmasq logs its DHCP range (its sockets are
