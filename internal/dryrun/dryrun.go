@@ -40,8 +40,8 @@ func Print(out io.Writer, asJSON bool, root string, spec config.Spec, vm launche
 			}
 		}
 	}
-	for i := range vm.Disks {
-		if vm.Snapshot {
+	if vm.Snapshot {
+		for i := range vm.Disks {
 			vm.Disks[i].Overlay = []*os.File{nil, nil} // as confine makes them
 		}
 	}

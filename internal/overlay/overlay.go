@@ -1,11 +1,12 @@
 // Package overlay makes the throwaway overlay that --snapshot sends a
 // disk's writes to: an empty qcow2 image the size of the disk, in a file
 // with no name, which QEMU gets as an open fd with the disk as its backing
-// image. A file with no name is freed by the kernel when its last fd
-// closes, so nothing is left behind however vmrun or QEMU ends (QEMU's own
-// snapshot=on names its overlay in /var/tmp and removes it only on a clean
-// exit); and QEMU starts sooner without making one (BenchmarkQEMUArgv's
-// "snapshot" against "argv").
+// image. The kernel frees a file with no name when its last fd closes, so
+// nothing is left behind however vmrun or QEMU ends (QEMU's own
+// snapshot=on makes a named file in /var/tmp, which a QEMU killed early
+// can leave behind: one was found on the development machine); and QEMU
+// starts sooner without making one itself (BenchmarkQEMUArgv's
+// "qemu-snapshot" against "argv").
 package overlay
 
 import (

@@ -191,8 +191,7 @@ func copyFile(t *testing.T, src string) string {
 // TestSnapshotLeavesImageUnchanged boots a guest that writes to its disk:
 // with --snapshot the image's bytes must not change; without, they do (so
 // the check can fail). With --snapshot, QEMU is then killed outright and
-// its overlay must leave nothing in TMPDIR (QEMU's own snapshot=on, which
-// vmrun used before, left its file there).
+// its overlay must leave nothing in TMPDIR.
 func TestSnapshotLeavesImageUnchanged(t *testing.T) {
 	g := requireQEMUTests(t)
 	ns := testutil.NewNetns(t, "s")
