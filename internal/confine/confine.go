@@ -191,7 +191,7 @@ func makeOverlays(disks []launcher.Disk) (closeAll func(), err error) {
 		ro, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(rw.Fd())))
 		if err != nil {
 			closeAll()
-			return nil, fmt.Errorf("--snapshot: reopening the overlay for %s read-only: %w", d.Path, err)
+			return nil, exitcode.Setupf("--snapshot: vmrun cannot reopen the overlay for %s read-only: %w", d.Path, err)
 		}
 		made = append(made, ro)
 		d.Overlay = []*os.File{ro, rw}

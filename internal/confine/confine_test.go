@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmrun/vmrun/internal/config"
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/privdrop"
@@ -60,6 +62,56 @@ func TestOpenFilesBackingChain(t *testing.T) {
 		if _, err := files.Image[0].Stat(); err == nil {
 			t.Error("closeAll left the image open")
 		}
+	}
+}
+
+// TestOverlays: with --snapshot every QEMU, confined or not, gets each
+// disk's overlay, read-only and read-write, the size of the disk as the
+// guest sees it (a qcow2 image's virtual size, a raw image's length), in a
+// file with no name; a directory vmrun cannot make it in is a usage error
+// naming it and the fix.
+func TestOverlays(t *testing.T) {
+	dir := t.TempDir()
+	qemuImg(t, dir, "create", "-f", "qcow2", "a.qcow2", "3M")
+	if err := os.WriteFile(filepath.Join(dir, "b.img"), make([]byte, 5*512), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", dir)
+	spec := config.Spec{Snapshot: true}
+	disks := func() []launcher.Disk {
+		return []launcher.Disk{{Path: filepath.Join(dir, "a.qcow2"), Format: config.FormatQcow2}, {Path: filepath.Join(dir, "b.img"), Format: config.FormatRaw}}
+	}
+	vm := launcher.VM{Disks: disks()}
+	closeAll, err := QEMU{}.OpenFiles(spec, &vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, size := range []uint64{3 << 20, 5 * 512} {
+		ov := vm.Disks[i].Overlay
+		if len(ov) != 2 {
+			t.Fatalf("disk %d: overlay files %v, want read-only and read-write", i, ov)
+		}
+		for j, mode := range []int{unix.O_RDONLY, unix.O_RDWR} {
+			if fl, err := unix.FcntlInt(ov[j].Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_ACCMODE != mode {
+				t.Errorf("disk %d: overlay file %d has flags %#o (%v), want access mode %#o", i, j, fl, err, mode)
+			}
+		}
+		if h, err := config.ReadQcow2Header(ov[0]); err != nil || h.Size != size || h.Backing != "" {
+			t.Errorf("disk %d: overlay header %+v (%v), want a qcow2 of %d bytes naming no backing file", i, h, err, size)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("%s holds %v, want the two images only", dir, ents)
+	}
+	closeAll()
+	if _, err := vm.Disks[0].Overlay[1].Stat(); err == nil {
+		t.Error("closeAll left an overlay open")
+	}
+	missing := filepath.Join(dir, "missing")
+	t.Setenv("TMPDIR", missing)
+	vm = launcher.VM{Disks: disks()}
+	if _, err := (QEMU{}).OpenFiles(spec, &vm); exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "set TMPDIR") {
+		t.Errorf("overlay in a missing directory: %v", err)
 	}
 }
 
