@@ -145,7 +145,8 @@ func (c QEMU) OpenFiles(spec config.Spec, vm *launcher.VM) (closeAll func(), err
 }
 
 // checkAccess checks, with the rights of the user QEMU runs as, what QEMU
-// opens by path: --share directories. Every problem is a usage error naming the file and the fix.
+// opens by path: --share directories. Every problem is a usage error
+// naming the file and the fix.
 func (c QEMU) checkAccess(spec config.Spec) error {
 	if c.User == nil {
 		return nil
