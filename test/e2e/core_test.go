@@ -167,7 +167,7 @@ func fileHash(t *testing.T, p string) [32]byte {
 }
 
 // copyFile copies the guest image so that a test may let the guest write.
-func copyFile(t *testing.T, src string) string {
+func copyFile(t testing.TB, src string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), filepath.Base(src))
 	in, err := os.Open(src)
