@@ -283,8 +283,8 @@ func bareQEMURun(b *testing.B, ns *testutil.Netns, qemu string, args []string, c
 }
 
 // handTyped is the command a user would type by hand to boot disk (plus a
-// console to time, a snapshot so the image stays as it is, and a monitor on
-// fd 3 to time QMP by).
+// console to time and a monitor on fd 3 to time QMP by); with snapshot,
+// snapshot=on keeps the image as it is.
 func handTyped(disk string, snapshot bool) []string {
 	drive := "file=" + disk
 	if snapshot {
