@@ -181,7 +181,7 @@ func makeOverlays(disks []launcher.Disk) (closeAll func(), err error) {
 		size, err := guestSize(*d)
 		if err != nil {
 			closeAll()
-			return nil, exitcode.Usagef("--snapshot: the size of disk image %s cannot be read: %v", d.Path, err)
+			return nil, exitcode.Usagef("--snapshot: the size of disk image %s cannot be read (%v): check that it is a whole qcow2 or raw image (qemu-img info %s)", d.Path, err, d.Path)
 		}
 		rw, err := overlay.Create(dir, size)
 		if err != nil {
