@@ -13,12 +13,14 @@ import (
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
-// qemu runs a QEMU tool with f as its fd 3 (/proc/self/fd/3) and returns
-// its output.
+// qemu runs a QEMU tool, with f (when not nil) as its fd 3
+// (/proc/self/fd/3), and returns its output.
 func qemu(t *testing.T, f *os.File, tool string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(testutil.RequireCmd(t, tool), args...)
-	cmd.ExtraFiles = []*os.File{f}
+	if f != nil {
+		cmd.ExtraFiles = []*os.File{f}
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", tool, strings.Join(args, " "), err, out)

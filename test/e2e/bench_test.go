@@ -143,9 +143,11 @@ func bareArgs(b *testing.B, argv []string) []string {
 		case argv[i] == "-add-fd" && i+1 < len(argv):
 			i++
 			if m := regexp.MustCompile(`(?:^|,)set=(\d+),opaque=(.*)$`).FindStringSubmatch(argv[i]); m != nil {
-				fdset["/dev/fdset/"+m[1]] = m[2]
-				if disk, ok := strings.CutPrefix(m[2], "overlay:"); ok {
-					fdset["/dev/fdset/"+m[1]] = overlayFile(b, disk)
+				set := "/dev/fdset/" + m[1]
+				if disk, ok := strings.CutPrefix(m[2], "overlay:"); !ok {
+					fdset[set] = m[2]
+				} else if _, made := fdset[set]; !made { // one file for the set's two fds
+					fdset[set] = overlayFile(b, disk)
 				}
 			}
 			continue
