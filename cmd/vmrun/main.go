@@ -43,10 +43,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = sshMain(args[2:], stderr) // the same, for `vmrun ssh NAME ...`
 	} else {
 		app := newApp(stdout, stderr)
+		stops := catchStopsEarly(app, args)
 		if !helpMayShow(args) {
 			dropFlagCategories(app)
 		}
 		err = app.Run(args)
+		stops.release()
 	}
 	if err != nil && !errors.Is(err, exitcode.ErrSilent) {
 		fmt.Fprintf(stderr, "vmrun: %s\n", oneLine(err.Error()))
@@ -94,6 +96,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:                 stdout,
 		ErrWriter:              stderr,
 		OnUsageError:           usageError,
+		Before:                 releaseStops,
 		ExitErrHandler:         func(*cli.Context, error) {},
 		HideHelpCommand:        true,
 		UseShortOptionHandling: false,

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -40,10 +39,9 @@ func runAction(c *cli.Context) error {
 			notify("%6.1fms "+format, append([]any{float64(time.Since(t0).Microseconds()) / 1000}, args...)...)
 		}
 	}
-	// Catch stop signals before anything is created, so an early Ctrl-C
-	// still cleans up. SIGQUIT (vmrun stop --force, Ctrl-\) stops at once.
-	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	// Stop signals are caught before anything is created, so an early
+	// Ctrl-C still cleans up.
+	sigc := takeStops(c)
 	defer signal.Stop(sigc)
 
 	spec, err := resolve(c)

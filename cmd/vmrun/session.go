@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -139,7 +138,7 @@ func (s *session) attach() error {
 	ctx := netsetup.WithTrace(s.c.Context, s.trace())
 	// A stop request during set-up (e.g. while waiting for a DHCP lease)
 	// cancels it; sigc still sees the signal and the run ends cleanly.
-	setupCtx, stopSetup := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	setupCtx, stopSetup := signal.NotifyContext(ctx, stopSignals...)
 	att, err := netsetup.Apply(setupCtx, s.plan, s.dir)
 	stopSetup()
 	if err != nil {

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"io"
+	"testing"
+)
+
+// TestCatchStopsEarly: a run catches its stop signals from main on and
+// takes that catch; a command, a help request, or a command given after
+// the run's options gets the signals back.
+func TestCatchStopsEarly(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		early bool
+	}{
+		{[]string{"vmrun", "--disk", "a.qcow2"}, true},
+		{[]string{"vmrun", "run", "--disk", "a.qcow2"}, true},
+		{[]string{"vmrun"}, true},
+		{[]string{"vmrun", "ls"}, false},
+		{[]string{"vmrun", "exec", "web", "--", "true"}, false},
+		{[]string{"vmrun", "--disk", "a.qcow2", "--help"}, false},
+		{[]string{"vmrun", "run", "-h"}, false},
+	} {
+		app := newApp(io.Discard, io.Discard)
+		e := catchStopsEarly(app, tc.args)
+		if (e != nil) != tc.early {
+			t.Errorf("%q: early catch %v, want %v", tc.args, e != nil, tc.early)
+		}
+		e.release()
+		if e != nil && !e.taken {
+			t.Errorf("%q: release left the catch in place", tc.args)
+		}
+	}
+	// A command after the run's options releases the catch in Before.
+	app := newApp(io.Discard, io.Discard)
+	for _, cmd := range app.Commands {
+		if cmd.Name == "ls" {
+			cmd.Action = nil
+			cmd.Before = nil
+		}
+	}
+	args := []string{"vmrun", "--verbose", "ls", "--json"}
+	e := catchStopsEarly(app, args)
+	if e == nil {
+		t.Fatal("no early catch for options before a command")
+	}
+	_ = app.Run(args)
+	if !e.taken {
+		t.Error("vmrun --verbose ls: the early catch was not released")
+	}
+	e.release()
+}
