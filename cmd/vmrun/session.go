@@ -155,7 +155,6 @@ func (s *session) attach() error {
 	// QEMU holds the fds from its start; vmrun's copies go before the
 	// links are removed.
 	s.undo.Push("network fds", func() error { s.net.current().CloseFiles(); return nil })
-	s.probeL2()
 	s.vm.NIC = netplan.NIC(att)
 	if netplan.Hotplug(s.spec.NetMode, s.vm.NIC) {
 		s.vm.NIC.Hotplug = true
@@ -300,11 +299,13 @@ func (s *session) options(console io.Writer) launcher.Options {
 // supervise runs the guest until QEMU exits and maps how it ended to the
 // run's error, showing the console's last lines when it failed unseen.
 func (s *session) supervise() error {
-	// The watch starts once the guest runs (Supervise calls running in
-	// this goroutine): its start reads the host's network (netlink dumps,
-	// nl80211), which would take CPU from QEMU's own start.
+	// The uplink's watch and --net auto's DHCP probe start once the guest
+	// runs (Supervise calls running in this goroutine): the watch's start
+	// reads the host's network (netlink dumps, nl80211), the probe opens
+	// its socket and sends a DISCOVER the LAN's server answers, CPU time
+	// QEMU's own start would otherwise share.
 	followc, started := make(chan func(), 1), false
-	s.running = func() { started = true; go func() { followc <- s.followUplink() }() }
+	s.running = func() { started = true; s.probeL2(); go func() { followc <- s.followUplink() }() }
 	defer func() {
 		if started {
 			(<-followc)()

@@ -16,8 +16,8 @@ func (s *session) armVerdict() {
 	s.verdict.Arm(dhcpverdict.Verifies(s.spec.NetMode, s.plan), s.leaveL2)
 }
 
-// probeL2 starts, beside the guest's boot, --net auto's DHCP probe of a
-// first attachment on macvtap (internal/dhcpprobe; docs/live-uplink.md).
+// probeL2 starts, as the guest begins to boot, --net auto's DHCP probe of
+// a first attachment on macvtap (internal/dhcpprobe; docs/live-uplink.md).
 func (s *session) probeL2() {
 	if s.plan.Mode == netsetup.Macvtap {
 		stop := dhcpprobe.Start(s.c.Context, s.plan.LinkName, s.plan.MAC, s.verdict.Probe, s.leaveOnProbe, s.step)
