@@ -15,7 +15,7 @@ var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, s
 
 // earlyStops catches a run's stop signals from main on, while the command
 // line is parsed: the runtime's first signal.Notify of a signal waits for
-// its signal-mask thread (0.3–0.6 ms for these four on the 2-CPU
+// its signal-mask thread (0.36–0.56 ms for these four on the 2-CPU
 // development VM), which would otherwise lie between the run's start and
 // its network plan.
 type earlyStops struct {
