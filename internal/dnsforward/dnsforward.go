@@ -6,6 +6,11 @@
 // processes serve the guests of one NAT bridge: each binds the bridge's
 // address with SO_REUSEPORT (the kernel spreads queries among them), so
 // when one process exits the others keep answering.
+//
+// Queries and answers pass through as they are: only a query's header is
+// read (and its question when a SERVFAIL must echo it), with
+// golang.org/x/net/dns/dnsmessage, which keeps crypto/tls and friends out
+// of vmrun's binary and start.
 package dnsforward
 
 import (
@@ -14,21 +19,31 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// upstreamTimeout bounds one query to one upstream server.
+// upstreamTimeout bounds one query to one upstream server, dial included.
 const upstreamTimeout = 3 * time.Second
+
+// A guest's TCP connection must send its first query within tcpFirstRead
+// and each further one within tcpIdle of the last answer; at most
+// tcpMaxQueries are answered on one connection (miekg/dns's defaults).
+const (
+	tcpFirstRead  = 2 * time.Second
+	tcpIdle       = 8 * time.Second
+	tcpWrite      = 2 * time.Second
+	tcpMaxQueries = 128
+)
+
+// maxUDP is the read buffer for a datagram: any that IP can carry.
+const maxUDP = 64 << 10
 
 // Config says where to listen and whom to ask.
 type Config struct {
@@ -43,17 +58,22 @@ type Config struct {
 
 // Forwarder is a running DNS forwarder. Close stops it.
 type Forwarder struct {
-	cfg  Config
-	ns   netns.NsHandle // the network namespace Start ran in
-	udp  *dns.Server
-	tcp  *dns.Server
-	wg   sync.WaitGroup
-	once sync.Once
+	cfg    Config
+	ns     netns.NsHandle // the network namespace Start ran in
+	udp    net.PacketConn
+	tcp    net.Listener
+	ctx    context.Context // canceled by Close: ends upstream exchanges
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the serving loops and every query's goroutine
+	once   sync.Once
 
 	closing  atomic.Bool   // Close has begun: a server's end is no failure
 	dead     chan struct{} // closed when a server stopped serving on its own
 	deadOnce sync.Once
 	deadErr  error
+
+	connMu sync.Mutex
+	conns  map[net.Conn]struct{} // the guests' open TCP connections
 
 	mu       sync.Mutex
 	conf     []byte // the resolv.conf's content upstream was read from
@@ -65,12 +85,14 @@ var ErrNoUpstream = errors.New("no upstream name server")
 
 // Start binds cfg.Addr (UDP and TCP, SO_REUSEPORT) and serves until Close.
 // It fails when the address cannot be bound or the resolv.conf cannot be
-// read.
+// read or lists no name server; then nothing is left open. Both sockets
+// are bound when it returns, so the kernel queues a query sent after that
+// until the serving goroutine reads it.
 func Start(cfg Config) (*Forwarder, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	f := &Forwarder{cfg: cfg, dead: make(chan struct{})}
+	f := &Forwarder{cfg: cfg, dead: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	if _, err := f.upstreams(); err != nil {
 		return nil, err
 	}
@@ -82,34 +104,30 @@ func Start(cfg Config) (*Forwarder, error) {
 		return nil, fmt.Errorf("dns forwarder: %w", err)
 	}
 	f.ns = ns
-	lc := net.ListenConfig{Control: reusePort}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", cfg.Addr)
-	if err != nil {
+	if err := f.listen(); err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("dns forwarder: %w", err)
 	}
-	ln, err := lc.Listen(context.Background(), "tcp4", cfg.Addr)
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	f.run(f.serveUDP)
+	f.run(f.serveTCP)
+	return f, nil
+}
+
+// listen binds the UDP and the TCP socket, or neither.
+func (f *Forwarder) listen() error {
+	lc := net.ListenConfig{Control: reusePort}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", f.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	ln, err := lc.Listen(context.Background(), "tcp4", f.cfg.Addr)
 	if err != nil {
 		pc.Close()
-		ns.Close()
-		return nil, fmt.Errorf("dns forwarder: %w", err)
+		return err
 	}
-	f.udp = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(f.serve("udp"))}
-	f.tcp = &dns.Server{Listener: ln, Handler: dns.HandlerFunc(f.serve("tcp"))}
-	for _, s := range []*dns.Server{f.udp, f.tcp} {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			err := s.ActivateAndServe()
-			if !f.closing.Load() {
-				f.died(err)
-			}
-		}()
-		<-started
-	}
-	return f, nil
+	f.udp, f.tcp = pc, ln
+	return nil
 }
 
 // reusePort sets SO_REUSEPORT (and SO_REUSEADDR) before bind.
@@ -122,6 +140,18 @@ func reusePort(network, address string, c syscall.RawConn) error {
 		}
 	})
 	return errors.Join(err, serr)
+}
+
+// run runs a serving loop; its end before Close is the forwarder's death.
+func (f *Forwarder) run(serve func() error) {
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		err := serve()
+		if !f.closing.Load() {
+			f.died(err)
+		}
+	}()
 }
 
 // died records that a server stopped serving on its own, with err.
@@ -150,113 +180,151 @@ func (f *Forwarder) Err() error {
 	}
 }
 
-// Close stops serving and waits for the servers to end.
+// Close stops serving: it closes both sockets and the guests' TCP
+// connections, ends the upstream exchanges under way and waits for every
+// goroutine of the forwarder to end. A socket already closed under the
+// forwarder is no error.
 func (f *Forwarder) Close() error {
 	var err error
-	f.closing.Store(true)
 	f.once.Do(func() {
-		err = errors.Join(f.udp.Shutdown(), f.tcp.Shutdown())
+		f.closing.Store(true)
+		f.cancel()
+		err = errors.Join(ignoreClosed(f.udp.Close()), ignoreClosed(f.tcp.Close()))
+		f.connMu.Lock()
+		for c := range f.conns {
+			c.Close()
+		}
+		f.connMu.Unlock()
 		f.wg.Wait()
 		f.ns.Close()
 	})
 	return err
 }
 
-// upstreams returns the name servers of the resolv.conf, parsing it again
-// when its content changed. The content, not the size and modification
-// time, decides: a rewrite of the same size within one timestamp tick
-// changes neither. The file is a few hundred bytes and read once per query.
-func (f *Forwarder) upstreams() ([]string, error) {
-	conf, err := os.ReadFile(f.cfg.ResolvConf)
-	if err != nil {
-		return nil, fmt.Errorf("dns forwarder: %w", err)
+func ignoreClosed(err error) error {
+	if errors.Is(err, net.ErrClosed) {
+		return nil
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.upstream != nil && bytes.Equal(conf, f.conf) {
-		return f.upstream, nil
-	}
-	cc, err := dns.ClientConfigFromReader(bytes.NewReader(conf))
-	if err != nil {
-		return nil, fmt.Errorf("dns forwarder: %s: %w", f.cfg.ResolvConf, err)
-	}
-	if len(cc.Servers) == 0 {
-		return nil, fmt.Errorf("dns forwarder: %s: %w", f.cfg.ResolvConf, ErrNoUpstream)
-	}
-	var ups []string
-	for _, s := range cc.Servers {
-		ups = append(ups, net.JoinHostPort(s, cc.Port))
-	}
-	f.upstream, f.conf = ups, conf
-	return ups, nil
+	return err
 }
 
-// serve answers one query over network ("udp" or "tcp") by asking the
-// upstreams in order; the first answer wins. A truncated UDP answer is
-// passed on as is: the guest retries over TCP, which is forwarded over TCP.
-func (f *Forwarder) serve(network string) func(dns.ResponseWriter, *dns.Msg) {
-	return func(w dns.ResponseWriter, req *dns.Msg) {
-		resp := f.forward(network, req)
-		if err := w.WriteMsg(resp); err != nil {
-			f.cfg.Logf("dns forwarder: reply to %s: %v", w.RemoteAddr(), err)
-		}
-	}
+// temporary says whether a failed read or accept is worth retrying (out
+// of file descriptors or buffers, an aborted connection).
+func temporary(err error) bool {
+	var errno syscall.Errno
+	return errors.As(err, &errno) && (errno.Temporary() || errno == syscall.ENOBUFS || errno == syscall.ENOMEM)
 }
 
-func (f *Forwarder) forward(network string, req *dns.Msg) *dns.Msg {
-	ups, err := f.upstreams()
-	if err == nil {
-		c := &dns.Client{Net: network, Timeout: upstreamTimeout}
-		var errs []error
-		for _, u := range ups {
-			resp, xerr := f.exchange(c, network, req, u)
-			if xerr == nil {
-				return resp
+// serveUDP reads datagrams until the socket fails; each query is answered
+// on its own goroutine, so a slow upstream holds up no other query.
+func (f *Forwarder) serveUDP() error {
+	buf := make([]byte, maxUDP)
+	for {
+		n, addr, err := f.udp.ReadFrom(buf)
+		if err != nil {
+			if temporary(err) {
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
-			errs = append(errs, fmt.Errorf("%s: %w", u, xerr))
+			return err
 		}
-		err = errors.Join(errs...)
+		q := bytes.Clone(buf[:n])
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.replyUDP(q, addr)
+		}()
 	}
-	name := ""
-	if len(req.Question) > 0 {
-		name = req.Question[0].Name
-	}
-	f.cfg.Logf("dns forwarder: %s (%s): %v", name, network, err)
-	m := new(dns.Msg)
-	m.SetRcode(req, dns.RcodeServerFailure)
-	return m
 }
 
-// exchange sends req to upstream u over a socket made in the forwarder's
-// namespace.
-func (f *Forwarder) exchange(c *dns.Client, network string, req *dns.Msg, u string) (*dns.Msg, error) {
-	var conn net.Conn
-	err := f.inNetns(func() error {
-		var err error
-		conn, err = net.DialTimeout(network, u, upstreamTimeout)
-		return err
-	})
-	if err != nil {
-		return nil, err
+func (f *Forwarder) replyUDP(q []byte, addr net.Addr) {
+	resp := f.answer("udp", addr, q)
+	if resp == nil {
+		return
 	}
-	defer conn.Close()
-	resp, _, err := c.ExchangeWithConn(req, &dns.Conn{Conn: conn})
-	return resp, err
+	if _, err := f.udp.WriteTo(resp, addr); err != nil && !f.closing.Load() {
+		f.cfg.Logf("dns forwarder: reply to %s: %v", addr, err)
+	}
 }
 
-// inNetns runs fn on a new OS thread in the forwarder's namespace; the
-// thread ends with it, taking the namespace switch along.
-func (f *Forwarder) inNetns(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits
-		if err := netns.Set(f.ns); err != nil {
-			errc <- err
+// serveTCP accepts connections until the listener fails; each is served
+// on its own goroutine.
+func (f *Forwarder) serveTCP() error {
+	for {
+		c, err := f.tcp.Accept()
+		if err != nil {
+			if temporary(err) {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		if !f.track(c) {
+			continue
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer f.untrack(c)
+			f.serveConn(c)
+		}()
+	}
+}
+
+// track registers a guest's connection for Close to close; once Close
+// has begun it closes the connection instead and returns false.
+func (f *Forwarder) track(c net.Conn) bool {
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	if f.closing.Load() {
+		c.Close()
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *Forwarder) untrack(c net.Conn) {
+	f.connMu.Lock()
+	delete(f.conns, c)
+	f.connMu.Unlock()
+	c.Close()
+}
+
+// serveConn answers the queries of one guest's TCP connection, one after
+// another, until it is closed, stays silent too long or used up its
+// queries.
+func (f *Forwarder) serveConn(c net.Conn) {
+	timeout := tcpFirstRead
+	for range tcpMaxQueries {
+		if c.SetReadDeadline(time.Now().Add(timeout)) != nil {
 			return
 		}
-		errc <- fn()
-	}()
-	return <-errc
+		q, err := readMsg(c)
+		if err != nil {
+			return // closed, silent or cut off: nobody to tell
+		}
+		if !f.replyTCP(c, q) {
+			return
+		}
+		timeout = tcpIdle
+	}
+}
+
+// replyTCP answers the query q on c; false if the answer cannot be sent.
+func (f *Forwarder) replyTCP(c net.Conn, q []byte) bool {
+	resp := f.answer("tcp", c.RemoteAddr(), q)
+	if resp == nil {
+		return true
+	}
+	err := c.SetWriteDeadline(time.Now().Add(tcpWrite))
+	if err == nil {
+		err = writeMsg(c, resp)
+	}
+	if err != nil && !f.closing.Load() {
+		f.cfg.Logf("dns forwarder: reply to %s: %v", c.RemoteAddr(), err)
+	}
+	return err == nil
 }
 
 // Addr returns host:53 for an IP address.

@@ -157,7 +157,7 @@ func TestDoneWhenSocketFails(t *testing.T) {
 	}
 	f := start(t, ns, Config{Addr: "127.0.0.1:53", ResolvConf: rc})
 	g := start(t, ns, Config{Addr: "127.0.0.1:53", ResolvConf: rc})
-	if err := f.udp.PacketConn.Close(); err != nil {
+	if err := f.udp.Close(); err != nil {
 		t.Fatal(err)
 	}
 	select {

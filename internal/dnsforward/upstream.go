@@ -1,0 +1,163 @@
+package dnsforward
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// upstreams returns the name servers of the resolv.conf, parsing it again
+// when its content changed. The content, not the size and modification
+// time, decides: a rewrite of the same size within one timestamp tick
+// changes neither. The file is a few hundred bytes and read once per query.
+func (f *Forwarder) upstreams() ([]string, error) {
+	conf, err := os.ReadFile(f.cfg.ResolvConf)
+	if err != nil {
+		return nil, fmt.Errorf("dns forwarder: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.upstream != nil && bytes.Equal(conf, f.conf) {
+		return f.upstream, nil
+	}
+	ups := parseResolvConf(conf)
+	if len(ups) == 0 {
+		return nil, fmt.Errorf("dns forwarder: %s: %w", f.cfg.ResolvConf, ErrNoUpstream)
+	}
+	f.upstream, f.conf = ups, conf
+	return ups, nil
+}
+
+// parseResolvConf returns the host:53 of each name server a resolv.conf
+// lists, in its order: the IPv4 or IPv6 address (with its %zone, if any)
+// of each "nameserver" line. As in glibc, a "#" or ";" ends the address
+// and a line whose address does not parse is skipped; unlike glibc (which
+// takes the first three) all are kept. Comment lines and other keywords
+// are ignored.
+func parseResolvConf(conf []byte) []string {
+	var ups []string
+	for line := range strings.Lines(string(conf)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		addr := f[1]
+		if i := strings.IndexAny(addr, "#;"); i >= 0 {
+			addr = addr[:i]
+		}
+		if _, err := netip.ParseAddr(addr); err == nil {
+			ups = append(ups, net.JoinHostPort(addr, "53"))
+		}
+	}
+	return ups
+}
+
+// forward sends the query q with this ID to the upstreams in order over
+// network and returns the first answer; the errors of all if none
+// answers.
+func (f *Forwarder) forward(network string, q []byte, id uint16) ([]byte, error) {
+	ups, err := f.upstreams()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, u := range ups {
+		resp, err := f.exchange(network, u, q, id)
+		if err == nil {
+			return resp, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+		if f.ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// exchange sends q to upstream u over a new socket made in the
+// forwarder's namespace and returns its answer, all within
+// upstreamTimeout. Close ends it early.
+func (f *Forwarder) exchange(network, u string, q []byte, id uint16) ([]byte, error) {
+	deadline := time.Now().Add(upstreamTimeout)
+	var conn net.Conn
+	err := f.inNetns(func() error {
+		var err error
+		conn, err = (&net.Dialer{Deadline: deadline}).DialContext(f.ctx, network, u)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(f.ctx, func() { conn.Close() })
+	defer stop()
+	if err := conn.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	if network == "tcp" {
+		return exchangeTCP(conn, q, id)
+	}
+	return exchangeUDP(conn, q, id)
+}
+
+// exchangeUDP sends q as one datagram and returns the first datagram
+// answering it; others (late answers to someone else's query, forgeries)
+// are skipped until the deadline.
+func exchangeUDP(conn net.Conn, q []byte, id uint16) ([]byte, error) {
+	if _, err := conn.Write(q); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, maxUDP)
+	for skipped := 0; ; skipped++ {
+		n, err := conn.Read(buf)
+		if err != nil {
+			if skipped > 0 {
+				err = fmt.Errorf("%w (after %d datagrams not answering ID %d)", err, skipped, id)
+			}
+			return nil, err
+		}
+		if isAnswer(buf[:n], id) {
+			return bytes.Clone(buf[:n]), nil
+		}
+	}
+}
+
+// exchangeTCP sends q framed and reads the one framed answer, which must
+// answer q's ID.
+func exchangeTCP(conn net.Conn, q []byte, id uint16) ([]byte, error) {
+	if err := writeMsg(conn, q); err != nil {
+		return nil, err
+	}
+	resp, err := readMsg(conn)
+	if err != nil {
+		return nil, err
+	}
+	if !isAnswer(resp, id) {
+		return nil, fmt.Errorf("not an answer to ID %d", id)
+	}
+	return resp, nil
+}
+
+// inNetns runs fn on a new OS thread in the forwarder's namespace; the
+// thread ends with it, taking the namespace switch along.
+func (f *Forwarder) inNetns(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits
+		if err := netns.Set(f.ns); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
