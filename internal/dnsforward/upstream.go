@@ -3,7 +3,6 @@ package dnsforward
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -62,25 +61,29 @@ func parseResolvConf(conf []byte) []string {
 }
 
 // forward sends the query q with this ID to the upstreams in order over
-// network and returns the first answer; the errors of all if none
-// answers.
+// network and returns the first answer; if none answers, the errors of
+// all on one line ("UPSTREAM: ERR; UPSTREAM: ERR").
 func (f *Forwarder) forward(network string, q []byte, id uint16) ([]byte, error) {
 	ups, err := f.upstreams()
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
 	for _, u := range ups {
-		resp, err := f.exchange(network, u, q, id)
-		if err == nil {
+		resp, xerr := f.exchange(network, u, q, id)
+		if xerr == nil {
 			return resp, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+		xerr = fmt.Errorf("%s: %w", u, xerr)
+		if err == nil {
+			err = xerr
+		} else {
+			err = fmt.Errorf("%w; %w", err, xerr)
+		}
 		if f.ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, errors.Join(errs...)
+	return nil, err
 }
 
 // exchange sends q to upstream u over a new socket made in the
