@@ -16,6 +16,23 @@ import (
 // query with ip.
 func upstream(t *testing.T, ns *testutil.Netns, addr, ip string) {
 	t.Helper()
+	pc, ln := listenIn(t, ns, addr)
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A " + ip)
+		m.Answer = append(m.Answer, rr)
+		_ = w.WriteMsg(m)
+	})
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+		go func() { _ = srv.ActivateAndServe() }()
+		t.Cleanup(func() { _ = srv.Shutdown() })
+	}
+}
+
+// listenIn binds addr over UDP and TCP inside ns.
+func listenIn(t *testing.T, ns *testutil.Netns, addr string) (net.PacketConn, net.Listener) {
+	t.Helper()
 	var pc net.PacketConn
 	var ln net.Listener
 	if err := ns.Do(func() error {
@@ -28,17 +45,7 @@ func upstream(t *testing.T, ns *testutil.Netns, addr, ip string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A " + ip)
-		m.Answer = append(m.Answer, rr)
-		_ = w.WriteMsg(m)
-	})
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
-		go func() { _ = srv.ActivateAndServe() }()
-		t.Cleanup(func() { _ = srv.Shutdown() })
-	}
+	return pc, ln
 }
 
 // query asks the forwarder at addr (inside ns) for name's A record.

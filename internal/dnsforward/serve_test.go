@@ -147,18 +147,7 @@ func TestTCPSeveralQueries(t *testing.T) {
 // UDP only, then with the right one and ip.
 func wrongIDUpstream(t *testing.T, ns *testutil.Netns, addr, ip string) {
 	t.Helper()
-	var pc net.PacketConn
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		if pc, err = net.ListenPacket("udp4", addr); err != nil {
-			return err
-		}
-		ln, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := listenIn(t, ns, addr)
 	t.Cleanup(func() { pc.Close(); ln.Close() })
 	reply := func(q *dns.Msg, id uint16, ip string) []byte {
 		m := new(dns.Msg).SetReply(q)
