@@ -33,6 +33,8 @@ const (
 	dtNeeded   = 1 // DT_NEEDED: a library's name, as an offset in the string table
 	// maxDynamic bounds the dynamic section read: QEMU's is a few KB.
 	maxDynamic = 1 << 20
+	// maxSections bounds the section header table read: QEMU's is 2 KB.
+	maxSections = 1 << 20
 )
 
 // elfFile is an open ELF file with its class and byte order.
@@ -123,7 +125,7 @@ func (f elfFile) dynamic() (dyn, str section, ok bool) {
 	}
 	shoff := f.word(hdr[f.l.shoff:])
 	size, n := int(f.bo.Uint16(hdr[f.l.shentsize:])), int(f.bo.Uint16(hdr[f.l.shnum:]))
-	if size < f.l.shLink+4 || n == 0 {
+	if size < f.l.shLink+4 || n == 0 || size*n > maxSections {
 		return dyn, str, false // n == 0: no sections, or 0xff00 or more (not QEMU)
 	}
 	tab := make([]byte, size*n)

@@ -1,10 +1,13 @@
 package qemuprobe
 
 import (
+	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -103,4 +106,26 @@ func TestNeededLibsNotELF(t *testing.T) {
 	if got := neededLibs(filepath.Join(dir, "missing")); got != nil {
 		t.Errorf("missing file: neededLibs = %q", got)
 	}
+	// A header claiming a section table of 4 GB: nothing that size is
+	// read (or allocated).
+	huge := filepath.Join(dir, "huge-table")
+	if err := os.WriteFile(huge, hugeTable(sh), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got := neededLibs(huge)
+	runtime.ReadMemStats(&after)
+	if got != nil || after.TotalAlloc-before.TotalAlloc > 1<<20 {
+		t.Errorf("huge section table: neededLibs = %q, %d bytes allocated", got, after.TotalAlloc-before.TotalAlloc)
+	}
+}
+
+// hugeTable is /bin/sh's start with a section header table claimed to
+// hold 65535 entries of 65535 bytes (4 GB): not to be read.
+func hugeTable(sh []byte) []byte {
+	b := bytes.Clone(sh[:4096])
+	binary.LittleEndian.PutUint16(b[0x3a:], 0xffff) // e_shentsize (64-bit, little-endian)
+	binary.LittleEndian.PutUint16(b[0x3c:], 0xfffe) // e_shnum
+	return b
 }
