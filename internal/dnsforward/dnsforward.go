@@ -208,8 +208,9 @@ func ignoreClosed(err error) error {
 	return err
 }
 
-// temporary says whether a failed read or accept is worth retrying (out
-// of file descriptors or buffers, an aborted connection).
+// temporary says whether a failed read or accept is worth retrying
+// (interrupted, out of file descriptors, buffers or memory; the net
+// package itself retries an accept whose connection was aborted).
 func temporary(err error) bool {
 	var errno syscall.Errno
 	return errors.As(err, &errno) && (errno.Temporary() || errno == syscall.ENOBUFS || errno == syscall.ENOMEM)

@@ -37,14 +37,23 @@ func (f *Forwarder) upstreams() ([]string, error) {
 }
 
 // parseResolvConf returns the host:53 of each name server a resolv.conf
-// lists, in its order: the IPv4 or IPv6 address (with its %zone, if any)
-// of each "nameserver" line. As in glibc, a "#" or ";" ends the address
-// and a line whose address does not parse is skipped; unlike glibc (which
-// takes the first three) all are kept. Comment lines and other keywords
-// are ignored.
+// lists (Nameservers), in its order.
 func parseResolvConf(conf []byte) []string {
 	var ups []string
-	for line := range strings.Lines(string(conf)) {
+	for _, a := range Nameservers(string(conf)) {
+		ups = append(ups, net.JoinHostPort(a.String(), "53"))
+	}
+	return ups
+}
+
+// Nameservers returns the addresses of a resolv.conf's "nameserver"
+// lines, in its order: IPv4 or IPv6 (with its %zone, if any). As in
+// glibc, a "#" or ";" ends the address and a line whose address does not
+// parse is skipped; unlike glibc (which takes the first three) all are
+// kept. Comment lines and other keywords are ignored.
+func Nameservers(conf string) []netip.Addr {
+	var addrs []netip.Addr
+	for line := range strings.Lines(conf) {
 		f := strings.Fields(line)
 		if len(f) < 2 || f[0] != "nameserver" {
 			continue
@@ -53,11 +62,11 @@ func parseResolvConf(conf []byte) []string {
 		if i := strings.IndexAny(addr, "#;"); i >= 0 {
 			addr = addr[:i]
 		}
-		if _, err := netip.ParseAddr(addr); err == nil {
-			ups = append(ups, net.JoinHostPort(addr, "53"))
+		if a, err := netip.ParseAddr(addr); err == nil {
+			addrs = append(addrs, a)
 		}
 	}
-	return ups
+	return addrs
 }
 
 // forward sends the query q with this ID to the upstreams in order over

@@ -16,6 +16,7 @@ import (
 	"github.com/vmrun/vmrun/internal/caps"
 	"github.com/vmrun/vmrun/internal/dhcpserve"
 	"github.com/vmrun/vmrun/internal/dhcpupstream"
+	"github.com/vmrun/vmrun/internal/dnsforward"
 	"github.com/vmrun/vmrun/internal/service"
 	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 	"golang.org/x/sys/unix"
@@ -543,12 +544,8 @@ func routedDNS(leased []net.IP, resolvConf string) (dns []net.IP, note string) {
 	if len(dns) > 0 {
 		return dns, ""
 	}
-	for _, line := range strings.Split(resolvConf, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "nameserver" {
-			continue
-		}
-		if ip := net.ParseIP(f[1]); ip != nil && usable(ip) {
+	for _, a := range dnsforward.Nameservers(resolvConf) {
+		if ip := net.IP(a.AsSlice()); usable(ip) {
 			dns = append(dns, ip.To4())
 		}
 	}
