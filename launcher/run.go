@@ -350,10 +350,12 @@ func (s *supervisor) copyOutput(p *stdio) <-chan struct{} {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(console, p.outR); p.outR.Close() }()
+	// QEMU's output is read to its end whatever becomes of its destinations.
+	go func() { defer wg.Done(); _, _ = io.Copy(Lossy(console, nil), p.outR); p.outR.Close() }()
 	go func() {
 		defer wg.Done()
-		_, _ = io.Copy(io.MultiWriter(s.opts.Stderr, s.stderr), p.errR)
+		// The tail keeps QEMU's last words when vmrun's stderr has gone.
+		_, _ = io.Copy(io.MultiWriter(Lossy(s.opts.Stderr, nil), s.stderr), p.errR)
 		p.errR.Close()
 	}()
 	if p.inW != nil {

@@ -245,6 +245,22 @@ func TestQEMUBadArgumentIsSetupError(t *testing.T) {
 	}
 }
 
+// brokenPipe fails every write as a pipe whose reader has gone does.
+type brokenPipe struct{}
+
+func (brokenPipe) Write([]byte) (int, error) { return 0, syscall.EPIPE }
+
+// TestLastWordsWithStderrGone: vmrun's stderr failing (`vmrun ... 2>&1 |
+// head`) does not cost the error QEMU's last words.
+func TestLastWordsWithStderrGone(t *testing.T) {
+	cl, opts, n := bare(t, "-device", "no-such-device")
+	opts.Stderr = brokenPipe{}
+	r := wait(t, run(t, cl, opts), n)
+	if r.Code != exitcode.Setup || r.Err == nil || !strings.Contains(r.Err.Error(), "no-such-device") {
+		t.Fatalf("code %d (%v), want 2 naming the device", r.Code, r.Err)
+	}
+}
+
 func TestMissingQEMU(t *testing.T) {
 	cl, opts, _ := bare(t)
 	cl.Path = "/nonexistent/qemu-system-x86_64"

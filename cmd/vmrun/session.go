@@ -238,7 +238,7 @@ func (s *session) listenQMP() error {
 
 // start opens the console's destinations and starts QEMU, paused.
 func (s *session) start() error {
-	consoleOut, closeLog, err := vmbuild.ConsoleWriter(s.c.App.Writer, s.spec, s.vm.Console)
+	consoleOut, closeLog, err := vmbuild.ConsoleWriter(s.c.App.Writer, s.spec, s.vm.Console, s.notify)
 	if err != nil {
 		return err
 	}

@@ -118,11 +118,19 @@ func PrintTail(w io.Writer, tail *linetail.Tail) {
 }
 
 // ConsoleWriter returns where the serial console goes (w when it is the
-// serial console, --serial-log) and how to close it.
-func ConsoleWriter(w io.Writer, spec config.Spec, console launcher.Console) (io.Writer, func() error, error) {
+// serial console, --serial-log) and how to close it. A destination whose
+// write fails (w a pipe whose reader has gone, a full disk) is dropped from
+// then on with one notice; the others keep getting everything.
+func ConsoleWriter(w io.Writer, spec config.Spec, console launcher.Console, notify func(string, ...any)) (io.Writer, func() error, error) {
 	var ws []io.Writer
 	if console == launcher.ConsoleSerial {
-		ws = append(ws, w)
+		ws = append(ws, launcher.Lossy(w, func(err error) {
+			also := ""
+			if spec.SerialLog != "" {
+				also = " (--serial-log " + spec.SerialLog + " still gets it)"
+			}
+			notify("the serial console could not be written to standard output (%v): the VM keeps running and its console output is dropped from here on%s; stop the VM with Ctrl-C or `vmrun stop %s`", err, also, spec.Name)
+		}))
 	}
 	closeLog := func() error { return nil }
 	if spec.SerialLog != "" {
@@ -130,11 +138,13 @@ func ConsoleWriter(w io.Writer, spec config.Spec, console launcher.Console) (io.
 		if err != nil {
 			return nil, nil, exitcode.Usagef("--serial-log %s cannot be written: %w", spec.SerialLog, errors.Unwrap(err))
 		}
+		var log io.Writer = f
 		if spec.Timestamps {
-			ws = append(ws, stamp.NewWriter(f))
-		} else {
-			ws = append(ws, f)
+			log = stamp.NewWriter(f)
 		}
+		ws = append(ws, launcher.Lossy(log, func(err error) {
+			notify("--serial-log %s could not be written (%v): the log ends here; the VM keeps running", spec.SerialLog, err)
+		}))
 		closeLog = f.Close
 	}
 	return io.MultiWriter(ws...), closeLog, nil

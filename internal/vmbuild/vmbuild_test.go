@@ -2,8 +2,10 @@ package vmbuild
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vmrun/vmrun/internal/config"
@@ -53,7 +55,7 @@ func TestPrintTail(t *testing.T) {
 
 func TestConsoleWriter(t *testing.T) {
 	var term strings.Builder
-	w, closeLog, err := ConsoleWriter(&term, config.Spec{}, launcher.ConsoleSerial)
+	w, closeLog, err := ConsoleWriter(&term, config.Spec{}, launcher.ConsoleSerial, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +63,47 @@ func TestConsoleWriter(t *testing.T) {
 	if err := closeLog(); err != nil || term.String() != "login: " {
 		t.Errorf("serial console: %q, %v", term.String(), err)
 	}
-	_, _, err = ConsoleWriter(&term, config.Spec{SerialLog: filepath.Join(t.TempDir(), "no", "such", "dir", "log")}, launcher.ConsoleSerial)
+	_, _, err = ConsoleWriter(&term, config.Spec{SerialLog: filepath.Join(t.TempDir(), "no", "such", "dir", "log")}, launcher.ConsoleSerial, t.Logf)
 	if err == nil || !strings.Contains(err.Error(), "--serial-log") {
 		t.Errorf("an unwritable --serial-log: %v", err)
+	}
+}
+
+// closedPipe fails every write as a pipe whose reader has gone does.
+type closedPipe struct{ writes int }
+
+func (c *closedPipe) Write([]byte) (int, error) {
+	c.writes++
+	return 0, syscall.EPIPE
+}
+
+// A standard output that fails (`vmrun ... | head`) costs the console
+// there, with one notice, and nothing else: the serial log gets it all.
+func TestConsoleWriterStdoutGone(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "serial.log")
+	var out closedPipe
+	var notices []string
+	w, closeLog, err := ConsoleWriter(&out, config.Spec{Name: "web", SerialLog: log}, launcher.ConsoleSerial, func(f string, a ...any) {
+		notices = append(notices, fmt.Sprintf(f, a...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"first\n", "second\n", "third\n"} {
+		if n, err := fmt.Fprint(w, line); n != len(line) || err != nil {
+			t.Fatalf("write %q: %d, %v", line, n, err)
+		}
+	}
+	if err := closeLog(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(log); err != nil || string(b) != "first\nsecond\nthird\n" {
+		t.Errorf("serial log %q, %v: want all three lines", b, err)
+	}
+	if out.writes != 1 {
+		t.Errorf("%d writes to the failed standard output, want 1 (dropped after the first failure)", out.writes)
+	}
+	if len(notices) != 1 || !strings.Contains(notices[0], "broken pipe") || !strings.Contains(notices[0], "--serial-log "+log+" still gets it") || !strings.Contains(notices[0], "vmrun stop web") {
+		t.Errorf("notices %q: want one naming the error, the log and how to stop the VM", notices)
 	}
 }
