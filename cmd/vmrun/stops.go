@@ -13,6 +13,20 @@ import (
 // --force, Ctrl-\).
 var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
 
+// brokenPipes receives the SIGPIPEs of a run, which nothing reads: a
+// write to a closed pipe (`vmrun ... | head`, a log collector that died)
+// then fails with EPIPE instead of killing vmrun before it has removed
+// what it created. It stays in place until the process exits, so that the
+// last error message cannot kill it either. QEMU, which vmrun starts with
+// the default action, ignores SIGPIPE itself.
+var brokenPipes = make(chan os.Signal, 1)
+
+// catchRun catches a run's stop signals on c, and its SIGPIPEs.
+func catchRun(c chan os.Signal) {
+	signal.Notify(c, stopSignals...)
+	signal.Notify(brokenPipes, syscall.SIGPIPE)
+}
+
 // earlyStops catches a run's stop signals from main on, while the command
 // line is parsed: the runtime's first signal.Notify of a signal waits for
 // its signal-mask thread (0.36–0.56 ms for these four on the 2-CPU
@@ -35,7 +49,7 @@ func catchStopsEarly(app *cli.App, args []string) *earlyStops {
 		return nil
 	}
 	e := &earlyStops{c: make(chan os.Signal, 4), ready: make(chan struct{})}
-	go func() { signal.Notify(e.c, stopSignals...); close(e.ready) }()
+	go func() { catchRun(e.c); close(e.ready) }()
 	app.Metadata = map[string]any{stopsKey: e}
 	return e
 }
@@ -49,16 +63,17 @@ func takeStops(c *cli.Context) chan os.Signal {
 		return e.c
 	}
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, stopSignals...)
+	catchRun(sigc)
 	return sigc
 }
 
-// release gives the stop signals back (their default action, or another
-// handler's) unless a run took them.
+// release gives the stop signals and SIGPIPE back (their default action,
+// or another handler's) unless a run took them.
 func (e *earlyStops) release() {
 	if e != nil && !e.taken {
 		<-e.ready
 		signal.Stop(e.c)
+		signal.Stop(brokenPipes)
 		e.taken = true
 	}
 }

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"io"
+	"os"
 	"os/signal"
 	"testing"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/vmrun/vmrun/internal/exitcode"
+	"github.com/vmrun/vmrun/internal/rundir"
 )
 
 // TestCatchStopsEarly: a run catches its stop signals from main on and
@@ -56,4 +61,28 @@ func TestCatchStopsEarly(t *testing.T) {
 		t.Error("vmrun --verbose ls: the early catch was not released")
 	}
 	e.release()
+}
+
+// A run whose standard streams are pipes nobody reads any more is not
+// killed by SIGPIPE (it would leave what it created behind): here a run
+// refused for a missing disk writes its one error line to such a stderr
+// and still exits with its documented code. (test/e2e's
+// TestBrokenConsolePipe breaks the console's pipe of a booting VM.)
+func TestRunSurvivesBrokenPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	defer w.Close()
+	cmd := vmrunProcess(context.Background(), nil, "--disk", "/nonexistent/a.qcow2")
+	cmd.Env = append(cmd.Env, rundir.EnvRoot+"="+t.TempDir())
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Run()
+	if ws, ok := cmd.ProcessState.Sys().(interface{ Signaled() bool }); ok && ws.Signaled() {
+		t.Fatalf("vmrun was killed by a signal (%v) writing to a closed pipe", err)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitcode.Usage {
+		t.Fatalf("exit code %d (%v), want %d", code, err, exitcode.Usage)
+	}
 }

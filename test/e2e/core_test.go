@@ -126,6 +126,66 @@ func TestTimeoutStopsAndCleansUp(t *testing.T) {
 	assertEmptyDir(t, vm.Runtime)
 }
 
+// TestBrokenConsolePipe: `vmrun ... | head` — the reader of vmrun's
+// standard output goes away while the guest boots. vmrun is not killed by
+// the SIGPIPE (it would leave its links and runtime directory behind): the
+// VM keeps running, the console still reaches --serial-log, one notice
+// says what happened, and a stop cleans up as always.
+func TestBrokenConsolePipe(t *testing.T) {
+	g := requireQEMUTests(t)
+	l := newLAN(t, false)
+	before := snapshotLinks(t, l.Host)
+	runtime := runtimeDir(t)
+	log := filepath.Join(t.TempDir(), "serial.log")
+	const name = "e2e-pipe"
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := command(l.Host, runtime, "--disk", g.Test, "--snapshot", "--net", "auto", "--console", "serial", "--serial-log", log, "--name", name)
+	cmd.Stdout = w
+	vm := startCmd(t, cmd, runtime)
+	w.Close()
+	// The first console bytes (the firmware's), then the reader goes.
+	read := make(chan error, 1)
+	go func() { _, err := r.Read(make([]byte, 64)); read <- err }()
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatalf("reading the console: %v", err)
+		}
+	case <-time.After(bootTimeout):
+		t.Fatalf("no console output within %s\n%s", bootTimeout, vm.Stderr)
+	}
+	r.Close()
+	// vmrun, still running, learns the guest's address: the boot went on.
+	out, errOut, code := RunVMRun(t, l.Host, runtime, "wait", name, "--timeout", bootTimeout.String())
+	if code != 0 || !strings.HasPrefix(out, "10.77.0.") {
+		t.Fatalf("vmrun wait %s: exit %d, %q %s\n--- vmrun's stderr:\n%s", name, code, out, errOut, vm.Stderr)
+	}
+	if _, err := vm.Stderr.WaitFor(`serial console could not be written to standard output \(.*broken pipe\)`, stepTimeout); err != nil {
+		t.Errorf("no notice of the broken pipe on stderr:\n%s", vm.Stderr)
+	}
+	vm.Signal(syscall.SIGTERM)
+	if code := vm.Wait(exitTimeout); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
+	}
+	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after exit %v, before %v", after, before)
+	}
+	assertEmptyDir(t, vm.Runtime)
+	// Written after the pipe broke: the boot's marker and the power-off's.
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"VMRUN-GUEST: booted role=test", "VMRUN-GUEST: power button pressed"} {
+		if !strings.Contains(string(b), m) {
+			t.Errorf("--serial-log lacks %q, written after the pipe broke:\n%s", m, tailLines(string(b), 15))
+		}
+	}
+}
+
 func TestGuestPanicExit4(t *testing.T) {
 	g := requireQEMUTests(t)
 	ns := testutil.NewNetns(t, "p")

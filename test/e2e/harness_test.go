@@ -116,11 +116,15 @@ func Start(t testing.TB, ns *testutil.Netns, runtime string, args ...string) *VM
 
 // startCmd starts cmd (a vmrun, directly or through a wrapper) as a VM
 // whose runtime root is runtime; its process group is killed at cleanup
-// if it still runs.
+// if it still runs. A cmd whose Stdout is set keeps it (VM.Console then
+// stays empty).
 func startCmd(t testing.TB, cmd *exec.Cmd, runtime string) *VM {
 	t.Helper()
 	v := &VM{t: t, cmd: cmd, Console: testutil.NewLineBuffer(), Stderr: testutil.NewLineBuffer(), done: make(chan struct{}), Runtime: runtime}
-	cmd.Stdout, cmd.Stderr = v.Console, v.Stderr
+	if cmd.Stdout == nil {
+		cmd.Stdout = v.Console
+	}
+	cmd.Stderr = v.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
