@@ -119,9 +119,12 @@ func (s *session) lock() error {
 // the VM and `vmrun gc` knows what it owns.
 func (s *session) record() error {
 	p := s.plan
+	// Where the links will be: gc undoes them only from there. Unknown
+	// (an error), gc does not check, as for an older version's record.
+	netnsID, netnsInode, _ := netsetup.Netns()
 	if err := s.dir.Update(func(st *rundir.State) {
 		*st = rundir.State{Name: s.spec.Name, PID: os.Getpid(), Mode: string(p.Mode), Parent: p.Parent, Uplink: p.Uplink,
-			MAC: p.MAC.String(), Started: time.Now()}
+			MAC: p.MAC.String(), Started: time.Now(), Netns: netnsID, NetnsInode: netnsInode}
 	}); err != nil {
 		return exitcode.Setupf("%w", err)
 	}

@@ -111,10 +111,17 @@ type State struct {
 	MAC    string `json:"mac,omitempty"`
 	// Switches counts the times the running guest was moved to another
 	// attachment (Mode, Parent and MAC are the current one's).
-	Switches  int       `json:"switches,omitempty"`
-	Started   time.Time `json:"started"`
-	Objects   []Object  `json:"objects,omitempty"`
-	QMPSocket string    `json:"qmp_socket,omitempty"`
+	Switches int       `json:"switches,omitempty"`
+	Started  time.Time `json:"started"`
+	// Netns names the network namespace vmrun ran in (netsetup.Netns:
+	// "c" and its cookie), where the Objects without a Netns of their own
+	// live; NetnsInode is its nsfs inode (net:[INODE]), to find it again.
+	// gc undoes them only from there. Empty in the records of older
+	// versions, and when the kernel would not say.
+	Netns      string   `json:"netns,omitempty"`
+	NetnsInode uint64   `json:"netns_inode,omitempty"`
+	Objects    []Object `json:"objects,omitempty"`
+	QMPSocket  string   `json:"qmp_socket,omitempty"`
 	// Addresses are the guest's addresses vmrun learnt, in the order it
 	// learnt them (see Dir.SetAddress).
 	Addresses []Address `json:"addresses,omitempty"`

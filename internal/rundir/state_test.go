@@ -11,9 +11,10 @@ import (
 // vmrun and read by gc, ls or stop; a field nothing writes (as guest_ip
 // was) misleads whoever reads the file, so it has no place here. ssh is
 // written by a run with a cloud-init seed and read by `vmrun ssh`; uplink
-// by a run (and each switch) and read by ls.
+// by a run (and each switch) and read by ls; netns and netns_inode by a
+// run and read by gc.
 func TestStateFileKeys(t *testing.T) {
-	want := []string{"name", "pid", "qemu_pid", "mode", "parent", "uplink", "mac", "switches", "started", "objects", "qmp_socket", "addresses", "ssh"}
+	want := []string{"name", "pid", "qemu_pid", "mode", "parent", "uplink", "mac", "switches", "started", "netns", "netns_inode", "objects", "qmp_socket", "addresses", "ssh"}
 	var got []string
 	st := reflect.TypeOf(State{})
 	for i := range st.NumField() {

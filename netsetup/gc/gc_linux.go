@@ -105,8 +105,54 @@ func reclaim(dir string, st *rundir.State) (left []rundir.Object, err error) {
 	if _, err := hostnet.KillIfOurs(st.QEMUPID, dir); err != nil {
 		return st.Objects, fmt.Errorf("QEMU of %s: %w", dir, err)
 	}
-	return undoObjects(st.Objects)
+	objs, err := reachable(st)
+	if err != nil {
+		return st.Objects, err
+	}
+	return undoObjects(objs)
 }
+
+// reachable returns the objects of st to undo from the calling thread's
+// network namespace: all of them when vmrun ran in this one (or its record
+// does not say where it ran). When it ran in a namespace that is gone,
+// that namespace took its links, addresses, routes, sysctls and nftables
+// tables with it: only the objects that live elsewhere are left (its
+// processes, those in a namespace of their own). When it ran in another
+// namespace that still exists, the error says where to run gc.
+func reachable(st *rundir.State) ([]rundir.Object, error) {
+	if st.Netns == "" {
+		return st.Objects, nil
+	}
+	here, err := hostnet.NetnsID()
+	if err != nil {
+		return nil, err
+	}
+	if here == st.Netns {
+		return st.Objects, nil
+	}
+	path, err := hostnet.FindNetns(st.Netns, st.NetnsInode)
+	if errors.Is(err, hostnet.ErrNetnsGone) {
+		var left []rundir.Object
+		for _, o := range st.Objects {
+			if o.Kind == hostnet.ObjProcess || o.Netns != "" {
+				left = append(left, o)
+			}
+		}
+		return left, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	how := "nsenter --net=" + path + " vmrun gc"
+	if name, ok := strings.CutPrefix(path, "/run/netns/"); ok && !strings.Contains(name, "/") {
+		how = "ip netns exec " + name + " vmrun gc"
+	}
+	return nil, fmt.Errorf("%w, net:[%d] (%s), where its vmrun ran: run `%s`", ErrOtherNetns, st.NetnsInode, path, how)
+}
+
+// ErrOtherNetns says that a dead vmrun's objects are in another network
+// namespace than gc's, one that still exists.
+var ErrOtherNetns = errors.New("its links are in another network namespace")
 
 // GC cleans up every VM directory under root that no live vmrun holds:
 // kills its QEMU if still running from that directory, undoes its recorded

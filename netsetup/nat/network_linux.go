@@ -467,7 +467,7 @@ func leave(dir, vm string, m *membership) error {
 // namespace than the calling thread's: its bridge, table and sysctls are
 // not the ones here.
 func sameNetns(dir string) error {
-	id, err := netnsID()
+	id, err := hostnet.NetnsID()
 	if err != nil {
 		return err
 	}

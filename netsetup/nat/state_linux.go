@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -46,35 +45,14 @@ type memberInfo struct {
 	Forwards []hostnet.Forward `json:"forwards,omitempty"`
 }
 
-// soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14), missing from x/sys/unix.
-const soNetnsCookie = 71
-
 // StateDir returns the NAT state directory of the calling thread's
 // network namespace under runtime root root.
 func StateDir(root string) (string, error) {
-	id, err := netnsID()
+	id, err := hostnet.NetnsID()
 	if err != nil {
 		return "", err
 	}
 	return filepath.Join(root, ".nat", id), nil
-}
-
-// netnsID names the calling thread's network namespace: its cookie (never
-// reused), or the inode of its nsfs file on kernels without cookies.
-func netnsID() (string, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return "", fmt.Errorf("network namespace id: %w", err)
-	}
-	defer unix.Close(fd)
-	if c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie); err == nil {
-		return "c" + strconv.FormatUint(c, 10), nil
-	}
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return "", fmt.Errorf("network namespace id: %w", err)
-	}
-	return "i" + strconv.FormatUint(st.Ino, 10), nil
 }
 
 // lockedDir is a locked NAT state directory.

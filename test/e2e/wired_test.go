@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/testutil"
 )
 
@@ -113,7 +114,16 @@ func TestKilledThenGCAndRestart(t *testing.T) {
 	}
 
 	kill()
-	out, errOut, code := RunVMRun(t, l.Host, runtime, "gc")
+	// gc from another network namespace (the test's own) finds the VM's
+	// links are not there: it removes nothing, and says where to run.
+	out, errOut, code := RunVMRun(t, nil, runtime, "gc")
+	if code != exitcode.Setup || !strings.Contains(errOut, "ip netns exec "+l.Host.Name+" vmrun gc") {
+		t.Fatalf("gc outside the VM's namespace (exit %d, want %d naming `ip netns exec %s vmrun gc`): %s %s", code, exitcode.Setup, l.Host.Name, out, errOut)
+	}
+	if after := snapshotLinks(t, l.Host); len(after) != len(before)+2 {
+		t.Fatalf("gc outside the VM's namespace changed its links: %v", after)
+	}
+	out, errOut, code = RunVMRun(t, l.Host, runtime, "gc")
 	if code != 0 || !strings.Contains(out, "e2e-kill") {
 		t.Fatalf("gc (exit %d): %s %s", code, out, errOut)
 	}

@@ -1,0 +1,126 @@
+package netsetup_test
+
+import (
+	"errors"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/internal/testutil"
+	"github.com/vmrun/vmrun/netsetup"
+	"github.com/vmrun/vmrun/netsetup/gc"
+)
+
+// TestGCOtherNetns: gc undoes a dead VM's objects only from the network
+// namespace its vmrun ran in. From another one gc refuses, naming where to
+// run it, while that namespace exists; once the namespace is gone, its
+// links went with it, and gc removes the record without touching the
+// same-named links of the namespace gc runs in.
+func TestGCOtherNetns(t *testing.T) {
+	l := newLab(t)
+	t.Parallel()
+	other := testutil.NewNetns(t, "o")
+	root := t.TempDir()
+	gcIn := func(ns *testutil.Netns) (removed []string, err error) {
+		err = ns.Do(func() error {
+			var gerr error
+			removed, gerr = gc.GC(root, t.Logf)
+			return gerr
+		})
+		return removed, err
+	}
+
+	// A VM of l.host dies: its macvtap link stays there, recorded.
+	away := createDir(t, root, "away")
+	p := macvtapPlan(t, l, "away", 1)
+	if _, err := l.apply(t, ctxT(t, 30*time.Second), p, away); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.host.Do(func() error {
+		id, ino, err := netsetup.Netns()
+		if err != nil {
+			return err
+		}
+		return away.Update(func(st *rundir.State) { st.Netns, st.NetnsInode = id, ino })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := away.Close(); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := gcIn(other)
+	if !errors.Is(err, gc.ErrOtherNetns) || !strings.Contains(err.Error(), "ip netns exec "+l.host.Name+" vmrun gc") || len(removed) != 0 {
+		t.Fatalf("gc in another namespace: removed %v, %v; want nothing removed and an error naming `ip netns exec %s vmrun gc`", removed, err, l.host.Name)
+	}
+	if _, err := l.link(t, p.LinkName); err != nil {
+		t.Fatalf("the link is gone after gc in another namespace refused: %v", err)
+	}
+	if removed, err := gcIn(l.host); err != nil || !slices.Equal(removed, []string{"away"}) {
+		t.Fatalf("gc in the VM's namespace: removed %v, %v", removed, err)
+	}
+	if _, err := l.link(t, p.LinkName); err == nil {
+		t.Fatal("gc in the VM's namespace left its link")
+	}
+
+	// A VM recorded in a namespace that is gone (its thread unshared it and
+	// ended), with the objects of a live VM of l.host: same names, same
+	// aliases.
+	gone := make(chan error, 1)
+	var goneID string
+	var goneIno uint64
+	go func() {
+		runtime.LockOSThread() // never unlocked: the namespace ends with the thread
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			gone <- err
+			return
+		}
+		var err error
+		goneID, goneIno, err = netsetup.Netns()
+		gone <- err
+	}()
+	if err := <-gone; err != nil {
+		t.Fatal(err)
+	}
+	live := createDir(t, root, "live")
+	pl := macvtapPlan(t, l, "live", 1)
+	a, err := l.apply(t, ctxT(t, 30*time.Second), pl, live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Undo(); _ = live.Remove() })
+	st, err := rundir.ReadState(filepath.Join(root, "live"))
+	if err != nil || len(st.Objects) == 0 {
+		t.Fatalf("the live VM's record: %v, %v", st, err)
+	}
+	ghost := createDir(t, root, "ghost")
+	if err := ghost.Update(func(s *rundir.State) {
+		s.Name, s.Netns, s.NetnsInode, s.Objects = "ghost", goneID, goneIno, st.Objects
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ghost.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := gcIn(l.host); err != nil || !slices.Equal(removed, []string{"ghost"}) {
+		t.Fatalf("gc of a VM whose namespace is gone: removed %v, %v", removed, err)
+	}
+	if _, err := l.link(t, pl.LinkName); err != nil {
+		t.Fatalf("gc of a VM whose namespace is gone removed a same-named link here: %v", err)
+	}
+}
+
+// createDir makes and locks the runtime directory of VM name under root.
+func createDir(t *testing.T, root, name string) *rundir.Dir {
+	t.Helper()
+	d, _, err := rundir.Create(root, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
