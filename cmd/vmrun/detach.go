@@ -24,7 +24,7 @@ func startDetached(c *cli.Context) error {
 	if c.Bool("exec") {
 		return exitcode.Usagef("--detach cannot be combined with --exec: start the VM with --detach, then run the command with `vmrun exec NAME -- CMD`")
 	}
-	name, code, err := detach.Start(os.Args[1:], c.App.Writer, c.App.ErrWriter)
+	name, code, err := detach.Start(os.Args[1:], stopSignals, c.App.Writer, c.App.ErrWriter)
 	if err != nil {
 		return exitcode.Setupf("--detach: %w", err)
 	}

@@ -32,10 +32,10 @@ func IsSupervisor() bool {
 
 // Start runs this executable with args (os.Args[1:]) as a detached
 // supervisor and copies its stdout and stderr to stdout and stderr until
-// it is ready or has exited; a stop signal meanwhile is passed on to it.
-// It returns the name the supervisor reported when ready, or else the
-// supervisor's exit code (its messages were copied).
-func Start(args []string, stdout, stderr io.Writer) (name string, code int, err error) {
+// it is ready or has exited; one of the stop signals meanwhile is passed
+// on to it. It returns the name the supervisor reported when ready, or
+// else the supervisor's exit code (its messages were copied).
+func Start(args []string, stops []os.Signal, stdout, stderr io.Writer) (name string, code int, err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", 0, fmt.Errorf("cannot find vmrun's own executable: %w", err)
@@ -65,7 +65,7 @@ func Start(args []string, stdout, stderr io.Writer) (name string, code int, err 
 		go func() { defer wg.Done(); _, _ = io.Copy(w, p[i+1][0]) }()
 	}
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	signal.Notify(sigc, stops...)
 	go func() {
 		for sig := range sigc {
 			_ = cmd.Process.Signal(sig)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -41,7 +42,7 @@ func TestStartReady(t *testing.T) {
 	t.Setenv(roleEnv, "ready")
 	t.Setenv("DETACH_TEST_LOG", log)
 	var out, errb bytes.Buffer
-	name, code, err := Start(nil, &out, &errb)
+	name, code, err := Start(nil, []os.Signal{syscall.SIGTERM}, &out, &errb)
 	if name != "vm1" || code != 0 || err != nil {
 		t.Fatalf("Start: %q, %d, %v (stderr %q)", name, code, err, errb.String())
 	}
@@ -56,7 +57,7 @@ func TestStartReady(t *testing.T) {
 func TestStartFails(t *testing.T) {
 	t.Setenv(roleEnv, "fail")
 	var out, errb bytes.Buffer
-	name, code, err := Start(nil, &out, &errb)
+	name, code, err := Start(nil, []os.Signal{syscall.SIGTERM}, &out, &errb)
 	if name != "" || code != 3 || err != nil || strings.TrimSpace(errb.String()) != "vmrun: it failed" {
 		t.Fatalf("Start: %q, %d, %v, stderr %q", name, code, err, errb.String())
 	}
