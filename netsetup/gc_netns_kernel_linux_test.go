@@ -54,9 +54,12 @@ func TestGCOtherNetns(t *testing.T) {
 	if err := away.Close(); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := gcIn(other)
-	if !errors.Is(err, gc.ErrOtherNetns) || !strings.Contains(err.Error(), "ip netns exec "+l.host.Name+" vmrun gc") || len(removed) != 0 {
-		t.Fatalf("gc in another namespace: removed %v, %v; want nothing removed and an error naming `ip netns exec %s vmrun gc`", removed, err, l.host.Name)
+	// Twice: the record gc keeps still says where the links are.
+	for range 2 {
+		removed, err := gcIn(other)
+		if !errors.Is(err, gc.ErrOtherNetns) || !strings.Contains(err.Error(), "ip netns exec "+l.host.Name+" vmrun gc") || len(removed) != 0 {
+			t.Fatalf("gc in another namespace: removed %v, %v; want nothing removed and an error naming `ip netns exec %s vmrun gc`", removed, err, l.host.Name)
+		}
 	}
 	if _, err := l.link(t, p.LinkName); err != nil {
 		t.Fatalf("the link is gone after gc in another namespace refused: %v", err)

@@ -108,6 +108,9 @@ func (s *session) lock() error {
 		if err := gc.GCState(dir.Path, stale); err != nil {
 			// Keep the directory and its record for `vmrun gc`.
 			_ = dir.Close()
+			if errors.Is(err, gc.ErrOtherNetns) { // it says where to run gc
+				return exitcode.Setupf("a previous run of %q left objects that cannot be removed from here: %w", s.spec.Name, err)
+			}
 			return exitcode.Setupf("a previous run of %q left objects that could not be removed: %w; run `vmrun gc` or remove them by hand", s.spec.Name, err)
 		}
 	}

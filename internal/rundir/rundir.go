@@ -206,9 +206,11 @@ func Create(root, name string) (d *Dir, stale *State, err error) {
 	d = &Dir{Path: path, lock: lk}
 	if st, err := ReadState(path); err == nil {
 		// Keep the stale objects in the state until the caller has undone
-		// them (and cleared them with Update), so a second crash loses nothing.
+		// them (and cleared them with Update), so a second crash loses
+		// nothing; and where they live, so that gc still knows.
 		stale = st
 		d.state.Objects = append([]Object(nil), st.Objects...)
+		d.state.Netns, d.state.NetnsInode = st.Netns, st.NetnsInode
 	} else if !errors.Is(err, os.ErrNotExist) {
 		// A state file we cannot read: keep it aside so nothing is lost.
 		_ = os.Rename(filepath.Join(path, stateFile), filepath.Join(path, stateFile+".bad"))

@@ -176,7 +176,7 @@ func TestStaleStateSurvives(t *testing.T) {
 		t.Fatal(err)
 	}
 	obj := Object{Kind: "link", Name: "vmrabcdef01m", Detail: map[string]string{"type": "macvtap"}}
-	if err := d.Update(func(s *State) { s.Name = "vm3"; s.PID = 42 }); err != nil {
+	if err := d.Update(func(s *State) { s.Name, s.PID, s.Netns, s.NetnsInode = "vm3", 42, "c7", 4026531840 }); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Record(obj); err != nil {
@@ -198,6 +198,10 @@ func TestStaleStateSurvives(t *testing.T) {
 	st, err := ReadState(d2.Path)
 	if err != nil || len(st.Objects) != 2 {
 		t.Fatalf("stale objects lost: %+v, %v", st, err)
+	}
+	// So is where they live (gc undoes them only from there).
+	if st.Netns != "c7" || st.NetnsInode != 4026531840 {
+		t.Fatalf("the stale objects' network namespace lost: %q %d", st.Netns, st.NetnsInode)
 	}
 	if err := d2.Forget(obj); err != nil {
 		t.Fatal(err)

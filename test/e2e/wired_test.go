@@ -76,7 +76,8 @@ func TestAutoBridge(t *testing.T) {
 // TestKilledThenGCAndRestart: SIGKILL vmrun while its macvtap guest runs;
 // QEMU dies with it (Pdeathsig), the macvtap and its host link stay; `vmrun ls` reports the
 // VM as stale; a new run of the same name cleans up first and works; after
-// another SIGKILL, `vmrun gc` removes everything.
+// another SIGKILL, gc and a new run from another network namespace remove
+// nothing and say where to run gc, and `vmrun gc` there removes everything.
 func TestKilledThenGCAndRestart(t *testing.T) {
 	g := requireQEMUTests(t)
 	l := newLAN(t, false)
@@ -120,8 +121,14 @@ func TestKilledThenGCAndRestart(t *testing.T) {
 	if code != exitcode.Setup || !strings.Contains(errOut, "ip netns exec "+l.Host.Name+" vmrun gc") {
 		t.Fatalf("gc outside the VM's namespace (exit %d, want %d naming `ip netns exec %s vmrun gc`): %s %s", code, exitcode.Setup, l.Host.Name, out, errOut)
 	}
+	// Nor can a new run of the same VM from here (--net none: it creates
+	// nothing before it reclaims), which says the same.
+	_, errOut, code = RunVMRun(t, nil, runtime, "--disk", g.Test, "--snapshot", "--net", "none", "--name", "e2e-kill")
+	if code != exitcode.Setup || !strings.Contains(errOut, "ip netns exec "+l.Host.Name+" vmrun gc") || strings.Contains(errOut, "by hand") {
+		t.Fatalf("a new run outside the VM's namespace (exit %d, want %d naming `ip netns exec %s vmrun gc` only): %s", code, exitcode.Setup, l.Host.Name, errOut)
+	}
 	if after := snapshotLinks(t, l.Host); len(after) != len(before)+2 {
-		t.Fatalf("gc outside the VM's namespace changed its links: %v", after)
+		t.Fatalf("gc or a new run outside the VM's namespace changed its links: %v", after)
 	}
 	out, errOut, code = RunVMRun(t, l.Host, runtime, "gc")
 	if code != 0 || !strings.Contains(out, "e2e-kill") {
