@@ -80,14 +80,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 	if len(during) != len(before)+1 {
 		t.Errorf("links while running %v, before %v: want exactly one tap more", during, before)
 	}
-	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(exitTimeout); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
-	}
-	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
-		t.Fatalf("links after exit %v, before %v", after, before)
-	}
-	assertEmptyDir(t, vm.Runtime)
+	vm.StopClean(l.Host, before)
 }
 
 func TestUserModePortForward(t *testing.T) {
@@ -120,10 +113,7 @@ func TestTimeoutStopsAndCleansUp(t *testing.T) {
 	if !strings.Contains(vm.Stderr.String(), "--timeout 4s expired") {
 		t.Errorf("stderr does not say why:\n%s", vm.Stderr)
 	}
-	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
-		t.Fatalf("links after exit %v, before %v", after, before)
-	}
-	assertEmptyDir(t, vm.Runtime)
+	assertClean(t, l.Host, before, vm.Runtime)
 }
 
 // TestBrokenConsolePipe: `vmrun ... | head` — the reader of vmrun's
@@ -166,14 +156,7 @@ func TestBrokenConsolePipe(t *testing.T) {
 	if _, err := vm.Stderr.WaitFor(`serial console could not be written to standard output \(.*broken pipe\)`, stepTimeout); err != nil {
 		t.Errorf("no notice of the broken pipe on stderr:\n%s", vm.Stderr)
 	}
-	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(exitTimeout); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, vm.Stderr)
-	}
-	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
-		t.Fatalf("links after exit %v, before %v", after, before)
-	}
-	assertEmptyDir(t, vm.Runtime)
+	vm.StopClean(l.Host, before)
 	// Written after the pipe broke: the boot's marker and the power-off's.
 	b, err := os.ReadFile(log)
 	if err != nil {

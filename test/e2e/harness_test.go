@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"syscall"
@@ -169,6 +170,27 @@ func (v *VM) Wait(timeout time.Duration) int {
 		v.t.Fatalf("vmrun did not exit within %s\n%s", timeout, v.lastLines())
 	}
 	return -1
+}
+
+// StopClean stops vmrun with SIGTERM and checks what such a stop leaves:
+// exit code 0, and nothing behind (assertClean).
+func (v *VM) StopClean(ns *testutil.Netns, before []string) {
+	v.t.Helper()
+	v.Signal(syscall.SIGTERM)
+	if code := v.Wait(exitTimeout); code != 0 {
+		v.t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, v.Stderr)
+	}
+	assertClean(v.t, ns, before, v.Runtime)
+}
+
+// assertClean fails unless ns has the links it had before (a snapshotLinks)
+// and the runtime root is empty (assertEmptyDir): what every run leaves.
+func assertClean(t testing.TB, ns *testutil.Netns, before []string, runtime string) {
+	t.Helper()
+	if after := snapshotLinks(t, ns); !reflect.DeepEqual(after, before) {
+		t.Fatalf("links after exit %v, before %v", after, before)
+	}
+	assertEmptyDir(t, runtime)
 }
 
 // lastLines shows the last lines vmrun and its guest printed, for a wait

@@ -53,14 +53,7 @@ func bootAuto(t *testing.T, l *lan, wantMode string) {
 	if wantMode == "macvtap" && strings.Contains(vm.Stderr.String(), "not from this host") {
 		t.Errorf("vmrun still says the host cannot reach the guest:\n%s", vm.Stderr)
 	}
-	vm.Signal(syscall.SIGTERM)
-	if code := vm.Wait(exitTimeout); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0", code)
-	}
-	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
-		t.Fatalf("links after exit %v, before %v", after, before)
-	}
-	assertEmptyDir(t, runtime)
+	vm.StopClean(l.Host, before)
 }
 
 // TestAutoMacvtapOnVeth: a plain wired uplink (a veth) gets macvtap.
@@ -190,10 +183,7 @@ func TestSixteenVMsOnOneUplink(t *testing.T) {
 			t.Fatalf("VM %d exit %d:\n%s", i, code, vm.Stderr)
 		}
 	}
-	if after := snapshotLinks(t, l.Host); !reflect.DeepEqual(after, before) {
-		t.Fatalf("links after exit %v, before %v", after, before)
-	}
-	assertEmptyDir(t, runtime)
+	assertClean(t, l.Host, before, runtime)
 }
 
 // TestAutoNATOnTunnel: a default route through a layer-3 tunnel (a tun
