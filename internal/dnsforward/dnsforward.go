@@ -29,8 +29,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// upstreamTimeout bounds one query to one upstream server, dial included.
+// upstreamTimeout bounds the forwarding of one query, every upstream
+// asked included: below glibc's 5 s, so that a guest gets a SERVFAIL
+// rather than giving up on its own.
 const upstreamTimeout = 3 * time.Second
+
+// upstreamStagger is how long the forwarder waits on an upstream server
+// before it asks the next one too (the first answer wins, the others are
+// dropped): a first server that no longer answers (the network the host
+// was on when it was listed) costs a guest's query this, not
+// upstreamTimeout.
+const upstreamStagger = 500 * time.Millisecond
 
 // A guest's TCP connection must send its first query within tcpFirstRead
 // and each further one within tcpIdle of the last answer; at most

@@ -313,3 +313,59 @@ func TestCloseEndsExchange(t *testing.T) {
 	default:
 	}
 }
+
+// TestAsksNextUpstreamMeanwhile: while the first upstream keeps a query
+// unanswered, the forwarder asks the next one too, and takes the answer
+// that comes first. Here the second never answers and the first answers
+// only once the second has the query: asking one upstream after the other
+// (the first's exchange ending before the second is asked) gets no answer.
+func TestAsksNextUpstreamMeanwhile(t *testing.T) {
+	w := newFwd(t, "dnsst", "127.0.0.2", "127.0.0.4")
+	var slow, silent net.PacketConn
+	if err := w.ns.Do(func() error {
+		var err error
+		if slow, err = net.ListenPacket("udp4", "127.0.0.2:53"); err != nil {
+			return err
+		}
+		silent, err = net.ListenPacket("udp4", "127.0.0.4:53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slow.Close(); silent.Close() })
+	secondAsked := make(chan struct{})
+	go func() {
+		if _, _, err := silent.ReadFrom(make([]byte, 512)); err == nil {
+			close(secondAsked)
+		}
+	}()
+	go func() {
+		buf := make([]byte, 512)
+		n, from, err := slow.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		<-secondAsked
+		q := new(dns.Msg)
+		if q.Unpack(buf[:n]) != nil {
+			return
+		}
+		m := new(dns.Msg)
+		m.SetReply(q)
+		rr, _ := dns.NewRR(q.Question[0].Name + " 60 IN A 10.9.8.7")
+		m.Answer = append(m.Answer, rr)
+		b, _ := m.Pack()
+		_, _ = slow.WriteTo(b, from)
+	}()
+	c := w.conn(t, "udp")
+	if err := c.WriteMsg(question(7, "vmrun.test.")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.ReadMsg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := aAnswer(r); a != "10.9.8.7" {
+		t.Fatalf("answer %s, want the first upstream's 10.9.8.7 (given once the second was asked)", a)
+	}
+}

@@ -69,48 +69,84 @@ func Nameservers(conf string) []netip.Addr {
 	return addrs
 }
 
-// forward sends the query q with this ID to the upstreams in order over
-// network and returns the first answer; if none answers, the errors of
-// all on one line ("UPSTREAM: ERR; UPSTREAM: ERR").
+// forward sends the query q with this ID over network to the upstreams
+// in their order, the next one once the last has failed or upstreamStagger
+// has passed without its answer, and returns the first answer, all within
+// upstreamTimeout. If none answers, it returns the errors of those asked
+// on one line ("UPSTREAM: ERR; UPSTREAM: ERR").
 func (f *Forwarder) forward(network string, q []byte, id uint16) ([]byte, error) {
 	ups, err := f.upstreams()
 	if err != nil {
 		return nil, err
 	}
-	for _, u := range ups {
-		resp, xerr := f.exchange(network, u, q, id)
-		if xerr == nil {
-			return resp, nil
+	ctx, cancel := context.WithTimeout(f.ctx, upstreamTimeout)
+	defer cancel() // ends the exchanges still under way
+	type reply struct {
+		i    int
+		resp []byte
+		err  error
+	}
+	replies := make(chan reply, len(ups))
+	errs := make([]error, len(ups))
+	asked, pending := 0, 0
+	stagger := time.NewTimer(upstreamStagger)
+	defer stagger.Stop()
+	ask := func() {
+		i := asked
+		asked++
+		pending++
+		go func() {
+			resp, err := f.exchange(ctx, network, ups[i], q, id)
+			replies <- reply{i, resp, err}
+		}()
+		stagger.Reset(upstreamStagger)
+	}
+	ask()
+	for pending > 0 {
+		select {
+		case r := <-replies:
+			pending--
+			if r.err == nil {
+				return r.resp, nil
+			}
+			errs[r.i] = fmt.Errorf("%s: %w", ups[r.i], r.err)
+			if asked < len(ups) && ctx.Err() == nil {
+				ask()
+			}
+		case <-stagger.C:
+			if asked < len(ups) {
+				ask()
+			}
 		}
-		xerr = fmt.Errorf("%s: %w", u, xerr)
-		if err == nil {
-			err = xerr
-		} else {
-			err = fmt.Errorf("%w; %w", err, xerr)
-		}
-		if f.ctx.Err() != nil {
-			break
+	}
+	for _, e := range errs {
+		switch {
+		case e == nil:
+		case err == nil:
+			err = e
+		default:
+			err = fmt.Errorf("%w; %w", err, e)
 		}
 	}
 	return nil, err
 }
 
 // exchange sends q to upstream u over a new socket made in the
-// forwarder's namespace and returns its answer, all within
-// upstreamTimeout. Close ends it early.
-func (f *Forwarder) exchange(network, u string, q []byte, id uint16) ([]byte, error) {
-	deadline := time.Now().Add(upstreamTimeout)
+// forwarder's namespace and returns its answer, before ctx's deadline;
+// ctx's end (forward's, or Close) ends it early.
+func (f *Forwarder) exchange(ctx context.Context, network, u string, q []byte, id uint16) ([]byte, error) {
+	deadline, _ := ctx.Deadline()
 	var conn net.Conn
 	err := f.inNetns(func() error {
 		var err error
-		conn, err = (&net.Dialer{Deadline: deadline}).DialContext(f.ctx, network, u)
+		conn, err = (&net.Dialer{Deadline: deadline}).DialContext(ctx, network, u)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(f.ctx, func() { conn.Close() })
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if err := conn.SetDeadline(deadline); err != nil {
 		return nil, err
