@@ -61,7 +61,11 @@ func (s *session) detachedConsole() (io.Writer, error) {
 	}
 	s.undo.Push("console socket", srv.Close)
 	s.det.server = srv
-	return io.MultiWriter(f, srv), nil
+	// A full disk ends the log, not the console's other destinations.
+	log := launcher.Lossy(f, func(err error) {
+		s.notify("the console log %s could not be written (%v): it ends here; the VM keeps running", f.Name(), err)
+	})
+	return io.MultiWriter(log, srv), nil
 }
 
 // detachOptions gives QEMU the console's input, and tells `vmrun --detach`
