@@ -1,10 +1,13 @@
 package netsetup_test
 
 import (
+	"bufio"
 	"errors"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/vmrun/vmrun/internal/testutil"
 	"github.com/vmrun/vmrun/netsetup"
 	"github.com/vmrun/vmrun/netsetup/gc"
+	"github.com/vmrun/vmrun/netsetup/internal/hostnet"
 )
 
 // TestGCOtherNetns: gc undoes a dead VM's objects only from the network
@@ -115,6 +119,61 @@ func TestGCOtherNetns(t *testing.T) {
 	}
 	if _, err := l.link(t, pl.LinkName); err != nil {
 		t.Fatalf("gc of a VM whose namespace is gone removed a same-named link here: %v", err)
+	}
+}
+
+// TestGCOtherNetnsHeldByProcess: a VM's namespace that no mount holds but
+// a process does is still there: gc elsewhere refuses and names the
+// process's namespace file to enter.
+func TestGCOtherNetnsHeldByProcess(t *testing.T) {
+	l := newLab(t)
+	t.Parallel()
+	root := t.TempDir()
+	// A process in a network namespace of its own, which no mount holds;
+	// it says so once inside, then sleeps there.
+	holder := exec.Command("unshare", "--net", "sh", "-c", "echo in; exec sleep 300")
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "in\n" {
+		t.Fatalf("unshare --net: %q, %v", line, err)
+	}
+	nsFile := "/proc/" + strconv.Itoa(holder.Process.Pid) + "/ns/net"
+	ino, err := hostnet.NetnsInode(nsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	if err := hostnet.InNetns(nsFile, func() error {
+		var err error
+		id, err = hostnet.NetnsID()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := createDir(t, root, "held")
+	if err := d.Update(func(s *rundir.State) {
+		s.Name, s.Netns, s.NetnsInode = "held", id, ino
+		s.Objects = []rundir.Object{{Kind: "link", Name: "vmrheld0m", Detail: map[string]string{"alias": "vmrun:held"}}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var removed []string
+	err = l.host.Do(func() error {
+		var gerr error
+		removed, gerr = gc.GC(root, t.Logf)
+		return gerr
+	})
+	if !errors.Is(err, gc.ErrOtherNetns) || !strings.Contains(err.Error(), "nsenter --net="+nsFile+" vmrun gc") || len(removed) != 0 {
+		t.Fatalf("gc: removed %v, %v; want nothing removed and an error naming `nsenter --net=%s vmrun gc`", removed, err, nsFile)
 	}
 }
 
