@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
@@ -115,6 +116,10 @@ func (o OneShot) run(ctx context.Context, client *qga.Client, stdin []byte, out,
 		}
 		if errors.Is(err, qga.ErrAgent) {
 			return 0, exitcode.Setupf("--exec: %w", err)
+		}
+		if errors.Is(err, syscall.EPIPE) {
+			// vmrun ... --exec CMD | head: the reader has what it wanted.
+			return 0, exitcode.Setupf("--exec: %s's output could not be written, its reader has gone (%w): the guest is powered off", o.Argv[0], err)
 		}
 		return 0, exitcode.Setupf("--exec: the guest agent could not run the command: %w", err)
 	}

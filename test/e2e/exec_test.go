@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -334,6 +335,35 @@ func TestExecAgentOff(t *testing.T) {
 	}
 	vm.Signal(syscall.SIGTERM)
 	vm.Wait(2 * time.Minute)
+}
+
+// TestExecOneShotReaderGone: `vmrun --exec CMD | head` — the reader of
+// the command's output goes away while the command writes. vmrun is not
+// killed by the SIGPIPE: it says what happened, powers the guest off and
+// exits 2, leaving nothing behind.
+func TestExecOneShotReaderGone(t *testing.T) {
+	g := requireQEMUTests(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime := runtimeDir(t)
+	cmd := command(nil, runtime, "--disk", g.Test, "--snapshot", "--net", "none", "--name", "e2e-oneshot-pipe", "--timeout", "10m",
+		"--exec", "--", "sh", "-c", "i=0; while [ $i -lt 100000 ]; do echo line $i; i=$((i+1)); done")
+	cmd.Stdout = w
+	vm := startCmd(t, cmd, runtime)
+	w.Close()
+	if line, err := bufio.NewReader(r).ReadString('\n'); err != nil || line != "line 0\n" {
+		t.Fatalf("first line of the command's output %q, %v\n%s", line, err, vm.Stderr)
+	}
+	r.Close()
+	if code := vm.Wait(exitTimeout); code != 2 {
+		t.Fatalf("exit code %d, want 2\n%s", code, vm.Stderr)
+	}
+	if !strings.Contains(vm.Stderr.String(), "sh's output could not be written, its reader has gone") {
+		t.Errorf("stderr does not say the output's reader went:\n%s", vm.Stderr)
+	}
+	assertEmptyDir(t, runtime)
 }
 
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
