@@ -41,7 +41,7 @@ func runAction(c *cli.Context) error {
 	}
 	// Stop signals are caught before anything is created, so an early
 	// Ctrl-C still cleans up.
-	sigc := takeStops(c)
+	sigc, pipesCaught := takeStops(c)
 	defer signal.Stop(sigc)
 
 	spec, err := resolve(c)
@@ -85,7 +85,7 @@ func runAction(c *cli.Context) error {
 	}
 	defer closeFiles()
 	vmbuild.Announce(notify, spec, vm.KVM, conf.KVMDenied, conf.KVMBroken, plan)
-	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, notify: notify, step: step,
+	s := &session{c: c, spec: spec, vm: vm, plan: plan, conf: conf, root: root, sigc: sigc, pipesCaught: pipesCaught, notify: notify, step: step,
 		sshForward: fwd}
 	s.addrs = s.newAddrBook()
 	if sup != nil {

@@ -36,16 +36,20 @@ import (
 // of what it created onto the one undo stack right after it succeeds;
 // detach unwinds that stack, whichever step the run ended in.
 type session struct {
-	c      *cli.Context
-	spec   config.Spec
-	vm     launcher.VM
-	plan   netsetup.Plan
-	conf   confine.QEMU
-	root   string         // the runtime root, holding one directory per VM
-	sigc   chan os.Signal // stop requests, caught before the session began
-	notify func(string, ...any)
-	step   func(string, ...any) // a --verbose progress line
-	det    *detached            // a detached supervisor's; nil in the foreground
+	c    *cli.Context
+	spec config.Spec
+	vm   launcher.VM
+	plan netsetup.Plan
+	conf confine.QEMU
+	root string         // the runtime root, holding one directory per VM
+	sigc chan os.Signal // stop requests, caught before the session began
+	// pipesCaught returns once a closed pipe can no longer kill vmrun
+	// (brokenPipes): waited for before the first thing the run creates;
+	// nil when there is nothing to wait for.
+	pipesCaught func()
+	notify      func(string, ...any)
+	step        func(string, ...any) // a --verbose progress line
+	det         *detached            // a detached supervisor's; nil in the foreground
 	// sshForward is the host end of user mode's forward to the guest's
 	// port 22 (sshForward), "" when none.
 	sshForward string
@@ -96,6 +100,9 @@ func (s *session) run() (err error) {
 // The directory is not on the undo stack: detach removes it, or keeps it
 // for `vmrun gc`, depending on how the unwinding went.
 func (s *session) lock() error {
+	if s.pipesCaught != nil {
+		s.pipesCaught()
+	}
 	dir, stale, err := rundir.Create(s.root, s.spec.Name)
 	if errors.Is(err, rundir.ErrBusy) {
 		return exitcode.Usagef("a VM named %q is already running (see `vmrun ls`): choose another --name, or stop it with `vmrun stop %s`", s.spec.Name, s.spec.Name)

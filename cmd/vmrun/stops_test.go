@@ -37,7 +37,7 @@ func TestCatchStopsEarly(t *testing.T) {
 		}
 		if e != nil {
 			// The run takes the early catch rather than making its own.
-			if got := takeStops(cli.NewContext(app, nil, nil)); got != e.c {
+			if got, _ := takeStops(cli.NewContext(app, nil, nil)); got != e.c {
 				t.Errorf("%q: the run did not take the early catch", tc.args)
 			}
 			signal.Stop(e.c)
