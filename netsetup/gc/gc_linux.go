@@ -130,8 +130,8 @@ func reachable(st *rundir.State) ([]rundir.Object, error) {
 	if here == st.Netns {
 		return st.Objects, nil
 	}
-	path, err := hostnet.FindNetns(st.Netns, st.NetnsInode)
-	if errors.Is(err, hostnet.ErrNetnsGone) {
+	path, found := hostnet.FindNetns(st.Netns, st.NetnsInode)
+	if !found {
 		var left []rundir.Object
 		for _, o := range st.Objects {
 			if o.Kind == hostnet.ObjProcess || o.Netns != "" {
@@ -139,9 +139,6 @@ func reachable(st *rundir.State) ([]rundir.Object, error) {
 			}
 		}
 		return left, nil
-	}
-	if err != nil {
-		return nil, err
 	}
 	how := "nsenter --net=" + path + " vmrun gc"
 	if name, ok := strings.CutPrefix(path, "/run/netns/"); ok && !strings.Contains(name, "/") {

@@ -2,7 +2,6 @@ package hostnet
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,18 +44,15 @@ func NetnsInode(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// ErrNetnsGone says that a network namespace no process or mount holds
-// any more: it is gone, and the links, addresses, routes and sysctls in it
-// with it.
-var ErrNetnsGone = errors.New("the network namespace is gone")
-
 // FindNetns looks for the network namespace named id (NetnsID's form)
 // whose nsfs inode is ino, among the namespaces mounted somewhere (`ip
 // netns add` mounts them under /run/netns) and those of running processes,
 // and returns a path to it. A candidate with that inode that cannot be
 // entered to compare ids counts as found (the inode alone may be a later
-// namespace's). It returns ErrNetnsGone when none holds it.
-func FindNetns(id string, ino uint64) (string, error) {
+// namespace's). found is false when no mount or process holds it: the
+// namespace is gone, and the links, addresses, routes and sysctls in it
+// with it.
+func FindNetns(id string, ino uint64) (path string, found bool) {
 	for _, p := range netnsCandidates() {
 		if got, err := NetnsInode(p); err != nil || got != ino {
 			continue
@@ -68,10 +64,10 @@ func FindNetns(id string, ino uint64) (string, error) {
 			return err
 		})
 		if err != nil || same {
-			return p, nil
+			return p, true
 		}
 	}
-	return "", ErrNetnsGone
+	return "", false
 }
 
 // netnsCandidates lists paths to network namespaces: the nsfs mounts of
