@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -246,16 +247,19 @@ func socketPairEnd(b *testing.B) *os.File {
 // done and, when console is set, until the first byte on QEMU's stdout
 // (the serial port; a paused guest is continued first); then it quits.
 func bareQEMUStart(b *testing.B, ns *testutil.Netns, qemu string, args []string, console bool) (qmpReady, con time.Duration) {
-	qmpReady, con, _ = bareQEMURun(b, ns, qemu, args, console)
+	qmpReady, con, _ = bareQEMURun(b, ns, nil, qemu, args, console)
 	return qmpReady, con
 }
 
 // bareQEMURun is bareQEMUStart that also returns the CPU time (user and
-// system) QEMU used from its start until it quit.
-func bareQEMURun(b *testing.B, ns *testutil.Netns, qemu string, args []string, console bool) (qmpReady, con, cpu time.Duration) {
+// system) QEMU used from its start until it quit (with its starter's, when
+// a starter is given: a command, run in place of QEMU, that starts QEMU
+// with the descriptors it was given, as startfloor does).
+func bareQEMURun(b *testing.B, ns *testutil.Netns, starter []string, qemu string, args []string, console bool) (qmpReady, con, cpu time.Duration) {
 	dir := runtimeDir(b)
 	sock, f := listenerFile(b, dir, "qmp.sock")
-	cmd := ns.Command(context.Background(), qemu, args...)
+	argv := append(append(slices.Clone(starter), qemu), args...)
+	cmd := ns.Command(context.Background(), argv[0], argv[1:]...)
 	cmd.ExtraFiles = []*os.File{f}
 	for _, a := range args {
 		m := regexp.MustCompile(`\bfd=(\d+)\b`).FindStringSubmatch(a)
@@ -382,6 +386,10 @@ func BenchmarkQMPReady(b *testing.B) {
 	snap, written := []string{"--disk", g.Test, "--snapshot"}, copyFile(b, g.Test)
 	bareArgv := bareArgs(b, dr.Argv)
 	vmrunStart(b, l.Host, autoRoot, snap, "auto", "macvtap")
+	floorState := runtimeDir(b)
+	floorStarter := []string{buildFloor(b), "--state", floorState, "--disk", g.Test, "--snapshot", "--net", "none",
+		"--console", "serial", "--name", "bench", "--"}
+	var floor []time.Duration
 	var none, auto, cold, bare, hand, noneRun, autoRun, noneCon, autoCon, handCon, autoW, handW []time.Duration
 	for i := 0; i < b.N; i++ {
 		st := vmrunStart(b, l.Host, noneRoot, snap, "none", "")
@@ -391,6 +399,8 @@ func BenchmarkQMPReady(b *testing.B) {
 		cold = append(cold, vmrunStart(b, l.Host, runtimeDir(b), snap, "auto", "macvtap").qmp)
 		q, _ := bareQEMUStart(b, l.Host, dr.Argv[0], bareArgv, false)
 		bare = append(bare, q)
+		q, _, _ = bareQEMURun(b, l.Host, floorStarter, dr.Argv[0], bareArgv, false)
+		floor = append(floor, q)
 		q, c := bareQEMUStart(b, l.Host, dr.Argv[0], handTyped(g.Test, true), true)
 		hand, handCon = append(hand, q), append(handCon, c)
 		autoW = append(autoW, vmrunStart(b, l.Host, autoRoot, []string{"--disk", written}, "auto", "macvtap").qmp)
@@ -401,6 +411,8 @@ func BenchmarkQMPReady(b *testing.B) {
 	// stretch of machine noise weighs on both sides of one difference.
 	b.ReportMetric(ms(median(minus(none, bare))), "median-none-minus-qemu-ms")
 	b.ReportMetric(ms(median(minus(auto, bare))), "median-auto-minus-qemu-ms")
+	b.ReportMetric(ms(median(minus(floor, bare))), "median-floor-minus-qemu-ms")
+	b.ReportMetric(ms(median(minus(none, floor))), "median-none-minus-floor-ms")
 	b.ReportMetric(ms(median(minus(autoRun, bare))), "median-auto-running-minus-qemu-ms")
 	b.ReportMetric(ms(median(minus(auto, hand))), "median-auto-minus-hand-ms")
 	b.ReportMetric(ms(median(minus(autoW, handW))), "median-auto-minus-hand-nosnap-ms")
@@ -410,6 +422,7 @@ func BenchmarkQMPReady(b *testing.B) {
 	b.ReportMetric(ms(median(none)), "median-none-ms")
 	b.ReportMetric(ms(median(auto)), "median-auto-ms")
 	b.ReportMetric(ms(median(bare)), "median-qemu-ms")
+	b.ReportMetric(ms(median(floor)), "median-floor-ms")
 	b.ReportMetric(ms(median(hand)), "median-hand-ms")
 	b.ReportMetric(ms(median(none)-median(bare)), "median-none-overhead-ms")
 	b.ReportMetric(ms(median(auto)-median(bare)), "median-auto-overhead-ms")
@@ -421,6 +434,18 @@ func BenchmarkQMPReady(b *testing.B) {
 	b.ReportMetric(ms(median(autoCon)), "median-auto-console-ms")
 	b.ReportMetric(ms(median(handCon)), "median-hand-console-ms")
 	b.ReportMetric(0, "ns/op")
+}
+
+// buildFloor builds test/e2e/startfloor as `make build` builds vmrun and
+// returns its path.
+func buildFloor(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "startfloor")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-o", bin, "github.com/vmrun/vmrun/test/e2e/startfloor")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building startfloor: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // dropArgs returns argv without the options (flag and value) whose value
@@ -472,7 +497,7 @@ func BenchmarkQEMUArgv(b *testing.B) {
 	wall, cpu := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for i := 0; i < b.N; i++ {
 		for _, v := range variants {
-			q, _, c := bareQEMURun(b, ns, dr.Argv[0], v.args, false)
+			q, _, c := bareQEMURun(b, ns, nil, dr.Argv[0], v.args, false)
 			wall[v.name], cpu[v.name] = append(wall[v.name], q), append(cpu[v.name], c)
 		}
 	}
