@@ -3,6 +3,7 @@ package netsetup_test
 import (
 	"bufio"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -114,11 +115,34 @@ func TestGCOtherNetns(t *testing.T) {
 	if err := ghost.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The NAT state a NAT network of the gone namespace left (its bridge,
+	// table and sysctls went with the namespace), and that of a namespace
+	// that is still there.
+	goneNAT := filepath.Join(root, ".nat", goneID)
+	var otherID string
+	if err := other.Do(func() (err error) { otherID, _, err = netsetup.Netns(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	otherNAT := filepath.Join(root, ".nat", otherID)
+	for _, f := range []string{filepath.Join(goneNAT, "lock"), filepath.Join(goneNAT, "state.json"), filepath.Join(goneNAT, "members", "ghost.json"), filepath.Join(otherNAT, "lock")} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if removed, err := gcIn(l.host); err != nil || !slices.Equal(removed, []string{"ghost"}) {
 		t.Fatalf("gc of a VM whose namespace is gone: removed %v, %v", removed, err)
 	}
 	if _, err := l.link(t, pl.LinkName); err != nil {
 		t.Fatalf("gc of a VM whose namespace is gone removed a same-named link here: %v", err)
+	}
+	if _, err := os.Stat(goneNAT); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("gc left the NAT state directory of the gone namespace (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(otherNAT, "lock")); err != nil {
+		t.Errorf("gc touched the NAT state of a namespace that is still there: %v", err)
 	}
 }
 

@@ -93,58 +93,63 @@ func GCState(dir string, st *rundir.State) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer caps.RaiseAll()()
-	_, err := reclaim(dir, st)
+	_, _, err := reclaim(dir, st)
 	return err
 }
 
-// reclaim is GCState returning the objects that could not be undone.
-func reclaim(dir string, st *rundir.State) (left []rundir.Object, err error) {
+// reclaim is GCState returning the objects that could not be undone and,
+// when the record's network namespace is gone, its id.
+func reclaim(dir string, st *rundir.State) (left []rundir.Object, goneNetns string, err error) {
 	if st == nil {
-		return nil, nil
+		return nil, "", nil
 	}
 	if _, err := hostnet.KillIfOurs(st.QEMUPID, dir); err != nil {
-		return st.Objects, fmt.Errorf("QEMU of %s: %w", dir, err)
+		return st.Objects, "", fmt.Errorf("QEMU of %s: %w", dir, err)
 	}
-	objs, err := reachable(st)
+	objs, gone, err := reachable(st)
 	if err != nil {
-		return st.Objects, err
+		return st.Objects, "", err
 	}
-	return undoObjects(objs)
+	if gone {
+		goneNetns = st.Netns
+	}
+	left, err = undoObjects(objs)
+	return left, goneNetns, err
 }
 
 // reachable returns the objects of st to undo from the calling thread's
 // network namespace: all of them when vmrun ran in this one (or its record
-// does not say where it ran). When it ran in a namespace that is gone,
-// that namespace took its links, addresses, routes, sysctls and nftables
-// tables with it: only the objects that live elsewhere are left (its
-// processes, those in a namespace of their own). When it ran in another
-// namespace that still exists, the error says where to run gc.
-func reachable(st *rundir.State) ([]rundir.Object, error) {
+// does not say where it ran). When it ran in a namespace that is gone
+// (gone is true), that namespace took its links, addresses, routes,
+// sysctls and nftables tables with it: only the objects that live
+// elsewhere are left (its processes, those in a namespace of their own).
+// When it ran in another namespace that still exists, the error says where
+// to run gc.
+func reachable(st *rundir.State) (objs []rundir.Object, gone bool, err error) {
 	if st.Netns == "" {
-		return st.Objects, nil
+		return st.Objects, false, nil
 	}
 	here, err := hostnet.NetnsID()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if here == st.Netns {
-		return st.Objects, nil
+		return st.Objects, false, nil
 	}
 	path, found := hostnet.FindNetns(st.Netns, st.NetnsInode)
 	if !found {
-		var left []rundir.Object
 		for _, o := range st.Objects {
 			if o.Kind == hostnet.ObjProcess || o.Netns != "" {
-				left = append(left, o)
+				objs = append(objs, o)
 			}
 		}
-		return left, nil
+		return objs, true, nil
 	}
 	how := "nsenter --net=" + path + " vmrun gc"
 	if name, ok := strings.CutPrefix(path, "/run/netns/"); ok && !strings.Contains(name, "/") {
 		how = "ip netns exec " + name + " vmrun gc"
 	}
-	return nil, fmt.Errorf("%w, net:[%d] (%s), where its vmrun ran: run `%s`", ErrOtherNetns, st.NetnsInode, path, how)
+	return nil, false, fmt.Errorf("%w, net:[%d] (%s), where its vmrun ran: run `%s`", ErrOtherNetns, st.NetnsInode, path, how)
 }
 
 // ErrOtherNetns says that a dead vmrun's objects are in another network
@@ -158,7 +163,8 @@ var ErrOtherNetns = errors.New("its links are in another network namespace")
 // the rest recorded. Links that carry a vmrun alias but belong to no VM
 // directory are only reported through logf (they may belong to a vmrun
 // using another runtime root). It works in the calling thread's network
-// namespace.
+// namespace; of a VM whose namespace is gone it removes the record and the
+// NAT state directory of that namespace, if one is left.
 func GC(root string, logf func(string, ...any)) (removed []string, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -206,7 +212,15 @@ func gcDir(root, name string, logf func(string, ...any)) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	left, err := reclaim(d.Path, stale)
+	left, goneNetns, err := reclaim(d.Path, stale)
+	var natErr error
+	if goneNetns != "" {
+		// The NAT network that namespace had, if any, went with it: its
+		// state directory is all that is left of it.
+		if ferr := nat.ForgetNetns(root, goneNetns); ferr != nil {
+			natErr = fmt.Errorf("the NAT state of its network namespace, which is gone: %w", ferr)
+		}
+	}
 	for _, e := range splitJoined(err) {
 		if errors.Is(e, hostnet.ErrForeignLink) {
 			logf("VM %s: %v", name, e)
@@ -215,13 +229,13 @@ func gcDir(root, name string, logf func(string, ...any)) (bool, error) {
 	if len(left) > 0 {
 		// Keep the directory with what is left recorded, for a later gc.
 		uerr := d.Update(func(s *rundir.State) { s.Objects = left })
-		return false, errors.Join(err, uerr, d.Close())
+		return false, errors.Join(err, natErr, uerr, d.Close())
 	}
 	if err := d.Remove(); err != nil {
-		return false, err
+		return false, errors.Join(err, natErr)
 	}
 	logf("VM %s: cleaned up", name)
-	return true, nil
+	return true, natErr
 }
 
 // splitJoined returns the errors joined in err (or err itself).

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -485,14 +486,7 @@ func Sweep(root string) error {
 	if err != nil {
 		return err
 	}
-	d, err := lockDir(dir, false)
-	if err == nil && d == nil {
-		if _, serr := os.Stat(dir); serr == nil {
-			// No lock file: what a crash while the directory was made or
-			// removed leaves. Take it over, and remove it below.
-			d, err = lockDir(dir, true)
-		}
-	}
+	d, err := lockLeft(dir)
 	// .nat, when empty: a crash may leave it after the last directory.
 	defer func() { _ = os.Remove(filepath.Dir(dir)) }()
 	if err != nil || d == nil {
@@ -508,6 +502,36 @@ func Sweep(root string) error {
 		return err
 	}
 	return d.teardown()
+}
+
+// ForgetNetns removes the NAT state directory of the network namespace
+// named id (hostnet.NetnsID's form) under runtime root root, if there is
+// one: for gc, once it has found that namespace gone, and with it the
+// bridge, the table and the sysctls the directory records. Nothing else is
+// undone.
+func ForgetNetns(root, id string) error {
+	if id == "" || strings.ContainsAny(id, "/.") {
+		return fmt.Errorf("not a network namespace id: %q", id)
+	}
+	d, err := lockLeft(filepath.Join(root, ".nat", id))
+	if err != nil || d == nil {
+		return err
+	}
+	defer d.unlock()
+	return d.remove()
+}
+
+// lockLeft locks the NAT state directory dir if it exists, taking over one
+// that has no lock file (what a crash while the directory was made or
+// removed leaves); nil, nil when there is none.
+func lockLeft(dir string) (*lockedDir, error) {
+	d, err := lockDir(dir, false)
+	if err == nil && d == nil {
+		if _, serr := os.Stat(dir); serr == nil {
+			d, err = lockDir(dir, true)
+		}
+	}
+	return d, err
 }
 
 // teardown removes the shared objects (reverse order) and the directory,
