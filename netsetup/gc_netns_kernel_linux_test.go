@@ -59,6 +59,20 @@ func TestGCOtherNetns(t *testing.T) {
 	if err := away.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// `vmrun ls` names the command gc asks for below.
+	awaySt, err := rundir.ReadState(filepath.Join(root, "away"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := map[string]string{}
+	for _, ns := range []*testutil.Netns{other, l.host} {
+		if err := ns.Do(func() error { cmds[ns.Name] = gc.Command(awaySt); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := "ip netns exec " + l.host.Name + " vmrun gc"; cmds[other.Name] != want || cmds[l.host.Name] != "vmrun gc" {
+		t.Errorf("gc.Command from another namespace %q, from the VM's %q; want %q and `vmrun gc`", cmds[other.Name], cmds[l.host.Name], want)
+	}
 	// Twice: the record gc keeps still says where the links are.
 	for range 2 {
 		removed, err := gcIn(other)
@@ -131,6 +145,18 @@ func TestGCOtherNetns(t *testing.T) {
 		if err := os.WriteFile(f, []byte("{}"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	ghostSt, err := rundir.ReadState(filepath.Join(root, "ghost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Do(func() error {
+		if got := gc.Command(ghostSt); got != "vmrun gc" {
+			t.Errorf("gc.Command of a record whose namespace is gone: %q, want `vmrun gc`", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if removed, err := gcIn(l.host); err != nil || !slices.Equal(removed, []string{"ghost"}) {
 		t.Fatalf("gc of a VM whose namespace is gone: removed %v, %v", removed, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/gc"
 )
 
 // Info is one line of `vmrun ls`.
@@ -80,7 +81,11 @@ func WriteList(w io.Writer, infos []Info, asJSON bool) error {
 func info(e rundir.Entry) Info {
 	i := Info{Name: e.Name, Status: "running"}
 	if !e.Live {
-		i.Status = "stale (run `vmrun gc`)"
+		cmd := "vmrun gc"
+		if e.State != nil {
+			cmd = gcCommand(e.State)
+		}
+		i.Status = "stale (run `" + cmd + "`)"
 	}
 	if e.State != nil {
 		i.PID, i.QEMUPID, i.Net, i.Parent, i.Uplink, i.MAC, i.Switches =
@@ -97,6 +102,10 @@ func info(e rundir.Entry) Info {
 	}
 	return i
 }
+
+// gcCommand is the command that cleans up after a stale VM: gc, in the
+// network namespace its vmrun ran in when that is another one.
+var gcCommand = gc.Command
 
 // addrColumn is the ADDRESSES column: each address with its source in
 // brackets, "-" when none is known yet.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vmrun/vmrun/internal/rundir"
+	"github.com/vmrun/vmrun/netsetup/gc"
 )
 
 // TestListTableAndJSON: a live VM with an address and a stale one, as
@@ -41,5 +42,33 @@ func TestListTableAndJSON(t *testing.T) {
 	}
 	if err := WriteList(&js, infos, true); err != nil || !strings.Contains(js.String(), `"addr": "10.0.0.5"`) || !strings.Contains(js.String(), `"started": null`) {
 		t.Errorf("JSON: %v\n%s", err, js.String())
+	}
+}
+
+// TestStaleNamesGCCommand: a stale VM's status names the command that
+// cleans up after it, gc in the network namespace its vmrun ran in when
+// that is another one (gc.Command, tested against real namespaces in
+// netsetup's TestGCOtherNetns).
+func TestStaleNamesGCCommand(t *testing.T) {
+	root := t.TempDir()
+	d, _, err := rundir.Create(root, "away")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(s *rundir.State) { *s = rundir.State{Name: "away", PID: 7, Netns: "c42", NetnsInode: 4026532173} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gcCommand = gc.Command })
+	var asked *rundir.State
+	gcCommand = func(st *rundir.State) string { asked = st; return "ip netns exec q vmrun gc" }
+	infos, err := List(root)
+	if err != nil || len(infos) != 1 {
+		t.Fatalf("List: %+v %v", infos, err)
+	}
+	if want := "stale (run `ip netns exec q vmrun gc`)"; infos[0].Status != want || asked == nil || asked.Netns != "c42" {
+		t.Errorf("status %q (asked about %+v), want %q", infos[0].Status, asked, want)
 	}
 }

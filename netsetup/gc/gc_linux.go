@@ -126,18 +126,13 @@ func reclaim(dir string, st *rundir.State) (left []rundir.Object, goneNetns stri
 // When it ran in another namespace that still exists, the error says where
 // to run gc.
 func reachable(st *rundir.State) (objs []rundir.Object, gone bool, err error) {
-	if st.Netns == "" {
-		return st.Objects, false, nil
-	}
-	here, err := hostnet.NetnsID()
-	if err != nil {
+	path, where, err := locate(st)
+	switch {
+	case err != nil:
 		return nil, false, err
-	}
-	if here == st.Netns {
+	case where == netnsHere:
 		return st.Objects, false, nil
-	}
-	path, found := hostnet.FindNetns(st.Netns, st.NetnsInode)
-	if !found {
+	case where == netnsGone:
 		for _, o := range st.Objects {
 			if o.Kind == hostnet.ObjProcess || o.Netns != "" {
 				objs = append(objs, o)
@@ -145,11 +140,57 @@ func reachable(st *rundir.State) (objs []rundir.Object, gone bool, err error) {
 		}
 		return objs, true, nil
 	}
-	how := "nsenter --net=" + path + " vmrun gc"
-	if name, ok := strings.CutPrefix(path, "/run/netns/"); ok && !strings.Contains(name, "/") {
-		how = "ip netns exec " + name + " vmrun gc"
+	return nil, false, fmt.Errorf("%w, net:[%d] (%s), where its vmrun ran: run `%s`", ErrOtherNetns, st.NetnsInode, path, command(path))
+}
+
+// Command returns the command that cleans up after st's dead vmrun from
+// where its objects are: `vmrun gc` when they are reachable from the
+// calling thread's network namespace (or their namespace is gone), else
+// gc run in the namespace its vmrun ran in (what gc itself asks for then).
+func Command(st *rundir.State) string {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	path, where, err := locate(st)
+	if err != nil || where != netnsElsewhere {
+		return "vmrun gc"
 	}
-	return nil, false, fmt.Errorf("%w, net:[%d] (%s), where its vmrun ran: run `%s`", ErrOtherNetns, st.NetnsInode, path, how)
+	return command(path)
+}
+
+// Where a dead vmrun's network namespace is, seen from the calling
+// thread's.
+const (
+	netnsHere      = iota // the same namespace, or the record does not say
+	netnsElsewhere        // another namespace that still exists, at path
+	netnsGone             // no process or mount holds it any more
+)
+
+// locate finds the network namespace st's vmrun ran in.
+func locate(st *rundir.State) (path string, where int, err error) {
+	if st.Netns == "" {
+		return "", netnsHere, nil
+	}
+	here, err := hostnet.NetnsID()
+	if err != nil {
+		return "", 0, err
+	}
+	if here == st.Netns {
+		return "", netnsHere, nil
+	}
+	path, found := hostnet.FindNetns(st.Netns, st.NetnsInode)
+	if !found {
+		return "", netnsGone, nil
+	}
+	return path, netnsElsewhere, nil
+}
+
+// command is gc run in the network namespace at path: `ip netns exec`
+// for one of iproute2's named namespaces, nsenter otherwise.
+func command(path string) string {
+	if name, ok := strings.CutPrefix(path, "/run/netns/"); ok && !strings.Contains(name, "/") {
+		return "ip netns exec " + name + " vmrun gc"
+	}
+	return "nsenter --net=" + path + " vmrun gc"
 }
 
 // ErrOtherNetns says that a dead vmrun's objects are in another network

@@ -25,3 +25,6 @@ func GCState(dir string, st *rundir.State) error {
 
 // GC is only implemented on Linux.
 func GC(root string, logf func(string, ...any)) ([]string, error) { return nil, hostnet.ErrUnsupported }
+
+// Command is `vmrun gc` where network namespaces are not looked into.
+func Command(st *rundir.State) string { return "vmrun gc" }
