@@ -1,6 +1,7 @@
 package guestexec
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,7 +110,8 @@ func (o OneShot) waitAgent(ctx context.Context, opened func() bool) (*qga.Client
 
 // run runs the command through client and returns its exit code.
 func (o OneShot) run(ctx context.Context, client *qga.Client, stdin []byte, out, errw io.Writer) (int, error) {
-	res, err := client.Run(ctx, ports(o.Dir), qga.Command{Argv: o.Argv, Stdin: stdin, Stdout: out, Stderr: errw})
+	sout, serr := &sink{w: out}, &sink{w: errw}
+	res, err := client.Run(ctx, ports(o.Dir), qga.Command{Argv: o.Argv, Stdin: stdin, Stdout: sout, Stderr: serr})
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
@@ -117,9 +119,12 @@ func (o OneShot) run(ctx context.Context, client *qga.Client, stdin []byte, out,
 		if errors.Is(err, qga.ErrAgent) {
 			return 0, exitcode.Setupf("--exec: %w", err)
 		}
-		if errors.Is(err, syscall.EPIPE) {
-			// vmrun ... --exec CMD | head: the reader has what it wanted.
-			return 0, exitcode.Setupf("--exec: %s's output could not be written, its reader has gone (%w): the guest is powered off", o.Argv[0], err)
+		if werr := cmp.Or(sout.failed(), serr.failed()); werr != nil {
+			if errors.Is(werr, syscall.EPIPE) {
+				// vmrun ... --exec CMD | head: the reader has what it wanted.
+				return 0, exitcode.Setupf("--exec: %s's output could not be written, its reader has gone (%w): the guest is powered off", o.Argv[0], werr)
+			}
+			return 0, exitcode.Setupf("--exec: %s's output could not be written (%w): the guest is powered off", o.Argv[0], werr)
 		}
 		return 0, exitcode.Setupf("--exec: the guest agent could not run the command: %w", err)
 	}
@@ -141,4 +146,29 @@ func agentDiagnosis(wait time.Duration, booted, opened bool, cause error) error 
 		return fmt.Errorf("%w within %s: the guest booted but no agent opened the %s port; install and start qemu-guest-agent in the guest (it needs the virtio_console driver), or raise --timeout", ErrAgentNotUp, wait, launcher.AgentPortName)
 	}
 	return fmt.Errorf("%w within %s: the agent opened its port but did not answer guest-sync (%w)", ErrAgentNotUp, wait, cause)
+}
+
+// sink is where the command's output goes (vmrun's stdout or stderr),
+// remembering its first failed write: a failure of vmrun's own output,
+// told apart from one of the agent's connection, which may fail with the
+// same errno.
+type sink struct {
+	w   io.Writer
+	err atomic.Pointer[error]
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.err.CompareAndSwap(nil, &err)
+	}
+	return n, err
+}
+
+// failed returns the first write error, or nil.
+func (s *sink) failed() error {
+	if e := s.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
