@@ -20,6 +20,13 @@ import (
 // 0xFF sentinel, and guest-exec / guest-exec-status as given.
 func fakeAgent(t *testing.T, answers map[string]string) string {
 	t.Helper()
+	return scriptedAgent(t, func(name string, _ json.RawMessage) string { return answers[name] })
+}
+
+// scriptedAgent is fakeAgent with the answer to each command other than
+// guest-sync-delimited given by answer, called in the order they come.
+func scriptedAgent(t *testing.T, answer func(name string, args json.RawMessage) string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "qga.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -61,7 +68,7 @@ func fakeAgent(t *testing.T, answers map[string]string) string {
 				fmt.Fprintf(conn, "\xff{\"return\": %d}\n", a.ID)
 				continue
 			}
-			fmt.Fprintf(conn, "%s\n", answers[msg.Execute])
+			fmt.Fprintf(conn, "%s\n", answer(msg.Execute, msg.Arguments))
 		}
 	}()
 	return path
@@ -218,5 +225,70 @@ func TestForgetNotCutShort(t *testing.T) {
 	st, err := c.Status(context.Background(), 42)
 	if err != nil || !st.Exited || st.ExitCode != 42 {
 		t.Fatalf("the next question got %+v, %v; want its own answer", st, err)
+	}
+}
+
+// TestRunCtrlCWhileAsked: Ctrl-C while the agent is asked to start the
+// command, or for its status, still sends the command SIGTERM, and its own
+// exit code (143) comes back, the question's answer not read as another's.
+func TestRunCtrlCWhileAsked(t *testing.T) {
+	for _, when := range []string{"guest-exec", "guest-exec-status"} {
+		t.Run(when, func(t *testing.T) { ctrlCWhileAsked(t, when) })
+	}
+}
+
+func ctrlCWhileAsked(t *testing.T, when string) {
+	outHost, outGuest := net.Pipe()
+	errHost, errGuest := net.Pipe()
+	defer outGuest.Close()
+	defer errGuest.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var nonce string
+	killed := make(chan []string, 1)
+	path := scriptedAgent(t, func(name string, raw json.RawMessage) string {
+		var a struct {
+			Arg []string `json:"arg"`
+			PID int      `json:"pid"`
+		}
+		if err := json.Unmarshal(raw, &a); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if name == when && ctx.Err() == nil {
+			cancel() // Ctrl-C while the question is in flight
+		}
+		switch {
+		case name == "guest-exec" && nonce == "": // the wrapper, args -c SCRIPT $0 NONCE ...
+			nonce = a.Arg[3]
+			go fmt.Fprintf(outGuest, beginMark, nonce)
+			go fmt.Fprintf(errGuest, beginMark, nonce)
+			return `{"return": {"pid": 100}}`
+		case name == "guest-exec": // the SIGTERM, passed on by the wrapper
+			killed <- a.Arg
+			go fmt.Fprintf(outGuest, endMark+"143\n", nonce)
+			go fmt.Fprintf(errGuest, endMark+"143\n", nonce)
+			return `{"return": {"pid": 101}}`
+		case name == "guest-exec-status":
+			return fmt.Sprintf(`{"return": {"exited": %t, "exitcode": 0}}`, a.PID != 100)
+		}
+		t.Errorf("unexpected %s %s", name, raw)
+		return `{"error": {"class": "GenericError", "desc": "unexpected"}}`
+	})
+	c, err := WaitAgent(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := c.run(ctx, Command{Argv: []string{"sleep", "600"}, Stdout: discard{}, Stderr: discard{}, NoReap: true}, outHost, errHost)
+	if !errors.Is(err, context.Canceled) || !res.Ended || res.Code != 143 {
+		t.Fatalf("run: %+v, %v; want the command ended with 143 and context.Canceled", res, err)
+	}
+	select {
+	case arg := <-killed:
+		if arg[len(arg)-1] != "100" {
+			t.Fatalf("SIGTERM sent with %q, want to pid 100", arg)
+		}
+	default:
+		t.Fatal("the command was not sent SIGTERM")
 	}
 }

@@ -72,6 +72,10 @@ const (
 	reapWait = 2 * time.Second
 )
 
+// ErrTermIgnored is returned when the command, sent SIGTERM because ctx
+// ended, did not end within termWait.
+var ErrTermIgnored = fmt.Errorf("it did not end within %s of SIGTERM", termWait)
+
 // ErrStdinTooLarge is returned for standard input over MaxStdin.
 var ErrStdinTooLarge = fmt.Errorf("standard input is larger than %d MiB", MaxStdin>>20)
 
@@ -144,7 +148,8 @@ func WaitAgent(ctx context.Context, path string) (*Client, error) {
 // Run runs cmd in the guest through the agent on ports.Agent, streaming its
 // output through the exec ports, and returns its exit code. When ctx ends
 // first, the command is sent SIGTERM and ctx's error is returned, with the
-// command's Result when it ended within termWait (Code non-zero). The
+// command's Result when it ended within termWait (Code non-zero), joined to
+// ErrTermIgnored when it did not. The
 // caller makes sure only one Run uses a VM's ports at a time (QEMU serves
 // one connection per port at a time).
 func Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
@@ -215,7 +220,14 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 		copiers.Wait()
 	}()
 
-	pid, err := c.Exec(ctx, ExecRequest{Path: "/bin/sh", Args: args, Input: cmd.Stdin, Capture: true})
+	if err := ctx.Err(); err != nil {
+		return Result{Pending: cmd.Forget}, err
+	}
+	// Once asked, the command is started even if ctx ends meanwhile: await
+	// then sends it SIGTERM.
+	qctx, release := uncut(ctx)
+	pid, err := c.Exec(qctx, ExecRequest{Path: "/bin/sh", Args: args, Input: cmd.Stdin, Capture: true})
+	release()
 	if err != nil {
 		return Result{Pending: cmd.Forget}, err
 	}
@@ -268,7 +280,7 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 	exited := false
 	// After ctx ends the command is sent SIGTERM and its end is still
 	// awaited (bounded by termWait), so its own exit code is reported.
-	done, pctx := ctx.Done(), ctx
+	done := ctx.Done()
 	for outDone != nil || errDone != nil {
 		select {
 		case err := <-outDone:
@@ -282,19 +294,19 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 				return Result{}, fmt.Errorf("exec stderr port: %w", err)
 			}
 		case <-done:
-			done, pctx = nil, context.Background()
+			done = nil
 			c.signal(pid)
 			giveUp = time.After(termWait)
 		case <-giveUp:
-			return Result{}, ctx.Err()
+			return Result{}, errors.Join(ErrTermIgnored, ctx.Err())
 		case <-endTimer:
 			return Result{}, fmt.Errorf("the command's wrapper ended but its output did not end within %s", endWait)
 		case <-timer.C:
-			sctx, cancel := context.WithTimeout(pctx, termWait)
-			st, err := c.Status(sctx, pid)
-			cancel()
+			qctx, release := uncut(ctx)
+			st, err := c.Status(qctx, pid)
+			release()
 			if err != nil {
-				return Result{}, errors.Join(err, ctx.Err())
+				return Result{}, err
 			}
 			if !st.Exited {
 				poll = min(poll*2, time.Second)
@@ -317,9 +329,22 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 	case cmd.NoReap:
 		res.Pending = []int{pid}
 	default:
-		c.reap(pctx, pid)
+		c.reap(context.WithoutCancel(ctx), pid)
 	}
 	return res, ctx.Err()
+}
+
+// uncut returns the context of one question to the agent asked under ctx:
+// ctx's end does not cut it short, it gives it termWait more. Cut short,
+// its answer would be read as the next question's, and a command being
+// started, or polled when Ctrl-C comes, would run on without SIGTERM.
+func uncut(ctx context.Context) (context.Context, context.CancelFunc) {
+	qctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(termWait, cancel) })
+	return qctx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // captured is the result of a command whose output came back in the

@@ -222,8 +222,10 @@ func execError(ctx context.Context, a Args, err error) error {
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return exitcode.Wrap(exitcode.Timeout, fmt.Errorf("--timeout %s expired: %s in VM %q was sent SIGTERM", a.Timeout, a.Argv[0], a.Name))
+	case ctx.Err() != nil && errors.Is(err, qga.ErrTermIgnored):
+		return exitcode.Setupf("interrupted: %s in VM %q was sent SIGTERM and %w", a.Argv[0], a.Name, qga.ErrTermIgnored)
 	case ctx.Err() != nil:
-		return exitcode.Setupf("interrupted: %s in VM %q was sent SIGTERM and did not end within 10s", a.Argv[0], a.Name)
+		return exitcode.Setupf("interrupted: the guest agent could not follow %s in VM %q to its end: %w", a.Argv[0], a.Name, err)
 	case errors.Is(err, qga.ErrStdinTooLarge):
 		return exitcode.Usagef("%w: the guest agent takes it in one message; share the file with --share instead", err)
 	case errors.Is(err, qga.ErrAgent):
