@@ -144,7 +144,7 @@ func (c *Client) call(ctx context.Context, name string, args any, out any) error
 
 func (c *Client) ioError(ctx context.Context, name string, err error) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
-		return ctx.Err()
+		return context.Cause(ctx) // uncut's own cause when it gave up
 	}
 	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		// ctx's deadline (the connection's deadline is the same instant).

@@ -244,6 +244,20 @@ func ctrlCWhileAsked(t *testing.T, when string) {
 	defer errGuest.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The guest's side of each exec port, written in order.
+	outW, errW := make(chan string, 2), make(chan string, 2)
+	defer close(outW)
+	defer close(errW)
+	for _, p := range []struct {
+		c  net.Conn
+		in chan string
+	}{{outGuest, outW}, {errGuest, errW}} {
+		go func() {
+			for s := range p.in {
+				fmt.Fprint(p.c, s)
+			}
+		}()
+	}
 	var nonce string
 	killed := make(chan []string, 1)
 	path := scriptedAgent(t, func(name string, raw json.RawMessage) string {
@@ -260,13 +274,13 @@ func ctrlCWhileAsked(t *testing.T, when string) {
 		switch {
 		case name == "guest-exec" && nonce == "": // the wrapper, args -c SCRIPT $0 NONCE ...
 			nonce = a.Arg[3]
-			go fmt.Fprintf(outGuest, beginMark, nonce)
-			go fmt.Fprintf(errGuest, beginMark, nonce)
+			outW <- fmt.Sprintf(beginMark, nonce)
+			errW <- fmt.Sprintf(beginMark, nonce)
 			return `{"return": {"pid": 100}}`
 		case name == "guest-exec": // the SIGTERM, passed on by the wrapper
 			killed <- a.Arg
-			go fmt.Fprintf(outGuest, endMark+"143\n", nonce)
-			go fmt.Fprintf(errGuest, endMark+"143\n", nonce)
+			outW <- fmt.Sprintf(endMark+"143\n", nonce)
+			errW <- fmt.Sprintf(endMark+"143\n", nonce)
 			return `{"return": {"pid": 101}}`
 		case name == "guest-exec-status":
 			return fmt.Sprintf(`{"return": {"exited": %t, "exitcode": 0}}`, a.PID != 100)
@@ -290,5 +304,39 @@ func ctrlCWhileAsked(t *testing.T, when string) {
 		}
 	default:
 		t.Fatal("the command was not sent SIGTERM")
+	}
+}
+
+// TestUncutBounded: a question asked under uncut outlives ctx's end by the
+// grace given, no more, and then says the agent did not answer.
+func TestUncutBounded(t *testing.T) {
+	gone := make(chan struct{})
+	defer close(gone)
+	path := scriptedAgent(t, func(name string, _ json.RawMessage) string {
+		<-gone // no answer while the test runs
+		return ""
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := WaitAgent(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	errc := make(chan error, 1)
+	qctx, release := uncut(ctx, 100*time.Millisecond)
+	defer release()
+	go func() {
+		_, err := c.Status(qctx, 1)
+		errc <- err
+	}()
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrNoAnswer) {
+			t.Fatalf("err %v, want ErrNoAnswer", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the question was not given up after its grace")
 	}
 }

@@ -225,7 +225,7 @@ func (c *Client) run(ctx context.Context, cmd Command, outConn, errConn net.Conn
 	}
 	// Once asked, the command is started even if ctx ends meanwhile: await
 	// then sends it SIGTERM.
-	qctx, release := uncut(ctx)
+	qctx, release := uncut(ctx, termWait)
 	pid, err := c.Exec(qctx, ExecRequest{Path: "/bin/sh", Args: args, Input: cmd.Stdin, Capture: true})
 	release()
 	if err != nil {
@@ -302,7 +302,7 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 		case <-endTimer:
 			return Result{}, fmt.Errorf("the command's wrapper ended but its output did not end within %s", endWait)
 		case <-timer.C:
-			qctx, release := uncut(ctx)
+			qctx, release := uncut(ctx, termWait)
 			st, err := c.Status(qctx, pid)
 			release()
 			if err != nil {
@@ -335,15 +335,17 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 }
 
 // uncut returns the context of one question to the agent asked under ctx:
-// ctx's end does not cut it short, it gives it termWait more. Cut short,
+// ctx's end does not cut it short, it gives it grace more (then its error
+// is ErrNoAnswer). Cut short,
 // its answer would be read as the next question's, and a command being
 // started, or polled when Ctrl-C comes, would run on without SIGTERM.
-func uncut(ctx context.Context) (context.Context, context.CancelFunc) {
-	qctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(termWait, cancel) })
+func uncut(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	qctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	late := fmt.Errorf("%w within %s", ErrNoAnswer, grace)
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, func() { cancel(late) }) })
 	return qctx, func() {
 		stop()
-		cancel()
+		cancel(nil)
 	}
 }
 
