@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmrun/vmrun/internal/config"
+	"github.com/vmrun/vmrun/internal/exitcode"
 	"github.com/vmrun/vmrun/internal/guestexec"
 	"github.com/vmrun/vmrun/internal/linetail"
 	"github.com/vmrun/vmrun/internal/rundir"
@@ -47,13 +48,60 @@ func execMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
 	notify := func(format string, args ...any) {
 		fmt.Fprintf(stderr, "vmrun: "+format+"\n", args...)
 	}
 	streams := guestexec.Streams{Stdin: stdinUnlessTerminal(), Stdout: stdout, Stderr: stderr}
-	return guestexec.Run(ctx, dir, a, streams, notify)
+	ctx, leave, stop := execStops(ctx)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- guestexec.Run(ctx, dir, a, streams, notify) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-leave:
+		return exitcode.Setupf("interrupted twice: left without waiting for %s in VM %q, which may still run there", a.Argv[0], a.Name)
+	}
+}
+
+// execStops catches `vmrun exec`'s stop signals: the first SIGINT, SIGTERM
+// or SIGHUP ends ctx (the command is sent SIGTERM and its end awaited);
+// a SIGINT after that (Ctrl-C again) closes leave. Only SIGINT counts
+// twice: `timeout` sends SIGTERM to its command and then to the command's
+// process group, which must not be taken for a second request.
+func execStops(parent context.Context) (ctx context.Context, leave <-chan struct{}, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	left, done := make(chan struct{}), make(chan struct{})
+	go followStops(sigc, cancel, left, done)
+	return ctx, left, func() {
+		signal.Stop(sigc)
+		close(done)
+		cancel()
+	}
+}
+
+// followStops is execStops' reader of sigc: the first signal calls cancel,
+// a SIGINT after it closes left; it returns then or when done closes.
+func followStops(sigc <-chan os.Signal, cancel func(), left chan<- struct{}, done <-chan struct{}) {
+	select {
+	case <-sigc:
+		cancel()
+	case <-done:
+		return
+	}
+	for {
+		select {
+		case s := <-sigc:
+			if s == syscall.SIGINT {
+				close(left)
+				return
+			}
+		case <-done:
+			return
+		}
+	}
 }
 
 // stdinUnlessTerminal is vmrun's stdin for a guest command: nil (the

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vmrun/vmrun/internal/exitcode"
@@ -77,4 +78,30 @@ func TestExecConfigFile(t *testing.T) {
 	if !strings.Contains(argv, "path="+filepath.Join(dir, "src")) || !strings.Contains(argv, "mount_tag=src") {
 		t.Fatalf("share from the config file (relative to it) missing: %s", argv)
 	}
+}
+
+// TestFollowStops: the first stop signal ends the session's context; only
+// a SIGINT after it (Ctrl-C again) leaves, not `timeout`'s second SIGTERM
+// nor a SIGHUP.
+func TestFollowStops(t *testing.T) {
+	sigc := make(chan os.Signal) // unbuffered: each send is a receipt
+	left, done := make(chan struct{}), make(chan struct{})
+	defer close(done)
+	cancelled := make(chan struct{})
+	go followStops(sigc, func() { close(cancelled) }, left, done)
+	sigc <- syscall.SIGTERM
+	<-cancelled
+	for _, s := range []os.Signal{syscall.SIGTERM, syscall.SIGHUP} {
+		select {
+		case sigc <- s:
+		case <-left:
+			t.Fatal("left on a second SIGTERM")
+		}
+	}
+	select {
+	case <-left:
+		t.Fatalf("left on %v", syscall.SIGHUP)
+	case sigc <- syscall.SIGINT:
+	}
+	<-left
 }

@@ -44,10 +44,12 @@ const (
 		"   --timeout DUR    give up after DUR: the command gets SIGTERM, exit 124\n" +
 		"   --timestamps     prefix each output line with the UTC time\n\n" +
 		"   stdout and stderr stream as they come; stdin is passed when it is not a terminal\n" +
-		"   (read to its end first, at most 16 MiB). Ctrl-C sends SIGTERM to the command.\n" +
+		"   (read to its end first, at most 16 MiB). Ctrl-C sends SIGTERM to the command and\n" +
+		"   waits for its end (at most 10s); Ctrl-C again leaves without waiting.\n" +
 		"   Exit code: the command's (128+N for signal N, 127 when it does not exist in the\n" +
 		"   guest, 126 when --cwd does not); vmrun's own failures: 1 usage (VM not running,\n" +
-		"   no agent channel, bad flag), 2 no answer from the guest agent, 124 --timeout."
+		"   no agent channel, bad flag), 2 no answer from the guest agent or left before the\n" +
+		"   command's end, 124 --timeout."
 )
 
 // ParseArgs parses NAME, the flags (before or after NAME) and the command
@@ -223,7 +225,7 @@ func execError(ctx context.Context, a Args, err error) error {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return exitcode.Wrap(exitcode.Timeout, fmt.Errorf("--timeout %s expired: %s in VM %q was sent SIGTERM", a.Timeout, a.Argv[0], a.Name))
 	case ctx.Err() != nil && errors.Is(err, qga.ErrTermIgnored):
-		return exitcode.Setupf("interrupted: %s in VM %q was sent SIGTERM and %w", a.Argv[0], a.Name, qga.ErrTermIgnored)
+		return exitcode.Setupf("interrupted: %s in VM %q: %w", a.Argv[0], a.Name, qga.ErrTermIgnored)
 	case ctx.Err() != nil:
 		return exitcode.Setupf("interrupted: the guest agent could not follow %s in VM %q to its end: %w", a.Argv[0], a.Name, err)
 	case errors.Is(err, qga.ErrStdinTooLarge):

@@ -225,6 +225,38 @@ func TestExecInRunningVM(t *testing.T) {
 			t.Fatalf("got %d bytes, stderr %q, code %d; want 16 MiB and a truncation notice", len(out), errs, code)
 		}
 	})
+	t.Run("interrupted-twice", func(t *testing.T) {
+		// A command that survives SIGTERM: the first Ctrl-C sends it,
+		// the second leaves at once (exit 2, saying so) instead of after
+		// 10 s. The command says on the guest's console that it started
+		// and that it got SIGTERM: the events the signals wait for.
+		ctx, cancel := context.WithTimeout(context.Background(), execWait)
+		defer cancel()
+		cmd := execCmd(ctx, rt, "e2e-exec", "--", "sh", "-c",
+			`trap 'echo E2E-TWICE-TERMED >/dev/console' TERM; echo "E2E-TWICE-STARTED:$$" >/dev/console; while :; do sleep 1; done`)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := vm.WaitConsole(`E2E-TWICE-STARTED:(\d+)`, execWait)[1]
+		defer func() {
+			if _, errs, code := runExec(t, rt, nil, "e2e-exec", "--", "kill", "-KILL", pid); code != 0 {
+				t.Errorf("killing the left command: code %d, %q", code, errs)
+			}
+		}()
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		vm.WaitConsole(`E2E-TWICE-TERMED`, execWait)
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(errb.String(), "interrupted twice: left without waiting for sh") {
+			t.Fatalf("exit code %d (%v, stderr %q), want 2 and the leaving said", code, err, errb.String())
+		}
+	})
 	t.Run("not-running", func(t *testing.T) {
 		_, errs, code := runExec(t, rt, nil, "no-such-vm", "--", "true")
 		if code != 1 || !strings.Contains(errs, `no VM named "no-such-vm" is running`) {
