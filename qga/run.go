@@ -149,9 +149,8 @@ func WaitAgent(ctx context.Context, path string) (*Client, error) {
 // output through the exec ports, and returns its exit code. When ctx ends
 // first, the command is sent SIGTERM and ctx's error is returned, with the
 // command's Result when it ended within termWait (Code non-zero), joined to
-// ErrTermIgnored when it did not. The
-// caller makes sure only one Run uses a VM's ports at a time (QEMU serves
-// one connection per port at a time).
+// ErrTermIgnored when it did not. The caller makes sure only one Run uses a
+// VM's ports at a time (QEMU serves one connection per port at a time).
 func Run(ctx context.Context, ports Ports, cmd Command) (Result, error) {
 	c, err := WaitAgent(ctx, ports.Agent)
 	if err != nil {
@@ -336,9 +335,9 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 
 // uncut returns the context of one question to the agent asked under ctx:
 // ctx's end does not cut it short, it gives it grace more (then its error
-// is ErrNoAnswer). Cut short,
-// its answer would be read as the next question's, and a command being
-// started, or polled when Ctrl-C comes, would run on without SIGTERM.
+// is ErrNoAnswer). Cut short, its answer would be read as the next
+// question's, and a command being started, or polled when Ctrl-C comes,
+// would run on without SIGTERM.
 func uncut(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
 	qctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	late := fmt.Errorf("%w within %s", ErrNoAnswer, grace)
