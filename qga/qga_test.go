@@ -340,3 +340,40 @@ func TestUncutBounded(t *testing.T) {
 		t.Fatal("the question was not given up after its grace")
 	}
 }
+
+// TestRunStatusBounded: an agent that stops answering while the command
+// runs (a hung guest) ends the run with ErrNoAnswer within termWait of
+// the unanswered status question, without Ctrl-C or --timeout.
+func TestRunStatusBounded(t *testing.T) {
+	outHost, outGuest := net.Pipe()
+	errHost, errGuest := net.Pipe()
+	defer outGuest.Close()
+	defer errGuest.Close()
+	gone := make(chan struct{})
+	defer close(gone)
+	path := scriptedAgent(t, func(name string, _ json.RawMessage) string {
+		if name == "guest-exec" {
+			return `{"return": {"pid": 100}}`
+		}
+		<-gone // status: no answer while the test runs
+		return ""
+	})
+	c, err := WaitAgent(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.run(context.Background(), Command{Argv: []string{"sleep", "600"}, Stdout: discard{}, Stderr: discard{}}, outHost, errHost)
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrNoAnswer) {
+			t.Fatalf("run: %v, want ErrNoAnswer", err)
+		}
+	case <-time.After(termWait + time.Minute):
+		t.Fatalf("run still waits %s after its start on an agent that does not answer", termWait+time.Minute)
+	}
+}

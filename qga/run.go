@@ -252,7 +252,7 @@ func (c *Client) forget(ctx context.Context, pids []int, running int) ([]int, er
 		if p == running {
 			continue // the guest reused the pid: it is forgotten
 		}
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), termWait)
+		qctx, cancel := statusContext(ctx)
 		st, err := c.Status(qctx, p)
 		cancel()
 		if err != nil && !errors.Is(err, ErrAgent) {
@@ -301,9 +301,9 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 		case <-endTimer:
 			return Result{}, fmt.Errorf("the command's wrapper ended but its output did not end within %s", endWait)
 		case <-timer.C:
-			qctx, release := uncut(ctx, termWait)
+			qctx, cancel := statusContext(ctx)
 			st, err := c.Status(qctx, pid)
-			release()
+			cancel()
 			if err != nil {
 				return Result{}, err
 			}
@@ -331,6 +331,13 @@ func (c *Client) await(ctx context.Context, pid int, cmd Command, outS, errS *st
 		c.reap(context.WithoutCancel(ctx), pid)
 	}
 	return res, ctx.Err()
+}
+
+// statusContext returns the context of one status question asked under
+// ctx: ctx's end does not cut it short (see uncut), and it is bounded by
+// termWait whether ctx ends or not.
+func statusContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), termWait)
 }
 
 // uncut returns the context of one question to the agent asked under ctx:
